@@ -1,0 +1,35 @@
+# Entry points for developers and CI. `make` alone lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+SERVICES := bash .ci/services.sh
+# Exports CLICKHOUSE_*, NATS_URL, REDIS_URL, POSTGRES_URL, ALPHAPT_* for the command after it.
+WITH_ENV := eval "$$($(SERVICES) env)" &&
+
+.PHONY: help services build test lint bench run clean-run
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+services: ## start PostgreSQL, Redis, NATS, ClickHouse 18.16 and the chdb venv (idempotent)
+	$(SERVICES) all
+
+build: ## cargo build --release
+	cargo build --release
+
+test: services ## unit + integration tests against the local services
+	$(WITH_ENV) cargo test --all-targets
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
+
+bench: services ## cargo bench against the local services
+	$(WITH_ENV) cargo bench
+
+run: services ## migrate, then run the appliance with tuning/default.toml
+	$(WITH_ENV) cargo run --release -- migrate up && cargo run --release -- run --config tuning/default.toml
+
+clean-run: ## stop our ClickHouse and delete .run/
+	$(SERVICES) stop-clickhouse
+	rm -rf .run

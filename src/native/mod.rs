@@ -1,0 +1,106 @@
+//! ClickHouse native TCP protocol: the client the writers, `health` and `query` use.
+//!
+//! ```text
+//!  pure (no sockets, no files)                                   I/O
+//!  ┌────────────────────────────────────────────────────┐   ┌──────────────────────────┐
+//!  │ wire      VarUInt, String, LE numbers              │   │ connection  one socket:  │
+//!  │ types     type-name parser  "Array(Tuple(...))"    │──►│   handshake, ping,       │
+//!  │ column    generic column codec (oracle, SELECTs)   │   │   SELECT, INSERT with    │
+//!  │ block     BlockInfo + columns; protocol/file form  │   │   header check, timeouts │
+//!  │ compress  checksummed LZ4/NONE frames              │   │ client   reconnect with  │
+//!  │ protocol  Hello, Query, server packets             │   │   backoff + jitter       │
+//!  └────────────────────────────────────────────────────┘   └──────────────────────────┘
+//! ```
+//!
+//! We announce revision [`protocol::CLIENT_REVISION`] (54429): the lowest at which
+//! modern servers take settings as strings, below every packet added since 2020, so
+//! 18.16 (54412) and 26.x exchange the same packet set (`docs/clickhouse-native-protocol.md`
+//! §13.2). Everything is laid out for `N = min(ours, server's)`.
+
+pub mod block;
+pub mod client;
+pub mod column;
+pub mod compress;
+pub mod connection;
+pub mod protocol;
+pub mod types;
+pub mod wire;
+
+pub use block::{Block, BlockFormat, Column};
+pub use client::{Backoff, Client};
+pub use column::{Value, Values};
+pub use compress::Method;
+pub use connection::{Connection, Options, QueryResult, ServerInfo};
+pub use protocol::ServerException;
+pub use types::ColumnType;
+
+/// Everything that can go wrong talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket failed (refused, reset, EOF mid-packet).
+    #[error("ClickHouse {op} failed: {source}; check that the server is up and reachable")]
+    Io {
+        /// What we were doing: connect, read, write.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No answer within the configured timeout.
+    #[error("ClickHouse {op} timed out after {timeout_ms} ms; the server is overloaded, stopped or unreachable")]
+    Timeout {
+        /// What we were doing.
+        op: &'static str,
+        /// The timeout in force.
+        timeout_ms: u64,
+    },
+    /// The server answered with an exception; its message is the operator's best clue.
+    #[error("{0}")]
+    Server(ServerException),
+    /// The byte stream does not follow the protocol; the connection is dropped.
+    #[error("ClickHouse protocol error: {0}")]
+    Protocol(String),
+    /// A compression frame is corrupt (checksum, sizes, payload).
+    #[error("corrupt compression frame from ClickHouse: {0}")]
+    Frame(String),
+    /// A column type this client does not encode or decode.
+    #[error("ClickHouse type `{type_name}` is not supported: {reason}")]
+    UnsupportedType {
+        /// The type as written.
+        type_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// What we would send does not match what the table expects.
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+    /// The connection failed earlier and is closed.
+    #[error("ClickHouse connection was closed after an earlier failure; reconnect")]
+    Broken,
+}
+
+impl Error {
+    /// Maps an I/O error, turning the two timeout kinds into [`Error::Timeout`]
+    /// (the timeout value is filled in by the connection, which knows it).
+    pub fn io(op: &'static str, source: std::io::Error) -> Error {
+        match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                Error::Timeout { op, timeout_ms: 0 }
+            }
+            _ => Error::Io { op, source },
+        }
+    }
+
+    /// Whether trying the same work again on a new connection may succeed. A reset
+    /// socket is retriable; a schema or type error is final for that block.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Io { .. }
+            | Error::Timeout { .. }
+            | Error::Protocol(_)
+            | Error::Frame(_)
+            | Error::Broken => true,
+            Error::Server(e) => e.is_retriable(),
+            Error::UnsupportedType { .. } | Error::SchemaMismatch(_) => false,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests: connection options from the environment
+//! `make test` exports, a throwaway database per test, and the `clickhouse-client`
+//! binary as an independent reader.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use alphapt_storage::native::{Connection, Method, Options};
+
+/// Options for the test server, from CLICKHOUSE_HOST / CLICKHOUSE_PORT.
+pub fn options(database: &str, compression: Option<Method>) -> Options {
+    Options {
+        host: std::env::var("CLICKHOUSE_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+        port: std::env::var("CLICKHOUSE_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(9000),
+        database: database.into(),
+        user: "default".into(),
+        password: String::new(),
+        compression,
+        connect_timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_secs(20),
+    }
+}
+
+/// A random suffix for database, stream and key names.
+pub fn suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}_{:08x}", std::process::id(), nanos ^ rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u32
+}
+
+/// A database that exists for the life of the value and is dropped after.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates `alphapt_test_<suffix>`.
+    pub fn new(tag: &str) -> TestDb {
+        let name = format!("alphapt_test_{tag}_{}", suffix());
+        let mut conn = Connection::connect(&options("", None))
+            .expect("ClickHouse is up (run `make services`)");
+        conn.execute(&format!("CREATE DATABASE {name}")).unwrap();
+        TestDb { name }
+    }
+
+    /// A connection whose default database is this one.
+    pub fn connect(&self, compression: Option<Method>) -> Connection {
+        Connection::connect(&options(&self.name, compression)).unwrap()
+    }
+
+    /// Creates `market_ticks` from the migration file matching the server.
+    pub fn create_market_ticks(&self, conn: &mut Connection) {
+        let file = if conn.server().is_modern() {
+            "migrations/clickhouse/001_market_ticks.sql"
+        } else {
+            "migrations/clickhouse/001_market_ticks.legacy.sql"
+        };
+        let sql = std::fs::read_to_string(file).unwrap();
+        let statement: String = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        conn.execute(statement.trim().trim_end_matches(';'))
+            .unwrap();
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = Connection::connect(&options("", None)) {
+            let _ = conn.execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
+        }
+    }
+}
+
+/// Runs `clickhouse-client --query` and returns its trimmed stdout.
+pub fn clickhouse_client(query: &str) -> String {
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    let output = Command::new("clickhouse-client")
+        .args(["--host", "127.0.0.1", "--port", &port, "--query", query])
+        .output()
+        .expect("clickhouse-client is installed");
+    assert!(
+        output.status.success(),
+        "clickhouse-client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
