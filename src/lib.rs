@@ -17,6 +17,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod model;
 pub mod native;
 pub mod shard;

@@ -1,0 +1,512 @@
+//! Configuration: defaults ← TOML file ← environment ← `--set` overrides, then validation.
+//!
+//! ```text
+//!   Config::default()            every key has a default, so an empty file is valid
+//!         ▲ overridden by
+//!   tuning/*.toml (--config)     [section] key = value; unknown keys refused
+//!         ▲ overridden by
+//!   environment                  the platform's names: CLICKHOUSE_PORT, REDIS_URL, ...
+//!         ▲ overridden by
+//!   --set section.key=value      repeated flag; same keys as the file
+//!         │
+//!         ▼
+//!   serde (path-tracking) ──► Config ──► Config::validate(host_cores) ──► Ok(Config)
+//! ```
+//!
+//! The layers are merged as TOML tables: the file is parsed into a table, every
+//! environment variable and `--set` value is converted to its key's TOML type and written
+//! into that table at its dotted key, and the result is deserialized once with
+//! `serde_path_to_error`, so an unknown key or a wrong type is reported with its full
+//! dotted path (`ingest.block_rowz`) and the layer it came from.
+//!
+//! Environment variables and the keys they set:
+//!
+//! | variable | key | note |
+//! | --- | --- | --- |
+//! | `CLICKHOUSE_HOST` | `clickhouse.host` | |
+//! | `CLICKHOUSE_PORT` | `clickhouse.port` | 1-65535 |
+//! | `CLICKHOUSE_DATABASE` | `clickhouse.database` | |
+//! | `CLICKHOUSE_USERNAME` | `clickhouse.username` | |
+//! | `CLICKHOUSE_PASSWORD` | `clickhouse.password` | secret; empty means no password |
+//! | `REDIS_URL` | `redis.url` | |
+//! | `REDIS_PASSWORD` | `redis.password` | secret; empty means no password |
+//! | `REDIS_MAX_CONNECTIONS` | `redis.max_connections` | |
+//! | `MARKET_DATA_BATCH_SIZE` | `ingest.block_rows_max` | rows |
+//! | `MARKET_DATA_FLUSH_INTERVAL` | `ingest.flush_interval_ms` | given in **seconds**, may be fractional (`0.5` → 500 ms) |
+//! | `MARKET_DATA_BUFFER_SIZE` | `ingest.ring_slots` | |
+//! | `ENABLE_COMPRESSION` | `clickhouse.compression` | `true/false/1/0/yes/no/on/off`; false → `none` |
+//! | `COMPRESSION_METHOD` | `clickhouse.compression` | `lz4` or `none`; anything else is refused |
+//! | `NATS_URL` | `nats.url` | |
+//! | `POSTGRES_URL` | `postgres.url` | may hold a password; shown redacted |
+//! | `ALPHAPT_HTTP_ADDR` | `http.addr` | `IP:PORT` |
+//!
+//! A variable set to the empty string counts as unset, except the two passwords, where
+//! empty means "no password". `ENABLE_COMPRESSION=true` with no `COMPRESSION_METHOD`
+//! means `lz4`; `ENABLE_COMPRESSION=true` with `COMPRESSION_METHOD=none` is refused as a
+//! contradiction.
+//!
+//! `--set` values take the type of the key's default: `--set ingest.shards=2` is an integer,
+//! `--set redis.key_prefix=7` a string, `--set threads.shard_cores=2,3` a list of cores.
+//! An empty value resets a non-string key to its default (`--set threads.receiver_core=`).
+//! Do not pass passwords with `--set`: the process list shows them. Use the environment.
+
+#![forbid(unsafe_code)]
+
+mod env;
+mod error;
+mod layer;
+mod secret;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use secret::{redact_url, Secret, REDACTED};
+pub use validate::{
+    BLOCK_ROWS_MAX, DURATION_MS_MAX, FETCH_BATCH_MAX, PARK_TIMEOUT_US_MAX, PAYLOAD_BYTES_MAX,
+    REDIS_CONNECTIONS_MAX, RING_SLOTS_MAX, SHARDS_MAX, WAIT_STEPS_MAX, WRITERS_MAX,
+};
+
+/// The whole configuration of the appliance, one section per table in the TOML file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where sealed blocks are INSERTed: the ClickHouse native-protocol endpoint.
+    pub clickhouse: ClickHouseConfig,
+    /// Where ticks and signals come from: NATS JetStream (or core NATS) streams and subjects.
+    pub nats: NatsConfig,
+    /// The slow-path hot cache of latest ticks, OHLC and signals.
+    pub redis: RedisConfig,
+    /// The slow-path store of reference data and block audit records.
+    pub postgres: PostgresConfig,
+    /// Sizes and times of the hot path: rings, blocks, shards, writers, drain.
+    pub ingest: IngestConfig,
+    /// Which core each thread runs on, and how threads wait on empty rings.
+    pub threads: ThreadsConfig,
+    /// The control-plane HTTP listener (`/metrics`, `/health`, `/quality`).
+    pub http: HttpConfig,
+    /// The on-disk spill of blocks that ClickHouse cannot take right now.
+    pub spill: SpillConfig,
+}
+
+/// Block compression on the ClickHouse native protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// LZ4 frames with ClickHouse's CityHash checksum: ~3-5x smaller ticks for little CPU.
+    #[default]
+    Lz4,
+    /// Uncompressed blocks: for debugging the wire, or a loopback ClickHouse.
+    None,
+}
+
+/// How ticks are taken off NATS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A durable JetStream pull consumer, acknowledged only once a block is durable: nothing lost.
+    #[default]
+    Jetstream,
+    /// Plain core-NATS subscriptions: at most once; a full ring drops and counts.
+    Core,
+}
+
+/// What a thread does when its input ring is empty (DESIGN §1, "Wait strategies").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitStrategy {
+    /// Busy-poll with a pause hint: lowest latency, burns the whole core; for pinned hosts.
+    Spin,
+    /// `thread::yield_now` in a loop: lets other threads run, still ~100% CPU.
+    Yield,
+    /// Park with `threads.park_timeout_us`: no CPU while idle, ~50-100 µs wake-up.
+    Park,
+    /// Spin `spin_count` times, then yield `yield_count` times, then park: for shared cores.
+    #[default]
+    Hybrid,
+}
+
+/// The ClickHouse server that sealed blocks are INSERTed into (native TCP protocol).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// Host name or IP address of the server, without scheme or port.
+    pub host: String,
+    /// Native-protocol TCP port (9000 plain; 9440 is usually TLS).
+    pub port: u16,
+    /// Database that holds the tick and signal tables.
+    pub database: String,
+    /// User the writers log in as.
+    pub username: String,
+    /// Password for `username`; empty for none.
+    pub password: Secret,
+    /// Compression of the blocks on the wire.
+    pub compression: Compression,
+    /// Longest wait for a TCP connect plus handshake, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for one socket read or write during an INSERT, in milliseconds.
+    pub io_timeout_ms: u64,
+    /// First delay before reconnecting after a failure, in milliseconds; doubles each try.
+    pub backoff_initial_ms: u64,
+    /// Ceiling of the reconnect delay, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Interval between pings on an idle connection, in milliseconds.
+    pub ping_interval_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 9000,
+            database: "alphapt".to_owned(),
+            username: "default".to_owned(),
+            password: Secret::default(),
+            compression: Compression::Lz4,
+            connect_timeout_ms: 2_000,
+            io_timeout_ms: 30_000,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 5_000,
+            ping_interval_ms: 10_000,
+        }
+    }
+}
+
+/// The NATS server, the JetStream streams and the durable consumer ticks are read from.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL, `nats://` or `tls://`; may embed `user:password@` (shown redacted).
+    pub url: String,
+    /// JetStream (durable, acknowledged) or core NATS (at most once).
+    pub source: Source,
+    /// JetStream stream that holds market ticks.
+    pub stream_ticks: String,
+    /// JetStream stream that holds strategy signals.
+    pub stream_signals: String,
+    /// Subject filter for market ticks.
+    pub subject_ticks: String,
+    /// Subject filter for strategy signals.
+    pub subject_signals: String,
+    /// Name of the durable pull consumer on both streams.
+    pub durable: String,
+    /// Most messages asked for in one JetStream pull request.
+    pub fetch_batch_max: u32,
+    /// Time JetStream waits for an ack before redelivering, in milliseconds.
+    pub ack_wait_ms: u64,
+    /// Most unacknowledged messages in flight; 0 means derived from ring and block sizes at start.
+    pub max_ack_pending: u32,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            source: Source::Jetstream,
+            stream_ticks: "MARKET_TICKS".to_owned(),
+            stream_signals: "STRATEGY_SIGNALS".to_owned(),
+            subject_ticks: "market.ticks.>".to_owned(),
+            subject_signals: "strategy.signals.>".to_owned(),
+            durable: "alphapt-storage".to_owned(),
+            fetch_batch_max: 1_000,
+            ack_wait_ms: 30_000,
+            max_ack_pending: 0,
+        }
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("source", &self.source)
+            .field("stream_ticks", &self.stream_ticks)
+            .field("stream_signals", &self.stream_signals)
+            .field("subject_ticks", &self.subject_ticks)
+            .field("subject_signals", &self.subject_signals)
+            .field("durable", &self.durable)
+            .field("fetch_batch_max", &self.fetch_batch_max)
+            .field("ack_wait_ms", &self.ack_wait_ms)
+            .field("max_ack_pending", &self.max_ack_pending)
+            .finish()
+    }
+}
+
+/// The Redis hot cache written by the slow path.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URL, `redis://` or `rediss://`; may embed `:password@` (shown redacted).
+    pub url: String,
+    /// Password sent with AUTH when the URL holds none; empty for none.
+    pub password: Secret,
+    /// Most connections the slow-path thread opens.
+    pub max_connections: u32,
+    /// Text put before every key this appliance writes; empty for none.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            password: Secret::default(),
+            max_connections: 4,
+            key_prefix: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password)
+            .field("max_connections", &self.max_connections)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// The PostgreSQL database of reference data and audit records.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, `postgres://` or `postgresql://`; may embed a password (shown redacted).
+    pub url: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// Sizes and times of the hot path.
+///
+/// Back-of-envelope for the defaults: a block of 65,536 rows × ~300 B ≈ 19 MiB; at
+/// 100 k ticks/s that is ~0.65 s of data, so the 1 s flush interval rarely fires before
+/// the size limit at that rate, and bounds staleness at low rates. A ring of 65,536 slots
+/// holds ~0.65 s of ticks at 100 k ticks/s before the receiver has to wait.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Rows at which a shard seals its open block (one block is one INSERT).
+    pub block_rows_max: u32,
+    /// Age at which a shard seals a non-empty block regardless of its rows, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Slots in each receiver→shard ring; a power of two.
+    pub ring_slots: u32,
+    /// Largest NATS message accepted, in bytes; larger ones are rejected and counted.
+    pub payload_bytes_max: u32,
+    /// Number of shard threads (parse, validate, build blocks); instruments are split among them.
+    pub shards: u16,
+    /// Number of writer threads, each with one ClickHouse connection.
+    pub writers: u16,
+    /// Longest time a drain (SIGTERM) waits for open blocks to become durable, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            block_rows_max: 65_536,
+            flush_interval_ms: 1_000,
+            ring_slots: 65_536,
+            payload_bytes_max: 1_048_576,
+            shards: 1,
+            writers: 1,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Core pinning and wait strategy of the threads (DESIGN §1, roles).
+///
+/// With `pin = false` every core list may be empty and is ignored; with `pin = true` the
+/// receiver must have a core, and the shard and writer lists must name one core per
+/// thread, each of which must exist on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadsConfig {
+    /// Whether threads are pinned to the cores below.
+    pub pin: bool,
+    /// Core of the NATS receiver thread; required when pinning.
+    pub receiver_core: Option<usize>,
+    /// Core of each shard thread, one per shard, in shard order.
+    pub shard_cores: Vec<usize>,
+    /// Core of each writer thread, one per writer, in writer order.
+    pub writer_cores: Vec<usize>,
+    /// Core of the Redis and PostgreSQL slow-path threads; unpinned when absent.
+    pub slow_core: Option<usize>,
+    /// What a hot thread does when its ring is empty.
+    pub wait: WaitStrategy,
+    /// Spins with a pause hint before a hybrid wait starts yielding.
+    pub spin_count: u32,
+    /// Yields before a hybrid wait starts parking.
+    pub yield_count: u32,
+    /// Longest single park of a park or hybrid wait, in microseconds.
+    pub park_timeout_us: u64,
+}
+
+impl Default for ThreadsConfig {
+    /// No pinning; hybrid wait of 100 spins, 10 yields, then 1 ms parks.
+    fn default() -> Self {
+        Self {
+            pin: false,
+            receiver_core: None,
+            shard_cores: Vec::new(),
+            writer_cores: Vec::new(),
+            slow_core: None,
+            wait: WaitStrategy::Hybrid,
+            spin_count: 100,
+            yield_count: 10,
+            park_timeout_us: 1_000,
+        }
+    }
+}
+
+/// The control-plane HTTP listener.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port `/metrics`, `/health` and `/quality` are served on.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+        }
+    }
+}
+
+/// The spill: memory-mapped segment files that hold blocks ClickHouse cannot take now.
+///
+/// Back-of-envelope for the defaults: 1 GiB holds ~3.5 M ticks at ~300 B (~50 of the
+/// default 19 MiB blocks), about 35 s of a 100 k ticks/s feed before back-pressure.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpillConfig {
+    /// Directory of the segment files; created at start if missing.
+    pub dir: String,
+    /// Most bytes all segments may hold together; past it the spill back-pressures upstream.
+    pub spill_bytes_max: u64,
+    /// Size of one segment file, in bytes; a segment is trimmed once all of it is replayed.
+    pub segment_bytes: u64,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self {
+            dir: ".run/spill".to_owned(),
+            spill_bytes_max: 1 << 30,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from its layers and validates it for this host.
+    ///
+    /// Layers, later ones winning: defaults, the TOML `file` (when given), the platform's
+    /// environment variables read through `env`, then the `section.key=value` `overrides`
+    /// from repeated `--set` flags. Production passes `&|name| std::env::var(name).ok()`.
+    /// Validation uses [`host_cores`].
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as a [`ConfigError`] naming the file, key, variable or
+    /// `--set` argument at fault and the fix.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        Self::load_on_host(file, env, overrides, host_cores())
+    }
+
+    /// Loads like [`Config::load`], validating for a host with `host_cores` cores.
+    pub(crate) fn load_on_host(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &[String],
+        host_cores: usize,
+    ) -> Result<Config, ConfigError> {
+        let (config, origins) = layer::resolve(file, env, overrides)?;
+        config
+            .validate(host_cores)
+            .map_err(|error| origins.attribute(error, env))?;
+        Ok(config)
+    }
+
+    /// Loads the configuration like [`Config::load`] but does not validate it.
+    ///
+    /// For checking a file written for another host (`validate` with that host's cores).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], less the validation errors ([`ConfigError::Invalid`]).
+    pub fn load_unvalidated(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        layer::resolve(file, env, overrides).map(|(config, _)| config)
+    }
+
+    /// Returns the effective configuration as TOML with every password and URL password
+    /// shown as `***`, for `--print-config`.
+    #[must_use]
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        shown.nats.url = redact_url(&shown.nats.url);
+        shown.redis.url = redact_url(&shown.redis.url);
+        shown.postgres.url = redact_url(&shown.postgres.url);
+        let header = "# Effective configuration: defaults <- file <- environment <- --set.\n\
+                      # Secrets are shown as ***.\n";
+        match toml::to_string(&shown) {
+            Ok(body) => format!("{header}{body}"),
+            Err(error) => format!("{header}# cannot render the configuration as TOML: {error}\n"),
+        }
+    }
+}
+
+/// Returns how many cores this host has, counting isolated ones: a core index is valid when
+/// it is below this number.
+///
+/// Reads `/sys/devices/system/cpu/online` where there is one, because the cores a process
+/// may run on by default (what `core_affinity::get_core_ids` lists) leave out the
+/// `isolcpus=` cores that pinned hot threads are meant to use. Otherwise takes the highest
+/// core id from `core_affinity` plus one, then `std::thread::available_parallelism`, then 1.
+#[must_use]
+pub fn host_cores() -> usize {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|text| layer::highest_listed_core(&text))
+        .map(|highest| highest + 1);
+    let affinity =
+        core_affinity::get_core_ids().and_then(|ids| ids.iter().map(|core| core.id + 1).max());
+    let parallelism = std::thread::available_parallelism()
+        .ok()
+        .map(std::num::NonZeroUsize::get);
+    online.or(affinity).or(parallelism).unwrap_or(1).max(1)
+}

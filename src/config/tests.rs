@@ -1,0 +1,641 @@
+//! Tests of loading, layering, validation and redaction. Files are written under the
+//! system temp directory with unique names and removed on drop; the environment is a
+//! closure over a map, never the process's own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+/// Cores of the host the tests pretend to run on, so results do not depend on the machine.
+const TEST_HOST_CORES: usize = 2;
+
+/// A config file under the temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a fresh, uniquely named file.
+    fn new(text: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "alphapt-config-test-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("the temp directory is writable");
+        Self(path)
+    }
+
+    /// The file's path.
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An environment lookup over the given pairs.
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+/// `--set` arguments as the command line would pass them.
+fn sets(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// Loads `text` as the config file with the given environment and overrides, validated
+/// for a [`TEST_HOST_CORES`]-core host.
+fn load(text: &str, env: &[(&str, &str)], overrides: &[&str]) -> Result<Config, ConfigError> {
+    let file = TempFile::new(text);
+    Config::load_on_host(
+        Some(file.path()),
+        &env_of(env),
+        &sets(overrides),
+        TEST_HOST_CORES,
+    )
+}
+
+/// Loads and expects a refusal, returning it.
+fn refused(text: &str, env: &[(&str, &str)], overrides: &[&str]) -> ConfigError {
+    match load(text, env, overrides) {
+        Ok(config) => panic!("expected a refusal, loaded {config:?}"),
+        Err(error) => error,
+    }
+}
+
+/// A tuning file of this crate.
+fn tuning(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tuning")
+        .join(name)
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    // An empty file is valid and yields the documented defaults.
+    let config = load("", &[], &[]).expect("an empty file loads");
+    assert_eq!(config, Config::default());
+    assert_eq!(config.clickhouse.port, 9000);
+    assert_eq!(config.clickhouse.compression, Compression::Lz4);
+    assert_eq!(config.nats.source, Source::Jetstream);
+    assert_eq!(config.threads.wait, WaitStrategy::Hybrid);
+    assert_eq!(config.http.addr.to_string(), "127.0.0.1:9464");
+    assert_eq!(config.spill.spill_bytes_max, 1 << 30);
+    let no_file = Config::load_on_host(None, &env_of(&[]), &[], TEST_HOST_CORES);
+    assert_eq!(no_file, Ok(Config::default()));
+}
+
+#[test]
+fn default_tuning_file_is_the_defaults() {
+    // tuning/default.toml parses, validates on 2 cores, and documents the real defaults.
+    let path = tuning("default.toml");
+    let config = Config::load_on_host(Some(&path), &env_of(&[]), &[], TEST_HOST_CORES);
+    assert_eq!(config, Ok(Config::default()));
+}
+
+#[test]
+fn bare_metal_tuning_file_validates_on_16_cores() {
+    // tuning/bare-metal-16c.toml parses, validates on 16 cores, and is refused on 2.
+    let path = tuning("bare-metal-16c.toml");
+    let config = Config::load_unvalidated(Some(&path), &env_of(&[]), &[]).expect("parses");
+    assert_eq!(config.validate(16), Ok(()));
+    assert!(config.threads.pin);
+    assert_eq!(config.threads.receiver_core, Some(2));
+    assert_eq!(config.threads.shard_cores, vec![3, 4, 5, 6]);
+    assert_eq!(config.threads.writer_cores, vec![7, 8]);
+    assert_eq!(config.threads.slow_core, Some(1));
+    assert_eq!(config.threads.wait, WaitStrategy::Spin);
+    let error = config
+        .validate(2)
+        .expect_err("core 2 does not exist on 2 cores");
+    assert!(error.to_string().contains("2-core host"), "{error}");
+}
+
+#[test]
+fn layers_apply_file_then_env_then_set() {
+    // One key set in the file, the environment and --set: each later layer wins.
+    let file = "[ingest]\nblock_rows_max = 1000\n";
+    let env = [("MARKET_DATA_BATCH_SIZE", "2000")];
+    let set = ["ingest.block_rows_max=3000"];
+    assert_eq!(
+        load(file, &[], &[]).map(|c| c.ingest.block_rows_max),
+        Ok(1000)
+    );
+    assert_eq!(
+        load(file, &env, &[]).map(|c| c.ingest.block_rows_max),
+        Ok(2000)
+    );
+    assert_eq!(
+        load(file, &env, &set).map(|c| c.ingest.block_rows_max),
+        Ok(3000)
+    );
+    assert_eq!(
+        load(file, &[], &set).map(|c| c.ingest.block_rows_max),
+        Ok(3000)
+    );
+    // An empty variable counts as unset.
+    let empty = [("MARKET_DATA_BATCH_SIZE", ""), ("CLICKHOUSE_PORT", "")];
+    assert_eq!(
+        load(file, &empty, &[]).map(|c| c.ingest.block_rows_max),
+        Ok(1000)
+    );
+}
+
+#[test]
+fn every_env_variable_reaches_its_key() {
+    // Each platform variable sets the key DESIGN §5 maps it to.
+    let env = [
+        ("CLICKHOUSE_HOST", "ch-1"),
+        ("CLICKHOUSE_PORT", "9440"),
+        ("CLICKHOUSE_DATABASE", "ticks"),
+        ("CLICKHOUSE_USERNAME", "writer"),
+        ("CLICKHOUSE_PASSWORD", "pw"),
+        ("REDIS_URL", "rediss://redis-1:6380"),
+        ("REDIS_PASSWORD", "rpw"),
+        ("REDIS_MAX_CONNECTIONS", "16"),
+        ("MARKET_DATA_BATCH_SIZE", "5000"),
+        ("MARKET_DATA_FLUSH_INTERVAL", "2"),
+        ("MARKET_DATA_BUFFER_SIZE", "1024"),
+        ("COMPRESSION_METHOD", "none"),
+        ("NATS_URL", "tls://nats-1:4222"),
+        ("POSTGRES_URL", "postgresql://pg-1/db"),
+        ("ALPHAPT_HTTP_ADDR", "0.0.0.0:9000"),
+    ];
+    let config = load("", &env, &[]).expect("loads");
+    assert_eq!(config.clickhouse.host, "ch-1");
+    assert_eq!(config.clickhouse.port, 9440);
+    assert_eq!(config.clickhouse.database, "ticks");
+    assert_eq!(config.clickhouse.username, "writer");
+    assert_eq!(config.clickhouse.password.expose(), "pw");
+    assert_eq!(config.redis.url, "rediss://redis-1:6380");
+    assert_eq!(config.redis.password.expose(), "rpw");
+    assert_eq!(config.redis.max_connections, 16);
+    assert_eq!(config.ingest.block_rows_max, 5000);
+    assert_eq!(config.ingest.flush_interval_ms, 2000);
+    assert_eq!(config.ingest.ring_slots, 1024);
+    assert_eq!(config.clickhouse.compression, Compression::None);
+    assert_eq!(config.nats.url, "tls://nats-1:4222");
+    assert_eq!(config.postgres.url, "postgresql://pg-1/db");
+    assert_eq!(config.http.addr.to_string(), "0.0.0.0:9000");
+}
+
+#[test]
+fn unknown_key_in_file_names_dotted_key() {
+    // A misspelt key in the file is refused with its dotted path, the file and the valid keys.
+    let error = refused("[ingest]\nblock_rowz = 5\n", &[], &[]);
+    let ConfigError::UnknownKey { key, origin, .. } = &error else {
+        panic!("expected UnknownKey, got {error:?}");
+    };
+    assert_eq!(key, "ingest.block_rowz");
+    assert!(origin.contains("config file"), "{origin}");
+    let message = error.to_string();
+    assert!(message.contains("`ingest.block_rowz`"), "{message}");
+    assert!(message.contains("block_rows_max"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    let error = refused("[ingestt]\nshards = 1\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::UnknownKey { key, .. } if key == "ingestt"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn wrong_type_in_file_names_key_and_type() {
+    // A value of the wrong type is refused with its dotted path and what the key takes.
+    let error = refused("[ingest]\nshards = \"four\"\n", &[], &[]);
+    let ConfigError::WrongType { key, expected, .. } = &error else {
+        panic!("expected WrongType, got {error:?}");
+    };
+    assert_eq!(key, "ingest.shards");
+    assert!(expected.contains("integer"), "{expected}");
+    let error = refused("[threads]\nshard_cores = [1, \"x\"]\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::WrongType { key, .. } if key == "threads.shard_cores[1]"),
+        "{error:?}"
+    );
+    let error = refused("[clickhouse]\ncompression = \"zstd\"\n", &[], &[]);
+    assert!(error.to_string().contains("`lz4`"), "{error}");
+}
+
+#[test]
+fn unknown_key_in_set_is_refused() {
+    // A --set of a key or section that does not exist is refused like one in the file.
+    let error = refused("", &[], &["ingest.block_rowz=5"]);
+    let ConfigError::UnknownKey { key, origin, .. } = &error else {
+        panic!("expected UnknownKey, got {error:?}");
+    };
+    assert_eq!(key, "ingest.block_rowz");
+    assert!(origin.contains("--set"), "{origin}");
+    let error = refused("", &[], &["ingress.shards=2"]);
+    assert!(
+        matches!(&error, ConfigError::UnknownKey { key, .. } if key == "ingress"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn malformed_set_is_refused() {
+    // A --set without `=`, without a section, or with a value of the wrong type is refused.
+    let error = refused("", &[], &["ingest.shards"]);
+    assert!(matches!(&error, ConfigError::Override { .. }), "{error:?}");
+    assert!(error.to_string().contains("section.key=value"), "{error}");
+    let error = refused("", &[], &["shards=2"]);
+    assert!(matches!(&error, ConfigError::Override { .. }), "{error:?}");
+    let error = refused("", &[], &["ingest.shards=four"]);
+    assert!(error.to_string().contains("takes an integer"), "{error}");
+    let error = refused("", &[], &["threads.pin=maybe"]);
+    assert!(error.to_string().contains("true or false"), "{error}");
+}
+
+#[test]
+fn set_converts_to_the_key_type() {
+    // --set values take the type of their key: integers, strings, core lists, options.
+    let config = load(
+        "",
+        &[],
+        &[
+            "threads.shard_cores=0,1",
+            "threads.receiver_core=1",
+            "redis.key_prefix=7",
+            "ingest.ring_slots=131_072",
+            "threads.pin=false",
+        ],
+    )
+    .expect("loads");
+    assert_eq!(config.threads.shard_cores, vec![0, 1]);
+    assert_eq!(config.threads.receiver_core, Some(1));
+    assert_eq!(config.redis.key_prefix, "7");
+    assert_eq!(config.ingest.ring_slots, 131_072);
+    let reset = load(
+        "[threads]\nreceiver_core = 1\n",
+        &[],
+        &["threads.receiver_core="],
+    );
+    assert_eq!(reset.map(|c| c.threads.receiver_core), Ok(None));
+}
+
+#[test]
+fn bad_env_port_names_variable() {
+    // A non-numeric CLICKHOUSE_PORT is refused naming the variable, its value and the fix.
+    let error = refused("", &[("CLICKHOUSE_PORT", "90x0")], &[]);
+    assert_eq!(
+        error.to_string(),
+        "CLICKHOUSE_PORT=\"90x0\" is not a port number (1-65535); unset it or give a number"
+    );
+    let error = refused("", &[("CLICKHOUSE_PORT", "0")], &[]);
+    assert!(
+        matches!(&error, ConfigError::Env { var, .. } if var == "CLICKHOUSE_PORT"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn flush_interval_env_is_in_seconds() {
+    // MARKET_DATA_FLUSH_INTERVAL is seconds, fractional allowed, stored as milliseconds.
+    let ms = |value: &str| {
+        load("", &[("MARKET_DATA_FLUSH_INTERVAL", value)], &[]).map(|c| c.ingest.flush_interval_ms)
+    };
+    assert_eq!(ms("0.5"), Ok(500));
+    assert_eq!(ms("1"), Ok(1000));
+    assert_eq!(ms("0.025"), Ok(25));
+}
+
+#[test]
+fn bad_flush_interval_env_is_refused() {
+    // Non-numbers, non-positive, sub-millisecond and over-an-hour intervals are refused by name.
+    for bad in ["abc", "-1", "0", "0.0001", "NaN", "inf", "500ms", "7200"] {
+        let error = refused("", &[("MARKET_DATA_FLUSH_INTERVAL", bad)], &[]);
+        let ConfigError::Env { var, value, .. } = &error else {
+            panic!("expected Env for {bad:?}, got {error:?}");
+        };
+        assert_eq!(var, "MARKET_DATA_FLUSH_INTERVAL");
+        assert_eq!(value.as_deref(), Some(bad));
+        assert!(error.to_string().contains("seconds"), "{error}");
+    }
+}
+
+#[test]
+fn compression_method_zstd_is_refused() {
+    // COMPRESSION_METHOD=zstd is refused with the list of supported methods.
+    let error = refused("", &[("COMPRESSION_METHOD", "zstd")], &[]);
+    assert!(
+        matches!(&error, ConfigError::Env { var, .. } if var == "COMPRESSION_METHOD"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("lz4, none"), "{message}");
+    assert!(message.contains("\"zstd\""), "{message}");
+}
+
+#[test]
+fn enable_compression_false_turns_compression_off() {
+    // ENABLE_COMPRESSION=false (or 0/no) sets compression to none; true with none is refused.
+    for off in ["false", "0", "no", "FALSE"] {
+        let config = load("", &[("ENABLE_COMPRESSION", off)], &[]).expect("loads");
+        assert_eq!(config.clickhouse.compression, Compression::None, "{off}");
+    }
+    let on = load(
+        "[clickhouse]\ncompression = \"none\"\n",
+        &[("ENABLE_COMPRESSION", "yes")],
+        &[],
+    );
+    assert_eq!(on.map(|c| c.clickhouse.compression), Ok(Compression::Lz4));
+    let both = [
+        ("ENABLE_COMPRESSION", "true"),
+        ("COMPRESSION_METHOD", "none"),
+    ];
+    assert!(matches!(refused("", &both, &[]), ConfigError::Env { .. }));
+    let error = refused("", &[("ENABLE_COMPRESSION", "perhaps")], &[]);
+    assert!(
+        error
+            .to_string()
+            .starts_with("ENABLE_COMPRESSION=\"perhaps\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn zero_block_rows_max_is_refused() {
+    // block_rows_max = 0 is refused by key from the file and by variable from the environment.
+    let error = refused("[ingest]\nblock_rows_max = 0\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "ingest.block_rows_max"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("1 or more"), "{error}");
+    let error = refused("", &[("MARKET_DATA_BATCH_SIZE", "0")], &[]);
+    assert!(
+        error
+            .to_string()
+            .starts_with("MARKET_DATA_BATCH_SIZE=\"0\" sets `ingest.block_rows_max`"),
+        "{error}"
+    );
+    let error = refused("[ingest]\nblock_rows_max = 2000000\n", &[], &[]);
+    assert!(error.to_string().contains("1048576"), "{error}");
+}
+
+#[test]
+fn ring_slots_must_be_a_power_of_two() {
+    // A ring size that is not a power of two is refused with the two nearest that are.
+    let error = refused("[ingest]\nring_slots = 1000\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "ingest.ring_slots"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("512") && message.contains("1024"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_refused() {
+    // A config file that does not exist is refused naming the path and --config.
+    let path = std::env::temp_dir().join("alphapt-config-test-does-not-exist.toml");
+    let error = Config::load(Some(&path), &env_of(&[]), &[]).expect_err("no such file");
+    assert!(matches!(&error, ConfigError::Io { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("alphapt-config-test-does-not-exist.toml"),
+        "{message}"
+    );
+    assert!(message.contains("--config"), "{message}");
+}
+
+#[test]
+fn malformed_toml_reports_file_and_line() {
+    // A TOML syntax error is refused with the file name and the line of the error.
+    let error = refused("[ingest]\nshards = 1\nwriters = \n", &[], &[]);
+    let ConfigError::Parse { path, line, .. } = &error else {
+        panic!("expected Parse, got {error:?}");
+    };
+    assert_eq!(*line, 3);
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+    assert!(!error.to_string().contains('\n'), "{error}");
+}
+
+#[test]
+fn urls_must_parse_and_have_the_right_scheme() {
+    // Malformed URLs and wrong schemes are refused by key; from the environment, by variable.
+    let cases = [
+        ("[nats]\nurl = \"http://127.0.0.1:4222\"\n", "nats.url"),
+        ("[redis]\nurl = \"not a url\"\n", "redis.url"),
+        ("[redis]\nurl = \"redis://\"\n", "redis.url"),
+        ("[postgres]\nurl = \"mysql://u@h/db\"\n", "postgres.url"),
+    ];
+    for (file, expected) in cases {
+        let error = refused(file, &[], &[]);
+        assert!(
+            matches!(&error, ConfigError::Invalid { key, .. } if key == expected),
+            "{error:?}"
+        );
+    }
+    let error = refused("", &[("NATS_URL", "http://u:nats-pw@h:4222")], &[]);
+    assert!(
+        matches!(&error, ConfigError::Env { var, .. } if var == "NATS_URL"),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("scheme `http`"), "{message}");
+    assert!(!message.contains("nats-pw"), "{message}");
+}
+
+#[test]
+fn ack_wait_must_exceed_flush_interval() {
+    // JetStream would redeliver every tick if it gave up before a block could seal.
+    let error = refused("[nats]\nack_wait_ms = 500\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "nats.ack_wait_ms"),
+        "{error:?}"
+    );
+    let core = load("[nats]\nack_wait_ms = 500\nsource = \"core\"\n", &[], &[]);
+    assert!(core.is_ok(), "{core:?}");
+}
+
+#[test]
+fn pinned_core_must_exist() {
+    // With pin = true a core beyond the host's is refused naming the core, list and fix.
+    let file = "[threads]\npin = true\nreceiver_core = 0\nshard_cores = [9]\nwriter_cores = [1]\n";
+    let error = refused(file, &[], &[]);
+    assert_eq!(
+        error.to_string(),
+        "`threads.shard_cores` names core 9, which does not exist on this 2-core host (cores 0-1); \
+         remove it or set `threads.pin = false`"
+    );
+    let unpinned = "[threads]\npin = false\nshard_cores = [9]\n";
+    assert!(load(unpinned, &[], &[]).is_ok());
+}
+
+#[test]
+fn pinned_core_lists_match_thread_counts() {
+    // With pin = true each shard and writer needs one core, and the receiver needs one.
+    let file = "[ingest]\nshards = 2\n[threads]\npin = true\nreceiver_core = 0\nshard_cores = [1]\nwriter_cores = [1]\n";
+    let error = refused(file, &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "threads.shard_cores"),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("lists 1 cores but `ingest.shards` is 2"),
+        "{error}"
+    );
+    let file = "[threads]\npin = true\nreceiver_core = 0\nshard_cores = [1]\nwriter_cores = []\n";
+    let error = refused(file, &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "threads.writer_cores"),
+        "{error:?}"
+    );
+    let file = "[threads]\npin = true\nshard_cores = [1]\nwriter_cores = [1]\n";
+    let error = refused(file, &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "threads.receiver_core"),
+        "{error:?}"
+    );
+    let shared =
+        "[threads]\npin = true\nreceiver_core = 0\nshard_cores = [1]\nwriter_cores = [1]\n";
+    assert!(
+        load(shared, &[], &[]).is_ok(),
+        "hybrid threads may share cores"
+    );
+}
+
+#[test]
+fn spinning_threads_need_their_own_cores() {
+    // With wait = "spin" two hot threads on one core are refused.
+    let file = "[threads]\npin = true\nwait = \"spin\"\nreceiver_core = 0\nshard_cores = [1]\nwriter_cores = [1]\n";
+    let error = refused(file, &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "threads.writer_cores"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("shard 0"), "{error}");
+}
+
+/// Passwords planted in every place a secret can live, for the redaction tests.
+const PLANTED: [&str; 5] = [
+    "ch-pw-111",
+    "redis-pw-222",
+    "pg-pw-333",
+    "redis-url-pw-444",
+    "nats-pw-555",
+];
+
+/// A config with each of [`PLANTED`] in a password or URL.
+fn config_with_secrets() -> Config {
+    let file = format!("[clickhouse]\npassword = \"{}\"\n", PLANTED[0]);
+    let postgres = format!("postgres://u:{}@h:5432/db", PLANTED[2]);
+    let redis = format!("redis://:{}@h:6379", PLANTED[3]);
+    let nats = format!("nats://u:{}@h:4222", PLANTED[4]);
+    let env = [
+        ("REDIS_PASSWORD", PLANTED[1]),
+        ("POSTGRES_URL", postgres.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("NATS_URL", nats.as_str()),
+    ];
+    let config = load(&file, &env, &[]).expect("loads");
+    assert_eq!(config.clickhouse.password.expose(), PLANTED[0]);
+    assert_eq!(config.redis.password.expose(), PLANTED[1]);
+    config
+}
+
+#[test]
+fn debug_hides_every_secret() {
+    // `{:?}` of a config holding passwords and URL passwords shows none of them.
+    let shown = format!("{:?} {:#?}", config_with_secrets(), config_with_secrets());
+    for secret in PLANTED {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
+    assert!(shown.contains("***"), "{shown}");
+    assert!(shown.contains("postgres://u:***@h:5432/db"), "{shown}");
+}
+
+#[test]
+fn redacted_toml_hides_every_secret_and_parses() {
+    // to_toml_redacted shows no secret and reads back as TOML and as a Config.
+    let text = config_with_secrets().to_toml_redacted();
+    for secret in PLANTED {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(toml::from_str::<toml::Table>(&text).is_ok(), "{text}");
+    let back: Config = toml::from_str(&text).expect("reads back as a Config");
+    assert_eq!(back.clickhouse.password.expose(), REDACTED);
+    assert_eq!(back.nats.url, "nats://u:***@h:4222");
+    let defaults: Config = toml::from_str(&Config::default().to_toml_redacted()).expect("parses");
+    assert_eq!(defaults, Config::default());
+}
+
+#[test]
+fn secret_errors_never_echo_the_value() {
+    // Errors about secret keys, even misspelt ones, do not show the value given.
+    let error = refused("", &[], &["clickhouse.pasword=hunter2"]);
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    let error = refused("", &[], &["clickhouse.password hunter2"]);
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    let error = refused("[redis]\npassword = 123456789\n", &[], &[]);
+    assert!(!error.to_string().contains("123456789"), "{error}");
+}
+
+#[test]
+fn secret_prints_stars_or_nothing() {
+    // A set Secret prints as *** and an empty one as nothing, through Debug and Display.
+    let set = Secret::new("hunter2");
+    assert_eq!(format!("{set:?}"), "\"***\"");
+    assert_eq!(set.to_string(), "***");
+    assert_eq!(set.expose(), "hunter2");
+    let empty = Secret::default();
+    assert_eq!(format!("{empty:?}"), "\"\"");
+    assert_eq!(empty.to_string(), "");
+}
+
+#[test]
+fn redact_url_hides_passwords_only() {
+    // redact_url hides user-info passwords and password query values, and keeps the rest.
+    let cases = [
+        ("redis://:pw@host:6379", "redis://:***@host:6379"),
+        ("postgres://u:pw@h/db", "postgres://u:***@h/db"),
+        ("nats://u:pw@h", "nats://u:***@h"),
+        ("postgres://u:p/w@d@h:5432/db", "postgres://u:***@h:5432/db"),
+        (
+            "postgres://u@h/db?sslmode=require&password=pw",
+            "postgres://u@h/db?sslmode=require&password=***",
+        ),
+        (
+            "postgres://h/db?password=pw",
+            "postgres://h/db?password=***",
+        ),
+        ("redis://host:6379", "redis://host:6379"),
+        ("redis://:@host", "redis://:@host"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(redact_url(input), expected, "{input}");
+    }
+}
+
+#[test]
+fn online_core_list_is_read() {
+    // The Linux CPU-list format gives the highest core, which host_cores turns into a count.
+    assert_eq!(layer::highest_listed_core("0-15\n"), Some(15));
+    assert_eq!(layer::highest_listed_core("0,2-3,8"), Some(8));
+    assert_eq!(layer::highest_listed_core("0"), Some(0));
+    assert_eq!(layer::highest_listed_core(""), None);
+    assert!(host_cores() >= 1);
+}

@@ -1,0 +1,459 @@
+//! Checks that a deserialized configuration is possible on this host (STYLE §1,
+//! "Bounded everything"): every size and time is non-zero and under its ceiling, relations
+//! between keys hold, URLs parse with the right scheme, and pinned cores exist.
+//!
+//! The first problem found is returned as [`ConfigError::Invalid`], naming the key and the
+//! fix; a URL is only ever shown redacted.
+
+use super::{redact_url, Config, ConfigError, Source, WaitStrategy};
+
+/// Most rows in one block: 1 Mi rows × ~300 B ≈ 300 MiB, the most one INSERT should carry.
+pub const BLOCK_ROWS_MAX: u32 = 1 << 20;
+
+/// Most slots in one ring: 16 Mi slots, ~2.8 min of ticks at 100 k ticks/s.
+pub const RING_SLOTS_MAX: u32 = 1 << 24;
+
+/// Largest accepted NATS payload, in bytes (64 MiB; NATS itself defaults to 1 MiB).
+pub const PAYLOAD_BYTES_MAX: u32 = 64 << 20;
+
+/// Most shard threads.
+pub const SHARDS_MAX: u16 = 256;
+
+/// Most writer threads (each holds one ClickHouse connection).
+pub const WRITERS_MAX: u16 = 64;
+
+/// Most messages in one JetStream pull request.
+pub const FETCH_BATCH_MAX: u32 = 1 << 20;
+
+/// Most Redis connections.
+pub const REDIS_CONNECTIONS_MAX: u32 = 1_024;
+
+/// Longest time setting accepted, in milliseconds (one hour): a bigger value is a unit slip.
+pub const DURATION_MS_MAX: u64 = 3_600_000;
+
+/// Longest single park, in microseconds (one second).
+pub const PARK_TIMEOUT_US_MAX: u64 = 1_000_000;
+
+/// Most spins or yields of a hybrid wait before it moves to its next step.
+pub const WAIT_STEPS_MAX: u32 = 1_000_000;
+
+/// Shorthand for an [`ConfigError::Invalid`] about `key`.
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+    }
+}
+
+/// Refuses a value outside `1..=max`, naming the unit in the message.
+fn bounded(key: &str, value: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "is 0; set it to 1 or more".to_owned()));
+    }
+    if value > max {
+        return Err(invalid(
+            key,
+            format!("is {value} {unit}, over the limit of {max}; lower it"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an empty text value.
+fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(
+            key,
+            "is empty; give it a value (see tuning/default.toml)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a URL that does not parse, has another scheme, or (when `host_required`) no host.
+fn url(key: &str, text: &str, schemes: &[&str], host_required: bool) -> Result<(), ConfigError> {
+    let example = format!("{}://127.0.0.1", schemes[0]);
+    let parsed = url::Url::parse(text).map_err(|error| {
+        invalid(
+            key,
+            format!(
+                "is \"{}\", which is not a URL ({error}); write it like {example}",
+                redact_url(text)
+            ),
+        )
+    })?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(invalid(
+            key,
+            format!(
+                "has scheme `{}`; use {}, e.g. {example}",
+                parsed.scheme(),
+                schemes
+                    .iter()
+                    .map(|scheme| format!("`{scheme}://`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        ));
+    }
+    if host_required && parsed.host_str().map_or(true, str::is_empty) {
+        return Err(invalid(
+            key,
+            format!(
+                "is \"{}\", which names no host; write it like {example}",
+                redact_url(text)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a JetStream stream or consumer name that the server would refuse.
+fn jetstream_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    non_empty(key, value)?;
+    let bad = value
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+    if let Some(bad) = bad {
+        return Err(invalid(
+            key,
+            format!("is \"{value}\", which holds {bad:?}; JetStream names take no spaces, `.`, `*`, `>`, `/` or `\\`, so rename it"),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks the configuration against its limits and against a host with `host_cores`
+    /// cores (core indexes `0..host_cores`).
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as [`ConfigError::Invalid`] naming the key and the fix.
+    pub fn validate(&self, host_cores: usize) -> Result<(), ConfigError> {
+        self.validate_clickhouse()?;
+        self.validate_nats()?;
+        self.validate_slow_path()?;
+        self.validate_ingest()?;
+        self.validate_spill()?;
+        self.validate_threads(host_cores)
+    }
+
+    /// Checks `[clickhouse]`.
+    fn validate_clickhouse(&self) -> Result<(), ConfigError> {
+        let c = &self.clickhouse;
+        non_empty("clickhouse.host", &c.host)?;
+        if c.host.contains("://") || c.host.contains(char::is_whitespace) {
+            return Err(invalid(
+                "clickhouse.host",
+                format!("is \"{}\"; give a bare host name or IP without scheme or spaces (the port goes in `clickhouse.port`)", redact_url(&c.host)),
+            ));
+        }
+        if c.port == 0 {
+            return Err(invalid(
+                "clickhouse.port",
+                "is 0; give the native-protocol port, usually 9000".to_owned(),
+            ));
+        }
+        let database_ok = c.database.bytes().enumerate().all(|(index, byte)| {
+            byte == b'_' || byte.is_ascii_alphabetic() || (index > 0 && byte.is_ascii_digit())
+        });
+        if c.database.is_empty() || !database_ok {
+            return Err(invalid(
+                "clickhouse.database",
+                format!("is \"{}\"; use letters, digits and `_`, not starting with a digit (e.g. alphapt)", c.database),
+            ));
+        }
+        non_empty("clickhouse.username", &c.username)?;
+        bounded(
+            "clickhouse.connect_timeout_ms",
+            c.connect_timeout_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "clickhouse.io_timeout_ms",
+            c.io_timeout_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "clickhouse.backoff_initial_ms",
+            c.backoff_initial_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "clickhouse.backoff_max_ms",
+            c.backoff_max_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "clickhouse.ping_interval_ms",
+            c.ping_interval_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        if c.backoff_initial_ms > c.backoff_max_ms {
+            return Err(invalid(
+                "clickhouse.backoff_initial_ms",
+                format!(
+                    "is {} ms, above `clickhouse.backoff_max_ms` ({} ms); lower it or raise the maximum",
+                    c.backoff_initial_ms, c.backoff_max_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[nats]`, including that JetStream does not redeliver before a block can seal.
+    fn validate_nats(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
+        url("nats.url", &n.url, &["nats", "tls"], true)?;
+        jetstream_name("nats.stream_ticks", &n.stream_ticks)?;
+        jetstream_name("nats.stream_signals", &n.stream_signals)?;
+        jetstream_name("nats.durable", &n.durable)?;
+        for (key, subject) in [
+            ("nats.subject_ticks", &n.subject_ticks),
+            ("nats.subject_signals", &n.subject_signals),
+        ] {
+            non_empty(key, subject)?;
+            if subject.contains(char::is_whitespace) {
+                return Err(invalid(
+                    key,
+                    format!("is \"{subject}\"; NATS subjects take no spaces, so remove them"),
+                ));
+            }
+        }
+        bounded(
+            "nats.fetch_batch_max",
+            u64::from(n.fetch_batch_max),
+            u64::from(FETCH_BATCH_MAX),
+            "messages",
+        )?;
+        bounded("nats.ack_wait_ms", n.ack_wait_ms, DURATION_MS_MAX, "ms")?;
+        if n.source == Source::Jetstream && n.ack_wait_ms <= self.ingest.flush_interval_ms {
+            return Err(invalid(
+                "nats.ack_wait_ms",
+                format!(
+                    "is {} ms, not longer than `ingest.flush_interval_ms` ({} ms), so JetStream would redeliver ticks before their block is stored; raise it to several flush intervals (the default is 30000)",
+                    n.ack_wait_ms, self.ingest.flush_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[redis]` and `[postgres]`.
+    fn validate_slow_path(&self) -> Result<(), ConfigError> {
+        url("redis.url", &self.redis.url, &["redis", "rediss"], true)?;
+        bounded(
+            "redis.max_connections",
+            u64::from(self.redis.max_connections),
+            u64::from(REDIS_CONNECTIONS_MAX),
+            "connections",
+        )?;
+        // libpq URLs may leave the host out and give a socket directory in `?host=`.
+        url(
+            "postgres.url",
+            &self.postgres.url,
+            &["postgres", "postgresql"],
+            false,
+        )
+    }
+
+    /// Checks `[ingest]`.
+    fn validate_ingest(&self) -> Result<(), ConfigError> {
+        let i = &self.ingest;
+        bounded(
+            "ingest.block_rows_max",
+            u64::from(i.block_rows_max),
+            u64::from(BLOCK_ROWS_MAX),
+            "rows",
+        )?;
+        bounded(
+            "ingest.flush_interval_ms",
+            i.flush_interval_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "ingest.ring_slots",
+            u64::from(i.ring_slots),
+            u64::from(RING_SLOTS_MAX),
+            "slots",
+        )?;
+        if !i.ring_slots.is_power_of_two() {
+            let above = i
+                .ring_slots
+                .checked_next_power_of_two()
+                .unwrap_or(RING_SLOTS_MAX);
+            return Err(invalid(
+                "ingest.ring_slots",
+                format!(
+                    "is {}, not a power of two (the ring indexes by bit mask); use {} or {}",
+                    i.ring_slots,
+                    above / 2,
+                    above
+                ),
+            ));
+        }
+        bounded(
+            "ingest.payload_bytes_max",
+            u64::from(i.payload_bytes_max),
+            u64::from(PAYLOAD_BYTES_MAX),
+            "bytes",
+        )?;
+        bounded(
+            "ingest.shards",
+            u64::from(i.shards),
+            u64::from(SHARDS_MAX),
+            "shards",
+        )?;
+        bounded(
+            "ingest.writers",
+            u64::from(i.writers),
+            u64::from(WRITERS_MAX),
+            "writers",
+        )?;
+        bounded(
+            "ingest.drain_timeout_ms",
+            i.drain_timeout_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )
+    }
+
+    /// Checks `[spill]`.
+    fn validate_spill(&self) -> Result<(), ConfigError> {
+        let s = &self.spill;
+        non_empty("spill.dir", &s.dir)?;
+        bounded(
+            "spill.spill_bytes_max",
+            s.spill_bytes_max,
+            u64::MAX,
+            "bytes",
+        )?;
+        bounded("spill.segment_bytes", s.segment_bytes, u64::MAX, "bytes")?;
+        if s.segment_bytes > s.spill_bytes_max {
+            return Err(invalid(
+                "spill.segment_bytes",
+                format!(
+                    "is {} bytes, more than `spill.spill_bytes_max` ({} bytes), so not one segment fits; lower it or raise the maximum",
+                    s.segment_bytes, s.spill_bytes_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[threads]`: wait bounds always; cores only when pinning.
+    fn validate_threads(&self, host_cores: usize) -> Result<(), ConfigError> {
+        let t = &self.threads;
+        if t.spin_count > WAIT_STEPS_MAX {
+            return Err(invalid(
+                "threads.spin_count",
+                format!(
+                    "is {}, over the limit of {WAIT_STEPS_MAX}; lower it, or use `wait = \"spin\"`",
+                    t.spin_count
+                ),
+            ));
+        }
+        if t.yield_count > WAIT_STEPS_MAX {
+            return Err(invalid("threads.yield_count", format!("is {}, over the limit of {WAIT_STEPS_MAX}; lower it, or use `wait = \"yield\"`", t.yield_count)));
+        }
+        bounded(
+            "threads.park_timeout_us",
+            t.park_timeout_us,
+            PARK_TIMEOUT_US_MAX,
+            "µs",
+        )?;
+        if !t.pin {
+            return Ok(());
+        }
+        let receiver = t.receiver_core.ok_or_else(|| {
+            invalid("threads.receiver_core", "is not set but `threads.pin = true`; name the receiver's core (e.g. 2) or set `threads.pin = false`".to_owned())
+        })?;
+        let exists = |key: &str, core: usize| {
+            if core < host_cores {
+                return Ok(());
+            }
+            Err(invalid(
+                key,
+                format!(
+                    "names core {core}, which does not exist on this {host_cores}-core host (cores 0-{}); remove it or set `threads.pin = false`",
+                    host_cores.saturating_sub(1)
+                ),
+            ))
+        };
+        exists("threads.receiver_core", receiver)?;
+        if let Some(slow) = t.slow_core {
+            exists("threads.slow_core", slow)?;
+        }
+        for &core in &t.shard_cores {
+            exists("threads.shard_cores", core)?;
+        }
+        for &core in &t.writer_cores {
+            exists("threads.writer_cores", core)?;
+        }
+        let counts = [
+            (
+                "threads.shard_cores",
+                t.shard_cores.len(),
+                "ingest.shards",
+                usize::from(self.ingest.shards),
+                "shard",
+            ),
+            (
+                "threads.writer_cores",
+                t.writer_cores.len(),
+                "ingest.writers",
+                usize::from(self.ingest.writers),
+                "writer",
+            ),
+        ];
+        for (key, listed, count_key, count, role) in counts {
+            if listed != count {
+                return Err(invalid(
+                    key,
+                    format!("lists {listed} cores but `{count_key}` is {count}; with `threads.pin = true` give exactly one core per {role}, or change `{count_key}`"),
+                ));
+            }
+        }
+        if t.wait == WaitStrategy::Spin {
+            self.validate_spin_cores(receiver)?;
+        }
+        Ok(())
+    }
+
+    /// With `wait = "spin"`, refuses two threads on one core: a spinning thread never gives
+    /// its core up, so the other starves.
+    fn validate_spin_cores(&self, receiver: usize) -> Result<(), ConfigError> {
+        let t = &self.threads;
+        let mut owners: Vec<(usize, String)> = vec![(receiver, "the receiver".to_owned())];
+        let lists = [
+            ("threads.shard_cores", &t.shard_cores, "shard"),
+            ("threads.writer_cores", &t.writer_cores, "writer"),
+        ];
+        let slow = t
+            .slow_core
+            .map(|core| ("threads.slow_core", core, "the slow path".to_owned()));
+        let listed = lists.iter().flat_map(|(key, cores, role)| {
+            cores
+                .iter()
+                .enumerate()
+                .map(move |(index, &core)| (*key, core, format!("{role} {index}")))
+        });
+        for (key, core, name) in listed.chain(slow) {
+            if let Some((_, owner)) = owners.iter().find(|(taken, _)| *taken == core) {
+                return Err(invalid(
+                    key,
+                    format!("gives core {core} to {name}, which {owner} already runs on; with `threads.wait = \"spin\"` two threads on one core starve each other, so give each its own core or use `wait = \"hybrid\"`"),
+                ));
+            }
+            owners.push((core, name));
+        }
+        Ok(())
+    }
+}
