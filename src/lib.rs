@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod health;
 pub mod model;
 pub mod native;
 pub mod shard;

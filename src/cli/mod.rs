@@ -1,0 +1,96 @@
+//! Subcommands. Each handler loads the config the same way (file ← environment ←
+//! `--set`), does its job, and returns the process exit status.
+
+mod health;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use alphapt_storage::config::Config;
+use alphapt_storage::native;
+
+/// Command-line arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "alphapt-storage",
+    version,
+    about = "Market ticks and signals from NATS into ClickHouse"
+)]
+pub struct Args {
+    /// TOML config file (tuning/default.toml is the reference of every key).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one key, e.g. `--set ingest.shards=2` (repeatable; wins over file and env).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the effective config (secrets as ***) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check ClickHouse, NATS, Redis and PostgreSQL; exit 0 healthy, 1 degraded, 2 down.
+    Health {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Logs go to stderr; `RUST_LOG` filters (default: info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Loads the layered config.
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    Config::load(args.config.as_deref(), &env, &args.set).context("invalid configuration")
+}
+
+/// ClickHouse connection options from the config.
+pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Options {
+    let ch = &config.clickhouse;
+    native::Options {
+        host: ch.host.clone(),
+        port: ch.port,
+        database: if with_database {
+            ch.database.clone()
+        } else {
+            String::new()
+        },
+        user: ch.username.clone(),
+        password: ch.password.expose().to_string(),
+        compression: match ch.compression {
+            alphapt_storage::config::Compression::Lz4 => Some(native::Method::Lz4),
+            alphapt_storage::config::Compression::None => None,
+        },
+        connect_timeout: std::time::Duration::from_millis(ch.connect_timeout_ms),
+        io_timeout: std::time::Duration::from_millis(ch.io_timeout_ms),
+    }
+}
+
+/// Runs the chosen subcommand.
+pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml_redacted());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.command {
+        Command::Health { json } => health::run(&config, json),
+    }
+}

@@ -1,0 +1,257 @@
+//! Component probes behind `alphapt-storage health`: each one connects, asks the
+//! server for its version, and times the round trip. Bounded: every probe has a
+//! connect and read timeout, so a dead or silent server reports `down`, never hangs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::native;
+
+/// Longest any one probe may take to connect or to wait for an answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a component is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Answers and is usable.
+    Up,
+    /// Answers but something is missing (e.g. the database was never migrated).
+    Degraded,
+    /// Does not answer.
+    Down,
+}
+
+/// One component's probe result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    /// `clickhouse`, `nats`, `redis` or `postgres`.
+    pub name: &'static str,
+    /// The verdict.
+    pub status: Status,
+    /// Round trip of the probe, ms.
+    pub latency_ms: f64,
+    /// Server version, when it answered.
+    pub version: Option<String>,
+    /// What went wrong, or what was checked.
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Overall verdict: down when ClickHouse (the store) is down, degraded when any
+    /// other component is not up, else up.
+    pub status: Status,
+    /// Per component.
+    pub components: Vec<Component>,
+}
+
+impl Report {
+    /// Exit status for the CLI: 0 healthy, 1 degraded, 2 down.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            Status::Up => 0,
+            Status::Degraded => 1,
+            Status::Down => 2,
+        }
+    }
+}
+
+/// Probes every component the config names.
+pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
+    let components = vec![
+        probe_clickhouse(clickhouse, &config.clickhouse.database),
+        probe_nats(&config.nats.url),
+        probe_redis(&config.redis.url, config.redis.password.expose()),
+        probe_postgres(&config.postgres.url),
+    ];
+    let status = if components[0].status == Status::Down {
+        Status::Down
+    } else if components.iter().all(|c| c.status == Status::Up) {
+        Status::Up
+    } else {
+        Status::Degraded
+    };
+    Report { status, components }
+}
+
+fn timed<T>(work: impl FnOnce() -> Result<T, String>) -> (Result<T, String>, f64) {
+    let started = Instant::now();
+    let outcome = work();
+    (outcome, started.elapsed().as_secs_f64() * 1e3)
+}
+
+fn component(
+    name: &'static str,
+    outcome: Result<(String, Status, String), String>,
+    latency_ms: f64,
+) -> Component {
+    match outcome {
+        Ok((version, status, detail)) => Component {
+            name,
+            status,
+            latency_ms,
+            version: Some(version),
+            detail,
+        },
+        Err(detail) => Component {
+            name,
+            status: Status::Down,
+            latency_ms,
+            version: None,
+            detail,
+        },
+    }
+}
+
+/// ClickHouse: handshake, ping, and whether the configured database exists.
+pub fn probe_clickhouse(options: &native::Options, database: &str) -> Component {
+    let mut options = options.clone();
+    options.database = String::new();
+    options.connect_timeout = options.connect_timeout.min(PROBE_TIMEOUT);
+    options.io_timeout = options.io_timeout.min(PROBE_TIMEOUT);
+    let (outcome, latency_ms) = timed(|| {
+        let mut conn = native::Connection::connect(&options).map_err(|e| e.to_string())?;
+        conn.ping().map_err(|e| e.to_string())?;
+        let version = conn.server().version();
+        let quoted = database.replace('\\', "\\\\").replace('\'', "\\'");
+        let found = conn
+            .query(&format!(
+                "SELECT count() FROM system.databases WHERE name = '{quoted}'"
+            ))
+            .map_err(|e| e.to_string())?
+            .scalar()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        Ok(if found == 1 {
+            (
+                version,
+                Status::Up,
+                format!("database `{database}` present"),
+            )
+        } else {
+            let detail =
+                format!("database `{database}` does not exist; run `alphapt-storage migrate up`");
+            (version, Status::Degraded, detail)
+        })
+    });
+    component("clickhouse", outcome, latency_ms)
+}
+
+/// NATS: read the server's INFO line, then PING/PONG for a round trip.
+pub fn probe_nats(url: &str) -> Component {
+    let (outcome, latency_ms) = timed(|| {
+        let parsed = url::Url::parse(url).map_err(|e| format!("bad NATS URL: {e}"))?;
+        let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = parsed.port().unwrap_or(4222);
+        let address = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let stream = TcpStream::connect_timeout(&address, PROBE_TIMEOUT)
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(PROBE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(PROBE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("no INFO from server: {e}"))?;
+        let info = line
+            .strip_prefix("INFO ")
+            .ok_or_else(|| format!("expected INFO, got {:?}", line.trim_end()))?;
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim()).map_err(|e| format!("bad INFO JSON: {e}"))?;
+        let version = info["version"].as_str().unwrap_or("unknown").to_string();
+        let jetstream = info["jetstream"].as_bool().unwrap_or(false);
+        let connect = serde_json::json!({
+            "verbose": false, "pedantic": false, "name": "alphapt-storage-health",
+            "user": parsed.username(), "pass": parsed.password().unwrap_or(""),
+        });
+        let mut writer = stream;
+        write!(writer, "CONNECT {connect}\r\nPING\r\n").map_err(|e| e.to_string())?;
+        // The server answers PONG, or -ERR on bad credentials; skip anything else it
+        // may interleave (a second INFO), bounded.
+        for _ in 0..8 {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("no PONG: {e}"))?;
+            if line.starts_with("PONG") {
+                return Ok(if jetstream {
+                    (version, Status::Up, "JetStream enabled".to_string())
+                } else {
+                    (
+                        version,
+                        Status::Degraded,
+                        "JetStream is off; start nats-server with -js".to_string(),
+                    )
+                });
+            }
+            if line.starts_with("-ERR") {
+                return Err(format!("server refused: {}", line.trim_end()));
+            }
+        }
+        Err("no PONG from server".into())
+    });
+    component("nats", outcome, latency_ms)
+}
+
+/// Redis: PING and the server version from INFO.
+pub fn probe_redis(url: &str, password: &str) -> Component {
+    let (outcome, latency_ms) = timed(|| {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| format!("bad Redis URL: {e}"))?;
+        if !password.is_empty() {
+            info.redis.password = Some(password.to_string());
+        }
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_connection_with_timeout(PROBE_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(PROBE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let pong: String = redis::cmd("PING")
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        let text: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut conn)
+            .map_err(|e| e.to_string())?;
+        let version = text
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        Ok((version, Status::Up, format!("PING answered {pong}")))
+    });
+    component("redis", outcome, latency_ms)
+}
+
+/// PostgreSQL: connect and read `server_version`.
+pub fn probe_postgres(url: &str) -> Component {
+    let (outcome, latency_ms) = timed(|| {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("bad PostgreSQL URL: {e}"))?;
+        config.connect_timeout(PROBE_TIMEOUT);
+        let mut client = config.connect(postgres::NoTls).map_err(|e| e.to_string())?;
+        let row = client
+            .query_one("SHOW server_version", &[])
+            .map_err(|e| e.to_string())?;
+        let version: String = row.get(0);
+        Ok((version, Status::Up, "connected".to_string()))
+    });
+    component("postgres", outcome, latency_ms)
+}
