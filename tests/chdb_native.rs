@@ -37,7 +37,10 @@ fn scratch_dir(tag: &str) -> PathBuf {
 /// Runs the decoder script and returns `file name -> rows`.
 fn decode(dir: &Path, kind: &str) -> std::collections::HashMap<String, Vec<Json>> {
     let output = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/chdb/decode_native.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/chdb/decode_native.py"
+        ))
         .arg(dir)
         .arg(kind)
         .output()
@@ -63,25 +66,45 @@ fn price() -> impl Strategy<Value = Price> {
 }
 
 fn depth() -> impl Strategy<Value = Depth> {
-    (0..=DEPTH_LEVELS, prop::array::uniform5((price(), any::<u32>(), any::<u16>()))).prop_map(|(len, levels)| {
-        let mut depth = Depth {
-            len: len as u8,
-            ..Depth::default()
-        };
-        for (i, (price, quantity, orders)) in levels.into_iter().enumerate().take(len) {
-            depth.levels[i] = DepthLevel { price, quantity, orders };
-        }
-        depth
-    })
+    (
+        0..=DEPTH_LEVELS,
+        prop::array::uniform5((price(), any::<u32>(), any::<u16>())),
+    )
+        .prop_map(|(len, levels)| {
+            let mut depth = Depth {
+                len: len as u8,
+                ..Depth::default()
+            };
+            for (i, (price, quantity, orders)) in levels.into_iter().enumerate().take(len) {
+                depth.levels[i] = DepthLevel {
+                    price,
+                    quantity,
+                    orders,
+                };
+            }
+            depth
+        })
 }
 
 fn tick() -> impl Strategy<Value = Tick> {
-    let times = (0i64..4_102_444_800_000, 0i64..4_102_444_800_000, any::<u64>(), any::<u32>());
+    let times = (
+        0i64..4_102_444_800_000,
+        0i64..4_102_444_800_000,
+        any::<u64>(),
+        any::<u32>(),
+    );
     let names = (
         prop::sample::select(vec!["NSE", "BSE", "NFO", "MCX", ""]),
         "[A-Z0-9&-]{0,25}",
     );
-    let prices = (price(), any::<u32>(), price(), any::<u64>(), [price(), price(), price(), price()], any::<u64>());
+    let prices = (
+        price(),
+        any::<u32>(),
+        price(),
+        any::<u64>(),
+        [price(), price(), price(), price()],
+        any::<u64>(),
+    );
     let rest = (depth(), depth(), 0f32..=1.0, any::<u32>());
     (times, names, prices, rest).prop_map(|(t, n, p, r)| Tick {
         timestamp_ms: t.0,
@@ -121,11 +144,31 @@ fn depth_json(depth: &Depth) -> Json {
 fn check_row(file: &str, row: usize, got: &Json, t: &Tick) {
     let ctx = format!("{file} row {row}");
     assert_eq!(got["ts"].as_i64(), Some(t.timestamp_ms), "{ctx} ts");
-    assert_eq!(got["recv"].as_i64(), Some(t.received_at_ms), "{ctx} received_at");
-    assert_eq!(got["stream_seq"].as_u64(), Some(t.stream_seq), "{ctx} stream_seq");
-    assert_eq!(got["instrument_token"].as_u64(), Some(t.instrument_token.into()), "{ctx}");
-    assert_eq!(got["exchange"].as_str().map(str::as_bytes), Some(t.exchange.as_bytes()), "{ctx}");
-    assert_eq!(got["tradingsymbol"].as_str().map(str::as_bytes), Some(t.tradingsymbol.as_bytes()), "{ctx}");
+    assert_eq!(
+        got["recv"].as_i64(),
+        Some(t.received_at_ms),
+        "{ctx} received_at"
+    );
+    assert_eq!(
+        got["stream_seq"].as_u64(),
+        Some(t.stream_seq),
+        "{ctx} stream_seq"
+    );
+    assert_eq!(
+        got["instrument_token"].as_u64(),
+        Some(t.instrument_token.into()),
+        "{ctx}"
+    );
+    assert_eq!(
+        got["exchange"].as_str().map(str::as_bytes),
+        Some(t.exchange.as_bytes()),
+        "{ctx}"
+    );
+    assert_eq!(
+        got["tradingsymbol"].as_str().map(str::as_bytes),
+        Some(t.tradingsymbol.as_bytes()),
+        "{ctx}"
+    );
     for (name, price) in [
         ("last_price", t.last_price),
         ("average_price", t.average_price),
@@ -136,13 +179,37 @@ fn check_row(file: &str, row: usize, got: &Json, t: &Tick) {
     ] {
         assert_eq!(got[name].as_f64(), Some(price.to_f64()), "{ctx} {name}");
     }
-    assert_eq!(got["last_quantity"].as_u64(), Some(t.last_quantity.into()), "{ctx}");
-    assert_eq!(got["volume_traded"].as_u64(), Some(t.volume_traded), "{ctx}");
+    assert_eq!(
+        got["last_quantity"].as_u64(),
+        Some(t.last_quantity.into()),
+        "{ctx}"
+    );
+    assert_eq!(
+        got["volume_traded"].as_u64(),
+        Some(t.volume_traded),
+        "{ctx}"
+    );
     assert_eq!(got["oi"].as_u64(), Some(t.oi), "{ctx}");
-    assert_eq!(got["depth_buy"], depth_json(&t.depth_buy), "{ctx} depth_buy");
-    assert_eq!(got["depth_sell"], depth_json(&t.depth_sell), "{ctx} depth_sell");
-    assert_eq!(got["data_quality_score"].as_f64().map(|v| v as f32), Some(t.data_quality_score), "{ctx}");
-    assert_eq!(got["validation_flags"].as_u64(), Some(t.validation_flags.into()), "{ctx}");
+    assert_eq!(
+        got["depth_buy"],
+        depth_json(&t.depth_buy),
+        "{ctx} depth_buy"
+    );
+    assert_eq!(
+        got["depth_sell"],
+        depth_json(&t.depth_sell),
+        "{ctx} depth_sell"
+    );
+    assert_eq!(
+        got["data_quality_score"].as_f64().map(|v| v as f32),
+        Some(t.data_quality_score),
+        "{ctx}"
+    );
+    assert_eq!(
+        got["validation_flags"].as_u64(),
+        Some(t.validation_flags.into()),
+        "{ctx}"
+    );
     assert_eq!(got["ts_type"], "DateTime64(3, 'UTC')", "{ctx}");
     assert_eq!(got["exchange_type"], "LowCardinality(String)", "{ctx}");
 }
@@ -204,19 +271,32 @@ fn chdb_decodes_the_generic_codecs_other_types() {
         Column::new(
             "lc",
             "LowCardinality(Nullable(String))",
-            Values::Nullable(vec![0, 1], Box::new(Values::Bytes(vec![b"ml".to_vec(), Vec::new()]))),
+            Values::Nullable(
+                vec![0, 1],
+                Box::new(Values::Bytes(vec![b"ml".to_vec(), Vec::new()])),
+            ),
         )
         .unwrap(),
         Column::new(
             "alc",
             "Array(LowCardinality(String))",
-            Values::Array(vec![2, 3], Box::new(Values::Bytes(vec![b"a".to_vec(), b"b".to_vec(), b"a".to_vec()]))),
+            Values::Array(
+                vec![2, 3],
+                Box::new(Values::Bytes(vec![
+                    b"a".to_vec(),
+                    b"b".to_vec(),
+                    b"a".to_vec(),
+                ])),
+            ),
         )
         .unwrap(),
         Column::new(
             "tup",
             "Tuple(a UInt16, b String)",
-            Values::Tuple(vec![Values::U16(vec![1, 2]), Values::Bytes(vec![b"x".to_vec(), b"y".to_vec()])]),
+            Values::Tuple(vec![
+                Values::U16(vec![1, 2]),
+                Values::Bytes(vec![b"x".to_vec(), b"y".to_vec()]),
+            ]),
         )
         .unwrap(),
     ])

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::model::{Depth, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
+use crate::model::{Depth, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
 use crate::native::block::{BlockFormat, BLOCK_INFO};
 use crate::native::compress::{compress_frames, frames_bytes_max, Method};
 use crate::native::protocol::write_data_prefix;
@@ -75,6 +75,11 @@ impl Hasher for SymbolHasher {
     }
 
     #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -82,6 +87,9 @@ impl Hasher for SymbolHasher {
 
 /// Distinct symbols of one block, in first-seen order.
 struct Dictionary {
+    /// The last symbol looked up and its position: most rows repeat the previous
+    /// exchange, and one compare is cheaper than a hash probe.
+    last: Option<(Symbol, u32)>,
     /// Symbol → position in `entries`.
     positions: HashMap<Symbol, u32, BuildHasherDefault<SymbolHasher>>,
     /// The distinct symbols.
@@ -91,6 +99,7 @@ struct Dictionary {
 impl Dictionary {
     fn with_capacity(capacity: usize) -> Dictionary {
         Dictionary {
+            last: None,
             positions: HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
             entries: Vec::with_capacity(capacity),
         }
@@ -98,14 +107,22 @@ impl Dictionary {
 
     #[inline]
     fn index(&mut self, symbol: Symbol) -> u32 {
+        if let Some((last, position)) = self.last {
+            if last == symbol {
+                return position;
+            }
+        }
         let entries = &mut self.entries;
-        *self.positions.entry(symbol).or_insert_with(|| {
+        let position = *self.positions.entry(symbol).or_insert_with(|| {
             entries.push(symbol);
             entries.len() as u32 - 1
-        })
+        });
+        self.last = Some((symbol, position));
+        position
     }
 
     fn clear(&mut self) {
+        self.last = None;
         self.positions.clear();
         self.entries.clear();
     }
@@ -403,7 +420,8 @@ fn resolve(name: &str, ty: &ColumnType) -> Option<Slot> {
 /// One side of the book, flattened: end offsets per row and the levels' fields.
 struct DepthColumns {
     offsets: Vec<u64>,
-    price: Vec<f64>,
+    /// Fixed-point raws; converted to `Float64` when encoding (see `put_prices`).
+    price: Vec<i64>,
     quantity: Vec<u32>,
     orders: Vec<u16>,
 }
@@ -420,11 +438,12 @@ impl DepthColumns {
 
     #[inline]
     fn push(&mut self, depth: &Depth) {
-        for level in depth.as_slice() {
-            self.price.push(level.price.to_f64());
-            self.quantity.push(level.quantity);
-            self.orders.push(level.orders);
-        }
+        // `extend` over a slice iterator reserves once per call instead of checking
+        // capacity per element.
+        let levels = depth.as_slice();
+        self.price.extend(levels.iter().map(|l| l.price.0));
+        self.quantity.extend(levels.iter().map(|l| l.quantity));
+        self.orders.extend(levels.iter().map(|l| l.orders));
         self.offsets.push(self.price.len() as u64);
     }
 
@@ -502,14 +521,14 @@ pub struct TickColumns {
     instrument_token: Vec<u32>,
     exchange: Vec<u32>,
     tradingsymbol: Vec<u32>,
-    last_price: Vec<f64>,
+    last_price: Vec<i64>,
     last_quantity: Vec<u32>,
-    average_price: Vec<f64>,
+    average_price: Vec<i64>,
     volume_traded: Vec<u64>,
-    open: Vec<f64>,
-    high: Vec<f64>,
-    low: Vec<f64>,
-    close: Vec<f64>,
+    open: Vec<i64>,
+    high: Vec<i64>,
+    low: Vec<i64>,
+    close: Vec<i64>,
     oi: Vec<u64>,
     score: Vec<f32>,
     flags: Vec<u32>,
@@ -610,14 +629,14 @@ impl TickColumns {
         self.exchange.push(exchange);
         let symbol = self.symbols.index(tick.tradingsymbol);
         self.tradingsymbol.push(symbol);
-        self.last_price.push(tick.last_price.to_f64());
+        self.last_price.push(tick.last_price.0);
         self.last_quantity.push(tick.last_quantity);
-        self.average_price.push(tick.average_price.to_f64());
+        self.average_price.push(tick.average_price.0);
         self.volume_traded.push(tick.volume_traded);
-        self.open.push(tick.ohlc.open.to_f64());
-        self.high.push(tick.ohlc.high.to_f64());
-        self.low.push(tick.ohlc.low.to_f64());
-        self.close.push(tick.ohlc.close.to_f64());
+        self.open.push(tick.ohlc.open.0);
+        self.high.push(tick.ohlc.high.0);
+        self.low.push(tick.ohlc.low.0);
+        self.close.push(tick.ohlc.close.0);
         self.oi.push(tick.oi);
         self.score.push(tick.data_quality_score);
         self.flags.push(tick.validation_flags);
@@ -707,14 +726,14 @@ impl TickColumns {
             Slot::Symbol(encoding) => {
                 put_symbols(out, &self.tradingsymbol, &self.symbols.entries, encoding)
             }
-            Slot::LastPrice => put_le(out, &self.last_price),
+            Slot::LastPrice => put_prices(out, &self.last_price),
             Slot::LastQuantity => put_le(out, &self.last_quantity),
-            Slot::AveragePrice => put_le(out, &self.average_price),
+            Slot::AveragePrice => put_prices(out, &self.average_price),
             Slot::Volume => put_le(out, &self.volume_traded),
-            Slot::Open => put_le(out, &self.open),
-            Slot::High => put_le(out, &self.high),
-            Slot::Low => put_le(out, &self.low),
-            Slot::Close => put_le(out, &self.close),
+            Slot::Open => put_prices(out, &self.open),
+            Slot::High => put_prices(out, &self.high),
+            Slot::Low => put_prices(out, &self.low),
+            Slot::Close => put_prices(out, &self.close),
             Slot::Oi => put_le(out, &self.oi),
             Slot::Score => put_le(out, &self.score),
             Slot::Flags => put_le(out, &self.flags),
@@ -722,7 +741,7 @@ impl TickColumns {
             Slot::Depth(side) => {
                 let depth = self.depth(side);
                 put_le(out, &depth.offsets);
-                put_le(out, &depth.price);
+                put_prices(out, &depth.price);
                 put_le(out, &depth.quantity);
                 put_le(out, &depth.orders);
             }
@@ -730,7 +749,7 @@ impl TickColumns {
                 let depth = self.depth(side);
                 put_le(out, &depth.offsets);
                 match field {
-                    DepthField::Price => put_le(out, &depth.price),
+                    DepthField::Price => put_prices(out, &depth.price),
                     DepthField::Quantity => put_le(out, &depth.quantity),
                     DepthField::Orders => put_le(out, &depth.orders),
                 }
@@ -822,6 +841,18 @@ fn put_le<T: LeBytes>(out: &mut Vec<u8>, values: &[T]) {
     out.resize(start + values.len() * T::WIDTH, 0);
     for (dst, value) in out[start..].chunks_exact_mut(T::WIDTH).zip(values) {
         value.put(dst);
+    }
+}
+
+/// Appends fixed-point prices as `Float64`. Converting here rather than per append
+/// batches the divisions into one loop the compiler vectorises; the value is
+/// exactly [`crate::model::Price::to_f64`].
+#[inline]
+fn put_prices(out: &mut Vec<u8>, raws: &[i64]) {
+    let start = out.len();
+    out.resize(start + raws.len() * 8, 0);
+    for (dst, &raw) in out[start..].chunks_exact_mut(8).zip(raws) {
+        dst.copy_from_slice(&Price(raw).to_f64().to_le_bytes());
     }
 }
 
