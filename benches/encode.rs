@@ -18,7 +18,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::Tick;
-use alphapt_storage::native::compress::{compress_frames, frames_bytes_max, FrameReader, Method};
+use alphapt_storage::native::compress::{
+    compress_frames, compress_table, frames_bytes_max, FrameReader, Method,
+};
 use alphapt_storage::native::{Block, BlockFormat};
 use alphapt_storage::shard::columns::raw_bytes_max;
 use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
@@ -123,11 +125,12 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("encode_lz4", |b| {
         let mut buffer = Vec::with_capacity(raw_bytes_max(ROWS));
+        let mut table = compress_table();
         b.iter(|| {
             buffer.clear();
             columns.encode(&schema, BlockFormat::Protocol, &mut buffer);
             out.clear();
-            compress_frames(Method::Lz4, &buffer, &mut out);
+            compress_frames(Method::Lz4, &buffer, &mut out, &mut table);
             black_box(out.len())
         })
     });

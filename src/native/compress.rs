@@ -73,18 +73,27 @@ pub fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_BYTES] {
         .to_le_bytes()
 }
 
+/// The LZ4 match table, kept by whoever compresses repeatedly: lz4_flex would
+/// otherwise allocate a fresh 16 KiB table per frame.
+pub use lz4_flex::block::CompressTable;
+
+/// A table for frames of up to [`FRAME_RAW_BYTES_MAX`] (32-bit entries).
+pub fn compress_table() -> CompressTable {
+    CompressTable::large()
+}
+
 /// Appends `raw` as one or more frames of at most 1 MiB of input each.
-pub fn compress_frames(method: Method, raw: &[u8], out: &mut Vec<u8>) {
+pub fn compress_frames(method: Method, raw: &[u8], out: &mut Vec<u8>, table: &mut CompressTable) {
     let mut chunks = raw.chunks(FRAME_RAW_BYTES_MAX).peekable();
     if chunks.peek().is_none() {
-        write_frame(method, &[], out);
+        write_frame(method, &[], out, table);
     }
     for chunk in chunks {
-        write_frame(method, chunk, out);
+        write_frame(method, chunk, out, table);
     }
 }
 
-fn write_frame(method: Method, chunk: &[u8], out: &mut Vec<u8>) {
+fn write_frame(method: Method, chunk: &[u8], out: &mut Vec<u8>, table: &mut CompressTable) {
     let start = out.len();
     let payload_max = match method {
         Method::Lz4 => lz4_flex::block::get_maximum_output_size(chunk.len()),
@@ -93,7 +102,7 @@ fn write_frame(method: Method, chunk: &[u8], out: &mut Vec<u8>) {
     out.resize(start + FRAME_OVERHEAD_BYTES + payload_max, 0);
     let payload = &mut out[start + FRAME_OVERHEAD_BYTES..];
     let payload_bytes = match method {
-        Method::Lz4 => lz4_flex::block::compress_into(chunk, payload)
+        Method::Lz4 => lz4_flex::block::compress_into_with_table(chunk, payload, table)
             .expect("output sized by get_maximum_output_size"),
         Method::None => {
             payload.copy_from_slice(chunk);
@@ -241,7 +250,7 @@ mod tests {
     #[test]
     fn reproduces_the_frame_clickhouse_18_16_sent() {
         let mut out = Vec::new();
-        compress_frames(Method::Lz4, &END_MARKER, &mut out);
+        compress_frames(Method::Lz4, &END_MARKER, &mut out, &mut compress_table());
         let expected: [u8; 36] = [
             0xa7, 0x83, 0xac, 0x6c, 0xd5, 0x5c, 0x7a, 0x7c, 0xb5, 0xac, 0x46, 0xbd, 0xdb, 0x86,
             0xe2, 0x14, 0x82, 0x14, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x00, 0xa0, 0x01, 0x00,
@@ -258,7 +267,7 @@ mod tests {
         for method in [Method::Lz4, Method::None] {
             let mut out = Vec::with_capacity(frames_bytes_max(raw.len()));
             let capacity = out.capacity();
-            compress_frames(method, &raw, &mut out);
+            compress_frames(method, &raw, &mut out, &mut compress_table());
             assert_eq!(out.capacity(), capacity, "compression reallocated");
             let mut input = &out[..];
             let mut back = Vec::new();
@@ -271,7 +280,7 @@ mod tests {
     #[test]
     fn corrupted_and_truncated_frames_are_refused() {
         let mut frame = Vec::new();
-        compress_frames(Method::Lz4, &END_MARKER, &mut frame);
+        compress_frames(Method::Lz4, &END_MARKER, &mut frame, &mut compress_table());
         let mut flipped = frame.clone();
         *flipped.last_mut().unwrap() ^= 0x01;
         let err = read_frame(&mut &flipped[..], &mut Vec::new()).unwrap_err();

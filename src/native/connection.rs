@@ -18,7 +18,7 @@ use socket2::{SockRef, TcpKeepalive};
 
 use super::block::{Block, BlockFormat};
 use super::column::Value;
-use super::compress::{compress_frames, Method};
+use super::compress::{compress_frames, compress_table, Method};
 use super::protocol::{self, ServerException, ServerHello, ServerPacket, CLIENT_REVISION};
 use super::Error;
 
@@ -509,7 +509,7 @@ pub fn encode_data_packet(
         Some(method) => {
             raw.clear();
             block.encode(BlockFormat::Protocol, raw)?;
-            compress_frames(method, raw, out);
+            compress_frames(method, raw, out, &mut compress_table());
             Ok(())
         }
     }

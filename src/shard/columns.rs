@@ -22,7 +22,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::{Depth, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
 use crate::native::block::{BlockFormat, BLOCK_INFO};
-use crate::native::compress::{compress_frames, frames_bytes_max, Method};
+use crate::native::compress::{
+    compress_frames, compress_table, frames_bytes_max, CompressTable, Method,
+};
 use crate::native::protocol::write_data_prefix;
 use crate::native::types::ColumnType;
 use crate::native::wire::{put_str, put_varuint};
@@ -538,6 +540,8 @@ pub struct TickColumns {
     symbols: Dictionary,
     /// Raw Native block, before compression; reused every seal.
     raw: Vec<u8>,
+    /// LZ4 match table, reused every frame.
+    lz4_table: CompressTable,
     /// Sequence and time bounds of the open block.
     seq_min: u64,
     seq_max: u64,
@@ -584,6 +588,7 @@ impl TickColumns {
             exchanges: Dictionary::with_capacity(64),
             symbols: Dictionary::with_capacity(dict),
             raw: Vec::with_capacity(raw_bytes_max(rows_max)),
+            lz4_table: compress_table(),
             seq_min: u64::MAX,
             seq_max: 0,
             timestamp_min_ms: i64::MAX,
@@ -778,7 +783,7 @@ impl TickColumns {
                 let mut raw = std::mem::take(&mut self.raw);
                 raw.clear();
                 self.encode(schema, BlockFormat::Protocol, &mut raw);
-                compress_frames(method, &raw, &mut sealed.bytes);
+                compress_frames(method, &raw, &mut sealed.bytes, &mut self.lz4_table);
                 sealed.raw_bytes = raw.len();
                 self.raw = raw;
             }

@@ -1,0 +1,192 @@
+//! The binary's edges: every class of bad config, environment and flag gives one line
+//! naming what is wrong and exits 2; `--print-config` never shows a secret; `health`
+//! reports each component and exits 0/1/2.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"));
+    command.args(args).env("RUST_LOG", "warn");
+    for var in [
+        "CLICKHOUSE_PASSWORD",
+        "REDIS_PASSWORD",
+        "MARKET_DATA_BATCH_SIZE",
+        "MARKET_DATA_FLUSH_INTERVAL",
+        "COMPRESSION_METHOD",
+        "ENABLE_COMPRESSION",
+    ] {
+        command.env_remove(var);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let out = run(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {}", lines[0]);
+}
+
+#[test]
+fn bad_config_env_and_flags_are_refused_with_one_line() {
+    let print = ["--print-config", "health"];
+    refused(
+        &["--set", "ingest.block_rowz=5", "--print-config", "health"],
+        &[],
+        "ingest.block_rowz",
+    );
+    refused(
+        &["--set", "ingest.block_rows_max", "--print-config", "health"],
+        &[],
+        "ingest.block_rows_max",
+    );
+    refused(
+        &[
+            "--set",
+            "ingest.block_rows_max=0",
+            "--print-config",
+            "health",
+        ],
+        &[],
+        "block_rows_max",
+    );
+    refused(
+        &[
+            "--set",
+            "ingest.ring_slots=1000",
+            "--print-config",
+            "health",
+        ],
+        &[],
+        "ring_slots",
+    );
+    refused(
+        &["--set", "nats.url=http://x", "--print-config", "health"],
+        &[],
+        "nats.url",
+    );
+    refused(
+        &[
+            "--set",
+            "threads.pin=true",
+            "--set",
+            "threads.receiver_core=999",
+            "--print-config",
+            "health",
+        ],
+        &[],
+        "999",
+    );
+    refused(&print, &[("CLICKHOUSE_PORT", "90x0")], "CLICKHOUSE_PORT");
+    refused(
+        &print,
+        &[("MARKET_DATA_FLUSH_INTERVAL", "soon")],
+        "MARKET_DATA_FLUSH_INTERVAL",
+    );
+    refused(
+        &print,
+        &[("COMPRESSION_METHOD", "zstd")],
+        "COMPRESSION_METHOD",
+    );
+    refused(
+        &["--config", "/nonexistent/alphapt.toml", "health"],
+        &[],
+        "/nonexistent/alphapt.toml",
+    );
+    let bad_toml = std::env::temp_dir().join(format!("alphapt-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad_toml, "[ingest]\nblock_rows_max = \"many\"\n").unwrap();
+    refused(
+        &["--config", bad_toml.to_str().unwrap(), "health"],
+        &[],
+        "ingest.block_rows_max",
+    );
+    std::fs::remove_file(&bad_toml).unwrap();
+    // Unknown flags are clap's: exit 2 with usage.
+    assert_eq!(
+        run(&["health", "--no-such-flag"], &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn print_config_shows_layers_and_hides_secrets() {
+    let out = run(
+        &[
+            "--config",
+            "tuning/default.toml",
+            "--set",
+            "ingest.shards=3",
+            "--print-config",
+            "health",
+        ],
+        &[
+            ("CLICKHOUSE_PASSWORD", "hunter2-ch"),
+            ("REDIS_PASSWORD", "hunter2-redis"),
+            ("POSTGRES_URL", "postgres://u:hunter2-pg@127.0.0.1:5432/db"),
+            ("NATS_URL", "nats://u:hunter2-nats@127.0.0.1:4222"),
+            ("MARKET_DATA_BATCH_SIZE", "4096"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("hunter2"), "a secret leaked:\n{text}");
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(parsed["ingest"]["shards"].as_integer(), Some(3));
+    assert_eq!(parsed["ingest"]["block_rows_max"].as_integer(), Some(4096));
+    assert_eq!(parsed["clickhouse"]["password"].as_str(), Some("***"));
+}
+
+#[test]
+fn health_reports_components_and_exit_status() {
+    let db = common::TestDb::new("health");
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    let database = format!("clickhouse.database={}", db.name);
+    let out = run(
+        &["health", "--json", "--set", &database],
+        &[("CLICKHOUSE_PORT", &port)],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let components = report["components"].as_array().unwrap();
+    let names: Vec<&str> = components
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["clickhouse", "nats", "redis", "postgres"]);
+    assert_eq!(components[0]["status"], "up", "{report}");
+    assert!(components[0]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(char::is_numeric));
+    let expected = if components.iter().all(|c| c["status"] == "up") {
+        0
+    } else {
+        1
+    };
+    assert_eq!(out.status.code(), Some(expected), "{report}");
+
+    // A database that does not exist is degraded, ClickHouse unreachable is down.
+    let missing = run(
+        &["health", "--set", "clickhouse.database=alphapt_no_such_db"],
+        &[("CLICKHOUSE_PORT", &port)],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("migrate up"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = listener.local_addr().unwrap().port().to_string();
+    drop(listener);
+    let down = run(&["health", "--json"], &[("CLICKHOUSE_PORT", &dead_port)]);
+    assert_eq!(down.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&down.stdout).unwrap();
+    assert_eq!(report["status"], "down");
+}
