@@ -21,4 +21,6 @@ pub mod config;
 pub mod health;
 pub mod model;
 pub mod native;
+pub mod ring;
+pub mod runtime;
 pub mod shard;

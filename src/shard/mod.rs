@@ -2,5 +2,6 @@
 //! builder for `market_ticks`; the parsers and validators join it with the hot path.
 
 pub mod columns;
+pub mod rejects;
 
 pub use columns::{SealedBlock, TickColumns, TickSchema};

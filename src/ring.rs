@@ -1,0 +1,297 @@
+//! The receiver → shard edge: an rtrb SPSC ring of bytes carrying variable-size
+//! message frames, so a 300-byte tick costs 300 bytes of ring, not a worst-case slot.
+//!
+//! ```text
+//!   receiver ──push(header, subject, payload)──► [ byte ring, capacity ring_bytes ] ──pop──► shard
+//!            full: push returns false; the receiver stops pulling (back-pressure)
+//! ```
+//!
+//! Frame layout (little-endian):
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | payload bytes kept (≤ `payload_bytes_max`, or the truncation cap) |
+//! | 4 | 1 | kind ([`Kind`]) |
+//! | 5 | 1 | flags: bit 0 = payload truncated (it exceeded `payload_bytes_max`) |
+//! | 6 | 2 | subject bytes |
+//! | 8 | 8 | stream sequence (0 on core NATS) |
+//! | 16 | 8 | receive time, Unix ns |
+//! | 24 | 4 | original payload bytes (before truncation) |
+//! | 28 | 4 | reserved, 0 |
+//! | 32 | .. | subject, then payload |
+//!
+//! A frame is published with one `write_chunk` commit, so the shard never sees half of
+//! one. No allocation on either side: the shard copies a frame that wraps around the
+//! ring's end into its scratch buffer, sized once for the largest frame.
+
+/// Bytes before the subject.
+pub const HEADER_BYTES: usize = 32;
+/// Longest subject carried; NATS subjects of ours are ~30 bytes.
+pub const SUBJECT_BYTES_MAX: usize = 256;
+/// Payload bytes kept of an oversize message: enough for `rejected_messages.raw`.
+pub const TRUNCATED_BYTES: usize = 4096;
+/// Flag: the payload was longer than the limit and is cut to [`TRUNCATED_BYTES`].
+pub const FLAG_TRUNCATED: u8 = 1;
+
+/// What a frame holds, decided by the receiver from the subject alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A JSON tick (`market.ticks.<exchange>.<token>`).
+    TickJson = 0,
+    /// A Kite binary frame of tick packets.
+    TickKite = 1,
+    /// A JSON strategy signal.
+    SignalJson = 2,
+    /// A subject the appliance does not know; stored as rejected.
+    Unknown = 3,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Kind {
+        match byte {
+            0 => Kind::TickJson,
+            1 => Kind::TickKite,
+            2 => Kind::SignalJson,
+            _ => Kind::Unknown,
+        }
+    }
+}
+
+/// The fixed part of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// What the payload is.
+    pub kind: Kind,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// JetStream stream sequence, 0 on core NATS.
+    pub stream_seq: u64,
+    /// Receive time, Unix ns.
+    pub received_ns: i64,
+    /// Payload size as received, before any truncation.
+    pub payload_bytes_original: u32,
+}
+
+/// Bytes a frame with this subject and payload occupies in the ring.
+pub fn frame_bytes(subject: usize, payload: usize) -> usize {
+    HEADER_BYTES + subject + payload
+}
+
+/// Producer half, owned by the receiver.
+pub struct FrameProducer {
+    /// The ring.
+    inner: rtrb::Producer<u8>,
+    /// Payloads above this are cut to [`TRUNCATED_BYTES`] and flagged.
+    payload_bytes_max: usize,
+}
+
+/// Consumer half, owned by a shard.
+pub struct FrameConsumer {
+    /// The ring.
+    inner: rtrb::Consumer<u8>,
+    /// Holds a frame that wraps around the ring's end.
+    scratch: Vec<u8>,
+}
+
+/// A ring of `capacity_bytes` for payloads of up to `payload_bytes_max`.
+///
+/// # Panics
+/// When the ring cannot hold two largest frames (config validation prevents it).
+pub fn frame_ring(
+    capacity_bytes: usize,
+    payload_bytes_max: usize,
+) -> (FrameProducer, FrameConsumer) {
+    let frame_max = frame_bytes(SUBJECT_BYTES_MAX, payload_bytes_max.max(TRUNCATED_BYTES));
+    assert!(
+        capacity_bytes >= 2 * frame_max,
+        "ring of {capacity_bytes} B cannot hold two {frame_max} B frames"
+    );
+    let (inner, consumer) = rtrb::RingBuffer::new(capacity_bytes);
+    (
+        FrameProducer {
+            inner,
+            payload_bytes_max,
+        },
+        FrameConsumer {
+            inner: consumer,
+            scratch: vec![0; frame_max],
+        },
+    )
+}
+
+impl FrameProducer {
+    /// Free bytes.
+    pub fn free_bytes(&self) -> usize {
+        self.inner.slots()
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.inner.buffer().capacity()
+    }
+
+    /// Pushes one message; `false` (nothing written) when the ring lacks room: the
+    /// caller keeps the message and waits. Oversize payloads are truncated and
+    /// flagged; overlong subjects are cut (the shard rejects such a message anyway).
+    pub fn push(&mut self, header: FrameHeader, subject: &[u8], payload: &[u8]) -> bool {
+        let subject = &subject[..subject.len().min(SUBJECT_BYTES_MAX)];
+        let mut flags = header.flags;
+        let kept = if payload.len() > self.payload_bytes_max {
+            flags |= FLAG_TRUNCATED;
+            &payload[..TRUNCATED_BYTES.min(payload.len())]
+        } else {
+            payload
+        };
+        let total = frame_bytes(subject.len(), kept.len());
+        let Ok(mut chunk) = self.inner.write_chunk(total) else {
+            return false;
+        };
+        let mut head = [0u8; HEADER_BYTES];
+        head[0..4].copy_from_slice(&(kept.len() as u32).to_le_bytes());
+        head[4] = header.kind as u8;
+        head[5] = flags;
+        head[6..8].copy_from_slice(&(subject.len() as u16).to_le_bytes());
+        head[8..16].copy_from_slice(&header.stream_seq.to_le_bytes());
+        head[16..24].copy_from_slice(&header.received_ns.to_le_bytes());
+        head[24..28].copy_from_slice(&(payload.len().min(u32::MAX as usize) as u32).to_le_bytes());
+        let (first, second) = chunk.as_mut_slices();
+        let mut writer = SplitWriter {
+            first,
+            second,
+            at: 0,
+        };
+        writer.put(&head);
+        writer.put(subject);
+        writer.put(kept);
+        debug_assert_eq!(writer.at, total);
+        chunk.commit_all();
+        true
+    }
+}
+
+/// Writes across the two halves a wrapped chunk hands out.
+struct SplitWriter<'a> {
+    first: &'a mut [u8],
+    second: &'a mut [u8],
+    at: usize,
+}
+
+impl SplitWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let start = self.at.min(self.first.len());
+        let in_first = bytes.len().min(self.first.len() - start);
+        self.first[start..start + in_first].copy_from_slice(&bytes[..in_first]);
+        let rest = &bytes[in_first..];
+        let offset = (self.at + in_first).saturating_sub(self.first.len());
+        self.second[offset..offset + rest.len()].copy_from_slice(rest);
+        self.at += bytes.len();
+    }
+}
+
+impl FrameConsumer {
+    /// Bytes waiting in the ring.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.slots()
+    }
+
+    /// Hands the next whole frame to `f` and consumes it; `None` when none is waiting.
+    pub fn pop<R>(&mut self, f: impl FnOnce(&FrameHeader, &[u8], &[u8]) -> R) -> Option<R> {
+        let mut head = [0u8; HEADER_BYTES];
+        {
+            let chunk = self.inner.read_chunk(HEADER_BYTES).ok()?;
+            let (a, b) = chunk.as_slices();
+            head[..a.len()].copy_from_slice(a);
+            head[a.len()..].copy_from_slice(b);
+            // Not committed: the header is read again with the body below.
+        }
+        let payload_len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+        let subject_len = u16::from_le_bytes(head[6..8].try_into().expect("2 bytes")) as usize;
+        let header = FrameHeader {
+            kind: Kind::from_byte(head[4]),
+            flags: head[5],
+            stream_seq: u64::from_le_bytes(head[8..16].try_into().expect("8 bytes")),
+            received_ns: i64::from_le_bytes(head[16..24].try_into().expect("8 bytes")),
+            payload_bytes_original: u32::from_le_bytes(head[24..28].try_into().expect("4 bytes")),
+        };
+        let total = frame_bytes(subject_len, payload_len);
+        // The producer commits whole frames, so the rest is there once the header is.
+        let chunk = self
+            .inner
+            .read_chunk(total)
+            .expect("frames are committed whole");
+        let (a, b) = chunk.as_slices();
+        let result = if b.is_empty() {
+            let body = &a[HEADER_BYTES..];
+            f(&header, &body[..subject_len], &body[subject_len..])
+        } else {
+            assert!(
+                total <= self.scratch.len(),
+                "frame of {total} B above the scratch size"
+            );
+            self.scratch[..a.len()].copy_from_slice(a);
+            self.scratch[a.len()..total].copy_from_slice(b);
+            let body = &self.scratch[HEADER_BYTES..total];
+            f(&header, &body[..subject_len], &body[subject_len..])
+        };
+        chunk.commit_all();
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Frames come out as they went in, across the ring's wrap-around, and a full ring
+    //! refuses rather than overwrites.
+    use super::*;
+
+    fn header(seq: u64) -> FrameHeader {
+        FrameHeader {
+            kind: Kind::TickJson,
+            flags: 0,
+            stream_seq: seq,
+            received_ns: seq as i64 * 10,
+            payload_bytes_original: 0,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_across_wrap_around() {
+        let (mut producer, mut consumer) = frame_ring(20_000, 4096);
+        for round in 0..1_000u64 {
+            let payload = vec![(round % 251) as u8; (round as usize * 37) % 3000];
+            assert!(producer.push(header(round), b"market.ticks.NSE.1", &payload));
+            let seen = consumer
+                .pop(|h, subject, body| {
+                    assert_eq!(h.stream_seq, round);
+                    assert_eq!(h.payload_bytes_original as usize, payload.len());
+                    assert_eq!(subject, b"market.ticks.NSE.1");
+                    assert_eq!(body, &payload[..]);
+                })
+                .is_some();
+            assert!(seen);
+        }
+        assert!(consumer.pop(|_, _, _| ()).is_none());
+    }
+
+    #[test]
+    fn full_ring_refuses_and_oversize_payloads_are_truncated() {
+        let (mut producer, mut consumer) =
+            frame_ring(frame_bytes(SUBJECT_BYTES_MAX, 8192) * 2, 8192);
+        let big = vec![7u8; 100_000];
+        assert!(producer.push(header(1), b"s", &big));
+        consumer
+            .pop(|h, _, body| {
+                assert_eq!(h.flags & FLAG_TRUNCATED, FLAG_TRUNCATED);
+                assert_eq!(h.payload_bytes_original, 100_000);
+                assert_eq!(body.len(), TRUNCATED_BYTES);
+            })
+            .unwrap();
+        let mut pushed = 0;
+        while producer.push(header(2), b"s", &[1u8; 8000]) {
+            pushed += 1;
+        }
+        assert!(pushed >= 1);
+        assert!(producer.free_bytes() < frame_bytes(1, 8000));
+    }
+}

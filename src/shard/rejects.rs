@@ -1,0 +1,485 @@
+//! Column buffers for `rejected_messages`: messages that could not become a tick or a
+//! signal are data, stored with their subject, sequence, reason and raw bytes (capped
+//! by the receiver at 4 KiB), so every published message ends somewhere.
+//!
+//! Adapts to the server's table like the tick builder: `received_at` as DateTime64(P)
+//! or DateTime (+ `received_at_ms` on 18.16), strings plain or LowCardinality. Strings
+//! live in one arena per column; nothing is allocated per row after construction.
+
+use crate::native::block::{BlockFormat, BLOCK_INFO};
+use crate::native::compress::{
+    compress_frames, compress_table, frames_bytes_max, CompressTable, Method,
+};
+use crate::native::protocol::write_data_prefix;
+use crate::native::types::ColumnType;
+use crate::native::wire::{put_str, put_varuint};
+use crate::native::Error;
+use crate::ring::{SUBJECT_BYTES_MAX, TRUNCATED_BYTES};
+
+use super::columns::SealedBlock;
+
+/// Raw bytes kept per rejected row (the receiver's truncation cap).
+pub const PAYLOAD_BYTES_MAX: usize = TRUNCATED_BYTES;
+
+/// What a reject column holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    ReceivedAt { seconds: bool, mul: i64, div: i64 },
+    ReceivedAtMs,
+    Subject(bool),
+    StreamSeq,
+    Reason(bool),
+    Detail(bool),
+    Payload,
+    PayloadSize,
+}
+
+/// The `rejected_messages` table as the server has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectSchema {
+    /// Server name, server type, our slot.
+    columns: Vec<(String, String, Slot)>,
+}
+
+fn is_string(ty: &ColumnType) -> Option<bool> {
+    match ty {
+        ColumnType::String => Some(false),
+        ColumnType::LowCardinality(inner) if **inner == ColumnType::String => Some(true),
+        _ => None,
+    }
+}
+
+impl RejectSchema {
+    /// Resolves the server's INSERT header; unknown columns or types are errors.
+    pub fn from_header(header: &[(String, String)]) -> Result<RejectSchema, Error> {
+        let mut columns = Vec::with_capacity(header.len());
+        for (name, type_name) in header {
+            let ty = ColumnType::parse(type_name)?;
+            let slot = match (name.as_str(), &ty) {
+                ("received_at", ColumnType::DateTime(_)) => Some(Slot::ReceivedAt {
+                    seconds: true,
+                    mul: 1,
+                    div: 1000,
+                }),
+                ("received_at", ColumnType::DateTime64(p, _)) => {
+                    let p = i64::from(*p);
+                    Some(if p >= 3 {
+                        Slot::ReceivedAt {
+                            seconds: false,
+                            mul: 10i64.pow((p - 3) as u32),
+                            div: 1,
+                        }
+                    } else {
+                        Slot::ReceivedAt {
+                            seconds: false,
+                            mul: 1,
+                            div: 10i64.pow((3 - p) as u32),
+                        }
+                    })
+                }
+                ("received_at_ms", ColumnType::UInt16) => Some(Slot::ReceivedAtMs),
+                ("subject", t) => is_string(t).map(Slot::Subject),
+                ("stream_seq", ColumnType::UInt64) => Some(Slot::StreamSeq),
+                ("reason", t) => is_string(t).map(Slot::Reason),
+                ("detail", t) => is_string(t).map(Slot::Detail),
+                ("payload", ColumnType::String) => Some(Slot::Payload),
+                ("payload_size", ColumnType::UInt32) => Some(Slot::PayloadSize),
+                _ => None,
+            };
+            let slot = slot.ok_or_else(|| {
+                Error::SchemaMismatch(format!(
+                    "rejected_messages column `{name} {type_name}` is not one the reject builder writes; \
+                     run `alphapt-storage migrate up`"
+                ))
+            })?;
+            columns.push((name.clone(), type_name.clone(), slot));
+        }
+        for required in ["received_at", "stream_seq", "reason", "payload"] {
+            if !columns.iter().any(|(n, _, _)| n == required) {
+                return Err(Error::SchemaMismatch(format!(
+                    "rejected_messages has no `{required}` column; run `alphapt-storage migrate up`"
+                )));
+            }
+        }
+        Ok(RejectSchema { columns })
+    }
+
+    /// `(name, type)` pairs the server's header must match.
+    pub fn header(&self) -> Vec<(String, String)> {
+        self.columns
+            .iter()
+            .map(|(n, t, _)| (n.clone(), t.clone()))
+            .collect()
+    }
+
+    /// `INSERT INTO <table> (<columns>) VALUES`.
+    pub fn insert_sql(&self, table: &str) -> String {
+        let names: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(n, _, _)| format!("`{n}`"))
+            .collect();
+        format!("INSERT INTO {table} ({}) VALUES", names.join(", "))
+    }
+}
+
+/// One rejected message as the shard saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Rejected<'a> {
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// NATS subject.
+    pub subject: &'a [u8],
+    /// Stream sequence (0 on core NATS).
+    pub stream_seq: u64,
+    /// Reason label (`RejectReason` text).
+    pub reason: &'static str,
+    /// Human detail.
+    pub detail: &'static str,
+    /// Raw bytes (capped at [`PAYLOAD_BYTES_MAX`]).
+    pub payload: &'a [u8],
+    /// Size of the message as received.
+    pub payload_size: u32,
+}
+
+/// An arena of byte strings: one buffer and end offsets.
+struct Arena {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Arena {
+    fn with_capacity(rows: usize, bytes_per_row: usize) -> Arena {
+        Arena {
+            bytes: Vec::with_capacity(rows * bytes_per_row),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
+    fn push(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    fn get(&self, row: usize) -> &[u8] {
+        let start = if row == 0 {
+            0
+        } else {
+            self.ends[row - 1] as usize
+        };
+        &self.bytes[start..self.ends[row] as usize]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// Column buffers for up to `rows_max` rejected messages.
+pub struct RejectColumns {
+    /// Capacity in rows.
+    rows_max: usize,
+    received_at_ms: Vec<i64>,
+    stream_seq: Vec<u64>,
+    reason: Vec<&'static str>,
+    detail: Vec<&'static str>,
+    payload_size: Vec<u32>,
+    subject: Arena,
+    payload: Arena,
+    /// Raw block before compression.
+    raw: Vec<u8>,
+    /// LZ4 match table, reused.
+    lz4_table: CompressTable,
+}
+
+/// Raw bytes per reject row at most: subject and payload with their length
+/// prefixes, reason and detail texts (< 64 B each), times, sequence and size.
+const ROW_BYTES_MAX: usize =
+    SUBJECT_BYTES_MAX + PAYLOAD_BYTES_MAX + 2 * 64 + 2 * 10 + 8 + 2 + 8 + 4;
+
+impl RejectColumns {
+    /// Buffers for `rows_max` rows, reserved now.
+    ///
+    /// # Panics
+    /// When `rows_max` is 0.
+    pub fn new(rows_max: usize) -> RejectColumns {
+        assert!(rows_max > 0, "reject block must hold at least one row");
+        RejectColumns {
+            rows_max,
+            received_at_ms: Vec::with_capacity(rows_max),
+            stream_seq: Vec::with_capacity(rows_max),
+            reason: Vec::with_capacity(rows_max),
+            detail: Vec::with_capacity(rows_max),
+            payload_size: Vec::with_capacity(rows_max),
+            subject: Arena::with_capacity(rows_max, SUBJECT_BYTES_MAX),
+            payload: Arena::with_capacity(rows_max, PAYLOAD_BYTES_MAX),
+            raw: Vec::with_capacity(Self::raw_bytes_max(rows_max)),
+            lz4_table: compress_table(),
+        }
+    }
+
+    /// Largest raw block of `rows_max` rows.
+    pub fn raw_bytes_max(rows_max: usize) -> usize {
+        4096 + rows_max * ROW_BYTES_MAX
+    }
+
+    /// Buffer bytes a [`SealedBlock`] needs to hold a sealed reject block.
+    pub fn sealed_bytes_max(rows_max: usize) -> usize {
+        16 + frames_bytes_max(Self::raw_bytes_max(rows_max))
+    }
+
+    /// Rows in the open block.
+    pub fn rows(&self) -> usize {
+        self.stream_seq.len()
+    }
+
+    /// True when no rows are open.
+    pub fn is_empty(&self) -> bool {
+        self.rows() == 0
+    }
+
+    /// True when no more rows fit.
+    pub fn is_full(&self) -> bool {
+        self.rows() >= self.rows_max
+    }
+
+    /// Oldest receive time in the open block.
+    pub fn received_min_ms(&self) -> Option<i64> {
+        self.received_at_ms.iter().copied().min()
+    }
+
+    /// Appends one rejected message; `false` when full.
+    pub fn append(&mut self, r: &Rejected<'_>) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.received_at_ms.push(r.received_at_ms);
+        self.stream_seq.push(r.stream_seq);
+        self.reason.push(r.reason);
+        self.detail.push(r.detail);
+        self.payload_size.push(r.payload_size);
+        self.subject
+            .push(&r.subject[..r.subject.len().min(SUBJECT_BYTES_MAX)]);
+        self.payload
+            .push(&r.payload[..r.payload.len().min(PAYLOAD_BYTES_MAX)]);
+        true
+    }
+
+    fn clear(&mut self) {
+        self.received_at_ms.clear();
+        self.stream_seq.clear();
+        self.reason.clear();
+        self.detail.clear();
+        self.payload_size.clear();
+        self.subject.clear();
+        self.payload.clear();
+    }
+
+    fn encode(&self, schema: &RejectSchema, out: &mut Vec<u8>) {
+        out.extend_from_slice(&BLOCK_INFO);
+        let rows = self.rows();
+        put_varuint(out, schema.columns.len() as u64);
+        put_varuint(out, rows as u64);
+        for (name, type_name, slot) in &schema.columns {
+            put_str(out, name.as_bytes());
+            put_str(out, type_name.as_bytes());
+            if rows == 0 {
+                continue;
+            }
+            match *slot {
+                Slot::ReceivedAt { seconds: true, .. } => {
+                    for ms in &self.received_at_ms {
+                        let s = ms.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32;
+                        out.extend_from_slice(&s.to_le_bytes());
+                    }
+                }
+                Slot::ReceivedAt { mul, div, .. } => {
+                    for ms in &self.received_at_ms {
+                        out.extend_from_slice(&(ms.saturating_mul(mul) / div).to_le_bytes());
+                    }
+                }
+                Slot::ReceivedAtMs => {
+                    for ms in &self.received_at_ms {
+                        out.extend_from_slice(&(ms.rem_euclid(1000) as u16).to_le_bytes());
+                    }
+                }
+                Slot::StreamSeq => self
+                    .stream_seq
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+                Slot::PayloadSize => self
+                    .payload_size
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+                Slot::Payload => (0..rows).for_each(|row| put_str(out, self.payload.get(row))),
+                Slot::Subject(lc) => put_strings(out, lc, rows, |row| self.subject.get(row)),
+                Slot::Reason(lc) => put_strings(out, lc, rows, |row| self.reason[row].as_bytes()),
+                Slot::Detail(lc) => put_strings(out, lc, rows, |row| self.detail[row].as_bytes()),
+            }
+        }
+    }
+
+    /// Seals the open rows into `sealed` as a Data packet and empties the buffers.
+    pub fn seal(
+        &mut self,
+        schema: &RejectSchema,
+        compression: Option<Method>,
+        sealed: &mut SealedBlock,
+    ) {
+        sealed.bytes.clear();
+        write_data_prefix(&mut sealed.bytes);
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        self.encode(schema, &mut raw);
+        match compression {
+            Some(method) => compress_frames(method, &raw, &mut sealed.bytes, &mut self.lz4_table),
+            None => sealed.bytes.extend_from_slice(&raw),
+        }
+        sealed.raw_bytes = raw.len();
+        self.raw = raw;
+        sealed.rows = self.rows() as u32;
+        sealed.seq_min = self.stream_seq.iter().copied().min().unwrap_or(0);
+        sealed.seq_max = self.stream_seq.iter().copied().max().unwrap_or(0);
+        sealed.timestamp_min_ms = self.received_min_ms().unwrap_or(0);
+        sealed.timestamp_max_ms = self.received_at_ms.iter().copied().max().unwrap_or(0);
+        sealed.received_min_ms = sealed.timestamp_min_ms;
+        sealed.format = BlockFormat::Protocol;
+        sealed.compression = compression;
+        self.clear();
+    }
+}
+
+/// Writes a string column, plain or as LowCardinality with a per-block dictionary of
+/// distinct values (duplicate dictionary entries are untested on servers, so none are
+/// written). Reject blocks are small and rare: the quadratic scan below costs about a
+/// millisecond for a full 1,024-row block, and the one allocation is per block.
+fn put_strings<'a>(
+    out: &mut Vec<u8>,
+    low_cardinality: bool,
+    rows: usize,
+    value: impl Fn(usize) -> &'a [u8],
+) {
+    if !low_cardinality {
+        (0..rows).for_each(|row| put_str(out, value(row)));
+        return;
+    }
+    // Deduplicate against earlier rows by a linear scan: reject blocks hold at most a
+    // few thousand rows and a handful of distinct reasons and subjects.
+    const HAS_ADDITIONAL_KEYS: u64 = 0x200;
+    const NEED_UPDATE_DICTIONARY: u64 = 0x400;
+    out.extend_from_slice(&1u64.to_le_bytes());
+    let width_code: u64 = if rows <= 0x100 {
+        0
+    } else if rows <= 0x1_0000 {
+        1
+    } else {
+        2
+    };
+    out.extend_from_slice(
+        &(width_code | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
+    );
+    let first_of = |row: usize| (0..row).find(|&earlier| value(earlier) == value(row));
+    let distinct: Vec<usize> = (0..rows).filter(|&row| first_of(row).is_none()).collect();
+    out.extend_from_slice(&(distinct.len() as u64).to_le_bytes());
+    distinct.iter().for_each(|&row| put_str(out, value(row)));
+    out.extend_from_slice(&(rows as u64).to_le_bytes());
+    for row in 0..rows {
+        let first = first_of(row).unwrap_or(row);
+        let index = distinct
+            .iter()
+            .position(|&d| d == first)
+            .expect("every first occurrence is distinct") as u32;
+        let bytes = index.to_le_bytes();
+        let width = 1usize << width_code;
+        out.extend_from_slice(&bytes[..width]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reject blocks decode, with the generic codec, to the rows that went in, for the
+    //! modern and the 18.16 table shapes.
+    use super::*;
+    use crate::native::block::Block;
+    use crate::native::column::Value;
+    use crate::native::compress::FrameReader;
+
+    fn header(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reject_blocks_decode_to_their_rows() {
+        let modern = header(&[
+            ("received_at", "DateTime64(3, 'UTC')"),
+            ("subject", "LowCardinality(String)"),
+            ("stream_seq", "UInt64"),
+            ("reason", "LowCardinality(String)"),
+            ("detail", "String"),
+            ("payload", "String"),
+            ("payload_size", "UInt32"),
+        ]);
+        let legacy = header(&[
+            ("received_at", "DateTime('UTC')"),
+            ("received_at_ms", "UInt16"),
+            ("subject", "String"),
+            ("stream_seq", "UInt64"),
+            ("reason", "String"),
+            ("detail", "String"),
+            ("payload", "String"),
+            ("payload_size", "UInt32"),
+        ]);
+        for header in [modern, legacy] {
+            let schema = RejectSchema::from_header(&header).unwrap();
+            let mut columns = RejectColumns::new(8);
+            let reasons = ["malformed_json", "missing_field", "malformed_json"];
+            for (i, reason) in reasons.iter().enumerate() {
+                assert!(columns.append(&Rejected {
+                    received_at_ms: 1_764_000_000_123 + i as i64,
+                    subject: b"market.ticks.NSE.1",
+                    stream_seq: 10 + i as u64,
+                    reason,
+                    detail: "",
+                    payload: format!("{{bad {i}").as_bytes(),
+                    payload_size: 6,
+                }));
+            }
+            let mut sealed = SealedBlock::with_capacity(8);
+            columns.seal(&schema, Some(Method::Lz4), &mut sealed);
+            assert_eq!((sealed.rows, sealed.seq_min, sealed.seq_max), (3, 10, 12));
+            let mut input = &sealed.bytes[2..];
+            let mut frames = FrameReader::new(&mut input);
+            let block = Block::decode(BlockFormat::Protocol, &mut frames).unwrap();
+            frames.finish().unwrap();
+            let reason: Vec<Value> = (0..3)
+                .map(|r| block.column("reason").unwrap().values.get(r))
+                .collect();
+            let expected: Vec<Value> = reasons
+                .iter()
+                .map(|r| Value::Bytes(r.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(reason, expected);
+            assert_eq!(
+                block.column("payload").unwrap().values.get(2),
+                Value::Bytes(b"{bad 2".to_vec())
+            );
+            assert_eq!(
+                block.column("stream_seq").unwrap().values.get(1),
+                Value::UInt(11)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_reject_columns_are_refused() {
+        let bad = header(&[("received_at", "DateTime"), ("mystery", "UInt8")]);
+        assert!(RejectSchema::from_header(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("mystery"));
+    }
+}
