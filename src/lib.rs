@@ -18,9 +18,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod durable;
 pub mod health;
 pub mod model;
 pub mod native;
 pub mod ring;
 pub mod runtime;
 pub mod shard;
+pub mod write;

@@ -457,10 +457,26 @@ impl DepthColumns {
     }
 }
 
+/// The table a sealed block is bound for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// `market_ticks`.
+    Ticks,
+    /// `rejected_messages`.
+    Rejects,
+}
+
 /// A sealed block: the bytes a writer sends, and what the durability tracker and
 /// audit need to know about them.
 #[derive(Debug)]
 pub struct SealedBlock {
+    /// Destination table.
+    pub table: Table,
+    /// Shard that sealed it.
+    pub shard: u16,
+    /// Set on the last block of a seal group: every sequence the shard consumed up to
+    /// this one is in this group or an earlier one (see `durable`).
+    pub durable_through: Option<u64>,
     /// Rows in the block.
     pub rows: u32,
     /// Lowest stream sequence in the block.
@@ -488,6 +504,9 @@ impl SealedBlock {
     /// form without reallocating.
     pub fn with_capacity(rows_max: usize) -> SealedBlock {
         SealedBlock {
+            table: Table::Ticks,
+            shard: 0,
+            durable_through: None,
             rows: 0,
             seq_min: 0,
             seq_max: 0,

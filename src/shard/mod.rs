@@ -4,4 +4,4 @@
 pub mod columns;
 pub mod rejects;
 
-pub use columns::{SealedBlock, TickColumns, TickSchema};
+pub use columns::{SealedBlock, Table, TickColumns, TickSchema};
