@@ -497,3 +497,46 @@ fn a_held_lock_makes_the_second_migrator_say_who_holds_it() {
     drop(holder);
     migrate::up(&settings, None, false).unwrap();
 }
+
+/// Runs the binary with the fixture's databases in its environment.
+fn cli(fx: &Fixture, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_alphapt-storage"))
+        .args(args)
+        .env("CLICKHOUSE_DATABASE", &fx.clickhouse_db)
+        .env("POSTGRES_URL", url_for(&fx.postgres_db))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_migrates_reports_json_and_fails_with_one_line() {
+    // `migrate up`, `status --json` and `down --to 0` through the binary; a bad
+    // directory exits non-zero with a one-line error naming it.
+    let fx = Fixture::new("cli");
+    let up = cli(&fx, &["migrate", "up", "--retention-days", "7"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = cli(&fx, &["migrate", "status", "--json"]);
+    assert!(status.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["up_to_date"], true);
+    assert_eq!(json["pending_count"], 0);
+    assert_eq!(
+        json["total_applied"],
+        count_files("clickhouse") + count_files("postgres")
+    );
+    let table = cli(&fx, &["migrate", "status"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("up to date"));
+    assert!(cli(&fx, &["migrate", "down", "--to", "0"]).status.success());
+    assert!(fx.clickhouse_tables().is_empty());
+
+    let bad = cli(&fx, &["migrate", "up", "--dir", "/nonexistent/migrations"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/migrations"), "{stderr}");
+}

@@ -187,24 +187,24 @@ impl Target for ClickHouseTarget {
                  FROM schema_migrations FINAL WHERE is_applied = 1 ORDER BY version",
             )
             .map_err(ch_error("reading schema_migrations"))?;
-        let text = |v: &Value| match v {
-            Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        let text = |v: Option<&Value>| match v {
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
             other => format!("{other:?}"),
         };
-        let number = |v: &Value| match v {
-            Value::UInt(n) => *n as i64,
-            Value::Int(n) => *n,
+        let number = |v: Option<&Value>| match v {
+            Some(Value::UInt(n)) => *n as i64,
+            Some(Value::Int(n)) => *n,
             _ => 0,
         };
         let columns =
             ["version", "name", "checksum", "applied_at", "duration_ms"].map(|c| result.column(c));
-        Ok((0..columns[0].len())
+        Ok((0..result.rows() as usize)
             .map(|row| Applied {
-                version: number(&columns[0][row]) as u32,
-                name: text(&columns[1][row]),
-                checksum: text(&columns[2][row]),
-                applied_at: number(&columns[3][row]),
-                duration_ms: number(&columns[4][row]) as u64,
+                version: number(columns[0].get(row)) as u32,
+                name: text(columns[1].get(row)),
+                checksum: text(columns[2].get(row)),
+                applied_at: number(columns[3].get(row)),
+                duration_ms: number(columns[4].get(row)) as u64,
             })
             .collect())
     }

@@ -391,9 +391,9 @@ struct Session {
     postgres: postgres::PostgresTarget,
     /// ClickHouse.
     clickhouse: clickhouse::ClickHouseTarget,
-    /// Files per target.
+    /// Migrations under `clickhouse/`, ascending.
     clickhouse_files: Vec<Migration>,
-    /// Files per target.
+    /// Migrations under `postgres/`, ascending.
     postgres_files: Vec<Migration>,
 }
 
