@@ -12,6 +12,8 @@
 //! - [`model`]: the plain `Copy` tick the hot path carries.
 //! - [`shard`]: the columnar block builder for `market_ticks` (append, seal, encode, LZ4).
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
+//! - [`migrate`]: schema migrations for ClickHouse and PostgreSQL (`migrate up/status/down`).
+//! - [`ohlc`]: finished OHLC bars from `ohlc_1m`, rolled up to 5m/15m/1h/1d.
 //! - [`health`]: component probes behind `alphapt-storage health`.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,9 +22,11 @@
 pub mod config;
 pub mod durable;
 pub mod health;
+pub mod migrate;
 pub mod model;
 pub mod native;
 pub mod ring;
 pub mod runtime;
+pub mod ohlc;
 pub mod shard;
 pub mod write;

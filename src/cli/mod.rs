@@ -2,6 +2,7 @@
 //! `--set`), does its job, and returns the process exit status.
 
 mod health;
+mod migrate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,15 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Schema migrations for ClickHouse and PostgreSQL: up, status, down.
+    Migrate {
+        /// up, status or down.
+        #[command(subcommand)]
+        action: migrate::Action,
+        /// Flags all actions share.
+        #[command(flatten)]
+        common: migrate::Common,
     },
 }
 
@@ -92,5 +102,6 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     }
     match args.command {
         Command::Health { json } => health::run(&config, json),
+        Command::Migrate { action, common } => migrate::run(&config, action, common),
     }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE market_ticks REMOVE TTL;

@@ -1,0 +1,2 @@
+-- ClickHouse 18.16 has no TTL: retention there is `ALTER TABLE market_ticks DROP
+-- PARTITION` (daily partitions) run by the operator. Nothing to do here.

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS mv_ohlc_1m;
+DROP TABLE IF EXISTS ohlc_1m;

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS instruments;
+DROP FUNCTION IF EXISTS instruments_notify();

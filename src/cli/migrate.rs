@@ -1,0 +1,209 @@
+//! `alphapt-storage migrate up|status|down`: builds [`migrate::Settings`] from the
+//! config and flags, runs the library, prints a table (or JSON for `status --json`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use alphapt_storage::config::Config;
+use alphapt_storage::migrate::{self, State, Status};
+
+/// What `migrate` does.
+#[derive(Subcommand, Debug)]
+pub enum Action {
+    /// Apply pending migrations (creates the ClickHouse database if missing).
+    Up {
+        /// Stop after this version (per database); default: apply all.
+        #[arg(long, value_name = "N")]
+        to: Option<u32>,
+        /// Run even though applied files changed since they were applied.
+        #[arg(long)]
+        allow_drift: bool,
+        /// Days of raw data kept (`{{retention_days}}` in the files); default: env
+        /// ALPHAPT_RETENTION_DAYS, else 90.
+        #[arg(long, value_name = "N")]
+        retention_days: Option<u32>,
+    },
+    /// Show applied, pending and drifted migrations of both databases.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revert applied migrations above version N, newest first (N = 0: everything).
+    Down {
+        /// Keep versions up to and including N.
+        #[arg(long, value_name = "N")]
+        to: u32,
+    },
+}
+
+/// Flags every action shares.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Directory holding clickhouse/ and postgres/ migration files.
+    #[arg(long, value_name = "DIR", default_value = "migrations", global = true)]
+    pub dir: PathBuf,
+    /// Seconds to wait for another migrator to release the lock.
+    #[arg(long, value_name = "S", default_value_t = 60, global = true)]
+    pub lock_wait_s: u64,
+}
+
+/// Runs one `migrate` action; errors become a one-line message and a non-zero exit.
+pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<ExitCode> {
+    let retention_days = match &action {
+        Action::Up {
+            retention_days: Some(days),
+            ..
+        } => *days,
+        _ => retention_days_from_env()?,
+    };
+    let settings = migrate::Settings {
+        clickhouse: super::clickhouse_options(config, true),
+        postgres_url: config.postgres.url.clone(),
+        dir: common.dir,
+        retention_days,
+        lock_key: migrate::LOCK_KEY,
+        lock_wait: Duration::from_secs(common.lock_wait_s),
+    };
+    match action {
+        Action::Up {
+            to, allow_drift, ..
+        } => {
+            let ran = migrate::up(&settings, to, allow_drift).context("migrate up")?;
+            if ran.is_empty() {
+                println!("Nothing to apply: both databases are up to date.");
+            }
+            for r in &ran {
+                println!(
+                    "applied  {:<10} {} ({} ms)",
+                    r.target.name(),
+                    r.file,
+                    r.duration_ms
+                );
+            }
+        }
+        Action::Down { to } => {
+            let ran = migrate::down(&settings, to).context("migrate down")?;
+            if ran.is_empty() {
+                println!("Nothing to revert above version {to}.");
+            }
+            for r in &ran {
+                println!(
+                    "reverted {:<10} {} ({} ms)",
+                    r.target.name(),
+                    r.file,
+                    r.duration_ms
+                );
+            }
+        }
+        Action::Status { json } => {
+            let status = migrate::status(&settings).context("migrate status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status.to_json())?);
+            } else {
+                print!("{}", table(&status));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ALPHAPT_RETENTION_DAYS`, or the default when unset. (Config owns no key for it yet.)
+fn retention_days_from_env() -> anyhow::Result<u32> {
+    match std::env::var("ALPHAPT_RETENTION_DAYS") {
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!("ALPHAPT_RETENTION_DAYS=`{text}` is not a whole number of days")
+        }),
+        Err(_) => Ok(migrate::RETENTION_DAYS_DEFAULT),
+    }
+}
+
+/// The status table: one line per version and database, then a summary line.
+fn table(status: &Status) -> String {
+    let mut out = format!(
+        "{:<10} {:>7}  {:<8} {:<40} {:<20} {:>8}\n",
+        "database", "version", "state", "file", "applied at (UTC)", "ms"
+    );
+    for target in &status.targets {
+        for e in &target.entries {
+            let state = match e.state {
+                State::Applied => "applied",
+                State::Pending => "pending",
+                State::Drift => "DRIFT",
+                State::Missing => "MISSING",
+            };
+            let (at, ms) = e
+                .applied
+                .as_ref()
+                .map_or((String::new(), String::new()), |a| {
+                    (format_utc(a.applied_at), a.duration_ms.to_string())
+                });
+            let file = if e.file.is_empty() {
+                format!("({})", e.name)
+            } else {
+                e.file.clone()
+            };
+            out.push_str(&format!(
+                "{:<10} {:>7}  {:<8} {:<40} {:<20} {:>8}\n",
+                target.target.name(),
+                format!("{:03}", e.version),
+                state,
+                file,
+                at,
+                ms
+            ));
+        }
+    }
+    let json = status.to_json();
+    out.push_str(&format!(
+        "{} applied, {} pending, {} drifted: {}\n",
+        json["total_applied"],
+        json["pending_count"],
+        json["drift_count"],
+        if status.up_to_date() {
+            "up to date"
+        } else {
+            "run `alphapt-storage migrate up`"
+        }
+    ));
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for Unix seconds (UTC), by the civil-from-days algorithm of
+/// Howard Hinnant's `chrono`-compatible date library.
+fn format_utc(unix_s: i64) -> String {
+    let days = unix_s.div_euclid(86_400);
+    let secs = unix_s.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting_matches_known_dates() {
+        // The epoch, a leap day, and a time late in a day.
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
+    }
+}
