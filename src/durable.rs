@@ -31,7 +31,9 @@ impl DurableMarks {
     /// Marks for `shards` shards, all at 0 (nothing stored yet).
     pub fn new(shards: usize) -> DurableMarks {
         DurableMarks {
-            marks: (0..shards).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            marks: (0..shards)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
     }
 
@@ -40,7 +42,10 @@ impl DurableMarks {
         // Release pairs with the Acquire in `get`: the receiver that sees `seq` also
         // sees everything the writer did before (the INSERT's completion).
         let previous = self.marks[shard].fetch_max(seq, Ordering::Release);
-        debug_assert!(previous <= seq, "shard {shard} durable mark went back from {previous} to {seq}");
+        debug_assert!(
+            previous <= seq,
+            "shard {shard} durable mark went back from {previous} to {seq}"
+        );
     }
 
     /// Shard `shard`'s durable sequence.
@@ -105,15 +110,24 @@ mod tests {
                     }
                 }
                 let mark = watermark(receiver_last, &routed_last, &marks);
-                let oracle = (0..=receiver_last).take_while(|&q| stored[q as usize]).last().unwrap();
-                assert!(mark <= oracle, "watermark {mark} passes unstored data (oracle {oracle})");
+                let oracle = (0..=receiver_last)
+                    .take_while(|&q| stored[q as usize])
+                    .last()
+                    .unwrap();
+                assert!(
+                    mark <= oracle,
+                    "watermark {mark} passes unstored data (oracle {oracle})"
+                );
             }
             for s in 0..shards {
                 if let Some(&last) = per_shard[s].last() {
                     marks.commit(s, last);
                 }
             }
-            assert_eq!(watermark(receiver_last, &routed_last, &marks), receiver_last);
+            assert_eq!(
+                watermark(receiver_last, &routed_last, &marks),
+                receiver_last
+            );
         }
     }
 }

@@ -130,7 +130,9 @@ pub struct Writer {
 
 /// Unix time in ms, the clock receive stamps use.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Writer {
@@ -146,7 +148,12 @@ impl Writer {
         stop: Arc<AtomicBool>,
     ) -> Writer {
         let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
-        let client = Client::new(config.options.clone(), backoff.clone(), config.ping_after, 1);
+        let client = Client::new(
+            config.options.clone(),
+            backoff.clone(),
+            config.ping_after,
+            1,
+        );
         Writer {
             config,
             client,
@@ -157,7 +164,8 @@ impl Writer {
             stats,
             waiter,
             stop,
-            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
         }
     }
@@ -224,9 +232,9 @@ impl Writer {
         let mut drain_started = drain_started;
         loop {
             let packets: Vec<&[u8]> = self.batch.iter().map(|b| b.bytes.as_slice()).collect();
-            let outcome = self
-                .client
-                .run(|conn: &mut Connection| conn.insert_encoded(&table.sql, &table.header, &packets));
+            let outcome = self.client.run(|conn: &mut Connection| {
+                conn.insert_encoded(&table.sql, &table.header, &packets)
+            });
             match outcome {
                 Ok(()) => break,
                 Err(error) => self.after_failure(&error),
@@ -234,7 +242,11 @@ impl Writer {
             if self.stop.load(Ordering::Acquire) {
                 let started = *drain_started.get_or_insert_with(Instant::now);
                 if started.elapsed() >= self.config.drain_timeout {
-                    tracing::error!(writer = self.config.index, blocks = self.batch.len(), "Drain timeout; blocks not stored will be redelivered");
+                    tracing::error!(
+                        writer = self.config.index,
+                        blocks = self.batch.len(),
+                        "Drain timeout; blocks not stored will be redelivered"
+                    );
                     return Err(self.batch.len());
                 }
             }
@@ -269,7 +281,10 @@ impl Writer {
             }
             // The free ring holds the whole pool, so it always has room.
             if input.free.push(block).is_err() {
-                panic!("free ring of shard {} overflowed: pool accounting is broken", input.shard);
+                panic!(
+                    "free ring of shard {} overflowed: pool accounting is broken",
+                    input.shard
+                );
             }
         }
         let s = &self.stats;
@@ -278,9 +293,13 @@ impl Writer {
         s.inserts_total.fetch_add(1, Ordering::Relaxed);
         s.raw_bytes_total.fetch_add(raw, Ordering::Relaxed);
         s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
-        s.latency_us_p50.store(self.histogram.value_at_quantile(0.5), Ordering::Relaxed);
-        s.latency_us_p99.store(self.histogram.value_at_quantile(0.99), Ordering::Relaxed);
-        s.latency_us_p999.store(self.histogram.value_at_quantile(0.999), Ordering::Relaxed);
-        s.latency_us_max.store(self.histogram.max(), Ordering::Relaxed);
+        s.latency_us_p50
+            .store(self.histogram.value_at_quantile(0.5), Ordering::Relaxed);
+        s.latency_us_p99
+            .store(self.histogram.value_at_quantile(0.99), Ordering::Relaxed);
+        s.latency_us_p999
+            .store(self.histogram.value_at_quantile(0.999), Ordering::Relaxed);
+        s.latency_us_max
+            .store(self.histogram.max(), Ordering::Relaxed);
     }
 }

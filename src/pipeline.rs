@@ -1,0 +1,355 @@
+//! Wiring of the hot path: rings, pools, threads, drain.
+//!
+//! ```text
+//!  source (receiver thread) ──Router──► frame ring[s] ──► shard[s] ──sealed/free rings──► writer[s % W] ──► ClickHouse
+//!         ▲                                                                                  │
+//!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┘
+//! ```
+//!
+//! Pool sizing, per shard, as the sum of the holders of a sealed block: one being
+//! filled by `seal` (ticks) + one (rejects) + the writer's batch of up to
+//! [`BLOCKS_PER_INSERT_MAX`] + one more seal group queued behind it (2). The sealed and
+//! free rings hold the whole pool, so pushing into either never fails.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::durable::{watermark, DurableMarks};
+use crate::native::{Method, Options};
+use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
+use crate::runtime::{self, Waiter};
+use crate::shard::columns::SealedBlock;
+use crate::shard::rejects::{RejectColumns, RejectSchema};
+use crate::shard::run::{Shard, ShardConfig, ShardEdges, ShardStats};
+use crate::shard::validate::{ValidationConfig, Validator};
+use crate::shard::{TickColumns, TickSchema};
+use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
+
+/// Sealed blocks per shard pool (see the module doc for the sum).
+pub const POOL_BLOCKS: usize = 2 + BLOCKS_PER_INSERT_MAX + 2;
+/// Rows per reject block: rejects are rare; 1,024 × ~4.4 KiB ≈ 4.5 MiB a block.
+pub const REJECT_ROWS_MAX: usize = 1024;
+/// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
+/// (a JSON tick with full depth is ~700 B).
+pub const RING_SLOT_BYTES: usize = 1024;
+/// Instruments a validator tracks per shard (NSE + BSE + NFO active contracts fit).
+pub const INSTRUMENTS_PER_SHARD_MAX: usize = 1 << 17;
+
+/// Counters the source publishes.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Messages routed to shards.
+    pub messages_total: AtomicU64,
+    /// Payload bytes routed.
+    pub bytes_total: AtomicU64,
+    /// Times a full ring made the source wait.
+    pub ring_full_total: AtomicU64,
+    /// Highest sequence acknowledged upstream.
+    pub acked_seq: AtomicU64,
+    /// Current durable watermark.
+    pub watermark: AtomicU64,
+    /// Highest sequence routed.
+    pub received_seq: AtomicU64,
+}
+
+/// The source's handle on the shards: routes messages, tracks what is durable.
+pub struct Router {
+    /// One frame ring per shard.
+    rings: Vec<FrameProducer>,
+    /// Highest sequence routed to each shard (source-owned).
+    routed_last: Vec<u64>,
+    /// Highest sequence routed anywhere.
+    received_last: u64,
+    /// Per-shard durable sequences from the writers.
+    marks: Arc<DurableMarks>,
+    /// How the source waits for ring space.
+    waiter: Waiter,
+    /// Set when the appliance should drain.
+    stop: Arc<AtomicBool>,
+    /// Counters.
+    stats: Arc<SourceStats>,
+    /// Tells the shards no more frames will come.
+    input_done: Arc<AtomicBool>,
+}
+
+impl Router {
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// True once a drain was requested: stop pulling, keep acking.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// The drain flag, for sources that sleep on their own.
+    pub fn stop_flag(&self) -> &Arc<AtomicBool> {
+        &self.stop
+    }
+
+    /// Routes one message to `shard`, waiting while its ring is full (back-pressure:
+    /// the caller is not reading its socket meanwhile). Returns `false` only when a
+    /// drain was requested while waiting: the message was not routed, so it is not
+    /// acknowledged and JetStream redelivers it (core NATS counts it as dropped).
+    pub fn route(&mut self, shard: usize, kind: Kind, seq: u64, received_ns: i64, subject: &[u8], payload: &[u8]) -> bool {
+        let header = FrameHeader {
+            kind,
+            flags: 0,
+            stream_seq: seq,
+            received_ns,
+            payload_bytes_original: payload.len() as u32,
+        };
+        let mut waited = false;
+        while !self.rings[shard].push(header, subject, payload) {
+            if !waited {
+                self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
+                waited = true;
+            }
+            if self.stopping() {
+                return false;
+            }
+            self.waiter.idle();
+        }
+        self.waiter.reset();
+        self.routed_last[shard] = self.routed_last[shard].max(seq);
+        self.received_last = self.received_last.max(seq);
+        self.stats.messages_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_total.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// The durable watermark now.
+    pub fn watermark(&self) -> u64 {
+        let mark = watermark(self.received_last, &self.routed_last, &self.marks);
+        self.stats.watermark.store(mark, Ordering::Relaxed);
+        self.stats.received_seq.store(self.received_last, Ordering::Relaxed);
+        mark
+    }
+
+    /// Highest sequence routed.
+    pub fn received_last(&self) -> u64 {
+        self.received_last
+    }
+
+    /// Records what was acknowledged upstream.
+    pub fn acked(&self, seq: u64) {
+        self.stats.acked_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// No more messages: lets the shards seal and finish.
+    pub fn finish_input(&self) {
+        self.input_done.store(true, Ordering::Release);
+    }
+}
+
+/// Stats of every stage, for the status line, metrics and tests.
+#[derive(Clone)]
+pub struct PipelineStats {
+    /// The source.
+    pub source: Arc<SourceStats>,
+    /// Per shard.
+    pub shards: Vec<Arc<ShardStats>>,
+    /// Per writer.
+    pub writers: Vec<Arc<WriterStats>>,
+}
+
+/// A running hot path, minus its source.
+pub struct Pipeline {
+    /// Stats handles.
+    pub stats: PipelineStats,
+    /// Shard threads.
+    shards: Vec<JoinHandle<()>>,
+    /// Writer threads; each returns the blocks it could not store.
+    writers: Vec<JoinHandle<usize>>,
+}
+
+/// ClickHouse settings resolved at start: connection and both tables' shapes.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// Connection options (with the database).
+    pub options: Options,
+    /// `market_ticks` as the server has it.
+    pub tick_schema: TickSchema,
+    /// `rejected_messages` as the server has it.
+    pub reject_schema: RejectSchema,
+}
+
+impl Destination {
+    /// Connects once and reads both tables' INSERT headers; a missing table or an
+    /// unknown column is an error naming it.
+    pub fn resolve(options: &Options) -> Result<Destination, crate::native::Error> {
+        let mut conn = crate::native::Connection::connect(options)?;
+        let tick_schema = TickSchema::from_header(&conn.insert_header("market_ticks")?)?;
+        let reject_schema = RejectSchema::from_header(&conn.insert_header("rejected_messages")?)?;
+        Ok(Destination {
+            options: options.clone(),
+            tick_schema,
+            reject_schema,
+        })
+    }
+
+    fn tables(&self) -> Tables {
+        Tables {
+            ticks: crate::write::TableInsert {
+                sql: self.tick_schema.insert_sql("market_ticks"),
+                header: self.tick_schema.header(),
+            },
+            rejects: crate::write::TableInsert {
+                sql: self.reject_schema.insert_sql("rejected_messages"),
+                header: self.reject_schema.header(),
+            },
+        }
+    }
+}
+
+fn waiter(config: &Config) -> Waiter {
+    let t = &config.threads;
+    Waiter::new(t.wait, t.spin_count, t.yield_count, t.park_timeout_us)
+}
+
+/// Starts shards and writers; returns the pipeline and the router the source drives.
+pub fn start(config: &Config, destination: &Destination, stop: Arc<AtomicBool>) -> std::io::Result<(Pipeline, Router)> {
+    let shards = usize::from(config.ingest.shards);
+    let writers = usize::from(config.ingest.writers).min(shards);
+    let rows_max = config.ingest.block_rows_max as usize;
+    let ring_bytes = config.ingest.ring_slots as usize * RING_SLOT_BYTES;
+    let compression = destination.options.compression;
+    let pin = config.threads.pin;
+    let marks = Arc::new(DurableMarks::new(shards));
+    let input_done = Arc::new(AtomicBool::new(false));
+    let source_stats = Arc::new(SourceStats::default());
+
+    let mut rings = Vec::with_capacity(shards);
+    let mut shard_handles = Vec::with_capacity(shards);
+    let mut shard_stats = Vec::with_capacity(shards);
+    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..writers).map(|_| Vec::new()).collect();
+    for index in 0..shards {
+        let (producer, consumer) = frame_ring(ring_bytes, config.ingest.payload_bytes_max as usize);
+        rings.push(producer);
+        let (sealed_tx, sealed_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
+        let (mut free_tx, free_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
+        let block_bytes = SealedBlock::bytes_max(rows_max).max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX));
+        for _ in 0..POOL_BLOCKS {
+            let mut block = SealedBlock::with_capacity(0);
+            block.bytes.reserve_exact(block_bytes);
+            free_tx.push(block).expect("free ring sized for the pool");
+        }
+        let finished = Arc::new(AtomicBool::new(false));
+        writer_inputs[index % writers].push(WriterInput {
+            shard: index,
+            sealed: sealed_rx,
+            free: free_tx,
+            finished: finished.clone(),
+        });
+        let stats = Arc::new(ShardStats::default());
+        shard_stats.push(stats.clone());
+        let shard = Shard::new(
+            ShardConfig {
+                index,
+                flush_interval_ms: config.ingest.flush_interval_ms,
+                compression,
+                tick_schema: destination.tick_schema.clone(),
+                reject_schema: destination.reject_schema.clone(),
+            },
+            ShardEdges {
+                input: consumer,
+                sealed: sealed_tx,
+                free: free_rx,
+                input_done: input_done.clone(),
+                finished,
+            },
+            TickColumns::new(rows_max),
+            RejectColumns::new(REJECT_ROWS_MAX),
+            Validator::new(ValidationConfig::default(), INSTRUMENTS_PER_SHARD_MAX),
+            stats,
+            waiter(config),
+        );
+        let core = if pin { config.threads.shard_cores.get(index).copied() } else { None };
+        shard_handles.push(runtime::spawn(&format!("shard-{index}"), core, move || shard.run())?);
+    }
+
+    let mut writer_handles = Vec::with_capacity(writers);
+    let mut writer_stats = Vec::with_capacity(writers);
+    let ch = &config.clickhouse;
+    for (index, inputs) in writer_inputs.into_iter().enumerate() {
+        let stats = Arc::new(WriterStats::default());
+        writer_stats.push(stats.clone());
+        let writer = Writer::new(
+            WriterConfig {
+                index,
+                options: destination.options.clone(),
+                backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
+                backoff_max: Duration::from_millis(ch.backoff_max_ms),
+                ping_after: Duration::from_millis(ch.ping_interval_ms),
+                drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+            },
+            destination.tables(),
+            inputs,
+            marks.clone(),
+            stats,
+            waiter(config),
+            stop.clone(),
+        );
+        let core = if pin { config.threads.writer_cores.get(index).copied() } else { None };
+        writer_handles.push(runtime::spawn(&format!("writer-{index}"), core, move || writer.run())?);
+    }
+
+    let router = Router {
+        rings,
+        routed_last: vec![0; shards],
+        received_last: 0,
+        marks,
+        waiter: waiter(config),
+        stop,
+        stats: source_stats.clone(),
+        input_done,
+    };
+    let pipeline = Pipeline {
+        stats: PipelineStats {
+            source: source_stats,
+            shards: shard_stats,
+            writers: writer_stats,
+        },
+        shards: shard_handles,
+        writers: writer_handles,
+    };
+    Ok((pipeline, router))
+}
+
+impl Pipeline {
+    /// Waits for every shard and writer to finish (after the router's
+    /// `finish_input`). Returns the number of blocks not stored (0 on a clean drain).
+    pub fn join(self) -> usize {
+        for handle in self.shards {
+            if handle.join().is_err() {
+                tracing::error!("A shard thread panicked");
+            }
+        }
+        self.writers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| {
+                tracing::error!("A writer thread panicked");
+                usize::MAX
+            }))
+            .fold(0usize, usize::saturating_add)
+    }
+}
+
+/// Which shard owns an instrument: tokens spread evenly by a multiplicative hash
+/// (Knuth), so sparse token numbering does not crowd one shard.
+#[inline]
+pub fn shard_of(token: u32, shards: usize) -> usize {
+    ((u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % shards as u64) as usize
+}
+
+/// Compression from the config.
+pub fn compression(config: &Config) -> Option<Method> {
+    match config.clickhouse.compression {
+        crate::config::Compression::Lz4 => Some(Method::Lz4),
+        crate::config::Compression::None => None,
+    }
+}
