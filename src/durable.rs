@@ -119,8 +119,8 @@ mod tests {
                     "watermark {mark} passes unstored data (oracle {oracle})"
                 );
             }
-            for s in 0..shards {
-                if let Some(&last) = per_shard[s].last() {
+            for (s, sequences) in per_shard.iter().enumerate() {
+                if let Some(&last) = sequences.last() {
                     marks.commit(s, last);
                 }
             }
