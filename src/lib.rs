@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod model;
 pub mod native;
 pub mod ohlc;
+pub mod pipeline;
 pub mod ring;
 pub mod runtime;
 pub mod shard;

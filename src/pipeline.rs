@@ -95,7 +95,15 @@ impl Router {
     /// the caller is not reading its socket meanwhile). Returns `false` only when a
     /// drain was requested while waiting: the message was not routed, so it is not
     /// acknowledged and JetStream redelivers it (core NATS counts it as dropped).
-    pub fn route(&mut self, shard: usize, kind: Kind, seq: u64, received_ns: i64, subject: &[u8], payload: &[u8]) -> bool {
+    pub fn route(
+        &mut self,
+        shard: usize,
+        kind: Kind,
+        seq: u64,
+        received_ns: i64,
+        subject: &[u8],
+        payload: &[u8],
+    ) -> bool {
         let header = FrameHeader {
             kind,
             flags: 0,
@@ -118,7 +126,9 @@ impl Router {
         self.routed_last[shard] = self.routed_last[shard].max(seq);
         self.received_last = self.received_last.max(seq);
         self.stats.messages_total.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_total.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_total
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         true
     }
 
@@ -126,7 +136,9 @@ impl Router {
     pub fn watermark(&self) -> u64 {
         let mark = watermark(self.received_last, &self.routed_last, &self.marks);
         self.stats.watermark.store(mark, Ordering::Relaxed);
-        self.stats.received_seq.store(self.received_last, Ordering::Relaxed);
+        self.stats
+            .received_seq
+            .store(self.received_last, Ordering::Relaxed);
         mark
     }
 
@@ -212,7 +224,11 @@ fn waiter(config: &Config) -> Waiter {
 }
 
 /// Starts shards and writers; returns the pipeline and the router the source drives.
-pub fn start(config: &Config, destination: &Destination, stop: Arc<AtomicBool>) -> std::io::Result<(Pipeline, Router)> {
+pub fn start(
+    config: &Config,
+    destination: &Destination,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(Pipeline, Router)> {
     let shards = usize::from(config.ingest.shards);
     let writers = usize::from(config.ingest.writers).min(shards);
     let rows_max = config.ingest.block_rows_max as usize;
@@ -232,7 +248,8 @@ pub fn start(config: &Config, destination: &Destination, stop: Arc<AtomicBool>) 
         rings.push(producer);
         let (sealed_tx, sealed_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
         let (mut free_tx, free_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
-        let block_bytes = SealedBlock::bytes_max(rows_max).max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX));
+        let block_bytes =
+            SealedBlock::bytes_max(rows_max).max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX));
         for _ in 0..POOL_BLOCKS {
             let mut block = SealedBlock::with_capacity(0);
             block.bytes.reserve_exact(block_bytes);
@@ -264,12 +281,23 @@ pub fn start(config: &Config, destination: &Destination, stop: Arc<AtomicBool>) 
             },
             TickColumns::new(rows_max),
             RejectColumns::new(REJECT_ROWS_MAX),
-            Validator::new(ValidationConfig::default(), INSTRUMENTS_PER_SHARD_MAX),
+            Validator::new(ValidationConfig {
+                instruments_max: INSTRUMENTS_PER_SHARD_MAX,
+                ..ValidationConfig::default()
+            }),
             stats,
             waiter(config),
         );
-        let core = if pin { config.threads.shard_cores.get(index).copied() } else { None };
-        shard_handles.push(runtime::spawn(&format!("shard-{index}"), core, move || shard.run())?);
+        let core = if pin {
+            config.threads.shard_cores.get(index).copied()
+        } else {
+            None
+        };
+        shard_handles.push(runtime::spawn(
+            &format!("shard-{index}"),
+            core,
+            move || shard.run(),
+        )?);
     }
 
     let mut writer_handles = Vec::with_capacity(writers);
@@ -294,8 +322,16 @@ pub fn start(config: &Config, destination: &Destination, stop: Arc<AtomicBool>) 
             waiter(config),
             stop.clone(),
         );
-        let core = if pin { config.threads.writer_cores.get(index).copied() } else { None };
-        writer_handles.push(runtime::spawn(&format!("writer-{index}"), core, move || writer.run())?);
+        let core = if pin {
+            config.threads.writer_cores.get(index).copied()
+        } else {
+            None
+        };
+        writer_handles.push(runtime::spawn(
+            &format!("writer-{index}"),
+            core,
+            move || writer.run(),
+        )?);
     }
 
     let router = Router {
@@ -331,10 +367,12 @@ impl Pipeline {
         }
         self.writers
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| {
-                tracing::error!("A writer thread panicked");
-                usize::MAX
-            }))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    tracing::error!("A writer thread panicked");
+                    usize::MAX
+                })
+            })
             .fold(0usize, usize::saturating_add)
     }
 }

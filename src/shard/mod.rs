@@ -1,7 +1,14 @@
-//! Shards: parse, validate and build columnar blocks. Today this holds the block
-//! builder for `market_ticks`; the parsers and validators join it with the hot path.
+//! Shards: parse, validate and build columnar blocks.
+//!
+//! ```text
+//!   payload ──parse──► Tick + ParseInfo ──validate──► flagged Tick ──append──► TickColumns ──seal──► block
+//!              └──► RejectReason (rejected_messages)
+//! ```
 
 pub mod columns;
+pub mod parse;
 pub mod rejects;
+pub mod run;
+pub mod validate;
 
 pub use columns::{SealedBlock, Table, TickColumns, TickSchema};

@@ -81,13 +81,24 @@ struct Builders {
 }
 
 impl Builders {
-    fn reject(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8], reason: RejectReason) {
+    fn reject(
+        &mut self,
+        header: &FrameHeader,
+        subject: &[u8],
+        payload: &[u8],
+        reason: RejectReason,
+    ) {
         let appended = self.rejects.append(&Rejected {
             received_at_ms: header.received_ns / 1_000_000,
             subject,
             stream_seq: header.stream_seq,
             reason: reason.as_str(),
-            detail: reason.detail(),
+            detail: match header.kind {
+                Kind::TickJson => "JSON tick",
+                Kind::TickKite => "Kite binary frame",
+                Kind::SignalJson => "JSON signal",
+                Kind::Unknown => "subject not routed by the appliance",
+            },
             payload,
             payload_size: header.payload_bytes_original,
         });
@@ -210,7 +221,11 @@ impl Shard {
                     self.seal_all();
                 }
                 let builders = &mut self.builders;
-                if self.input.pop(|h, subject, payload| builders.handle(h, subject, payload, now)).is_none() {
+                if self
+                    .input
+                    .pop(|h, subject, payload| builders.handle(h, subject, payload, now))
+                    .is_none()
+                {
                     break;
                 }
                 handled += 1;
@@ -259,13 +274,17 @@ impl Shard {
         let mut group: [Option<SealedBlock>; 2] = [None, None];
         if !self.builders.ticks.is_empty() {
             let mut block = self.take_free();
-            self.builders.ticks.seal(&self.config.tick_schema, compression, &mut block);
+            self.builders
+                .ticks
+                .seal(&self.config.tick_schema, compression, &mut block);
             block.table = Table::Ticks;
             group[0] = Some(block);
         }
         if !self.builders.rejects.is_empty() {
             let mut block = self.take_free();
-            self.builders.rejects.seal(&self.config.reject_schema, compression, &mut block);
+            self.builders
+                .rejects
+                .seal(&self.config.reject_schema, compression, &mut block);
             block.table = Table::Rejects;
             group[1] = Some(block);
         }
@@ -277,7 +296,10 @@ impl Shard {
                 assert!(block.rows > 0, "sealed an empty block");
                 // The sealed ring holds the whole pool, so it always has room.
                 if self.sealed.push(block).is_err() {
-                    panic!("sealed ring of shard {} overflowed: pool accounting is broken", self.config.index);
+                    panic!(
+                        "sealed ring of shard {} overflowed: pool accounting is broken",
+                        self.config.index
+                    );
                 }
                 self.stats.blocks_total.fetch_add(1, Ordering::Relaxed);
             }
@@ -288,11 +310,17 @@ impl Shard {
     fn publish_stats(&mut self) {
         let b = &mut self.builders;
         let s = &self.stats;
-        s.frames_total.fetch_add(std::mem::take(&mut b.frames), Ordering::Relaxed);
-        s.ticks_total.fetch_add(std::mem::take(&mut b.ticks_appended), Ordering::Relaxed);
-        s.flagged_total.fetch_add(std::mem::take(&mut b.flagged), Ordering::Relaxed);
-        s.rejected_total.fetch_add(std::mem::take(&mut b.rejected), Ordering::Relaxed);
-        s.rows_open
-            .store((b.ticks.rows() + b.rejects.rows()) as u64, Ordering::Relaxed);
+        s.frames_total
+            .fetch_add(std::mem::take(&mut b.frames), Ordering::Relaxed);
+        s.ticks_total
+            .fetch_add(std::mem::take(&mut b.ticks_appended), Ordering::Relaxed);
+        s.flagged_total
+            .fetch_add(std::mem::take(&mut b.flagged), Ordering::Relaxed);
+        s.rejected_total
+            .fetch_add(std::mem::take(&mut b.rejected), Ordering::Relaxed);
+        s.rows_open.store(
+            (b.ticks.rows() + b.rejects.rows()) as u64,
+            Ordering::Relaxed,
+        );
     }
 }

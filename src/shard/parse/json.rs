@@ -1,0 +1,887 @@
+//! The JSON tick parser: a hand-written, allocation-free scanner for the one object
+//! shape the platform publishes (DESIGN §4; `../shared/bench/python_stack.py` `tick()`):
+//!
+//! ```text
+//! {"instrument_token": 256265, "exchange": "NSE", "tradingsymbol": "INFY",
+//!  "last_price": 1234.05, "last_quantity": 10, "average_price": 1233.7,
+//!  "volume_traded": 1300,            (or "volume")
+//!  "oi": 0, "ohlc": {"open": .., "high": .., "low": .., "close": ..},
+//!  "depth": {"buy": [{"price": .., "quantity": .., "orders": ..}, ..≤5], "sell": [..≤5]},
+//!  "timestamp": "2025-11-24T16:00:00.500+00:00"}   (or epoch milliseconds)
+//! ```
+//!
+//! One forward pass, no tree: known keys are decoded straight into the [`Tick`];
+//! unknown keys' values are skipped by an iterative walker (no recursion) whose
+//! nesting is bounded by [`NESTING_MAX`]. Keys may come in any order; a repeated key
+//! overwrites, as in `serde_json`.
+//!
+//! Numbers: prices go straight from decimal digits into fixed point at 10^-8 with
+//! integer arithmetic (no `f64` round trip), exact for up to 19 significant digits and
+//! any exponent, rounded half away from zero below 10^-8. Counts must be integers
+//! (no fraction, exponent or minus sign) that fit their field.
+//!
+//! Must never: panic, allocate, or read past the input; every loop advances the read
+//! position, so time is linear in the payload, which is capped at
+//! [`JSON_PAYLOAD_BYTES_MAX`] before the first byte is read.
+
+use super::{reset_tick, ParseInfo};
+use super::{
+    FIELD_AVERAGE_PRICE, FIELD_DEPTH_BUY, FIELD_DEPTH_SELL, FIELD_EXCHANGE, FIELD_EXCHANGE_TIME,
+    FIELD_LAST_QUANTITY, FIELD_OHLC, FIELD_OI, FIELD_TRADINGSYMBOL, FIELD_VOLUME,
+};
+use crate::model::quality::RejectReason;
+use crate::model::{Depth, DepthLevel, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
+
+/// Largest payload the parser reads. A full tick with five levels a side is ~700 B
+/// (python_stack.py prints ~690 B); 16 KiB leaves 20x room for extra keys and
+/// whitespace, and bounds the time a junk payload can cost to ~16 KiB of scanning.
+pub const JSON_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
+
+/// Deepest nesting of arrays and objects inside a skipped value. The tick's own shape
+/// is 4 deep (tick → depth → buy → level); nothing we read is deeper.
+pub const NESTING_MAX: u32 = 32;
+
+const _: () = assert!(
+    NESTING_MAX <= 64,
+    "the skip walker keeps its stack in a u64"
+);
+
+/// Optional fields a JSON tick can carry.
+pub const JSON_FIELDS_EXPECTED: u16 = FIELD_EXCHANGE
+    | FIELD_TRADINGSYMBOL
+    | FIELD_LAST_QUANTITY
+    | FIELD_AVERAGE_PRICE
+    | FIELD_VOLUME
+    | FIELD_OI
+    | FIELD_OHLC
+    | FIELD_DEPTH_BUY
+    | FIELD_DEPTH_SELL
+    | FIELD_EXCHANGE_TIME;
+
+/// Largest epoch-milliseconds timestamp accepted: 9999-12-31T23:59:59.999Z.
+pub const TIMESTAMP_MS_MAX: i64 = 253_402_300_799_999;
+
+/// Bytes of a decoded key we compare; longer keys are unknown by construction.
+const KEY_BYTES_MAX: usize = 24;
+
+/// Bytes of an ISO-8601 timestamp; `2025-11-24T16:00:00.123456789+05:30` is 35.
+const TIMESTAMP_BYTES_MAX: usize = 40;
+
+use RejectReason::{
+    BadNumber, BadTimestamp, InvalidUtf8, MalformedJson, MissingField, PayloadTooLarge,
+    SymbolTooLong, TooManyDepthLevels, WrongType,
+};
+
+/// Parses one JSON tick into `tick` (all fields but `received_at_ms` and
+/// `stream_seq` are overwritten). `instrument_token`, `last_price` and `timestamp` are
+/// required; a field holding `null` counts as absent. On error `tick` holds partial
+/// data and must not be stored.
+pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, RejectReason> {
+    if payload.len() > JSON_PAYLOAD_BYTES_MAX {
+        return Err(PayloadTooLarge);
+    }
+    reset_tick(tick);
+    let mut scan = Scanner {
+        bytes: payload,
+        pos: 0,
+    };
+    match scan.peek() {
+        Some(b'{') => scan.pos += 1,
+        None => return Err(MalformedJson),
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => return Err(WrongType),
+        Some(_) => return Err(MalformedJson),
+    }
+    let mut info = ParseInfo {
+        present: 0,
+        expected: JSON_FIELDS_EXPECTED,
+    };
+    let mut required = 0u8;
+    let mut key = KeyBuf::default();
+    let mut first = true;
+    while scan.next_key(&mut first, &mut key)? {
+        required |= parse_field(&mut scan, key.as_bytes(), tick, &mut info)?;
+    }
+    if scan.peek().is_some() {
+        return Err(MalformedJson);
+    }
+    if required != REQUIRED_ALL {
+        return Err(MissingField);
+    }
+    debug_assert!(info.present & FIELD_EXCHANGE_TIME != 0);
+    Ok(info)
+}
+
+const REQUIRED_TOKEN: u8 = 1;
+const REQUIRED_PRICE: u8 = 2;
+const REQUIRED_TIME: u8 = 4;
+const REQUIRED_ALL: u8 = REQUIRED_TOKEN | REQUIRED_PRICE | REQUIRED_TIME;
+
+/// Reads the value of top-level `key` into `tick`; returns the `REQUIRED_*` bit it
+/// satisfied (0 for optional or unknown keys and for nulls).
+fn parse_field(
+    scan: &mut Scanner<'_>,
+    key: &[u8],
+    tick: &mut Tick,
+    info: &mut ParseInfo,
+) -> Result<u8, RejectReason> {
+    let mut satisfied = 0;
+    match key {
+        b"instrument_token" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.instrument_token = n.to_u32()?;
+                satisfied = REQUIRED_TOKEN;
+            }
+        }
+        b"last_price" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.last_price = n.to_price()?;
+                satisfied = REQUIRED_PRICE;
+            }
+        }
+        b"timestamp" => {
+            if let Some(ms) = scan.timestamp()? {
+                tick.timestamp_ms = ms;
+                info.present |= FIELD_EXCHANGE_TIME;
+                satisfied = REQUIRED_TIME;
+            }
+        }
+        b"exchange" | b"tradingsymbol" => {
+            if let Some(symbol) = scan.symbol_or_null()? {
+                if key == b"exchange" {
+                    tick.exchange = symbol;
+                    info.present |= FIELD_EXCHANGE;
+                } else {
+                    tick.tradingsymbol = symbol;
+                    info.present |= FIELD_TRADINGSYMBOL;
+                }
+            }
+        }
+        b"last_quantity" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.last_quantity = n.to_u32()?;
+                info.present |= FIELD_LAST_QUANTITY;
+            }
+        }
+        b"average_price" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.average_price = n.to_price()?;
+                info.present |= FIELD_AVERAGE_PRICE;
+            }
+        }
+        b"volume_traded" | b"volume" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.volume_traded = n.to_u64()?;
+                info.present |= FIELD_VOLUME;
+            }
+        }
+        b"oi" => {
+            if let Some(n) = scan.number_or_null()? {
+                tick.oi = n.to_u64()?;
+                info.present |= FIELD_OI;
+            }
+        }
+        b"ohlc" => parse_ohlc(scan, tick, info)?,
+        b"depth" => parse_depth(scan, tick, info)?,
+        _ => scan.skip_value()?,
+    }
+    Ok(satisfied)
+}
+
+/// Reads `{"open", "high", "low", "close"}`; [`FIELD_OHLC`] only when all four are there.
+fn parse_ohlc(
+    scan: &mut Scanner<'_>,
+    tick: &mut Tick,
+    info: &mut ParseInfo,
+) -> Result<(), RejectReason> {
+    if !scan.open(b'{')? {
+        return Ok(());
+    }
+    let mut seen = 0u8;
+    let mut key = KeyBuf::default();
+    let mut first = true;
+    while scan.next_key(&mut first, &mut key)? {
+        let (slot, bit) = match key.as_bytes() {
+            b"open" => (&mut tick.ohlc.open, 1),
+            b"high" => (&mut tick.ohlc.high, 2),
+            b"low" => (&mut tick.ohlc.low, 4),
+            b"close" => (&mut tick.ohlc.close, 8),
+            _ => {
+                scan.skip_value()?;
+                continue;
+            }
+        };
+        if let Some(n) = scan.number_or_null()? {
+            *slot = n.to_price()?;
+            seen |= bit;
+        }
+    }
+    if seen == 15 {
+        info.present |= FIELD_OHLC;
+    }
+    Ok(())
+}
+
+/// Reads `{"buy": [levels], "sell": [levels]}`.
+fn parse_depth(
+    scan: &mut Scanner<'_>,
+    tick: &mut Tick,
+    info: &mut ParseInfo,
+) -> Result<(), RejectReason> {
+    if !scan.open(b'{')? {
+        return Ok(());
+    }
+    let mut key = KeyBuf::default();
+    let mut first = true;
+    while scan.next_key(&mut first, &mut key)? {
+        let (side, bit) = match key.as_bytes() {
+            b"buy" => (&mut tick.depth_buy, FIELD_DEPTH_BUY),
+            b"sell" => (&mut tick.depth_sell, FIELD_DEPTH_SELL),
+            _ => {
+                scan.skip_value()?;
+                continue;
+            }
+        };
+        if parse_side(scan, side)? {
+            info.present |= bit;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one side's array of up to [`DEPTH_LEVELS`] levels; `false` for `null`.
+fn parse_side(scan: &mut Scanner<'_>, side: &mut Depth) -> Result<bool, RejectReason> {
+    *side = Depth::default();
+    if !scan.open(b'[')? {
+        return Ok(false);
+    }
+    let mut first = true;
+    while scan.next_element(&mut first)? {
+        let index = side.len as usize;
+        if index == DEPTH_LEVELS {
+            return Err(TooManyDepthLevels);
+        }
+        side.levels[index] = parse_level(scan)?;
+        side.len += 1;
+        debug_assert!(side.len as usize <= DEPTH_LEVELS);
+    }
+    Ok(true)
+}
+
+/// Reads `{"price", "quantity", "orders"}`; `orders` may be absent (0).
+fn parse_level(scan: &mut Scanner<'_>) -> Result<DepthLevel, RejectReason> {
+    if !scan.open(b'{')? {
+        return Err(MissingField);
+    }
+    let mut level = DepthLevel::default();
+    let mut seen = 0u8;
+    let mut key = KeyBuf::default();
+    let mut first = true;
+    while scan.next_key(&mut first, &mut key)? {
+        match key.as_bytes() {
+            b"price" => {
+                if let Some(n) = scan.number_or_null()? {
+                    level.price = n.to_price()?;
+                    seen |= 1;
+                }
+            }
+            b"quantity" => {
+                if let Some(n) = scan.number_or_null()? {
+                    level.quantity = n.to_u32()?;
+                    seen |= 2;
+                }
+            }
+            b"orders" => {
+                if let Some(n) = scan.number_or_null()? {
+                    level.orders = u16::try_from(n.to_u64()?).map_err(|_| BadNumber)?;
+                }
+            }
+            _ => scan.skip_value()?,
+        }
+    }
+    if seen != 3 {
+        return Err(MissingField);
+    }
+    Ok(level)
+}
+
+/// A decoded key, or "too long to be one we know".
+#[derive(Default)]
+struct KeyBuf {
+    /// Decoded bytes.
+    bytes: [u8; KEY_BYTES_MAX],
+    /// Used bytes, or `None` when the key did not fit.
+    len: Option<usize>,
+}
+
+impl KeyBuf {
+    fn as_bytes(&self) -> &[u8] {
+        match self.len {
+            Some(len) => &self.bytes[..len],
+            None => b"",
+        }
+    }
+}
+
+/// A JSON number as read: sign, up to 19 significant digits, a power of ten, and the
+/// first digit dropped beyond those 19 (for rounding).
+#[derive(Clone, Copy, Debug, Default)]
+struct Number {
+    /// A leading minus sign was present.
+    negative: bool,
+    /// The significant digits (at most 19, so it never overflows).
+    mantissa: u64,
+    /// Value = mantissa × 10^exp10 (plus the dropped digits).
+    exp10: i32,
+    /// No fraction and no exponent were written.
+    integer: bool,
+    /// More than 19 significant digits were written.
+    dropped: bool,
+    /// The first dropped digit (0 when none).
+    round_digit: u8,
+}
+
+/// Powers of ten up to 10^38, the most a `u128` holds.
+const fn pow10_u128(k: u32) -> u128 {
+    let mut v = 1u128;
+    let mut i = 0;
+    while i < k {
+        v *= 10;
+        i += 1;
+    }
+    v
+}
+
+impl Number {
+    /// A non-negative integer, as written (no fraction, no exponent).
+    fn to_u64(self) -> Result<u64, RejectReason> {
+        if !self.integer || self.dropped || (self.negative && self.mantissa != 0) {
+            return Err(BadNumber);
+        }
+        debug_assert_eq!(self.exp10, 0);
+        Ok(self.mantissa)
+    }
+
+    fn to_u32(self) -> Result<u32, RejectReason> {
+        u32::try_from(self.to_u64()?).map_err(|_| BadNumber)
+    }
+
+    /// The exact fixed-point value at 10^-8, rounded half away from zero.
+    fn to_price(self) -> Result<Price, RejectReason> {
+        if self.mantissa == 0 {
+            return Ok(Price::ZERO);
+        }
+        let scale = self.exp10.saturating_add(8);
+        let magnitude: u128 = if scale > 0 {
+            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1).
+            if scale > 19 {
+                return Err(BadNumber);
+            }
+            u128::from(self.mantissa) * pow10_u128(scale as u32)
+        } else if scale == 0 {
+            u128::from(self.mantissa) + u128::from(self.dropped && self.round_digit >= 5)
+        } else {
+            let k = scale.unsigned_abs();
+            if k > 38 {
+                return Ok(Price::ZERO);
+            }
+            let p = pow10_u128(k);
+            let m = u128::from(self.mantissa);
+            // r ≥ p/2 is "half or more"; dropped digits can only add to r, and when
+            // r < p/2 they add less than one unit, so they never change the outcome.
+            (m / p) + u128::from(m % p >= p / 2)
+        };
+        let value = i64::try_from(magnitude).map_err(|_| BadNumber)?;
+        Ok(Price(if self.negative { -value } else { value }))
+    }
+}
+
+/// The read position over one payload.
+struct Scanner<'a> {
+    /// The payload.
+    bytes: &'a [u8],
+    /// Index of the next unread byte; only ever grows.
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// The next non-whitespace byte, not consumed.
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `byte` (after whitespace) or fails.
+    #[inline]
+    fn expect(&mut self, byte: u8) -> Result<(), RejectReason> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(MalformedJson)
+        }
+    }
+
+    /// Opens a container (`{` or `[`): `true` if opened, `false` for `null`, and
+    /// [`WrongType`] for any other value.
+    fn open(&mut self, bracket: u8) -> Result<bool, RejectReason> {
+        match self.peek() {
+            Some(b) if b == bracket => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b'n') => self.literal(b"null").map(|()| false),
+            Some(b'{' | b'[' | b'"' | b't' | b'f' | b'-' | b'0'..=b'9') => Err(WrongType),
+            _ => Err(MalformedJson),
+        }
+    }
+
+    /// Advances to the next key of an open object and reads it and its colon;
+    /// `false` once the closing brace is consumed.
+    fn next_key(&mut self, first: &mut bool, key: &mut KeyBuf) -> Result<bool, RejectReason> {
+        if !self.next_element_of(first, b'}')? {
+            return Ok(false);
+        }
+        self.expect(b'"')?;
+        key.len = self.string(&mut key.bytes)?;
+        self.expect(b':')?;
+        Ok(true)
+    }
+
+    /// Advances to the next element of an open array; `false` once `]` is consumed.
+    fn next_element(&mut self, first: &mut bool) -> Result<bool, RejectReason> {
+        self.next_element_of(first, b']')
+    }
+
+    fn next_element_of(&mut self, first: &mut bool, close: u8) -> Result<bool, RejectReason> {
+        let b = self.peek();
+        if b == Some(close) {
+            self.pos += 1;
+            return Ok(false);
+        }
+        if !*first {
+            if b != Some(b',') {
+                return Err(MalformedJson);
+            }
+            self.pos += 1;
+        }
+        *first = false;
+        Ok(true)
+    }
+
+    /// Consumes an exact literal (`true`, `false`, `null`).
+    fn literal(&mut self, text: &[u8]) -> Result<(), RejectReason> {
+        if self.bytes[self.pos..].starts_with(text) {
+            self.pos += text.len();
+            Ok(())
+        } else {
+            Err(MalformedJson)
+        }
+    }
+
+    /// A number, `None` for `null`, [`WrongType`] for any other value.
+    #[inline]
+    fn number_or_null(&mut self) -> Result<Option<Number>, RejectReason> {
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.number().map(Some),
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            Some(b'"' | b'{' | b'[' | b't' | b'f') => Err(WrongType),
+            _ => Err(MalformedJson),
+        }
+    }
+
+    /// A string decoded into a symbol, `None` for `null`.
+    fn symbol_or_null(&mut self) -> Result<Option<Symbol>, RejectReason> {
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                let mut buf = [0u8; SYMBOL_BYTES_MAX];
+                let len = self.string(&mut buf)?.ok_or(SymbolTooLong)?;
+                Ok(Symbol::new(&buf[..len]))
+            }
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            Some(b'{' | b'[' | b't' | b'f' | b'-' | b'0'..=b'9') => Err(WrongType),
+            _ => Err(MalformedJson),
+        }
+    }
+
+    /// A timestamp: ISO-8601 string or integer epoch milliseconds; `None` for `null`.
+    fn timestamp(&mut self) -> Result<Option<i64>, RejectReason> {
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                let mut buf = [0u8; TIMESTAMP_BYTES_MAX];
+                let len = self.string(&mut buf)?.ok_or(BadTimestamp)?;
+                parse_iso8601_ms(&buf[..len]).map(Some).ok_or(BadTimestamp)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                let ms = n.to_u64().map_err(|_| BadTimestamp)?;
+                match i64::try_from(ms) {
+                    Ok(ms) if ms <= TIMESTAMP_MS_MAX => Ok(Some(ms)),
+                    _ => Err(BadTimestamp),
+                }
+            }
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            Some(b'{' | b'[' | b't' | b'f') => Err(WrongType),
+            _ => Err(MalformedJson),
+        }
+    }
+
+    /// Reads a number per RFC 8259 §6 (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
+    /// Only syntax fails here; range is the converter's business.
+    fn number(&mut self) -> Result<Number, RejectReason> {
+        let mut n = Number {
+            integer: true,
+            ..Number::default()
+        };
+        let mut significant = 0u32;
+        if self.bytes.get(self.pos) == Some(&b'-') {
+            n.negative = true;
+            self.pos += 1;
+        }
+        match self.bytes.get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(&mut n, &mut significant, false),
+            _ => return Err(MalformedJson),
+        }
+        if self.bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            n.integer = false;
+            if !self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
+                return Err(MalformedJson);
+            }
+            self.digits(&mut n, &mut significant, true);
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.pos) {
+            self.pos += 1;
+            n.integer = false;
+            n.exp10 = n.exp10.saturating_add(self.exponent()?);
+        }
+        Ok(n)
+    }
+
+    /// Accumulates a run of digits (integer part, or fraction when `fraction`).
+    #[inline]
+    fn digits(&mut self, n: &mut Number, significant: &mut u32, fraction: bool) {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            self.pos += 1;
+            let d = b - b'0';
+            if n.mantissa == 0 && d == 0 {
+                // A leading zero: only its position counts.
+                n.exp10 -= i32::from(fraction);
+            } else if *significant < 19 {
+                n.mantissa = n.mantissa * 10 + u64::from(d);
+                *significant += 1;
+                n.exp10 -= i32::from(fraction);
+            } else {
+                if !n.dropped {
+                    n.dropped = true;
+                    n.round_digit = d;
+                }
+                // A dropped integer digit still scales the value.
+                n.exp10 = n.exp10.saturating_add(i32::from(!fraction));
+            }
+            debug_assert!(*significant <= 19);
+        }
+    }
+
+    /// Reads `[+-]?[0-9]+` after an `e`, saturating at ±100,000 (far past any range).
+    fn exponent(&mut self) -> Result<i32, RejectReason> {
+        let negative = match self.bytes.get(self.pos) {
+            Some(b'-') => {
+                self.pos += 1;
+                true
+            }
+            Some(b'+') => {
+                self.pos += 1;
+                false
+            }
+            _ => false,
+        };
+        if !self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            return Err(MalformedJson);
+        }
+        let mut value: i32 = 0;
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            self.pos += 1;
+            value = (value * 10 + i32::from(b - b'0')).min(100_000);
+        }
+        Ok(if negative { -value } else { value })
+    }
+
+    /// Decodes the rest of a string (opening quote consumed) into `out`: `Some(len)`,
+    /// or `None` when it did not fit (the string is still read and checked to its end).
+    fn string(&mut self, out: &mut [u8]) -> Result<Option<usize>, RejectReason> {
+        let mut len = 0usize;
+        let mut fits = true;
+        loop {
+            let start = self.pos;
+            let mut ascii = true;
+            while let Some(&b) = self.bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                ascii &= b < 0x80;
+                self.pos += 1;
+            }
+            let run = &self.bytes[start..self.pos];
+            // A run ends at an ASCII byte, which never splits a UTF-8 sequence.
+            if !ascii && std::str::from_utf8(run).is_err() {
+                return Err(InvalidUtf8);
+            }
+            fits = fits && push(out, &mut len, run);
+            match self.bytes.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(fits.then_some(len));
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    let mut utf8 = [0u8; 4];
+                    let n = self.escape(&mut utf8)?;
+                    fits = fits && push(out, &mut len, &utf8[..n]);
+                }
+                _ => return Err(MalformedJson),
+            }
+        }
+    }
+
+    /// Decodes one escape (backslash consumed) into UTF-8; returns its byte count.
+    fn escape(&mut self, utf8: &mut [u8; 4]) -> Result<usize, RejectReason> {
+        let b = *self.bytes.get(self.pos).ok_or(MalformedJson)?;
+        self.pos += 1;
+        let simple = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut code = u32::from(self.hex4()?);
+                if (0xd800..0xdc00).contains(&code) {
+                    // A high surrogate must be followed by `\u` and a low surrogate.
+                    if !self.bytes[self.pos..].starts_with(b"\\u") {
+                        return Err(MalformedJson);
+                    }
+                    self.pos += 2;
+                    let low = u32::from(self.hex4()?);
+                    if !(0xdc00..0xe000).contains(&low) {
+                        return Err(MalformedJson);
+                    }
+                    code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+                }
+                let c = char::from_u32(code).ok_or(MalformedJson)?;
+                return Ok(c.encode_utf8(utf8).len());
+            }
+            _ => return Err(MalformedJson),
+        };
+        utf8[0] = simple;
+        Ok(1)
+    }
+
+    fn hex4(&mut self) -> Result<u16, RejectReason> {
+        let digits = self
+            .bytes
+            .get(self.pos..self.pos + 4)
+            .ok_or(MalformedJson)?;
+        let mut value = 0u16;
+        for &d in digits {
+            let v = (d as char).to_digit(16).ok_or(MalformedJson)?;
+            value = value << 4 | v as u16;
+        }
+        self.pos += 4;
+        Ok(value)
+    }
+
+    /// Skips one value of any type, checking its syntax. Iterative: the open
+    /// containers live in a bit stack (1 = array), at most [`NESTING_MAX`] deep.
+    fn skip_value(&mut self) -> Result<(), RejectReason> {
+        let mut stack = 0u64;
+        let mut depth = 0u32;
+        let mut scratch: [u8; 0] = [];
+        loop {
+            // Here a value must start.
+            let mut opened = false;
+            match self.peek().ok_or(MalformedJson)? {
+                b @ (b'{' | b'[') => {
+                    if depth == NESTING_MAX {
+                        return Err(MalformedJson);
+                    }
+                    self.pos += 1;
+                    stack = stack << 1 | u64::from(b == b'[');
+                    depth += 1;
+                    opened = true;
+                }
+                b'"' => {
+                    self.pos += 1;
+                    self.string(&mut scratch)?;
+                }
+                b'-' | b'0'..=b'9' => {
+                    self.number()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return Err(MalformedJson),
+            }
+            // After a value (or just inside a new container): find where the next
+            // value starts, closing containers on the way.
+            let mut first = opened;
+            loop {
+                if depth == 0 {
+                    return Ok(());
+                }
+                let array = stack & 1 == 1;
+                let close = if array { b']' } else { b'}' };
+                if self.next_element_of(&mut first, close)? {
+                    if !array {
+                        self.expect(b'"')?;
+                        self.string(&mut scratch)?;
+                        self.expect(b':')?;
+                    }
+                    break;
+                }
+                stack >>= 1;
+                depth -= 1;
+                first = false;
+            }
+        }
+    }
+}
+
+/// Appends `bytes` to `out[..*len]`; `false` (and nothing written) when they do not fit.
+#[inline]
+fn push(out: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
+    match out.get_mut(*len..*len + bytes.len()) {
+        Some(slot) => {
+            slot.copy_from_slice(bytes);
+            *len += bytes.len();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Days from 1970-01-01 to the civil date (proleptic Gregorian), after Howard
+/// Hinnant's `days_from_civil` (<http://howardhinnant.github.io/date_algorithms.html>).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Parses `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z | ±HH:MM | ±HHMM | ±HH]` into Unix
+/// milliseconds (fraction truncated to ms). No offset means UTC. `None` for anything
+/// else, an impossible date, or a time before 1970.
+pub fn parse_iso8601_ms(text: &[u8]) -> Option<i64> {
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        let digits = text.get(range)?;
+        let mut v = 0u32;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(d - b'0');
+        }
+        Some(v)
+    };
+    let year = i64::from(num(0..4)?);
+    let month = num(5..7)?;
+    let day = num(8..10)?;
+    let hour = num(11..13)?;
+    let minute = num(14..16)?;
+    let second = num(17..19)?;
+    let separators_ok = text[4] == b'-'
+        && text[7] == b'-'
+        && matches!(text[10], b'T' | b't' | b' ')
+        && text[13] == b':'
+        && text[16] == b':';
+    if !separators_ok
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut pos = 19;
+    let mut millis = 0i64;
+    if text.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while text.get(pos).is_some_and(u8::is_ascii_digit) {
+            if pos - start < 3 {
+                millis = millis * 10 + i64::from(text[pos] - b'0');
+            }
+            pos += 1;
+        }
+        let digits = pos - start;
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        for _ in digits..3 {
+            millis *= 10;
+        }
+    }
+    let offset_s = match text.get(pos) {
+        None => 0,
+        Some(b'Z' | b'z') if pos + 1 == text.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest = &text[pos + 1..];
+            let (h, m) = match rest.len() {
+                2 => (num(pos + 1..pos + 3)?, 0),
+                4 => (num(pos + 1..pos + 3)?, num(pos + 3..pos + 5)?),
+                5 if rest[2] == b':' => (num(pos + 1..pos + 3)?, num(pos + 4..pos + 6)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let s = i64::from(h * 3600 + m * 60);
+            if sign == b'-' {
+                -s
+            } else {
+                s
+            }
+        }
+        Some(_) => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_s;
+    let ms = seconds * 1000 + millis;
+    (0..=TIMESTAMP_MS_MAX).contains(&ms).then_some(ms)
+}
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;

@@ -1,0 +1,375 @@
+//! Validation: sets each parsed tick's `validation_flags` and `data_quality_score`.
+//! A flag never rejects a tick; it is stored with the row (DESIGN §2: bad input is
+//! data). The flag bits and the score rule live in [`crate::model::quality`].
+//!
+//! ```text
+//!   Tick + ParseInfo ──validate(now_ms)──► Tick { validation_flags, data_quality_score } ──► columns
+//!                          ▲       │
+//!   reference data ────────┘       └─ per-instrument state: last price, last time
+//!   (set_reference, from the slow path)
+//! ```
+//!
+//! Per-instrument state lives in an open-addressing table (linear probing, Fibonacci
+//! hashing as in Knuth, TAOCP vol. 3 §6.4) sized at construction for
+//! `instruments_max` at ≤ 50% load. When it is full, a new instrument's ticks get the
+//! stateless checks only, and [`ValidatorStats::untracked_ticks_total`] counts them.
+//!
+//! Must never: allocate after construction, read a clock (`now_ms` is an argument),
+//! or fail: every tick comes out with a flag set and a score.
+
+use crate::model::quality::{
+    data_quality_score, FLAG_CROSSED_BOOK, FLAG_DEPTH_UNSORTED, FLAG_FUTURE_TIMESTAMP,
+    FLAG_MISSING_OPTIONAL, FLAG_NONPOSITIVE_PRICE, FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT,
+    FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP, FLAG_QUANTITY_INSANE, FLAG_STALE_TIMESTAMP,
+};
+use crate::model::{Depth, Price, Tick};
+use crate::shard::parse::ParseInfo;
+
+/// Most instruments a validator tracks: 1 Mi instruments × 2 slots × 48 B = 96 MiB,
+/// far above the ~100k instruments Kite lists across all segments.
+pub const INSTRUMENTS_MAX_LIMIT: usize = 1 << 20;
+
+/// Thresholds of the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidationConfig {
+    /// How far an exchange time may run ahead of our clock before
+    /// [`FLAG_FUTURE_TIMESTAMP`]. Default 2,000 ms: NTP keeps hosts within a few ms,
+    /// so 2 s only fires on a wrong clock or a bad stamp.
+    pub future_skew_ms: i64,
+    /// How far an exchange time may lag our clock before [`FLAG_STALE_TIMESTAMP`].
+    /// Default 60,000 ms: Kite stamps whole seconds and a healthy feed is sub-second,
+    /// so a minute means a stalled feed or a replay.
+    pub stale_window_ms: i64,
+    /// Move from the instrument's previous `last_price`, in percent, beyond which
+    /// [`FLAG_PRICE_JUMP`] is set. Default 10: NSE's widest dynamic band per step.
+    pub price_jump_band_pct: u32,
+    /// Largest believable last or depth quantity before [`FLAG_QUANTITY_INSANE`].
+    /// Default 10,000,000: above any exchange's freeze quantity for one order.
+    pub quantity_max: u32,
+    /// Instruments with per-instrument state (out-of-order, jump, reference data).
+    /// Default 65,536: every NSE + BSE + NFO instrument a shard could see at once.
+    pub instruments_max: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            future_skew_ms: 2_000,
+            stale_window_ms: 60_000,
+            price_jump_band_pct: 10,
+            quantity_max: 10_000_000,
+            instruments_max: 65_536,
+        }
+    }
+}
+
+/// A config value outside its range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("validation setting `{key}` is {value}; use a value in {range}")]
+pub struct ValidationConfigError {
+    /// The config key.
+    pub key: &'static str,
+    /// The refused value.
+    pub value: i64,
+    /// The accepted range, as text.
+    pub range: &'static str,
+}
+
+impl ValidationConfig {
+    /// Checks every value's range (the config loader calls this).
+    pub fn check(&self) -> Result<(), ValidationConfigError> {
+        let refuse = |key, value, range| Err(ValidationConfigError { key, value, range });
+        if self.future_skew_ms < 0 {
+            return refuse("future_skew_ms", self.future_skew_ms, "0..");
+        }
+        if self.stale_window_ms <= 0 {
+            return refuse("stale_window_ms", self.stale_window_ms, "1..");
+        }
+        if self.price_jump_band_pct == 0 {
+            return refuse("price_jump_band_pct", 0, "1..");
+        }
+        if self.instruments_max == 0 || self.instruments_max > INSTRUMENTS_MAX_LIMIT {
+            let value = i64::try_from(self.instruments_max).unwrap_or(i64::MAX);
+            return refuse("instruments_max", value, "1..=1048576");
+        }
+        Ok(())
+    }
+}
+
+/// Reference data of one instrument (from PostgreSQL `instruments`). A zero field
+/// means "unknown" and disables its check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reference {
+    /// Minimum price increment.
+    pub tick_size: Price,
+    /// Lower circuit limit.
+    pub circuit_lower: Price,
+    /// Upper circuit limit.
+    pub circuit_upper: Price,
+}
+
+/// One slot of the per-instrument table.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    /// The slot holds an instrument.
+    used: bool,
+    /// Its token.
+    token: u32,
+    /// Its last positive `last_price` (0 = none yet); written by `validate`.
+    last_price: i64,
+    /// Its latest exchange time (`i64::MIN` = none yet); written by `validate`.
+    last_timestamp_ms: i64,
+    /// Its reference data; written by `set_reference`.
+    reference: Reference,
+}
+
+/// Counters for the stats snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidatorStats {
+    /// Instruments in the table.
+    pub instruments: usize,
+    /// Ticks that got only stateless checks because the table was full.
+    pub untracked_ticks_total: u64,
+}
+
+/// The validator of one shard.
+pub struct Validator {
+    /// Thresholds, fixed at construction.
+    config: ValidationConfig,
+    /// Open-addressing table, a power of two ≥ 2 × `instruments_max` slots.
+    slots: Vec<Slot>,
+    /// `64 - log2(slots.len())`: the shift of the Fibonacci hash.
+    shift: u32,
+    /// Counters, written by `validate` and `set_reference`.
+    stats: ValidatorStats,
+}
+
+impl Validator {
+    /// A validator with its whole table allocated now.
+    ///
+    /// # Panics
+    /// When `config` fails [`ValidationConfig::check`] (the loader refuses it first).
+    pub fn new(config: ValidationConfig) -> Validator {
+        if let Err(error) = config.check() {
+            panic!("{error}");
+        }
+        let slots = (config.instruments_max * 2).next_power_of_two().max(2);
+        Validator {
+            config,
+            slots: vec![Slot::default(); slots],
+            shift: 64 - slots.trailing_zeros(),
+            stats: ValidatorStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ValidatorStats {
+        self.stats
+    }
+
+    /// Sets `token`'s reference data; `false` when the table is full and the
+    /// instrument is new (its reference checks then stay off).
+    pub fn set_reference(&mut self, token: u32, reference: Reference) -> bool {
+        match self.slot(token) {
+            Some(index) => {
+                self.slots[index].reference = reference;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The slot of `token`, inserted if new; `None` when the table is full.
+    #[inline]
+    fn slot(&mut self, token: u32) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let hash = (u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        // At ≤ 50% load a probe ends at a free slot long before the bound.
+        for probe in 0..self.slots.len() {
+            let index = (hash + probe) & mask;
+            let slot = &mut self.slots[index];
+            if slot.used && slot.token == token {
+                return Some(index);
+            }
+            if !slot.used {
+                if self.stats.instruments == self.config.instruments_max {
+                    return None;
+                }
+                *slot = Slot {
+                    used: true,
+                    token,
+                    last_price: 0,
+                    last_timestamp_ms: i64::MIN,
+                    reference: Reference::default(),
+                };
+                self.stats.instruments += 1;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// Sets `tick.validation_flags` and `tick.data_quality_score`, and records the
+    /// tick's price and time as its instrument's latest.
+    pub fn validate(&mut self, tick: &mut Tick, info: ParseInfo, now_ms: i64) {
+        let mut flags = stateless_flags(&self.config, tick, info, now_ms);
+        match self.slot(tick.instrument_token) {
+            Some(index) => flags |= self.stateful_flags(index, tick),
+            None => self.stats.untracked_ticks_total += 1,
+        }
+        tick.validation_flags = flags;
+        tick.data_quality_score = data_quality_score(flags);
+        debug_assert!((0.0..=1.0).contains(&tick.data_quality_score));
+    }
+
+    /// Checks against the instrument's history and reference data, then updates it.
+    #[inline]
+    fn stateful_flags(&mut self, index: usize, tick: &Tick) -> u32 {
+        let band_pct = i128::from(self.config.price_jump_band_pct);
+        let slot = &mut self.slots[index];
+        debug_assert_eq!(slot.token, tick.instrument_token);
+        let price = tick.last_price.0;
+        let mut flags = 0;
+        if tick.timestamp_ms < slot.last_timestamp_ms {
+            flags |= FLAG_OUT_OF_ORDER;
+        }
+        slot.last_timestamp_ms = slot.last_timestamp_ms.max(tick.timestamp_ms);
+        if slot.last_price > 0 && price > 0 {
+            let moved = (i128::from(price) - i128::from(slot.last_price)).abs();
+            if moved * 100 > i128::from(slot.last_price) * band_pct {
+                flags |= FLAG_PRICE_JUMP;
+            }
+        }
+        // A jump moves the reference too: a genuine move flags once, not forever.
+        if price > 0 {
+            slot.last_price = price;
+        }
+        let reference = slot.reference;
+        if reference.tick_size.0 > 0 && price % reference.tick_size.0 != 0 {
+            flags |= FLAG_OFF_TICK_SIZE;
+        }
+        if reference.circuit_upper.0 > 0
+            && (price > reference.circuit_upper.0 || price < reference.circuit_lower.0)
+        {
+            flags |= FLAG_OUTSIDE_CIRCUIT;
+        }
+        flags
+    }
+}
+
+/// Checks that need only the tick, the config and the clock.
+#[inline]
+fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_ms: i64) -> u32 {
+    let (buy, sell) = (&tick.depth_buy, &tick.depth_sell);
+    debug_assert!(buy.as_slice().len() == buy.len as usize);
+    debug_assert!(sell.as_slice().len() == sell.len as usize);
+    let mut flags = 0;
+    if info.missing() != 0 {
+        flags |= FLAG_MISSING_OPTIONAL;
+    }
+    let levels = || buy.as_slice().iter().chain(sell.as_slice());
+    if tick.last_price.0 <= 0 || levels().any(|l| l.price.0 <= 0) {
+        flags |= FLAG_NONPOSITIVE_PRICE;
+    }
+    if let (Some(bid), Some(ask)) = (buy.as_slice().first(), sell.as_slice().first()) {
+        if bid.price > ask.price {
+            flags |= FLAG_CROSSED_BOOK;
+        }
+    }
+    if !sorted(buy, |a, b| a >= b) || !sorted(sell, |a, b| a <= b) {
+        flags |= FLAG_DEPTH_UNSORTED;
+    }
+    if tick.last_quantity > config.quantity_max
+        || levels().any(|l| l.quantity > config.quantity_max)
+    {
+        flags |= FLAG_QUANTITY_INSANE;
+    }
+    if tick.timestamp_ms > now_ms.saturating_add(config.future_skew_ms) {
+        flags |= FLAG_FUTURE_TIMESTAMP;
+    }
+    if tick.timestamp_ms < now_ms.saturating_sub(config.stale_window_ms) {
+        flags |= FLAG_STALE_TIMESTAMP;
+    }
+    flags
+}
+
+/// True when every adjacent pair of prices satisfies `in_order(earlier, later)`.
+#[inline]
+fn sorted(depth: &Depth, in_order: impl Fn(Price, Price) -> bool) -> bool {
+    depth
+        .as_slice()
+        .windows(2)
+        .all(|pair| in_order(pair[0].price, pair[1].price))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each check fires on its own case and not on a clean tick; the table stops
+    //! tracking at `instruments_max` and counts what it skips.
+    use super::*;
+    use crate::model::quality::{FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP};
+    use crate::model::synthetic::SyntheticTicks;
+    use crate::shard::parse::json::JSON_FIELDS_EXPECTED;
+
+    const NOW: i64 = 1_764_000_000_000;
+    const FULL: ParseInfo = ParseInfo {
+        present: JSON_FIELDS_EXPECTED,
+        expected: JSON_FIELDS_EXPECTED,
+    };
+
+    fn clean() -> Tick {
+        SyntheticTicks::new(1, 1).next_tick(NOW, NOW, 1)
+    }
+
+    #[test]
+    fn clean_tick_scores_one() {
+        let mut v = Validator::new(ValidationConfig::default());
+        let mut t = clean();
+        v.validate(&mut t, FULL, NOW);
+        assert_eq!(t.validation_flags, 0);
+        assert_eq!(t.data_quality_score, 1.0);
+    }
+
+    #[test]
+    fn history_flags_out_of_order_and_jumps() {
+        let mut v = Validator::new(ValidationConfig::default());
+        let mut t = clean();
+        v.validate(&mut t, FULL, NOW);
+        let mut earlier = clean();
+        earlier.timestamp_ms -= 1;
+        v.validate(&mut earlier, FULL, NOW);
+        assert_eq!(earlier.validation_flags, FLAG_OUT_OF_ORDER);
+        let mut jump = clean();
+        jump.last_price = Price(jump.last_price.0 * 2);
+        v.validate(&mut jump, FULL, NOW);
+        assert_eq!(jump.validation_flags, FLAG_PRICE_JUMP);
+    }
+
+    #[test]
+    fn full_table_counts_untracked_ticks() {
+        let config = ValidationConfig {
+            instruments_max: 2,
+            ..ValidationConfig::default()
+        };
+        let mut v = Validator::new(config);
+        let mut t = clean();
+        for token in [1, 2, 3, 3, 1] {
+            t.instrument_token = token;
+            v.validate(&mut t, FULL, NOW);
+        }
+        assert_eq!(v.stats().instruments, 2);
+        assert_eq!(v.stats().untracked_ticks_total, 2);
+        assert!(!v.set_reference(4, Reference::default()));
+        assert!(v.set_reference(2, Reference::default()));
+    }
+
+    #[test]
+    fn config_check_names_the_key() {
+        let bad = ValidationConfig {
+            instruments_max: 0,
+            ..ValidationConfig::default()
+        };
+        assert_eq!(bad.check().unwrap_err().key, "instruments_max");
+        assert!(ValidationConfig::default().check().is_ok());
+    }
+}
