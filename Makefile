@@ -27,8 +27,11 @@ lint: ## rustfmt check and clippy with warnings as errors
 bench: services ## cargo bench against the local services
 	$(WITH_ENV) cargo bench
 
-run: services ## migrate, then run the appliance with tuning/default.toml
-	$(WITH_ENV) cargo run --release -- migrate up && cargo run --release -- run --config tuning/default.toml
+# The built-in synthetic feed: realistic JSON ticks for 500 instruments at a modest rate.
+RUN_RATE ?= 20000
+run: services ## migrate, then run the appliance on the built-in synthetic feed (Ctrl-C drains)
+	$(WITH_ENV) cargo run --release -- --config tuning/default.toml migrate up && \
+	cargo run --release -- --config tuning/default.toml run --synthetic $(RUN_RATE)
 
 clean-run: ## stop our ClickHouse and delete .run/
 	$(SERVICES) stop-clickhouse

@@ -27,6 +27,7 @@ pub mod model;
 pub mod native;
 pub mod ohlc;
 pub mod pipeline;
+pub mod receive;
 pub mod ring;
 pub mod runtime;
 pub mod shard;

@@ -3,6 +3,7 @@
 
 mod health;
 mod migrate;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the appliance: NATS (or the built-in synthetic feed) into ClickHouse.
+    Run(run::RunArgs),
     /// Schema migrations for ClickHouse and PostgreSQL: up, status, down.
     Migrate {
         /// up, status or down.
@@ -102,6 +105,7 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     }
     match args.command {
         Command::Health { json } => health::run(&config, json),
+        Command::Run(args) => run::run(&config, &args),
         Command::Migrate { action, common } => migrate::run(&config, action, common),
     }
 }

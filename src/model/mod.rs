@@ -2,6 +2,7 @@
 //! prices, inline symbols and fixed depth arrays. No `String`, `Vec` or `Box` per
 //! message, so moving ticks through rings never touches the allocator. No I/O here.
 
+pub mod json;
 pub mod quality;
 pub mod synthetic;
 

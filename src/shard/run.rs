@@ -62,6 +62,8 @@ pub struct ShardStats {
     pub rows_open: AtomicU64,
     /// Times the shard waited for a free block (writers behind).
     pub pool_waits_total: AtomicU64,
+    /// Bytes waiting in the shard's input ring.
+    pub input_queued_bytes: AtomicU64,
 }
 
 /// The per-message state, apart from the input ring so the pop closure can borrow it.
