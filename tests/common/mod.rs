@@ -64,12 +64,21 @@ impl TestDb {
 
     /// Creates `market_ticks` from the migration file matching the server.
     pub fn create_market_ticks(&self, conn: &mut Connection) {
-        let file = if conn.server().is_modern() {
-            "migrations/clickhouse/001_market_ticks.sql"
+        self.create_from_migration(conn, "001_market_ticks");
+    }
+
+    /// Runs one single-statement ClickHouse migration (modern or legacy form by the
+    /// server's version), for tests that need a table but not the migrator.
+    pub fn create_from_migration(&self, conn: &mut Connection, name: &str) {
+        let suffix = if conn.server().is_modern() {
+            "sql"
         } else {
-            "migrations/clickhouse/001_market_ticks.legacy.sql"
+            "legacy.sql"
         };
-        let sql = std::fs::read_to_string(file).unwrap();
+        let file = format!("migrations/clickhouse/{name}.{suffix}");
+        let sql = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("{{retention_days}}", "90");
         let statement: String = sql
             .lines()
             .filter(|l| !l.trim_start().starts_with("--"))
