@@ -291,7 +291,7 @@ fn corpus() -> Vec<Case> {
                 "depth",
                 &format!(
                     r#"{{"buy": [{}]}}"#,
-                    vec![r#"{"price": 1, "quantity": 1}"#; 6].join(",")
+                    [r#"{"price": 1, "quantity": 1}"#; 6].join(",")
                 ),
             )])),
             Err(TooManyDepthLevels),
