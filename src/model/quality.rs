@@ -171,7 +171,9 @@ mod tests {
         for (i, reason) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, i);
             let label = reason.as_str();
-            assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
             assert_eq!(
                 RejectReason::ALL
                     .iter()

@@ -153,6 +153,125 @@ impl SyntheticTicks {
     }
 }
 
+/// Writes `price` as the shortest decimal that reads back exactly (`1234.05`, `100`).
+pub fn write_price(price: Price, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let sign = if price.0 < 0 { "-" } else { "" };
+    let units = price.0.unsigned_abs();
+    let scale = PRICE_SCALE as u64;
+    let (whole, mut frac) = (units / scale, units % scale);
+    let _ = write!(out, "{sign}{whole}");
+    if frac != 0 {
+        let mut digits = 8;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
+    }
+}
+
+/// The civil date `(year, month, day)` of a day count from 1970-01-01, after Howard
+/// Hinnant's `civil_from_days` (<http://howardhinnant.github.io/date_algorithms.html>).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Writes Unix milliseconds as Python's `isoformat(timespec="milliseconds")` of a UTC
+/// datetime: `2025-11-24T16:00:00.500+00:00`.
+pub fn write_iso8601(timestamp_ms: i64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let (seconds, millis) = (timestamp_ms.div_euclid(1000), timestamp_ms.rem_euclid(1000));
+    let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}+00:00"
+    );
+}
+
+/// Writes string contents with `"`, `\\` and control bytes escaped.
+fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    for &b in text {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            0..=0x1f => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Writes `tick` as the platform's JSON tick (the shape of `python_stack.py`
+/// `tick()`), for the load generator, tests and benches. Appends to `out`.
+pub fn write_json_tick(tick: &Tick, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        r#"{{"instrument_token": {}, "exchange": ""#,
+        tick.instrument_token
+    );
+    write_json_string(tick.exchange.as_bytes(), out);
+    out.extend_from_slice(br#"", "tradingsymbol": ""#);
+    write_json_string(tick.tradingsymbol.as_bytes(), out);
+    out.extend_from_slice(br#"", "last_price": "#);
+    write_price(tick.last_price, out);
+    let _ = write!(
+        out,
+        r#", "last_quantity": {}, "average_price": "#,
+        tick.last_quantity
+    );
+    write_price(tick.average_price, out);
+    let _ = write!(
+        out,
+        r#", "volume_traded": {}, "oi": {}, "ohlc": {{"open": "#,
+        tick.volume_traded, tick.oi
+    );
+    let o = &tick.ohlc;
+    for (i, (name, price)) in [("high", o.high), ("low", o.low), ("close", o.close)]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 0 {
+            write_price(o.open, out);
+        }
+        let _ = write!(out, r#", "{name}": "#);
+        write_price(price, out);
+    }
+    out.extend_from_slice(br#"}, "depth": {"buy": ["#);
+    for (side, depth) in [("buy", &tick.depth_buy), ("sell", &tick.depth_sell)] {
+        if side == "sell" {
+            out.extend_from_slice(br#"], "sell": ["#);
+        }
+        for (i, level) in depth.as_slice().iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(br#"{"price": "#);
+            write_price(level.price, out);
+            let _ = write!(
+                out,
+                r#", "quantity": {}, "orders": {}}}"#,
+                level.quantity, level.orders
+            );
+        }
+    }
+    out.extend_from_slice(br#"]}, "timestamp": ""#);
+    write_iso8601(tick.timestamp_ms, out);
+    out.extend_from_slice(b"\"}");
+}
+
 #[cfg(test)]
 mod tests {
     //! The generator keeps prices on the tick grid and the book uncrossed.
@@ -167,5 +286,23 @@ mod tests {
             assert!(tick.depth_buy.levels[0].price < tick.depth_sell.levels[0].price);
             assert!(tick.last_price.0 > 0);
         }
+    }
+
+    #[test]
+    fn json_writer_matches_the_python_shape() {
+        let tick = SyntheticTicks::new(1, 7).next_tick(1_764_000_000_500, 0, 1);
+        let mut out = Vec::new();
+        write_json_tick(&tick, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["timestamp"], "2025-11-24T16:00:00.500+00:00");
+        assert_eq!(v["depth"]["sell"].as_array().unwrap().len(), DEPTH_LEVELS);
+        assert_eq!(
+            Price::from_f64(v["last_price"].as_f64().unwrap()),
+            Some(tick.last_price)
+        );
+        let mut text = Vec::new();
+        write_price(Price(123_405_000_000), &mut text);
+        write_price(Price(-5), &mut text);
+        assert_eq!(text, b"1234.05-0.00000005");
     }
 }

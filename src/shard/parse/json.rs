@@ -322,13 +322,14 @@ impl KeyBuf {
     }
 }
 
-/// A JSON number as read: sign, up to 19 significant digits, a power of ten, and the
+/// A JSON number as read: sign, up to 19 significant digits (20 for an integer up to
+/// `u64::MAX`), a power of ten, and the
 /// first digit dropped beyond those 19 (for rounding).
 #[derive(Clone, Copy, Debug, Default)]
 struct Number {
     /// A leading minus sign was present.
     negative: bool,
-    /// The significant digits (at most 19, so it never overflows).
+    /// The significant digits (at most 19, or 20 below `u64::MAX`).
     mantissa: u64,
     /// Value = mantissa × 10^exp10 (plus the dropped digits).
     exp10: i32,
@@ -372,7 +373,8 @@ impl Number {
         }
         let scale = self.exp10.saturating_add(8);
         let magnitude: u128 = if scale > 0 {
-            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1).
+            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1);
+            // below, mantissa < 2^64 times 10^19 fits in u128.
             if scale > 19 {
                 return Err(BadNumber);
             }
@@ -582,6 +584,13 @@ impl<'a> Scanner<'a> {
                 n.mantissa = n.mantissa * 10 + u64::from(d);
                 *significant += 1;
                 n.exp10 -= i32::from(fraction);
+            } else if let Some(m) = (!fraction && !n.dropped)
+                .then(|| n.mantissa.checked_mul(10)?.checked_add(u64::from(d)))
+                .flatten()
+            {
+                // A 20th integer digit while it still fits: counts up to u64::MAX.
+                n.mantissa = m;
+                *significant += 1;
             } else {
                 if !n.dropped {
                     n.dropped = true;
@@ -590,7 +599,7 @@ impl<'a> Scanner<'a> {
                 // A dropped integer digit still scales the value.
                 n.exp10 = n.exp10.saturating_add(i32::from(!fraction));
             }
-            debug_assert!(*significant <= 19);
+            debug_assert!(*significant <= 20);
         }
     }
 

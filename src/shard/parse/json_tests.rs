@@ -1,1 +1,601 @@
-//! Placeholder.
+//! The JSON parser reads the platform's ticks exactly, refuses bad input with the
+//! right reason, agrees with a slow serde_json oracle on generated ticks, and never
+//! panics or accepts non-JSON.
+use super::*;
+use crate::model::synthetic::{civil_from_days, write_json_tick, SyntheticTicks};
+use proptest::prelude::*;
+use serde_json::Value;
+
+const PYTHON_TICK: &[u8] = br#"{"instrument_token": 256265, "exchange": "NSE", "tradingsymbol": "SYM0", "last_price": 1012.34, "last_quantity": 42, "average_price": 1011.99, "volume_traded": 0, "oi": 12, "ohlc": {"open": 1007.34, "high": 1019.34, "low": 1003.34, "close": 1011.34}, "depth": {"buy": [{"price": 1012.29, "quantity": 1, "orders": 2}, {"price": 1012.24, "quantity": 3, "orders": 4}], "sell": [{"price": 1012.39, "quantity": 5, "orders": 6}]}, "timestamp": "2025-11-24T16:00:00.000+00:00"}"#;
+
+fn parse(bytes: &[u8]) -> Result<(Tick, ParseInfo), RejectReason> {
+    let mut tick = Tick::default();
+    parse_json_tick(bytes, &mut tick).map(|info| (tick, info))
+}
+
+fn price_of(text: &str) -> Result<Price, RejectReason> {
+    let json = format!(r#"{{"instrument_token":1,"timestamp":0,"last_price":{text}}}"#);
+    parse(json.as_bytes()).map(|(t, _)| t.last_price)
+}
+
+#[test]
+fn python_tick_parses_exactly() {
+    let (t, info) = parse(PYTHON_TICK).unwrap();
+    assert_eq!(info.missing(), 0);
+    assert_eq!(t.instrument_token, 256_265);
+    assert_eq!(t.exchange.as_bytes(), b"NSE");
+    assert_eq!(t.tradingsymbol.as_bytes(), b"SYM0");
+    assert_eq!(t.last_price, Price(101_234_000_000));
+    assert_eq!(t.average_price, Price(101_199_000_000));
+    assert_eq!(t.ohlc.close, Price(101_134_000_000));
+    assert_eq!((t.last_quantity, t.volume_traded, t.oi), (42, 0, 12));
+    assert_eq!(t.depth_buy.len, 2);
+    assert_eq!(t.depth_buy.levels[1].quantity, 3);
+    assert_eq!(t.depth_sell.levels[0].orders, 6);
+    assert_eq!(t.timestamp_ms, 1_764_000_000_000);
+}
+
+#[test]
+fn parser_keeps_receiver_stamps() {
+    let mut tick = Tick {
+        received_at_ms: 7,
+        stream_seq: 9,
+        last_quantity: 5,
+        ..Tick::default()
+    };
+    parse_json_tick(
+        br#"{"instrument_token":1,"last_price":1,"timestamp":5}"#,
+        &mut tick,
+    )
+    .unwrap();
+    assert_eq!(
+        (tick.received_at_ms, tick.stream_seq, tick.last_quantity),
+        (7, 9, 0)
+    );
+}
+
+#[test]
+fn prices_are_exact_fixed_point() {
+    assert_eq!(price_of("1234.05"), Ok(Price(123_405_000_000)));
+    assert_eq!(price_of("-1.25"), Ok(Price(-125_000_000)));
+    assert_eq!(price_of("0.00000001"), Ok(Price(1)));
+    assert_eq!(
+        price_of("0.000000005"),
+        Ok(Price(1)),
+        "half rounds away from zero"
+    );
+    assert_eq!(price_of("-0.000000005"), Ok(Price(-1)));
+    assert_eq!(price_of("0.0000000049999"), Ok(Price(0)));
+    assert_eq!(price_of("1e3"), Ok(Price(100_000_000_000)));
+    assert_eq!(price_of("12345E-2"), Ok(Price(12_345_000_000)));
+    assert_eq!(price_of("1.5e-9"), Ok(Price(0)));
+    assert_eq!(price_of("2.5e-8"), Ok(Price(3)));
+    assert_eq!(price_of("1e-400"), Ok(Price(0)));
+    assert_eq!(price_of("0e99999999999"), Ok(Price(0)));
+    assert_eq!(price_of("1016.6999999999999"), Ok(Price(101_670_000_000)));
+    assert_eq!(
+        price_of("12345678901.234567891234"),
+        Ok(Price(1_234_567_890_123_456_789))
+    );
+    assert_eq!(price_of("92233720368.54775807"), Ok(Price(i64::MAX)));
+    assert_eq!(price_of("92233720368.54775808"), Err(BadNumber));
+    assert_eq!(price_of("1e11"), Err(BadNumber));
+    assert_eq!(price_of("1e99999"), Err(BadNumber));
+    assert_eq!(price_of("123456789012345678901234567890"), Err(BadNumber));
+    for bad in [
+        "01", "1.", ".5", "-", "1e", "1e+", "+1", "0x10", "NaN", "1.2.3",
+    ] {
+        assert_eq!(price_of(bad), Err(MalformedJson), "{bad}");
+    }
+}
+
+#[test]
+fn timestamps_accept_iso_variants_and_epoch_ms() {
+    let base = 1_764_000_000_000;
+    for (text, ms) in [
+        ("2025-11-24T16:00:00Z", base),
+        ("2025-11-24T16:00:00.5+00:00", base + 500),
+        ("2025-11-24T16:00:00.123456789Z", base + 123),
+        ("2025-11-24 21:30:00.250+05:30", base + 250),
+        ("2025-11-24T11:00:00-0500", base),
+        ("2025-11-24T17:00:00+01", base),
+        ("2025-11-24T16:00:00", base),
+        ("1970-01-01T00:00:00Z", 0),
+        ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+    ] {
+        assert_eq!(parse_iso8601_ms(text.as_bytes()), Some(ms), "{text}");
+    }
+    for bad in [
+        "2025-02-29T00:00:00Z",
+        "2025-13-01T00:00:00Z",
+        "2025-11-24T24:00:00Z",
+        "2025-11-24T16:00:00.Z",
+        "2025-11-24T16:00:00.1234567890Z",
+        "2025-11-24T16:00:00+5:30",
+        "2025-11-24T16:00:00Zjunk",
+        "2025-11-24",
+        "1969-12-31T23:59:59Z",
+        "",
+    ] {
+        assert_eq!(parse_iso8601_ms(bad.as_bytes()), None, "{bad}");
+    }
+    let epoch = br#"{"instrument_token":1,"last_price":1,"timestamp":1764000000123}"#;
+    assert_eq!(parse(epoch).unwrap().0.timestamp_ms, 1_764_000_000_123);
+}
+
+#[test]
+fn strings_decode_escapes_into_symbols() {
+    let json = br#"{"instrument_token":1,"last_price":1,"timestamp":0,
+        "tradingsymbol":"M\u0026M\"\\\/\ud83d\ude00", "exchange":"\u00e9"}"#;
+    let (t, info) = parse(json).unwrap();
+    assert_eq!(t.tradingsymbol.as_bytes(), "M&M\"\\/😀".as_bytes());
+    assert_eq!(t.exchange.as_bytes(), "é".as_bytes());
+    assert_eq!(info.present & FIELD_EXCHANGE, FIELD_EXCHANGE);
+}
+
+#[test]
+fn unknown_keys_and_nulls_are_skipped() {
+    let json = br#"{"x":{"a":[1,{"b":[[],{}]},"s\n",true,false,null,-0.5e3]},
+        "instrument_token":1,"volume":7,"oi":null,"last_price":1,"timestamp":0,
+        "depth":{"buy":[{"price":1,"quantity":2,"extra":[1]}],"sell":null,"x":{}},
+        "ohlc":{"open":1,"high":2,"low":3}}"#;
+    let (t, info) = parse(json).unwrap();
+    assert_eq!(t.volume_traded, 7);
+    assert_eq!(t.depth_buy.len, 1);
+    assert_eq!(t.depth_buy.levels[0].orders, 0);
+    assert_eq!(
+        info.missing(),
+        FIELD_EXCHANGE
+            | FIELD_TRADINGSYMBOL
+            | FIELD_LAST_QUANTITY
+            | FIELD_AVERAGE_PRICE
+            | FIELD_OI
+            | FIELD_OHLC
+            | FIELD_DEPTH_SELL
+    );
+}
+
+#[test]
+fn bad_input_gets_its_reason() {
+    let cases: &[(&[u8], RejectReason)] = &[
+        (b"", MalformedJson),
+        (b"   ", MalformedJson),
+        (b"{", MalformedJson),
+        (b"{\"instrument_token\":1", MalformedJson),
+        (b"{}x", MalformedJson),
+        (b"{\"a\":1,}", MalformedJson),
+        (b"{\"a\" 1}", MalformedJson),
+        (b"{\"a\":tru}", MalformedJson),
+        (b"{\"a\":\"\x01\"}", MalformedJson),
+        (b"{\"a\":\"\\x\"}", MalformedJson),
+        (b"{\"a\":\"\\ud800\"}", MalformedJson),
+        (b"{\"a\":\"\xff\"}", InvalidUtf8),
+        (b"{\"a\":\"\xc3\"}", InvalidUtf8),
+        (b"[1]", WrongType),
+        (b"{}", MissingField),
+        (br#"{"instrument_token":1,"timestamp":0}"#, MissingField),
+        (br#"{"instrument_token":1,"last_price":null,"timestamp":0}"#, MissingField),
+        (br#"{"instrument_token":"1","last_price":1,"timestamp":0}"#, WrongType),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":true}"#, WrongType),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"depth":[]}"#, WrongType),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"exchange":5}"#, WrongType),
+        (br#"{"instrument_token":-1,"last_price":1,"timestamp":0}"#, BadNumber),
+        (br#"{"instrument_token":4294967296,"last_price":1,"timestamp":0}"#, BadNumber),
+        (br#"{"instrument_token":1.0,"last_price":1,"timestamp":0}"#, BadNumber),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"volume":1e3}"#, BadNumber),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":-1}"#, BadTimestamp),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":1.5}"#, BadTimestamp),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":"yesterday"}"#, BadTimestamp),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"exchange":"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456"}"#, SymbolTooLong),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"depth":{"buy":[{"price":1,"quantity":1},{"price":1,"quantity":1},{"price":1,"quantity":1},{"price":1,"quantity":1},{"price":1,"quantity":1},{"price":1,"quantity":1}]}}"#, TooManyDepthLevels),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"depth":{"sell":[{"price":1}]}}"#, MissingField),
+        (br#"{"instrument_token":1,"last_price":1,"timestamp":0,"depth":{"sell":[{"price":1,"quantity":1,"orders":65536}]}}"#, BadNumber),
+    ];
+    for (bytes, reason) in cases {
+        assert_eq!(
+            parse(bytes).map(|_| ()),
+            Err(*reason),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[test]
+fn huge_and_deep_payloads_are_refused_fast() {
+    let junk = vec![b'['; 10 << 20];
+    assert_eq!(parse(&junk).map(|_| ()), Err(PayloadTooLarge));
+    let mut deep = b"{\"a\":".to_vec();
+    deep.extend(std::iter::repeat(b'[').take(JSON_PAYLOAD_BYTES_MAX - 10));
+    assert_eq!(parse(&deep).map(|_| ()), Err(MalformedJson));
+    let mut ok = b"{\"a\":".to_vec();
+    ok.extend(std::iter::repeat(b'[').take(NESTING_MAX as usize));
+    ok.extend(std::iter::repeat(b']').take(NESTING_MAX as usize));
+    ok.extend(br#","instrument_token":1,"last_price":1,"timestamp":0}"#);
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
+fn synthetic_json_round_trips() {
+    let mut feed = SyntheticTicks::new(10, 3);
+    let mut buf = Vec::new();
+    for i in 0..200 {
+        let mut expect = feed.next_tick(1_764_000_000_000 + i * 37, 5, 6);
+        buf.clear();
+        write_json_tick(&expect, &mut buf);
+        let mut got = Tick {
+            received_at_ms: 5,
+            stream_seq: 6,
+            ..Tick::default()
+        };
+        let info = parse_json_tick(&buf, &mut got).unwrap();
+        assert_eq!(info.missing(), 0);
+        expect.data_quality_score = 0.0;
+        assert_eq!(got, expect);
+    }
+}
+
+// ---- The serde_json oracle -------------------------------------------------------
+
+/// Days before `year`-`month`-01 since 1970, counted the slow, obvious way.
+fn slow_days(year: i64, month: u32) -> i64 {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mut days = 0;
+    for y in 1970..year {
+        days += if leap(y) { 366 } else { 365 };
+    }
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    days + lengths[..month as usize - 1].iter().sum::<i64>()
+}
+
+/// The oracle's ISO-8601 reading: split on the separators and count days slowly.
+fn slow_iso(text: &str) -> Option<i64> {
+    let (date, rest) = text.split_at(10);
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, mo, d) = (parts.next()?, parts.next()?, parts.next()?);
+    let time = &rest[1..];
+    let (clock, offset) = match time.find(['Z', '+', '-']) {
+        Some(i) => time.split_at(i),
+        None => (time, ""),
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut hms = hms.split(':').map(|p| p.parse::<i64>().unwrap());
+    let secs = hms.next()? * 3600 + hms.next()? * 60 + hms.next()?;
+    let millis = format!("{frac:0<3}")[..3].parse::<i64>().unwrap();
+    let offset_s = match offset {
+        "" | "Z" => 0,
+        o => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let (h, m) = o[1..].split_once(':').unwrap();
+            sign * (h.parse::<i64>().unwrap() * 3600 + m.parse::<i64>().unwrap() * 60)
+        }
+    };
+    let days = slow_days(y, mo as u32) + d - 1;
+    Some((days * 86_400 + secs - offset_s) * 1000 + millis)
+}
+
+/// serde_json's view of a tick: `None` when a required field is missing.
+fn oracle(bytes: &[u8]) -> Option<(Tick, u16)> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let price = |v: &Value| Price::from_f64(v.as_f64().unwrap()).unwrap();
+    let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let mut t = Tick::default();
+    let mut present = FIELD_EXCHANGE_TIME;
+    t.instrument_token = get("instrument_token")?.as_u64()? as u32;
+    t.last_price = price(get("last_price")?);
+    t.timestamp_ms = match get("timestamp")? {
+        Value::String(s) => slow_iso(s)?,
+        n => n.as_i64()?,
+    };
+    if let Some(s) = get("exchange") {
+        t.exchange = Symbol::new(s.as_str()?.as_bytes())?;
+        present |= FIELD_EXCHANGE;
+    }
+    if let Some(s) = get("tradingsymbol") {
+        t.tradingsymbol = Symbol::new(s.as_str()?.as_bytes())?;
+        present |= FIELD_TRADINGSYMBOL;
+    }
+    if let Some(n) = get("last_quantity") {
+        t.last_quantity = n.as_u64()? as u32;
+        present |= FIELD_LAST_QUANTITY;
+    }
+    if let Some(n) = get("average_price") {
+        t.average_price = price(n);
+        present |= FIELD_AVERAGE_PRICE;
+    }
+    if let Some(n) = get("volume_traded").or(get("volume")) {
+        t.volume_traded = n.as_u64()?;
+        present |= FIELD_VOLUME;
+    }
+    if let Some(n) = get("oi") {
+        t.oi = n.as_u64()?;
+        present |= FIELD_OI;
+    }
+    if let Some(o) = get("ohlc") {
+        t.ohlc = Ohlc {
+            open: price(&o["open"]),
+            high: price(&o["high"]),
+            low: price(&o["low"]),
+            close: price(&o["close"]),
+        };
+        present |= FIELD_OHLC;
+    }
+    if let Some(d) = get("depth") {
+        for (name, side, bit) in [
+            ("buy", &mut t.depth_buy, FIELD_DEPTH_BUY),
+            ("sell", &mut t.depth_sell, FIELD_DEPTH_SELL),
+        ] {
+            if let Some(levels) = d.get(name).and_then(Value::as_array) {
+                for (i, l) in levels.iter().enumerate() {
+                    side.levels[i] = DepthLevel {
+                        price: price(&l["price"]),
+                        quantity: l["quantity"].as_u64()? as u32,
+                        orders: l["orders"].as_u64()? as u16,
+                    };
+                }
+                side.len = levels.len() as u8;
+                present |= bit;
+            }
+        }
+    }
+    Some((t, present))
+}
+
+use crate::model::Ohlc;
+
+// ---- Generated ticks -------------------------------------------------------------
+
+/// A price with at most 8 decimals below 10^6 (where `f64` still resolves 10^-8, so
+/// the oracle's `Price::from_f64` is exact), rendered plainly or with an exponent.
+fn price_text() -> impl Strategy<Value = String> {
+    (0i64..100_000_000_000_000, 0u32..9, any::<bool>()).prop_map(|(units, keep, exp)| {
+        // Keep `keep` decimals: a realistic mix of 1234, 1234.5, 1234.05, ...
+        let step = 10i64.pow(8 - keep);
+        let units = units / step * step;
+        if exp {
+            format!("{units}e-8")
+        } else {
+            let mut out = Vec::new();
+            crate::model::synthetic::write_price(Price(units), &mut out);
+            String::from_utf8(out).unwrap()
+        }
+    })
+}
+
+/// A JSON string literal of a short symbol, with escapes mixed in.
+fn symbol_text() -> impl Strategy<Value = String> {
+    (proptest::collection::vec(
+        (
+            prop::sample::select(vec!['A', 'Z', '9', '&', '-', '"', '\\', 'é', '/']),
+            any::<bool>(),
+        ),
+        0..10,
+    ))
+    .prop_map(|chars| {
+        let mut s = String::from("\"");
+        for (c, escape) in chars {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                c if escape => s.push_str(&format!("\\u{:04x}", c as u32)),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+        s
+    })
+}
+
+/// A timestamp: epoch ms, or ISO with 0/3/6 fraction digits and a Z or ±HH:MM offset.
+fn timestamp_text() -> impl Strategy<Value = String> {
+    (
+        1_600_000_000_000i64..1_900_000_000_000,
+        prop::sample::select(vec![0usize, 3, 6]),
+        -40i64..56,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(ms, frac, quarter_hours, zulu, epoch)| {
+            if epoch {
+                return ms.to_string();
+            }
+            let offset_min = if zulu { 0 } else { quarter_hours * 15 };
+            let local = ms + offset_min * 60_000;
+            let (secs, millis) = (local.div_euclid(1000), local.rem_euclid(1000));
+            let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+            let s = secs.rem_euclid(86_400);
+            let mut text = format!(
+                "\"{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+                s / 3600,
+                s / 60 % 60,
+                s % 60
+            );
+            match frac {
+                3 => text.push_str(&format!(".{millis:03}")),
+                6 => text.push_str(&format!(".{millis:03}{:03}", millis * 7 % 1000)),
+                _ => {}
+            }
+            if zulu {
+                text.push('Z');
+            } else {
+                let a = offset_min.abs();
+                let sign = if offset_min < 0 { '-' } else { '+' };
+                text.push_str(&format!("{sign}{:02}:{:02}", a / 60, a % 60));
+            }
+            text.push('"');
+            text
+        })
+}
+
+fn level_text() -> impl Strategy<Value = String> {
+    (price_text(), any::<u32>(), any::<u16>())
+        .prop_map(|(p, q, o)| format!(r#"{{"price": {p}, "quantity": {q}, "orders": {o}}}"#))
+}
+
+fn side_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(level_text(), 0..=5).prop_map(|l| format!("[{}]", l.join(",")))
+}
+
+/// Generated `"key": value` pairs of one tick, in random order, some dropped.
+fn tick_fields() -> impl Strategy<Value = Vec<String>> {
+    let required = (any::<u32>(), price_text(), timestamp_text());
+    let optional = (
+        proptest::option::of(symbol_text()),
+        proptest::option::of(symbol_text()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(price_text()),
+        proptest::option::of((any::<u64>(), any::<bool>())),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(proptest::collection::vec(price_text(), 4)),
+        proptest::option::of((
+            proptest::option::of(side_text()),
+            proptest::option::of(side_text()),
+        )),
+        any::<bool>(),
+    );
+    (required, optional).prop_flat_map(
+        |((token, price, ts), (ex, sym, lq, avg, vol, oi, ohlc, depth, extra))| {
+            let mut f = vec![
+                format!(r#""instrument_token": {token}"#),
+                format!(r#""last_price": {price}"#),
+                format!(r#""timestamp": {ts}"#),
+            ];
+            if let Some(s) = ex {
+                f.push(format!(r#""exchange": {s}"#));
+            }
+            if let Some(s) = sym {
+                f.push(format!(r#""tradingsymbol": {s}"#));
+            }
+            if let Some(q) = lq {
+                f.push(format!(r#""last_quantity": {q}"#));
+            }
+            if let Some(p) = avg {
+                f.push(format!(r#""average_price": {p}"#));
+            }
+            if let Some((v, alias)) = vol {
+                f.push(format!(
+                    r#""{}": {v}"#,
+                    if alias { "volume" } else { "volume_traded" }
+                ));
+            }
+            if let Some(v) = oi {
+                f.push(format!(r#""oi": {v}"#));
+            }
+            if let Some(p) = ohlc {
+                f.push(format!(
+                    r#""ohlc": {{"open": {}, "high": {}, "low": {}, "close": {}}}"#,
+                    p[0], p[1], p[2], p[3]
+                ));
+            }
+            if let Some((buy, sell)) = depth {
+                let sides: Vec<String> = [("buy", buy), ("sell", sell)]
+                    .into_iter()
+                    .filter_map(|(n, s)| s.map(|s| format!(r#""{n}": {s}"#)))
+                    .collect();
+                f.push(format!(r#""depth": {{{}}}"#, sides.join(", ")));
+            }
+            if extra {
+                f.push(
+                    r#""tradable": true, "meta": {"a": [1, {"b": null}], "c": "x\"y"}"#.to_string(),
+                );
+            }
+            Just(f).prop_shuffle()
+        },
+    )
+}
+
+/// Joins fields into an object with random whitespace around every token.
+fn tick_json() -> impl Strategy<Value = Vec<u8>> {
+    (
+        tick_fields(),
+        proptest::collection::vec(
+            prop::sample::select(vec!["", " ", "\n", "\t", "\r\n  "]),
+            16,
+        ),
+    )
+        .prop_map(|(fields, ws)| {
+            let mut s = format!("{}{{{}", ws[0], ws[1]);
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(&format!("{},{}", ws[(2 * i) % 16], ws[(2 * i + 1) % 16]));
+                }
+                s.push_str(&f.replacen(": ", &format!("{}:{}", ws[i % 16], ws[(i + 5) % 16]), 1));
+            }
+            s.push_str(&format!("{}}}{}", ws[14], ws[15]));
+            s.into_bytes()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Generated ticks: our parser and the serde_json oracle agree field for field.
+    #[test]
+    fn agrees_with_serde_json_oracle(json in tick_json()) {
+        let (expect, present) = oracle(&json).expect("generated ticks are valid");
+        let (got, info) = parse(&json).map_err(|r| TestCaseError::fail(format!("{r:?}: {}", String::from_utf8_lossy(&json))))?;
+        prop_assert_eq!(got, expect, "{}", String::from_utf8_lossy(&json));
+        prop_assert_eq!(info.present, present);
+    }
+
+    /// Arbitrary bytes never panic, and whatever we accept is JSON.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        if parse(&bytes).is_ok() {
+            prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+        }
+    }
+
+    /// Valid ticks with bytes replaced, inserted or deleted never panic, and whatever
+    /// we accept is JSON.
+    #[test]
+    fn mutated_ticks_never_panic(
+        json in tick_json(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let mut bytes = json;
+        for (at, byte, kind) in edits {
+            let i = at.index(bytes.len().max(1));
+            match kind {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i.min(bytes.len()), byte),
+                _ if i < bytes.len() => { bytes.remove(i); }
+                _ => {}
+            }
+        }
+        if parse(&bytes).is_ok() {
+            prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok(), "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+#[test]
+fn counts_reach_u64_max_and_no_further() {
+    let with =
+        |v: &str| format!(r#"{{"instrument_token":1,"last_price":1,"timestamp":0,"oi":{v}}}"#);
+    assert_eq!(
+        parse(with("18446744073709551615").as_bytes()).unwrap().0.oi,
+        u64::MAX
+    );
+    assert_eq!(
+        parse(with("18446744073709551616").as_bytes()).map(|_| ()),
+        Err(BadNumber)
+    );
+    assert_eq!(
+        parse(with("184467440737095516150").as_bytes()).map(|_| ()),
+        Err(BadNumber)
+    );
+}

@@ -1,0 +1,110 @@
+//! The shard's parse + validate stage, per tick, on 4,096 synthetic ticks (500
+//! instruments, five depth levels a side; JSON in the exact shape of
+//! `python_stack.py` `tick()`, ~600 B each; representative of a busy NSE feed):
+//!
+//! - `json/parse_validate`: `parse_json_tick` + `Validator::validate` (budget
+//!   ≤ 300 ns/tick, DESIGN §7).
+//! - `json/serde_json_value`: baseline, `serde_json::from_slice::<Value>` on the same
+//!   bytes (a tree, no conversion to a tick, no validation).
+//! - `kite/parse_validate`: `parse_kite_packet` + `validate` on 184-byte full packets
+//!   (budget ≤ 40 ns/tick).
+//!
+//! Each iteration handles one message, cycling through the set so branch predictors
+//! and caches see different instruments. The answer is checked once outside the timed
+//! loop: every parsed tick equals the tick it was rendered from.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use alphapt_storage::model::synthetic::{write_json_tick, SyntheticTicks};
+use alphapt_storage::model::Tick;
+use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
+use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
+use alphapt_storage::shard::validate::{ValidationConfig, Validator};
+
+const MESSAGES: usize = 4_096;
+const NOW: i64 = 1_764_000_000_000;
+
+fn ticks() -> Vec<Tick> {
+    let mut feed = SyntheticTicks::new(500, 5);
+    (0..MESSAGES as i64)
+        .map(|i| feed.next_tick(NOW + i * 1000, NOW, 0))
+        .collect()
+}
+
+/// Every payload parses back to the tick it came from.
+fn check(ticks: &[Tick], json: &[Vec<u8>], kite: &[[u8; KITE_FULL_BYTES]]) {
+    let mut got = Tick::default();
+    for ((tick, payload), packet) in ticks.iter().zip(json).zip(kite) {
+        let mut expect = *tick;
+        expect.data_quality_score = 0.0;
+        parse_json_tick(payload, &mut got).expect("JSON parses");
+        got.received_at_ms = expect.received_at_ms;
+        assert_eq!(got, expect, "JSON");
+        parse_kite_packet(packet, &mut got).expect("Kite parses");
+        assert_eq!(got.last_price, expect.last_price, "Kite");
+        assert_eq!(got.depth_sell, expect.depth_sell, "Kite");
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ticks = ticks();
+    let json: Vec<Vec<u8>> = ticks
+        .iter()
+        .map(|t| {
+            let mut out = Vec::new();
+            write_json_tick(t, &mut out);
+            out
+        })
+        .collect();
+    let kite: Vec<[u8; KITE_FULL_BYTES]> = ticks
+        .iter()
+        .map(|t| {
+            let mut out = [0; KITE_FULL_BYTES];
+            encode_kite_full(t, &mut out);
+            out
+        })
+        .collect();
+    check(&ticks, &json, &kite);
+    let mean_bytes = json.iter().map(Vec::len).sum::<usize>() / json.len();
+    println!("JSON tick: {mean_bytes} B on average");
+
+    let mut group = c.benchmark_group("json");
+    group.throughput(Throughput::Elements(1));
+    let mut validator = Validator::new(ValidationConfig::default());
+    let mut tick = Tick::default();
+    let mut i = 0;
+    group.bench_function("parse_validate", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            let info = parse_json_tick(black_box(&json[i]), &mut tick).expect("parses");
+            validator.validate(&mut tick, info, NOW);
+            black_box(tick.validation_flags)
+        })
+    });
+    group.bench_function("serde_json_value", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            let value: serde_json::Value =
+                serde_json::from_slice(black_box(&json[i])).expect("parses");
+            black_box(value)
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("kite");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_validate", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            let info = parse_kite_packet(black_box(&kite[i]), &mut tick).expect("parses");
+            validator.validate(&mut tick, info, NOW);
+            black_box(tick.validation_flags)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,99 @@
+//! Zero heap allocations per message after warm-up on the shard's path: a counting
+//! global allocator watches parse → validate → `TickColumns::append` over 10,000 JSON
+//! ticks and 10,000 Kite full packets. Runs alone in its own test binary, so no other
+//! test's allocations are counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alphapt_storage::model::synthetic::{write_json_tick, SyntheticTicks};
+use alphapt_storage::model::Tick;
+use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
+use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
+use alphapt_storage::shard::validate::{ValidationConfig, Validator};
+use alphapt_storage::shard::TickColumns;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MESSAGES: usize = 10_000;
+const NOW: i64 = 1_764_000_000_000;
+
+#[test]
+fn parse_validate_append_allocate_nothing_after_warm_up() {
+    let mut feed = SyntheticTicks::new(300, 11);
+    let ticks: Vec<Tick> = (0..MESSAGES as u64)
+        .map(|i| feed.next_tick(NOW + i as i64 * 1000, NOW, i))
+        .collect();
+    let json: Vec<Vec<u8>> = ticks
+        .iter()
+        .map(|t| {
+            let mut out = Vec::new();
+            write_json_tick(t, &mut out);
+            out
+        })
+        .collect();
+    let kite: Vec<[u8; KITE_FULL_BYTES]> = ticks
+        .iter()
+        .map(|t| {
+            let mut out = [0; KITE_FULL_BYTES];
+            encode_kite_full(t, &mut out);
+            out
+        })
+        .collect();
+    let mut validator = Validator::new(ValidationConfig::default());
+    let mut columns = TickColumns::new(2 * MESSAGES);
+    let mut tick = Tick::default();
+
+    // Warm-up: one pass of each format fills the instrument table and the block's
+    // symbol dictionaries; then the block is emptied, keeping its capacity.
+    let mut run = |count_from: Option<u64>| {
+        for payload in &json {
+            let info = parse_json_tick(payload, &mut tick).expect("synthetic JSON parses");
+            validator.validate(&mut tick, info, NOW);
+            assert!(columns.append(&tick));
+        }
+        for packet in &kite {
+            let info = parse_kite_packet(packet, &mut tick).expect("synthetic packet parses");
+            validator.validate(&mut tick, info, NOW);
+            assert!(columns.append(&tick));
+        }
+        if let Some(before) = count_from {
+            let after = ALLOCATIONS.load(Ordering::Relaxed);
+            assert_eq!(
+                after - before,
+                0,
+                "allocations over {} messages",
+                2 * MESSAGES
+            );
+        }
+        assert_eq!(columns.rows(), 2 * MESSAGES);
+        columns.clear();
+    };
+    run(None);
+    run(Some(ALLOCATIONS.load(Ordering::Relaxed)));
+}
