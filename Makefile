@@ -19,7 +19,7 @@ build: ## cargo build --release
 	cargo build --release
 
 test: services ## unit + integration tests against the local services
-	$(WITH_ENV) cargo test --all-targets
+	$(WITH_ENV) cargo test --all-targets --no-fail-fast
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
