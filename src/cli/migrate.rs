@@ -22,8 +22,8 @@ pub enum Action {
         /// Run even though applied files changed since they were applied.
         #[arg(long)]
         allow_drift: bool,
-        /// Days of raw data kept (`{{retention_days}}` in the files); default: env
-        /// ALPHAPT_RETENTION_DAYS, else 90.
+        /// Days of raw data kept (`{{retention_days}}` in the files); overrides the
+        /// config key `clickhouse.retention_days` (env ALPHAPT_RETENTION_DAYS).
         #[arg(long, value_name = "N")]
         retention_days: Option<u32>,
     },
@@ -59,7 +59,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
             retention_days: Some(days),
             ..
         } => *days,
-        _ => retention_days_from_env()?,
+        _ => config.clickhouse.retention_days,
     };
     let settings = migrate::Settings {
         clickhouse: super::clickhouse_options(config, true),
@@ -110,16 +110,6 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `ALPHAPT_RETENTION_DAYS`, or the default when unset. (Config owns no key for it yet.)
-fn retention_days_from_env() -> anyhow::Result<u32> {
-    match std::env::var("ALPHAPT_RETENTION_DAYS") {
-        Ok(text) => text.trim().parse().with_context(|| {
-            format!("ALPHAPT_RETENTION_DAYS=`{text}` is not a whole number of days")
-        }),
-        Err(_) => Ok(migrate::RETENTION_DAYS_DEFAULT),
-    }
 }
 
 /// The status table: one line per version and database, then a summary line.

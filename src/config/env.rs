@@ -30,7 +30,7 @@ enum Reading {
 }
 
 /// The variables that map one-to-one onto a key, with how each is read.
-const VARIABLES: [(&str, &str, Reading); 14] = [
+const VARIABLES: [(&str, &str, Reading); 15] = [
     ("CLICKHOUSE_HOST", "clickhouse.host", Reading::Text),
     ("CLICKHOUSE_PORT", "clickhouse.port", Reading::Port),
     ("CLICKHOUSE_DATABASE", "clickhouse.database", Reading::Text),
@@ -65,6 +65,11 @@ const VARIABLES: [(&str, &str, Reading); 14] = [
     ("NATS_URL", "nats.url", Reading::Url),
     ("POSTGRES_URL", "postgres.url", Reading::Url),
     ("ALPHAPT_HTTP_ADDR", "http.addr", Reading::Address),
+    (
+        "ALPHAPT_RETENTION_DAYS",
+        "clickhouse.retention_days",
+        Reading::Count("days"),
+    ),
 ];
 
 /// Turns compression on or off; read together with [`COMPRESSION_METHOD`].

@@ -159,6 +159,9 @@ pub struct ClickHouseConfig {
     pub backoff_max_ms: u64,
     /// Interval between pings on an idle connection, in milliseconds.
     pub ping_interval_ms: u64,
+    /// Days of raw rows kept by the tables' TTL (modern servers; `migrate up` writes it
+    /// into the schema).
+    pub retention_days: u32,
 }
 
 impl Default for ClickHouseConfig {
@@ -175,6 +178,7 @@ impl Default for ClickHouseConfig {
             backoff_initial_ms: 50,
             backoff_max_ms: 5_000,
             ping_interval_ms: 10_000,
+            retention_days: 90,
         }
     }
 }

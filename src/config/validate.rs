@@ -195,6 +195,13 @@ impl Config {
             DURATION_MS_MAX,
             "ms",
         )?;
+        // DateTime ends in 2106: ~27 years of retention is the most a TTL can mean.
+        bounded(
+            "clickhouse.retention_days",
+            u64::from(c.retention_days),
+            10_000,
+            "days",
+        )?;
         if c.backoff_initial_ms > c.backoff_max_ms {
             return Err(invalid(
                 "clickhouse.backoff_initial_ms",
