@@ -192,6 +192,26 @@ fn select_decodes_every_type_the_project_uses() {
 }
 
 #[test]
+fn cancel_stops_an_endless_select_and_the_connection_stays_usable() {
+    for compression in [None, Some(Method::Lz4)] {
+        let mut conn = Connection::connect(&options("", compression)).unwrap();
+        let started = Instant::now();
+        let result = conn
+            .query_limited("SELECT number FROM system.numbers", 100_000)
+            .unwrap();
+        assert!(result.truncated);
+        assert!(result.rows() >= 100_000);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!conn.is_broken());
+        conn.ping().unwrap();
+        assert_eq!(
+            conn.query("SELECT 5").unwrap().scalar(),
+            Some(Value::UInt(5))
+        );
+    }
+}
+
+#[test]
 fn a_million_ticks_round_trip_through_the_builder() {
     const TICKS: u64 = 1_000_000;
     const BLOCK_ROWS: usize = 65_536;

@@ -115,6 +115,8 @@ pub struct QueryResult {
     pub header: Vec<(String, String)>,
     /// Non-empty result blocks in arrival order.
     pub blocks: Vec<Block>,
+    /// True when the query was cancelled after `rows_max` rows (`query_limited`).
+    pub truncated: bool,
 }
 
 impl QueryResult {
@@ -375,6 +377,14 @@ impl Connection {
 
     /// Runs a query and collects its result blocks.
     pub fn query(&mut self, sql: &str) -> Result<QueryResult, Error> {
+        self.query_limited(sql, u64::MAX)
+    }
+
+    /// Runs a query, keeping at most about `rows_max` rows: once that many arrived it
+    /// sends Cancel and reads on until the server ends the query (EndOfStream, or an
+    /// Exception saying it was cancelled), dropping later blocks. `truncated` tells.
+    pub fn query_limited(&mut self, sql: &str, rows_max: u64) -> Result<QueryResult, Error> {
+        const QUERY_WAS_CANCELLED: i32 = 394;
         self.start_query(sql)?;
         let mut result = QueryResult::default();
         for _ in 0..PACKETS_PER_ANSWER_MAX {
@@ -383,9 +393,22 @@ impl Connection {
                     if result.header.is_empty() && !block.columns.is_empty() {
                         result.header = block.header();
                     }
-                    if block.rows > 0 {
+                    if block.rows > 0 && !result.truncated {
                         result.blocks.push(block);
+                        if result.rows() >= rows_max {
+                            result.truncated = true;
+                            self.scratch.clear();
+                            super::wire::put_varuint(
+                                &mut self.scratch,
+                                protocol::client_packet::CANCEL,
+                            );
+                            self.send_scratch()?;
+                        }
                     }
+                }
+                ServerPacket::Exception(e) if result.truncated && e.code == QUERY_WAS_CANCELLED => {
+                    self.last_used = Instant::now();
+                    return Ok(result);
                 }
                 ServerPacket::Exception(e) => return Err(self.after_exception(e)),
                 ServerPacket::EndOfStream => {

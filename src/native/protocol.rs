@@ -42,6 +42,8 @@ pub mod client_packet {
     pub const QUERY: u64 = 1;
     /// Data.
     pub const DATA: u64 = 2;
+    /// Cancel: stop a running SELECT; the server still ends it with EndOfStream.
+    pub const CANCEL: u64 = 3;
     /// Ping.
     pub const PING: u64 = 4;
 }
