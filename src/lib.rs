@@ -10,8 +10,10 @@
 //! Modules in flow order. What exists today:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
 //! - [`model`]: the plain `Copy` tick the hot path carries.
+//! - [`receive`]: the blocking NATS / JetStream client the receiver runs on.
 //! - [`shard`]: the columnar block builder for `market_ticks` (append, seal, encode, LZ4).
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
+//! - [`feed`]: the load generator behind `alphapt-storage feed`.
 //! - [`health`]: component probes behind `alphapt-storage health`.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,4 +23,5 @@ pub mod config;
 pub mod health;
 pub mod model;
 pub mod native;
+pub mod receive;
 pub mod shard;
