@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod feed;
 pub mod health;
 pub mod model;
 pub mod native;

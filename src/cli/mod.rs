@@ -1,6 +1,7 @@
 //! Subcommands. Each handler loads the config the same way (file ← environment ←
 //! `--set`), does its job, and returns the process exit status.
 
+mod feed;
 mod health;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish synthetic ticks to NATS (load generator); ensures the ticks stream first.
+    Feed(feed::FeedArgs),
 }
 
 /// Logs go to stderr; `RUST_LOG` filters (default: info).
@@ -92,5 +95,6 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     }
     match args.command {
         Command::Health { json } => health::run(&config, json),
+        Command::Feed(feed_args) => feed::run(&config, &feed_args),
     }
 }
