@@ -1,6 +1,7 @@
 //! Subcommands. Each handler loads the config the same way (file ← environment ←
 //! `--set`), does its job, and returns the process exit status.
 
+mod feed;
 mod health;
 mod migrate;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
         #[command(flatten)]
         common: migrate::Common,
     },
+    /// Publish synthetic ticks to NATS (load generator); ensures the ticks stream first.
+    Feed(feed::FeedArgs),
 }
 
 /// Logs go to stderr; `RUST_LOG` filters (default: info).
@@ -107,5 +110,6 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Health { json } => health::run(&config, json),
         Command::Run(args) => run::run(&config, &args),
         Command::Migrate { action, common } => migrate::run(&config, action, common),
+        Command::Feed(feed_args) => feed::run(&config, &feed_args),
     }
 }

@@ -2,11 +2,13 @@
 //! that owns its instrument, keeping per-instrument order.
 //!
 //! ```text
-//!   source ──(subject → token → shard)──► Router ──frame ring[s]──► shard[s]
-//!          ◄── watermark (acks upstream) ──┘
+//!   nats-server ──TCP──► nats::NatsConn ──ServerOp::Msg (borrowed)──► receiver ──Router──► frame ring[s] ──► shard[s]
+//!               ◄── AckAll at the durable watermark ─────────────────────┘
 //! ```
 //!
+//! - [`nats`]: a small blocking NATS client (zero-copy wire parser, JetStream API).
 //! - [`synthetic`]: the built-in feed: realistic JSON ticks generated in-process at a
 //!   fixed open-loop rate (for `make run`, demos and isolating the appliance in perf).
 
+pub mod nats;
 pub mod synthetic;

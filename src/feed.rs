@@ -1,0 +1,709 @@
+//! The load generator behind `alphapt-storage feed`: realistic JSON ticks from
+//! [`SyntheticTicks`], optionally mixed with bad messages, published to NATS at an
+//! open-loop rate, through JetStream (every PubAck checked) or core NATS.
+//!
+//! ```text
+//!   SyntheticTicks ──Tick──► encode_tick_json (reused buffer) ──► PublishWindow (≤ window PubAcks out) ──► JetStream
+//!        schedule: message i is due at start + i / rate          └─ or core PUB (--core) ──────────────────► NATS
+//! ```
+//!
+//! Back-pressure: with JetStream, a full ack window blocks publishing until answers come
+//! (at most `ack_timeout` without progress, then an error). The schedule is computed
+//! from the start time, never "sleep after each send", so a stall shows as lag behind
+//! schedule (reported) and is followed by a catch-up burst, as a real feed would do.
+//!
+//! The JSON has the shape of the platform's publisher (`shared/bench/python_stack.py`
+//! `tick()`, Python's `json.dumps` separators `", "` and `": "`), with the timestamp as
+//! ISO-8601 UTC with milliseconds and `Z`:
+//!
+//! ```text
+//! {"instrument_token": 256265, "exchange": "NSE", "tradingsymbol": "SYN00000",
+//!  "last_price": 1012.35, "last_quantity": 12, "average_price": 1011.0,
+//!  "volume_traded": 123456, "oi": 5, "ohlc": {"open": .., "high": .., "low": .., "close": ..},
+//!  "depth": {"buy": [{"price": .., "quantity": .., "orders": ..} ×5], "sell": [.. ×5]},
+//!  "timestamp": "2025-11-24T16:00:00.000Z"}
+//! ```
+//!
+//! Prices are printed from the fixed-point integer (shortest decimal with at least one
+//! fraction digit, like Python's float repr of a 2-decimal price), never through `f64`.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::model::synthetic::{SplitMix64, SyntheticTicks};
+use crate::model::{Depth, Price, Tick, PRICE_SCALE};
+use crate::receive::nats::wire::push_u64;
+use crate::receive::nats::{NatsConn, NatsError, PublishWindow};
+
+/// Highest `--rate`, messages a second: ten times what one loopback publisher reaches.
+pub const RATE_MAX: u64 = 10_000_000;
+/// Highest `--count`: 10^10 messages, ~4 TB of JSON.
+pub const COUNT_MAX: u64 = 10_000_000_000;
+/// Highest `--instruments`: more than the NSE and BSE list together.
+pub const INSTRUMENTS_MAX: usize = 100_000;
+/// Highest `--window` of outstanding PubAcks; each costs ~60 B of server reply buffer.
+pub const WINDOW_MAX: usize = 1 << 20;
+/// Size of the oversized junk message, before capping at the server's max_payload.
+pub const OVERSIZED_BYTES_MAX: usize = 10 << 20;
+/// Every this many bad messages, one is oversized: "once in a while".
+const OVERSIZED_EVERY: u64 = 100;
+/// Sleeping shorter than this overshoots (timer slack ~50 µs); yield instead.
+const SLEEP_MIN: Duration = Duration::from_micros(200);
+
+/// The kinds of bad messages `--bad-ratio` mixes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadKind {
+    /// The closing `}` replaced by `]`.
+    MalformedJson,
+    /// `last_price` as a string.
+    WrongType,
+    /// `last_price` left out.
+    MissingField,
+    /// `last_price` a million times the real one.
+    AbsurdPrice,
+    /// The message cut in half.
+    Truncated,
+    /// Bytes 0xFF 0xFE inside `tradingsymbol`.
+    NonUtf8,
+    /// Junk of `min(10 MiB, max_payload)` bytes.
+    Oversized,
+}
+
+/// Number of [`BadKind`]s.
+pub const BAD_KINDS: usize = 7;
+
+impl BadKind {
+    /// Every kind, in report order.
+    pub const ALL: [BadKind; BAD_KINDS] = [
+        BadKind::MalformedJson,
+        BadKind::WrongType,
+        BadKind::MissingField,
+        BadKind::AbsurdPrice,
+        BadKind::Truncated,
+        BadKind::NonUtf8,
+        BadKind::Oversized,
+    ];
+
+    /// Name in the summary line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BadKind::MalformedJson => "malformed_json",
+            BadKind::WrongType => "wrong_type",
+            BadKind::MissingField => "missing_field",
+            BadKind::AbsurdPrice => "absurd_price",
+            BadKind::Truncated => "truncated",
+            BadKind::NonUtf8 => "non_utf8",
+            BadKind::Oversized => "oversized",
+        }
+    }
+}
+
+/// What to publish and how.
+#[derive(Clone, Debug)]
+pub struct FeedOptions {
+    /// Messages a second, open loop; 0 for as fast as possible.
+    pub rate: u64,
+    /// Messages to publish, good and bad.
+    pub count: u64,
+    /// Instruments to cycle through.
+    pub instruments: usize,
+    /// Fraction of bad messages, in `[0, 1]`.
+    pub bad_ratio: f64,
+    /// Core NATS instead of JetStream (no PubAcks).
+    pub core: bool,
+    /// Most JetStream publishes awaiting their PubAck.
+    pub window: usize,
+    /// Subjects are `<subject_prefix>.<exchange>.<token>`, e.g. `market.ticks`.
+    pub subject_prefix: String,
+    /// Seed of the tick generator and of the bad-message choice.
+    pub seed: u64,
+    /// Longest wait for any PubAck progress before giving up.
+    pub ack_timeout: Duration,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        FeedOptions {
+            rate: 0,
+            count: 100_000,
+            instruments: 100,
+            bad_ratio: 0.0,
+            core: false,
+            window: 4096,
+            subject_prefix: "market.ticks".to_owned(),
+            seed: 1,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the feed cannot run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// A flag out of range.
+    #[error("{flag} {value} is out of range: {fix}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range.
+        fix: String,
+    },
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+impl FeedOptions {
+    /// Checks every flag against its bound.
+    pub fn validate(&self) -> Result<(), FeedError> {
+        let invalid =
+            |flag, value: String, fix: String| Err(FeedError::Invalid { flag, value, fix });
+        if self.rate > RATE_MAX {
+            return invalid(
+                "--rate",
+                self.rate.to_string(),
+                format!("use 0 (as fast as possible) to {RATE_MAX} msgs/s"),
+            );
+        }
+        if self.count == 0 || self.count > COUNT_MAX {
+            return invalid(
+                "--count",
+                self.count.to_string(),
+                format!("use 1 to {COUNT_MAX}"),
+            );
+        }
+        if self.instruments == 0 || self.instruments > INSTRUMENTS_MAX {
+            return invalid(
+                "--instruments",
+                self.instruments.to_string(),
+                format!("use 1 to {INSTRUMENTS_MAX}"),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.bad_ratio) {
+            return invalid(
+                "--bad-ratio",
+                self.bad_ratio.to_string(),
+                "use a fraction in [0, 1], e.g. 0.01".to_owned(),
+            );
+        }
+        if self.window == 0 || self.window > WINDOW_MAX {
+            return invalid(
+                "--window",
+                self.window.to_string(),
+                format!("use 1 to {WINDOW_MAX}"),
+            );
+        }
+        if !crate::receive::nats::wire::is_valid_subject(self.subject_prefix.as_bytes()) {
+            return invalid(
+                "subject prefix",
+                self.subject_prefix.clone(),
+                "use dot-separated tokens without spaces or wildcards".to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a feed run did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeedReport {
+    /// Messages published, good and bad.
+    pub published: u64,
+    /// PubAcks saying stored (JetStream only).
+    pub acked: u64,
+    /// PubAcks with an error (JetStream only).
+    pub errors: u64,
+    /// The first PubAck error.
+    pub first_error: Option<String>,
+    /// Highest stream sequence acknowledged.
+    pub seq_last: u64,
+    /// Bad messages published, per kind, in [`BadKind::ALL`] order.
+    pub bad: [u64; BAD_KINDS],
+    /// Wall time from the first publish to the last answer.
+    pub seconds: f64,
+    /// Largest lag behind the open-loop schedule (0 when unlimited).
+    pub lag_max: Duration,
+    /// Whether it went through core NATS.
+    pub core: bool,
+}
+
+impl FeedReport {
+    /// Messages a second over the run.
+    pub fn rate(&self) -> f64 {
+        self.published as f64 / self.seconds.max(1e-9)
+    }
+
+    /// One line: published, acked, errors, bad by kind, seconds, msgs/s.
+    pub fn summary_line(&self) -> String {
+        let bad: u64 = self.bad.iter().sum();
+        let kinds: Vec<String> = BadKind::ALL
+            .iter()
+            .zip(self.bad)
+            .map(|(kind, count)| format!("{}={count}", kind.name()))
+            .collect();
+        format!(
+            "feed {}: published {} acked {} errors {} bad {} [{}] in {:.2} s = {:.0} msgs/s, lag max {:.1} ms{}",
+            if self.core { "core" } else { "jetstream" },
+            self.published,
+            self.acked,
+            self.errors,
+            bad,
+            kinds.join(" "),
+            self.seconds,
+            self.rate(),
+            self.lag_max.as_secs_f64() * 1e3,
+            self.first_error.as_ref().map(|e| format!(", first error: {e}")).unwrap_or_default(),
+        )
+    }
+}
+
+/// Deterministic choice of which messages are bad and how.
+#[derive(Debug)]
+struct BadPlan {
+    /// Random source, seeded from the options.
+    rng: SplitMix64,
+    /// A message is bad when a draw is below this (`ratio × 2^64`).
+    threshold: u64,
+    /// Whether every message is bad (`ratio == 1`, which `threshold` cannot express).
+    always: bool,
+    /// Bad messages chosen so far.
+    chosen: u64,
+}
+
+impl BadPlan {
+    fn new(ratio: f64, seed: u64) -> BadPlan {
+        BadPlan {
+            rng: SplitMix64::new(seed ^ 0x5bad_5eed),
+            threshold: (ratio * 18_446_744_073_709_551_616.0) as u64,
+            always: ratio >= 1.0,
+            chosen: 0,
+        }
+    }
+
+    /// The kind of the next message if it is to be bad.
+    fn next(&mut self) -> Option<BadKind> {
+        if !self.always && self.rng.next_u64() >= self.threshold {
+            return None;
+        }
+        self.chosen += 1;
+        if self.chosen % OVERSIZED_EVERY == OVERSIZED_EVERY - 1 {
+            return Some(BadKind::Oversized);
+        }
+        Some(BadKind::ALL[(self.chosen % (BAD_KINDS as u64 - 1)) as usize])
+    }
+}
+
+/// Publishes `options.count` ticks on `conn`. The stream must exist (JetStream mode).
+pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, FeedError> {
+    options.validate()?;
+    let mut ticks = SyntheticTicks::new(options.instruments, options.seed);
+    let mut plan = BadPlan::new(options.bad_ratio, options.seed);
+    let mut window = if options.core {
+        None
+    } else {
+        Some(PublishWindow::new(conn, options.window)?)
+    };
+    let oversized = if options.bad_ratio > 0.0 {
+        junk(OVERSIZED_BYTES_MAX.min(conn.payload_bytes_max()))
+    } else {
+        Vec::new()
+    };
+    let mut payload = Vec::with_capacity(4096);
+    let mut subject = Vec::with_capacity(128);
+    let mut report = FeedReport {
+        core: options.core,
+        ..FeedReport::default()
+    };
+    let start = Instant::now();
+    for index in 0..options.count {
+        if options.rate > 0 {
+            let due = start
+                + Duration::from_nanos(
+                    (u128::from(index) * 1_000_000_000 / u128::from(options.rate)) as u64,
+                );
+            pace(conn, due, &mut report.lag_max)?;
+        }
+        let tick = ticks.next_tick(unix_ms(), 0, 0);
+        let bad = plan.next();
+        payload.clear();
+        match bad {
+            Some(BadKind::Oversized) => payload.extend_from_slice(&oversized),
+            Some(BadKind::Truncated) => {
+                encode_tick_json(&mut payload, &tick, None);
+                payload.truncate(payload.len() / 2);
+            }
+            other => encode_tick_json(&mut payload, &tick, other),
+        }
+        if let Some(kind) = bad {
+            report.bad[kind as usize] += 1;
+        }
+        subject.clear();
+        subject.extend_from_slice(options.subject_prefix.as_bytes());
+        subject.push(b'.');
+        subject.extend_from_slice(tick.exchange.as_bytes());
+        subject.push(b'.');
+        push_u64(&mut subject, u64::from(tick.instrument_token));
+        match window.as_mut() {
+            Some(window) => window.publish(conn, &subject, &payload, options.ack_timeout)?,
+            None => conn.publish(&subject, None, &payload)?,
+        }
+        report.published += 1;
+    }
+    match window.as_mut() {
+        Some(window) => {
+            let counts = window.finish(conn, options.ack_timeout)?;
+            report.acked = counts.acked;
+            report.errors = counts.errors;
+            report.seq_last = counts.seq_last;
+            report.first_error = counts.first_error.clone();
+        }
+        // PONG after our PING means the server has read every PUB before it.
+        None => conn.round_trip(options.ack_timeout)?,
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Waits until `due` (flushing first, so what is queued leaves on time), or records how
+/// far behind schedule we are.
+fn pace(conn: &mut NatsConn, due: Instant, lag_max: &mut Duration) -> Result<(), NatsError> {
+    let now = Instant::now();
+    if now >= due {
+        *lag_max = (*lag_max).max(now - due);
+        return Ok(());
+    }
+    conn.flush()?;
+    // Loop bound: ends at `due`; each pass sleeps or yields.
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return Ok(());
+        }
+        if due - now >= SLEEP_MIN {
+            std::thread::sleep(due - now - SLEEP_MIN / 2);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Current Unix time in milliseconds (vDSO clock read, ~20 ns).
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A junk payload of `bytes` bytes: printable, not JSON.
+fn junk(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|i| b"junk{[\"x"[i % 8]).collect()
+}
+
+/// Appends a price in decimal from its fixed-point integer: shortest form with at least
+/// one fraction digit (`1012.35`, `1011.0`, `-0.05`).
+pub fn push_price(out: &mut Vec<u8>, price: Price) {
+    if price.0 < 0 {
+        out.push(b'-');
+    }
+    let raw = price.0.unsigned_abs();
+    let scale = PRICE_SCALE as u64;
+    push_u64(out, raw / scale);
+    out.push(b'.');
+    let mut fraction = raw % scale;
+    if fraction == 0 {
+        out.push(b'0');
+        return;
+    }
+    // 8 fraction digits, trailing zeros dropped.
+    let mut digits = 8;
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        digits -= 1;
+    }
+    let mut text = [b'0'; 8];
+    for slot in text[..digits].iter_mut().rev() {
+        *slot = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
+    }
+    out.extend_from_slice(&text[..digits]);
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds `ms` (years 0..=9999).
+/// Civil date from days: Howard Hinnant, *chrono-Compatible Low-Level Date Algorithms*.
+pub fn push_timestamp(out: &mut Vec<u8>, ms: i64) {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let two = |value: i64, out: &mut Vec<u8>| {
+        out.push(b'0' + (value / 10) as u8);
+        out.push(b'0' + (value % 10) as u8);
+    };
+    let year = year.clamp(0, 9999);
+    two(year / 100, out);
+    two(year % 100, out);
+    out.push(b'-');
+    two(month, out);
+    out.push(b'-');
+    two(day, out);
+    out.push(b'T');
+    two(in_day / 3_600_000, out);
+    out.push(b':');
+    two(in_day / 60_000 % 60, out);
+    out.push(b':');
+    two(in_day / 1000 % 60, out);
+    out.push(b'.');
+    let millis = in_day % 1000;
+    out.push(b'0' + (millis / 100) as u8);
+    two(millis % 100, out);
+    out.push(b'Z');
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b", \"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\": ");
+}
+
+fn push_depth(out: &mut Vec<u8>, depth: &Depth) {
+    out.push(b'[');
+    for (index, level) in depth.as_slice().iter().enumerate() {
+        if index > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"{\"price\": ");
+        push_price(out, level.price);
+        out.extend_from_slice(b", \"quantity\": ");
+        push_u64(out, u64::from(level.quantity));
+        out.extend_from_slice(b", \"orders\": ");
+        push_u64(out, u64::from(level.orders));
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// Appends `tick` as the platform's JSON; `bad` (other than `Truncated` and `Oversized`,
+/// which the caller makes) spoils it in that way. No allocation once `out` has grown.
+pub fn encode_tick_json(out: &mut Vec<u8>, tick: &Tick, bad: Option<BadKind>) {
+    out.extend_from_slice(b"{\"instrument_token\": ");
+    push_u64(out, u64::from(tick.instrument_token));
+    push_field(out, b"exchange");
+    out.push(b'"');
+    out.extend_from_slice(tick.exchange.as_bytes());
+    out.push(b'"');
+    push_field(out, b"tradingsymbol");
+    out.push(b'"');
+    let symbol_at = out.len();
+    out.extend_from_slice(tick.tradingsymbol.as_bytes());
+    // 0xFF and 0xFE never occur in UTF-8; the rest of the message stays valid JSON.
+    if bad == Some(BadKind::NonUtf8) && out.len() >= symbol_at + 3 {
+        out[symbol_at + 1] = 0xff;
+        out[symbol_at + 2] = 0xfe;
+    }
+    out.push(b'"');
+    match bad {
+        Some(BadKind::MissingField) => {}
+        Some(BadKind::WrongType) => {
+            push_field(out, b"last_price");
+            out.push(b'"');
+            push_price(out, tick.last_price);
+            out.push(b'"');
+        }
+        Some(BadKind::AbsurdPrice) => {
+            push_field(out, b"last_price");
+            push_price(out, Price(tick.last_price.0.saturating_mul(1_000_000)));
+        }
+        _ => {
+            push_field(out, b"last_price");
+            push_price(out, tick.last_price);
+        }
+    }
+    push_field(out, b"last_quantity");
+    push_u64(out, u64::from(tick.last_quantity));
+    push_field(out, b"average_price");
+    push_price(out, tick.average_price);
+    push_field(out, b"volume_traded");
+    push_u64(out, tick.volume_traded);
+    push_field(out, b"oi");
+    push_u64(out, tick.oi);
+    push_field(out, b"ohlc");
+    out.extend_from_slice(b"{\"open\": ");
+    push_price(out, tick.ohlc.open);
+    out.extend_from_slice(b", \"high\": ");
+    push_price(out, tick.ohlc.high);
+    out.extend_from_slice(b", \"low\": ");
+    push_price(out, tick.ohlc.low);
+    out.extend_from_slice(b", \"close\": ");
+    push_price(out, tick.ohlc.close);
+    out.push(b'}');
+    push_field(out, b"depth");
+    out.extend_from_slice(b"{\"buy\": ");
+    push_depth(out, &tick.depth_buy);
+    out.extend_from_slice(b", \"sell\": ");
+    push_depth(out, &tick.depth_sell);
+    out.push(b'}');
+    push_field(out, b"timestamp");
+    out.push(b'"');
+    push_timestamp(out, tick.timestamp_ms);
+    out.extend_from_slice(b"\"}");
+    if bad == Some(BadKind::MalformedJson) {
+        *out.last_mut().expect("just written") = b']';
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The encoder against serde_json as the oracle; prices and dates against known text.
+    use super::*;
+
+    fn sample() -> Tick {
+        SyntheticTicks::new(3, 9).next_tick(1_764_000_000_123, 0, 0)
+    }
+
+    #[test]
+    fn prices_print_from_fixed_point() {
+        let cases = [
+            (101_235_000_000, "1012.35"),
+            (101_100_000_000, "1011.0"),
+            (5_000_000, "0.05"),
+            (-5_000_000, "-0.05"),
+            (1, "0.00000001"),
+            (0, "0.0"),
+            (7_325_250_000, "73.2525"),
+        ];
+        for (raw, text) in cases {
+            let mut out = Vec::new();
+            push_price(&mut out, Price(raw));
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+            assert_eq!(Price::from_f64(text.parse().unwrap()), Some(Price(raw)));
+        }
+    }
+
+    #[test]
+    fn timestamps_are_iso_utc_with_millis() {
+        for (ms, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_764_000_000_123, "2025-11-24T16:00:00.123Z"),
+            (951_782_400_007, "2000-02-29T00:00:00.007Z"),
+            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
+        ] {
+            let mut out = Vec::new();
+            push_timestamp(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn good_tick_is_json_of_the_platform_shape() {
+        let tick = sample();
+        let mut out = Vec::new();
+        encode_tick_json(&mut out, &tick, None);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["instrument_token"], tick.instrument_token);
+        assert_eq!(json["exchange"], "NSE");
+        assert_eq!(json["tradingsymbol"], "SYN00000");
+        assert_eq!(
+            Price::from_f64(json["last_price"].as_f64().unwrap()),
+            Some(tick.last_price)
+        );
+        assert_eq!(json["volume_traded"], tick.volume_traded);
+        assert_eq!(json["depth"]["buy"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            json["depth"]["sell"][4]["orders"],
+            tick.depth_sell.levels[4].orders
+        );
+        assert_eq!(json["ohlc"]["high"].as_f64(), Some(tick.ohlc.high.to_f64()));
+        assert_eq!(json["timestamp"], "2025-11-24T16:00:00.123Z");
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 11);
+        assert!(out.starts_with(b"{\"instrument_token\": "));
+    }
+
+    #[test]
+    fn each_bad_kind_is_bad_in_its_way() {
+        let tick = sample();
+        let encode = |kind| {
+            let mut out = Vec::new();
+            encode_tick_json(&mut out, &tick, Some(kind));
+            out
+        };
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&encode(BadKind::MalformedJson)).is_err()
+        );
+        let wrong: serde_json::Value = serde_json::from_slice(&encode(BadKind::WrongType)).unwrap();
+        assert!(wrong["last_price"].is_string());
+        let missing: serde_json::Value =
+            serde_json::from_slice(&encode(BadKind::MissingField)).unwrap();
+        assert!(missing.get("last_price").is_none());
+        let absurd: serde_json::Value =
+            serde_json::from_slice(&encode(BadKind::AbsurdPrice)).unwrap();
+        assert!(absurd["last_price"].as_f64().unwrap() > 1e7);
+        assert!(std::str::from_utf8(&encode(BadKind::NonUtf8)).is_err());
+    }
+
+    #[test]
+    fn bad_plan_is_deterministic_and_near_its_ratio() {
+        let draw = |ratio| {
+            let mut plan = BadPlan::new(ratio, 3);
+            let mut counts = [0u64; BAD_KINDS];
+            for _ in 0..100_000 {
+                if let Some(kind) = plan.next() {
+                    counts[kind as usize] += 1;
+                }
+            }
+            counts
+        };
+        assert_eq!(draw(0.1), draw(0.1));
+        let total: u64 = draw(0.1).iter().sum();
+        assert!((9_000..11_000).contains(&total), "{total}");
+        assert!(draw(0.1).iter().all(|&n| n > 0));
+        assert_eq!(draw(0.0).iter().sum::<u64>(), 0);
+        assert_eq!(draw(1.0).iter().sum::<u64>(), 100_000);
+    }
+
+    #[test]
+    fn flags_are_bounded() {
+        let ok = FeedOptions::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            FeedOptions {
+                bad_ratio: 1.5,
+                ..ok.clone()
+            },
+            FeedOptions {
+                bad_ratio: f64::NAN,
+                ..ok.clone()
+            },
+            FeedOptions {
+                count: 0,
+                ..ok.clone()
+            },
+            FeedOptions {
+                rate: RATE_MAX + 1,
+                ..ok.clone()
+            },
+            FeedOptions {
+                instruments: 0,
+                ..ok.clone()
+            },
+            FeedOptions {
+                window: 0,
+                ..ok.clone()
+            },
+        ] {
+            let text = bad.validate().unwrap_err().to_string();
+            assert!(text.contains("out of range"), "{text}");
+            assert!(!text.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Errors of the NATS client: each names what failed and what to do about it.
+
+use std::net::SocketAddr;
+
+use super::wire::WireError;
+
+/// What went wrong talking to NATS or JetStream.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The URL cannot be used.
+    #[error(
+        "NATS URL {url:?} is unusable: {reason}; set nats.url or NATS_URL to nats://host:4222"
+    )]
+    BadUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The host name does not resolve.
+    #[error("cannot resolve NATS host {host:?}: {source}; check nats.url / NATS_URL")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to NATS at {address}: {source}; is nats-server running? check nats.url / NATS_URL")]
+    Connect {
+        /// The address tried.
+        address: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The server refused us (`-ERR` during the handshake or later).
+    #[error("NATS server said -ERR '{message}'; for authorization errors check the user and password in nats.url")]
+    Server {
+        /// The server's message.
+        message: String,
+    },
+    /// The handshake went wrong in another way.
+    #[error(
+        "NATS handshake failed: {reason}; check that nats.url names a NATS client port (4222)"
+    )]
+    Handshake {
+        /// What happened.
+        reason: String,
+    },
+    /// A socket read or write failed.
+    #[error("NATS socket {during} failed: {source}; the server is gone or unreachable, reconnect")]
+    Io {
+        /// `read`, `write`, or `flush`.
+        during: &'static str,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The server closed the connection.
+    #[error("NATS server closed the connection; check its log (slow consumer, auth, max_payload) and reconnect")]
+    Closed,
+    /// The byte stream from the server cannot be parsed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// One operation needs more than the whole read buffer.
+    #[error("a NATS operation does not fit the {bytes}-byte read buffer; the server's max_payload is larger than the client allows, lower it")]
+    ReadBufferFull {
+        /// The buffer size.
+        bytes: usize,
+    },
+    /// We were asked to publish more than the server accepts.
+    #[error("payload of {bytes} bytes for {subject:?} exceeds the server's max_payload of {max}; send smaller messages or raise max_payload in nats-server.conf")]
+    PayloadTooLarge {
+        /// The subject.
+        subject: String,
+        /// The payload size.
+        bytes: usize,
+        /// The server's limit.
+        max: usize,
+    },
+    /// A subject or queue name that cannot go on a control line.
+    #[error("invalid NATS subject {subject:?}: it must be non-empty printable ASCII without spaces or empty tokens")]
+    BadSubject {
+        /// The subject, lossily as text.
+        subject: String,
+    },
+    /// No answer in time.
+    #[error("no reply to {what} within {waited_ms} ms; check that nats-server runs with JetStream (-js) and is not overloaded")]
+    Timeout {
+        /// The request or wait that timed out.
+        what: String,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// Nobody serves the subject (status 503).
+    #[error("nobody answers on {subject:?}: JetStream is off (start nats-server with -js) or no stream captures this subject")]
+    NoResponders {
+        /// The subject of the request.
+        subject: String,
+    },
+    /// The JetStream API refused a request.
+    #[error("JetStream refused {request}: {description} (code {code}, err_code {err_code})")]
+    Api {
+        /// The API subject.
+        request: String,
+        /// HTTP-like status code.
+        code: u16,
+        /// JetStream's specific error code (e.g. 10059 stream not found).
+        err_code: u32,
+        /// The server's description.
+        description: String,
+    },
+    /// A JetStream answer we cannot understand.
+    #[error("unexpected JetStream answer to {request}: {reason}; check the server version (2.9 or later)")]
+    BadResponse {
+        /// The API subject.
+        request: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+    /// An existing stream does not match what we need.
+    #[error("stream {stream} exists with subjects {found:?}, not {wanted:?}; delete it (nats stream rm {stream}) or fix nats.subject_ticks")]
+    StreamMismatch {
+        /// The stream name.
+        stream: String,
+        /// Its subjects on the server.
+        found: Vec<String>,
+        /// The subjects we asked for.
+        wanted: Vec<String>,
+    },
+}
