@@ -384,6 +384,19 @@ pub fn shard_of(token: u32, shards: usize) -> usize {
     ((u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % shards as u64) as usize
 }
 
+/// The JetStream ack window when the config leaves it at 0 (DESIGN §2): everything
+/// that can sit between receive and durable, per shard: its ring (`ring_slots`
+/// messages), the open block and every pooled sealed block (`block_rows_max` rows each).
+/// JetStream's default of 1,000 would stop delivery long before a block fills.
+pub fn max_ack_pending(config: &Config) -> u32 {
+    if config.nats.max_ack_pending > 0 {
+        return config.nats.max_ack_pending;
+    }
+    let per_shard = u64::from(config.ingest.ring_slots)
+        + (1 + POOL_BLOCKS as u64) * u64::from(config.ingest.block_rows_max);
+    (per_shard * u64::from(config.ingest.shards)).min(u64::from(u32::MAX)) as u32
+}
+
 /// Compression from the config.
 pub fn compression(config: &Config) -> Option<Method> {
     match config.clickhouse.compression {

@@ -10,13 +10,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use alphapt_storage::config::Config;
+use alphapt_storage::config::Source;
 use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTES};
+use alphapt_storage::receive::receiver::{self, ReceiverConfig};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::runtime;
 
 /// Flags of `run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
+    /// Where ticks come from: `jetstream` (durable pull consumer, acked when stored)
+    /// or `core` (plain subscription, at most once); default: `nats.source`.
+    #[arg(long, value_enum)]
+    source: Option<SourceArg>,
     /// Use the built-in synthetic feed at this many ticks/s instead of NATS (0 = as
     /// fast as the pipeline takes them).
     #[arg(long, value_name = "TICKS_PER_S")]
@@ -30,6 +36,23 @@ pub struct RunArgs {
     /// Print no status line.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `--source` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SourceArg {
+    /// JetStream durable pull consumer.
+    Jetstream,
+    /// Core NATS subscription.
+    Core,
+}
+
+/// What the receiver thread ends with.
+enum Outcome {
+    /// Messages routed by the synthetic feed.
+    Synthetic(u64),
+    /// The NATS receiver's report.
+    Nats(receiver::ReceiverReport),
 }
 
 /// Totals at one instant, for rates between two.
@@ -102,28 +125,49 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let (pipeline, mut router) =
         pipeline::start(config, &destination, stop.clone()).context("cannot start threads")?;
     let stats = pipeline.stats.clone();
-    let Some(rate) = args.synthetic else {
-        anyhow::bail!("only the built-in synthetic feed is wired so far: pass --synthetic RATE");
-    };
-    let synthetic_config = SyntheticConfig {
-        rate,
-        instruments: args.synthetic_instruments as usize,
-        count: args.count,
-        seed: 0x5eed,
-    };
     let receiver_core = if config.threads.pin {
         config.threads.receiver_core
     } else {
         None
     };
-    let receiver = runtime::spawn("receiver", receiver_core, move || {
-        synthetic::run(&mut router, synthetic_config)
-    })
+    let receiver = if let Some(rate) = args.synthetic {
+        let synthetic_config = SyntheticConfig {
+            rate,
+            instruments: args.synthetic_instruments as usize,
+            count: args.count,
+            seed: 0x5eed,
+        };
+        tracing::info!(rate, instruments = args.synthetic_instruments, "Source: built-in synthetic feed");
+        runtime::spawn("receiver", receiver_core, move || {
+            Ok(Outcome::Synthetic(synthetic::run(&mut router, synthetic_config)))
+        })
+    } else {
+        let jetstream = match args.source {
+            Some(SourceArg::Jetstream) => true,
+            Some(SourceArg::Core) => false,
+            None => config.nats.source == Source::Jetstream,
+        };
+        let receiver_config = ReceiverConfig {
+            url: config.nats.url.clone(),
+            jetstream,
+            stream: config.nats.stream_ticks.clone(),
+            subject: config.nats.subject_ticks.clone(),
+            durable: config.nats.durable.clone(),
+            fetch_batch_max: config.nats.fetch_batch_max,
+            ack_wait: Duration::from_millis(config.nats.ack_wait_ms),
+            max_ack_pending: pipeline::max_ack_pending(config),
+            connect_timeout: Duration::from_millis(config.clickhouse.connect_timeout_ms.max(2_000)),
+            drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+        };
+        tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
+        runtime::spawn("receiver", receiver_core, move || {
+            receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
+        })
+    }
     .context("cannot start the receiver thread")?;
     tracing::info!(
         shards = config.ingest.shards,
         writers = config.ingest.writers,
-        rate,
         "Appliance running; Ctrl-C drains"
     );
 
@@ -154,9 +198,27 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if tty && !args.quiet {
         eprintln!();
     }
-    let routed = receiver
+    let outcome = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // The receiver already told the shards to finish; let them drain what came.
+            stop.store(true, Ordering::Release);
+            let lost = pipeline.join();
+            let note = if lost > 0 {
+                format!("; {lost} blocks not stored")
+            } else {
+                String::new()
+            };
+            anyhow::bail!("NATS receiver failed: {error}{note}");
+        }
+    };
+    let routed = match outcome {
+        Outcome::Synthetic(routed) => routed,
+        Outcome::Nats(report) => report.routed,
+    };
     let drain_started = Instant::now();
     let lost = pipeline.join();
     let end = snapshot(&stats);

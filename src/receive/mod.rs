@@ -7,8 +7,10 @@
 //! ```
 //!
 //! - [`nats`]: a small blocking NATS client (zero-copy wire parser, JetStream API).
+//! - [`receiver`]: the receiver loop over JetStream (acks at the watermark) or core NATS.
 //! - [`synthetic`]: the built-in feed: realistic JSON ticks generated in-process at a
 //!   fixed open-loop rate (for `make run`, demos and isolating the appliance in perf).
 
 pub mod nats;
+pub mod receiver;
 pub mod synthetic;

@@ -1,0 +1,387 @@
+//! The receiver thread: pulls messages from a JetStream durable consumer (or a core
+//! NATS subscription), routes each by the instrument token in its subject, and acks
+//! JetStream up to the durable watermark.
+//!
+//! ```text
+//!   JetStream ──pull(batch, expires)──► receiver ──route(shard_of(token))──► frame rings
+//!             ◄──+ACK on the reply of the last remembered seq ≤ watermark (AckAll)
+//! ```
+//!
+//! Flow control: one pull request is outstanding at a time, for at most
+//! `fetch_batch_max` messages, and only while the unacknowledged window leaves room
+//! (the server enforces `max_ack_pending` too). A full ring blocks `route`, so the
+//! receiver stops reading its socket; JetStream holds the rest. On core NATS there is
+//! no upstream store: a drain request while a ring is full drops, counted.
+//!
+//! Acks: AckAll on message `m` acks every delivery up to `m`. The receiver remembers the
+//! reply subject of one message in [`ACK_MARK_EVERY`] (and the last of every poll) in a
+//! fixed ring, and acks the newest remembered one at or below the watermark. Must
+//! never: parse payloads, ack what is not durable, drop a JetStream message.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::pipeline::{shard_of, Router};
+use crate::ring::Kind;
+
+use super::nats::jetstream::{ack, parse_ack_subject, ConsumerSpec, JetStream};
+use super::nats::wire::ServerOp;
+use super::nats::{NatsConn, NatsError};
+
+/// One message in this many leaves its ack subject behind as an ack point.
+pub const ACK_MARK_EVERY: u64 = 256;
+/// Ack points kept: 4,096 × 256 messages covers a million unacked messages.
+pub const ACK_MARKS_MAX: usize = 4096;
+/// Longest JetStream ack reply subject we keep (`$JS.ACK.<stream>.<consumer>.` + 7
+/// numbers, or the 12-token form with domain and account hash).
+pub const ACK_SUBJECT_BYTES_MAX: usize = 192;
+/// How often acks go out when the watermark moved.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(20);
+/// How long one socket poll waits when nothing is buffered.
+const POLL_TIMEOUT: Duration = Duration::from_millis(2);
+
+/// Where the receiver reads from.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// `nats://host:port`.
+    pub url: String,
+    /// JetStream, or plain subscriptions.
+    pub jetstream: bool,
+    /// Stream of ticks.
+    pub stream: String,
+    /// Subjects of the stream (and the core subscription).
+    pub subject: String,
+    /// Durable consumer name.
+    pub durable: String,
+    /// Most messages per pull request.
+    pub fetch_batch_max: u32,
+    /// Redelivery delay of unacked messages.
+    pub ack_wait: Duration,
+    /// Most unacked messages in flight.
+    pub max_ack_pending: u32,
+    /// Connect and JetStream API timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for the last acks when draining.
+    pub drain_timeout: Duration,
+}
+
+/// What the receiver did, for the final summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReceiverReport {
+    /// Messages routed to shards.
+    pub routed: u64,
+    /// Highest sequence acknowledged (JetStream).
+    pub acked: u64,
+    /// Messages dropped (core NATS only, when draining with a full ring).
+    pub dropped: u64,
+}
+
+/// A remembered ack point.
+#[derive(Clone, Copy)]
+struct AckMark {
+    seq: u64,
+    len: u8,
+    subject: [u8; ACK_SUBJECT_BYTES_MAX],
+}
+
+/// Fixed-capacity ack points, oldest first.
+struct AckMarks {
+    marks: VecDeque<AckMark>,
+    /// The newest delivery, always a candidate at the end of a poll.
+    latest: Option<AckMark>,
+}
+
+impl AckMarks {
+    fn new() -> AckMarks {
+        AckMarks {
+            marks: VecDeque::with_capacity(ACK_MARKS_MAX),
+            latest: None,
+        }
+    }
+
+    fn note(&mut self, seq: u64, reply: &[u8]) {
+        if reply.len() > ACK_SUBJECT_BYTES_MAX {
+            return;
+        }
+        let mut mark = AckMark {
+            seq,
+            len: reply.len() as u8,
+            subject: [0; ACK_SUBJECT_BYTES_MAX],
+        };
+        mark.subject[..reply.len()].copy_from_slice(reply);
+        self.latest = Some(mark);
+        if seq % ACK_MARK_EVERY == 0 {
+            self.keep(mark);
+        }
+    }
+
+    fn keep(&mut self, mark: AckMark) {
+        if self.marks.back().is_some_and(|m| m.seq >= mark.seq) {
+            return;
+        }
+        if self.marks.len() == ACK_MARKS_MAX {
+            // Dropping the oldest only delays acks (a newer point is used once the
+            // watermark passes it); it never acks too much.
+            self.marks.pop_front();
+        }
+        self.marks.push_back(mark);
+    }
+
+    fn end_of_poll(&mut self) {
+        if let Some(mark) = self.latest.take() {
+            self.keep(mark);
+        }
+    }
+
+    /// The newest point at or below `watermark`, removing it and everything older.
+    fn take_through(&mut self, watermark: u64) -> Option<AckMark> {
+        let mut best = None;
+        while self.marks.front().is_some_and(|m| m.seq <= watermark) {
+            best = self.marks.pop_front();
+        }
+        best
+    }
+}
+
+/// Unix time in ns.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The instrument token a subject ends in: `<prefix>.<exchange>.<token>`. Only the
+/// last token is read, so deployments may put a partition or environment in the
+/// prefix (DESIGN §8) without touching routing.
+pub fn subject_token(subject: &[u8]) -> Option<u32> {
+    let last = subject.rsplit(|&b| b == b'.').next()?;
+    if last.is_empty() || last.len() > 10 || !last.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(last).ok()?.parse().ok()
+}
+
+/// Routes one delivered message; `false` when a drain stopped it.
+fn route(router: &mut Router, seq: u64, subject: &[u8], payload: &[u8]) -> bool {
+    let (shard, kind) = match subject_token(subject) {
+        Some(token) => (shard_of(token, router.shards()), Kind::TickJson),
+        // Unroutable messages are still data: shard 0 stores them as rejected.
+        None => (0, Kind::Unknown),
+    };
+    router.route(shard, kind, seq, now_ns(), subject, payload)
+}
+
+/// Runs the receiver until a drain; then waits for the pipeline to make everything
+/// routed durable and acks it.
+pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverReport, NatsError> {
+    let mut conn = NatsConn::connect(&config.url, config.connect_timeout)?;
+    let report = if config.jetstream {
+        run_jetstream(router, config, &mut conn)
+    } else {
+        run_core(router, config, &mut conn)
+    };
+    router.finish_input();
+    report
+}
+
+fn run_jetstream(
+    router: &mut Router,
+    config: &ReceiverConfig,
+    conn: &mut NatsConn,
+) -> Result<ReceiverReport, NatsError> {
+    let mut js = JetStream::new(config.connect_timeout);
+    js.ensure_stream(conn, &config.stream, &[config.subject.as_str()])?;
+    let spec = ConsumerSpec {
+        stream: &config.stream,
+        durable: &config.durable,
+        filter_subject: "",
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+    };
+    let (info, outcome) = js.ensure_consumer(conn, &spec)?;
+    tracing::info!(stream = %config.stream, durable = %config.durable, outcome = ?outcome,
+        ack_floor = info.ack_floor.stream_seq, max_ack_pending = config.max_ack_pending, "JetStream consumer ready");
+    let inbox = conn.new_inbox("pull");
+    let sid = conn.subscribe(&inbox, None)?;
+
+    let mut report = ReceiverReport {
+        acked: info.ack_floor.stream_seq,
+        ..ReceiverReport::default()
+    };
+    let mut marks = AckMarks::new();
+    let mut outstanding: u64 = 0;
+    let mut last_ack = Instant::now();
+    let mut drain_started: Option<Instant> = None;
+    // The stage's main loop: ends when drained and acked, or at the drain deadline.
+    loop {
+        let stopping = router.stopping();
+        if stopping && drain_started.is_none() {
+            drain_started = Some(Instant::now());
+            router.finish_input();
+        }
+        if !stopping && outstanding == 0 {
+            let unacked = router.received_last().saturating_sub(report.acked);
+            let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
+            let batch = room.min(u64::from(config.fetch_batch_max));
+            if batch > 0 {
+                js.pull(
+                    conn,
+                    &config.stream,
+                    &config.durable,
+                    batch as u32,
+                    Duration::from_millis(500),
+                    &inbox,
+                )?;
+                outstanding = batch;
+            }
+        }
+        let mut halted = false;
+        conn.poll(POLL_TIMEOUT, |op| {
+            let ServerOp::Msg(msg) = op else { return };
+            if msg.sid != sid {
+                return;
+            }
+            if let Some(status) = msg.status() {
+                // 404 no messages, 408 request expired, 409 consumer limits: the pull is over.
+                if status != 100 {
+                    outstanding = 0;
+                }
+                return;
+            }
+            outstanding = outstanding.saturating_sub(1);
+            // After a drain request nothing more is routed: the shards may already be
+            // sealing their last blocks. Unrouted deliveries are not acked and return.
+            if halted || router.stopping() {
+                halted = true;
+                return;
+            }
+            let Some(ack_info) = msg.reply.and_then(parse_ack_subject) else {
+                tracing::warn!("JetStream delivery without an ack subject; ignored");
+                return;
+            };
+            if ack_info.stream_seq <= router.received_last() {
+                // A redelivery of something already routed in this run: it is in the
+                // pipeline already; routing it again would store it twice.
+                return;
+            }
+            if !route(router, ack_info.stream_seq, msg.subject, msg.payload) {
+                halted = true;
+                return;
+            }
+            report.routed += 1;
+            marks.note(ack_info.stream_seq, msg.reply.unwrap_or_default());
+        })?;
+        marks.end_of_poll();
+        if last_ack.elapsed() >= ACK_INTERVAL || drain_started.is_some() {
+            let watermark = router.watermark();
+            if let Some(mark) = marks.take_through(watermark) {
+                ack(conn, &mark.subject[..mark.len as usize])?;
+                conn.flush()?;
+                report.acked = mark.seq;
+                router.acked(mark.seq);
+            }
+            last_ack = Instant::now();
+        }
+        if let Some(started) = drain_started {
+            if report.acked >= router.received_last() {
+                return Ok(report);
+            }
+            if started.elapsed() >= config.drain_timeout {
+                tracing::error!(acked = report.acked, received = router.received_last(),
+                    "Drain timeout before everything was durable; JetStream will redeliver the rest");
+                return Ok(report);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn run_core(
+    router: &mut Router,
+    config: &ReceiverConfig,
+    conn: &mut NatsConn,
+) -> Result<ReceiverReport, NatsError> {
+    let sid = conn.subscribe(&config.subject, None)?;
+    let mut report = ReceiverReport::default();
+    let mut seq = 0u64;
+    // The stage's main loop: ends on a drain request.
+    while !router.stopping() {
+        conn.poll(POLL_TIMEOUT, |op| {
+            let ServerOp::Msg(msg) = op else { return };
+            if msg.sid != sid {
+                return;
+            }
+            seq += 1;
+            if !router.stopping() && route(router, seq, msg.subject, msg.payload) {
+                report.routed += 1;
+            } else {
+                report.dropped += 1;
+            }
+        })?;
+        router.watermark();
+    }
+    if report.dropped > 0 {
+        tracing::error!(
+            dropped = report.dropped,
+            "Core NATS messages dropped while draining (no upstream store)"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Ack points: the newest remembered point at or below the watermark is chosen,
+    //! and a full ring only delays acks.
+    use super::*;
+
+    #[test]
+    fn subject_tokens_are_the_last_numeric_token() {
+        assert_eq!(subject_token(b"market.ticks.NSE.256265"), Some(256_265));
+        assert_eq!(subject_token(b"p3.market.ticks.NFO.12"), Some(12));
+        for bad in [
+            &b"market.ticks.NSE"[..],
+            b"market.ticks.NSE.",
+            b"x.99999999999",
+            b"a.-1",
+            b"",
+        ] {
+            assert_eq!(
+                subject_token(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn ack_marks_pick_the_newest_point_below_the_watermark() {
+        let mut marks = AckMarks::new();
+        for seq in 1..=1000u64 {
+            marks.note(seq, format!("$JS.ACK.S.C.1.{seq}.{seq}.0.0").as_bytes());
+        }
+        marks.end_of_poll();
+        let mark = marks.take_through(700).unwrap();
+        assert_eq!(mark.seq, 512);
+        assert!(marks.take_through(700).is_none());
+        let mark = marks.take_through(1000).unwrap();
+        assert_eq!(mark.seq, 1000);
+        assert_eq!(
+            &mark.subject[..mark.len as usize],
+            b"$JS.ACK.S.C.1.1000.1000.0.0"
+        );
+    }
+
+    #[test]
+    fn full_mark_ring_drops_oldest_points_only() {
+        let mut marks = AckMarks::new();
+        let total = (ACK_MARKS_MAX as u64 + 10) * ACK_MARK_EVERY;
+        for seq in 1..=total {
+            marks.note(seq, b"$JS.ACK.S.C.1.1.1.0.0");
+        }
+        assert_eq!(marks.marks.len(), ACK_MARKS_MAX);
+        assert!(marks.take_through(5 * ACK_MARK_EVERY).is_none());
+        assert_eq!(marks.take_through(total).unwrap().seq, total);
+    }
+}
