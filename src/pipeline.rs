@@ -92,9 +92,10 @@ impl Router {
     }
 
     /// Routes one message to `shard`, waiting while its ring is full (back-pressure:
-    /// the caller is not reading its socket meanwhile). Returns `false` only when a
-    /// drain was requested while waiting: the message was not routed, so it is not
-    /// acknowledged and JetStream redelivers it (core NATS counts it as dropped).
+    /// the caller is not reading its socket meanwhile; the shards drain the ring until
+    /// `finish_input`). Returns `false` only after `finish_input`: the message was not
+    /// routed, so it is not acknowledged and JetStream redelivers it (core NATS counts
+    /// it as dropped).
     pub fn route(
         &mut self,
         shard: usize,
@@ -111,14 +112,14 @@ impl Router {
             received_ns,
             payload_bytes_original: payload.len() as u32,
         };
+        if self.input_done.load(Ordering::Acquire) {
+            return false;
+        }
         let mut waited = false;
         while !self.rings[shard].push(header, subject, payload) {
             if !waited {
                 self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
                 waited = true;
-            }
-            if self.stopping() {
-                return false;
             }
             self.waiter.idle();
         }

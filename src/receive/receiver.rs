@@ -37,6 +37,9 @@ pub const ACK_MARKS_MAX: usize = 4096;
 pub const ACK_SUBJECT_BYTES_MAX: usize = 192;
 /// How often acks go out when the watermark moved.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(20);
+/// A pull request ends after this long even when fewer messages came, so a drain
+/// waits at most this for the last deliveries.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
 /// How long one socket poll waits when nothing is buffered.
 const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -198,28 +201,44 @@ fn run_jetstream(
         ack_wait: config.ack_wait,
         max_ack_pending: config.max_ack_pending,
     };
-    let (info, outcome) = js.ensure_consumer(conn, &spec)?;
+    let (mut info, outcome) = js.ensure_consumer(conn, &spec)?;
+    let ack_floor = info.ack_floor.stream_seq;
+    if info.num_ack_pending > 0 || info.delivered.stream_seq > ack_floor {
+        // An earlier session died with messages delivered but not acked. JetStream
+        // would redeliver them only after ack_wait, behind newer ones; restarting at the
+        // ack floor keeps delivery in stream order, which the watermark relies on.
+        tracing::warn!(
+            ack_floor,
+            unacked = info.num_ack_pending,
+            "Restarting delivery at the ack floor after an unclean stop"
+        );
+        info = js.restart_consumer_at(conn, &spec, ack_floor + 1)?;
+    }
     tracing::info!(stream = %config.stream, durable = %config.durable, outcome = ?outcome,
-        ack_floor = info.ack_floor.stream_seq, max_ack_pending = config.max_ack_pending, "JetStream consumer ready");
+        ack_floor, max_ack_pending = config.max_ack_pending, "JetStream consumer ready");
+    debug_assert!(info.num_ack_pending == 0);
     let inbox = conn.new_inbox("pull");
     let sid = conn.subscribe(&inbox, None)?;
 
     let mut report = ReceiverReport {
-        acked: info.ack_floor.stream_seq,
+        acked: ack_floor,
         ..ReceiverReport::default()
     };
     let mut marks = AckMarks::new();
+    // Every stream sequence up to this one was routed in this run (or acked before):
+    // acks never pass it, so a gap is never acknowledged unseen.
+    let mut contiguous_last = ack_floor;
+    let mut gap_logged = false;
     let mut outstanding: u64 = 0;
     let mut last_ack = Instant::now();
     let mut drain_started: Option<Instant> = None;
+    let mut input_finished = false;
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
-        let stopping = router.stopping();
-        if stopping && drain_started.is_none() {
+        if router.stopping() && drain_started.is_none() {
             drain_started = Some(Instant::now());
-            router.finish_input();
         }
-        if !stopping && outstanding == 0 {
+        if drain_started.is_none() && outstanding == 0 {
             let unacked = router.received_last().saturating_sub(report.acked);
             let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
             let batch = room.min(u64::from(config.fetch_batch_max));
@@ -229,13 +248,12 @@ fn run_jetstream(
                     &config.stream,
                     &config.durable,
                     batch as u32,
-                    Duration::from_millis(500),
+                    PULL_EXPIRES,
                     &inbox,
                 )?;
                 outstanding = batch;
             }
         }
-        let mut halted = false;
         conn.poll(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return };
             if msg.sid != sid {
@@ -249,31 +267,42 @@ fn run_jetstream(
                 return;
             }
             outstanding = outstanding.saturating_sub(1);
-            // After a drain request nothing more is routed: the shards may already be
-            // sealing their last blocks. Unrouted deliveries are not acked and return.
-            if halted || router.stopping() {
-                halted = true;
-                return;
-            }
             let Some(ack_info) = msg.reply.and_then(parse_ack_subject) else {
                 tracing::warn!("JetStream delivery without an ack subject; ignored");
                 return;
             };
-            if ack_info.stream_seq <= router.received_last() {
-                // A redelivery of something already routed in this run: it is in the
-                // pipeline already; routing it again would store it twice.
+            let seq = ack_info.stream_seq;
+            if seq <= contiguous_last {
+                // Redelivered after ack_wait while still in the pipeline: routing it
+                // again would store it twice.
                 return;
             }
-            if !route(router, ack_info.stream_seq, msg.subject, msg.payload) {
-                halted = true;
+            if seq != contiguous_last + 1 && !gap_logged {
+                tracing::error!(
+                    expected = contiguous_last + 1,
+                    got = seq,
+                    "Gap in JetStream delivery; acks hold below it until restart"
+                );
+                gap_logged = true;
+            }
+            if !route(router, seq, msg.subject, msg.payload) {
                 return;
+            }
+            if !gap_logged {
+                contiguous_last = seq;
             }
             report.routed += 1;
-            marks.note(ack_info.stream_seq, msg.reply.unwrap_or_default());
+            marks.note(seq, msg.reply.unwrap_or_default());
         })?;
         marks.end_of_poll();
-        if last_ack.elapsed() >= ACK_INTERVAL || drain_started.is_some() {
-            let watermark = router.watermark();
+        // Draining: every delivery of the last pull is routed (it ends within
+        // PULL_EXPIRES), then the shards may seal for good.
+        if drain_started.is_some() && outstanding == 0 && !input_finished {
+            router.finish_input();
+            input_finished = true;
+        }
+        if last_ack.elapsed() >= ACK_INTERVAL || input_finished {
+            let watermark = router.watermark().min(contiguous_last);
             if let Some(mark) = marks.take_through(watermark) {
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
@@ -283,7 +312,7 @@ fn run_jetstream(
             last_ack = Instant::now();
         }
         if let Some(started) = drain_started {
-            if report.acked >= router.received_last() {
+            if input_finished && report.acked >= router.received_last() {
                 return Ok(report);
             }
             if started.elapsed() >= config.drain_timeout {
@@ -291,7 +320,9 @@ fn run_jetstream(
                     "Drain timeout before everything was durable; JetStream will redeliver the rest");
                 return Ok(report);
             }
-            std::thread::sleep(Duration::from_millis(1));
+            if input_finished {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -312,7 +343,7 @@ fn run_core(
                 return;
             }
             seq += 1;
-            if !router.stopping() && route(router, seq, msg.subject, msg.payload) {
+            if route(router, seq, msg.subject, msg.payload) {
                 report.routed += 1;
             } else {
                 report.dropped += 1;

@@ -447,11 +447,35 @@ impl JetStream {
         }
     }
 
+    /// Deletes the durable and creates it again delivering from `start_seq`, so the
+    /// messages a crashed session left delivered-but-unacked come first and in order,
+    /// instead of being redelivered after `ack_wait` behind newer ones (where an AckAll
+    /// on a newer message would acknowledge them unseen).
+    pub fn restart_consumer_at(
+        &self,
+        conn: &mut NatsConn,
+        spec: &ConsumerSpec<'_>,
+        start_seq: u64,
+    ) -> Result<ConsumerInfo, NatsError> {
+        self.delete_consumer(conn, spec.stream, spec.durable)?;
+        self.create_consumer_at(conn, spec, Some(start_seq))
+    }
+
     /// `CONSUMER.DURABLE.CREATE`, which also updates an existing durable in 2.9.
     fn create_consumer(
         &self,
         conn: &mut NatsConn,
         spec: &ConsumerSpec<'_>,
+    ) -> Result<ConsumerInfo, NatsError> {
+        self.create_consumer_at(conn, spec, None)
+    }
+
+    /// Creates (or updates) the durable, delivering from `start_seq` when given.
+    fn create_consumer_at(
+        &self,
+        conn: &mut NatsConn,
+        spec: &ConsumerSpec<'_>,
+        start_seq: Option<u64>,
     ) -> Result<ConsumerInfo, NatsError> {
         let mut config = serde_json::json!({
             "durable_name": spec.durable,
@@ -464,6 +488,10 @@ impl JetStream {
         });
         if !spec.filter_subject.is_empty() {
             config["filter_subject"] = spec.filter_subject.into();
+        }
+        if let Some(start) = start_seq {
+            config["deliver_policy"] = "by_start_sequence".into();
+            config["opt_start_seq"] = start.into();
         }
         let body = serde_json::json!({ "stream_name": spec.stream, "config": config });
         let subject = format!(

@@ -1,0 +1,253 @@
+//! The appliance end to end, as operators run it: `feed` publishes into the real
+//! nats-server, `run` (the binary) consumes into the real ClickHouse, SIGTERM drains.
+//! Each test has its own database, stream, subjects and durable, removed afterwards.
+//!
+//! - JetStream: 1,000,000 ticks, 1% bad → every stream sequence stored exactly once in
+//!   `market_ticks` or `rejected_messages`, and the consumer has nothing pending.
+//! - Drain: SIGTERM while the feed runs flat out → exit 0, everything routed is stored
+//!   and acked; a second run takes the rest; still exactly once.
+//! - Core NATS: a steady rate the box sustains, every message stored.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alphapt_storage::native::Value;
+use alphapt_storage::receive::nats::{JetStream, NatsConn};
+use common::{suffix, TestDb};
+
+/// Names of one test's NATS objects.
+struct Nats {
+    stream: String,
+    subjects: String,
+    durable: String,
+}
+
+impl Nats {
+    fn new(tag: &str) -> Nats {
+        let id = suffix();
+        Nats {
+            stream: format!("E2E_{tag}_{id}").to_uppercase(),
+            subjects: format!("e2e{tag}{id}.ticks.>"),
+            durable: format!("e2e{tag}{id}"),
+        }
+    }
+
+    fn url() -> String {
+        std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = NatsConn::connect(&Nats::url(), Duration::from_secs(2)) {
+            let _ = JetStream::new(Duration::from_secs(2)).delete_stream(&mut conn, &self.stream);
+        }
+    }
+}
+
+/// The `--set` flags that point both commands at this test's objects.
+fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    [
+        format!("clickhouse.database={}", db.name),
+        format!("clickhouse.port={port}"),
+        format!("nats.url={}", Nats::url()),
+        format!("nats.stream_ticks={}", nats.stream),
+        format!("nats.subject_ticks={}", nats.subjects),
+        format!("nats.durable={}", nats.durable),
+        "ingest.flush_interval_ms=200".into(),
+        "ingest.block_rows_max=32768".into(),
+        "nats.ack_wait_ms=5000".into(),
+        "ingest.drain_timeout_ms=20000".into(),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect()
+}
+
+fn binary(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"));
+    command.args(args).env("RUST_LOG", "warn");
+    command
+}
+
+fn feed(db: &TestDb, nats: &Nats, extra: &[&str]) -> String {
+    let mut args = sets(db, nats);
+    args.push("feed".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let output = binary(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "feed failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Child {
+    let mut args = sets(db, nats);
+    args.push("run".into());
+    args.push("--quiet".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    binary(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's stdout.
+fn drain(mut child: Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(status.success(), "run exited {status}: {text}");
+            return text;
+        }
+        assert!(Instant::now() < deadline, "run did not drain within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stored(conn: &mut alphapt_storage::native::Connection) -> (u64, u64, u64, u64) {
+    let q = conn
+        .query(
+            "SELECT count() AS c, uniqExact(s) AS u, min(s) AS lo, max(s) AS hi FROM \
+             (SELECT stream_seq AS s FROM market_ticks UNION ALL SELECT stream_seq AS s FROM rejected_messages)",
+        )
+        .unwrap();
+    let get = |name: &str| q.column(name)[0].as_u64().unwrap();
+    (get("c"), get("u"), get("lo"), get("hi"))
+}
+
+fn wait_stored(conn: &mut alphapt_storage::native::Connection, expected: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while stored(conn).0 < expected {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} stored",
+            stored(conn).0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn consumer_settled(nats: &Nats, last: u64) {
+    let mut conn = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    let info = JetStream::new(Duration::from_secs(2))
+        .consumer_info(&mut conn, &nats.stream, &nats.durable)
+        .unwrap()
+        .expect("the durable exists");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.ack_floor.stream_seq, last, "{info:?}");
+    assert!(
+        info.max_ack_pending > 1000,
+        "the ack window is sized, not defaulted: {info:?}"
+    );
+}
+
+fn tables(tag: &str) -> (TestDb, alphapt_storage::native::Connection) {
+    let db = TestDb::new(tag);
+    let mut conn = db.connect(None);
+    db.create_market_ticks(&mut conn);
+    db.create_from_migration(&mut conn, "004_rejected_messages");
+    (db, conn)
+}
+
+#[test]
+fn jetstream_million_with_bad_messages_stored_exactly_once() {
+    const TICKS: u64 = 1_000_000;
+    let (db, mut conn) = tables("js");
+    let nats = Nats::new("js");
+    let published = feed(
+        &db,
+        &nats,
+        &[
+            "--count",
+            "1000000",
+            "--bad-ratio",
+            "0.01",
+            "--instruments",
+            "500",
+        ],
+    );
+    assert!(
+        published.contains("published 1000000 acked 1000000 errors 0"),
+        "{published}"
+    );
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(600));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    let rejected = conn
+        .query("SELECT count() FROM rejected_messages")
+        .unwrap()
+        .scalar()
+        .unwrap();
+    let rejected = rejected.as_u64().unwrap();
+    assert!(
+        (5_000..=20_000).contains(&rejected),
+        "about 1% rejected: {rejected}"
+    );
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn sigterm_during_a_flat_out_feed_drains_and_a_restart_takes_the_rest() {
+    const TICKS: u64 = 300_000;
+    let (db, mut conn) = tables("drain");
+    let nats = Nats::new("drain");
+    // Create the stream and the consumer before publishing, so the run starts at once.
+    feed(&db, &nats, &["--count", "1"]);
+    let first = start_run(&db, &nats, &[]);
+    let feeder = {
+        let mut args = sets(&db, &nats);
+        args.extend(["feed", "--count", "299999", "--rate", "0"].map(String::from));
+        binary(&args).stdout(Stdio::piped()).spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    drain(first);
+    let mid = stored(&mut conn);
+    assert_eq!(mid.0, mid.1, "nothing doubled after the drain: {mid:?}");
+    assert!(feeder.wait_with_output().unwrap().status.success());
+    let second = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(300));
+    drain(second);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS));
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn core_nats_at_a_steady_rate_stores_every_message() {
+    const TICKS: u64 = 100_000;
+    let (db, mut conn) = tables("core");
+    let nats = Nats::new("core");
+    let run = start_run(&db, &nats, &["--source", "core"]);
+    // The subscription must exist before publishing: core NATS keeps nothing.
+    std::thread::sleep(Duration::from_millis(700));
+    let published = feed(
+        &db,
+        &nats,
+        &["--core", "--count", "100000", "--rate", "20000"],
+    );
+    assert!(published.contains("published 100000"), "{published}");
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    drain(run);
+    let q = conn.query("SELECT count() AS c FROM market_ticks").unwrap();
+    assert_eq!(q.column("c")[0], Value::UInt(TICKS));
+}
