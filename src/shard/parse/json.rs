@@ -98,8 +98,8 @@ pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, Rej
     let mut required = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        required |= parse_field(&mut scan, key.as_bytes(), tick, &mut info)?;
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        required |= parse_field(&mut scan, name, tick, &mut info)?;
     }
     if scan.peek().is_some() {
         return Err(MalformedJson);
@@ -199,8 +199,8 @@ fn parse_ohlc(
     let mut seen = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        let (slot, bit) = match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        let (slot, bit) = match name {
             b"open" => (&mut tick.ohlc.open, 1),
             b"high" => (&mut tick.ohlc.high, 2),
             b"low" => (&mut tick.ohlc.low, 4),
@@ -232,8 +232,8 @@ fn parse_depth(
     }
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        let (side, bit) = match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        let (side, bit) = match name {
             b"buy" => (&mut tick.depth_buy, FIELD_DEPTH_BUY),
             b"sell" => (&mut tick.depth_sell, FIELD_DEPTH_SELL),
             _ => {
@@ -276,8 +276,8 @@ fn parse_level(scan: &mut Scanner<'_>) -> Result<DepthLevel, RejectReason> {
     let mut seen = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        match name {
             b"price" => {
                 if let Some(n) = scan.number_or_null()? {
                     level.price = n.to_price()?;
@@ -443,16 +443,52 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Advances to the next key of an open object and reads it and its colon;
-    /// `false` once the closing brace is consumed.
-    fn next_key(&mut self, first: &mut bool, key: &mut KeyBuf) -> Result<bool, RejectReason> {
+    /// Advances to the next key of an open object and reads it and its colon; `None`
+    /// once the closing brace is consumed. A plain key is borrowed from the payload;
+    /// one with escapes or non-ASCII bytes is decoded into `buf`.
+    #[inline]
+    fn next_key<'k>(
+        &mut self,
+        first: &mut bool,
+        buf: &'k mut KeyBuf,
+    ) -> Result<Option<&'k [u8]>, RejectReason>
+    where
+        'a: 'k,
+    {
         if !self.next_element_of(first, b'}')? {
-            return Ok(false);
+            return Ok(None);
         }
         self.expect(b'"')?;
-        key.len = self.string(&mut key.bytes)?;
+        let name = match self.plain_string() {
+            Some(raw) => raw,
+            None => {
+                buf.len = self.string(&mut buf.bytes)?;
+                buf.as_bytes()
+            }
+        };
         self.expect(b':')?;
-        Ok(true)
+        Ok(Some(name))
+    }
+
+    /// The fast path of [`Scanner::string`]: a string of printable ASCII without
+    /// escapes (every key and symbol the platform sends) is returned in place and its
+    /// closing quote consumed; anything else returns `None` and leaves the position.
+    #[inline]
+    fn plain_string(&mut self) -> Option<&'a [u8]> {
+        let bytes: &'a [u8] = self.bytes;
+        let start = self.pos;
+        let mut pos = start;
+        while let Some(&b) = bytes.get(pos) {
+            if b == b'"' {
+                self.pos = pos + 1;
+                return Some(&bytes[start..pos]);
+            }
+            if b == b'\\' || !(0x20..0x80).contains(&b) {
+                return None;
+            }
+            pos += 1;
+        }
+        None
     }
 
     /// Advances to the next element of an open array; `false` once `]` is consumed.
@@ -502,6 +538,9 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
+                if let Some(raw) = self.plain_string() {
+                    return Symbol::new(raw).map(Some).ok_or(SymbolTooLong);
+                }
                 let mut buf = [0u8; SYMBOL_BYTES_MAX];
                 let len = self.string(&mut buf)?.ok_or(SymbolTooLong)?;
                 Ok(Symbol::new(&buf[..len]))
@@ -517,6 +556,9 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
+                if let Some(raw) = self.plain_string() {
+                    return parse_iso8601_ms(raw).map(Some).ok_or(BadTimestamp);
+                }
                 let mut buf = [0u8; TIMESTAMP_BYTES_MAX];
                 let len = self.string(&mut buf)?.ok_or(BadTimestamp)?;
                 parse_iso8601_ms(&buf[..len]).map(Some).ok_or(BadTimestamp)
@@ -571,24 +613,36 @@ impl<'a> Scanner<'a> {
     /// Accumulates a run of digits (integer part, or fraction when `fraction`).
     #[inline]
     fn digits(&mut self, n: &mut Number, significant: &mut u32, fraction: bool) {
+        let step = i32::from(fraction);
+        let (mut pos, mut mantissa, mut count, mut exp10) =
+            (self.pos, n.mantissa, *significant, n.exp10);
+        // Fast loop: digits while 19 significant ones fit (every real price).
+        while let Some(&b) = self.bytes.get(pos) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 || count == 19 {
+                break;
+            }
+            pos += 1;
+            exp10 -= step;
+            // A leading zero (only in a fraction, `0.05`) counts just by position.
+            if mantissa != 0 || d != 0 {
+                mantissa = mantissa * 10 + u64::from(d);
+                count += 1;
+            }
+        }
+        (self.pos, n.mantissa, *significant, n.exp10) = (pos, mantissa, count, exp10);
+        debug_assert!(*significant <= 19);
+        // Slow loop: a 20th integer digit while it fits in u64, then dropped digits.
         while let Some(&b) = self.bytes.get(self.pos) {
-            if !b.is_ascii_digit() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
                 break;
             }
             self.pos += 1;
-            let d = b - b'0';
-            if n.mantissa == 0 && d == 0 {
-                // A leading zero: only its position counts.
-                n.exp10 -= i32::from(fraction);
-            } else if *significant < 19 {
-                n.mantissa = n.mantissa * 10 + u64::from(d);
-                *significant += 1;
-                n.exp10 -= i32::from(fraction);
-            } else if let Some(m) = (!fraction && !n.dropped)
+            let twentieth = (!fraction && !n.dropped)
                 .then(|| n.mantissa.checked_mul(10)?.checked_add(u64::from(d)))
-                .flatten()
-            {
-                // A 20th integer digit while it still fits: counts up to u64::MAX.
+                .flatten();
+            if let Some(m) = twentieth {
                 n.mantissa = m;
                 *significant += 1;
             } else {
@@ -599,7 +653,6 @@ impl<'a> Scanner<'a> {
                 // A dropped integer digit still scales the value.
                 n.exp10 = n.exp10.saturating_add(i32::from(!fraction));
             }
-            debug_assert!(*significant <= 20);
         }
     }
 
