@@ -342,15 +342,15 @@ struct Number {
 }
 
 /// Powers of ten up to 10^38, the most a `u128` holds.
-const fn pow10_u128(k: u32) -> u128 {
-    let mut v = 1u128;
-    let mut i = 0;
-    while i < k {
-        v *= 10;
+const POW10: [u128; 39] = {
+    let mut table = [1u128; 39];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
         i += 1;
     }
-    v
-}
+    table
+};
 
 impl Number {
     /// A non-negative integer, as written (no fraction, no exponent).
@@ -378,15 +378,15 @@ impl Number {
             if scale > 19 {
                 return Err(BadNumber);
             }
-            u128::from(self.mantissa) * pow10_u128(scale as u32)
+            u128::from(self.mantissa) * POW10[scale as usize]
         } else if scale == 0 {
             u128::from(self.mantissa) + u128::from(self.dropped && self.round_digit >= 5)
         } else {
-            let k = scale.unsigned_abs();
-            if k > 38 {
+            let k = scale.unsigned_abs() as usize;
+            if k >= POW10.len() {
                 return Ok(Price::ZERO);
             }
-            let p = pow10_u128(k);
+            let p = POW10[k];
             let m = u128::from(self.mantissa);
             // r ≥ p/2 is "half or more"; dropped digits can only add to r, and when
             // r < p/2 they add less than one unit, so they never change the outcome.
