@@ -354,6 +354,7 @@ const POW10: [u128; 39] = {
 
 impl Number {
     /// A non-negative integer, as written (no fraction, no exponent).
+    #[inline]
     fn to_u64(self) -> Result<u64, RejectReason> {
         if !self.integer || self.dropped || (self.negative && self.mantissa != 0) {
             return Err(BadNumber);
@@ -362,11 +363,13 @@ impl Number {
         Ok(self.mantissa)
     }
 
+    #[inline]
     fn to_u32(self) -> Result<u32, RejectReason> {
         u32::try_from(self.to_u64()?).map_err(|_| BadNumber)
     }
 
     /// The exact fixed-point value at 10^-8, rounded half away from zero.
+    #[inline]
     fn to_price(self) -> Result<Price, RejectReason> {
         if self.mantissa == 0 {
             return Ok(Price::ZERO);
@@ -407,7 +410,7 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     /// The next non-whitespace byte, not consumed.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.bytes.get(self.pos) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
@@ -419,7 +422,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `byte` (after whitespace) or fails.
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Result<(), RejectReason> {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -446,7 +449,7 @@ impl<'a> Scanner<'a> {
     /// Advances to the next key of an open object and reads it and its colon; `None`
     /// once the closing brace is consumed. A plain key is borrowed from the payload;
     /// one with escapes or non-ASCII bytes is decoded into `buf`.
-    #[inline]
+    #[inline(always)]
     fn next_key<'k>(
         &mut self,
         first: &mut bool,
@@ -473,7 +476,7 @@ impl<'a> Scanner<'a> {
     /// The fast path of [`Scanner::string`]: a string of printable ASCII without
     /// escapes (every key and symbol the platform sends) is returned in place and its
     /// closing quote consumed; anything else returns `None` and leaves the position.
-    #[inline]
+    #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a [u8]> {
         let bytes: &'a [u8] = self.bytes;
         let start = self.pos;
@@ -496,6 +499,7 @@ impl<'a> Scanner<'a> {
         self.next_element_of(first, b']')
     }
 
+    #[inline(always)]
     fn next_element_of(&mut self, first: &mut bool, close: u8) -> Result<bool, RejectReason> {
         let b = self.peek();
         if b == Some(close) {
@@ -523,7 +527,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A number, `None` for `null`, [`WrongType`] for any other value.
-    #[inline]
+    #[inline(always)]
     fn number_or_null(&mut self) -> Result<Option<Number>, RejectReason> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.number().map(Some),
@@ -579,6 +583,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads a number per RFC 8259 §6 (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
     /// Only syntax fails here; range is the converter's business.
+    #[inline(always)]
     fn number(&mut self) -> Result<Number, RejectReason> {
         let mut n = Number {
             integer: true,
@@ -611,7 +616,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Accumulates a run of digits (integer part, or fraction when `fraction`).
-    #[inline]
+    #[inline(always)]
     fn digits(&mut self, n: &mut Number, significant: &mut u32, fraction: bool) {
         let step = i32::from(fraction);
         let (mut pos, mut mantissa, mut count, mut exp10) =
