@@ -481,6 +481,22 @@ impl<'a> Scanner<'a> {
         let bytes: &'a [u8] = self.bytes;
         let start = self.pos;
         let mut pos = start;
+        // Eight bytes at a time while they last (SWAR, "determine if a word has a
+        // byte less than n" from Sean Anderson's Bit Twiddling Hacks): the lowest
+        // flagged byte is exact, which is all we use.
+        while let Some(chunk) = bytes.get(pos..pos + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let special = swar_special(word);
+            if special != 0 {
+                let at = pos + (special.trailing_zeros() / 8) as usize;
+                if bytes[at] != b'"' {
+                    return None;
+                }
+                self.pos = at + 1;
+                return Some(&bytes[start..at]);
+            }
+            pos += 8;
+        }
         while let Some(&b) = bytes.get(pos) {
             if b == b'"' {
                 self.pos = pos + 1;
@@ -829,6 +845,19 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// High bit set in each byte of `word` that is `"`, `\\`, a control byte (< 0x20)
+/// or non-ASCII (≥ 0x80); bytes above the lowest flagged one may be flagged falsely.
+#[inline(always)]
+fn swar_special(word: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let quote = zero(word ^ (LO * u64::from(b'"')));
+    let backslash = zero(word ^ (LO * u64::from(b'\\')));
+    let control = word.wrapping_sub(LO * 0x20) & !word & HI;
+    quote | backslash | control | (word & HI)
 }
 
 /// Appends `bytes` to `out[..*len]`; `false` (and nothing written) when they do not fit.

@@ -599,3 +599,21 @@ fn counts_reach_u64_max_and_no_further() {
         Err(BadNumber)
     );
 }
+
+#[test]
+fn swar_finds_the_first_special_byte() {
+    // Every special byte at every position of a word, after plain bytes.
+    for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+        for at in 0..8 {
+            let mut word = *b"abcdefgh";
+            word[at] = special;
+            let flags = swar_special(u64::from_le_bytes(word));
+            assert_eq!(
+                flags.trailing_zeros() / 8,
+                at as u32,
+                "{special:#x} at {at}"
+            );
+        }
+    }
+    assert_eq!(swar_special(u64::from_le_bytes(*b" ~!#[]{}")), 0);
+}
