@@ -9,8 +9,10 @@
 //!
 //! Modules in flow order. What exists today:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
-//! - [`model`]: the plain `Copy` tick the hot path carries.
-//! - [`shard`]: the columnar block builder for `market_ticks` (append, seal, encode, LZ4).
+//! - [`model`]: the plain `Copy` tick the hot path carries, and the quality vocabulary
+//!   (reject reasons, validation flags, score).
+//! - [`shard`]: parse (JSON ticks, Kite binary packets) → validate (quality flags and
+//!   score) → the columnar block builder for `market_ticks` (append, seal, encode, LZ4).
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
 //! - [`health`]: component probes behind `alphapt-storage health`.
 #![deny(missing_docs)]
