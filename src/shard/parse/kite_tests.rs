@@ -186,3 +186,30 @@ proptest! {
         let _ = parse_kite_packet(&bytes, &mut tick);
     }
 }
+
+#[test]
+fn parsing_overwrites_every_field_of_a_used_tick() {
+    // A tick left over from a JSON message must not leak into a Kite one.
+    let used = SyntheticTicks::new(1, 5).next_tick(1_764_000_000_000, 7, 9);
+    let used = Tick {
+        validation_flags: 0x7ff,
+        data_quality_score: 0.5,
+        ..used
+    };
+    let mut source = SyntheticTicks::new(3, 8).next_tick(1_764_000_100_000, 0, 0);
+    source.instrument_token = source.instrument_token & !0xff | 1;
+    let packet = full_packet(&source);
+    for bytes in [&packet[..], &packet[..KITE_QUOTE_BYTES]] {
+        let mut fresh = Tick {
+            received_at_ms: 7,
+            stream_seq: 9,
+            ..Tick::default()
+        };
+        let mut reused = used;
+        assert_eq!(
+            parse_kite_packet(bytes, &mut fresh),
+            parse_kite_packet(bytes, &mut reused)
+        );
+        assert_eq!(fresh, reused);
+    }
+}
