@@ -22,7 +22,7 @@ use crate::model::quality::{
     FLAG_MISSING_OPTIONAL, FLAG_NONPOSITIVE_PRICE, FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT,
     FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP, FLAG_QUANTITY_INSANE, FLAG_STALE_TIMESTAMP,
 };
-use crate::model::{Price, Tick};
+use crate::model::{Price, Tick, DEPTH_LEVELS};
 use crate::shard::parse::ParseInfo;
 
 /// Most instruments a validator tracks: 1 Mi instruments × 2 slots × 48 B = 96 MiB,
@@ -261,8 +261,8 @@ impl Validator {
 #[inline]
 fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_ms: i64) -> u32 {
     let (buy, sell) = (&tick.depth_buy, &tick.depth_sell);
-    debug_assert!(buy.as_slice().len() == buy.len as usize);
-    debug_assert!(sell.as_slice().len() == sell.len as usize);
+    debug_assert!(buy.len as usize <= DEPTH_LEVELS);
+    debug_assert!(sell.len as usize <= DEPTH_LEVELS);
     let mut flags = 0;
     if info.missing() != 0 {
         flags |= FLAG_MISSING_OPTIONAL;

@@ -376,12 +376,13 @@ impl Number {
         }
         let scale = self.exp10.saturating_add(8);
         let magnitude: u128 = if scale > 0 {
-            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1);
-            // below, mantissa < 2^64 times 10^19 fits in u128.
+            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1).
             if scale > 19 {
                 return Err(BadNumber);
             }
-            u128::from(self.mantissa) * POW10[scale as usize]
+            // 10^19 < 2^64; a product beyond u64 is beyond i64 too.
+            let product = self.mantissa.checked_mul(POW10[scale as usize] as u64);
+            u128::from(product.ok_or(BadNumber)?)
         } else if scale == 0 {
             u128::from(self.mantissa) + u128::from(self.dropped && self.round_digit >= 5)
         } else {
