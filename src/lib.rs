@@ -1,18 +1,27 @@
 //! alphapt-storage: the storage appliance of the trading platform.
 //!
 //! ```text
-//!                  ┌──────── hot path: one direction, bounded, no locks, no per-message allocation ────────┐
-//!  NATS JetStream  │ receiver ──rtrb──► shard[0..S]: parse → validate → column builder ──rtrb──► writer[0..W] ├──► ClickHouse
-//!                  │                                  seal → Native block + LZ4                    │    native TCP
-//!                  └──────────────────────────────────────────────────────────────────────────────┘
+//!                ┌────────── hot path: one direction, bounded, no locks, no per-message allocation ──────────┐
+//! NATS JetStream │ receiver ──frame ring──► shard[s]: parse → validate → append ──sealed ring──► writer[w] ├──► ClickHouse
+//! (or core NATS) │ (receive)   (ring)       (shard: parse, validate, columns, rejects)  ◄─free ring─ (write) │    native TCP, LZ4
+//!                └──────────────────────────────────────────────────────────────────────────────┬───────────┘
+//!  JetStream AckAll ◄── receiver ◄── durable watermark (durable) ◄── writers commit seal groups ┘
 //! ```
 //!
-//! Modules in flow order. What exists today:
+//! Modules in flow order:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
-//! - [`model`]: the plain `Copy` tick the hot path carries.
-//! - [`receive`]: the blocking NATS / JetStream client the receiver runs on.
-//! - [`shard`]: the columnar block builder for `market_ticks` (append, seal, encode, LZ4).
+//! - [`model`]: the plain `Copy` tick (fixed-point prices), the quality vocabulary
+//!   (reject reasons, validation flags, score), JSON output and a synthetic generator.
+//! - [`receive`]: the receiver thread: a blocking NATS/JetStream client, routing by the
+//!   token in the subject, acks at the durable watermark; and the built-in synthetic feed.
+//! - [`ring`]: the receiver → shard byte ring of message frames.
+//! - [`shard`]: parse (JSON, Kite binary) → validate → column builders for
+//!   `market_ticks` and `rejected_messages` → seal (Native + LZ4), the shard loop.
+//! - [`write`]: writer threads INSERTing sealed blocks, retrying with backoff.
+//! - [`durable`]: the durable watermark the receiver acks at.
+//! - [`pipeline`]: wiring of rings, pools and threads; drain.
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
+//! - [`runtime`]: named, pinned threads and the wait strategies.
 //! - [`migrate`]: schema migrations for ClickHouse and PostgreSQL (`migrate up/status/down`).
 //! - [`ohlc`]: finished OHLC bars from `ohlc_1m`, rolled up to 5m/15m/1h/1d.
 //! - [`feed`]: the load generator behind `alphapt-storage feed`.

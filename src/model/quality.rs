@@ -151,7 +151,11 @@ const _: () = {
 /// The score a tick with `flags` gets: start at 1.0, subtract each set flag's weight
 /// from [`FLAGS`], clamp to `[0, 1]`. Summed in integer hundredths so the same flags
 /// always give the bit-identical `f32`.
+#[inline]
 pub fn data_quality_score(flags: u32) -> f32 {
+    if flags == 0 {
+        return 1.0;
+    }
     let mut penalty = 0u32;
     for (bit, _, weight) in FLAGS {
         if flags & bit != 0 {

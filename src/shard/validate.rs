@@ -22,7 +22,7 @@ use crate::model::quality::{
     FLAG_MISSING_OPTIONAL, FLAG_NONPOSITIVE_PRICE, FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT,
     FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP, FLAG_QUANTITY_INSANE, FLAG_STALE_TIMESTAMP,
 };
-use crate::model::{Depth, Price, Tick};
+use crate::model::{Price, Tick, DEPTH_LEVELS};
 use crate::shard::parse::ParseInfo;
 
 /// Most instruments a validator tracks: 1 Mi instruments × 2 slots × 48 B = 96 MiB,
@@ -261,14 +261,32 @@ impl Validator {
 #[inline]
 fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_ms: i64) -> u32 {
     let (buy, sell) = (&tick.depth_buy, &tick.depth_sell);
-    debug_assert!(buy.as_slice().len() == buy.len as usize);
-    debug_assert!(sell.as_slice().len() == sell.len as usize);
+    debug_assert!(buy.len as usize <= DEPTH_LEVELS);
+    debug_assert!(sell.len as usize <= DEPTH_LEVELS);
     let mut flags = 0;
     if info.missing() != 0 {
         flags |= FLAG_MISSING_OPTIONAL;
     }
-    let levels = || buy.as_slice().iter().chain(sell.as_slice());
-    if tick.last_price.0 <= 0 || levels().any(|l| l.price.0 <= 0) {
+    // One pass over each side for the three level checks.
+    let mut nonpositive = tick.last_price.0 <= 0;
+    let mut insane = tick.last_quantity > config.quantity_max;
+    let mut unsorted = false;
+    for (side, bids) in [(buy, true), (sell, false)] {
+        let mut previous: Option<Price> = None;
+        for level in side.as_slice() {
+            nonpositive |= level.price.0 <= 0;
+            insane |= level.quantity > config.quantity_max;
+            if let Some(p) = previous {
+                unsorted |= if bids {
+                    level.price > p
+                } else {
+                    level.price < p
+                };
+            }
+            previous = Some(level.price);
+        }
+    }
+    if nonpositive {
         flags |= FLAG_NONPOSITIVE_PRICE;
     }
     if let (Some(bid), Some(ask)) = (buy.as_slice().first(), sell.as_slice().first()) {
@@ -276,12 +294,10 @@ fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_
             flags |= FLAG_CROSSED_BOOK;
         }
     }
-    if !sorted(buy, |a, b| a >= b) || !sorted(sell, |a, b| a <= b) {
+    if unsorted {
         flags |= FLAG_DEPTH_UNSORTED;
     }
-    if tick.last_quantity > config.quantity_max
-        || levels().any(|l| l.quantity > config.quantity_max)
-    {
+    if insane {
         flags |= FLAG_QUANTITY_INSANE;
     }
     if tick.timestamp_ms > now_ms.saturating_add(config.future_skew_ms) {
@@ -291,15 +307,6 @@ fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_
         flags |= FLAG_STALE_TIMESTAMP;
     }
     flags
-}
-
-/// True when every adjacent pair of prices satisfies `in_order(earlier, later)`.
-#[inline]
-fn sorted(depth: &Depth, in_order: impl Fn(Price, Price) -> bool) -> bool {
-    depth
-        .as_slice()
-        .windows(2)
-        .all(|pair| in_order(pair[0].price, pair[1].price))
 }
 
 #[cfg(test)]

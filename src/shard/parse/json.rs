@@ -98,8 +98,8 @@ pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, Rej
     let mut required = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        required |= parse_field(&mut scan, key.as_bytes(), tick, &mut info)?;
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        required |= parse_field(&mut scan, name, tick, &mut info)?;
     }
     if scan.peek().is_some() {
         return Err(MalformedJson);
@@ -199,8 +199,8 @@ fn parse_ohlc(
     let mut seen = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        let (slot, bit) = match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        let (slot, bit) = match name {
             b"open" => (&mut tick.ohlc.open, 1),
             b"high" => (&mut tick.ohlc.high, 2),
             b"low" => (&mut tick.ohlc.low, 4),
@@ -232,8 +232,8 @@ fn parse_depth(
     }
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        let (side, bit) = match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        let (side, bit) = match name {
             b"buy" => (&mut tick.depth_buy, FIELD_DEPTH_BUY),
             b"sell" => (&mut tick.depth_sell, FIELD_DEPTH_SELL),
             _ => {
@@ -276,8 +276,8 @@ fn parse_level(scan: &mut Scanner<'_>) -> Result<DepthLevel, RejectReason> {
     let mut seen = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
-    while scan.next_key(&mut first, &mut key)? {
-        match key.as_bytes() {
+    while let Some(name) = scan.next_key(&mut first, &mut key)? {
+        match name {
             b"price" => {
                 if let Some(n) = scan.number_or_null()? {
                     level.price = n.to_price()?;
@@ -342,18 +342,19 @@ struct Number {
 }
 
 /// Powers of ten up to 10^38, the most a `u128` holds.
-const fn pow10_u128(k: u32) -> u128 {
-    let mut v = 1u128;
-    let mut i = 0;
-    while i < k {
-        v *= 10;
+const POW10: [u128; 39] = {
+    let mut table = [1u128; 39];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
         i += 1;
     }
-    v
-}
+    table
+};
 
 impl Number {
     /// A non-negative integer, as written (no fraction, no exponent).
+    #[inline]
     fn to_u64(self) -> Result<u64, RejectReason> {
         if !self.integer || self.dropped || (self.negative && self.mantissa != 0) {
             return Err(BadNumber);
@@ -362,31 +363,34 @@ impl Number {
         Ok(self.mantissa)
     }
 
+    #[inline]
     fn to_u32(self) -> Result<u32, RejectReason> {
         u32::try_from(self.to_u64()?).map_err(|_| BadNumber)
     }
 
     /// The exact fixed-point value at 10^-8, rounded half away from zero.
+    #[inline]
     fn to_price(self) -> Result<Price, RejectReason> {
         if self.mantissa == 0 {
             return Ok(Price::ZERO);
         }
         let scale = self.exp10.saturating_add(8);
         let magnitude: u128 = if scale > 0 {
-            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1);
-            // below, mantissa < 2^64 times 10^19 fits in u128.
+            // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1).
             if scale > 19 {
                 return Err(BadNumber);
             }
-            u128::from(self.mantissa) * pow10_u128(scale as u32)
+            // 10^19 < 2^64; a product beyond u64 is beyond i64 too.
+            let product = self.mantissa.checked_mul(POW10[scale as usize] as u64);
+            u128::from(product.ok_or(BadNumber)?)
         } else if scale == 0 {
             u128::from(self.mantissa) + u128::from(self.dropped && self.round_digit >= 5)
         } else {
-            let k = scale.unsigned_abs();
-            if k > 38 {
+            let k = scale.unsigned_abs() as usize;
+            if k >= POW10.len() {
                 return Ok(Price::ZERO);
             }
-            let p = pow10_u128(k);
+            let p = POW10[k];
             let m = u128::from(self.mantissa);
             // r ≥ p/2 is "half or more"; dropped digits can only add to r, and when
             // r < p/2 they add less than one unit, so they never change the outcome.
@@ -407,7 +411,7 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     /// The next non-whitespace byte, not consumed.
-    #[inline]
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.bytes.get(self.pos) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
@@ -419,7 +423,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes `byte` (after whitespace) or fails.
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Result<(), RejectReason> {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -443,16 +447,68 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Advances to the next key of an open object and reads it and its colon;
-    /// `false` once the closing brace is consumed.
-    fn next_key(&mut self, first: &mut bool, key: &mut KeyBuf) -> Result<bool, RejectReason> {
+    /// Advances to the next key of an open object and reads it and its colon; `None`
+    /// once the closing brace is consumed. A plain key is borrowed from the payload;
+    /// one with escapes or non-ASCII bytes is decoded into `buf`.
+    #[inline(always)]
+    fn next_key<'k>(
+        &mut self,
+        first: &mut bool,
+        buf: &'k mut KeyBuf,
+    ) -> Result<Option<&'k [u8]>, RejectReason>
+    where
+        'a: 'k,
+    {
         if !self.next_element_of(first, b'}')? {
-            return Ok(false);
+            return Ok(None);
         }
         self.expect(b'"')?;
-        key.len = self.string(&mut key.bytes)?;
+        let name = match self.plain_string() {
+            Some(raw) => raw,
+            None => {
+                buf.len = self.string(&mut buf.bytes)?;
+                buf.as_bytes()
+            }
+        };
         self.expect(b':')?;
-        Ok(true)
+        Ok(Some(name))
+    }
+
+    /// The fast path of [`Scanner::string`]: a string of printable ASCII without
+    /// escapes (every key and symbol the platform sends) is returned in place and its
+    /// closing quote consumed; anything else returns `None` and leaves the position.
+    #[inline(always)]
+    fn plain_string(&mut self) -> Option<&'a [u8]> {
+        let bytes: &'a [u8] = self.bytes;
+        let start = self.pos;
+        let mut pos = start;
+        // Eight bytes at a time while they last (SWAR, "determine if a word has a
+        // byte less than n" from Sean Anderson's Bit Twiddling Hacks): the lowest
+        // flagged byte is exact, which is all we use.
+        while let Some(chunk) = bytes.get(pos..pos + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let special = swar_special(word);
+            if special != 0 {
+                let at = pos + (special.trailing_zeros() / 8) as usize;
+                if bytes[at] != b'"' {
+                    return None;
+                }
+                self.pos = at + 1;
+                return Some(&bytes[start..at]);
+            }
+            pos += 8;
+        }
+        while let Some(&b) = bytes.get(pos) {
+            if b == b'"' {
+                self.pos = pos + 1;
+                return Some(&bytes[start..pos]);
+            }
+            if b == b'\\' || !(0x20..0x80).contains(&b) {
+                return None;
+            }
+            pos += 1;
+        }
+        None
     }
 
     /// Advances to the next element of an open array; `false` once `]` is consumed.
@@ -460,6 +516,7 @@ impl<'a> Scanner<'a> {
         self.next_element_of(first, b']')
     }
 
+    #[inline(always)]
     fn next_element_of(&mut self, first: &mut bool, close: u8) -> Result<bool, RejectReason> {
         let b = self.peek();
         if b == Some(close) {
@@ -487,7 +544,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A number, `None` for `null`, [`WrongType`] for any other value.
-    #[inline]
+    #[inline(always)]
     fn number_or_null(&mut self) -> Result<Option<Number>, RejectReason> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.number().map(Some),
@@ -502,6 +559,9 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
+                if let Some(raw) = self.plain_string() {
+                    return Symbol::new(raw).map(Some).ok_or(SymbolTooLong);
+                }
                 let mut buf = [0u8; SYMBOL_BYTES_MAX];
                 let len = self.string(&mut buf)?.ok_or(SymbolTooLong)?;
                 Ok(Symbol::new(&buf[..len]))
@@ -517,6 +577,9 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
+                if let Some(raw) = self.plain_string() {
+                    return parse_iso8601_ms(raw).map(Some).ok_or(BadTimestamp);
+                }
                 let mut buf = [0u8; TIMESTAMP_BYTES_MAX];
                 let len = self.string(&mut buf)?.ok_or(BadTimestamp)?;
                 parse_iso8601_ms(&buf[..len]).map(Some).ok_or(BadTimestamp)
@@ -537,6 +600,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads a number per RFC 8259 §6 (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
     /// Only syntax fails here; range is the converter's business.
+    #[inline(always)]
     fn number(&mut self) -> Result<Number, RejectReason> {
         let mut n = Number {
             integer: true,
@@ -569,26 +633,38 @@ impl<'a> Scanner<'a> {
     }
 
     /// Accumulates a run of digits (integer part, or fraction when `fraction`).
-    #[inline]
+    #[inline(always)]
     fn digits(&mut self, n: &mut Number, significant: &mut u32, fraction: bool) {
+        let step = i32::from(fraction);
+        let (mut pos, mut mantissa, mut count, mut exp10) =
+            (self.pos, n.mantissa, *significant, n.exp10);
+        // Fast loop: digits while 19 significant ones fit (every real price).
+        while let Some(&b) = self.bytes.get(pos) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 || count == 19 {
+                break;
+            }
+            pos += 1;
+            exp10 -= step;
+            // A leading zero (only in a fraction, `0.05`) counts just by position.
+            if mantissa != 0 || d != 0 {
+                mantissa = mantissa * 10 + u64::from(d);
+                count += 1;
+            }
+        }
+        (self.pos, n.mantissa, *significant, n.exp10) = (pos, mantissa, count, exp10);
+        debug_assert!(*significant <= 19);
+        // Slow loop: a 20th integer digit while it fits in u64, then dropped digits.
         while let Some(&b) = self.bytes.get(self.pos) {
-            if !b.is_ascii_digit() {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
                 break;
             }
             self.pos += 1;
-            let d = b - b'0';
-            if n.mantissa == 0 && d == 0 {
-                // A leading zero: only its position counts.
-                n.exp10 -= i32::from(fraction);
-            } else if *significant < 19 {
-                n.mantissa = n.mantissa * 10 + u64::from(d);
-                *significant += 1;
-                n.exp10 -= i32::from(fraction);
-            } else if let Some(m) = (!fraction && !n.dropped)
+            let twentieth = (!fraction && !n.dropped)
                 .then(|| n.mantissa.checked_mul(10)?.checked_add(u64::from(d)))
-                .flatten()
-            {
-                // A 20th integer digit while it still fits: counts up to u64::MAX.
+                .flatten();
+            if let Some(m) = twentieth {
                 n.mantissa = m;
                 *significant += 1;
             } else {
@@ -599,7 +675,6 @@ impl<'a> Scanner<'a> {
                 // A dropped integer digit still scales the value.
                 n.exp10 = n.exp10.saturating_add(i32::from(!fraction));
             }
-            debug_assert!(*significant <= 20);
         }
     }
 
@@ -771,6 +846,19 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// High bit set in each byte of `word` that is `"`, `\\`, a control byte (< 0x20)
+/// or non-ASCII (≥ 0x80); bytes above the lowest flagged one may be flagged falsely.
+#[inline(always)]
+fn swar_special(word: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let quote = zero(word ^ (LO * u64::from(b'"')));
+    let backslash = zero(word ^ (LO * u64::from(b'\\')));
+    let control = word.wrapping_sub(LO * 0x20) & !word & HI;
+    quote | backslash | control | (word & HI)
 }
 
 /// Appends `bytes` to `out[..*len]`; `false` (and nothing written) when they do not fit.

@@ -599,3 +599,33 @@ fn counts_reach_u64_max_and_no_further() {
         Err(BadNumber)
     );
 }
+
+#[test]
+fn swar_finds_the_first_special_byte() {
+    // Every special byte at every position of a word, after plain bytes.
+    for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+        for at in 0..8 {
+            let mut word = *b"abcdefgh";
+            word[at] = special;
+            let flags = swar_special(u64::from_le_bytes(word));
+            assert_eq!(
+                flags.trailing_zeros() / 8,
+                at as u32,
+                "{special:#x} at {at}"
+            );
+        }
+    }
+    assert_eq!(swar_special(u64::from_le_bytes(*b" ~!#[]{}")), 0);
+}
+
+#[test]
+fn real_python_stack_output_parses() {
+    // Verbatim `json.dumps(tick(777))` from python_stack.py (862 B), float noise included.
+    let json = br#"{"instrument_token": 261704, "exchange": "NSE", "tradingsymbol": "SYM777", "last_price": 1779.69, "last_quantity": 434, "average_price": 1779.3400000000001, "volume_traded": 10101, "oi": 841235, "ohlc": {"open": 1774.69, "high": 1786.69, "low": 1770.69, "close": 1778.69}, "depth": {"buy": [{"price": 1779.64, "quantity": 517, "orders": 17}, {"price": 1779.59, "quantity": 966, "orders": 32}, {"price": 1779.54, "quantity": 3683, "orders": 31}, {"price": 1779.49, "quantity": 3110, "orders": 14}, {"price": 1779.44, "quantity": 769, "orders": 32}], "sell": [{"price": 1779.74, "quantity": 233, "orders": 25}, {"price": 1779.79, "quantity": 3546, "orders": 39}, {"price": 1779.84, "quantity": 18, "orders": 45}, {"price": 1779.89, "quantity": 3649, "orders": 18}, {"price": 1779.94, "quantity": 1875, "orders": 38}]}, "timestamp": "2025-11-24T16:00:00.388+00:00"}"#;
+    let (t, info) = parse(json).unwrap();
+    assert_eq!(info.missing(), 0);
+    assert_eq!(t.average_price, Price(177_934_000_000));
+    assert_eq!(t.depth_sell.levels[4].price, Price(177_994_000_000));
+    assert_eq!(t.timestamp_ms, 1_764_000_000_388);
+    assert_eq!(oracle(json).unwrap().0, t);
+}

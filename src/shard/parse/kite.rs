@@ -45,9 +45,14 @@
 //! everything else in paise (10^-2). Each is a whole number of our 10^-8 units, so the
 //! conversion is one exact multiplication.
 //!
-//! Not handled yet: LTP packets (8 B) and index packets (28/32 B) are refused as
-//! [`RejectReason::BadKitePacket`]. Kite packets carry no exchange or symbol; those
-//! stay empty for reference data to fill.
+//! Short packets: LTP mode is 8 B (token, last price). Index packets (segment 9) are
+//! 28 B (quote) or 32 B (full): token, last price, then **high, low, open, close** (in
+//! that order) at 8..24, the change at 24 (not stored), and in the full form the
+//! exchange timestamp at 28. Any other length is [`RejectReason::BadKitePacket`].
+//!
+//! Kite packets carry no exchange or symbol; those stay empty for reference data to
+//! fill. A packet without an exchange time takes the receive time and reports
+//! [`FIELD_EXCHANGE_TIME`] missing.
 
 use super::{reset_tick, ParseInfo};
 use super::{
@@ -55,12 +60,18 @@ use super::{
     FIELD_LAST_QUANTITY, FIELD_OHLC, FIELD_OI, FIELD_VOLUME,
 };
 use crate::model::quality::RejectReason;
-use crate::model::{Depth, DepthLevel, Price, Tick, DEPTH_LEVELS};
+use crate::model::{Depth, DepthLevel, Ohlc, Price, Symbol, Tick, DEPTH_LEVELS};
 
 /// Bytes of a full-mode packet.
 pub const KITE_FULL_BYTES: usize = 184;
 /// Bytes of a quote-mode packet.
 pub const KITE_QUOTE_BYTES: usize = 44;
+/// Bytes of an LTP-mode packet (token and last price only).
+pub const KITE_LTP_BYTES: usize = 8;
+/// Bytes of an index quote packet.
+pub const KITE_INDEX_QUOTE_BYTES: usize = 28;
+/// Bytes of an index full packet (quote + exchange timestamp).
+pub const KITE_INDEX_FULL_BYTES: usize = 32;
 /// Offset of the first depth entry in a full packet.
 const DEPTH_OFFSET: usize = 64;
 /// Bytes of one depth entry.
@@ -80,6 +91,9 @@ pub const KITE_QUOTE_FIELDS: u16 =
 /// Optional fields a full packet carries.
 pub const KITE_FULL_FIELDS: u16 = KITE_QUOTE_FIELDS | FIELD_OI | FIELD_DEPTH_BUY | FIELD_DEPTH_SELL;
 
+/// Optional fields an index packet carries (the quote form lacks the time).
+pub const KITE_INDEX_FIELDS: u16 = FIELD_OHLC | FIELD_EXCHANGE_TIME;
+
 /// Our 10^-8 units per unit of the packet's price, by segment.
 #[inline]
 pub fn price_multiplier(instrument_token: u32) -> i64 {
@@ -95,15 +109,13 @@ fn be32<const N: usize>(p: &[u8; N], offset: usize) -> u32 {
     u32::from_be_bytes([p[offset], p[offset + 1], p[offset + 2], p[offset + 3]])
 }
 
-/// Parses one packet (184-byte full or 44-byte quote) into `tick`. The time is the
+/// Parses one packet (184-byte full, 44-byte quote, 32/28-byte index, 8-byte LTP)
+/// into `tick`. The time is the
 /// exchange timestamp, else the last trade time, else (quote packets, or both zero)
 /// the receive time, and then [`FIELD_EXCHANGE_TIME`] is reported missing.
 pub fn parse_kite_packet(packet: &[u8], tick: &mut Tick) -> Result<ParseInfo, RejectReason> {
-    reset_tick(tick);
     if let Ok(p) = <&[u8; KITE_FULL_BYTES]>::try_from(packet) {
-        read_quote_fields(p, tick);
-        let multiplier = price_multiplier(tick.instrument_token);
-        tick.oi = u64::from(be32(p, 48));
+        let multiplier = quote_fields(p, tick);
         let seconds = match be32(p, 60) {
             0 => be32(p, 44),
             s => s,
@@ -115,50 +127,99 @@ pub fn parse_kite_packet(packet: &[u8], tick: &mut Tick) -> Result<ParseInfo, Re
         } else {
             tick.timestamp_ms = i64::from(seconds) * 1000;
         }
-        tick.depth_buy = read_depth(p, DEPTH_OFFSET, multiplier);
-        tick.depth_sell = read_depth(
-            p,
-            DEPTH_OFFSET + DEPTH_LEVELS * DEPTH_ENTRY_BYTES,
-            multiplier,
-        );
+        tick.oi = u64::from(be32(p, 48));
+        read_depth(p, DEPTH_OFFSET, multiplier, &mut tick.depth_buy);
+        let sell = DEPTH_OFFSET + DEPTH_LEVELS * DEPTH_ENTRY_BYTES;
+        read_depth(p, sell, multiplier, &mut tick.depth_sell);
         Ok(ParseInfo {
             present,
             expected: KITE_FULL_FIELDS,
         })
     } else if let Ok(p) = <&[u8; KITE_QUOTE_BYTES]>::try_from(packet) {
-        read_quote_fields(p, tick);
+        quote_fields(p, tick);
         tick.timestamp_ms = tick.received_at_ms;
+        tick.oi = 0;
+        tick.depth_buy = Depth::default();
+        tick.depth_sell = Depth::default();
         Ok(ParseInfo {
             present: KITE_QUOTE_FIELDS & !FIELD_EXCHANGE_TIME,
             expected: KITE_QUOTE_FIELDS,
         })
     } else {
-        Err(RejectReason::BadKitePacket)
+        parse_short_packet(packet, tick)
     }
 }
 
-/// The first 44 bytes, common to quote and full packets.
+/// LTP (8 B) and index quote/full (28/32 B) packets; anything else is refused.
+fn parse_short_packet(packet: &[u8], tick: &mut Tick) -> Result<ParseInfo, RejectReason> {
+    reset_tick(tick);
+    let (present, expected) = match packet.len() {
+        KITE_LTP_BYTES => (0, FIELD_EXCHANGE_TIME),
+        KITE_INDEX_QUOTE_BYTES | KITE_INDEX_FULL_BYTES => (FIELD_OHLC, KITE_INDEX_FIELDS),
+        _ => return Err(RejectReason::BadKitePacket),
+    };
+    let word = |offset: usize| {
+        u32::from_be_bytes([
+            packet[offset],
+            packet[offset + 1],
+            packet[offset + 2],
+            packet[offset + 3],
+        ])
+    };
+    tick.instrument_token = word(0);
+    let multiplier = price_multiplier(tick.instrument_token);
+    let price = |offset| Price(i64::from(word(offset)) * multiplier);
+    tick.last_price = price(4);
+    tick.timestamp_ms = tick.received_at_ms;
+    let mut info = ParseInfo { present, expected };
+    if packet.len() >= KITE_INDEX_QUOTE_BYTES {
+        // Index packets order the day's prices high, low, open, close.
+        tick.ohlc = Ohlc {
+            high: price(8),
+            low: price(12),
+            open: price(16),
+            close: price(20),
+        };
+    }
+    if packet.len() == KITE_INDEX_FULL_BYTES && word(28) != 0 {
+        tick.timestamp_ms = i64::from(word(28)) * 1000;
+        info.present |= FIELD_EXCHANGE_TIME;
+    }
+    Ok(info)
+}
+
+/// Writes the fields of the first 44 bytes (common to quote and full packets) and
+/// clears the ones no packet carries; returns the price multiplier. Field by field
+/// rather than a struct literal: the tick is ~350 B and the caller fills the rest, so
+/// nothing is written twice.
 #[inline]
-fn read_quote_fields<const N: usize>(p: &[u8; N], tick: &mut Tick) {
+fn quote_fields<const N: usize>(p: &[u8; N], tick: &mut Tick) -> i64 {
     debug_assert!(N >= KITE_QUOTE_BYTES);
     tick.instrument_token = be32(p, 0);
     let multiplier = price_multiplier(tick.instrument_token);
     let price = |offset| Price(i64::from(be32(p, offset)) * multiplier);
+    tick.exchange = Symbol::EMPTY;
+    tick.tradingsymbol = Symbol::EMPTY;
     tick.last_price = price(4);
     tick.last_quantity = be32(p, 8);
     tick.average_price = price(12);
     tick.volume_traded = u64::from(be32(p, 16));
-    tick.ohlc.open = price(28);
-    tick.ohlc.high = price(32);
-    tick.ohlc.low = price(36);
-    tick.ohlc.close = price(40);
+    tick.ohlc = Ohlc {
+        open: price(28),
+        high: price(32),
+        low: price(36),
+        close: price(40),
+    };
+    tick.data_quality_score = 0.0;
+    tick.validation_flags = 0;
+    multiplier
 }
 
-/// Five entries from `offset`; trailing empty entries (all zero, as Kite sends for an
-/// illiquid book) are not counted as levels.
+/// Five entries from `offset` into `depth`; trailing empty entries (all zero, as Kite
+/// sends for an illiquid book) are not counted as levels.
 #[inline]
-fn read_depth(p: &[u8; KITE_FULL_BYTES], offset: usize, multiplier: i64) -> Depth {
-    let mut depth = Depth::default();
+fn read_depth(p: &[u8; KITE_FULL_BYTES], offset: usize, multiplier: i64, depth: &mut Depth) {
+    depth.len = 0;
     for (i, level) in depth.levels.iter_mut().enumerate() {
         let at = offset + i * DEPTH_ENTRY_BYTES;
         *level = DepthLevel {
@@ -172,7 +233,6 @@ fn read_depth(p: &[u8; KITE_FULL_BYTES], offset: usize, multiplier: i64) -> Dept
     }
     // Entries past `len` are zero by the rule above, as `Depth` requires.
     debug_assert!(depth.len as usize <= DEPTH_LEVELS);
-    depth
 }
 
 /// Splits one Kite WebSocket frame and hands each packet to `out`; returns the packet

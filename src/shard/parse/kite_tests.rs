@@ -72,7 +72,7 @@ fn full_packet_falls_back_to_last_trade_time_and_trims_empty_levels() {
 #[test]
 fn other_lengths_are_bad_packets() {
     let mut tick = Tick::default();
-    for len in [0, 8, 28, 32, 43, 45, 183, 185] {
+    for len in [0, 4, 7, 9, 27, 29, 31, 33, 43, 45, 183, 185] {
         let p = vec![0u8; len];
         assert_eq!(
             parse_kite_packet(&p, &mut tick),
@@ -185,4 +185,69 @@ proptest! {
         }
         let _ = parse_kite_packet(&bytes, &mut tick);
     }
+}
+
+#[test]
+fn parsing_overwrites_every_field_of_a_used_tick() {
+    // A tick left over from a JSON message must not leak into a Kite one.
+    let used = SyntheticTicks::new(1, 5).next_tick(1_764_000_000_000, 7, 9);
+    let used = Tick {
+        validation_flags: 0x7ff,
+        data_quality_score: 0.5,
+        ..used
+    };
+    let mut source = SyntheticTicks::new(3, 8).next_tick(1_764_000_100_000, 0, 0);
+    source.instrument_token = source.instrument_token & !0xff | 1;
+    let packet = full_packet(&source);
+    for bytes in [&packet[..], &packet[..KITE_QUOTE_BYTES]] {
+        let mut fresh = Tick {
+            received_at_ms: 7,
+            stream_seq: 9,
+            ..Tick::default()
+        };
+        let mut reused = used;
+        assert_eq!(
+            parse_kite_packet(bytes, &mut fresh),
+            parse_kite_packet(bytes, &mut reused)
+        );
+        assert_eq!(fresh, reused);
+    }
+}
+
+#[test]
+fn index_and_ltp_packets_read_their_fields() {
+    // NIFTY 50 (token 256265, segment 9): prices in paise, OHLC ordered high, low, open, close.
+    let mut p = Vec::new();
+    for word in [
+        256_265u32,
+        2_400_005,
+        2_410_000,
+        2_390_000,
+        2_395_000,
+        2_398_000,
+        7,
+        1_764_000_000,
+    ] {
+        p.extend_from_slice(&word.to_be_bytes());
+    }
+    let mut tick = Tick {
+        received_at_ms: 42,
+        ..Tick::default()
+    };
+    let info = parse_kite_packet(&p, &mut tick).unwrap();
+    assert_eq!(info.missing(), 0);
+    assert_eq!(tick.last_price, Price(2_400_005_000_000));
+    assert_eq!(tick.ohlc.high, Price(2_410_000_000_000));
+    assert_eq!(tick.ohlc.open, Price(2_395_000_000_000));
+    assert_eq!(tick.timestamp_ms, 1_764_000_000_000);
+    let info = parse_kite_packet(&p[..KITE_INDEX_QUOTE_BYTES], &mut tick).unwrap();
+    assert_eq!(
+        (info.missing(), tick.timestamp_ms),
+        (FIELD_EXCHANGE_TIME, 42)
+    );
+    assert_eq!(tick.ohlc.close, Price(2_398_000_000_000));
+    let info = parse_kite_packet(&p[..KITE_LTP_BYTES], &mut tick).unwrap();
+    assert_eq!(info.missing(), FIELD_EXCHANGE_TIME);
+    assert_eq!(tick.ohlc, Ohlc::default());
+    assert_eq!(tick.last_price, Price(2_400_005_000_000));
 }
