@@ -181,55 +181,81 @@ pub fn parse_ack_subject(reply: &[u8]) -> Option<AckInfo> {
 /// The payload of an acknowledgement: `+ACK` (an empty payload acks too).
 pub const ACK: &[u8] = b"+ACK";
 
-/// Stream and consumer state as the API returns it; only the fields we read.
+/// `STREAM.INFO` / `STREAM.CREATE` answers as the API returns them; only the fields we read.
 #[derive(Deserialize)]
 struct StreamInfoWire {
+    /// The stream's configuration.
     config: StreamConfigWire,
+    /// Its counters.
     state: StreamStateWire,
 }
 
+/// The `config` object of a stream answer.
 #[derive(Deserialize)]
 struct StreamConfigWire {
+    /// Stream name.
     name: String,
+    /// Subjects captured.
     #[serde(default)]
     subjects: Vec<String>,
 }
 
+/// The `state` object of a stream answer.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct StreamStateWire {
+    /// Messages stored.
     messages: u64,
+    /// Bytes stored.
     bytes: u64,
+    /// Oldest sequence stored.
     first_seq: u64,
+    /// Newest sequence stored.
     last_seq: u64,
+    /// Consumers attached.
     consumer_count: u64,
 }
 
+/// `CONSUMER.INFO` / `DURABLE.CREATE` answers; only the fields we read.
 #[derive(Deserialize)]
 struct ConsumerInfoWire {
+    /// Stream name.
     stream_name: String,
+    /// Consumer name.
     name: String,
+    /// The consumer's configuration.
     config: ConsumerConfigWire,
+    /// Newest delivery.
     #[serde(default)]
     delivered: SequencePair,
+    /// Acknowledged up to here.
     #[serde(default)]
     ack_floor: SequencePair,
+    /// Delivered, not acknowledged.
     #[serde(default)]
     num_ack_pending: u64,
+    /// Redelivered, not acknowledged.
     #[serde(default)]
     num_redelivered: u64,
+    /// Pull requests waiting.
     #[serde(default)]
     num_waiting: u64,
+    /// Not yet delivered.
     #[serde(default)]
     num_pending: u64,
 }
 
+/// The `config` object of a consumer answer.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ConsumerConfigWire {
+    /// Filter subject, empty for the whole stream.
     filter_subject: String,
+    /// `none`, `all` or `explicit`.
     ack_policy: String,
+    /// Redelivery delay in nanoseconds.
     ack_wait: u64,
+    /// Most unacknowledged deliveries.
     max_ack_pending: i64,
 }
 
