@@ -35,7 +35,7 @@
 //! | 12 | the 11-token form plus a random token |
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -687,27 +687,36 @@ impl PublishWindow {
         Ok(())
     }
 
-    /// Waits for one batch of answers; a timeout error when none came within `timeout`.
+    /// Waits for at least one answer; a timeout error when none came within `timeout`.
+    /// (A poll can return early with nothing when only part of an answer has arrived,
+    /// hence the deadline rather than a single poll.)
     fn take_answers(&mut self, conn: &mut NatsConn, timeout: Duration) -> Result<(), NatsError> {
+        let deadline = Instant::now() + timeout;
         let (sid, counts) = (self.sid, &mut self.counts);
         let mut answers = 0u64;
         let mut server_error: Option<String> = None;
-        let seen = conn.poll(timeout, |op| match op {
-            ServerOp::Msg(msg) if msg.sid == sid => {
-                answers += 1;
-                counts.account(msg.status(), msg.payload);
+        // Loop bound: the deadline.
+        while answers == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NatsError::Timeout {
+                    what: format!("PubAcks ({} outstanding)", self.outstanding),
+                    waited_ms: timeout.as_millis() as u64,
+                });
             }
-            ServerOp::Err(text) => server_error = Some(String::from_utf8_lossy(text).into_owned()),
-            _ => {}
-        })?;
-        if let Some(message) = server_error {
-            return Err(NatsError::Server { message });
-        }
-        if seen == 0 {
-            return Err(NatsError::Timeout {
-                what: format!("PubAcks ({} outstanding)", self.outstanding),
-                waited_ms: timeout.as_millis() as u64,
-            });
+            conn.poll(left, |op| match op {
+                ServerOp::Msg(msg) if msg.sid == sid => {
+                    answers += 1;
+                    counts.account(msg.status(), msg.payload);
+                }
+                ServerOp::Err(text) => {
+                    server_error = Some(String::from_utf8_lossy(text).into_owned())
+                }
+                _ => {}
+            })?;
+            if let Some(message) = server_error.take() {
+                return Err(NatsError::Server { message });
+            }
         }
         self.outstanding = self.outstanding.saturating_sub(answers);
         Ok(())
