@@ -219,6 +219,8 @@ pub struct FeedReport {
     pub first_error: Option<String>,
     /// Highest stream sequence acknowledged.
     pub seq_last: u64,
+    /// Payload bytes published, good and bad.
+    pub payload_bytes: u64,
     /// Bad messages published, per kind, in [`BadKind::ALL`] order.
     pub bad: [u64; BAD_KINDS],
     /// Wall time from the first publish to the last answer.
@@ -244,9 +246,10 @@ impl FeedReport {
             .map(|(kind, count)| format!("{}={count}", kind.name()))
             .collect();
         format!(
-            "feed {}: published {} acked {} errors {} bad {} [{}] in {:.2} s = {:.0} msgs/s, lag max {:.1} ms{}",
+            "feed {}: published {} (avg {} B) acked {} errors {} bad {} [{}] in {:.2} s = {:.0} msgs/s, lag max {:.1} ms{}",
             if self.core { "core" } else { "jetstream" },
             self.published,
+            self.payload_bytes / self.published.max(1),
             self.acked,
             self.errors,
             bad,
@@ -350,6 +353,7 @@ pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, Fee
             None => conn.publish(&subject, None, &payload)?,
         }
         report.published += 1;
+        report.payload_bytes += payload.len() as u64;
     }
     match window.as_mut() {
         Some(window) => {

@@ -212,7 +212,8 @@ impl NatsConn {
 
     /// Hands every complete operation in the read buffer to `f`, reading from the socket
     /// once (waiting at most `timeout`) if none is buffered. Answers `PING` itself.
-    /// Returns how many operations `f` saw; 0 means the timeout passed.
+    /// Returns how many operations `f` saw; 0 means the timeout passed or only part of
+    /// an operation arrived, so callers wait against a deadline, not a count of polls.
     ///
     /// Queued writes are flushed before waiting, so a caller never waits on its own
     /// unsent request.
@@ -240,22 +241,35 @@ impl NatsConn {
         let mut head = self.read_head;
         let mut seen = 0;
         let mut pings = 0;
-        while let Some((op, used)) = wire::parse(&buf[head..], self.payload_bytes_max)? {
-            debug_assert!(used > 0);
-            head += used;
-            match op {
-                ServerOp::Ping => pings += 1,
-                other => {
-                    seen += 1;
-                    f(other);
+        let mut outcome = Ok(());
+        // Loop bound: each pass consumes at least one byte of the buffered `[head..tail)`.
+        loop {
+            match wire::parse(&buf[head..], self.payload_bytes_max) {
+                Ok(Some((op, used))) => {
+                    debug_assert!(used > 0);
+                    head += used;
+                    match op {
+                        ServerOp::Ping => pings += 1,
+                        other => {
+                            seen += 1;
+                            f(other);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
                 }
             }
         }
+        // Ops handed out are consumed even if a later one is broken: never twice to `f`.
         self.read_head = head;
         if self.read_head == self.read_tail {
             self.read_head = 0;
             self.read_tail = 0;
         }
+        outcome?;
         if pings > 0 {
             wire::encode_pong(&mut self.write_buf);
             self.flush()?;

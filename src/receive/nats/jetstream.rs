@@ -35,7 +35,7 @@
 //! | 12 | the 11-token form plus a random token |
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -181,55 +181,81 @@ pub fn parse_ack_subject(reply: &[u8]) -> Option<AckInfo> {
 /// The payload of an acknowledgement: `+ACK` (an empty payload acks too).
 pub const ACK: &[u8] = b"+ACK";
 
-/// Stream and consumer state as the API returns it; only the fields we read.
+/// `STREAM.INFO` / `STREAM.CREATE` answers as the API returns them; only the fields we read.
 #[derive(Deserialize)]
 struct StreamInfoWire {
+    /// The stream's configuration.
     config: StreamConfigWire,
+    /// Its counters.
     state: StreamStateWire,
 }
 
+/// The `config` object of a stream answer.
 #[derive(Deserialize)]
 struct StreamConfigWire {
+    /// Stream name.
     name: String,
+    /// Subjects captured.
     #[serde(default)]
     subjects: Vec<String>,
 }
 
+/// The `state` object of a stream answer.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct StreamStateWire {
+    /// Messages stored.
     messages: u64,
+    /// Bytes stored.
     bytes: u64,
+    /// Oldest sequence stored.
     first_seq: u64,
+    /// Newest sequence stored.
     last_seq: u64,
+    /// Consumers attached.
     consumer_count: u64,
 }
 
+/// `CONSUMER.INFO` / `DURABLE.CREATE` answers; only the fields we read.
 #[derive(Deserialize)]
 struct ConsumerInfoWire {
+    /// Stream name.
     stream_name: String,
+    /// Consumer name.
     name: String,
+    /// The consumer's configuration.
     config: ConsumerConfigWire,
+    /// Newest delivery.
     #[serde(default)]
     delivered: SequencePair,
+    /// Acknowledged up to here.
     #[serde(default)]
     ack_floor: SequencePair,
+    /// Delivered, not acknowledged.
     #[serde(default)]
     num_ack_pending: u64,
+    /// Redelivered, not acknowledged.
     #[serde(default)]
     num_redelivered: u64,
+    /// Pull requests waiting.
     #[serde(default)]
     num_waiting: u64,
+    /// Not yet delivered.
     #[serde(default)]
     num_pending: u64,
 }
 
+/// The `config` object of a consumer answer.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ConsumerConfigWire {
+    /// Filter subject, empty for the whole stream.
     filter_subject: String,
+    /// `none`, `all` or `explicit`.
     ack_policy: String,
+    /// Redelivery delay in nanoseconds.
     ack_wait: u64,
+    /// Most unacknowledged deliveries.
     max_ack_pending: i64,
 }
 
@@ -689,27 +715,36 @@ impl PublishWindow {
         Ok(())
     }
 
-    /// Waits for one batch of answers; a timeout error when none came within `timeout`.
+    /// Waits for at least one answer; a timeout error when none came within `timeout`.
+    /// (A poll can return early with nothing when only part of an answer has arrived,
+    /// hence the deadline rather than a single poll.)
     fn take_answers(&mut self, conn: &mut NatsConn, timeout: Duration) -> Result<(), NatsError> {
+        let deadline = Instant::now() + timeout;
         let (sid, counts) = (self.sid, &mut self.counts);
         let mut answers = 0u64;
         let mut server_error: Option<String> = None;
-        let seen = conn.poll(timeout, |op| match op {
-            ServerOp::Msg(msg) if msg.sid == sid => {
-                answers += 1;
-                counts.account(msg.status(), msg.payload);
+        // Loop bound: the deadline.
+        while answers == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(NatsError::Timeout {
+                    what: format!("PubAcks ({} outstanding)", self.outstanding),
+                    waited_ms: timeout.as_millis() as u64,
+                });
             }
-            ServerOp::Err(text) => server_error = Some(String::from_utf8_lossy(text).into_owned()),
-            _ => {}
-        })?;
-        if let Some(message) = server_error {
-            return Err(NatsError::Server { message });
-        }
-        if seen == 0 {
-            return Err(NatsError::Timeout {
-                what: format!("PubAcks ({} outstanding)", self.outstanding),
-                waited_ms: timeout.as_millis() as u64,
-            });
+            conn.poll(left, |op| match op {
+                ServerOp::Msg(msg) if msg.sid == sid => {
+                    answers += 1;
+                    counts.account(msg.status(), msg.payload);
+                }
+                ServerOp::Err(text) => {
+                    server_error = Some(String::from_utf8_lossy(text).into_owned())
+                }
+                _ => {}
+            })?;
+            if let Some(message) = server_error.take() {
+                return Err(NatsError::Server { message });
+            }
         }
         self.outstanding = self.outstanding.saturating_sub(answers);
         Ok(())
