@@ -15,7 +15,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use alphapt_storage::feed::encode_tick_json;
+use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::receive::nats::wire::{self, ServerOp};
 
@@ -28,7 +28,7 @@ fn buffer() -> Vec<u8> {
     for index in 0..MESSAGES {
         let tick = feed.next_tick(1_764_000_000_000 + index as i64, 0, 0);
         payload.clear();
-        encode_tick_json(&mut payload, &tick, None);
+        write_tick_json(&mut payload, &tick);
         let reply = format!(
             "$JS.ACK.MARKET_TICKS.alphapt-storage.1.{}.{}.1764000000000000000.{}",
             index + 1,

@@ -17,7 +17,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use alphapt_storage::model::synthetic::{write_json_tick, SyntheticTicks};
+use alphapt_storage::model::json::write_tick_json;
+use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::{Symbol, Tick};
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
@@ -63,7 +64,7 @@ fn bench(c: &mut Criterion) {
         .iter()
         .map(|t| {
             let mut out = Vec::new();
-            write_json_tick(t, &mut out);
+            write_tick_json(&mut out, t);
             out
         })
         .collect();

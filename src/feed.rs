@@ -3,7 +3,7 @@
 //! open-loop rate, through JetStream (every PubAck checked) or core NATS.
 //!
 //! ```text
-//!   SyntheticTicks ──Tick──► encode_tick_json (reused buffer) ──► PublishWindow (≤ window PubAcks out) ──► JetStream
+//!   SyntheticTicks ──Tick──► model::json (reused buffer) ──► PublishWindow (≤ window PubAcks out) ──► JetStream
 //!        schedule: message i is due at start + i / rate          └─ or core PUB (--core) ──────────────────► NATS
 //! ```
 //!
@@ -30,9 +30,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::model::json::{write_tick_json, write_tick_json_spoiled, write_u64, Spoil};
 use crate::model::synthetic::{SplitMix64, SyntheticTicks};
-use crate::model::{Depth, Price, Tick, PRICE_SCALE};
-use crate::receive::nats::wire::push_u64;
 use crate::receive::nats::{NatsConn, NatsError, PublishWindow};
 
 /// Highest `--rate`, messages a second: ten times what one loopback publisher reaches.
@@ -73,6 +72,19 @@ pub enum BadKind {
 pub const BAD_KINDS: usize = 7;
 
 impl BadKind {
+    /// The JSON-level corruption this kind is, if the encoder makes it (the caller
+    /// truncates and builds oversized payloads itself).
+    pub fn spoil(self) -> Option<Spoil> {
+        match self {
+            BadKind::MalformedJson => Some(Spoil::MalformedJson),
+            BadKind::WrongType => Some(Spoil::WrongType),
+            BadKind::MissingField => Some(Spoil::MissingField),
+            BadKind::AbsurdPrice => Some(Spoil::AbsurdPrice),
+            BadKind::NonUtf8 => Some(Spoil::NonUtf8),
+            BadKind::Truncated | BadKind::Oversized => None,
+        }
+    }
+
     /// Every kind, in report order.
     pub const ALL: [BadKind; BAD_KINDS] = [
         BadKind::MalformedJson,
@@ -334,10 +346,10 @@ pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, Fee
         match bad {
             Some(BadKind::Oversized) => payload.extend_from_slice(&oversized),
             Some(BadKind::Truncated) => {
-                encode_tick_json(&mut payload, &tick, None);
+                write_tick_json(&mut payload, &tick);
                 payload.truncate(payload.len() / 2);
             }
-            other => encode_tick_json(&mut payload, &tick, other),
+            other => write_tick_json_spoiled(&mut payload, &tick, other.and_then(BadKind::spoil)),
         }
         if let Some(kind) = bad {
             report.bad[kind as usize] += 1;
@@ -347,7 +359,7 @@ pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, Fee
         subject.push(b'.');
         subject.extend_from_slice(tick.exchange.as_bytes());
         subject.push(b'.');
-        push_u64(&mut subject, u64::from(tick.instrument_token));
+        write_u64(&mut subject, u64::from(tick.instrument_token));
         match window.as_mut() {
             Some(window) => window.publish(conn, &subject, &payload, options.ack_timeout)?,
             None => conn.publish(&subject, None, &payload)?,
@@ -406,254 +418,10 @@ fn junk(bytes: usize) -> Vec<u8> {
     (0..bytes).map(|i| b"junk{[\"x"[i % 8]).collect()
 }
 
-/// Appends a price in decimal from its fixed-point integer: shortest form with at least
-/// one fraction digit (`1012.35`, `1011.0`, `-0.05`).
-pub fn push_price(out: &mut Vec<u8>, price: Price) {
-    if price.0 < 0 {
-        out.push(b'-');
-    }
-    let raw = price.0.unsigned_abs();
-    let scale = PRICE_SCALE as u64;
-    push_u64(out, raw / scale);
-    out.push(b'.');
-    let mut fraction = raw % scale;
-    if fraction == 0 {
-        out.push(b'0');
-        return;
-    }
-    // 8 fraction digits, trailing zeros dropped.
-    let mut digits = 8;
-    while fraction % 10 == 0 {
-        fraction /= 10;
-        digits -= 1;
-    }
-    let mut text = [b'0'; 8];
-    for slot in text[..digits].iter_mut().rev() {
-        *slot = b'0' + (fraction % 10) as u8;
-        fraction /= 10;
-    }
-    out.extend_from_slice(&text[..digits]);
-}
-
-/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds `ms` (years 0..=9999).
-/// Civil date from days: Howard Hinnant, *chrono-Compatible Low-Level Date Algorithms*.
-pub fn push_timestamp(out: &mut Vec<u8>, ms: i64) {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let two = |value: i64, out: &mut Vec<u8>| {
-        out.push(b'0' + (value / 10) as u8);
-        out.push(b'0' + (value % 10) as u8);
-    };
-    let year = year.clamp(0, 9999);
-    two(year / 100, out);
-    two(year % 100, out);
-    out.push(b'-');
-    two(month, out);
-    out.push(b'-');
-    two(day, out);
-    out.push(b'T');
-    two(in_day / 3_600_000, out);
-    out.push(b':');
-    two(in_day / 60_000 % 60, out);
-    out.push(b':');
-    two(in_day / 1000 % 60, out);
-    out.push(b'.');
-    let millis = in_day % 1000;
-    out.push(b'0' + (millis / 100) as u8);
-    two(millis % 100, out);
-    out.push(b'Z');
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8]) {
-    out.extend_from_slice(b", \"");
-    out.extend_from_slice(name);
-    out.extend_from_slice(b"\": ");
-}
-
-fn push_depth(out: &mut Vec<u8>, depth: &Depth) {
-    out.push(b'[');
-    for (index, level) in depth.as_slice().iter().enumerate() {
-        if index > 0 {
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(b"{\"price\": ");
-        push_price(out, level.price);
-        out.extend_from_slice(b", \"quantity\": ");
-        push_u64(out, u64::from(level.quantity));
-        out.extend_from_slice(b", \"orders\": ");
-        push_u64(out, u64::from(level.orders));
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
-/// Appends `tick` as the platform's JSON; `bad` (other than `Truncated` and `Oversized`,
-/// which the caller makes) spoils it in that way. No allocation once `out` has grown.
-pub fn encode_tick_json(out: &mut Vec<u8>, tick: &Tick, bad: Option<BadKind>) {
-    out.extend_from_slice(b"{\"instrument_token\": ");
-    push_u64(out, u64::from(tick.instrument_token));
-    push_field(out, b"exchange");
-    out.push(b'"');
-    out.extend_from_slice(tick.exchange.as_bytes());
-    out.push(b'"');
-    push_field(out, b"tradingsymbol");
-    out.push(b'"');
-    let symbol_at = out.len();
-    out.extend_from_slice(tick.tradingsymbol.as_bytes());
-    // 0xFF and 0xFE never occur in UTF-8; the rest of the message stays valid JSON.
-    if bad == Some(BadKind::NonUtf8) && out.len() >= symbol_at + 3 {
-        out[symbol_at + 1] = 0xff;
-        out[symbol_at + 2] = 0xfe;
-    }
-    out.push(b'"');
-    match bad {
-        Some(BadKind::MissingField) => {}
-        Some(BadKind::WrongType) => {
-            push_field(out, b"last_price");
-            out.push(b'"');
-            push_price(out, tick.last_price);
-            out.push(b'"');
-        }
-        Some(BadKind::AbsurdPrice) => {
-            push_field(out, b"last_price");
-            push_price(out, Price(tick.last_price.0.saturating_mul(1_000_000)));
-        }
-        _ => {
-            push_field(out, b"last_price");
-            push_price(out, tick.last_price);
-        }
-    }
-    push_field(out, b"last_quantity");
-    push_u64(out, u64::from(tick.last_quantity));
-    push_field(out, b"average_price");
-    push_price(out, tick.average_price);
-    push_field(out, b"volume_traded");
-    push_u64(out, tick.volume_traded);
-    push_field(out, b"oi");
-    push_u64(out, tick.oi);
-    push_field(out, b"ohlc");
-    out.extend_from_slice(b"{\"open\": ");
-    push_price(out, tick.ohlc.open);
-    out.extend_from_slice(b", \"high\": ");
-    push_price(out, tick.ohlc.high);
-    out.extend_from_slice(b", \"low\": ");
-    push_price(out, tick.ohlc.low);
-    out.extend_from_slice(b", \"close\": ");
-    push_price(out, tick.ohlc.close);
-    out.push(b'}');
-    push_field(out, b"depth");
-    out.extend_from_slice(b"{\"buy\": ");
-    push_depth(out, &tick.depth_buy);
-    out.extend_from_slice(b", \"sell\": ");
-    push_depth(out, &tick.depth_sell);
-    out.push(b'}');
-    push_field(out, b"timestamp");
-    out.push(b'"');
-    push_timestamp(out, tick.timestamp_ms);
-    out.extend_from_slice(b"\"}");
-    if bad == Some(BadKind::MalformedJson) {
-        *out.last_mut().expect("just written") = b']';
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The encoder against serde_json as the oracle; prices and dates against known text.
     use super::*;
-
-    fn sample() -> Tick {
-        SyntheticTicks::new(3, 9).next_tick(1_764_000_000_123, 0, 0)
-    }
-
-    #[test]
-    fn prices_print_from_fixed_point() {
-        let cases = [
-            (101_235_000_000, "1012.35"),
-            (101_100_000_000, "1011.0"),
-            (5_000_000, "0.05"),
-            (-5_000_000, "-0.05"),
-            (1, "0.00000001"),
-            (0, "0.0"),
-            (7_325_250_000, "73.2525"),
-        ];
-        for (raw, text) in cases {
-            let mut out = Vec::new();
-            push_price(&mut out, Price(raw));
-            assert_eq!(String::from_utf8(out).unwrap(), text);
-            assert_eq!(Price::from_f64(text.parse().unwrap()), Some(Price(raw)));
-        }
-    }
-
-    #[test]
-    fn timestamps_are_iso_utc_with_millis() {
-        for (ms, text) in [
-            (0, "1970-01-01T00:00:00.000Z"),
-            (1_764_000_000_123, "2025-11-24T16:00:00.123Z"),
-            (951_782_400_007, "2000-02-29T00:00:00.007Z"),
-            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
-        ] {
-            let mut out = Vec::new();
-            push_timestamp(&mut out, ms);
-            assert_eq!(String::from_utf8(out).unwrap(), text);
-        }
-    }
-
-    #[test]
-    fn good_tick_is_json_of_the_platform_shape() {
-        let tick = sample();
-        let mut out = Vec::new();
-        encode_tick_json(&mut out, &tick, None);
-        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(json["instrument_token"], tick.instrument_token);
-        assert_eq!(json["exchange"], "NSE");
-        assert_eq!(json["tradingsymbol"], "SYN00000");
-        assert_eq!(
-            Price::from_f64(json["last_price"].as_f64().unwrap()),
-            Some(tick.last_price)
-        );
-        assert_eq!(json["volume_traded"], tick.volume_traded);
-        assert_eq!(json["depth"]["buy"].as_array().unwrap().len(), 5);
-        assert_eq!(
-            json["depth"]["sell"][4]["orders"],
-            tick.depth_sell.levels[4].orders
-        );
-        assert_eq!(json["ohlc"]["high"].as_f64(), Some(tick.ohlc.high.to_f64()));
-        assert_eq!(json["timestamp"], "2025-11-24T16:00:00.123Z");
-        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 11);
-        assert!(out.starts_with(b"{\"instrument_token\": "));
-    }
-
-    #[test]
-    fn each_bad_kind_is_bad_in_its_way() {
-        let tick = sample();
-        let encode = |kind| {
-            let mut out = Vec::new();
-            encode_tick_json(&mut out, &tick, Some(kind));
-            out
-        };
-        assert!(
-            serde_json::from_slice::<serde_json::Value>(&encode(BadKind::MalformedJson)).is_err()
-        );
-        let wrong: serde_json::Value = serde_json::from_slice(&encode(BadKind::WrongType)).unwrap();
-        assert!(wrong["last_price"].is_string());
-        let missing: serde_json::Value =
-            serde_json::from_slice(&encode(BadKind::MissingField)).unwrap();
-        assert!(missing.get("last_price").is_none());
-        let absurd: serde_json::Value =
-            serde_json::from_slice(&encode(BadKind::AbsurdPrice)).unwrap();
-        assert!(absurd["last_price"].as_f64().unwrap() > 1e7);
-        assert!(std::str::from_utf8(&encode(BadKind::NonUtf8)).is_err());
-    }
 
     #[test]
     fn bad_plan_is_deterministic_and_near_its_ratio() {

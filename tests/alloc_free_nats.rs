@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alphapt_storage::feed::encode_tick_json;
+use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::receive::nats::{parse_ack_subject, NatsConn, ServerOp};
 
@@ -51,10 +51,9 @@ fn round(
     let mut bytes = 0;
     for index in 0..count {
         payload.clear();
-        encode_tick_json(
+        write_tick_json(
             payload,
             &feed.next_tick(1_764_000_000_000 + index as i64, 0, 0),
-            None,
         );
         conn.publish(subject, None, payload).unwrap();
     }

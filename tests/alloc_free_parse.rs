@@ -6,7 +6,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use alphapt_storage::model::synthetic::{write_json_tick, SyntheticTicks};
+use alphapt_storage::model::json::write_tick_json;
+use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::Tick;
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
@@ -53,7 +54,7 @@ fn parse_validate_append_allocate_nothing_after_warm_up() {
         .iter()
         .map(|t| {
             let mut out = Vec::new();
-            write_json_tick(t, &mut out);
+            write_tick_json(&mut out, t);
             out
         })
         .collect();

@@ -1,154 +1,311 @@
-//! Ticks as the platform's event bus publishes them in JSON (DESIGN §4), written from
-//! the fixed-point model without floats, into a reused buffer. Used by the synthetic
-//! source, the load generator and tests; the shard's parser reads this shape back.
+//! Ticks as the platform's event bus publishes them in JSON (DESIGN §4; the shape of
+//! `python_stack.py`'s `tick()`), written from the fixed-point model with integer
+//! arithmetic into a reused buffer: no floats, no `format!`, no allocation once the
+//! buffer has grown. Used by the built-in synthetic source, the load generator, tests
+//! and benches; the shard's parser reads this shape back.
 //!
 //! ```text
-//! {"instrument_token":256265,"exchange":"NSE","tradingsymbol":"INFY","last_price":1234.05,
-//!  "last_quantity":12,"average_price":1233.9,"volume_traded":123456,"oi":0,
-//!  "ohlc":{"open":..,"high":..,"low":..,"close":..},
-//!  "depth":{"buy":[{"price":..,"quantity":..,"orders":..},...],"sell":[...]},
-//!  "timestamp":"2026-11-25T09:15:00.123Z"}
+//! {"instrument_token": 256265, "exchange": "NSE", "tradingsymbol": "INFY", "last_price": 1234.05,
+//!  "last_quantity": 12, "average_price": 1233.9, "volume_traded": 123456, "oi": 0,
+//!  "ohlc": {"open": .., "high": .., "low": .., "close": ..},
+//!  "depth": {"buy": [{"price": .., "quantity": .., "orders": ..}, ...], "sell": [...]},
+//!  "timestamp": "2026-11-25T09:15:00.123Z"}
 //! ```
-
-use std::io::Write;
 
 use super::{Depth, Price, Tick, PRICE_SCALE};
 
-/// Appends `price` as a JSON number with the fewest decimals that are exact.
+/// Ways a load generator spoils a tick's JSON, each one a reject or flag downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spoil {
+    /// The closing brace becomes `]`.
+    MalformedJson,
+    /// `last_price` is a string.
+    WrongType,
+    /// `last_price` is left out.
+    MissingField,
+    /// `last_price` is a million times too large.
+    AbsurdPrice,
+    /// Two bytes of the symbol are never-valid UTF-8.
+    NonUtf8,
+}
+
+/// Appends `value` in decimal.
+#[inline]
+pub fn write_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The civil date `(year, month, day)` of a day count from 1970-01-01: Howard
+/// Hinnant, *chrono-Compatible Low-Level Date Algorithms* (`civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Appends a price in decimal from its fixed-point integer: shortest form with at least
+/// one fraction digit (`1012.35`, `1011.0`, `-0.05`).
 pub fn write_price(out: &mut Vec<u8>, price: Price) {
-    let raw = price.0;
-    if raw < 0 {
+    if price.0 < 0 {
         out.push(b'-');
     }
-    let magnitude = raw.unsigned_abs();
+    let raw = price.0.unsigned_abs();
     let scale = PRICE_SCALE as u64;
-    let whole = magnitude / scale;
-    let mut fraction = magnitude % scale;
-    let _ = write!(out, "{whole}");
+    write_u64(out, raw / scale);
+    out.push(b'.');
+    let mut fraction = raw % scale;
     if fraction == 0 {
+        out.push(b'0');
         return;
     }
+    // 8 fraction digits, trailing zeros dropped.
     let mut digits = 8;
     while fraction % 10 == 0 {
         fraction /= 10;
         digits -= 1;
     }
-    let _ = write!(out, ".{fraction:0digits$}");
+    let mut text = [b'0'; 8];
+    for slot in text[..digits].iter_mut().rev() {
+        *slot = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
+    }
+    out.extend_from_slice(&text[..digits]);
 }
 
-/// Appends Unix milliseconds as ISO-8601 UTC with milliseconds, e.g.
-/// `2026-11-25T09:15:00.123Z`. Civil date from days by Hinnant's algorithm
-/// (*chrono-Compatible Low-Level Date Algorithms*, 2013).
-pub fn write_iso8601_ms(out: &mut Vec<u8>, unix_ms: i64) {
-    let days = unix_ms.div_euclid(86_400_000);
-    let ms_of_day = unix_ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, ms) = (
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000,
-    );
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
-    );
+/// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds `ms` (years 0..=9999).
+/// Civil date from days: Howard Hinnant, *chrono-Compatible Low-Level Date Algorithms*.
+pub fn write_iso8601_ms(out: &mut Vec<u8>, ms: i64) {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (month, day) = (i64::from(month), i64::from(day));
+    let two = |value: i64, out: &mut Vec<u8>| {
+        out.push(b'0' + (value / 10) as u8);
+        out.push(b'0' + (value % 10) as u8);
+    };
+    let year = year.clamp(0, 9999);
+    two(year / 100, out);
+    two(year % 100, out);
+    out.push(b'-');
+    two(month, out);
+    out.push(b'-');
+    two(day, out);
+    out.push(b'T');
+    two(in_day / 3_600_000, out);
+    out.push(b':');
+    two(in_day / 60_000 % 60, out);
+    out.push(b':');
+    two(in_day / 1000 % 60, out);
+    out.push(b'.');
+    let millis = in_day % 1000;
+    out.push(b'0' + (millis / 100) as u8);
+    two(millis % 100, out);
+    out.push(b'Z');
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b", \"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\": ");
 }
 
 fn write_depth(out: &mut Vec<u8>, depth: &Depth) {
     out.push(b'[');
-    for (i, level) in depth.as_slice().iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    for (index, level) in depth.as_slice().iter().enumerate() {
+        if index > 0 {
+            out.extend_from_slice(b", ");
         }
-        out.extend_from_slice(b"{\"price\":");
+        out.extend_from_slice(b"{\"price\": ");
         write_price(out, level.price);
-        let _ = write!(
-            out,
-            ",\"quantity\":{},\"orders\":{}}}",
-            level.quantity, level.orders
-        );
+        out.extend_from_slice(b", \"quantity\": ");
+        write_u64(out, u64::from(level.quantity));
+        out.extend_from_slice(b", \"orders\": ");
+        write_u64(out, u64::from(level.orders));
+        out.push(b'}');
     }
     out.push(b']');
 }
 
-/// Appends `tick` as one JSON object. Symbols are written raw: the synthetic and
-/// exchange symbols are plain ASCII without quotes or backslashes.
+/// Appends `tick` as the platform's JSON.
 pub fn write_tick_json(out: &mut Vec<u8>, tick: &Tick) {
-    let _ = write!(
-        out,
-        "{{\"instrument_token\":{},\"exchange\":\"",
-        tick.instrument_token
-    );
+    write_tick_json_spoiled(out, tick, None);
+}
+
+/// Appends `tick` as the platform's JSON, spoiled in the given way (for load tests
+/// and fixtures). No allocation once `out` has grown.
+pub fn write_tick_json_spoiled(out: &mut Vec<u8>, tick: &Tick, bad: Option<Spoil>) {
+    out.extend_from_slice(b"{\"instrument_token\": ");
+    write_u64(out, u64::from(tick.instrument_token));
+    write_field(out, b"exchange");
+    out.push(b'"');
     out.extend_from_slice(tick.exchange.as_bytes());
-    out.extend_from_slice(b"\",\"tradingsymbol\":\"");
+    out.push(b'"');
+    write_field(out, b"tradingsymbol");
+    out.push(b'"');
+    let symbol_at = out.len();
     out.extend_from_slice(tick.tradingsymbol.as_bytes());
-    out.extend_from_slice(b"\",\"last_price\":");
-    write_price(out, tick.last_price);
-    let _ = write!(
-        out,
-        ",\"last_quantity\":{},\"average_price\":",
-        tick.last_quantity
-    );
+    // 0xFF and 0xFE never occur in UTF-8; the rest of the message stays valid JSON.
+    if bad == Some(Spoil::NonUtf8) && out.len() >= symbol_at + 3 {
+        out[symbol_at + 1] = 0xff;
+        out[symbol_at + 2] = 0xfe;
+    }
+    out.push(b'"');
+    match bad {
+        Some(Spoil::MissingField) => {}
+        Some(Spoil::WrongType) => {
+            write_field(out, b"last_price");
+            out.push(b'"');
+            write_price(out, tick.last_price);
+            out.push(b'"');
+        }
+        Some(Spoil::AbsurdPrice) => {
+            write_field(out, b"last_price");
+            write_price(out, Price(tick.last_price.0.saturating_mul(1_000_000)));
+        }
+        _ => {
+            write_field(out, b"last_price");
+            write_price(out, tick.last_price);
+        }
+    }
+    write_field(out, b"last_quantity");
+    write_u64(out, u64::from(tick.last_quantity));
+    write_field(out, b"average_price");
     write_price(out, tick.average_price);
-    let _ = write!(
-        out,
-        ",\"volume_traded\":{},\"oi\":{},\"ohlc\":{{\"open\":",
-        tick.volume_traded, tick.oi
-    );
+    write_field(out, b"volume_traded");
+    write_u64(out, tick.volume_traded);
+    write_field(out, b"oi");
+    write_u64(out, tick.oi);
+    write_field(out, b"ohlc");
+    out.extend_from_slice(b"{\"open\": ");
     write_price(out, tick.ohlc.open);
-    out.extend_from_slice(b",\"high\":");
+    out.extend_from_slice(b", \"high\": ");
     write_price(out, tick.ohlc.high);
-    out.extend_from_slice(b",\"low\":");
+    out.extend_from_slice(b", \"low\": ");
     write_price(out, tick.ohlc.low);
-    out.extend_from_slice(b",\"close\":");
+    out.extend_from_slice(b", \"close\": ");
     write_price(out, tick.ohlc.close);
-    out.extend_from_slice(b"},\"depth\":{\"buy\":");
+    out.push(b'}');
+    write_field(out, b"depth");
+    out.extend_from_slice(b"{\"buy\": ");
     write_depth(out, &tick.depth_buy);
-    out.extend_from_slice(b",\"sell\":");
+    out.extend_from_slice(b", \"sell\": ");
     write_depth(out, &tick.depth_sell);
-    out.extend_from_slice(b"},\"timestamp\":\"");
+    out.push(b'}');
+    write_field(out, b"timestamp");
+    out.push(b'"');
     write_iso8601_ms(out, tick.timestamp_ms);
     out.extend_from_slice(b"\"}");
+    if bad == Some(Spoil::MalformedJson) {
+        *out.last_mut().expect("just written") = b']';
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Prices and times against known text; a whole tick parses with serde_json and
-    //! reads back through the shard's own parser unchanged.
+    //! The writer against serde_json as the oracle, prices and dates against known
+    //! text, every spoil bad in its way, and round trips through the shard's parser.
     use super::*;
     use crate::model::synthetic::SyntheticTicks;
 
+    fn sample() -> Tick {
+        SyntheticTicks::new(3, 9).next_tick(1_764_000_000_123, 0, 0)
+    }
+
     #[test]
-    fn prices_and_times_format_exactly() {
+    fn prices_print_from_fixed_point() {
         let cases = [
-            (123_405_000_000, "1234.05"),
+            (101_235_000_000, "1012.35"),
+            (101_100_000_000, "1011.0"),
             (5_000_000, "0.05"),
-            (100_000_000, "1"),
-            (-250_000_000, "-2.5"),
+            (-5_000_000, "-0.05"),
+            (1, "0.00000001"),
+            (0, "0.0"),
+            (7_325_250_000, "73.2525"),
         ];
         for (raw, text) in cases {
             let mut out = Vec::new();
             write_price(&mut out, Price(raw));
-            assert_eq!(out, text.as_bytes());
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+            assert_eq!(Price::from_f64(text.parse().unwrap()), Some(Price(raw)));
         }
+    }
+
+    #[test]
+    fn timestamps_are_iso_utc_with_millis() {
         for (ms, text) in [
             (0, "1970-01-01T00:00:00.000Z"),
             (1_764_000_000_123, "2025-11-24T16:00:00.123Z"),
-            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (951_782_400_007, "2000-02-29T00:00:00.007Z"),
+            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
         ] {
             let mut out = Vec::new();
             write_iso8601_ms(&mut out, ms);
             assert_eq!(String::from_utf8(out).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn good_tick_is_json_of_the_platform_shape() {
+        let tick = sample();
+        let mut out = Vec::new();
+        write_tick_json(&mut out, &tick);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["instrument_token"], tick.instrument_token);
+        assert_eq!(json["exchange"], "NSE");
+        assert_eq!(json["tradingsymbol"], "SYN00000");
+        assert_eq!(
+            Price::from_f64(json["last_price"].as_f64().unwrap()),
+            Some(tick.last_price)
+        );
+        assert_eq!(json["volume_traded"], tick.volume_traded);
+        assert_eq!(json["depth"]["buy"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            json["depth"]["sell"][4]["orders"],
+            tick.depth_sell.levels[4].orders
+        );
+        assert_eq!(json["ohlc"]["high"].as_f64(), Some(tick.ohlc.high.to_f64()));
+        assert_eq!(json["timestamp"], "2025-11-24T16:00:00.123Z");
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 11);
+        assert!(out.starts_with(b"{\"instrument_token\": "));
+    }
+
+    #[test]
+    fn each_bad_kind_is_bad_in_its_way() {
+        let tick = sample();
+        let encode = |kind| {
+            let mut out = Vec::new();
+            write_tick_json_spoiled(&mut out, &tick, Some(kind));
+            out
+        };
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&encode(Spoil::MalformedJson)).is_err()
+        );
+        let wrong: serde_json::Value = serde_json::from_slice(&encode(Spoil::WrongType)).unwrap();
+        assert!(wrong["last_price"].is_string());
+        let missing: serde_json::Value =
+            serde_json::from_slice(&encode(Spoil::MissingField)).unwrap();
+        assert!(missing.get("last_price").is_none());
+        let absurd: serde_json::Value =
+            serde_json::from_slice(&encode(Spoil::AbsurdPrice)).unwrap();
+        assert!(absurd["last_price"].as_f64().unwrap() > 1e7);
+        assert!(std::str::from_utf8(&encode(Spoil::NonUtf8)).is_err());
     }
 
     #[test]
@@ -159,8 +316,6 @@ mod tests {
             let tick = feed.next_tick(1_764_000_000_000 + i * 7, 0, 0);
             out.clear();
             write_tick_json(&mut out, &tick);
-            let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
-            assert_eq!(value["instrument_token"], tick.instrument_token);
             let mut back = Tick::default();
             crate::shard::parse::json::parse_json_tick(&out, &mut back)
                 .expect("our parser reads it");
@@ -170,6 +325,38 @@ mod tests {
             assert_eq!(back.timestamp_ms, tick.timestamp_ms);
             assert_eq!(back.volume_traded, tick.volume_traded);
             assert_eq!(back.tradingsymbol, tick.tradingsymbol);
+        }
+    }
+
+    #[test]
+    fn dates_agree_with_a_day_by_day_walk() {
+        let (mut year, mut month, mut day) = (1970i64, 1u32, 1u32);
+        for days in 0..60_000 {
+            assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let length = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ][month as usize - 1];
+            day += 1;
+            if day > length {
+                day = 1;
+                month += 1;
+                if month > 12 {
+                    month = 1;
+                    year += 1;
+                }
+            }
         }
     }
 }

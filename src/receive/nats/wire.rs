@@ -363,21 +363,8 @@ pub fn parse_u64(text: &[u8]) -> Option<u64> {
     Some(value)
 }
 
-/// Appends `value` in decimal.
-#[inline]
-pub fn push_u64(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
-}
+/// Appends `value` in decimal (one implementation for JSON and protocol lines).
+pub use crate::model::json::write_u64 as push_u64;
 
 /// What the client says about itself in `CONNECT`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -2,7 +2,8 @@
 //! right reason, agrees with a slow serde_json oracle on generated ticks, and never
 //! panics or accepts non-JSON.
 use super::*;
-use crate::model::synthetic::{civil_from_days, write_json_tick, SyntheticTicks};
+use crate::model::json::{civil_from_days, write_tick_json};
+use crate::model::synthetic::SyntheticTicks;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -222,7 +223,7 @@ fn synthetic_json_round_trips() {
     for i in 0..200 {
         let mut expect = feed.next_tick(1_764_000_000_000 + i * 37, 5, 6);
         buf.clear();
-        write_json_tick(&expect, &mut buf);
+        write_tick_json(&mut buf, &expect);
         let mut got = Tick {
             received_at_ms: 5,
             stream_seq: 6,
@@ -369,7 +370,7 @@ fn price_text() -> impl Strategy<Value = String> {
             format!("{units}e-8")
         } else {
             let mut out = Vec::new();
-            crate::model::synthetic::write_price(Price(units), &mut out);
+            crate::model::json::write_price(&mut out, Price(units));
             String::from_utf8(out).unwrap()
         }
     })
