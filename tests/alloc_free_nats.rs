@@ -3,40 +3,14 @@
 //! a callback (parse included), through a real nats-server (NATS_URL). One test in its
 //! own binary, so no other test's allocations are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::receive::nats::{parse_ack_subject, NatsConn, ServerOp};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 /// Publishes `count` ticks to `subject` and polls until all came back; returns the
 /// payload bytes received.
@@ -93,7 +67,7 @@ fn publish_and_poll_allocate_nothing_after_warm_up() {
         1_000,
     );
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     let bytes = round(
         &mut conn,
         &mut feed,
@@ -101,7 +75,7 @@ fn publish_and_poll_allocate_nothing_after_warm_up() {
         &mut payload,
         20_000,
     );
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = counting_alloc::allocations();
     assert!(bytes > 20_000 * 400);
     assert_eq!(
         after - before,

@@ -3,9 +3,6 @@
 //! ticks and 10,000 Kite full packets. Runs alone in its own test binary, so no other
 //! test's allocations are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::Tick;
@@ -14,32 +11,8 @@ use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kit
 use alphapt_storage::shard::validate::{ValidationConfig, Validator};
 use alphapt_storage::shard::TickColumns;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 const MESSAGES: usize = 10_000;
 const NOW: i64 = 1_764_000_000_000;
@@ -84,7 +57,7 @@ fn parse_validate_append_allocate_nothing_after_warm_up() {
             assert!(columns.append(&tick));
         }
         if let Some(before) = count_from {
-            let after = ALLOCATIONS.load(Ordering::Relaxed);
+            let after = counting_alloc::allocations();
             assert_eq!(
                 after - before,
                 0,
@@ -96,5 +69,5 @@ fn parse_validate_append_allocate_nothing_after_warm_up() {
         columns.clear();
     };
     run(None);
-    run(Some(ALLOCATIONS.load(Ordering::Relaxed)));
+    run(Some(counting_alloc::allocations()));
 }

@@ -131,13 +131,15 @@ impl Dictionary {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
+#[doc(hidden)]
+pub enum Side {
     Buy,
     Sell,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DepthField {
+#[doc(hidden)]
+pub enum DepthField {
     Price,
     Quantity,
     Orders,
@@ -145,7 +147,8 @@ enum DepthField {
 
 /// How a time column is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TimeEncoding {
+#[doc(hidden)]
+pub enum TimeEncoding {
     /// `DateTime`: `UInt32` seconds.
     Seconds,
     /// `DateTime64(P)`: `Int64` of 10^-P s, from ms by `× mul / div`.
@@ -154,14 +157,16 @@ enum TimeEncoding {
 
 /// How a string column is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StrEncoding {
+#[doc(hidden)]
+pub enum StrEncoding {
     Plain,
     LowCardinality,
 }
 
-/// What the builder writes into one server column.
+/// What the tick builder writes into one server column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
+#[doc(hidden)]
+pub enum Slot {
     Timestamp(TimeEncoding),
     TimestampMs,
     ReceivedAt(TimeEncoding),
@@ -188,15 +193,50 @@ enum Slot {
 /// Columns that must exist for a block to mean anything.
 const REQUIRED_COLUMNS: [&str; 4] = ["timestamp", "instrument_token", "last_price", "stream_seq"];
 
-/// The shape of the `market_ticks` table the builder writes, resolved once per
-/// server from its INSERT header.
+/// A server table's columns as a builder resolved them: name, the server's type text
+/// (echoed back on INSERT), and what the builder writes there.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TickSchema {
-    /// Server column name, server type text, what we write there.
-    columns: Vec<(String, String, Slot)>,
+pub struct TableShape<S> {
+    /// Server column name, server type text, the builder's slot.
+    pub(crate) columns: Vec<(String, String, S)>,
 }
 
-impl TickSchema {
+impl<S> TableShape<S> {
+    /// `(name, type)` pairs the server's INSERT header must match.
+    pub fn header(&self) -> Vec<(String, String)> {
+        self.columns
+            .iter()
+            .map(|(n, t, _)| (n.clone(), t.clone()))
+            .collect()
+    }
+
+    /// `INSERT INTO <table> (<columns>) VALUES`. Names are back-quoted (18.16 exposes
+    /// tuple parts as dotted names).
+    pub fn insert_sql(&self, table: &str) -> String {
+        let names: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(n, _, _)| format!("`{n}`"))
+            .collect();
+        format!("INSERT INTO {table} ({}) VALUES", names.join(", "))
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True when there are no columns (never for a resolved table).
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
+
+/// The shape of the `market_ticks` table the builder writes, resolved once per
+/// server from its INSERT header.
+pub type TickSchema = TableShape<Slot>;
+
+impl TableShape<Slot> {
     /// Resolves the server's INSERT header for `market_ticks`. A column the builder
     /// does not produce, or a type it cannot write, is an error naming the column.
     pub fn from_header(header: &[(String, String)]) -> Result<TickSchema, Error> {
@@ -288,37 +328,10 @@ impl TickSchema {
             .collect();
         TickSchema::from_header(&owned).expect("built-in schema resolves")
     }
-
-    /// `(name, type)` pairs the server's INSERT header must match.
-    pub fn header(&self) -> Vec<(String, String)> {
-        self.columns
-            .iter()
-            .map(|(n, t, _)| (n.clone(), t.clone()))
-            .collect()
-    }
-
-    /// `INSERT INTO <table> (<columns>) VALUES`. Dotted names are back-quoted.
-    pub fn insert_sql(&self, table: &str) -> String {
-        let names: Vec<String> = self
-            .columns
-            .iter()
-            .map(|(n, _, _)| format!("`{n}`"))
-            .collect();
-        format!("INSERT INTO {table} ({}) VALUES", names.join(", "))
-    }
-
-    /// Number of columns.
-    pub fn len(&self) -> usize {
-        self.columns.len()
-    }
-
-    /// True when the schema has no columns (never for a resolved one).
-    pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
-    }
 }
 
-fn time_encoding(ty: &ColumnType) -> Option<TimeEncoding> {
+/// The encoding of a `DateTime`/`DateTime64(P)` column, or `None` for other types.
+pub(crate) fn time_encoding(ty: &ColumnType) -> Option<TimeEncoding> {
     match ty {
         ColumnType::DateTime(_) => Some(TimeEncoding::Seconds),
         ColumnType::DateTime64(p, _) => {
@@ -339,7 +352,8 @@ fn time_encoding(ty: &ColumnType) -> Option<TimeEncoding> {
     }
 }
 
-fn str_encoding(ty: &ColumnType) -> Option<StrEncoding> {
+/// The encoding of a `String`/`LowCardinality(String)` column, or `None`.
+pub(crate) fn str_encoding(ty: &ColumnType) -> Option<StrEncoding> {
     match ty {
         ColumnType::String => Some(StrEncoding::Plain),
         ColumnType::LowCardinality(inner) if **inner == ColumnType::String => {
@@ -880,7 +894,8 @@ fn put_prices(out: &mut Vec<u8>, raws: &[i64]) {
     }
 }
 
-fn put_time(out: &mut Vec<u8>, millis: &[i64], encoding: TimeEncoding) {
+/// Appends Unix-ms times as the column stores them.
+pub(crate) fn put_time(out: &mut Vec<u8>, millis: &[i64], encoding: TimeEncoding) {
     let start = out.len();
     match encoding {
         TimeEncoding::Seconds => {
@@ -902,7 +917,8 @@ fn put_time(out: &mut Vec<u8>, millis: &[i64], encoding: TimeEncoding) {
     }
 }
 
-fn put_millis_part(out: &mut Vec<u8>, millis: &[i64]) {
+/// Appends the millisecond part (0–999) of Unix-ms times as `UInt16` (18.16 layout).
+pub(crate) fn put_millis_part(out: &mut Vec<u8>, millis: &[i64]) {
     let start = out.len();
     out.resize(start + millis.len() * 2, 0);
     for (dst, ms) in out[start..].chunks_exact_mut(2).zip(millis) {

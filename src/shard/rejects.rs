@@ -16,74 +16,46 @@ use crate::native::wire::{put_str, put_varuint};
 use crate::native::Error;
 use crate::ring::{SUBJECT_BYTES_MAX, TRUNCATED_BYTES};
 
-use super::columns::SealedBlock;
+use super::columns::{
+    put_millis_part, put_time, str_encoding, time_encoding, SealedBlock, StrEncoding, TableShape,
+    TimeEncoding,
+};
 
 /// Raw bytes kept per rejected row (the receiver's truncation cap).
 pub const PAYLOAD_BYTES_MAX: usize = TRUNCATED_BYTES;
 
 /// What a reject column holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    ReceivedAt { seconds: bool, mul: i64, div: i64 },
+#[doc(hidden)]
+pub enum RejectSlot {
+    ReceivedAt(TimeEncoding),
     ReceivedAtMs,
-    Subject(bool),
+    Subject(StrEncoding),
     StreamSeq,
-    Reason(bool),
-    Detail(bool),
+    Reason(StrEncoding),
+    Detail(StrEncoding),
     Payload,
     PayloadSize,
 }
 
 /// The `rejected_messages` table as the server has it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RejectSchema {
-    /// Server name, server type, our slot.
-    columns: Vec<(String, String, Slot)>,
-}
+pub type RejectSchema = TableShape<RejectSlot>;
 
-fn is_string(ty: &ColumnType) -> Option<bool> {
-    match ty {
-        ColumnType::String => Some(false),
-        ColumnType::LowCardinality(inner) if **inner == ColumnType::String => Some(true),
-        _ => None,
-    }
-}
-
-impl RejectSchema {
+impl TableShape<RejectSlot> {
     /// Resolves the server's INSERT header; unknown columns or types are errors.
     pub fn from_header(header: &[(String, String)]) -> Result<RejectSchema, Error> {
         let mut columns = Vec::with_capacity(header.len());
         for (name, type_name) in header {
             let ty = ColumnType::parse(type_name)?;
             let slot = match (name.as_str(), &ty) {
-                ("received_at", ColumnType::DateTime(_)) => Some(Slot::ReceivedAt {
-                    seconds: true,
-                    mul: 1,
-                    div: 1000,
-                }),
-                ("received_at", ColumnType::DateTime64(p, _)) => {
-                    let p = i64::from(*p);
-                    Some(if p >= 3 {
-                        Slot::ReceivedAt {
-                            seconds: false,
-                            mul: 10i64.pow((p - 3) as u32),
-                            div: 1,
-                        }
-                    } else {
-                        Slot::ReceivedAt {
-                            seconds: false,
-                            mul: 1,
-                            div: 10i64.pow((3 - p) as u32),
-                        }
-                    })
-                }
-                ("received_at_ms", ColumnType::UInt16) => Some(Slot::ReceivedAtMs),
-                ("subject", t) => is_string(t).map(Slot::Subject),
-                ("stream_seq", ColumnType::UInt64) => Some(Slot::StreamSeq),
-                ("reason", t) => is_string(t).map(Slot::Reason),
-                ("detail", t) => is_string(t).map(Slot::Detail),
-                ("payload", ColumnType::String) => Some(Slot::Payload),
-                ("payload_size", ColumnType::UInt32) => Some(Slot::PayloadSize),
+                ("received_at", t) => time_encoding(t).map(RejectSlot::ReceivedAt),
+                ("received_at_ms", ColumnType::UInt16) => Some(RejectSlot::ReceivedAtMs),
+                ("subject", t) => str_encoding(t).map(RejectSlot::Subject),
+                ("stream_seq", ColumnType::UInt64) => Some(RejectSlot::StreamSeq),
+                ("reason", t) => str_encoding(t).map(RejectSlot::Reason),
+                ("detail", t) => str_encoding(t).map(RejectSlot::Detail),
+                ("payload", ColumnType::String) => Some(RejectSlot::Payload),
+                ("payload_size", ColumnType::UInt32) => Some(RejectSlot::PayloadSize),
                 _ => None,
             };
             let slot = slot.ok_or_else(|| {
@@ -101,25 +73,7 @@ impl RejectSchema {
                 )));
             }
         }
-        Ok(RejectSchema { columns })
-    }
-
-    /// `(name, type)` pairs the server's header must match.
-    pub fn header(&self) -> Vec<(String, String)> {
-        self.columns
-            .iter()
-            .map(|(n, t, _)| (n.clone(), t.clone()))
-            .collect()
-    }
-
-    /// `INSERT INTO <table> (<columns>) VALUES`.
-    pub fn insert_sql(&self, table: &str) -> String {
-        let names: Vec<String> = self
-            .columns
-            .iter()
-            .map(|(n, _, _)| format!("`{n}`"))
-            .collect();
-        format!("INSERT INTO {table} ({}) VALUES", names.join(", "))
+        Ok(TableShape { columns })
     }
 }
 
@@ -288,34 +242,26 @@ impl RejectColumns {
                 continue;
             }
             match *slot {
-                Slot::ReceivedAt { seconds: true, .. } => {
-                    for ms in &self.received_at_ms {
-                        let s = ms.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32;
-                        out.extend_from_slice(&s.to_le_bytes());
-                    }
-                }
-                Slot::ReceivedAt { mul, div, .. } => {
-                    for ms in &self.received_at_ms {
-                        out.extend_from_slice(&(ms.saturating_mul(mul) / div).to_le_bytes());
-                    }
-                }
-                Slot::ReceivedAtMs => {
-                    for ms in &self.received_at_ms {
-                        out.extend_from_slice(&(ms.rem_euclid(1000) as u16).to_le_bytes());
-                    }
-                }
-                Slot::StreamSeq => self
+                RejectSlot::ReceivedAt(encoding) => put_time(out, &self.received_at_ms, encoding),
+                RejectSlot::ReceivedAtMs => put_millis_part(out, &self.received_at_ms),
+                RejectSlot::StreamSeq => self
                     .stream_seq
                     .iter()
                     .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-                Slot::PayloadSize => self
+                RejectSlot::PayloadSize => self
                     .payload_size
                     .iter()
                     .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-                Slot::Payload => (0..rows).for_each(|row| put_str(out, self.payload.get(row))),
-                Slot::Subject(lc) => put_strings(out, lc, rows, |row| self.subject.get(row)),
-                Slot::Reason(lc) => put_strings(out, lc, rows, |row| self.reason[row].as_bytes()),
-                Slot::Detail(lc) => put_strings(out, lc, rows, |row| self.detail[row].as_bytes()),
+                RejectSlot::Payload => {
+                    (0..rows).for_each(|row| put_str(out, self.payload.get(row)))
+                }
+                RejectSlot::Subject(e) => put_strings(out, e, rows, |row| self.subject.get(row)),
+                RejectSlot::Reason(e) => {
+                    put_strings(out, e, rows, |row| self.reason[row].as_bytes())
+                }
+                RejectSlot::Detail(e) => {
+                    put_strings(out, e, rows, |row| self.detail[row].as_bytes())
+                }
             }
         }
     }
@@ -356,11 +302,11 @@ impl RejectColumns {
 /// millisecond for a full 1,024-row block, and the one allocation is per block.
 fn put_strings<'a>(
     out: &mut Vec<u8>,
-    low_cardinality: bool,
+    encoding: StrEncoding,
     rows: usize,
     value: impl Fn(usize) -> &'a [u8],
 ) {
-    if !low_cardinality {
+    if encoding == StrEncoding::Plain {
         (0..rows).for_each(|row| put_str(out, value(row)));
         return;
     }
