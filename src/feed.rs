@@ -32,7 +32,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::model::json::{write_tick_json, write_tick_json_spoiled, write_u64, Spoil};
 use crate::model::synthetic::{SplitMix64, SyntheticTicks};
+use crate::model::Tick;
 use crate::receive::nats::{NatsConn, NatsError, PublishWindow};
+use crate::shard::parse::encode_kite_full;
+use crate::shard::parse::kite::KITE_FULL_BYTES;
 
 /// Highest `--rate`, messages a second: ten times what one loopback publisher reaches.
 pub const RATE_MAX: u64 = 10_000_000;
@@ -123,6 +126,8 @@ pub struct FeedOptions {
     pub bad_ratio: f64,
     /// Core NATS instead of JetStream (no PubAcks).
     pub core: bool,
+    /// Kite binary frames (one full-mode packet each) instead of JSON.
+    pub kite: bool,
     /// Most JetStream publishes awaiting their PubAck.
     pub window: usize,
     /// Subjects are `<subject_prefix>.<exchange>.<token>`, e.g. `market.ticks`.
@@ -141,6 +146,7 @@ impl Default for FeedOptions {
             instruments: 100,
             bad_ratio: 0.0,
             core: false,
+            kite: false,
             window: 4096,
             subject_prefix: "market.ticks".to_owned(),
             seed: 1,
@@ -346,9 +352,10 @@ pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, Fee
         match bad {
             Some(BadKind::Oversized) => payload.extend_from_slice(&oversized),
             Some(BadKind::Truncated) => {
-                write_tick_json(&mut payload, &tick);
+                write_good(&mut payload, &tick, options.kite);
                 payload.truncate(payload.len() / 2);
             }
+            None => write_good(&mut payload, &tick, options.kite),
             other => write_tick_json_spoiled(&mut payload, &tick, other.and_then(BadKind::spoil)),
         }
         if let Some(kind) = bad {
@@ -411,6 +418,19 @@ fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A good message: the platform's JSON, or a Kite WebSocket frame holding one
+/// full-mode packet (`int16 count = 1`, `int16 length = 184`, the packet; big-endian).
+fn write_good(out: &mut Vec<u8>, tick: &Tick, kite: bool) {
+    if !kite {
+        return write_tick_json(out, tick);
+    }
+    let mut packet = [0u8; KITE_FULL_BYTES];
+    encode_kite_full(tick, &mut packet);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&(KITE_FULL_BYTES as u16).to_be_bytes());
+    out.extend_from_slice(&packet);
 }
 
 /// A junk payload of `bytes` bytes: printable, not JSON.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,35 +15,87 @@ use alphapt_storage::native::{Backoff, Client, Connection, Error, Method, Value}
 use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
 use common::{options, TestDb};
 
-fn services(action: &str) {
-    let script = std::env::var("ALPHAPT_SERVICES_SH")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/services.sh").to_string());
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(action)
-        .status()
-        .unwrap();
-    assert!(status.success(), "services.sh {action} failed");
+/// The ClickHouse process answering on the test port, found by its listening socket
+/// (whoever started it: this checkout's services.sh or another's), and how to start
+/// it again exactly as it was: same binary, arguments and working directory, so the
+/// same data directory.
+struct Server {
+    pid: u32,
+    argv: Vec<String>,
+    cwd: std::path::PathBuf,
 }
 
-fn clickhouse_pid() -> i32 {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/.run/clickhouse/clickhouse-server.pid"
-    );
-    std::fs::read_to_string(path)
-        .expect("ClickHouse started by .ci/services.sh (pid file)")
-        .trim()
-        .parse()
-        .unwrap()
+fn port() -> String {
+    std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into())
+}
+
+impl Server {
+    fn find() -> Server {
+        let out = Command::new("ss")
+            .args(["-ltnpH", &format!("sport = :{}", port())])
+            .output()
+            .expect("ss (iproute2) is installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: u32 = text
+            .split("pid=")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no process listens on port {}: {text}", port()));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>();
+        assert!(
+            argv[0].contains("clickhouse"),
+            "port {} is not ClickHouse: {argv:?}",
+            port()
+        );
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        Server { pid, argv, cwd }
+    }
+
+    fn kill(&self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Starts the server again (detached from our pipes) and waits until it answers.
+    /// The server outlives this test on purpose, so the child is never waited for.
+    #[allow(clippy::zombie_processes)]
+    fn start(&self) {
+        Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ClickHouse restarts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Connection::connect(&options("", None)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ClickHouse did not come back within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Starts ClickHouse again even when the test fails half-way.
-struct Restart;
+struct Restart<'a>(&'a Server);
 
-impl Drop for Restart {
+impl Drop for Restart<'_> {
     fn drop(&mut self) {
-        services("start-clickhouse");
+        if Connection::connect(&options("", None)).is_err() {
+            self.0.start();
+        }
     }
 }
 
@@ -99,13 +151,10 @@ fn killed_server_gives_an_error_then_inserts_resume_after_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let _restart = Restart;
+    let server = Server::find();
+    let _restart = Restart(&server);
     let killed_at = Instant::now();
-    let status = Command::new("kill")
-        .args(["-9", &clickhouse_pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    server.kill();
 
     let (committed, failure) = writer.join().unwrap();
     let (error, failed_at) = failure.expect("the writer noticed the dead server");
@@ -121,7 +170,7 @@ fn killed_server_gives_an_error_then_inserts_resume_after_restart() {
         failed_at.duration_since(killed_at)
     );
 
-    services("start-clickhouse");
+    server.start();
     let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let mut client = Client::new(
         options(&db.name, Some(Method::Lz4)),

@@ -186,10 +186,8 @@ fn jetstream_million_with_bad_messages_stored_exactly_once() {
             "500",
         ],
     );
-    assert!(
-        published.contains("published 1000000 acked 1000000 errors 0"),
-        "{published}"
-    );
+    assert!(published.contains("published 1000000 "), "{published}");
+    assert!(published.contains("acked 1000000 errors 0"), "{published}");
     let run = start_run(&db, &nats, &[]);
     wait_stored(&mut conn, TICKS, Duration::from_secs(600));
     let summary = drain(run);

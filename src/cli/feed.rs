@@ -14,7 +14,7 @@ use alphapt_storage::receive::nats::{JetStream, NatsConn};
 pub enum Format {
     /// The platform's JSON ticks.
     Json,
-    /// Kite binary full-mode packets (not yet implemented).
+    /// Kite binary frames, one full-mode packet (184 bytes) each.
     Kite,
 }
 
@@ -45,13 +45,13 @@ pub struct FeedArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Delete the stream (and its consumers) first, for a benchmark from empty.
+    #[arg(long)]
+    fresh_stream: bool,
 }
 
 /// Ensures the ticks stream, publishes, prints the summary; exit 1 when any PubAck failed.
 pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
-    if args.format == Format::Kite {
-        anyhow::bail!("--format kite is not implemented yet; use --format json");
-    }
     let nats = &config.nats;
     let prefix = nats.subject_ticks.strip_suffix(".>").with_context(|| {
         format!(
@@ -65,6 +65,7 @@ pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
         instruments: args.instruments,
         bad_ratio: args.bad_ratio,
         core: args.core,
+        kite: args.format == Format::Kite,
         window: args.window,
         subject_prefix: prefix.to_owned(),
         seed: args.seed,
@@ -73,6 +74,12 @@ pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
     options.validate()?;
     let timeout = Duration::from_secs(5);
     let mut conn = NatsConn::connect(&nats.url, timeout).context("connecting to NATS")?;
+    if args.fresh_stream {
+        let deleted = JetStream::new(timeout)
+            .delete_stream(&mut conn, &nats.stream_ticks)
+            .with_context(|| format!("deleting stream {}", nats.stream_ticks))?;
+        tracing::info!(stream = %nats.stream_ticks, deleted, "Starting from an empty stream");
+    }
     let (info, created) = JetStream::new(timeout)
         .ensure_stream(
             &mut conn,

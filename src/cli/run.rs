@@ -15,6 +15,7 @@ use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTE
 use alphapt_storage::receive::receiver::{self, ReceiverConfig};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::runtime;
+use alphapt_storage::write::WriterStats;
 
 /// Flags of `run`.
 #[derive(clap::Args, Debug)]
@@ -223,13 +224,26 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let lost = pipeline.join();
     let end = snapshot(&stats);
     let stopped_by_signal = stop.load(Ordering::Acquire);
+    let latency = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| {
+        stats
+            .writers
+            .iter()
+            .map(|w| f(w).load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
-        "{} {routed} messages: {} rows stored, {} rejected, {} flagged; p99 receive-to-durable {:.1} ms; drained in {:.2} s{}",
+        "{} {routed} messages: {} rows stored, {} rejected, {} flagged; receive-to-durable ms p50 {:.1} p99 {:.1} \
+         p99.9 {:.1} max {:.1}; drained in {:.2} s{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
         end.stored,
         end.rejected,
         end.flagged,
-        end.p99_us as f64 / 1000.0,
+        latency(|w| &w.latency_us_p50),
+        latency(|w| &w.latency_us_p99),
+        latency(|w| &w.latency_us_p999),
+        latency(|w| &w.latency_us_max),
         drain_started.elapsed().as_secs_f64(),
         if lost > 0 { format!("; {lost} blocks NOT stored") } else { String::new() },
     );

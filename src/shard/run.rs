@@ -6,9 +6,12 @@
 //! ```
 //!
 //! The loop drains up to [`FRAMES_PER_PASS`] frames, then does its periodic work: seal
-//! on size (a builder is full) or age (the oldest row waited `flush_interval_ms`), and
-//! publish stats. Sealing seals every open builder at once, so one seal group covers
-//! every sequence the shard consumed (see `durable`). When the pool has no free block,
+//! on age (the oldest row waited `flush_interval_ms`) and publish stats; a builder that
+//! fills seals at once, mid-frame if need be (a Kite frame carries many ticks).
+//! Sealing seals every open builder together, and a seal group is durable through the
+//! last *completed* frame's sequence, so a frame split across two groups is acked only
+//! when both are stored (see `durable`). A frame's payload is JSON when its first
+//! non-blank byte is `{`, else a Kite binary frame. When the pool has no free block,
 //! the shard waits: it stops consuming, its frame ring fills, the receiver stops
 //! pulling. Must never: allocate per message, touch the network, read JSON twice.
 
@@ -24,6 +27,7 @@ use crate::write::now_ms;
 
 use super::columns::{SealedBlock, Table, TickColumns, TickSchema};
 use super::parse::json::parse_json_tick;
+use super::parse::{parse_kite_message, parse_kite_packet, parse_tick_subject};
 use super::rejects::{RejectColumns, RejectSchema, Rejected};
 use super::validate::Validator;
 
@@ -66,15 +70,21 @@ pub struct ShardStats {
     pub input_queued_bytes: AtomicU64,
 }
 
-/// The per-message state, apart from the input ring so the pop closure can borrow it.
-struct Builders {
+/// Everything but the input ring, so the pop closure can borrow it while the ring is
+/// borrowed by `pop`.
+struct State {
+    config: ShardConfig,
     ticks: TickColumns,
     rejects: RejectColumns,
     validator: Validator,
     /// Scratch tick, overwritten by every parse.
     tick: Tick,
-    /// Highest stream sequence consumed.
-    last_seq: u64,
+    /// Sequence of the last frame handled completely.
+    completed_seq: u64,
+    sealed: rtrb::Producer<SealedBlock>,
+    free: rtrb::Consumer<SealedBlock>,
+    stats: Arc<ShardStats>,
+    waiter: Waiter,
     /// Local counters, published per pass.
     frames: u64,
     ticks_appended: u64,
@@ -82,7 +92,7 @@ struct Builders {
     rejected: u64,
 }
 
-impl Builders {
+impl State {
     fn reject(
         &mut self,
         header: &FrameHeader,
@@ -90,53 +100,99 @@ impl Builders {
         payload: &[u8],
         reason: RejectReason,
     ) {
+        if self.rejects.is_full() {
+            self.seal_all(self.completed_seq);
+        }
         let appended = self.rejects.append(&Rejected {
             received_at_ms: header.received_ns / 1_000_000,
             subject,
             stream_seq: header.stream_seq,
             reason: reason.as_str(),
             detail: match header.kind {
-                Kind::TickJson => "JSON tick",
-                Kind::TickKite => "Kite binary frame",
-                Kind::SignalJson => "JSON signal",
+                Kind::TickJson | Kind::TickKite => "tick",
+                Kind::SignalJson => "signal",
                 Kind::Unknown => "subject not routed by the appliance",
             },
             payload,
             payload_size: header.payload_bytes_original,
         });
-        debug_assert!(appended, "the loop seals before a builder is full");
+        debug_assert!(appended, "sealed above when full");
         self.rejected += 1;
+    }
+
+    /// Validates the parsed scratch tick and appends it, sealing first when full.
+    fn append_tick(
+        &mut self,
+        header: &FrameHeader,
+        info: crate::shard::parse::ParseInfo,
+        now_ms: i64,
+    ) {
+        self.tick.stream_seq = header.stream_seq;
+        self.validator.validate(&mut self.tick, info, now_ms);
+        if self.tick.validation_flags != 0 {
+            self.flagged += 1;
+        }
+        if self.ticks.is_full() {
+            self.seal_all(self.completed_seq);
+        }
+        let appended = self.ticks.append(&self.tick);
+        debug_assert!(appended, "sealed above when full");
+        self.ticks_appended += 1;
     }
 
     fn handle(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8], now_ms: i64) {
         self.frames += 1;
-        self.last_seq = self.last_seq.max(header.stream_seq);
+        let received_at_ms = header.received_ns / 1_000_000;
         if header.flags & FLAG_TRUNCATED != 0 {
-            return self.reject(header, subject, payload, RejectReason::PayloadTooLarge);
-        }
-        match header.kind {
-            Kind::TickJson => match parse_json_tick(payload, &mut self.tick) {
+            self.reject(header, subject, payload, RejectReason::PayloadTooLarge);
+        } else if header.kind != Kind::TickJson {
+            self.reject(header, subject, payload, RejectReason::UnknownSubject);
+        } else if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            self.tick.received_at_ms = received_at_ms;
+            match parse_json_tick(payload, &mut self.tick) {
                 Ok(info) => {
-                    self.tick.stream_seq = header.stream_seq;
-                    self.tick.received_at_ms = header.received_ns / 1_000_000;
-                    self.validator.validate(&mut self.tick, info, now_ms);
-                    if self.tick.validation_flags != 0 {
-                        self.flagged += 1;
-                    }
-                    let appended = self.ticks.append(&self.tick);
-                    debug_assert!(appended, "the loop seals before a builder is full");
-                    self.ticks_appended += 1;
+                    self.tick.received_at_ms = received_at_ms;
+                    self.append_tick(header, info, now_ms);
                 }
                 Err(reason) => self.reject(header, subject, payload, reason),
-            },
-            Kind::TickKite | Kind::SignalJson | Kind::Unknown => {
-                self.reject(header, subject, payload, RejectReason::UnknownSubject)
             }
+        } else {
+            self.handle_kite(header, subject, payload, now_ms);
         }
+        self.completed_seq = self.completed_seq.max(header.stream_seq);
     }
 
-    fn any_full(&self) -> bool {
-        self.ticks.is_full() || self.rejects.is_full()
+    /// A Kite binary frame: every packet becomes a tick with the frame's sequence; the
+    /// exchange (absent from the packets) comes from the subject. A malformed frame is
+    /// rejected whole before any of its packets is stored.
+    fn handle_kite(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8], now_ms: i64) {
+        let exchange = parse_tick_subject(subject)
+            .map(|s| s.exchange)
+            .unwrap_or_default();
+        match parse_kite_message(payload, |_| ()) {
+            Err(reason) => return self.reject(header, subject, payload, reason),
+            // An empty frame (Kite's heartbeat, or a blank message) holds no tick; it
+            // is still a message, so it is kept as rejected.
+            Ok(0) => return self.reject(header, subject, payload, RejectReason::BadKitePacket),
+            Ok(_) => {}
+        }
+        let received_at_ms = header.received_ns / 1_000_000;
+        let mut failure = None;
+        // Validated above, so this pass sees the same packets.
+        let _ = parse_kite_message(payload, |packet| {
+            self.tick.received_at_ms = received_at_ms;
+            match parse_kite_packet(packet, &mut self.tick) {
+                Ok(info) => {
+                    self.tick.exchange = exchange;
+                    self.append_tick(header, info, now_ms);
+                }
+                Err(reason) => failure = failure.or(Some(reason)),
+            }
+        });
+        if let Some(reason) = failure {
+            // The good packets are stored; the frame is also kept, raw, with the reason.
+            self.reject(header, subject, payload, reason);
+        }
     }
 
     fn oldest_ms(&self) -> Option<i64> {
@@ -145,23 +201,86 @@ impl Builders {
             (a, b) => a.or(b),
         }
     }
+
+    /// A free block from the pool, waiting for the writer when none is.
+    fn take_free(&mut self) -> SealedBlock {
+        loop {
+            if let Ok(block) = self.free.pop() {
+                self.waiter.reset();
+                return block;
+            }
+            self.stats.pool_waits_total.fetch_add(1, Ordering::Relaxed);
+            self.waiter.idle();
+        }
+    }
+
+    /// Seals every non-empty builder; the last block carries `durable_through`.
+    fn seal_all(&mut self, durable_through: u64) {
+        // Every consumed frame lands in a builder, so empty builders mean nothing new.
+        if self.oldest_ms().is_none() {
+            return;
+        }
+        let compression = self.config.compression;
+        let mut group: [Option<SealedBlock>; 2] = [None, None];
+        if !self.ticks.is_empty() {
+            let mut block = self.take_free();
+            self.ticks
+                .seal(&self.config.tick_schema, compression, &mut block);
+            block.table = Table::Ticks;
+            group[0] = Some(block);
+        }
+        if !self.rejects.is_empty() {
+            let mut block = self.take_free();
+            self.rejects
+                .seal(&self.config.reject_schema, compression, &mut block);
+            block.table = Table::Rejects;
+            group[1] = Some(block);
+        }
+        let last = group.iter().rposition(Option::is_some);
+        for (position, slot) in group.iter_mut().enumerate() {
+            if let Some(mut block) = slot.take() {
+                block.shard = self.config.index as u16;
+                block.durable_through = (Some(position) == last).then_some(durable_through);
+                assert!(block.rows > 0, "sealed an empty block");
+                // The sealed ring holds the whole pool, so it always has room.
+                if self.sealed.push(block).is_err() {
+                    panic!(
+                        "sealed ring of shard {} overflowed: pool accounting is broken",
+                        self.config.index
+                    );
+                }
+                self.stats.blocks_total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish_stats(&mut self, queued_bytes: usize) {
+        let s = &self.stats;
+        s.frames_total
+            .fetch_add(std::mem::take(&mut self.frames), Ordering::Relaxed);
+        s.ticks_total
+            .fetch_add(std::mem::take(&mut self.ticks_appended), Ordering::Relaxed);
+        s.flagged_total
+            .fetch_add(std::mem::take(&mut self.flagged), Ordering::Relaxed);
+        s.rejected_total
+            .fetch_add(std::mem::take(&mut self.rejected), Ordering::Relaxed);
+        s.rows_open.store(
+            (self.ticks.rows() + self.rejects.rows()) as u64,
+            Ordering::Relaxed,
+        );
+        s.input_queued_bytes
+            .store(queued_bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// A shard thread's state.
 pub struct Shard {
-    config: ShardConfig,
     input: FrameConsumer,
-    sealed: rtrb::Producer<SealedBlock>,
-    free: rtrb::Consumer<SealedBlock>,
-    builders: Builders,
-    stats: Arc<ShardStats>,
-    waiter: Waiter,
+    state: State,
     /// Set by the receiver when no more frames will come.
     input_done: Arc<AtomicBool>,
     /// Set here after the last seal group is handed to the writer.
     finished: Arc<AtomicBool>,
-    /// Sequence of the last seal group handed over.
-    sealed_through: u64,
 }
 
 /// The rings and flags that connect a shard to its neighbours.
@@ -190,26 +309,25 @@ impl Shard {
         waiter: Waiter,
     ) -> Shard {
         Shard {
-            config,
             input: edges.input,
-            sealed: edges.sealed,
-            free: edges.free,
-            builders: Builders {
+            state: State {
+                config,
                 ticks,
                 rejects,
                 validator,
                 tick: Tick::default(),
-                last_seq: 0,
+                completed_seq: 0,
+                sealed: edges.sealed,
+                free: edges.free,
+                stats,
+                waiter,
                 frames: 0,
                 ticks_appended: 0,
                 flagged: 0,
                 rejected: 0,
             },
-            stats,
-            waiter,
             input_done: edges.input_done,
             finished: edges.finished,
-            sealed_through: 0,
         }
     }
 
@@ -219,110 +337,34 @@ impl Shard {
             let now = now_ms();
             let mut handled = 0;
             while handled < FRAMES_PER_PASS {
-                if self.builders.any_full() {
-                    self.seal_all();
-                }
-                let builders = &mut self.builders;
+                let state = &mut self.state;
                 if self
                     .input
-                    .pop(|h, subject, payload| builders.handle(h, subject, payload, now))
+                    .pop(|h, subject, payload| state.handle(h, subject, payload, now))
                     .is_none()
                 {
                     break;
                 }
                 handled += 1;
             }
-            let now = now_ms();
-            if let Some(oldest) = self.builders.oldest_ms() {
-                if now - oldest >= self.config.flush_interval_ms as i64 {
-                    self.seal_all();
+            let state = &mut self.state;
+            if let Some(oldest) = state.oldest_ms() {
+                if now_ms() - oldest >= state.config.flush_interval_ms as i64 {
+                    state.seal_all(state.completed_seq);
                 }
             }
-            self.publish_stats();
+            state.publish_stats(self.input.queued_bytes());
             if handled > 0 {
-                self.waiter.reset();
+                state.waiter.reset();
                 continue;
             }
             if self.input_done.load(Ordering::Acquire) && self.input.queued_bytes() == 0 {
-                self.seal_all();
-                self.publish_stats();
+                state.seal_all(state.completed_seq);
+                state.publish_stats(0);
                 self.finished.store(true, Ordering::Release);
                 return;
             }
-            self.waiter.idle();
+            state.waiter.idle();
         }
-    }
-
-    /// A free block from the pool, waiting for the writer when none is.
-    fn take_free(&mut self) -> SealedBlock {
-        loop {
-            if let Ok(block) = self.free.pop() {
-                self.waiter.reset();
-                return block;
-            }
-            self.stats.pool_waits_total.fetch_add(1, Ordering::Relaxed);
-            self.waiter.idle();
-        }
-    }
-
-    /// Seals every non-empty builder; the last block carries the group's durable
-    /// sequence.
-    fn seal_all(&mut self) {
-        // Every consumed frame lands in a builder, so empty builders mean nothing new.
-        if self.builders.oldest_ms().is_none() {
-            return;
-        }
-        let compression = self.config.compression;
-        let mut group: [Option<SealedBlock>; 2] = [None, None];
-        if !self.builders.ticks.is_empty() {
-            let mut block = self.take_free();
-            self.builders
-                .ticks
-                .seal(&self.config.tick_schema, compression, &mut block);
-            block.table = Table::Ticks;
-            group[0] = Some(block);
-        }
-        if !self.builders.rejects.is_empty() {
-            let mut block = self.take_free();
-            self.builders
-                .rejects
-                .seal(&self.config.reject_schema, compression, &mut block);
-            block.table = Table::Rejects;
-            group[1] = Some(block);
-        }
-        let last = group.iter().rposition(Option::is_some);
-        for (position, slot) in group.iter_mut().enumerate() {
-            if let Some(mut block) = slot.take() {
-                block.shard = self.config.index as u16;
-                block.durable_through = (Some(position) == last).then_some(self.builders.last_seq);
-                assert!(block.rows > 0, "sealed an empty block");
-                // The sealed ring holds the whole pool, so it always has room.
-                if self.sealed.push(block).is_err() {
-                    panic!(
-                        "sealed ring of shard {} overflowed: pool accounting is broken",
-                        self.config.index
-                    );
-                }
-                self.stats.blocks_total.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sealed_through = self.builders.last_seq;
-    }
-
-    fn publish_stats(&mut self) {
-        let b = &mut self.builders;
-        let s = &self.stats;
-        s.frames_total
-            .fetch_add(std::mem::take(&mut b.frames), Ordering::Relaxed);
-        s.ticks_total
-            .fetch_add(std::mem::take(&mut b.ticks_appended), Ordering::Relaxed);
-        s.flagged_total
-            .fetch_add(std::mem::take(&mut b.flagged), Ordering::Relaxed);
-        s.rejected_total
-            .fetch_add(std::mem::take(&mut b.rejected), Ordering::Relaxed);
-        s.rows_open.store(
-            (b.ticks.rows() + b.rejects.rows()) as u64,
-            Ordering::Relaxed,
-        );
     }
 }

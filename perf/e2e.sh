@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end throughput and latency of the appliance, beside the server's own limit,
+# measured in one run on this machine:
+#
+#   1. feed publishes N ticks into a fresh JetStream stream (JSON or Kite);
+#   2. the appliance (`run`) consumes them into ClickHouse; we time from its start to
+#      the last row visible, and read its receive-to-durable HDR percentiles;
+#   3. reference: the same rows exported as a Native file and bulk-inserted by
+#      clickhouse-client into a copy of the table (what the server itself sustains).
+#
+# Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
+# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${N:-1000000}
+FORMAT=${FORMAT:-json}
+COMPRESSION=${COMPRESSION:-lz4}
+SHARDS=${SHARDS:-1}
+eval "$(bash .ci/services.sh env)"
+cargo build --release -q
+BIN=target/release/alphapt-storage
+DB=alphapt_perf
+SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
+      --set nats.durable=perf --set "clickhouse.compression=$COMPRESSION" --set "ingest.shards=$SHARDS"
+      --set "ingest.writers=$SHARDS" --set ingest.flush_interval_ms=200)
+ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
+now() { date +%s.%N; }
+
+ch --query "DROP DATABASE IF EXISTS $DB"
+RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
+mkdir -p .run/perf
+
+echo "== feed: $N $FORMAT ticks into JetStream"
+RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments 500 --fresh-stream | tee .run/perf/feed.txt
+
+echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
+start=$(now)
+RUST_LOG=warn $BIN "${SETS[@]}" run --quiet > .run/perf/run.txt 2>&1 &
+pid=$!
+deadline=$(( $(date +%s) + 600 ))
+until [ "$(ch --query "SELECT count() FROM $DB.market_ticks")" -ge "$N" ]; do
+    if [ "$(date +%s)" -gt "$deadline" ] || ! kill -0 "$pid" 2>/dev/null; then
+        echo "appliance did not store $N rows; see .run/perf/run.txt" >&2; kill -TERM "$pid" 2>/dev/null || true; exit 1
+    fi
+    sleep 0.05
+done
+end=$(now)
+kill -TERM "$pid"; wait "$pid"
+cat .run/perf/run.txt
+app_rate=$(echo "$N / ($end - $start)" | bc -l)
+
+echo "== reference: clickhouse-client bulk Native INSERT of the same rows"
+ch --query "SELECT * FROM $DB.market_ticks FORMAT Native" > .run/perf/rows.native
+ch --query "CREATE TABLE $DB.ref AS $DB.market_ticks"
+ref_start=$(now)
+ch --query "INSERT INTO $DB.ref FORMAT Native" < .run/perf/rows.native
+ref_end=$(now)
+ref_rate=$(echo "$N / ($ref_end - $ref_start)" | bc -l)
+ratio=$(echo "$app_rate / $ref_rate" | bc -l)
+latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d ';')
+
+printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
+printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
+    "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$app_rate" "$ref_rate" "$ratio" "$latency" >> perf/records/e2e.tsv
+ch --query "DROP DATABASE IF EXISTS $DB"
