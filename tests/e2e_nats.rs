@@ -87,20 +87,35 @@ fn feed(db: &TestDb, nats: &Nats, extra: &[&str]) -> String {
     stdout
 }
 
-fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Child {
+/// A running appliance; killed if the test fails before draining it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Running {
     let mut args = sets(db, nats);
     args.push("run".into());
     args.push("--quiet".into());
     args.extend(extra.iter().map(|s| s.to_string()));
-    binary(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    Running(Some(
+        binary(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
-/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's stdout.
-fn drain(mut child: Child) -> String {
+/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
+fn drain(mut running: Running) -> String {
+    let mut child = running.0.take().expect("running");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -118,7 +133,11 @@ fn drain(mut child: Child) -> String {
             assert!(status.success(), "run exited {status}: {text}");
             return text;
         }
-        assert!(Instant::now() < deadline, "run did not drain within 60 s");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("run did not drain within 60 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
