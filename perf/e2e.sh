@@ -9,13 +9,18 @@
 #      clickhouse-client into a copy of the table (what the server itself sustains).
 #
 # Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
-# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1).
+# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1),
+#      FLUSH_MS (200), RATE (0: publish everything first, then consume flat out;
+#      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
+#      receive-to-durable percentiles are those of a steady load).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-1000000}
 FORMAT=${FORMAT:-json}
 COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
+FLUSH_MS=${FLUSH_MS:-200}
+RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
 cargo build --release -q
 BIN=target/release/alphapt-storage
@@ -30,13 +35,23 @@ ch --query "DROP DATABASE IF EXISTS $DB"
 RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
 mkdir -p .run/perf
 
-echo "== feed: $N $FORMAT ticks into JetStream"
-RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments 500 --fresh-stream | tee .run/perf/feed.txt
-
-echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
-start=$(now)
-RUST_LOG=warn $BIN "${SETS[@]}" run --quiet > .run/perf/run.txt 2>&1 &
-pid=$!
+if [ "$RATE" -gt 0 ]; then
+    echo "== steady load: appliance running while feed publishes $N $FORMAT ticks at $RATE/s"
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count 1 --format "$FORMAT" --fresh-stream >/dev/null
+    N=$((N + 1))
+    start=$(now)
+    RUST_LOG=warn $BIN "${SETS[@]}" run --quiet > .run/perf/run.txt 2>&1 &
+    pid=$!
+    sleep 1
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$((N - 1))" --rate "$RATE" --format "$FORMAT" --instruments 500 | tee .run/perf/feed.txt
+else
+    echo "== feed: $N $FORMAT ticks into JetStream"
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments 500 --fresh-stream | tee .run/perf/feed.txt
+    echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
+    start=$(now)
+    RUST_LOG=warn $BIN "${SETS[@]}" run --quiet > .run/perf/run.txt 2>&1 &
+    pid=$!
+fi
 deadline=$(( $(date +%s) + 600 ))
 until [ "$(ch --query "SELECT count() FROM $DB.market_ticks")" -ge "$N" ]; do
     if [ "$(date +%s)" -gt "$deadline" ] || ! kill -0 "$pid" 2>/dev/null; then
@@ -60,7 +75,7 @@ ratio=$(echo "$app_rate / $ref_rate" | bc -l)
 latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d ';')
 
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
-printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
+printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
     "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$app_rate" "$ref_rate" "$ratio" "$latency" >> perf/records/e2e.tsv
+    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency" >> perf/records/e2e.tsv
 ch --query "DROP DATABASE IF EXISTS $DB"

@@ -557,6 +557,9 @@ pub fn raw_bytes_max(rows_max: usize) -> usize {
 }
 
 /// Column buffers for up to `rows_max` ticks.
+///
+/// Every `Vec` below is one column of the open block, reserved to `rows_max` (depth
+/// columns to `rows_max × 5`) at construction and cleared, never shrunk, per seal.
 pub struct TickColumns {
     /// Capacity in rows; `append` refuses beyond it.
     rows_max: usize,

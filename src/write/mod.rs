@@ -113,14 +113,23 @@ pub struct WriterConfig {
 
 /// A writer thread's state.
 pub struct Writer {
+    /// Settings, fixed at start.
     config: WriterConfig,
+    /// The ClickHouse connection, reconnected after failures.
     client: Client,
+    /// Pacing of retries of the current batch; reset after a commit.
     backoff: Backoff,
+    /// INSERT statements and expected headers per table.
     tables: Tables,
+    /// The shards this writer serves, in fixed order.
     inputs: Vec<WriterInput>,
+    /// Where committed seal groups are reported (read by the receiver).
     marks: Arc<DurableMarks>,
+    /// Counters for the control plane, published once per INSERT.
     stats: Arc<WriterStats>,
+    /// How the writer waits when every input is empty.
     waiter: Waiter,
+    /// Set when the appliance drains.
     stop: Arc<AtomicBool>,
     /// Receive-to-durable per block, µs.
     histogram: Histogram<u64>,
