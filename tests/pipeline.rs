@@ -1,6 +1,6 @@
-//! The hot path without NATS: a source routes 20,000 messages, 2% of them bad in every
-//! way the receiver and shards must survive, through 2 shards and a writer into the
-//! real ClickHouse. Afterwards every sequence is stored exactly once, in
+//! The hot path without NATS: a source routes 20,000 messages (JSON, and every 7th good
+//! one a Kite frame), 2% of them bad in every way the receiver and shards must survive,
+//! through 2 shards and a writer into the real ClickHouse. Afterwards every sequence is stored exactly once, in
 //! `market_ticks` or `rejected_messages` with the right reason, and the durable
 //! watermark covers them all.
 
@@ -15,6 +15,8 @@ use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::native::{Method, Value};
 use alphapt_storage::pipeline::{self, shard_of, Destination};
 use alphapt_storage::ring::Kind;
+use alphapt_storage::shard::parse::encode_kite_full;
+use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use common::{options, TestDb};
 
 const MESSAGES: u64 = 20_000;
@@ -41,10 +43,11 @@ fn bad(seq: u64) -> Option<(Kind, Vec<u8>, &'static str)> {
             "wrong_type",
         ),
         3 => (Kind::TickJson, vec![b'7'; 100_000], "payload_too_large"),
+        // Not JSON (no leading `{`), so the shard reads it as a Kite frame, a bad one.
         4 => (
             Kind::TickJson,
             vec![0xff, 0xfe, b'{', 0x80],
-            "malformed_json",
+            "bad_kite_packet",
         ),
         _ => (Kind::Unknown, b"{}".to_vec(), "unknown_subject"),
     })
@@ -90,7 +93,16 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
             }
             None => {
                 payload.clear();
-                write_tick_json(&mut payload, &tick);
+                if seq % 7 == 0 {
+                    // Every 7th good message is a Kite frame of one full packet.
+                    let mut packet = [0u8; KITE_FULL_BYTES];
+                    encode_kite_full(&tick, &mut packet);
+                    payload.extend_from_slice(&1u16.to_be_bytes());
+                    payload.extend_from_slice(&(KITE_FULL_BYTES as u16).to_be_bytes());
+                    payload.extend_from_slice(&packet);
+                } else {
+                    write_tick_json(&mut payload, &tick);
+                }
                 router.route(
                     shard,
                     Kind::TickJson,
