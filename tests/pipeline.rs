@@ -1,8 +1,8 @@
 //! The hot path without NATS: a source routes 20,000 messages (JSON, and every 7th good
 //! one a Kite frame), 2% of them bad in every way the receiver and shards must survive,
-//! through 2 shards and a writer into the real ClickHouse. Afterwards every sequence is stored exactly once, in
-//! `market_ticks` or `rejected_messages` with the right reason, and the durable
-//! watermark covers them all.
+//! through 2 shards and a writer into the real ClickHouse. Afterwards every sequence is
+//! stored exactly once, in `market_ticks` or `rejected_messages` with the right reason,
+//! and the durable watermark covers them all.
 
 mod common;
 
