@@ -233,7 +233,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(0) as f64
             / 1000.0
     };
-    println!(
+    // A closed stdout (a pipe whose reader was interrupted with us) must not turn a
+    // clean drain into a panic: the summary is best-effort.
+    let _ = writeln!(
+        std::io::stdout(),
         "{} {routed} messages: {} rows stored, {} rejected, {} flagged; receive-to-durable ms p50 {:.1} p99 {:.1} \
          p99.9 {:.1} max {:.1}; drained in {:.2} s{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
