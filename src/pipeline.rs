@@ -143,6 +143,11 @@ impl Router {
         mark
     }
 
+    /// The source's counters.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
     /// Highest sequence routed.
     pub fn received_last(&self) -> u64 {
         self.received_last
@@ -376,6 +381,56 @@ impl Pipeline {
             })
             .fold(0usize, usize::saturating_add)
     }
+}
+
+/// A router whose shards only discard: each ring is drained by a thread that drops
+/// every frame and marks it durable at once. For measuring the receiver alone against
+/// a bare subscriber (the receiver budget, DESIGN §7 and `perf/receiver_budget.rs`).
+/// Returns the router and the drain threads (they end after `finish_input`).
+pub fn discarding(
+    shards: usize,
+    ring_bytes: usize,
+    stop: Arc<AtomicBool>,
+) -> (Router, Vec<JoinHandle<u64>>) {
+    let marks = Arc::new(DurableMarks::new(shards));
+    let input_done = Arc::new(AtomicBool::new(false));
+    let mut rings = Vec::with_capacity(shards);
+    let mut handles = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let (producer, mut consumer) = frame_ring(ring_bytes, 1 << 20);
+        rings.push(producer);
+        let (marks, done) = (marks.clone(), input_done.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut frames = 0u64;
+            // Main loop of the drain thread: until the input is finished and empty.
+            loop {
+                // Read the flag before popping: a frame pushed before `finish_input`
+                // is then visible to the pop that follows.
+                let finished = done.load(Ordering::Acquire);
+                match consumer.pop(|header, _, _| header.stream_seq) {
+                    Some(seq) => {
+                        frames += 1;
+                        marks.commit(shard, seq);
+                    }
+                    None if finished => return frames,
+                    // Yield rather than spin: on a small box the receiver and the
+                    // nats-server under test need the cores more than this thread.
+                    None => std::thread::yield_now(),
+                }
+            }
+        }));
+    }
+    let router = Router {
+        rings,
+        routed_last: vec![0; shards],
+        received_last: 0,
+        marks,
+        waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
+        stop,
+        stats: Arc::new(SourceStats::default()),
+        input_done,
+    };
+    (router, handles)
 }
 
 /// Which shard owns an instrument: tokens spread evenly by a multiplicative hash
