@@ -231,6 +231,36 @@ impl<S> TableShape<S> {
         format!("INSERT INTO {table} ({}) VALUES", names.join(", "))
     }
 
+    /// Resolves a server's INSERT header for `table` with `slot_of`, which names what
+    /// the builder writes into a column of that name and type (`None`: it cannot).
+    /// Unknown columns and missing `required` ones are errors naming the column.
+    pub(crate) fn resolve(
+        table: &str,
+        header: &[(String, String)],
+        required: &[&str],
+        slot_of: impl Fn(&str, &ColumnType) -> Option<S>,
+    ) -> Result<TableShape<S>, Error> {
+        let mut columns = Vec::with_capacity(header.len());
+        for (name, type_name) in header {
+            let ty = ColumnType::parse(type_name)?;
+            let slot = slot_of(name, &ty).ok_or_else(|| {
+                Error::SchemaMismatch(format!(
+                    "{table} column `{name} {type_name}` is not one the appliance writes; \
+                     run `alphapt-storage migrate up`, or give it a DEFAULT and drop it"
+                ))
+            })?;
+            columns.push((name.clone(), type_name.clone(), slot));
+        }
+        for required in required {
+            if !columns.iter().any(|(name, _, _)| name == required) {
+                return Err(Error::SchemaMismatch(format!(
+                    "{table} has no `{required}` column; run `alphapt-storage migrate up`"
+                )));
+            }
+        }
+        Ok(TableShape { columns })
+    }
+
     /// Number of columns.
     pub fn len(&self) -> usize {
         self.columns.len()
@@ -250,25 +280,7 @@ impl TableShape<Slot> {
     /// Resolves the server's INSERT header for `market_ticks`. A column the builder
     /// does not produce, or a type it cannot write, is an error naming the column.
     pub fn from_header(header: &[(String, String)]) -> Result<TickSchema, Error> {
-        let mut columns = Vec::with_capacity(header.len());
-        for (name, type_name) in header {
-            let ty = ColumnType::parse(type_name)?;
-            let slot = resolve(name, &ty).ok_or_else(|| {
-                Error::SchemaMismatch(format!(
-                    "market_ticks column `{name} {type_name}` is not one the tick builder writes; \
-                     give it a DEFAULT and drop it from the table's INSERT, or run the project's migrations"
-                ))
-            })?;
-            columns.push((name.clone(), type_name.clone(), slot));
-        }
-        for required in REQUIRED_COLUMNS {
-            if !columns.iter().any(|(name, _, _)| name == required) {
-                return Err(Error::SchemaMismatch(format!(
-                    "market_ticks has no `{required}` column; run `alphapt-storage migrate up`"
-                )));
-            }
-        }
-        Ok(TickSchema { columns })
+        TableShape::resolve("market_ticks", header, &REQUIRED_COLUMNS, resolve)
     }
 
     /// The schema of the modern migration (ClickHouse ≥ 20.1).

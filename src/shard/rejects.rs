@@ -44,10 +44,9 @@ pub type RejectSchema = TableShape<RejectSlot>;
 impl TableShape<RejectSlot> {
     /// Resolves the server's INSERT header; unknown columns or types are errors.
     pub fn from_header(header: &[(String, String)]) -> Result<RejectSchema, Error> {
-        let mut columns = Vec::with_capacity(header.len());
-        for (name, type_name) in header {
-            let ty = ColumnType::parse(type_name)?;
-            let slot = match (name.as_str(), &ty) {
+        let required = ["received_at", "stream_seq", "reason", "payload"];
+        TableShape::resolve("rejected_messages", header, &required, |name, ty| {
+            match (name, ty) {
                 ("received_at", t) => time_encoding(t).map(RejectSlot::ReceivedAt),
                 ("received_at_ms", ColumnType::UInt16) => Some(RejectSlot::ReceivedAtMs),
                 ("subject", t) => str_encoding(t).map(RejectSlot::Subject),
@@ -57,23 +56,8 @@ impl TableShape<RejectSlot> {
                 ("payload", ColumnType::String) => Some(RejectSlot::Payload),
                 ("payload_size", ColumnType::UInt32) => Some(RejectSlot::PayloadSize),
                 _ => None,
-            };
-            let slot = slot.ok_or_else(|| {
-                Error::SchemaMismatch(format!(
-                    "rejected_messages column `{name} {type_name}` is not one the reject builder writes; \
-                     run `alphapt-storage migrate up`"
-                ))
-            })?;
-            columns.push((name.clone(), type_name.clone(), slot));
-        }
-        for required in ["received_at", "stream_seq", "reason", "payload"] {
-            if !columns.iter().any(|(n, _, _)| n == required) {
-                return Err(Error::SchemaMismatch(format!(
-                    "rejected_messages has no `{required}` column; run `alphapt-storage migrate up`"
-                )));
             }
-        }
-        Ok(TableShape { columns })
+        })
     }
 }
 
