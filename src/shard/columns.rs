@@ -880,7 +880,7 @@ impl TickColumns {
 }
 
 /// Fixed-width little-endian encoding for the column writer.
-trait LeBytes: Copy {
+pub(crate) trait LeBytes: Copy {
     const WIDTH: usize;
     fn put(self, dst: &mut [u8]);
 }
@@ -901,7 +901,7 @@ le_bytes!(u8, u16, u32, u64, i64, f32, f64);
 /// Appends a column of fixed-width values. Resizing once and filling fixed chunks
 /// lets the compiler drop per-element capacity checks.
 #[inline]
-fn put_le<T: LeBytes>(out: &mut Vec<u8>, values: &[T]) {
+pub(crate) fn put_le<T: LeBytes>(out: &mut Vec<u8>, values: &[T]) {
     let start = out.len();
     out.resize(start + values.len() * T::WIDTH, 0);
     for (dst, value) in out[start..].chunks_exact_mut(T::WIDTH).zip(values) {
@@ -984,6 +984,113 @@ fn put_symbols(out: &mut Vec<u8>, indexes: &[u32], entries: &[Symbol], encoding:
                 dst.copy_from_slice(&index.to_le_bytes()[..width]);
             }
         }
+    }
+}
+
+/// An arena of byte strings: one buffer and end offsets.
+pub(crate) struct Arena {
+    /// Every value's bytes, back to back.
+    bytes: Vec<u8>,
+    /// End offset in `bytes` of each value, one per row.
+    ends: Vec<u32>,
+}
+
+impl Arena {
+    /// An empty arena reserved for `rows` values of up to `bytes_per_row` bytes.
+    pub(crate) fn with_capacity(rows: usize, bytes_per_row: usize) -> Arena {
+        Arena {
+            bytes: Vec::with_capacity(rows * bytes_per_row),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends one value.
+    pub(crate) fn push(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    /// The value of `row`.
+    pub(crate) fn get(&self, row: usize) -> &[u8] {
+        let start = if row == 0 {
+            0
+        } else {
+            self.ends[row - 1] as usize
+        };
+        &self.bytes[start..self.ends[row] as usize]
+    }
+
+    /// Drops every value, keeping the capacity.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// Writes `raw` (a Protocol-format Native block) into `sealed` as a Data packet,
+/// LZ4-framed when `compression` is set, and records its size, format and compression.
+/// Shared by the small builders (rejects, signals); the tick builder encodes in place.
+pub(crate) fn put_data_packet(
+    raw: &[u8],
+    compression: Option<Method>,
+    lz4_table: &mut CompressTable,
+    sealed: &mut SealedBlock,
+) {
+    sealed.bytes.clear();
+    write_data_prefix(&mut sealed.bytes);
+    match compression {
+        Some(method) => compress_frames(method, raw, &mut sealed.bytes, lz4_table),
+        None => sealed.bytes.extend_from_slice(raw),
+    }
+    sealed.raw_bytes = raw.len();
+    sealed.format = BlockFormat::Protocol;
+    sealed.compression = compression;
+}
+
+/// Writes a string column, plain or as LowCardinality with a per-block dictionary of
+/// distinct values (duplicate dictionary entries are untested on servers, so none are
+/// written). Meant for small, rare blocks (rejects, signals): the scan below costs
+/// rows × distinct compares, about a millisecond for a 1,024-row block of distinct
+/// values, and the one allocation is per block.
+pub(crate) fn put_strings<'a>(
+    out: &mut Vec<u8>,
+    encoding: StrEncoding,
+    rows: usize,
+    value: impl Fn(usize) -> &'a [u8],
+) {
+    if encoding == StrEncoding::Plain {
+        (0..rows).for_each(|row| put_str(out, value(row)));
+        return;
+    }
+    // Deduplicate against earlier rows by a linear scan: reject blocks hold at most a
+    // few thousand rows and a handful of distinct reasons and subjects.
+    const HAS_ADDITIONAL_KEYS: u64 = 0x200;
+    const NEED_UPDATE_DICTIONARY: u64 = 0x400;
+    out.extend_from_slice(&1u64.to_le_bytes());
+    let width_code: u64 = if rows <= 0x100 {
+        0
+    } else if rows <= 0x1_0000 {
+        1
+    } else {
+        2
+    };
+    out.extend_from_slice(
+        &(width_code | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
+    );
+    let first_of = |row: usize| (0..row).find(|&earlier| value(earlier) == value(row));
+    let distinct: Vec<usize> = (0..rows).filter(|&row| first_of(row).is_none()).collect();
+    out.extend_from_slice(&(distinct.len() as u64).to_le_bytes());
+    distinct.iter().for_each(|&row| put_str(out, value(row)));
+    out.extend_from_slice(&(rows as u64).to_le_bytes());
+    for row in 0..rows {
+        let first = first_of(row).unwrap_or(row);
+        let index = distinct
+            .iter()
+            .position(|&d| d == first)
+            .expect("every first occurrence is distinct") as u32;
+        let bytes = index.to_le_bytes();
+        let width = 1usize << width_code;
+        out.extend_from_slice(&bytes[..width]);
     }
 }
 

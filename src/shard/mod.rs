@@ -9,6 +9,7 @@ pub mod columns;
 pub mod parse;
 pub mod rejects;
 pub mod run;
+pub mod signals;
 pub mod validate;
 
 pub use columns::{SealedBlock, Table, TickColumns, TickSchema};

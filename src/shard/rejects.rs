@@ -6,19 +6,16 @@
 //! or DateTime (+ `received_at_ms` on 18.16), strings plain or LowCardinality. Strings
 //! live in one arena per column; nothing is allocated per row after construction.
 
-use crate::native::block::{BlockFormat, BLOCK_INFO};
-use crate::native::compress::{
-    compress_frames, compress_table, frames_bytes_max, CompressTable, Method,
-};
-use crate::native::protocol::write_data_prefix;
+use crate::native::block::BLOCK_INFO;
+use crate::native::compress::{compress_table, frames_bytes_max, CompressTable, Method};
 use crate::native::types::ColumnType;
 use crate::native::wire::{put_str, put_varuint};
 use crate::native::Error;
 use crate::ring::{SUBJECT_BYTES_MAX, TRUNCATED_BYTES};
 
 use super::columns::{
-    put_millis_part, put_time, str_encoding, time_encoding, SealedBlock, StrEncoding, TableShape,
-    TimeEncoding,
+    put_data_packet, put_millis_part, put_strings, put_time, str_encoding, time_encoding, Arena,
+    SealedBlock, StrEncoding, TableShape, TimeEncoding,
 };
 
 /// Raw bytes kept per rejected row (the receiver's truncation cap).
@@ -78,40 +75,6 @@ pub struct Rejected<'a> {
     pub payload: &'a [u8],
     /// Size of the message as received.
     pub payload_size: u32,
-}
-
-/// An arena of byte strings: one buffer and end offsets.
-struct Arena {
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
-}
-
-impl Arena {
-    fn with_capacity(rows: usize, bytes_per_row: usize) -> Arena {
-        Arena {
-            bytes: Vec::with_capacity(rows * bytes_per_row),
-            ends: Vec::with_capacity(rows),
-        }
-    }
-
-    fn push(&mut self, value: &[u8]) {
-        self.bytes.extend_from_slice(value);
-        self.ends.push(self.bytes.len() as u32);
-    }
-
-    fn get(&self, row: usize) -> &[u8] {
-        let start = if row == 0 {
-            0
-        } else {
-            self.ends[row - 1] as usize
-        };
-        &self.bytes[start..self.ends[row] as usize]
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
 }
 
 /// Column buffers for up to `rows_max` rejected messages.
@@ -257,16 +220,10 @@ impl RejectColumns {
         compression: Option<Method>,
         sealed: &mut SealedBlock,
     ) {
-        sealed.bytes.clear();
-        write_data_prefix(&mut sealed.bytes);
         let mut raw = std::mem::take(&mut self.raw);
         raw.clear();
         self.encode(schema, &mut raw);
-        match compression {
-            Some(method) => compress_frames(method, &raw, &mut sealed.bytes, &mut self.lz4_table),
-            None => sealed.bytes.extend_from_slice(&raw),
-        }
-        sealed.raw_bytes = raw.len();
+        put_data_packet(&raw, compression, &mut self.lz4_table, sealed);
         self.raw = raw;
         sealed.rows = self.rows() as u32;
         sealed.seq_min = self.stream_seq.iter().copied().min().unwrap_or(0);
@@ -274,55 +231,7 @@ impl RejectColumns {
         sealed.timestamp_min_ms = self.received_min_ms().unwrap_or(0);
         sealed.timestamp_max_ms = self.received_at_ms.iter().copied().max().unwrap_or(0);
         sealed.received_min_ms = sealed.timestamp_min_ms;
-        sealed.format = BlockFormat::Protocol;
-        sealed.compression = compression;
         self.clear();
-    }
-}
-
-/// Writes a string column, plain or as LowCardinality with a per-block dictionary of
-/// distinct values (duplicate dictionary entries are untested on servers, so none are
-/// written). Reject blocks are small and rare: the quadratic scan below costs about a
-/// millisecond for a full 1,024-row block, and the one allocation is per block.
-fn put_strings<'a>(
-    out: &mut Vec<u8>,
-    encoding: StrEncoding,
-    rows: usize,
-    value: impl Fn(usize) -> &'a [u8],
-) {
-    if encoding == StrEncoding::Plain {
-        (0..rows).for_each(|row| put_str(out, value(row)));
-        return;
-    }
-    // Deduplicate against earlier rows by a linear scan: reject blocks hold at most a
-    // few thousand rows and a handful of distinct reasons and subjects.
-    const HAS_ADDITIONAL_KEYS: u64 = 0x200;
-    const NEED_UPDATE_DICTIONARY: u64 = 0x400;
-    out.extend_from_slice(&1u64.to_le_bytes());
-    let width_code: u64 = if rows <= 0x100 {
-        0
-    } else if rows <= 0x1_0000 {
-        1
-    } else {
-        2
-    };
-    out.extend_from_slice(
-        &(width_code | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
-    );
-    let first_of = |row: usize| (0..row).find(|&earlier| value(earlier) == value(row));
-    let distinct: Vec<usize> = (0..rows).filter(|&row| first_of(row).is_none()).collect();
-    out.extend_from_slice(&(distinct.len() as u64).to_le_bytes());
-    distinct.iter().for_each(|&row| put_str(out, value(row)));
-    out.extend_from_slice(&(rows as u64).to_le_bytes());
-    for row in 0..rows {
-        let first = first_of(row).unwrap_or(row);
-        let index = distinct
-            .iter()
-            .position(|&d| d == first)
-            .expect("every first occurrence is distinct") as u32;
-        let bytes = index.to_le_bytes();
-        let width = 1usize << width_code;
-        out.extend_from_slice(&bytes[..width]);
     }
 }
 
@@ -331,7 +240,7 @@ mod tests {
     //! Reject blocks decode, with the generic codec, to the rows that went in, for the
     //! modern and the 18.16 table shapes.
     use super::*;
-    use crate::native::block::Block;
+    use crate::native::block::{Block, BlockFormat};
     use crate::native::column::Value;
     use crate::native::compress::FrameReader;
 

@@ -306,7 +306,7 @@ fn parse_level(scan: &mut Scanner<'_>) -> Result<DepthLevel, RejectReason> {
 
 /// A decoded key, or "too long to be one we know".
 #[derive(Default)]
-struct KeyBuf {
+pub(crate) struct KeyBuf {
     /// Decoded bytes.
     bytes: [u8; KEY_BYTES_MAX],
     /// Used bytes, or `None` when the key did not fit.
@@ -326,7 +326,7 @@ impl KeyBuf {
 /// `u64::MAX`), a power of ten, and the
 /// first digit dropped beyond those 19 (for rounding).
 #[derive(Clone, Copy, Debug, Default)]
-struct Number {
+pub(crate) struct Number {
     /// A leading minus sign was present.
     negative: bool,
     /// The significant digits (at most 19, or 20 below `u64::MAX`).
@@ -355,7 +355,7 @@ const POW10: [u128; 39] = {
 impl Number {
     /// A non-negative integer, as written (no fraction, no exponent).
     #[inline]
-    fn to_u64(self) -> Result<u64, RejectReason> {
+    pub(crate) fn to_u64(self) -> Result<u64, RejectReason> {
         if !self.integer || self.dropped || (self.negative && self.mantissa != 0) {
             return Err(BadNumber);
         }
@@ -364,13 +364,13 @@ impl Number {
     }
 
     #[inline]
-    fn to_u32(self) -> Result<u32, RejectReason> {
+    pub(crate) fn to_u32(self) -> Result<u32, RejectReason> {
         u32::try_from(self.to_u64()?).map_err(|_| BadNumber)
     }
 
     /// The exact fixed-point value at 10^-8, rounded half away from zero.
     #[inline]
-    fn to_price(self) -> Result<Price, RejectReason> {
+    pub(crate) fn to_price(self) -> Result<Price, RejectReason> {
         if self.mantissa == 0 {
             return Ok(Price::ZERO);
         }
@@ -402,17 +402,17 @@ impl Number {
 }
 
 /// The read position over one payload.
-struct Scanner<'a> {
+pub(crate) struct Scanner<'a> {
     /// The payload.
-    bytes: &'a [u8],
+    pub(crate) bytes: &'a [u8],
     /// Index of the next unread byte; only ever grows.
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Scanner<'a> {
     /// The next non-whitespace byte, not consumed.
     #[inline(always)]
-    fn peek(&mut self) -> Option<u8> {
+    pub(crate) fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.bytes.get(self.pos) {
             if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(b);
@@ -435,7 +435,7 @@ impl<'a> Scanner<'a> {
 
     /// Opens a container (`{` or `[`): `true` if opened, `false` for `null`, and
     /// [`WrongType`] for any other value.
-    fn open(&mut self, bracket: u8) -> Result<bool, RejectReason> {
+    pub(crate) fn open(&mut self, bracket: u8) -> Result<bool, RejectReason> {
         match self.peek() {
             Some(b) if b == bracket => {
                 self.pos += 1;
@@ -451,7 +451,7 @@ impl<'a> Scanner<'a> {
     /// once the closing brace is consumed. A plain key is borrowed from the payload;
     /// one with escapes or non-ASCII bytes is decoded into `buf`.
     #[inline(always)]
-    fn next_key<'k>(
+    pub(crate) fn next_key<'k>(
         &mut self,
         first: &mut bool,
         buf: &'k mut KeyBuf,
@@ -478,7 +478,7 @@ impl<'a> Scanner<'a> {
     /// escapes (every key and symbol the platform sends) is returned in place and its
     /// closing quote consumed; anything else returns `None` and leaves the position.
     #[inline(always)]
-    fn plain_string(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn plain_string(&mut self) -> Option<&'a [u8]> {
         let bytes: &'a [u8] = self.bytes;
         let start = self.pos;
         let mut pos = start;
@@ -534,7 +534,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes an exact literal (`true`, `false`, `null`).
-    fn literal(&mut self, text: &[u8]) -> Result<(), RejectReason> {
+    pub(crate) fn literal(&mut self, text: &[u8]) -> Result<(), RejectReason> {
         if self.bytes[self.pos..].starts_with(text) {
             self.pos += text.len();
             Ok(())
@@ -545,7 +545,7 @@ impl<'a> Scanner<'a> {
 
     /// A number, `None` for `null`, [`WrongType`] for any other value.
     #[inline(always)]
-    fn number_or_null(&mut self) -> Result<Option<Number>, RejectReason> {
+    pub(crate) fn number_or_null(&mut self) -> Result<Option<Number>, RejectReason> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.number().map(Some),
             Some(b'n') => self.literal(b"null").map(|()| None),
@@ -555,7 +555,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string decoded into a symbol, `None` for `null`.
-    fn symbol_or_null(&mut self) -> Result<Option<Symbol>, RejectReason> {
+    pub(crate) fn symbol_or_null(&mut self) -> Result<Option<Symbol>, RejectReason> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
@@ -573,7 +573,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A timestamp: ISO-8601 string or integer epoch milliseconds; `None` for `null`.
-    fn timestamp(&mut self) -> Result<Option<i64>, RejectReason> {
+    pub(crate) fn timestamp(&mut self) -> Result<Option<i64>, RejectReason> {
         match self.peek() {
             Some(b'"') => {
                 self.pos += 1;
@@ -601,7 +601,7 @@ impl<'a> Scanner<'a> {
     /// Reads a number per RFC 8259 §6 (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
     /// Only syntax fails here; range is the converter's business.
     #[inline(always)]
-    fn number(&mut self) -> Result<Number, RejectReason> {
+    pub(crate) fn number(&mut self) -> Result<Number, RejectReason> {
         let mut n = Number {
             integer: true,
             ..Number::default()
@@ -707,7 +707,7 @@ impl<'a> Scanner<'a> {
 
     /// Decodes the rest of a string (opening quote consumed) into `out`: `Some(len)`,
     /// or `None` when it did not fit (the string is still read and checked to its end).
-    fn string(&mut self, out: &mut [u8]) -> Result<Option<usize>, RejectReason> {
+    pub(crate) fn string(&mut self, out: &mut [u8]) -> Result<Option<usize>, RejectReason> {
         let mut len = 0usize;
         let mut fits = true;
         loop {
@@ -794,7 +794,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips one value of any type, checking its syntax. Iterative: the open
     /// containers live in a bit stack (1 = array), at most [`NESTING_MAX`] deep.
-    fn skip_value(&mut self) -> Result<(), RejectReason> {
+    pub(crate) fn skip_value(&mut self) -> Result<(), RejectReason> {
         let mut stack = 0u64;
         let mut depth = 0u32;
         let mut scratch: [u8; 0] = [];
