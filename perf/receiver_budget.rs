@@ -97,6 +97,7 @@ fn appliance_receiver(n: u64) -> f64 {
     let config = ReceiverConfig {
         url: url(),
         jetstream: true,
+        kind: alphapt_storage::ring::Kind::TickJson,
         stream: STREAM.into(),
         subject: SUBJECTS.into(),
         durable: "receiver".into(),

@@ -6,9 +6,9 @@
 //!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┘
 //! ```
 //!
-//! Pool sizing, per shard, as the sum of the holders of a sealed block: one being
-//! filled by `seal` (ticks) + one (rejects) + the writer's batch of up to
-//! [`BLOCKS_PER_INSERT_MAX`] + one more seal group queued behind it (2). The sealed and
+//! Pool sizing, per shard, as the sum of the holders of a sealed block: one seal group
+//! being filled (ticks, signals, rejects: 3) + the writer's batch of up to
+//! [`BLOCKS_PER_INSERT_MAX`] + one more seal group queued behind it (3). The sealed and
 //! free rings hold the whole pool, so pushing into either never fails.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,15 +23,19 @@ use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
 use crate::runtime::{self, Waiter};
 use crate::shard::columns::SealedBlock;
 use crate::shard::rejects::{RejectColumns, RejectSchema};
-use crate::shard::run::{Shard, ShardConfig, ShardEdges, ShardStats};
+use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
+use crate::shard::signals::{SignalColumns, SignalSchema};
 use crate::shard::validate::{ValidationConfig, Validator};
 use crate::shard::{TickColumns, TickSchema};
 use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
 
 /// Sealed blocks per shard pool (see the module doc for the sum).
-pub const POOL_BLOCKS: usize = 2 + BLOCKS_PER_INSERT_MAX + 2;
+pub const POOL_BLOCKS: usize = 3 + BLOCKS_PER_INSERT_MAX + 3;
 /// Rows per reject block: rejects are rare; 1,024 × ~4.4 KiB ≈ 4.5 MiB a block.
 pub const REJECT_ROWS_MAX: usize = 1024;
+/// Rows per signal block: strategies emit far fewer signals than the market ticks;
+/// 1,024 × (≤ 4 KiB metadata + ~150 B) ≈ 4.3 MiB a block at worst.
+pub const SIGNAL_ROWS_MAX: usize = 1024;
 /// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
 /// (a JSON tick with full depth is ~700 B).
 pub const RING_SLOT_BYTES: usize = 1024;
@@ -192,6 +196,8 @@ pub struct Destination {
     pub options: Options,
     /// `market_ticks` as the server has it.
     pub tick_schema: TickSchema,
+    /// `strategy_signals` as the server has it.
+    pub signal_schema: SignalSchema,
     /// `rejected_messages` as the server has it.
     pub reject_schema: RejectSchema,
 }
@@ -202,10 +208,12 @@ impl Destination {
     pub fn resolve(options: &Options) -> Result<Destination, crate::native::Error> {
         let mut conn = crate::native::Connection::connect(options)?;
         let tick_schema = TickSchema::from_header(&conn.insert_header("market_ticks")?)?;
+        let signal_schema = SignalSchema::from_header(&conn.insert_header("strategy_signals")?)?;
         let reject_schema = RejectSchema::from_header(&conn.insert_header("rejected_messages")?)?;
         Ok(Destination {
             options: options.clone(),
             tick_schema,
+            signal_schema,
             reject_schema,
         })
     }
@@ -215,6 +223,10 @@ impl Destination {
             ticks: crate::write::TableInsert {
                 sql: self.tick_schema.insert_sql("market_ticks"),
                 header: self.tick_schema.header(),
+            },
+            signals: crate::write::TableInsert {
+                sql: self.signal_schema.insert_sql("strategy_signals"),
+                header: self.signal_schema.header(),
             },
             rejects: crate::write::TableInsert {
                 sql: self.reject_schema.insert_sql("rejected_messages"),
@@ -254,8 +266,9 @@ pub fn start(
         rings.push(producer);
         let (sealed_tx, sealed_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
         let (mut free_tx, free_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
-        let block_bytes =
-            SealedBlock::bytes_max(rows_max).max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX));
+        let block_bytes = SealedBlock::bytes_max(rows_max)
+            .max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX))
+            .max(SignalColumns::sealed_bytes_max(SIGNAL_ROWS_MAX));
         for _ in 0..POOL_BLOCKS {
             let mut block = SealedBlock::with_capacity(0);
             block.bytes.reserve_exact(block_bytes);
@@ -276,6 +289,7 @@ pub fn start(
                 flush_interval_ms: config.ingest.flush_interval_ms,
                 compression,
                 tick_schema: destination.tick_schema.clone(),
+                signal_schema: destination.signal_schema.clone(),
                 reject_schema: destination.reject_schema.clone(),
             },
             ShardEdges {
@@ -285,8 +299,11 @@ pub fn start(
                 input_done: input_done.clone(),
                 finished,
             },
-            TickColumns::new(rows_max),
-            RejectColumns::new(REJECT_ROWS_MAX),
+            Builders {
+                ticks: TickColumns::new(rows_max),
+                signals: SignalColumns::new(SIGNAL_ROWS_MAX),
+                rejects: RejectColumns::new(REJECT_ROWS_MAX),
+            },
             Validator::new(ValidationConfig {
                 instruments_max: INSTRUMENTS_PER_SHARD_MAX,
                 ..ValidationConfig::default()

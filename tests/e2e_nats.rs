@@ -14,13 +14,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Value;
-use alphapt_storage::receive::nats::{JetStream, NatsConn};
+use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
 use common::{suffix, TestDb};
 
 /// Names of one test's NATS objects.
 struct Nats {
     stream: String,
     subjects: String,
+    signals_stream: String,
+    signals_subjects: String,
     durable: String,
 }
 
@@ -30,6 +32,8 @@ impl Nats {
         Nats {
             stream: format!("E2E_{tag}_{id}").to_uppercase(),
             subjects: format!("e2e{tag}{id}.ticks.>"),
+            signals_stream: format!("E2ESIG_{tag}_{id}").to_uppercase(),
+            signals_subjects: format!("e2e{tag}{id}.signals.>"),
             durable: format!("e2e{tag}{id}"),
         }
     }
@@ -42,7 +46,9 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         if let Ok(mut conn) = NatsConn::connect(&Nats::url(), Duration::from_secs(2)) {
-            let _ = JetStream::new(Duration::from_secs(2)).delete_stream(&mut conn, &self.stream);
+            let js = JetStream::new(Duration::from_secs(2));
+            let _ = js.delete_stream(&mut conn, &self.stream);
+            let _ = js.delete_stream(&mut conn, &self.signals_stream);
         }
     }
 }
@@ -57,6 +63,8 @@ fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
         format!("nats.stream_ticks={}", nats.stream),
         format!("nats.subject_ticks={}", nats.subjects),
         format!("nats.durable={}", nats.durable),
+        format!("nats.stream_signals={}", nats.signals_stream),
+        format!("nats.subject_signals={}", nats.signals_subjects),
         "ingest.flush_interval_ms=200".into(),
         "ingest.block_rows_max=32768".into(),
         "nats.ack_wait_ms=5000".into(),
@@ -184,6 +192,7 @@ fn tables(tag: &str) -> (TestDb, alphapt_storage::native::Connection) {
     let db = TestDb::new(tag);
     let mut conn = db.connect(None);
     db.create_market_ticks(&mut conn);
+    db.create_from_migration(&mut conn, "003_strategy_signals");
     db.create_from_migration(&mut conn, "004_rejected_messages");
     (db, conn)
 }
@@ -267,4 +276,94 @@ fn core_nats_at_a_steady_rate_stores_every_message() {
     drain(run);
     let q = conn.query("SELECT count() AS c FROM market_ticks").unwrap();
     assert_eq!(q.column("c")[0], Value::UInt(TICKS));
+}
+
+#[test]
+fn strategy_signals_arrive_in_their_table_and_bad_ones_in_rejects() {
+    const SIGNALS: u64 = 2_000;
+    let (db, mut conn) = tables("sig");
+    let nats = Nats::new("sig");
+    let run = start_run(&db, &nats, &[]);
+    let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    // The appliance creates the signals stream; wait for it before publishing.
+    let js = JetStream::new(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while js
+        .stream_info(&mut publisher, &nats.signals_stream)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "signals stream never created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
+    let prefix = nats.signals_subjects.trim_end_matches(".>");
+    let mut bad = 0;
+    for i in 0..SIGNALS {
+        let token = 256_265 + (i % 20) * 7;
+        let payload = if i % 100 == 99 {
+            bad += 1;
+            format!(r#"{{"strategy_id":"mom","instrument_token":{token}}}"#)
+        } else {
+            let kind = ["traditional", "ml", "hybrid"][(i % 3) as usize];
+            format!(
+                r#"{{"strategy_id":"mom","strategy_type":"{kind}","instrument_token":{token},"tradingsymbol":"SYM","signal_type":"BUY","strength":0.5,"confidence":0.75,"price":1234.05,"quantity":10,"metadata":{{"i":{i}}},"timestamp":1764000000000}}"#
+            )
+        };
+        let subject = format!("{prefix}.mom.{token}");
+        window
+            .publish(
+                &mut publisher,
+                subject.as_bytes(),
+                payload.as_bytes(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+    }
+    window
+        .finish(&mut publisher, Duration::from_secs(10))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = |conn: &mut alphapt_storage::native::Connection, sql: &str| {
+        conn.query(sql).unwrap().scalar().unwrap().as_u64().unwrap()
+    };
+    while count(&mut conn, "SELECT count() FROM strategy_signals")
+        + count(&mut conn, "SELECT count() FROM rejected_messages")
+        < SIGNALS
+    {
+        assert!(Instant::now() < deadline, "signals not stored in time");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drain(run);
+    assert_eq!(
+        count(&mut conn, "SELECT count() FROM strategy_signals"),
+        SIGNALS - bad
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT uniqExact(stream_seq) FROM strategy_signals"
+        ),
+        SIGNALS - bad
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count() FROM rejected_messages WHERE reason = 'missing_field'"
+        ),
+        bad
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count() FROM strategy_signals WHERE toString(strategy_type) = 'ml'"
+        ),
+        660
+    );
+    let metadata = conn
+        .query("SELECT metadata FROM strategy_signals WHERE stream_seq = 1")
+        .unwrap()
+        .scalar()
+        .unwrap();
+    assert_eq!(metadata.as_str(), Some(r#"{"i":0}"#));
 }

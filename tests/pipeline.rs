@@ -59,6 +59,7 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
     let db = TestDb::new("pipeline");
     let mut conn = db.connect(None);
     db.create_market_ticks(&mut conn);
+    db.create_from_migration(&mut conn, "003_strategy_signals");
     db.create_from_migration(&mut conn, "004_rejected_messages");
 
     let mut config = Config::default();

@@ -14,6 +14,7 @@ use alphapt_storage::config::Source;
 use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTES};
 use alphapt_storage::receive::receiver::{self, ReceiverConfig};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
+use alphapt_storage::ring::Kind;
 use alphapt_storage::runtime;
 use alphapt_storage::write::WriterStats;
 
@@ -113,6 +114,61 @@ fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64)
     )
 }
 
+/// The strategy-signals path: its own stream, consumer and sequence space, so its own
+/// router, one shard and one writer (signals are a trickle beside the ticks).
+struct Signals {
+    pipeline: pipeline::Pipeline,
+    receiver: std::thread::JoinHandle<
+        Result<receiver::ReceiverReport, alphapt_storage::receive::nats::NatsError>,
+    >,
+}
+
+impl Signals {
+    /// Waits for the signals receiver and pipeline; returns the rows they stored.
+    fn finish(self) -> anyhow::Result<u64> {
+        let report = self
+            .receiver
+            .join()
+            .map_err(|_| anyhow::anyhow!("the signals receiver thread panicked"))?;
+        let stats = self.pipeline.stats.clone();
+        let lost = self.pipeline.join();
+        report.context("NATS signals receiver failed")?;
+        anyhow::ensure!(lost == 0, "{lost} signal blocks were not stored");
+        Ok(stats
+            .writers
+            .iter()
+            .map(|w| w.rows_total.load(Ordering::Relaxed))
+            .sum())
+    }
+}
+
+fn start_signals(
+    config: &Config,
+    destination: &Destination,
+    ticks: &ReceiverConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Signals> {
+    let mut small = config.clone();
+    small.ingest.shards = 1;
+    small.ingest.writers = 1;
+    small.ingest.block_rows_max = pipeline::SIGNAL_ROWS_MAX as u32;
+    small.ingest.ring_slots = small.ingest.ring_slots.min(4096);
+    let (pipeline, mut router) =
+        pipeline::start(&small, destination, stop).context("cannot start the signals path")?;
+    let receiver_config = ReceiverConfig {
+        kind: Kind::SignalJson,
+        stream: config.nats.stream_signals.clone(),
+        subject: config.nats.subject_signals.clone(),
+        max_ack_pending: pipeline::max_ack_pending(&small),
+        ..ticks.clone()
+    };
+    let receiver = runtime::spawn("receiver-signals", None, move || {
+        receiver::run(&mut router, &receiver_config)
+    })
+    .context("cannot start the signals receiver thread")?;
+    Ok(Signals { pipeline, receiver })
+}
+
 /// Runs the appliance until the source ends or a signal asks it to drain.
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = super::clickhouse_options(config, true);
@@ -131,6 +187,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut signals: Option<Signals> = None;
     let receiver = if let Some(rate) = args.synthetic {
         let synthetic_config = SyntheticConfig {
             rate,
@@ -151,6 +208,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let receiver_config = ReceiverConfig {
             url: config.nats.url.clone(),
             jetstream,
+            kind: Kind::TickJson,
             stream: config.nats.stream_ticks.clone(),
             subject: config.nats.subject_ticks.clone(),
             durable: config.nats.durable.clone(),
@@ -161,6 +219,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
         };
         tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
+        signals = Some(start_signals(config, &destination, &receiver_config, stop.clone())?);
         runtime::spawn("receiver", receiver_core, move || {
             receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
         })
@@ -202,6 +261,15 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
+    // The signals path drains with the ticks path (same stop flag); a failed ticks
+    // receiver stops it too.
+    if outcome.is_err() {
+        stop.store(true, Ordering::Release);
+    }
+    let signals_stored = match signals {
+        Some(signals) => signals.finish()?,
+        None => 0,
+    };
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -237,7 +305,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // clean drain into a panic: the summary is best-effort.
     let _ = writeln!(
         std::io::stdout(),
-        "{} {routed} messages: {} rows stored, {} rejected, {} flagged; receive-to-durable ms p50 {:.1} p99 {:.1} \
+        "{} {routed} messages: {} rows stored, {} rejected, {} flagged; {signals_stored} signal rows; receive-to-durable ms p50 {:.1} p99 {:.1} \
          p99.9 {:.1} max {:.1}; drained in {:.2} s{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
         end.stored,

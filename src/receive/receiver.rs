@@ -50,6 +50,8 @@ pub struct ReceiverConfig {
     pub url: String,
     /// JetStream, or plain subscriptions.
     pub jetstream: bool,
+    /// What the messages are: ticks or strategy signals.
+    pub kind: Kind,
     /// Stream of ticks.
     pub stream: String,
     /// Subjects of the stream (and the core subscription).
@@ -164,10 +166,10 @@ pub fn subject_token(subject: &[u8]) -> Option<u32> {
     std::str::from_utf8(last).ok()?.parse().ok()
 }
 
-/// Routes one delivered message; `false` when a drain stopped it.
-fn route(router: &mut Router, seq: u64, subject: &[u8], payload: &[u8]) -> bool {
+/// Routes one delivered message of `kind`; `false` when a drain stopped it.
+fn route(router: &mut Router, kind: Kind, seq: u64, subject: &[u8], payload: &[u8]) -> bool {
     let (shard, kind) = match subject_token(subject) {
-        Some(token) => (shard_of(token, router.shards()), Kind::TickJson),
+        Some(token) => (shard_of(token, router.shards()), kind),
         // Unroutable messages are still data: shard 0 stores them as rejected.
         None => (0, Kind::Unknown),
     };
@@ -285,7 +287,7 @@ fn run_jetstream(
                 );
                 gap_logged = true;
             }
-            if !route(router, seq, msg.subject, msg.payload) {
+            if !route(router, config.kind, seq, msg.subject, msg.payload) {
                 return;
             }
             if !gap_logged {
@@ -343,7 +345,7 @@ fn run_core(
                 return;
             }
             seq += 1;
-            if route(router, seq, msg.subject, msg.payload) {
+            if route(router, config.kind, seq, msg.subject, msg.payload) {
                 report.routed += 1;
             } else {
                 report.dropped += 1;

@@ -498,6 +498,8 @@ impl DepthColumns {
 pub enum Table {
     /// `market_ticks`.
     Ticks,
+    /// `strategy_signals`.
+    Signals,
     /// `rejected_messages`.
     Rejects,
 }

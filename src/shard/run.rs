@@ -29,6 +29,7 @@ use super::columns::{SealedBlock, Table, TickColumns, TickSchema};
 use super::parse::json::parse_json_tick;
 use super::parse::{parse_kite_message, parse_kite_packet, parse_tick_subject};
 use super::rejects::{RejectColumns, RejectSchema, Rejected};
+use super::signals::{parse_json_signal, Signal, SignalColumns, SignalSchema};
 use super::validate::Validator;
 
 /// Frames handled between two looks at the clock: at ~300 ns a frame, ~0.3 ms.
@@ -45,6 +46,8 @@ pub struct ShardConfig {
     pub compression: Option<Method>,
     /// `market_ticks` as the server has it.
     pub tick_schema: TickSchema,
+    /// `strategy_signals` as the server has it.
+    pub signal_schema: SignalSchema,
     /// `rejected_messages` as the server has it.
     pub reject_schema: RejectSchema,
 }
@@ -56,6 +59,8 @@ pub struct ShardStats {
     pub frames_total: AtomicU64,
     /// Ticks appended (flagged ones included).
     pub ticks_total: AtomicU64,
+    /// Signals appended.
+    pub signals_total: AtomicU64,
     /// Ticks appended with at least one validation flag.
     pub flagged_total: AtomicU64,
     /// Messages stored as rejected.
@@ -75,10 +80,13 @@ pub struct ShardStats {
 struct State {
     config: ShardConfig,
     ticks: TickColumns,
+    signals: SignalColumns,
     rejects: RejectColumns,
     validator: Validator,
     /// Scratch tick, overwritten by every parse.
     tick: Tick,
+    /// Scratch signal, overwritten by every parse.
+    signal: Signal,
     /// Sequence of the last frame handled completely.
     completed_seq: u64,
     sealed: rtrb::Producer<SealedBlock>,
@@ -88,6 +96,7 @@ struct State {
     /// Local counters, published per pass.
     frames: u64,
     ticks_appended: u64,
+    signals_appended: u64,
     flagged: u64,
     rejected: u64,
 }
@@ -145,6 +154,8 @@ impl State {
         let received_at_ms = header.received_ns / 1_000_000;
         if header.flags & FLAG_TRUNCATED != 0 {
             self.reject(header, subject, payload, RejectReason::PayloadTooLarge);
+        } else if header.kind == Kind::SignalJson {
+            self.handle_signal(header, subject, payload);
         } else if header.kind != Kind::TickJson {
             self.reject(header, subject, payload, RejectReason::UnknownSubject);
         } else if payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
@@ -160,6 +171,23 @@ impl State {
             self.handle_kite(header, subject, payload, now_ms);
         }
         self.completed_seq = self.completed_seq.max(header.stream_seq);
+    }
+
+    /// A JSON strategy signal into `strategy_signals`, its metadata copied raw.
+    fn handle_signal(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8]) {
+        match parse_json_signal(payload, &mut self.signal) {
+            Ok(parsed) => {
+                self.signal.stream_seq = header.stream_seq;
+                self.signal.received_at_ms = header.received_ns / 1_000_000;
+                if self.signals.is_full() {
+                    self.seal_all(self.completed_seq);
+                }
+                let appended = self.signals.append(&self.signal, parsed.metadata(payload));
+                debug_assert!(appended, "sealed above when full");
+                self.signals_appended += 1;
+            }
+            Err(reason) => self.reject(header, subject, payload, reason),
+        }
     }
 
     /// A Kite binary frame: every packet becomes a tick with the frame's sequence; the
@@ -196,10 +224,14 @@ impl State {
     }
 
     fn oldest_ms(&self) -> Option<i64> {
-        match (self.ticks.received_min_ms(), self.rejects.received_min_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ticks.received_min_ms(),
+            self.signals.received_min_ms(),
+            self.rejects.received_min_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A free block from the pool, waiting for the writer when none is.
@@ -221,7 +253,7 @@ impl State {
             return;
         }
         let compression = self.config.compression;
-        let mut group: [Option<SealedBlock>; 2] = [None, None];
+        let mut group: [Option<SealedBlock>; 3] = [None, None, None];
         if !self.ticks.is_empty() {
             let mut block = self.take_free();
             self.ticks
@@ -229,12 +261,19 @@ impl State {
             block.table = Table::Ticks;
             group[0] = Some(block);
         }
+        if !self.signals.is_empty() {
+            let mut block = self.take_free();
+            self.signals
+                .seal(&self.config.signal_schema, compression, &mut block);
+            block.table = Table::Signals;
+            group[1] = Some(block);
+        }
         if !self.rejects.is_empty() {
             let mut block = self.take_free();
             self.rejects
                 .seal(&self.config.reject_schema, compression, &mut block);
             block.table = Table::Rejects;
-            group[1] = Some(block);
+            group[2] = Some(block);
         }
         let last = group.iter().rposition(Option::is_some);
         for (position, slot) in group.iter_mut().enumerate() {
@@ -260,17 +299,31 @@ impl State {
             .fetch_add(std::mem::take(&mut self.frames), Ordering::Relaxed);
         s.ticks_total
             .fetch_add(std::mem::take(&mut self.ticks_appended), Ordering::Relaxed);
+        s.signals_total.fetch_add(
+            std::mem::take(&mut self.signals_appended),
+            Ordering::Relaxed,
+        );
         s.flagged_total
             .fetch_add(std::mem::take(&mut self.flagged), Ordering::Relaxed);
         s.rejected_total
             .fetch_add(std::mem::take(&mut self.rejected), Ordering::Relaxed);
         s.rows_open.store(
-            (self.ticks.rows() + self.rejects.rows()) as u64,
+            (self.ticks.rows() + self.signals.rows() + self.rejects.rows()) as u64,
             Ordering::Relaxed,
         );
         s.input_queued_bytes
             .store(queued_bytes as u64, Ordering::Relaxed);
     }
+}
+
+/// The column builders a shard fills, one per table, each sized once.
+pub struct Builders {
+    /// `market_ticks`.
+    pub ticks: TickColumns,
+    /// `strategy_signals`.
+    pub signals: SignalColumns,
+    /// `rejected_messages`.
+    pub rejects: RejectColumns,
 }
 
 /// A shard thread's state.
@@ -302,8 +355,7 @@ impl Shard {
     pub fn new(
         config: ShardConfig,
         edges: ShardEdges,
-        ticks: TickColumns,
-        rejects: RejectColumns,
+        builders: Builders,
         validator: Validator,
         stats: Arc<ShardStats>,
         waiter: Waiter,
@@ -312,10 +364,12 @@ impl Shard {
             input: edges.input,
             state: State {
                 config,
-                ticks,
-                rejects,
+                ticks: builders.ticks,
+                signals: builders.signals,
+                rejects: builders.rejects,
                 validator,
                 tick: Tick::default(),
+                signal: Signal::default(),
                 completed_seq: 0,
                 sealed: edges.sealed,
                 free: edges.free,
@@ -323,6 +377,7 @@ impl Shard {
                 waiter,
                 frames: 0,
                 ticks_appended: 0,
+                signals_appended: 0,
                 flagged: 0,
                 rejected: 0,
             },

@@ -42,6 +42,8 @@ pub struct TableInsert {
 pub struct Tables {
     /// `market_ticks`.
     pub ticks: TableInsert,
+    /// `strategy_signals`.
+    pub signals: TableInsert,
     /// `rejected_messages`.
     pub rejects: TableInsert,
 }
@@ -50,6 +52,7 @@ impl Tables {
     fn get(&self, table: Table) -> &TableInsert {
         match table {
             Table::Ticks => &self.ticks,
+            Table::Signals => &self.signals,
             Table::Rejects => &self.rejects,
         }
     }
