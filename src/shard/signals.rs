@@ -41,7 +41,7 @@ use crate::native::compress::{compress_table, frames_bytes_max, CompressTable, M
 use crate::native::types::ColumnType;
 use crate::native::wire::{put_str, put_varuint};
 use crate::native::Error;
-use crate::shard::parse::json::{KeyBuf, Scanner, JSON_PAYLOAD_BYTES_MAX};
+use crate::shard::parse::json::{walk_object, Scanner, JSON_PAYLOAD_BYTES_MAX};
 
 use super::columns::{
     put_data_packet, put_le, put_millis_part, put_strings, put_time, str_encoding, time_encoding,
@@ -201,26 +201,10 @@ pub fn parse_json_signal(payload: &[u8], signal: &mut Signal) -> Result<SignalPa
         stream_seq: signal.stream_seq,
         ..Signal::default()
     };
-    let mut scan = Scanner {
-        bytes: payload,
-        pos: 0,
-    };
-    match scan.peek() {
-        Some(b'{') => scan.pos += 1,
-        None => return Err(MalformedJson),
-        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => return Err(WrongType),
-        Some(_) => return Err(MalformedJson),
-    }
     let mut parse = SignalParse::default();
-    let mut required = 0u8;
-    let mut key = KeyBuf::default();
-    let mut first = true;
-    while let Some(name) = scan.next_key(&mut first, &mut key)? {
-        required |= parse_field(&mut scan, name, signal, &mut parse)?;
-    }
-    if scan.peek().is_some() {
-        return Err(MalformedJson);
-    }
+    let required = walk_object(payload, |scan, name| {
+        parse_field(scan, name, signal, &mut parse)
+    })?;
     if required != REQUIRED_ALL {
         return Err(MissingField);
     }

@@ -72,15 +72,14 @@ use RejectReason::{
     SymbolTooLong, TooManyDepthLevels, WrongType,
 };
 
-/// Parses one JSON tick into `tick` (all fields but `received_at_ms` and
-/// `stream_seq` are overwritten). `instrument_token`, `last_price` and `timestamp` are
-/// required; a field holding `null` counts as absent. On error `tick` holds partial
-/// data and must not be stored.
-pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, RejectReason> {
-    if payload.len() > JSON_PAYLOAD_BYTES_MAX {
-        return Err(PayloadTooLarge);
-    }
-    reset_tick(tick);
+/// Walks the top-level JSON object of `payload`, handing each key to `field` (which
+/// consumes the value and returns the bits of the required fields it saw) and refusing
+/// anything but one object; returns the union of those bits. The tick and signal
+/// parsers share it, each with its own fields.
+pub(crate) fn walk_object<'p>(
+    payload: &'p [u8],
+    mut field: impl FnMut(&mut Scanner<'p>, &[u8]) -> Result<u8, RejectReason>,
+) -> Result<u8, RejectReason> {
     let mut scan = Scanner {
         bytes: payload,
         pos: 0,
@@ -91,19 +90,34 @@ pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, Rej
         Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => return Err(WrongType),
         Some(_) => return Err(MalformedJson),
     }
-    let mut info = ParseInfo {
-        present: 0,
-        expected: JSON_FIELDS_EXPECTED,
-    };
     let mut required = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
     while let Some(name) = scan.next_key(&mut first, &mut key)? {
-        required |= parse_field(&mut scan, name, tick, &mut info)?;
+        required |= field(&mut scan, name)?;
     }
     if scan.peek().is_some() {
         return Err(MalformedJson);
     }
+    Ok(required)
+}
+
+/// Parses one JSON tick into `tick` (all fields but `received_at_ms` and
+/// `stream_seq` are overwritten). `instrument_token`, `last_price` and `timestamp` are
+/// required; a field holding `null` counts as absent. On error `tick` holds partial
+/// data and must not be stored.
+pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, RejectReason> {
+    if payload.len() > JSON_PAYLOAD_BYTES_MAX {
+        return Err(PayloadTooLarge);
+    }
+    reset_tick(tick);
+    let mut info = ParseInfo {
+        present: 0,
+        expected: JSON_FIELDS_EXPECTED,
+    };
+    let required = walk_object(payload, |scan, name| {
+        parse_field(scan, name, tick, &mut info)
+    })?;
     if required != REQUIRED_ALL {
         return Err(MissingField);
     }
