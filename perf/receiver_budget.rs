@@ -106,6 +106,7 @@ fn appliance_receiver(n: u64) -> f64 {
         max_ack_pending: 1_000_000,
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
+        count: None,
     };
     let started = Instant::now();
     let watcher = {

@@ -5,10 +5,8 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = cli::Args::parse_all();
     cli::init_logging();
     match cli::dispatch(args) {
         Ok(code) => code,

@@ -68,6 +68,21 @@ fn bad_config_env_and_flags_are_refused_with_one_line() {
         "ring_slots",
     );
     refused(
+        &["--set", "ingest.ring_slots=256", "--print-config", "health"],
+        &[],
+        "`ingest.ring_slots` is 256 (256 KiB a ring), too small",
+    );
+    refused(
+        &[
+            "--set",
+            "ingest.payload_bytes_max=67108864",
+            "--print-config",
+            "health",
+        ],
+        &[],
+        "use ring_slots >= 262144",
+    );
+    refused(
         &["--set", "nats.url=http://x", "--print-config", "health"],
         &[],
         "nats.url",
@@ -113,6 +128,33 @@ fn bad_config_env_and_flags_are_refused_with_one_line() {
         run(&["health", "--no-such-flag"], &[]).status.code(),
         Some(2)
     );
+}
+
+/// `--set` before and after the subcommand both count (clap alone keeps only the
+/// later side's), the last one of a key winning.
+#[test]
+fn set_flags_on_both_sides_of_the_subcommand_all_apply() {
+    let out = run(
+        &[
+            "--set",
+            "ingest.shards=3",
+            "--set",
+            "ingest.writers=2",
+            "run",
+            "--set",
+            "ingest.writers=4",
+            "--print-config",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(parsed["ingest"]["shards"].as_integer(), Some(3));
+    assert_eq!(parsed["ingest"]["writers"].as_integer(), Some(4));
 }
 
 #[test]

@@ -367,3 +367,58 @@ fn strategy_signals_arrive_in_their_table_and_bad_ones_in_rejects() {
         .unwrap();
     assert_eq!(metadata.as_str(), Some(r#"{"i":0}"#));
 }
+
+/// `run --count N` stops by itself once N are stored and acked, even when tiny rings
+/// and blocks keep the receiver blocked on back-pressure for longer than a pull lives
+/// (a pull the server expired silently must not stall delivery); a second run takes
+/// the rest, each message exactly once.
+#[test]
+fn run_with_count_stops_by_itself_under_back_pressure() {
+    let (db, mut conn) = tables("count");
+    // Every INSERT into market_ticks takes 0.3 s more, so the writer holds the pool,
+    // the shard stops, the ring fills and the receiver stops reading for longer than a
+    // pull lives: the partially delivered pull expires on the server.
+    conn.query("CREATE TABLE slow_sink (s UInt8) ENGINE = Null")
+        .unwrap();
+    conn.query("CREATE MATERIALIZED VIEW slow_down TO slow_sink AS SELECT sleep(0.3) AS s FROM market_ticks")
+        .unwrap();
+    let nats = Nats::new("count");
+    let published = feed(&db, &nats, &["--count", "60000", "--instruments", "50"]);
+    assert!(published.contains("acked 60000 errors 0"), "{published}");
+    let tight = [
+        "--set",
+        "ingest.ring_slots=4096",
+        "--set",
+        "ingest.block_rows_max=1024",
+        "--set",
+        "ingest.flush_interval_ms=50",
+    ];
+    let mut first = start_run(&db, &nats, &[&tight[..], &["--count", "50000"]].concat());
+    let mut child = first.0.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("run --count did not finish; {:?} stored", stored(&mut conn));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(status.success(), "run exited {status}: {text}");
+    assert!(text.contains("Done: 50000 messages"), "{text}");
+    assert_eq!(stored(&mut conn), (50_000, 50_000, 1, 50_000), "{text}");
+
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 60_000, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (60_000, 60_000, 1, 60_000), "{summary}");
+    consumer_settled(&nats, 60_000);
+}

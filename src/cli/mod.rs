@@ -60,6 +60,36 @@ enum Command {
     Feed(feed::FeedArgs),
 }
 
+impl Args {
+    /// Parses the process's arguments. clap keeps only the subcommand's occurrences of
+    /// a global `Vec` flag when it appears on both sides of the subcommand, so
+    /// `--set a=1 run --set b=2` would silently drop `a=1`; every `--set` is therefore
+    /// collected again from the raw arguments, in command-line order.
+    pub fn parse_all() -> Args {
+        let mut args = Args::parse();
+        args.set = set_values(std::env::args());
+        args
+    }
+}
+
+/// Every `--set` value in `raw`, in order (after a successful clap parse, so each
+/// `--set` has a value). Stops at `--`, after which nothing is a flag.
+fn set_values(raw: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut raw = raw.into_iter();
+    while let Some(arg) = raw.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--set" {
+            values.extend(raw.next());
+        } else if let Some(value) = arg.strip_prefix("--set=") {
+            values.push(value.to_string());
+        }
+    }
+    values
+}
+
 /// Logs go to stderr; `RUST_LOG` filters (default: info).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -111,5 +141,34 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&config, &args),
         Command::Migrate { action, common } => migrate::run(&config, action, common),
         Command::Feed(feed_args) => feed::run(&config, &feed_args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_values;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn set_values_come_from_both_sides_of_the_subcommand_in_order() {
+        let raw = strings(&[
+            "alphapt-storage",
+            "--set",
+            "a=1",
+            "run",
+            "--set=b=2",
+            "--count",
+            "5",
+            "--set",
+            "a=3",
+        ]);
+        assert_eq!(set_values(raw), strings(&["a=1", "b=2", "a=3"]));
+        assert_eq!(
+            set_values(strings(&["x", "run", "--", "--set", "a=1"])),
+            Vec::<String>::new()
+        );
     }
 }

@@ -32,7 +32,7 @@ pub struct RunArgs {
     /// Instruments in the synthetic feed.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     synthetic_instruments: u32,
-    /// Stop after this many messages (synthetic feed), then drain and exit.
+    /// Stop after this many tick messages (synthetic feed or NATS), then drain and exit.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Print no status line.
@@ -152,7 +152,16 @@ fn start_signals(
     small.ingest.shards = 1;
     small.ingest.writers = 1;
     small.ingest.block_rows_max = pipeline::SIGNAL_ROWS_MAX as u32;
-    small.ingest.ring_slots = small.ingest.ring_slots.min(4096);
+    // A smaller ring for the trickle of signals, but never below two of the largest
+    // frames (the full-size ring passed that check in config validation).
+    let frame_max = alphapt_storage::ring::frame_bytes(
+        alphapt_storage::ring::SUBJECT_BYTES_MAX,
+        (config.ingest.payload_bytes_max as usize).max(alphapt_storage::ring::TRUNCATED_BYTES),
+    );
+    let needed = (2 * frame_max)
+        .div_ceil(RING_SLOT_BYTES)
+        .next_power_of_two() as u32;
+    small.ingest.ring_slots = small.ingest.ring_slots.min(needed.max(4096));
     let (pipeline, mut router) =
         pipeline::start(&small, destination, stop).context("cannot start the signals path")?;
     let receiver_config = ReceiverConfig {
@@ -160,6 +169,8 @@ fn start_signals(
         stream: config.nats.stream_signals.clone(),
         subject: config.nats.subject_signals.clone(),
         max_ack_pending: pipeline::max_ack_pending(&small),
+        // Signals run until the ticks path ends, whatever `--count` says of ticks.
+        count: None,
         ..ticks.clone()
     };
     let receiver = runtime::spawn("receiver-signals", None, move || {
@@ -217,6 +228,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             max_ack_pending: pipeline::max_ack_pending(config),
             connect_timeout: Duration::from_millis(config.clickhouse.connect_timeout_ms.max(2_000)),
             drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+            count: args.count,
         };
         tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
         signals = Some(start_signals(config, &destination, &receiver_config, stop.clone())?);
@@ -261,11 +273,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
-    // The signals path drains with the ticks path (same stop flag); a failed ticks
-    // receiver stops it too.
-    if outcome.is_err() {
-        stop.store(true, Ordering::Release);
-    }
+    let stopped_by_signal = stop.load(Ordering::Acquire);
+    // The signals path drains with the ticks path (same stop flag): a ticks receiver
+    // that failed or reached `--count` stops it too.
+    stop.store(true, Ordering::Release);
     let signals_stored = match signals {
         Some(signals) => signals.finish()?,
         None => 0,
@@ -291,7 +302,6 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let drain_started = Instant::now();
     let lost = pipeline.join();
     let end = snapshot(&stats);
-    let stopped_by_signal = stop.load(Ordering::Acquire);
     let latency = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| {
         stats
             .writers

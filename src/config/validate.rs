@@ -312,6 +312,28 @@ impl Config {
             u64::from(PAYLOAD_BYTES_MAX),
             "bytes",
         )?;
+        // The receiver->shard ring must hold two of the largest frames, or a message
+        // at the payload limit could never be routed.
+        let ring_bytes = u64::from(i.ring_slots) * crate::pipeline::RING_SLOT_BYTES as u64;
+        let frame_max = crate::ring::frame_bytes(
+            crate::ring::SUBJECT_BYTES_MAX,
+            (i.payload_bytes_max as usize).max(crate::ring::TRUNCATED_BYTES),
+        ) as u64;
+        if ring_bytes < 2 * frame_max {
+            let slots = (2 * frame_max)
+                .div_ceil(crate::pipeline::RING_SLOT_BYTES as u64)
+                .next_power_of_two();
+            return Err(invalid(
+                "ingest.ring_slots",
+                format!(
+                    "is {} ({} KiB a ring), too small for two messages of `ingest.payload_bytes_max` = {} bytes; \
+                     use ring_slots >= {slots} or a smaller payload_bytes_max",
+                    i.ring_slots,
+                    ring_bytes / 1024,
+                    i.payload_bytes_max
+                ),
+            ));
+        }
         bounded(
             "ingest.shards",
             u64::from(i.shards),

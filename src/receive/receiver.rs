@@ -38,8 +38,10 @@ pub const ACK_SUBJECT_BYTES_MAX: usize = 192;
 /// How often acks go out when the watermark moved.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(20);
 /// A pull request ends after this long even when fewer messages came, so a drain
-/// waits at most this for the last deliveries.
-const PULL_EXPIRES: Duration = Duration::from_millis(500);
+/// waits at most this for the last deliveries (JetStream 2.9 cannot cancel a pull).
+/// Short, because every drain pays it once per idle stream; an idle consumer then
+/// sends ~10 small pull requests a second, nothing beside the message flow.
+const PULL_EXPIRES: Duration = Duration::from_millis(100);
 /// How long one socket poll waits when nothing is buffered.
 const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -68,6 +70,9 @@ pub struct ReceiverConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the last acks when draining.
     pub drain_timeout: Duration,
+    /// Stop after routing this many messages, then drain (benchmarks, replays of a
+    /// known range); `None` runs until a drain request.
+    pub count: Option<u64>,
 }
 
 /// What the receiver did, for the final summary.
@@ -232,18 +237,24 @@ fn run_jetstream(
     let mut contiguous_last = ack_floor;
     let mut gap_logged = false;
     let mut outstanding: u64 = 0;
+    let mut pull_expires_at = Instant::now();
     let mut last_ack = Instant::now();
     let mut drain_started: Option<Instant> = None;
     let mut input_finished = false;
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
-        if router.stopping() && drain_started.is_none() {
+        let remaining = config
+            .count
+            .map_or(u64::MAX, |count| count.saturating_sub(report.routed));
+        if (router.stopping() || remaining == 0) && drain_started.is_none() {
             drain_started = Some(Instant::now());
         }
         if drain_started.is_none() && outstanding == 0 {
             let unacked = router.received_last().saturating_sub(report.acked);
             let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
-            let batch = room.min(u64::from(config.fetch_batch_max));
+            // Never pull past `count`: what is delivered but not routed would wait
+            // out ack_wait on the server.
+            let batch = room.min(u64::from(config.fetch_batch_max)).min(remaining);
             if batch > 0 {
                 js.pull(
                     conn,
@@ -254,7 +265,15 @@ fn run_jetstream(
                     &inbox,
                 )?;
                 outstanding = batch;
+                pull_expires_at = Instant::now() + PULL_EXPIRES;
             }
+        } else if outstanding > 0 && Instant::now() >= pull_expires_at {
+            // The server has expired the request by now (its clock started later than
+            // ours). 2.9 drops an expired request without a 408 when it finds it while
+            // looking for a waiting pull, so without this a pull cut short by
+            // back-pressure would stall delivery forever. Deliveries still in the socket
+            // are routed as usual: the inbox is the same.
+            outstanding = 0;
         }
         conn.poll(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return };
@@ -269,6 +288,11 @@ fn run_jetstream(
                 return;
             }
             outstanding = outstanding.saturating_sub(1);
+            if config.count.is_some_and(|count| report.routed >= count) {
+                // Past `count` (a late delivery of an expired pull): not routed, so not
+                // acked; the next start restarts delivery at the ack floor.
+                return;
+            }
             let Some(ack_info) = msg.reply.and_then(parse_ack_subject) else {
                 tracing::warn!("JetStream delivery without an ack subject; ignored");
                 return;
@@ -337,15 +361,17 @@ fn run_core(
     let sid = conn.subscribe(&config.subject, None)?;
     let mut report = ReceiverReport::default();
     let mut seq = 0u64;
-    // The stage's main loop: ends on a drain request.
-    while !router.stopping() {
+    let count = config.count.unwrap_or(u64::MAX);
+    // The stage's main loop: ends on a drain request or after `count` messages.
+    while !router.stopping() && report.routed < count {
         conn.poll(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return };
             if msg.sid != sid {
                 return;
             }
             seq += 1;
-            if route(router, config.kind, seq, msg.subject, msg.payload) {
+            // Past `count` within the last read: not stored, so counted as dropped.
+            if report.routed < count && route(router, config.kind, seq, msg.subject, msg.payload) {
                 report.routed += 1;
             } else {
                 report.dropped += 1;
@@ -356,7 +382,7 @@ fn run_core(
     if report.dropped > 0 {
         tracing::error!(
             dropped = report.dropped,
-            "Core NATS messages dropped while draining (no upstream store)"
+            "Core NATS messages dropped while draining or past --count (no upstream store)"
         );
     }
     Ok(report)

@@ -253,6 +253,8 @@ impl State {
             return;
         }
         let compression = self.config.compression;
+        let started = std::time::Instant::now();
+        let rows = self.ticks.rows() + self.signals.rows() + self.rejects.rows();
         let mut group: [Option<SealedBlock>; 3] = [None, None, None];
         if !self.ticks.is_empty() {
             let mut block = self.take_free();
@@ -291,6 +293,13 @@ impl State {
                 self.stats.blocks_total.fetch_add(1, Ordering::Relaxed);
             }
         }
+        tracing::debug!(
+            shard = self.config.index,
+            rows,
+            durable_through,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "Sealed"
+        );
     }
 
     fn publish_stats(&mut self, queued_bytes: usize) {

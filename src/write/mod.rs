@@ -242,6 +242,7 @@ impl Writer {
     fn insert_batch(&mut self, index: usize, drain_started: Option<Instant>) -> Result<(), usize> {
         let table = self.tables.get(self.batch[0].table).clone();
         let mut drain_started = drain_started;
+        let started = Instant::now();
         loop {
             let packets: Vec<&[u8]> = self.batch.iter().map(|b| b.bytes.as_slice()).collect();
             let outcome = self.client.run(|conn: &mut Connection| {
@@ -266,6 +267,9 @@ impl Writer {
         }
         self.backoff.reset();
         self.stats.degraded.store(0, Ordering::Relaxed);
+        tracing::debug!(writer = self.config.index, table = %table.sql, blocks = self.batch.len(),
+            rows = self.batch.iter().map(|b| u64::from(b.rows)).sum::<u64>(),
+            ms = started.elapsed().as_secs_f64() * 1e3, "INSERT committed");
         self.after_commit(index);
         Ok(())
     }
