@@ -166,7 +166,7 @@ fn every_env_variable_reaches_its_key() {
         ("REDIS_MAX_CONNECTIONS", "16"),
         ("MARKET_DATA_BATCH_SIZE", "5000"),
         ("MARKET_DATA_FLUSH_INTERVAL", "2"),
-        ("MARKET_DATA_BUFFER_SIZE", "1024"),
+        ("MARKET_DATA_BUFFER_SIZE", "8192"),
         ("COMPRESSION_METHOD", "none"),
         ("NATS_URL", "tls://nats-1:4222"),
         ("POSTGRES_URL", "postgresql://pg-1/db"),
@@ -183,7 +183,7 @@ fn every_env_variable_reaches_its_key() {
     assert_eq!(config.redis.max_connections, 16);
     assert_eq!(config.ingest.block_rows_max, 5000);
     assert_eq!(config.ingest.flush_interval_ms, 2000);
-    assert_eq!(config.ingest.ring_slots, 1024);
+    assert_eq!(config.ingest.ring_slots, 8192);
     assert_eq!(config.clickhouse.compression, Compression::None);
     assert_eq!(config.nats.url, "tls://nats-1:4222");
     assert_eq!(config.postgres.url, "postgresql://pg-1/db");
