@@ -25,7 +25,7 @@ use crate::shard::columns::SealedBlock;
 use crate::shard::rejects::{RejectColumns, RejectSchema};
 use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
 use crate::shard::signals::{SignalColumns, SignalSchema};
-use crate::shard::validate::{ValidationConfig, Validator};
+use crate::shard::validate::Validator;
 use crate::shard::{TickColumns, TickSchema};
 use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
 
@@ -39,8 +39,6 @@ pub const SIGNAL_ROWS_MAX: usize = 1024;
 /// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
 /// (a JSON tick with full depth is ~700 B).
 pub const RING_SLOT_BYTES: usize = 1024;
-/// Instruments a validator tracks per shard (NSE + BSE + NFO active contracts fit).
-pub const INSTRUMENTS_PER_SHARD_MAX: usize = 1 << 17;
 
 /// Counters the source publishes.
 #[derive(Debug, Default)]
@@ -304,10 +302,7 @@ pub fn start(
                 signals: SignalColumns::new(SIGNAL_ROWS_MAX),
                 rejects: RejectColumns::new(REJECT_ROWS_MAX),
             },
-            Validator::new(ValidationConfig {
-                instruments_max: INSTRUMENTS_PER_SHARD_MAX,
-                ..ValidationConfig::default()
-            }),
+            Validator::new(config.validation),
             stats,
             waiter(config),
         );
