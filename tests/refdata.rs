@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::quality::{FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT};
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::Price;
-use alphapt_storage::native::Method;
+use alphapt_storage::native::{Method, Value};
 use alphapt_storage::pipeline::{self, shard_of, Destination, PipelineStats};
 use alphapt_storage::refdata::{
     reference_queue, Refdata, RefdataConfig, RefdataStats, ReferenceFeed, ReferenceUpdate,
@@ -367,4 +368,50 @@ fn unreachable_postgres_is_counted_retried_and_never_waited_for() {
     assert_eq!(stats.loads_total.load(Ordering::Relaxed), 0);
     assert!(consumer.pop().is_err(), "nothing was sent");
     stop_and_join(&stop, refdata);
+}
+
+#[test]
+fn run_goes_on_without_postgres_and_says_so() {
+    // The binary, with PostgreSQL at a closed port: it stores every synthetic tick,
+    // warns once, reports the outage in its summary and exits 0 promptly.
+    let ch = TestDb::new("refdata_run");
+    let mut conn = ch.connect(None);
+    ch.create_market_ticks(&mut conn);
+    ch.create_from_migration(&mut conn, "003_strategy_signals");
+    ch.create_from_migration(&mut conn, "004_rejected_messages");
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    let url = format!(
+        "postgres.url=postgres://postgres@127.0.0.1:{}/x",
+        closed_port()
+    );
+    let database = format!("clickhouse.database={}", ch.name);
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"))
+        .args(["run", "--synthetic", "0", "--count", "2000", "--quiet"])
+        .args(["--set", &url, "--set", &database])
+        .args(["--set", "ingest.flush_interval_ms=50"])
+        .args(["--set", "postgres.backoff_initial_ms=10"])
+        .env("CLICKHOUSE_PORT", &port)
+        .env("RUST_LOG", "warn")
+        .env_remove("POSTGRES_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("2000 rows stored"), "{stdout}");
+    assert!(stdout.contains("PostgreSQL unreachable"), "{stdout}");
+    assert_eq!(
+        stderr.matches("Reference data unavailable").count(),
+        1,
+        "warned once: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stored = conn.query("SELECT count() FROM market_ticks").unwrap();
+    assert_eq!(stored.scalar(), Some(Value::UInt(2000)));
 }
