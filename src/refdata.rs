@@ -42,6 +42,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use postgres::fallible_iterator::FallibleIterator;
+
 use crate::config::{redact_url, Config};
 use crate::model::{DecimalError, Price};
 use crate::native::Backoff;
@@ -498,7 +500,6 @@ impl Refdata {
                 let mut waiting = notifications.timeout_iter(self.config.poll);
                 // The first wait takes up to `poll`; later ones return buffered changes.
                 while tokens.len() < CHANGES_PER_BATCH_MAX {
-                    use postgres::fallible_iterator::FallibleIterator;
                     let next = waiting
                         .next()
                         .map_err(query("waiting for notifications", ""))?;
