@@ -6,7 +6,12 @@
 //! (or core NATS) │ (receive)   (ring)       (shard: parse, validate, columns, rejects)  ◄─free ring─ (write) │    native TCP, LZ4
 //!                └──────────────────────────────────────────────────────────────────────────────┬───────────┘
 //!  JetStream AckAll ◄── receiver ◄── durable watermark (durable) ◄── writers commit seal groups ┘
+//!
+//!  slow path: PostgreSQL instruments ──load + LISTEN──► refdata thread ──reference queue[s]──► shard[s] validator
 //! ```
+//!
+//! Two things travel against the flow, each on its own single-writer path: the
+//! durable watermark (writers → receiver) and reference data (refdata → shards).
 //!
 //! Modules in flow order:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
@@ -20,6 +25,8 @@
 //! - [`write`]: writer threads INSERTing sealed blocks, retrying with backoff.
 //! - [`durable`]: the durable watermark the receiver acks at.
 //! - [`pipeline`]: wiring of rings, pools and threads; drain.
+//! - [`refdata`]: the slow-path thread that loads instrument reference data (tick
+//!   size, circuit limits) from PostgreSQL and follows its changes into the shards.
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
 //! - [`runtime`]: named, pinned threads and the wait strategies.
 //! - [`migrate`]: schema migrations for ClickHouse and PostgreSQL (`migrate up/status/down`).
@@ -40,6 +47,7 @@ pub mod native;
 pub mod ohlc;
 pub mod pipeline;
 pub mod receive;
+pub mod refdata;
 pub mod ring;
 pub mod runtime;
 pub mod shard;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  source (receiver thread) ──Router──► frame ring[s] ──► shard[s] ──sealed/free rings──► writer[s % W] ──► ClickHouse
-//!         ▲                                                                                  │
+//!         ▲                                                ▲                                 │
+//!         │                  refdata ──reference queue[s]──┘ (take_reference_feed)          │
 //!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┘
 //! ```
 //!
@@ -19,13 +20,14 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::durable::{watermark, DurableMarks};
 use crate::native::{Method, Options};
+use crate::refdata::{reference_queue, ReferenceFeed};
 use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
 use crate::runtime::{self, Waiter};
 use crate::shard::columns::SealedBlock;
 use crate::shard::rejects::{RejectColumns, RejectSchema};
 use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
 use crate::shard::signals::{SignalColumns, SignalSchema};
-use crate::shard::validate::{ValidationConfig, Validator};
+use crate::shard::validate::Validator;
 use crate::shard::{TickColumns, TickSchema};
 use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
 
@@ -39,8 +41,6 @@ pub const SIGNAL_ROWS_MAX: usize = 1024;
 /// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
 /// (a JSON tick with full depth is ~700 B).
 pub const RING_SLOT_BYTES: usize = 1024;
-/// Instruments a validator tracks per shard (NSE + BSE + NFO active contracts fit).
-pub const INSTRUMENTS_PER_SHARD_MAX: usize = 1 << 17;
 
 /// Counters the source publishes.
 #[derive(Debug, Default)]
@@ -183,6 +183,9 @@ pub struct PipelineStats {
 pub struct Pipeline {
     /// Stats handles.
     pub stats: PipelineStats,
+    /// The producer ends of the shards' reference-data queues, until the refdata
+    /// thread takes them.
+    references: Option<ReferenceFeed>,
     /// Shard threads.
     shards: Vec<JoinHandle<()>>,
     /// Writer threads; each returns the blocks it could not store.
@@ -261,7 +264,10 @@ pub fn start(
     let mut shard_handles = Vec::with_capacity(shards);
     let mut shard_stats = Vec::with_capacity(shards);
     let mut writer_inputs: Vec<Vec<WriterInput>> = (0..writers).map(|_| Vec::new()).collect();
+    let mut reference_producers = Vec::with_capacity(shards);
     for index in 0..shards {
+        let (reference_tx, reference_rx) = reference_queue();
+        reference_producers.push(reference_tx);
         let (producer, consumer) = frame_ring(ring_bytes, config.ingest.payload_bytes_max as usize);
         rings.push(producer);
         let (sealed_tx, sealed_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
@@ -296,6 +302,7 @@ pub fn start(
                 input: consumer,
                 sealed: sealed_tx,
                 free: free_rx,
+                references: reference_rx,
                 input_done: input_done.clone(),
                 finished,
             },
@@ -304,10 +311,7 @@ pub fn start(
                 signals: SignalColumns::new(SIGNAL_ROWS_MAX),
                 rejects: RejectColumns::new(REJECT_ROWS_MAX),
             },
-            Validator::new(ValidationConfig {
-                instruments_max: INSTRUMENTS_PER_SHARD_MAX,
-                ..ValidationConfig::default()
-            }),
+            Validator::new(config.validation),
             stats,
             waiter(config),
         );
@@ -368,6 +372,7 @@ pub fn start(
         input_done,
     };
     let pipeline = Pipeline {
+        references: Some(ReferenceFeed::new(reference_producers)),
         stats: PipelineStats {
             source: source_stats,
             shards: shard_stats,
@@ -380,6 +385,13 @@ pub fn start(
 }
 
 impl Pipeline {
+    /// The shards' reference-data queues, routed by instrument, for the refdata
+    /// thread; `None` once taken. Left untaken (the signals path), the queues stay
+    /// empty and cost the shards one failed pop per pass.
+    pub fn take_reference_feed(&mut self) -> Option<ReferenceFeed> {
+        self.references.take()
+    }
+
     /// Waits for every shard and writer to finish (after the router's
     /// `finish_input`). Returns the number of blocks not stored (0 on a clean drain).
     pub fn join(self) -> usize {

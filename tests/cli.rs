@@ -158,6 +158,67 @@ fn set_flags_on_both_sides_of_the_subcommand_all_apply() {
 }
 
 #[test]
+fn bad_validation_thresholds_are_refused_with_one_line() {
+    // Each [validation] key out of range, from --set or from a file, is refused at
+    // start naming the dotted key and the accepted range; a good value is shown.
+    for (set, needle) in [
+        (
+            "validation.future_skew_ms=-1",
+            "`validation.future_skew_ms` is -1",
+        ),
+        (
+            "validation.stale_window_ms=0",
+            "`validation.stale_window_ms` is 0",
+        ),
+        (
+            "validation.price_jump_band_pct=0",
+            "validation.price_jump_band_pct",
+        ),
+        ("validation.quantity_max=0", "validation.quantity_max"),
+        ("validation.instruments_max=0", "1..=1048576"),
+        (
+            "validation.instruments_max=many",
+            "validation.instruments_max",
+        ),
+        ("validation.quantity_maxx=1", "validation.quantity_maxx"),
+    ] {
+        refused(&["--set", set, "--print-config", "health"], &[], needle);
+    }
+    let file = std::env::temp_dir().join(format!("alphapt-validation-{}.toml", std::process::id()));
+    std::fs::write(&file, "[validation]\nprice_jump_band_pct = 0\n").unwrap();
+    refused(
+        &["--config", file.to_str().unwrap(), "health"],
+        &[],
+        "`validation.price_jump_band_pct` is 0; use a value in 1..",
+    );
+    std::fs::remove_file(&file).unwrap();
+
+    let out = run(
+        &[
+            "--set",
+            "validation.stale_window_ms=5000",
+            "--print-config",
+            "health",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(
+        parsed["validation"]["stale_window_ms"].as_integer(),
+        Some(5000)
+    );
+    assert_eq!(
+        parsed["validation"]["instruments_max"].as_integer(),
+        Some(131_072)
+    );
+}
+
+#[test]
 fn print_config_shows_layers_and_hides_secrets() {
     let out = run(
         &[

@@ -1,5 +1,7 @@
-//! `alphapt-storage run`: resolve the tables, start the hot path, drive the source on
-//! the receiver thread, print a live status line, drain on SIGTERM/Ctrl-C.
+//! `alphapt-storage run`: resolve the tables, start the hot path and the refdata
+//! thread, drive the source on the receiver thread, print a live status line, drain on
+//! SIGTERM/Ctrl-C. PostgreSQL is not waited for: the refdata thread loads reference
+//! data while ticks already flow, and is left behind at exit if a query hangs.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -14,6 +16,7 @@ use alphapt_storage::config::Source;
 use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTES};
 use alphapt_storage::receive::receiver::{self, ReceiverConfig};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
+use alphapt_storage::refdata::{Refdata, RefdataConfig, RefdataStats};
 use alphapt_storage::ring::Kind;
 use alphapt_storage::runtime;
 use alphapt_storage::write::WriterStats;
@@ -70,11 +73,20 @@ struct Snapshot {
     p99_us: u64,
     degraded: bool,
     watermark: u64,
+    references: u64,
+    references_up: bool,
 }
 
-fn snapshot(stats: &PipelineStats) -> Snapshot {
+/// Longest wait for the refdata thread at exit: it sees the stop flag within
+/// `refdata::POLL_INTERVAL` unless a PostgreSQL call is in flight, and then the
+/// process does not wait for the call.
+const REFDATA_JOIN_WAIT: Duration = Duration::from_secs(1);
+
+fn snapshot(stats: &PipelineStats, refdata: &RefdataStats) -> Snapshot {
     let r = Ordering::Relaxed;
     Snapshot {
+        references: refdata.instruments.load(r),
+        references_up: refdata.connected.load(r),
         received: stats.source.messages_total.load(r),
         stored: stats.writers.iter().map(|w| w.rows_total.load(r)).sum(),
         rejected: stats.shards.iter().map(|s| s.rejected_total.load(r)).sum(),
@@ -100,7 +112,7 @@ fn snapshot(stats: &PipelineStats) -> Snapshot {
 fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64) -> String {
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds.max(1e-9);
     format!(
-        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}",
+        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}",
         rate(now.received, before.received),
         rate(now.stored, before.stored),
         now.stored,
@@ -111,7 +123,66 @@ fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64)
         now.open,
         now.watermark,
         if now.degraded { format!("retrying ({} errors)", now.errors) } else { "ok".into() },
+        now.references,
+        if now.references_up { "ok" } else { "postgres down" },
     )
+}
+
+/// Starts the refdata thread on the ticks path's shards.
+fn start_refdata(
+    config: &Config,
+    pipeline: &mut pipeline::Pipeline,
+    stats: Arc<RefdataStats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(feed) = pipeline.take_reference_feed() else {
+        return Ok(None);
+    };
+    let core = if config.threads.pin {
+        config.threads.slow_core
+    } else {
+        None
+    };
+    let refdata = Refdata::new(RefdataConfig::from_config(config), feed, stats, stop);
+    let handle = refdata
+        .spawn(core)
+        .context("cannot start the refdata thread")?;
+    Ok(Some(handle))
+}
+
+/// Stops the refdata thread, waiting at most [`REFDATA_JOIN_WAIT`].
+fn stop_refdata(handle: Option<std::thread::JoinHandle<()>>, stop: &AtomicBool) {
+    stop.store(true, Ordering::Relaxed);
+    let Some(handle) = handle else { return };
+    let deadline = Instant::now() + REFDATA_JOIN_WAIT;
+    while !handle.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !handle.is_finished() {
+        tracing::warn!("The refdata thread is still inside a PostgreSQL call; exiting without it");
+        return;
+    }
+    if handle.join().is_err() {
+        tracing::error!("The refdata thread panicked");
+    }
+}
+
+/// The summary's words on reference data.
+fn refdata_summary(stats: &RefdataStats) -> String {
+    let r = Ordering::Relaxed;
+    let errors = stats.errors_total.load(r);
+    if stats.loads_total.load(r) > 0 {
+        return format!(
+            "reference data: {} instruments, {} changes, {} rows skipped, {errors} PostgreSQL errors",
+            stats.instruments.load(r),
+            stats.changes_total.load(r),
+            stats.rows_skipped_total.load(r),
+        );
+    }
+    if errors > 0 {
+        return format!("reference data: PostgreSQL unreachable ({errors} errors), tick-size and circuit checks off");
+    }
+    "reference data: not loaded before exit".to_owned()
 }
 
 /// The strategy-signals path: its own stream, consumer and sequence space, so its own
@@ -190,9 +261,17 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install the signal handler")?;
     }
-    let (pipeline, mut router) =
+    let (mut pipeline, mut router) =
         pipeline::start(config, &destination, stop.clone()).context("cannot start threads")?;
     let stats = pipeline.stats.clone();
+    let refdata_stats = Arc::new(RefdataStats::default());
+    let refdata_stop = Arc::new(AtomicBool::new(false));
+    let refdata = start_refdata(
+        config,
+        &mut pipeline,
+        refdata_stats.clone(),
+        refdata_stop.clone(),
+    )?;
     let receiver_core = if config.threads.pin {
         config.threads.receiver_core
     } else {
@@ -247,7 +326,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         * RING_SLOT_BYTES as u64
         * u64::from(config.ingest.shards);
     let tty = std::io::stderr().is_terminal();
-    let mut before = snapshot(&stats);
+    let mut before = snapshot(&stats, &refdata_stats);
     let mut last = Instant::now();
     let mut last_log = Instant::now();
     while !receiver.is_finished() {
@@ -255,7 +334,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         if last.elapsed() < Duration::from_secs(1) {
             continue;
         }
-        let now = snapshot(&stats);
+        let now = snapshot(&stats, &refdata_stats);
         let line = status_line(&now, &before, last.elapsed().as_secs_f64(), ring_bytes);
         if !args.quiet && tty {
             eprint!("\r{line}\x1b[K");
@@ -270,9 +349,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if tty && !args.quiet {
         eprintln!();
     }
-    let outcome = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
+    let outcome = receiver.join();
+    // Nothing new is routed now, so reference data has nothing left to check.
+    stop_refdata(refdata, &refdata_stop);
+    let outcome = outcome.map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
     let stopped_by_signal = stop.load(Ordering::Acquire);
     // The signals path drains with the ticks path (same stop flag): a ticks receiver
     // that failed or reached `--count` stops it too.
@@ -301,7 +381,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let drain_started = Instant::now();
     let lost = pipeline.join();
-    let end = snapshot(&stats);
+    let end = snapshot(&stats, &refdata_stats);
     let latency = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| {
         stats
             .writers
@@ -316,7 +396,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         std::io::stdout(),
         "{} {routed} messages: {} rows stored, {} rejected, {} flagged; {signals_stored} signal rows; receive-to-durable ms p50 {:.1} p99 {:.1} \
-         p99.9 {:.1} max {:.1}; drained in {:.2} s{}",
+         p99.9 {:.1} max {:.1}; drained in {:.2} s; {}{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
         end.stored,
         end.rejected,
@@ -326,6 +406,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         latency(|w| &w.latency_us_p999),
         latency(|w| &w.latency_us_max),
         drain_started.elapsed().as_secs_f64(),
+        refdata_summary(&refdata_stats),
         if lost > 0 { format!("; {lost} blocks NOT stored") } else { String::new() },
     );
     Ok(if lost == 0 {

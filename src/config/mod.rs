@@ -67,6 +67,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::shard::validate::ValidationConfig;
 pub use error::ConfigError;
 pub use secret::{redact_url, Secret, REDACTED};
 pub use validate::{
@@ -88,6 +89,9 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// Sizes and times of the hot path: rings, blocks, shards, writers, drain.
     pub ingest: IngestConfig,
+    /// Thresholds of the shards' tick checks (DESIGN §4): clock skew, staleness, price
+    /// jumps, quantities, and the instruments each shard tracks.
+    pub validation: ValidationConfig,
     /// Which core each thread runs on, and how threads wait on empty rings.
     pub threads: ThreadsConfig,
     /// The control-plane HTTP listener (`/metrics`, `/health`, `/quality`).
@@ -280,17 +284,30 @@ impl fmt::Debug for RedisConfig {
 }
 
 /// The PostgreSQL database of reference data and audit records.
+///
+/// The reference-data thread (`refdata`) connects with these settings; while
+/// PostgreSQL is away it retries with full-jitter backoff between
+/// `backoff_initial_ms` and `backoff_max_ms`, and the hot path runs on without it.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connection URL, `postgres://` or `postgresql://`; may embed a password (shown redacted).
     pub url: String,
+    /// Longest wait for a TCP connect plus startup and authentication, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// First ceiling of the reconnect delay after a failure, in milliseconds; doubles each try.
+    pub backoff_initial_ms: u64,
+    /// Largest reconnect delay, in milliseconds.
+    pub backoff_max_ms: u64,
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            connect_timeout_ms: 2_000,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
         }
     }
 }
@@ -299,6 +316,9 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("url", &redact_url(&self.url))
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
             .finish()
     }
 }

@@ -456,6 +456,94 @@ fn urls_must_parse_and_have_the_right_scheme() {
 }
 
 #[test]
+fn validation_section_layers_and_reaches_every_key() {
+    // Every [validation] key loads from the file, `--set` wins over it, and the
+    // bare-metal example sets its own thresholds.
+    let file = "[validation]\nfuture_skew_ms = 500\nstale_window_ms = 5000\n\
+                price_jump_band_pct = 5\nquantity_max = 1000\ninstruments_max = 4096\n";
+    let config = load(file, &[], &["validation.quantity_max=2000"]).expect("loads");
+    assert_eq!(
+        config.validation,
+        ValidationConfig {
+            future_skew_ms: 500,
+            stale_window_ms: 5000,
+            price_jump_band_pct: 5,
+            quantity_max: 2000,
+            instruments_max: 4096,
+        }
+    );
+    let path = tuning("bare-metal-16c.toml");
+    let bare = Config::load_unvalidated(Some(&path), &env_of(&[]), &[]).expect("parses");
+    assert_eq!(bare.validation.instruments_max, 65_536);
+    assert_eq!(bare.validation.future_skew_ms, 500);
+}
+
+#[test]
+fn bad_validation_values_name_the_key_and_the_fix() {
+    // Each out-of-range threshold is refused by its dotted key with the accepted range
+    // and the default; a negative count is a type error naming the key; a misspelt key
+    // lists the real ones.
+    let cases = [
+        ("future_skew_ms = -1", "validation.future_skew_ms", "0.."),
+        ("stale_window_ms = 0", "validation.stale_window_ms", "60000"),
+        (
+            "price_jump_band_pct = 0",
+            "validation.price_jump_band_pct",
+            "1..",
+        ),
+        ("quantity_max = 0", "validation.quantity_max", "10000000"),
+        (
+            "instruments_max = 0",
+            "validation.instruments_max",
+            "1048576",
+        ),
+        (
+            "instruments_max = 2000000",
+            "validation.instruments_max",
+            "131072",
+        ),
+    ];
+    for (line, expected, hint) in cases {
+        let error = refused(&format!("[validation]\n{line}\n"), &[], &[]);
+        assert!(
+            matches!(&error, ConfigError::Invalid { key, .. } if key == expected),
+            "{line}: {error:?}"
+        );
+        assert!(error.to_string().contains(hint), "{line}: {error}");
+    }
+    let error = refused("", &[], &["validation.price_jump_band_pct=-5"]);
+    assert!(
+        matches!(&error, ConfigError::WrongType { key, .. } if key == "validation.price_jump_band_pct"),
+        "{error:?}"
+    );
+    let error = refused("[validation]\nstale_window_s = 60\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::UnknownKey { key, .. } if key == "validation.stale_window_s"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("stale_window_ms"), "{error}");
+}
+
+#[test]
+fn postgres_backoff_is_bounded_and_ordered() {
+    // The reference-data reconnect delays follow the same rules as ClickHouse's.
+    let error = refused("[postgres]\nbackoff_initial_ms = 0\n", &[], &[]);
+    assert!(
+        matches!(&error, ConfigError::Invalid { key, .. } if key == "postgres.backoff_initial_ms"),
+        "{error:?}"
+    );
+    let error = refused(
+        "[postgres]\nbackoff_initial_ms = 5000\nbackoff_max_ms = 1000\n",
+        &[],
+        &[],
+    );
+    assert!(
+        error.to_string().contains("postgres.backoff_max_ms"),
+        "{error}"
+    );
+}
+
+#[test]
 fn ack_wait_must_exceed_flush_interval() {
     // JetStream would redeliver every tick if it gave up before a block could seal.
     let error = refused("[nats]\nack_wait_ms = 500\n", &[], &[]);

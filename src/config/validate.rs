@@ -135,6 +135,7 @@ impl Config {
         self.validate_nats()?;
         self.validate_slow_path()?;
         self.validate_ingest()?;
+        self.validate_validation()?;
         self.validate_spill()?;
         self.validate_threads(host_cores)
     }
@@ -267,7 +268,36 @@ impl Config {
             &self.postgres.url,
             &["postgres", "postgresql"],
             false,
-        )
+        )?;
+        let p = &self.postgres;
+        bounded(
+            "postgres.connect_timeout_ms",
+            p.connect_timeout_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "postgres.backoff_initial_ms",
+            p.backoff_initial_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "postgres.backoff_max_ms",
+            p.backoff_max_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        if p.backoff_initial_ms > p.backoff_max_ms {
+            return Err(invalid(
+                "postgres.backoff_initial_ms",
+                format!(
+                    "is {} ms, above `postgres.backoff_max_ms` ({} ms); lower it or raise the maximum",
+                    p.backoff_initial_ms, p.backoff_max_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `[ingest]`.
@@ -352,6 +382,20 @@ impl Config {
             DURATION_MS_MAX,
             "ms",
         )
+    }
+
+    /// Checks `[validation]` with the validator's own rule, so the loader and
+    /// `Validator::new` can never disagree about what is allowed.
+    fn validate_validation(&self) -> Result<(), ConfigError> {
+        self.validation.check().map_err(|error| {
+            invalid(
+                &format!("validation.{}", error.key),
+                format!(
+                    "is {}; use a value in {} ({})",
+                    error.value, error.range, error.fix
+                ),
+            )
+        })
     }
 
     /// Checks `[spill]`.

@@ -48,6 +48,68 @@ impl Price {
     }
 }
 
+/// Why a decimal text is not a [`Price`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    /// Not `[+-]digits[.digits]` (empty, a letter, an exponent, `NaN`, `Infinity`).
+    #[error("not a plain decimal number")]
+    Syntax,
+    /// A non-zero digit past the 8th decimal: the price grid is 10^-8, so the value
+    /// would be rounded, and a rounded tick size flags every price.
+    #[error("more than 8 decimals")]
+    TooManyDecimals,
+    /// Beyond the fixed-point range (about ±9.2·10^10).
+    #[error("out of the fixed-point price range")]
+    OutOfRange,
+}
+
+impl Price {
+    /// The price a decimal text denotes, exactly, or why it has none: PostgreSQL
+    /// `numeric` read as text, so a tick size of `0.05` is `Price(5_000_000)` with no
+    /// binary-float detour. Trailing zeros past the 8th decimal (`0.0500000000`) are
+    /// exact and accepted; any other digit there is refused, never rounded.
+    pub fn from_decimal(text: &str) -> Result<Price, DecimalError> {
+        let (negative, unsigned) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) {
+            return Err(DecimalError::Syntax);
+        }
+        let (kept, dropped) = fraction.split_at(fraction.len().min(PRICE_DECIMALS));
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(DecimalError::TooManyDecimals);
+        }
+        // Accumulate negatively: i64::MIN has no positive twin, so this reaches the
+        // whole range and overflow is the one range check needed.
+        let mut raw: i64 = 0;
+        let padding = PRICE_DECIMALS - kept.len();
+        let scaled = whole
+            .bytes()
+            .chain(kept.bytes())
+            .chain((0..padding).map(|_| b'0'));
+        for byte in scaled {
+            raw = raw
+                .checked_mul(10)
+                .and_then(|r| r.checked_sub(i64::from(byte - b'0')))
+                .ok_or(DecimalError::OutOfRange)?;
+        }
+        if negative {
+            Ok(Price(raw))
+        } else {
+            raw.checked_neg().map(Price).ok_or(DecimalError::OutOfRange)
+        }
+    }
+}
+
+/// Decimals of [`PRICE_SCALE`].
+pub const PRICE_DECIMALS: usize = 8;
+
+const _: () = assert!(10i64.pow(PRICE_DECIMALS as u32) == PRICE_SCALE);
+
 /// A short string stored inline: trading symbol or exchange code.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Symbol {
@@ -204,6 +266,59 @@ mod tests {
         assert_eq!(Price::from_f64(1234.05), Some(Price(123_405_000_000)));
         assert_eq!(Price::from_f64(f64::NAN), None);
         assert_eq!(Price::from_f64(1e300), None);
+    }
+
+    #[test]
+    fn decimals_convert_exactly_or_say_why_not() {
+        let ok = [
+            ("0.05", 5_000_000),
+            ("0.050000", 5_000_000),
+            ("1700", 170_000_000_000),
+            ("1700.000000", 170_000_000_000),
+            ("0.00000001", 1),
+            ("0.0500000000", 5_000_000),
+            (".5", 50_000_000),
+            ("5.", 500_000_000),
+            ("+2.5", 250_000_000),
+            ("-2.5", -250_000_000),
+            ("92233720368.54775807", i64::MAX),
+            ("-92233720368.54775808", i64::MIN),
+        ];
+        for (text, raw) in ok {
+            assert_eq!(Price::from_decimal(text), Ok(Price(raw)), "{text}");
+        }
+        let bad = [
+            ("", DecimalError::Syntax),
+            (".", DecimalError::Syntax),
+            ("-", DecimalError::Syntax),
+            ("NaN", DecimalError::Syntax),
+            ("Infinity", DecimalError::Syntax),
+            ("1e5", DecimalError::Syntax),
+            ("1.2.3", DecimalError::Syntax),
+            (" 1", DecimalError::Syntax),
+            ("--1", DecimalError::Syntax),
+            ("0.000000001", DecimalError::TooManyDecimals),
+            ("0.123456789", DecimalError::TooManyDecimals),
+            ("92233720368.54775808", DecimalError::OutOfRange),
+            ("100000000000", DecimalError::OutOfRange),
+            ("999999999999.999999", DecimalError::OutOfRange),
+        ];
+        for (text, error) in bad {
+            assert_eq!(Price::from_decimal(text), Err(error), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Printing a raw price as a decimal and reading it back is the identity
+        /// (the oracle is integer formatting, which cannot round).
+        #[test]
+        fn decimal_round_trips_every_raw_price(raw in proptest::num::i64::ANY, zeros in 0usize..4) {
+            let sign = if raw < 0 { "-" } else { "" };
+            let magnitude = raw.unsigned_abs();
+            let scale = PRICE_SCALE as u64;
+            let text = format!("{sign}{}.{:08}{}", magnitude / scale, magnitude % scale, "0".repeat(zeros));
+            proptest::prop_assert_eq!(Price::from_decimal(&text), Ok(Price(raw)));
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //!   receiver ──frame ring──► shard i: parse → validate → append ──seal──► sealed ring ──► writer
 //!                                    └─ unparseable → reject rows ─┘       ◄── free ring (pool)
+//!   refdata ──reference queue──► set_reference (top of each pass) ──► the validator's table
 //! ```
 //!
 //! The loop drains up to [`FRAMES_PER_PASS`] frames, then does its periodic work: seal
@@ -13,7 +14,10 @@
 //! when both are stored (see `durable`). A frame's payload is JSON when its first
 //! non-blank byte is `{`, else a Kite binary frame. When the pool has no free block,
 //! the shard waits: it stops consuming, its frame ring fills, the receiver stops
-//! pulling. Must never: allocate per message, touch the network, read JSON twice.
+//! pulling. Reference data arrives on its own queue from the refdata thread and is
+//! applied at the top of each pass (at most `REFERENCE_UPDATES_PER_PASS`), popped
+//! without waiting. Must never: allocate per message, touch the network, read JSON
+//! twice, wait for reference data.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use crate::model::quality::RejectReason;
 use crate::model::Tick;
 use crate::native::Method;
+use crate::refdata::{ReferenceUpdate, REFERENCE_UPDATES_PER_PASS};
 use crate::ring::{FrameConsumer, FrameHeader, Kind, FLAG_TRUNCATED};
 use crate::runtime::Waiter;
 use crate::write::now_ms;
@@ -73,6 +78,11 @@ pub struct ShardStats {
     pub pool_waits_total: AtomicU64,
     /// Bytes waiting in the shard's input ring.
     pub input_queued_bytes: AtomicU64,
+    /// Reference-data updates applied to the validator (set or cleared).
+    pub references_applied_total: AtomicU64,
+    /// Reference-data updates refused because the validator's table was full
+    /// (`validation.instruments_max`): those instruments go unchecked.
+    pub references_refused_total: AtomicU64,
 }
 
 /// Everything but the input ring, so the pop closure can borrow it while the ring is
@@ -91,6 +101,8 @@ struct State {
     completed_seq: u64,
     sealed: rtrb::Producer<SealedBlock>,
     free: rtrb::Consumer<SealedBlock>,
+    /// Reference-data updates from the refdata thread.
+    references: rtrb::Consumer<ReferenceUpdate>,
     stats: Arc<ShardStats>,
     waiter: Waiter,
     /// Local counters, published per pass.
@@ -99,9 +111,30 @@ struct State {
     signals_appended: u64,
     flagged: u64,
     rejected: u64,
+    references_applied: u64,
+    references_refused: u64,
 }
 
 impl State {
+    /// Applies queued reference-data updates, at most [`REFERENCE_UPDATES_PER_PASS`]
+    /// so frames behind them wait ~50 µs at worst. Pops only what is there: the
+    /// refdata thread waits when the queue is full, never the shard.
+    fn apply_references(&mut self) -> usize {
+        let mut applied = 0;
+        while applied < REFERENCE_UPDATES_PER_PASS {
+            let Ok(update) = self.references.pop() else {
+                break;
+            };
+            if self.validator.set_reference(update.token, update.reference) {
+                self.references_applied += 1;
+            } else {
+                self.references_refused += 1;
+            }
+            applied += 1;
+        }
+        applied
+    }
+
     fn reject(
         &mut self,
         header: &FrameHeader,
@@ -316,6 +349,14 @@ impl State {
             .fetch_add(std::mem::take(&mut self.flagged), Ordering::Relaxed);
         s.rejected_total
             .fetch_add(std::mem::take(&mut self.rejected), Ordering::Relaxed);
+        s.references_applied_total.fetch_add(
+            std::mem::take(&mut self.references_applied),
+            Ordering::Relaxed,
+        );
+        s.references_refused_total.fetch_add(
+            std::mem::take(&mut self.references_refused),
+            Ordering::Relaxed,
+        );
         s.rows_open.store(
             (self.ticks.rows() + self.signals.rows() + self.rejects.rows()) as u64,
             Ordering::Relaxed,
@@ -353,6 +394,8 @@ pub struct ShardEdges {
     pub sealed: rtrb::Producer<SealedBlock>,
     /// Emptied blocks back from the writer.
     pub free: rtrb::Consumer<SealedBlock>,
+    /// Reference-data updates from the refdata thread (see `refdata`).
+    pub references: rtrb::Consumer<ReferenceUpdate>,
     /// The receiver is done.
     pub input_done: Arc<AtomicBool>,
     /// This shard is done.
@@ -382,6 +425,7 @@ impl Shard {
                 completed_seq: 0,
                 sealed: edges.sealed,
                 free: edges.free,
+                references: edges.references,
                 stats,
                 waiter,
                 frames: 0,
@@ -389,6 +433,8 @@ impl Shard {
                 signals_appended: 0,
                 flagged: 0,
                 rejected: 0,
+                references_applied: 0,
+                references_refused: 0,
             },
             input_done: edges.input_done,
             finished: edges.finished,
@@ -399,6 +445,8 @@ impl Shard {
     pub fn run(mut self) {
         loop {
             let now = now_ms();
+            // Before the frames, so a tick in this pass already meets its reference.
+            let applied = self.state.apply_references();
             let mut handled = 0;
             while handled < FRAMES_PER_PASS {
                 let state = &mut self.state;
@@ -418,7 +466,7 @@ impl Shard {
                 }
             }
             state.publish_stats(self.input.queued_bytes());
-            if handled > 0 {
+            if handled > 0 || applied > 0 {
                 state.waiter.reset();
                 continue;
             }

@@ -29,8 +29,10 @@ use crate::shard::parse::ParseInfo;
 /// far above the ~100k instruments Kite lists across all segments.
 pub const INSTRUMENTS_MAX_LIMIT: usize = 1 << 20;
 
-/// Thresholds of the checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Thresholds of the checks: the `[validation]` section of the config file, so its
+/// keys are these field names (the loader runs [`ValidationConfig::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ValidationConfig {
     /// How far an exchange time may run ahead of our clock before
     /// [`FLAG_FUTURE_TIMESTAMP`]. Default 2,000 ms: NTP keeps hosts within a few ms,
@@ -46,8 +48,11 @@ pub struct ValidationConfig {
     /// Largest believable last or depth quantity before [`FLAG_QUANTITY_INSANE`].
     /// Default 10,000,000: above any exchange's freeze quantity for one order.
     pub quantity_max: u32,
-    /// Instruments with per-instrument state (out-of-order, jump, reference data).
-    /// Default 65,536: every NSE + BSE + NFO instrument a shard could see at once.
+    /// Instruments with per-instrument state (out-of-order, jump, reference data), per
+    /// shard. Reference data takes a slot for every instrument PostgreSQL lists that
+    /// routes to the shard, ticking or not, so this must cover the whole `instruments`
+    /// table divided by the shards. Default 131,072: Kite lists ~100k instruments across
+    /// all segments, so one shard holds them all; 2 × 131,072 slots × 48 B = 12 MiB.
     pub instruments_max: usize,
 }
 
@@ -58,39 +63,76 @@ impl Default for ValidationConfig {
             stale_window_ms: 60_000,
             price_jump_band_pct: 10,
             quantity_max: 10_000_000,
-            instruments_max: 65_536,
+            instruments_max: 1 << 17,
         }
     }
 }
 
 /// A config value outside its range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("validation setting `{key}` is {value}; use a value in {range}")]
+#[error("validation setting `{key}` is {value}; use a value in {range} ({fix})")]
 pub struct ValidationConfigError {
-    /// The config key.
+    /// The config key, without its section.
     pub key: &'static str,
     /// The refused value.
     pub value: i64,
     /// The accepted range, as text.
     pub range: &'static str,
+    /// What the value means and a sensible one, for the operator.
+    pub fix: &'static str,
 }
 
 impl ValidationConfig {
     /// Checks every value's range (the config loader calls this).
     pub fn check(&self) -> Result<(), ValidationConfigError> {
-        let refuse = |key, value, range| Err(ValidationConfigError { key, value, range });
+        let refuse = |key, value, range, fix| {
+            Err(ValidationConfigError {
+                key,
+                value,
+                range,
+                fix,
+            })
+        };
         if self.future_skew_ms < 0 {
-            return refuse("future_skew_ms", self.future_skew_ms, "0..");
+            return refuse(
+                "future_skew_ms",
+                self.future_skew_ms,
+                "0..",
+                "ms an exchange time may run ahead of our clock; the default is 2000",
+            );
         }
         if self.stale_window_ms <= 0 {
-            return refuse("stale_window_ms", self.stale_window_ms, "1..");
+            return refuse(
+                "stale_window_ms",
+                self.stale_window_ms,
+                "1..",
+                "ms an exchange time may lag our clock; the default is 60000",
+            );
         }
         if self.price_jump_band_pct == 0 {
-            return refuse("price_jump_band_pct", 0, "1..");
+            return refuse(
+                "price_jump_band_pct",
+                0,
+                "1..",
+                "0% would flag every price change as a jump; the default is 10",
+            );
+        }
+        if self.quantity_max == 0 {
+            return refuse(
+                "quantity_max",
+                0,
+                "1..",
+                "0 would flag every traded quantity; the default is 10000000",
+            );
         }
         if self.instruments_max == 0 || self.instruments_max > INSTRUMENTS_MAX_LIMIT {
             let value = i64::try_from(self.instruments_max).unwrap_or(i64::MAX);
-            return refuse("instruments_max", value, "1..=1048576");
+            return refuse(
+                "instruments_max",
+                value,
+                "1..=1048576",
+                "instruments each shard tracks; the default is 131072",
+            );
         }
         Ok(())
     }
@@ -168,15 +210,40 @@ impl Validator {
     }
 
     /// Sets `token`'s reference data; `false` when the table is full and the
-    /// instrument is new (its reference checks then stay off).
+    /// instrument is new (its reference checks then stay off). An all-zero
+    /// `reference` clears: it never takes a slot for an instrument not yet tracked,
+    /// so deleting instruments cannot fill the table.
     pub fn set_reference(&mut self, token: u32, reference: Reference) -> bool {
-        match self.slot(token) {
-            Some(index) => {
-                self.slots[index].reference = reference;
-                true
+        let index = if reference == Reference::default() {
+            match self.find(token) {
+                Some(index) => index,
+                None => return true,
             }
-            None => false,
+        } else {
+            match self.slot(token) {
+                Some(index) => index,
+                None => return false,
+            }
+        };
+        self.slots[index].reference = reference;
+        true
+    }
+
+    /// The slot of `token` when it is tracked; never inserts.
+    fn find(&self, token: u32) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let hash = (u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        // Linear probing keeps a tracked token before the first free slot of its run.
+        for probe in 0..self.slots.len() {
+            let slot = &self.slots[(hash + probe) & mask];
+            if !slot.used {
+                return None;
+            }
+            if slot.token == token {
+                return Some((hash + probe) & mask);
+            }
         }
+        None
     }
 
     /// The slot of `token`, inserted if new; `None` when the table is full.
@@ -366,8 +433,37 @@ mod tests {
         }
         assert_eq!(v.stats().instruments, 2);
         assert_eq!(v.stats().untracked_ticks_total, 2);
-        assert!(!v.set_reference(4, Reference::default()));
-        assert!(v.set_reference(2, Reference::default()));
+        let known = Reference {
+            tick_size: Price(5_000_000),
+            ..Reference::default()
+        };
+        assert!(!v.set_reference(4, known));
+        assert!(v.set_reference(2, known));
+        // Clearing an untracked instrument succeeds without taking a slot.
+        assert!(v.set_reference(4, Reference::default()));
+        assert_eq!(v.stats().instruments, 2);
+    }
+
+    #[test]
+    fn reference_data_flags_off_grid_and_outside_circuit_until_cleared() {
+        let mut v = Validator::new(ValidationConfig::default());
+        let mut t = clean();
+        let price = t.last_price.0;
+        let reference = Reference {
+            tick_size: Price(price + 1),
+            circuit_lower: Price(price / 2),
+            circuit_upper: Price(price - 1),
+        };
+        assert!(v.set_reference(t.instrument_token, reference));
+        v.validate(&mut t, FULL, NOW);
+        assert_eq!(
+            t.validation_flags,
+            FLAG_OFF_TICK_SIZE | FLAG_OUTSIDE_CIRCUIT
+        );
+        assert!(v.set_reference(t.instrument_token, Reference::default()));
+        let mut t = clean();
+        v.validate(&mut t, FULL, NOW);
+        assert_eq!(t.validation_flags, 0);
     }
 
     #[test]
@@ -377,6 +473,13 @@ mod tests {
             ..ValidationConfig::default()
         };
         assert_eq!(bad.check().unwrap_err().key, "instruments_max");
+        let bad = ValidationConfig {
+            quantity_max: 0,
+            ..ValidationConfig::default()
+        };
+        let error = bad.check().unwrap_err();
+        assert_eq!(error.key, "quantity_max");
+        assert!(error.to_string().contains("10000000"), "{error}");
         assert!(ValidationConfig::default().check().is_ok());
     }
 }
