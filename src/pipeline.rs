@@ -51,6 +51,9 @@ pub struct SourceStats {
     pub bytes_total: AtomicU64,
     /// Times a full ring made the source wait.
     pub ring_full_total: AtomicU64,
+    /// Messages dropped because their ring was full (core NATS only: at most once,
+    /// and stalling the socket would get the connection closed as a slow consumer).
+    pub dropped_total: AtomicU64,
     /// Highest sequence acknowledged upstream.
     pub acked_seq: AtomicU64,
     /// Current durable watermark.
@@ -128,13 +131,50 @@ impl Router {
             self.waiter.idle();
         }
         self.waiter.reset();
+        self.routed(shard, seq, payload.len());
+        true
+    }
+
+    /// Routes one message if its ring has room, never waiting: for sources with no
+    /// upstream store (core NATS), where waiting only moves the loss into the server's
+    /// slow-consumer handling, which closes the connection and loses far more. A full
+    /// ring counts the message in `dropped_total` and returns `false`, as does a
+    /// finished input.
+    pub fn try_route(
+        &mut self,
+        shard: usize,
+        kind: Kind,
+        seq: u64,
+        received_ns: i64,
+        subject: &[u8],
+        payload: &[u8],
+    ) -> bool {
+        let header = FrameHeader {
+            kind,
+            flags: 0,
+            stream_seq: seq,
+            received_ns,
+            payload_bytes_original: payload.len() as u32,
+        };
+        if self.input_done.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.rings[shard].push(header, subject, payload) {
+            self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.routed(shard, seq, payload.len());
+        true
+    }
+
+    fn routed(&mut self, shard: usize, seq: u64, payload_bytes: usize) {
         self.routed_last[shard] = self.routed_last[shard].max(seq);
         self.received_last = self.received_last.max(seq);
         self.stats.messages_total.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_total
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        true
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
     }
 
     /// The durable watermark now.
@@ -487,5 +527,42 @@ pub fn compression(config: &Config) -> Option<Method> {
     match config.clickhouse.compression {
         crate::config::Compression::Lz4 => Some(Method::Lz4),
         crate::config::Compression::None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full ring drops and counts under `try_route` (core NATS), where `route` would
+    /// wait; room again routes again; a finished input refuses without counting.
+    #[test]
+    fn try_route_drops_and_counts_on_a_full_ring() {
+        let (producer, mut consumer) = frame_ring(64 * 1024, 8 * 1024);
+        let mut router = Router {
+            rings: vec![producer],
+            routed_last: vec![0],
+            received_last: 0,
+            marks: Arc::new(DurableMarks::new(1)),
+            waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(SourceStats::default()),
+            input_done: Arc::new(AtomicBool::new(false)),
+        };
+        let payload = [b'x'; 1000];
+        let mut seq = 0;
+        while router.try_route(0, Kind::TickJson, seq + 1, 0, b"t.1", &payload) {
+            seq += 1;
+        }
+        assert!(seq > 10, "the ring took {seq} frames");
+        let stats = router.stats.clone();
+        assert_eq!(stats.dropped_total.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.messages_total.load(Ordering::Relaxed), seq);
+        assert_eq!(router.received_last, seq);
+        assert!(consumer.pop(|header, _, _| header.stream_seq).is_some());
+        assert!(router.try_route(0, Kind::TickJson, seq + 2, 0, b"t.1", &payload));
+        router.finish_input();
+        assert!(!router.try_route(0, Kind::TickJson, seq + 3, 0, b"t.1", &payload));
+        assert_eq!(stats.dropped_total.load(Ordering::Relaxed), 1);
     }
 }

@@ -67,6 +67,7 @@ struct Snapshot {
     stored: u64,
     rejected: u64,
     flagged: u64,
+    dropped: u64,
     open: u64,
     queued_bytes: u64,
     errors: u64,
@@ -91,6 +92,7 @@ fn snapshot(stats: &PipelineStats, refdata: &RefdataStats) -> Snapshot {
         stored: stats.writers.iter().map(|w| w.rows_total.load(r)).sum(),
         rejected: stats.shards.iter().map(|s| s.rejected_total.load(r)).sum(),
         flagged: stats.shards.iter().map(|s| s.flagged_total.load(r)).sum(),
+        dropped: stats.source.dropped_total.load(r),
         open: stats.shards.iter().map(|s| s.rows_open.load(r)).sum(),
         queued_bytes: stats
             .shards
@@ -112,12 +114,14 @@ fn snapshot(stats: &PipelineStats, refdata: &RefdataStats) -> Snapshot {
 fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64) -> String {
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds.max(1e-9);
     format!(
-        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}",
+        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}",
         rate(now.received, before.received),
         rate(now.stored, before.stored),
         now.stored,
         now.rejected,
         now.flagged,
+        // Only core NATS drops; JetStream never does, so the field shows when it matters.
+        if now.dropped > 0 { format!("DROPPED {}  ", now.dropped) } else { String::new() },
         now.p99_us as f64 / 1000.0,
         100.0 * now.queued_bytes as f64 / ring_bytes.max(1) as f64,
         now.open,
@@ -395,12 +399,17 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // clean drain into a panic: the summary is best-effort.
     let _ = writeln!(
         std::io::stdout(),
-        "{} {routed} messages: {} rows stored, {} rejected, {} flagged; {signals_stored} signal rows; receive-to-durable ms p50 {:.1} p99 {:.1} \
+        "{} {routed} messages: {} rows stored, {} rejected, {} flagged{}; {signals_stored} signal rows; receive-to-durable ms p50 {:.1} p99 {:.1} \
          p99.9 {:.1} max {:.1}; drained in {:.2} s; {}{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
         end.stored,
         end.rejected,
         end.flagged,
+        if end.dropped > 0 {
+            format!(", {} DROPPED (core NATS, ring full)", end.dropped)
+        } else {
+            String::new()
+        },
         latency(|w| &w.latency_us_p50),
         latency(|w| &w.latency_us_p99),
         latency(|w| &w.latency_us_p999),

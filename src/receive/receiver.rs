@@ -11,7 +11,9 @@
 //! `fetch_batch_max` messages, and only while the unacknowledged window leaves room
 //! (the server enforces `max_ack_pending` too). A full ring blocks `route`, so the
 //! receiver stops reading its socket; JetStream holds the rest. On core NATS there is
-//! no upstream store: a drain request while a ring is full drops, counted.
+//! no upstream store: a full ring drops the message and counts it (`dropped_total`),
+//! because not reading the socket would only make the server drop far more when it
+//! closes the connection as a slow consumer.
 //!
 //! Acks: AckAll on message `m` acks every delivery up to `m`. The receiver remembers the
 //! reply subject of one message in [`ACK_MARK_EVERY`] (and the last of every poll) in a
@@ -82,7 +84,7 @@ pub struct ReceiverReport {
     pub routed: u64,
     /// Highest sequence acknowledged (JetStream).
     pub acked: u64,
-    /// Messages dropped (core NATS only, when draining with a full ring).
+    /// Messages dropped (core NATS only: a full ring, a drain, or past `count`).
     pub dropped: u64,
 }
 
@@ -173,12 +175,17 @@ pub fn subject_token(subject: &[u8]) -> Option<u32> {
 
 /// Routes one delivered message of `kind`; `false` when a drain stopped it.
 fn route(router: &mut Router, kind: Kind, seq: u64, subject: &[u8], payload: &[u8]) -> bool {
-    let (shard, kind) = match subject_token(subject) {
+    let (shard, kind) = destination(router, kind, subject);
+    router.route(shard, kind, seq, now_ns(), subject, payload)
+}
+
+/// The shard and frame kind of a message, from its subject alone.
+fn destination(router: &Router, kind: Kind, subject: &[u8]) -> (usize, Kind) {
+    match subject_token(subject) {
         Some(token) => (shard_of(token, router.shards()), kind),
         // Unroutable messages are still data: shard 0 stores them as rejected.
         None => (0, Kind::Unknown),
-    };
-    router.route(shard, kind, seq, now_ns(), subject, payload)
+    }
 }
 
 /// Runs the receiver until a drain; then waits for the pipeline to make everything
@@ -370,8 +377,11 @@ fn run_core(
                 return;
             }
             seq += 1;
+            let (shard, kind) = destination(router, config.kind, msg.subject);
             // Past `count` within the last read: not stored, so counted as dropped.
-            if report.routed < count && route(router, config.kind, seq, msg.subject, msg.payload) {
+            if report.routed < count
+                && router.try_route(shard, kind, seq, now_ns(), msg.subject, msg.payload)
+            {
                 report.routed += 1;
             } else {
                 report.dropped += 1;
@@ -382,7 +392,7 @@ fn run_core(
     if report.dropped > 0 {
         tracing::error!(
             dropped = report.dropped,
-            "Core NATS messages dropped while draining or past --count (no upstream store)"
+            "Core NATS messages dropped: ring full, draining or past --count (no upstream store)"
         );
     }
     Ok(report)
