@@ -74,8 +74,8 @@ use RejectReason::{
 
 /// Walks the top-level JSON object of `payload`, handing each key to `field` (which
 /// consumes the value and returns the bits of the required fields it saw) and refusing
-/// anything but one object; returns the union of those bits. The tick and signal
-/// parsers share it, each with its own fields.
+/// anything but one object; returns the union of those bits. The signal parser uses
+/// it; the tick parser walks the same way with its keys guessed ([`Keys`]).
 pub(crate) fn walk_object<'p>(
     payload: &'p [u8],
     mut field: impl FnMut(&mut Scanner<'p>, &[u8]) -> Result<u8, RejectReason>,
@@ -84,21 +84,14 @@ pub(crate) fn walk_object<'p>(
         bytes: payload,
         pos: 0,
     };
-    match scan.peek() {
-        Some(b'{') => scan.pos += 1,
-        None => return Err(MalformedJson),
-        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => return Err(WrongType),
-        Some(_) => return Err(MalformedJson),
-    }
+    scan.open_top()?;
     let mut required = 0u8;
     let mut key = KeyBuf::default();
     let mut first = true;
     while let Some(name) = scan.next_key(&mut first, &mut key)? {
         required |= field(&mut scan, name)?;
     }
-    if scan.peek().is_some() {
-        return Err(MalformedJson);
-    }
+    scan.close_top()?;
     Ok(required)
 }
 
@@ -115,9 +108,19 @@ pub fn parse_json_tick(payload: &[u8], tick: &mut Tick) -> Result<ParseInfo, Rej
         present: 0,
         expected: JSON_FIELDS_EXPECTED,
     };
-    let required = walk_object(payload, |scan, name| {
-        parse_field(scan, name, tick, &mut info)
-    })?;
+    let mut scan = Scanner {
+        bytes: payload,
+        pos: 0,
+    };
+    scan.open_top()?;
+    let mut required = 0u8;
+    let mut first = true;
+    let mut guess = TickKey::FIRST;
+    while let Some(key) = scan.member(&mut first, guess)? {
+        guess = key.next();
+        required |= parse_field(&mut scan, key, tick, &mut info)?;
+    }
+    scan.close_top()?;
     if required != REQUIRED_ALL {
         return Err(MissingField);
     }
@@ -130,78 +133,305 @@ const REQUIRED_PRICE: u8 = 2;
 const REQUIRED_TIME: u8 = 4;
 const REQUIRED_ALL: u8 = REQUIRED_TOKEN | REQUIRED_PRICE | REQUIRED_TIME;
 
+/// The keys of one kind of object, read by guessing. Publishers write every tick's
+/// keys in one order and spacing (python_stack.py's dict order and `json.dumps`
+/// separators `", "` and `": "`, which our writer copies), so after `last_price`'s
+/// value the payload almost always goes on with `, "last_quantity": `. Checking that
+/// guess is one fixed-size compare (two word loads), where reading the member is a
+/// whitespace skip, a comma, a string scan, a lookup, a colon and another skip. A
+/// wrong guess costs the compare and then the full read, so any order, spacing or
+/// escaping parses as before.
+trait Keys: Copy + PartialEq {
+    /// The first key: the guess right after `{`.
+    const FIRST: Self;
+    /// The key a member whose name this is stands for.
+    fn classify(name: &[u8]) -> Self;
+    /// Consumes the member's canonical spelling up to its value if the payload
+    /// continues with exactly it: `"<name>": ` for [`Keys::FIRST`] (just after `{`),
+    /// `, "<name>": ` for the others (just after the previous value).
+    fn eat(self, scan: &mut Scanner<'_>) -> bool;
+    /// The key that usually follows this one; never [`Keys::FIRST`].
+    fn next(self) -> Self;
+}
+
+/// The tick's top-level keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TickKey {
+    Token,
+    Exchange,
+    Symbol,
+    LastPrice,
+    LastQuantity,
+    AveragePrice,
+    Volume,
+    Oi,
+    Ohlc,
+    Depth,
+    Timestamp,
+    Other,
+}
+
+impl Keys for TickKey {
+    const FIRST: TickKey = TickKey::Token;
+
+    /// Length first: a key costs one length compare per candidate and one fixed-size
+    /// compare (word loads, no `memcmp` call) for each candidate of its length.
+    #[inline(always)]
+    fn classify(key: &[u8]) -> TickKey {
+        match key.len() {
+            16 if key == b"instrument_token" => TickKey::Token,
+            10 if key == b"last_price" => TickKey::LastPrice,
+            9 if key == b"timestamp" => TickKey::Timestamp,
+            8 if key == b"exchange" => TickKey::Exchange,
+            13 if key == b"tradingsymbol" => TickKey::Symbol,
+            13 if key == b"last_quantity" => TickKey::LastQuantity,
+            13 if key == b"average_price" => TickKey::AveragePrice,
+            13 if key == b"volume_traded" => TickKey::Volume,
+            6 if key == b"volume" => TickKey::Volume,
+            2 if key == b"oi" => TickKey::Oi,
+            4 if key == b"ohlc" => TickKey::Ohlc,
+            5 if key == b"depth" => TickKey::Depth,
+            _ => TickKey::Other,
+        }
+    }
+
+    #[inline(always)]
+    fn eat(self, scan: &mut Scanner<'_>) -> bool {
+        match self {
+            TickKey::Token => scan.eat(b"\"instrument_token\": "),
+            TickKey::Exchange => scan.eat(b", \"exchange\": "),
+            TickKey::Symbol => scan.eat(b", \"tradingsymbol\": "),
+            TickKey::LastPrice => scan.eat(b", \"last_price\": "),
+            TickKey::LastQuantity => scan.eat(b", \"last_quantity\": "),
+            TickKey::AveragePrice => scan.eat(b", \"average_price\": "),
+            TickKey::Volume => scan.eat(b", \"volume_traded\": "),
+            TickKey::Oi => scan.eat(b", \"oi\": "),
+            TickKey::Ohlc => scan.eat(b", \"ohlc\": "),
+            TickKey::Depth => scan.eat(b", \"depth\": "),
+            TickKey::Timestamp => scan.eat(b", \"timestamp\": "),
+            TickKey::Other => false,
+        }
+    }
+
+    #[inline(always)]
+    fn next(self) -> TickKey {
+        match self {
+            TickKey::Token => TickKey::Exchange,
+            TickKey::Exchange => TickKey::Symbol,
+            TickKey::Symbol => TickKey::LastPrice,
+            TickKey::LastPrice => TickKey::LastQuantity,
+            TickKey::LastQuantity => TickKey::AveragePrice,
+            TickKey::AveragePrice => TickKey::Volume,
+            TickKey::Volume => TickKey::Oi,
+            TickKey::Oi => TickKey::Ohlc,
+            TickKey::Ohlc => TickKey::Depth,
+            TickKey::Depth => TickKey::Timestamp,
+            TickKey::Timestamp | TickKey::Other => TickKey::Other,
+        }
+    }
+}
+
+/// The keys of `ohlc`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OhlcKey {
+    Open,
+    High,
+    Low,
+    Close,
+    Other,
+}
+
+impl Keys for OhlcKey {
+    const FIRST: OhlcKey = OhlcKey::Open;
+
+    #[inline(always)]
+    fn classify(key: &[u8]) -> OhlcKey {
+        match key.len() {
+            4 if key == b"open" => OhlcKey::Open,
+            4 if key == b"high" => OhlcKey::High,
+            3 if key == b"low" => OhlcKey::Low,
+            5 if key == b"close" => OhlcKey::Close,
+            _ => OhlcKey::Other,
+        }
+    }
+
+    #[inline(always)]
+    fn eat(self, scan: &mut Scanner<'_>) -> bool {
+        match self {
+            OhlcKey::Open => scan.eat(b"\"open\": "),
+            OhlcKey::High => scan.eat(b", \"high\": "),
+            OhlcKey::Low => scan.eat(b", \"low\": "),
+            OhlcKey::Close => scan.eat(b", \"close\": "),
+            OhlcKey::Other => false,
+        }
+    }
+
+    #[inline(always)]
+    fn next(self) -> OhlcKey {
+        match self {
+            OhlcKey::Open => OhlcKey::High,
+            OhlcKey::High => OhlcKey::Low,
+            OhlcKey::Low => OhlcKey::Close,
+            OhlcKey::Close | OhlcKey::Other => OhlcKey::Other,
+        }
+    }
+}
+
+/// The keys of `depth`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SideKey {
+    Buy,
+    Sell,
+    Other,
+}
+
+impl Keys for SideKey {
+    const FIRST: SideKey = SideKey::Buy;
+
+    #[inline(always)]
+    fn classify(key: &[u8]) -> SideKey {
+        match key.len() {
+            3 if key == b"buy" => SideKey::Buy,
+            4 if key == b"sell" => SideKey::Sell,
+            _ => SideKey::Other,
+        }
+    }
+
+    #[inline(always)]
+    fn eat(self, scan: &mut Scanner<'_>) -> bool {
+        match self {
+            SideKey::Buy => scan.eat(b"\"buy\": "),
+            SideKey::Sell => scan.eat(b", \"sell\": "),
+            SideKey::Other => false,
+        }
+    }
+
+    #[inline(always)]
+    fn next(self) -> SideKey {
+        match self {
+            SideKey::Buy => SideKey::Sell,
+            SideKey::Sell | SideKey::Other => SideKey::Other,
+        }
+    }
+}
+
+/// The keys of one depth level.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LevelKey {
+    Price,
+    Quantity,
+    Orders,
+    Other,
+}
+
+impl Keys for LevelKey {
+    const FIRST: LevelKey = LevelKey::Price;
+
+    #[inline(always)]
+    fn classify(key: &[u8]) -> LevelKey {
+        match key.len() {
+            5 if key == b"price" => LevelKey::Price,
+            8 if key == b"quantity" => LevelKey::Quantity,
+            6 if key == b"orders" => LevelKey::Orders,
+            _ => LevelKey::Other,
+        }
+    }
+
+    #[inline(always)]
+    fn eat(self, scan: &mut Scanner<'_>) -> bool {
+        match self {
+            LevelKey::Price => scan.eat(b"\"price\": "),
+            LevelKey::Quantity => scan.eat(b", \"quantity\": "),
+            LevelKey::Orders => scan.eat(b", \"orders\": "),
+            LevelKey::Other => false,
+        }
+    }
+
+    #[inline(always)]
+    fn next(self) -> LevelKey {
+        match self {
+            LevelKey::Price => LevelKey::Quantity,
+            LevelKey::Quantity => LevelKey::Orders,
+            LevelKey::Orders | LevelKey::Other => LevelKey::Other,
+        }
+    }
+}
+
 /// Reads the value of top-level `key` into `tick`; returns the `REQUIRED_*` bit it
 /// satisfied (0 for optional or unknown keys and for nulls).
+#[inline(always)]
 fn parse_field(
     scan: &mut Scanner<'_>,
-    key: &[u8],
+    key: TickKey,
     tick: &mut Tick,
     info: &mut ParseInfo,
 ) -> Result<u8, RejectReason> {
     let mut satisfied = 0;
     match key {
-        b"instrument_token" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.instrument_token = n.to_u32()?;
+        TickKey::Token => {
+            if let Some(n) = scan.u32_or_null()? {
+                tick.instrument_token = n;
                 satisfied = REQUIRED_TOKEN;
             }
         }
-        b"last_price" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.last_price = n.to_price()?;
+        TickKey::LastPrice => {
+            if let Some(price) = scan.price_or_null()? {
+                tick.last_price = price;
                 satisfied = REQUIRED_PRICE;
             }
         }
-        b"timestamp" => {
+        TickKey::Timestamp => {
             if let Some(ms) = scan.timestamp()? {
                 tick.timestamp_ms = ms;
                 info.present |= FIELD_EXCHANGE_TIME;
                 satisfied = REQUIRED_TIME;
             }
         }
-        b"exchange" | b"tradingsymbol" => {
+        TickKey::Exchange => {
             if let Some(symbol) = scan.symbol_or_null()? {
-                if key == b"exchange" {
-                    tick.exchange = symbol;
-                    info.present |= FIELD_EXCHANGE;
-                } else {
-                    tick.tradingsymbol = symbol;
-                    info.present |= FIELD_TRADINGSYMBOL;
-                }
+                tick.exchange = symbol;
+                info.present |= FIELD_EXCHANGE;
             }
         }
-        b"last_quantity" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.last_quantity = n.to_u32()?;
+        TickKey::Symbol => {
+            if let Some(symbol) = scan.symbol_or_null()? {
+                tick.tradingsymbol = symbol;
+                info.present |= FIELD_TRADINGSYMBOL;
+            }
+        }
+        TickKey::LastQuantity => {
+            if let Some(n) = scan.u32_or_null()? {
+                tick.last_quantity = n;
                 info.present |= FIELD_LAST_QUANTITY;
             }
         }
-        b"average_price" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.average_price = n.to_price()?;
+        TickKey::AveragePrice => {
+            if let Some(price) = scan.price_or_null()? {
+                tick.average_price = price;
                 info.present |= FIELD_AVERAGE_PRICE;
             }
         }
-        b"volume_traded" | b"volume" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.volume_traded = n.to_u64()?;
+        TickKey::Volume => {
+            if let Some(n) = scan.u64_or_null()? {
+                tick.volume_traded = n;
                 info.present |= FIELD_VOLUME;
             }
         }
-        b"oi" => {
-            if let Some(n) = scan.number_or_null()? {
-                tick.oi = n.to_u64()?;
+        TickKey::Oi => {
+            if let Some(n) = scan.u64_or_null()? {
+                tick.oi = n;
                 info.present |= FIELD_OI;
             }
         }
-        b"ohlc" => parse_ohlc(scan, tick, info)?,
-        b"depth" => parse_depth(scan, tick, info)?,
-        _ => scan.skip_value()?,
+        TickKey::Ohlc => parse_ohlc(scan, tick, info)?,
+        TickKey::Depth => parse_depth(scan, tick, info)?,
+        TickKey::Other => scan.skip_value()?,
     }
     Ok(satisfied)
 }
 
 /// Reads `{"open", "high", "low", "close"}`; [`FIELD_OHLC`] only when all four are there.
+#[inline(always)]
 fn parse_ohlc(
     scan: &mut Scanner<'_>,
     tick: &mut Tick,
@@ -211,21 +441,22 @@ fn parse_ohlc(
         return Ok(());
     }
     let mut seen = 0u8;
-    let mut key = KeyBuf::default();
     let mut first = true;
-    while let Some(name) = scan.next_key(&mut first, &mut key)? {
-        let (slot, bit) = match name {
-            b"open" => (&mut tick.ohlc.open, 1),
-            b"high" => (&mut tick.ohlc.high, 2),
-            b"low" => (&mut tick.ohlc.low, 4),
-            b"close" => (&mut tick.ohlc.close, 8),
-            _ => {
+    let mut guess = OhlcKey::FIRST;
+    while let Some(key) = scan.member(&mut first, guess)? {
+        guess = key.next();
+        let (slot, bit) = match key {
+            OhlcKey::Open => (&mut tick.ohlc.open, 1),
+            OhlcKey::High => (&mut tick.ohlc.high, 2),
+            OhlcKey::Low => (&mut tick.ohlc.low, 4),
+            OhlcKey::Close => (&mut tick.ohlc.close, 8),
+            OhlcKey::Other => {
                 scan.skip_value()?;
                 continue;
             }
         };
-        if let Some(n) = scan.number_or_null()? {
-            *slot = n.to_price()?;
+        if let Some(price) = scan.price_or_null()? {
+            *slot = price;
             seen |= bit;
         }
     }
@@ -236,6 +467,7 @@ fn parse_ohlc(
 }
 
 /// Reads `{"buy": [levels], "sell": [levels]}`.
+#[inline(always)]
 fn parse_depth(
     scan: &mut Scanner<'_>,
     tick: &mut Tick,
@@ -244,13 +476,14 @@ fn parse_depth(
     if !scan.open(b'{')? {
         return Ok(());
     }
-    let mut key = KeyBuf::default();
     let mut first = true;
-    while let Some(name) = scan.next_key(&mut first, &mut key)? {
-        let (side, bit) = match name {
-            b"buy" => (&mut tick.depth_buy, FIELD_DEPTH_BUY),
-            b"sell" => (&mut tick.depth_sell, FIELD_DEPTH_SELL),
-            _ => {
+    let mut guess = SideKey::FIRST;
+    while let Some(key) = scan.member(&mut first, guess)? {
+        guess = key.next();
+        let (side, bit) = match key {
+            SideKey::Buy => (&mut tick.depth_buy, FIELD_DEPTH_BUY),
+            SideKey::Sell => (&mut tick.depth_sell, FIELD_DEPTH_SELL),
+            SideKey::Other => {
                 scan.skip_value()?;
                 continue;
             }
@@ -263,6 +496,7 @@ fn parse_depth(
 }
 
 /// Reads one side's array of up to [`DEPTH_LEVELS`] levels; `false` for `null`.
+#[inline(always)]
 fn parse_side(scan: &mut Scanner<'_>, side: &mut Depth) -> Result<bool, RejectReason> {
     *side = Depth::default();
     if !scan.open(b'[')? {
@@ -271,51 +505,53 @@ fn parse_side(scan: &mut Scanner<'_>, side: &mut Depth) -> Result<bool, RejectRe
     let mut first = true;
     while scan.next_element(&mut first)? {
         let index = side.len as usize;
-        if index == DEPTH_LEVELS {
+        let Some(level) = side.levels.get_mut(index) else {
             return Err(TooManyDepthLevels);
-        }
-        side.levels[index] = parse_level(scan)?;
+        };
+        parse_level(scan, level)?;
         side.len += 1;
         debug_assert!(side.len as usize <= DEPTH_LEVELS);
     }
     Ok(true)
 }
 
-/// Reads `{"price", "quantity", "orders"}`; `orders` may be absent (0).
-fn parse_level(scan: &mut Scanner<'_>) -> Result<DepthLevel, RejectReason> {
+/// Reads `{"price", "quantity", "orders"}` into `level` (zeroed by the caller);
+/// `orders` may be absent (0).
+#[inline(always)]
+fn parse_level(scan: &mut Scanner<'_>, level: &mut DepthLevel) -> Result<(), RejectReason> {
     if !scan.open(b'{')? {
         return Err(MissingField);
     }
-    let mut level = DepthLevel::default();
     let mut seen = 0u8;
-    let mut key = KeyBuf::default();
     let mut first = true;
-    while let Some(name) = scan.next_key(&mut first, &mut key)? {
-        match name {
-            b"price" => {
-                if let Some(n) = scan.number_or_null()? {
-                    level.price = n.to_price()?;
+    let mut guess = LevelKey::FIRST;
+    while let Some(key) = scan.member(&mut first, guess)? {
+        guess = key.next();
+        match key {
+            LevelKey::Price => {
+                if let Some(price) = scan.price_or_null()? {
+                    level.price = price;
                     seen |= 1;
                 }
             }
-            b"quantity" => {
-                if let Some(n) = scan.number_or_null()? {
-                    level.quantity = n.to_u32()?;
+            LevelKey::Quantity => {
+                if let Some(n) = scan.u32_or_null()? {
+                    level.quantity = n;
                     seen |= 2;
                 }
             }
-            b"orders" => {
-                if let Some(n) = scan.number_or_null()? {
-                    level.orders = u16::try_from(n.to_u64()?).map_err(|_| BadNumber)?;
+            LevelKey::Orders => {
+                if let Some(n) = scan.u64_or_null()? {
+                    level.orders = u16::try_from(n).map_err(|_| BadNumber)?;
                 }
             }
-            _ => scan.skip_value()?,
+            LevelKey::Other => scan.skip_value()?,
         }
     }
     if seen != 3 {
         return Err(MissingField);
     }
-    Ok(level)
+    Ok(())
 }
 
 /// A decoded key, or "too long to be one we know".
@@ -366,6 +602,17 @@ const POW10: [u128; 39] = {
     table
 };
 
+/// Powers of ten up to 10^19, the most a `u64` holds.
+const POW10_U64: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 impl Number {
     /// A non-negative integer, as written (no fraction, no exponent).
     #[inline]
@@ -389,6 +636,15 @@ impl Number {
             return Ok(Price::ZERO);
         }
         let scale = self.exp10.saturating_add(8);
+        // Every price with at most 8 decimals and no dropped digit: one multiply.
+        if !self.dropped && (0..POW10_U64.len() as i32).contains(&scale) {
+            let value = self
+                .mantissa
+                .checked_mul(POW10_U64[scale as usize])
+                .and_then(|m| i64::try_from(m).ok())
+                .ok_or(BadNumber)?;
+            return Ok(Price(if self.negative { -value } else { value }));
+        }
         let magnitude: u128 = if scale > 0 {
             // Beyond 10^19 the product overflows i64 whatever the mantissa (≥ 1).
             if scale > 19 {
@@ -427,13 +683,86 @@ impl<'a> Scanner<'a> {
     /// The next non-whitespace byte, not consumed.
     #[inline(always)]
     pub(crate) fn peek(&mut self) -> Option<u8> {
-        while let Some(&b) = self.bytes.get(self.pos) {
-            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+        let mut pos = self.pos;
+        while let Some(&b) = self.bytes.get(pos) {
+            // Every byte above the space is a token byte: one compare decides the
+            // common case; the four whitespace bytes and the (invalid) control
+            // bytes share the rest.
+            if b > b' ' || !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                self.pos = pos;
                 return Some(b);
             }
-            self.pos += 1;
+            pos += 1;
         }
+        self.pos = pos;
         None
+    }
+
+    /// Consumes the `{` that opens the top-level object; [`WrongType`] for any other
+    /// value.
+    fn open_top(&mut self) -> Result<(), RejectReason> {
+        match self.peek() {
+            Some(b'{') => {
+                self.pos += 1;
+                Ok(())
+            }
+            None => Err(MalformedJson),
+            Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => Err(WrongType),
+            Some(_) => Err(MalformedJson),
+        }
+    }
+
+    /// After the top-level object only whitespace may follow.
+    fn close_top(&mut self) -> Result<(), RejectReason> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(MalformedJson),
+        }
+    }
+
+    /// Consumes `literal` if the payload continues with exactly it.
+    #[inline(always)]
+    fn eat<const N: usize>(&mut self, literal: &[u8; N]) -> bool {
+        // `pos + N` cannot overflow: `pos` is at most the payload length.
+        match self.bytes.get(self.pos..self.pos + N) {
+            Some(next) if next == literal => {
+                self.pos += N;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Advances to the next member of an open object and reads its key and colon as
+    /// a `K`; `None` once the closing brace is consumed. `guess` must be
+    /// [`Keys::FIRST`] exactly while `first` is set (see [`Keys::eat`]).
+    #[inline(always)]
+    fn member<K: Keys>(&mut self, first: &mut bool, guess: K) -> Result<Option<K>, RejectReason> {
+        debug_assert_eq!(*first, guess == K::FIRST);
+        if guess.eat(self) {
+            *first = false;
+            return Ok(Some(guess));
+        }
+        if !self.next_element_of(first, b'}')? {
+            return Ok(None);
+        }
+        self.member_key_read().map(Some)
+    }
+
+    /// [`Scanner::member`] when the guess was wrong.
+    #[inline(never)]
+    fn member_key_read<K: Keys>(&mut self) -> Result<K, RejectReason> {
+        self.expect(b'"')?;
+        let key = match self.plain_string() {
+            Some(raw) => K::classify(raw),
+            None => {
+                let mut buf = KeyBuf::default();
+                buf.len = self.string(&mut buf.bytes)?;
+                K::classify(buf.as_bytes())
+            }
+        };
+        self.expect(b':')?;
+        Ok(key)
     }
 
     /// Consumes `byte` (after whitespace) or fails.
@@ -449,6 +778,7 @@ impl<'a> Scanner<'a> {
 
     /// Opens a container (`{` or `[`): `true` if opened, `false` for `null`, and
     /// [`WrongType`] for any other value.
+    #[inline(always)]
     pub(crate) fn open(&mut self, bracket: u8) -> Result<bool, RejectReason> {
         match self.peek() {
             Some(b) if b == bracket => {
@@ -568,6 +898,100 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A price, `None` for `null`, [`WrongType`] for any other value.
+    #[inline(always)]
+    fn price_or_null(&mut self) -> Result<Option<Price>, RejectReason> {
+        match self.plain_price() {
+            Some(price) => Ok(Some(price)),
+            None => self.price_or_null_read(),
+        }
+    }
+
+    /// [`Scanner::price_or_null`] for what [`Scanner::plain_price`] does not take.
+    #[inline(never)]
+    fn price_or_null_read(&mut self) -> Result<Option<Price>, RejectReason> {
+        self.number_or_null()?.map(Number::to_price).transpose()
+    }
+
+    /// A count (a non-negative integer) up to `u64::MAX`, `None` for `null`,
+    /// [`WrongType`] for any other value.
+    #[inline(always)]
+    fn u64_or_null(&mut self) -> Result<Option<u64>, RejectReason> {
+        match self.plain_count() {
+            Some(count) => Ok(Some(count)),
+            None => self.u64_or_null_read(),
+        }
+    }
+
+    /// [`Scanner::u64_or_null`] for what [`Scanner::plain_count`] does not take.
+    #[inline(never)]
+    fn u64_or_null_read(&mut self) -> Result<Option<u64>, RejectReason> {
+        self.number_or_null()?.map(Number::to_u64).transpose()
+    }
+
+    /// [`Scanner::u64_or_null`] up to `u32::MAX`.
+    #[inline(always)]
+    fn u32_or_null(&mut self) -> Result<Option<u32>, RejectReason> {
+        match self.u64_or_null()? {
+            Some(count) => u32::try_from(count).map(Some).map_err(|_| BadNumber),
+            None => Ok(None),
+        }
+    }
+
+    /// The eight bytes from `pos`, if there are eight.
+    #[inline(always)]
+    fn word_at(&self, pos: usize) -> Option<u64> {
+        let chunk = self.bytes.get(pos..pos + 8)?;
+        Some(u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
+    }
+
+    /// The fast path of [`Scanner::u64_or_null`]: 1 to 7 digits right at the position
+    /// (no whitespace, sign, fraction or exponent; every quantity, order count and
+    /// token the platform sends) read from one word; `None`, position unchanged, for
+    /// anything else, which the full reader then takes (and refuses if it must).
+    #[inline(always)]
+    fn plain_count(&mut self) -> Option<u64> {
+        let word = self.word_at(self.pos)?;
+        let values = word.wrapping_sub(0x3030_3030_3030_3030);
+        let count = (swar_non_digit(values).trailing_zeros() / 8) as usize;
+        // `count` is 0..=8; the byte after the run is in the word when below 8.
+        if !(1..8).contains(&count) || continues_number(word, count) || leading_zero(word, count) {
+            return None;
+        }
+        self.pos += count;
+        Some(eight_digits(values << (64 - 8 * count)))
+    }
+
+    /// The fast path of [`Scanner::price_or_null`]: `I.F` right at the position, with
+    /// 1 to 7 digits in `I` and in `F` (every price the platform sends: `1779.64`,
+    /// `0.05`, `1011.0`), one word each and no rounding: the value is
+    /// I × 10^8 + F × 10^(8 − digits of F). `None`, position unchanged, otherwise.
+    #[inline(always)]
+    fn plain_price(&mut self) -> Option<Price> {
+        let word = self.word_at(self.pos)?;
+        let values = word.wrapping_sub(0x3030_3030_3030_3030);
+        let count = (swar_non_digit(values).trailing_zeros() / 8) as usize;
+        if !(1..8).contains(&count)
+            || (word >> (8 * count)) as u8 != b'.'
+            || leading_zero(word, count)
+        {
+            return None;
+        }
+        let fraction_at = self.pos + count + 1;
+        let fraction = self.word_at(fraction_at)?;
+        let fraction_values = fraction.wrapping_sub(0x3030_3030_3030_3030);
+        let decimals = (swar_non_digit(fraction_values).trailing_zeros() / 8) as usize;
+        if !(1..8).contains(&decimals) || continues_number(fraction, decimals) {
+            return None;
+        }
+        let units = eight_digits(values << (64 - 8 * count));
+        let fraction = eight_digits(fraction_values << (64 - 8 * decimals));
+        self.pos = fraction_at + decimals;
+        // Below 10^7 × 10^8 + 10^8: far inside i64.
+        let value = units * POW10_U64[8] + fraction * POW10_U64[8 - decimals];
+        Some(Price(value as i64))
+    }
+
     /// A string decoded into a symbol, `None` for `null`.
     pub(crate) fn symbol_or_null(&mut self) -> Result<Option<Symbol>, RejectReason> {
         match self.peek() {
@@ -616,6 +1040,58 @@ impl<'a> Scanner<'a> {
     /// Only syntax fails here; range is the converter's business.
     #[inline(always)]
     pub(crate) fn number(&mut self) -> Result<Number, RejectReason> {
+        let bytes = self.bytes;
+        let start = self.pos;
+        let mut pos = start;
+        let negative = bytes.get(pos) == Some(&b'-');
+        pos += usize::from(negative);
+        let mut mantissa = 0u64;
+        // Integer part: `0` alone, or a run not starting with `0` (RFC 8259).
+        match bytes.get(pos) {
+            Some(b'0') => pos += 1,
+            Some(b'1'..=b'9') => pos = digit_run(bytes, pos, &mut mantissa),
+            _ => return Err(MalformedJson),
+        }
+        let mut digits = pos - start - usize::from(negative);
+        let mut exp10 = 0i32;
+        let mut integer = true;
+        if bytes.get(pos) == Some(&b'.') {
+            let fraction = pos + 1;
+            pos = digit_run(bytes, fraction, &mut mantissa);
+            if pos == fraction {
+                return Err(MalformedJson);
+            }
+            integer = false;
+            digits += pos - fraction;
+            // At most 16 KiB of digits: the cast cannot wrap.
+            exp10 = -((pos - fraction) as i32);
+        }
+        // Up to 19 digits (leading zeros included) the accumulation above was exact:
+        // 10^19 - 1 < 2^64. Longer numbers need the rounding reader.
+        if digits > 19 {
+            return self.number_long();
+        }
+        self.pos = pos;
+        if let Some(b'e' | b'E') = bytes.get(pos) {
+            self.pos += 1;
+            integer = false;
+            exp10 = exp10.saturating_add(self.exponent()?);
+        }
+        Ok(Number {
+            negative,
+            mantissa,
+            exp10,
+            integer,
+            dropped: false,
+            round_digit: 0,
+        })
+    }
+
+    /// [`Scanner::number`] for numbers of more than 19 digits, from the same start:
+    /// counts significant digits only and keeps the first one dropped for rounding.
+    #[cold]
+    #[inline(never)]
+    fn number_long(&mut self) -> Result<Number, RejectReason> {
         let mut n = Number {
             integer: true,
             ..Number::default()
@@ -860,6 +1336,79 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// Accumulates the ASCII digits from `pos` into `mantissa` (wrapping: the caller
+/// counts digits and discards the value past 19) and returns the end of the run.
+/// Eight bytes at a time while eight remain: a price's integer and fraction runs
+/// (`1779`, `64`) each take one word, where a byte loop pays a bounds check, a
+/// compare, a branch and a multiply-add per digit.
+#[inline(always)]
+fn digit_run(bytes: &[u8], mut pos: usize, mantissa: &mut u64) -> usize {
+    let mut m = *mantissa;
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let values = word.wrapping_sub(0x3030_3030_3030_3030);
+        let count = (swar_non_digit(values).trailing_zeros() / 8) as usize;
+        if count == 0 {
+            *mantissa = m;
+            return pos;
+        }
+        // The run's digit values moved to the top bytes, zeros (leading zeros of the
+        // same number) below; `count` is 1..=8, so the shift is 0..=56.
+        let run = eight_digits(values << (64 - 8 * count));
+        m = m.wrapping_mul(POW10_U64[count]).wrapping_add(run);
+        pos += count;
+        if count < 8 {
+            *mantissa = m;
+            return pos;
+        }
+    }
+    while let Some(&b) = bytes.get(pos) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+        pos += 1;
+    }
+    *mantissa = m;
+    pos
+}
+
+/// Whether the byte after a run of `count` (< 8) digits at the start of `word` goes
+/// on with a fraction or an exponent.
+#[inline(always)]
+fn continues_number(word: u64, count: usize) -> bool {
+    matches!((word >> (8 * count)) as u8, b'.' | b'e' | b'E')
+}
+
+/// Whether a run of `count` digits at the start of `word` has a leading zero, which
+/// JSON forbids (the full reader refuses it).
+#[inline(always)]
+fn leading_zero(word: u64, count: usize) -> bool {
+    count > 1 && word as u8 == b'0'
+}
+
+/// High bit set in each byte of `values` (a word of bytes minus `'0'`) that was not an
+/// ASCII digit; as in [`swar_special`], only the lowest flagged byte is exact (a
+/// borrow or carry out of a flagged byte may flag the one above).
+#[inline(always)]
+fn swar_non_digit(values: u64) -> u64 {
+    // A digit leaves 0..=9, and 0..=9 + 0x76 stays below 0x80; anything else has its
+    // high bit set already (it was below '0' or above 0x7f) or gets it from the add.
+    (values | values.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080
+}
+
+/// The number whose eight decimal digits are the bytes of `values` (values 0..=9),
+/// most significant in the lowest byte: three multiply-shift steps pairing digits,
+/// then pairs, then quads (Lemire, "Faster parsing of integers", as in simdjson's
+/// `parse_eight_digits_unrolled`).
+#[inline(always)]
+fn eight_digits(values: u64) -> u64 {
+    let pairs = (values & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(2561) >> 8;
+    let quads = (pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(6_553_601) >> 16;
+    (quads & 0x0000_ffff_0000_ffff).wrapping_mul(42_949_672_960_001) >> 32
 }
 
 /// High bit set in each byte of `word` that is `"`, `\\`, a control byte (< 0x20)

@@ -630,3 +630,55 @@ fn real_python_stack_output_parses() {
     assert_eq!(t.timestamp_ms, 1_764_000_000_388);
     assert_eq!(oracle(json).unwrap().0, t);
 }
+
+#[test]
+fn digit_runs_read_every_length_at_every_offset() {
+    // Runs of 0..=20 digits, ending in each kind of byte or at the end of the input,
+    // after 0..8 bytes of padding (so every split between the word loop and the byte
+    // loop is hit), against a byte-at-a-time reading.
+    let digits = b"98765432109876543210";
+    for len in 0..=digits.len() {
+        for pad in 0..8 {
+            for end in [
+                &b""[..],
+                b",",
+                b".",
+                b"e",
+                b"/",
+                b":",
+                b"}",
+                b"\x00",
+                b"\xb5",
+            ] {
+                let mut text = vec![b' '; pad];
+                text.extend_from_slice(&digits[..len]);
+                text.extend_from_slice(end);
+                text.extend_from_slice(if end.is_empty() { b"" } else { b"123456789" });
+                let mut got = 7u64;
+                let stop = digit_run(&text, pad, &mut got);
+                let expect = digits[..len].iter().fold(7u64, |m, &d| {
+                    m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
+                });
+                assert_eq!(
+                    (stop, got),
+                    (pad + len, expect),
+                    "{len} digits after {pad}, then {end:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn swar_non_digit_flags_exactly_the_first_non_digit() {
+    for b in 0..=255u8 {
+        for at in 0..8 {
+            let mut word = *b"01234567";
+            word[at] = b;
+            let values = u64::from_le_bytes(word).wrapping_sub(0x3030_3030_3030_3030);
+            let first = (swar_non_digit(values).trailing_zeros() / 8) as usize;
+            let expect = if b.is_ascii_digit() { 8 } else { at };
+            assert_eq!(first, expect, "{b:#x} at {at}");
+        }
+    }
+}
