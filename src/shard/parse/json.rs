@@ -519,6 +519,13 @@ fn parse_side(scan: &mut Scanner<'_>, side: &mut Depth) -> Result<bool, RejectRe
 /// `orders` may be absent (0).
 #[inline(always)]
 fn parse_level(scan: &mut Scanner<'_>, level: &mut DepthLevel) -> Result<(), RejectReason> {
+    scan.peek();
+    let start = scan.pos;
+    if let Some(plain) = plain_level(scan) {
+        *level = plain;
+        return Ok(());
+    }
+    scan.pos = start;
     if !scan.open(b'{')? {
         return Err(MissingField);
     }
@@ -552,6 +559,35 @@ fn parse_level(scan: &mut Scanner<'_>, level: &mut DepthLevel) -> Result<(), Rej
         return Err(MissingField);
     }
     Ok(())
+}
+
+/// A level in its canonical spelling, `{"price": P, "quantity": Q, "orders": O}`
+/// with plain numbers (see [`Scanner::plain_price`]), read straight through: ten of
+/// these make up most of a tick, and this skips the member loop's per-key dispatch.
+/// `None` for anything else, with the position somewhere inside the level: the
+/// caller rewinds and reads the level member by member.
+#[inline(always)]
+fn plain_level(scan: &mut Scanner<'_>) -> Option<DepthLevel> {
+    if !scan.eat(b"{\"price\": ") {
+        return None;
+    }
+    let price = scan.plain_price()?;
+    if !scan.eat(b", \"quantity\": ") {
+        return None;
+    }
+    let quantity = u32::try_from(scan.plain_count()?).ok()?;
+    if !scan.eat(b", \"orders\": ") {
+        return None;
+    }
+    let orders = u16::try_from(scan.plain_count()?).ok()?;
+    if !scan.eat(b"}") {
+        return None;
+    }
+    Some(DepthLevel {
+        price,
+        quantity,
+        orders,
+    })
 }
 
 /// A decoded key, or "too long to be one we know".
@@ -964,8 +1000,8 @@ impl<'a> Scanner<'a> {
 
     /// The fast path of [`Scanner::price_or_null`]: `I.F` right at the position, with
     /// 1 to 7 digits in `I` and in `F` (every price the platform sends: `1779.64`,
-    /// `0.05`, `1011.0`), one word each and no rounding: the value is
-    /// I × 10^8 + F × 10^(8 − digits of F). `None`, position unchanged, otherwise.
+    /// `0.05`, `1011.0`) and no rounding: the value is I.F's digits as one integer
+    /// × 10^(8 − digits of F). `None`, position unchanged, otherwise.
     #[inline(always)]
     fn plain_price(&mut self) -> Option<Price> {
         let word = self.word_at(self.pos)?;
@@ -977,6 +1013,31 @@ impl<'a> Scanner<'a> {
         {
             return None;
         }
+        // The bytes after the dot that are still in this word (the dot's borrow spoils
+        // `values` above it, so they are taken afresh). When the fraction ends inside
+        // the word (`1779.64,`: a price of up to 7 characters), both runs are in hand
+        // and close up into one run of digits without a second load.
+        if count <= 5 {
+            let tail = word >> (8 * (count + 1));
+            let tail_values = tail.wrapping_sub(0x3030_3030_3030_3030);
+            let decimals = (swar_non_digit(tail_values).trailing_zeros() / 8) as usize;
+            // 7 − count bytes of the word follow the dot; the run must end before them.
+            if decimals >= 1 && count + decimals < 7 && !continues_number(tail, decimals) {
+                let units = values & ((1 << (8 * count)) - 1);
+                let digits = count + decimals;
+                let run = eight_digits((units | tail_values << (8 * count)) << (64 - 8 * digits));
+                self.pos += digits + 1;
+                // Below 10^6 × 10^8: far inside i64.
+                return Some(Price((run * POW10_U64[8 - decimals]) as i64));
+            }
+        }
+        self.plain_price_long(values, count)
+    }
+
+    /// [`Scanner::plain_price`] when the fraction runs past the first word: one word
+    /// for each run.
+    #[inline(always)]
+    fn plain_price_long(&mut self, values: u64, count: usize) -> Option<Price> {
         let fraction_at = self.pos + count + 1;
         let fraction = self.word_at(fraction_at)?;
         let fraction_values = fraction.wrapping_sub(0x3030_3030_3030_3030);
@@ -1014,6 +1075,9 @@ impl<'a> Scanner<'a> {
     pub(crate) fn timestamp(&mut self) -> Result<Option<i64>, RejectReason> {
         match self.peek() {
             Some(b'"') => {
+                if let Some(ms) = self.plain_timestamp() {
+                    return Ok(Some(ms));
+                }
                 self.pos += 1;
                 if let Some(raw) = self.plain_string() {
                     return parse_iso8601_ms(raw).map(Some).ok_or(BadTimestamp);
@@ -1034,6 +1098,73 @@ impl<'a> Scanner<'a> {
             Some(b'{' | b'[' | b't' | b'f') => Err(WrongType),
             _ => Err(MalformedJson),
         }
+    }
+
+    /// The fast path of [`Scanner::timestamp`]: `"YYYY-MM-DDTHH:MM:SS.mmmZ"` or the
+    /// same with `±HH:MM` for `Z` (our writer's and Python's `isoformat()` shapes),
+    /// quotes included, checked and converted a word at a time. `None`, position
+    /// unchanged, for any other spelling and for values [`parse_iso8601_ms`] refuses,
+    /// which the full reader then takes.
+    #[inline(always)]
+    fn plain_timestamp(&mut self) -> Option<i64> {
+        let text: &[u8; 26] = self.bytes.get(self.pos..)?.first_chunk()?;
+        let word = |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"));
+        // XOR with a template leaves digits as their values 0..=9 and separators as 0;
+        // the zone byte (the last of `clock`) is masked off and checked apart.
+        let date = word(1) ^ u64::from_le_bytes(*b"0000-00-");
+        let time = word(9) ^ u64::from_le_bytes(*b"00T00:00");
+        let clock = (word(17) ^ u64::from_le_bytes(*b":00.000\0")) & 0x00ff_ffff_ffff_ffff;
+        const DATE_SEPARATORS: u64 = 0xff00_00ff_0000_0000;
+        const TIME_SEPARATORS: u64 = 0x0000_ff00_00ff_0000;
+        const CLOCK_SEPARATORS: u64 = 0x0000_0000_ff00_00ff;
+        let separators = date & DATE_SEPARATORS | time & TIME_SEPARATORS | clock & CLOCK_SEPARATORS;
+        // Above 9 or at 0x80 and up: the add cannot carry, every byte is at most 0x7f.
+        let beyond_nine =
+            |x: u64| (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
+        if text[0] != b'"' || separators != 0 || beyond_nine(date | time | clock) != 0 {
+            return None;
+        }
+        // Byte i of `pairs(x)` is 10 × digit i + digit i+1 (at most 99: no carries).
+        let pairs = |x: u64| x.wrapping_mul(10).wrapping_add(x >> 8);
+        let byte = |x: u64, i: u32| (x >> (8 * i)) as u32 & 0xff;
+        let (date, time, clock_pairs) = (pairs(date), pairs(time), pairs(clock));
+        let year = i64::from(byte(date, 0) * 100 + byte(date, 2));
+        let (month, day) = (byte(date, 5), byte(time, 0));
+        let (hour, minute, second) = (byte(time, 3), byte(time, 6), byte(clock_pairs, 1));
+        let millis = i64::from(byte(clock_pairs, 4) * 10 + byte(clock, 6));
+        let (offset_s, len) = match (text[24], text[25]) {
+            (b'Z', b'"') => (0, 26),
+            (sign @ (b'+' | b'-'), _) => {
+                let zone: &[u8; 31] = self.bytes.get(self.pos..)?.first_chunk()?;
+                let [h1, h0, b':', m1, m0, b'"'] = zone[25..] else {
+                    return None;
+                };
+                let (h, m) = (two_digits(h1, h0)?, two_digits(m1, m0)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let s = i64::from(h * 3600 + m * 60);
+                (if sign == b'-' { -s } else { s }, 31)
+            }
+            _ => return None,
+        };
+        if !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_s;
+        let ms = seconds * 1000 + millis;
+        if !(0..=TIMESTAMP_MS_MAX).contains(&ms) {
+            return None;
+        }
+        self.pos += len;
+        Some(ms)
     }
 
     /// Reads a number per RFC 8259 §6 (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
@@ -1439,6 +1570,7 @@ fn push(out: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
 
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian), after Howard
 /// Hinnant's `days_from_civil` (<http://howardhinnant.github.io/date_algorithms.html>).
+#[inline]
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -1458,34 +1590,37 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// The value of two ASCII digits, tens first.
+#[inline(always)]
+fn two_digits(tens: u8, ones: u8) -> Option<u32> {
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens <= 9 && ones <= 9).then(|| u32::from(tens) * 10 + u32::from(ones))
+}
+
 /// Parses `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z | ±HH:MM | ±HHMM | ±HH]` into Unix
 /// milliseconds (fraction truncated to ms). No offset means UTC. `None` for anything
 /// else, an impossible date, or a time before 1970.
 pub fn parse_iso8601_ms(text: &[u8]) -> Option<i64> {
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        let digits = text.get(range)?;
-        let mut v = 0u32;
-        for &d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + u32::from(d - b'0');
-        }
-        Some(v)
-    };
-    let year = i64::from(num(0..4)?);
-    let month = num(5..7)?;
-    let day = num(8..10)?;
-    let hour = num(11..13)?;
-    let minute = num(14..16)?;
-    let second = num(17..19)?;
-    let separators_ok = text[4] == b'-'
-        && text[7] == b'-'
-        && matches!(text[10], b'T' | b't' | b' ')
-        && text[13] == b':'
-        && text[16] == b':';
-    if !separators_ok
-        || !(1..=12).contains(&month)
+    // One length check for the fixed-width head `YYYY-MM-DDTHH:MM:SS`; every index
+    // below is then a constant inside it, and the fourteen digit checks are one
+    // branch-free fold rather than a loop with an exit per digit.
+    let head: &[u8; 19] = text.first_chunk()?;
+    let digit = |i: usize| u32::from(head[i].wrapping_sub(b'0'));
+    const DIGIT_AT: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    let not_digit = DIGIT_AT.iter().fold(false, |bad, &i| bad | (digit(i) > 9));
+    let separators_ok = head[4] == b'-'
+        && head[7] == b'-'
+        && matches!(head[10], b'T' | b't' | b' ')
+        && head[13] == b':'
+        && head[16] == b':';
+    if not_digit || !separators_ok {
+        return None;
+    }
+    let two = |i: usize| digit(i) * 10 + digit(i + 1);
+    let year = i64::from(two(0) * 100 + two(2));
+    let (month, day) = (two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
         || hour > 23
@@ -1517,11 +1652,11 @@ pub fn parse_iso8601_ms(text: &[u8]) -> Option<i64> {
         None => 0,
         Some(b'Z' | b'z') if pos + 1 == text.len() => 0,
         Some(&sign @ (b'+' | b'-')) => {
-            let rest = &text[pos + 1..];
-            let (h, m) = match rest.len() {
-                2 => (num(pos + 1..pos + 3)?, 0),
-                4 => (num(pos + 1..pos + 3)?, num(pos + 3..pos + 5)?),
-                5 if rest[2] == b':' => (num(pos + 1..pos + 3)?, num(pos + 4..pos + 6)?),
+            let (h, m) = match text[pos + 1..] {
+                [h1, h0] => (two_digits(h1, h0)?, 0),
+                [h1, h0, m1, m0] | [h1, h0, b':', m1, m0] => {
+                    (two_digits(h1, h0)?, two_digits(m1, m0)?)
+                }
                 _ => return None,
             };
             if h > 23 || m > 59 {

@@ -682,3 +682,169 @@ fn swar_non_digit_flags_exactly_the_first_non_digit() {
         }
     }
 }
+
+/// Runs the full reader on `text` from `pos`: the value and the end position.
+fn full_read<T>(
+    text: &[u8],
+    convert: impl Fn(Number) -> Result<T, RejectReason>,
+) -> Option<(T, usize)> {
+    let mut scan = Scanner {
+        bytes: text,
+        pos: 0,
+    };
+    let value = convert(scan.number().ok()?).ok()?;
+    Some((value, scan.pos))
+}
+
+#[test]
+fn plain_numbers_agree_with_the_full_reader() {
+    // Every split of up to 9 integer and 9 fraction digits (with and without a leading
+    // zero), each followed by every kind of byte or by the end of the payload: where
+    // the one-word paths take a number they read what the full reader reads, and
+    // they take every plain price and count of up to 7 + 7 digits.
+    let followers: [&[u8]; 9] = [
+        b"",
+        b",",
+        b"}",
+        b" ",
+        b"e5",
+        b"E5",
+        b".5",
+        b"5",
+        b", \"quantity\": 1",
+    ];
+    for int_digits in 1..=9usize {
+        for decimals in 0..=9usize {
+            for zero in [false, true] {
+                let mut number = String::new();
+                for i in 0..int_digits {
+                    number.push(char::from(b'0' + ((i as u8 * 7 + 3) % 10)));
+                }
+                if zero {
+                    number.replace_range(..1, "0");
+                }
+                if decimals > 0 {
+                    number.push('.');
+                    for i in 0..decimals {
+                        number.push(char::from(b'0' + ((i as u8 * 3 + 1) % 10)));
+                    }
+                }
+                for follower in followers {
+                    let mut text = number.clone().into_bytes();
+                    text.extend_from_slice(follower);
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    let plain = scan.plain_price().map(|p| (p, scan.pos));
+                    if let Some(plain) = plain {
+                        assert_eq!(
+                            Some(plain),
+                            full_read(&text, Number::to_price),
+                            "{number:?} {follower:?}"
+                        );
+                    } else {
+                        assert_eq!(scan.pos, 0);
+                    }
+                    let plain_form = !zero || int_digits == 1;
+                    let room = text.len() >= int_digits + 9
+                        || (decimals + int_digits < 7 && text.len() >= 8);
+                    if plain_form
+                        && decimals > 0
+                        && int_digits < 8
+                        && decimals < 8
+                        && room
+                        && matches!(follower.first(), Some(b',' | b'}' | b' '))
+                    {
+                        assert!(plain.is_some(), "plain price {number:?} {follower:?}");
+                    }
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    let plain = scan.plain_count().map(|n| (n, scan.pos));
+                    if let Some(plain) = plain {
+                        assert_eq!(
+                            Some(plain),
+                            full_read(&text, Number::to_u64),
+                            "{number:?} {follower:?}"
+                        );
+                    } else {
+                        assert_eq!(scan.pos, 0);
+                    }
+                    if plain_form
+                        && decimals == 0
+                        && int_digits < 8
+                        && text.len() >= 8
+                        && matches!(follower.first(), Some(b',' | b'}' | b' '))
+                    {
+                        assert!(plain.is_some(), "plain count {number:?} {follower:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_timestamps_agree_with_the_full_reader() {
+    // The word-at-a-time path against `parse_iso8601_ms` on valid shapes, on every
+    // byte of a valid shape spoiled, and on impossible dates and times.
+    let mut cases: Vec<String> = vec![
+        "2025-11-24T16:00:00.388Z".into(),
+        "2025-11-24T16:00:00.388+00:00".into(),
+        "2025-11-24T21:30:00.250+05:30".into(),
+        "2025-11-24T11:00:00.000-05:00".into(),
+        "1970-01-01T00:00:00.000Z".into(),
+        "1970-01-01T00:00:00.000+00:01".into(),
+        "2024-02-29T23:59:59.999Z".into(),
+        "2025-02-29T00:00:00.000Z".into(),
+        "2025-13-01T00:00:00.000Z".into(),
+        "2025-00-01T00:00:00.000Z".into(),
+        "2025-11-31T00:00:00.000Z".into(),
+        "2025-11-00T00:00:00.000Z".into(),
+        "2025-11-24T24:00:00.000Z".into(),
+        "2025-11-24T23:60:00.000Z".into(),
+        "2025-11-24T23:59:60.000Z".into(),
+        "2025-11-24T16:00:00.000+24:00".into(),
+        "2025-11-24T16:00:00.000+05:60".into(),
+        "9999-12-31T23:59:59.999Z".into(),
+        "9999-12-31T23:59:59.999-00:01".into(),
+        "2025-11-24t16:00:00.388Z".into(),
+        "2025-11-24 16:00:00.388Z".into(),
+    ];
+    let valid = "2025-11-24T16:00:00.388+05:30";
+    for at in 0..valid.len() {
+        for spoil in ["/", ":", "A", "9", "0", "Z", "\u{7f}", "\u{e9}"] {
+            let mut text = valid.to_string();
+            text.replace_range(at..at + 1, spoil);
+            cases.push(text);
+        }
+    }
+    for case in cases {
+        for tail in ["\"}", "\"", ""] {
+            let json = format!("\"{case}{tail}");
+            let mut scan = Scanner {
+                bytes: json.as_bytes(),
+                pos: 0,
+            };
+            let Some(ms) = scan.plain_timestamp() else {
+                assert_eq!(scan.pos, 0);
+                continue;
+            };
+            assert_eq!(Some(ms), parse_iso8601_ms(case.as_bytes()), "{json}");
+            assert_eq!(scan.pos, case.len() + 2, "{json}");
+        }
+    }
+    // The common shapes do take the fast path.
+    for json in [
+        "\"2025-11-24T16:00:00.388Z\"}",
+        "\"2025-11-24T16:00:00.388+00:00\"}",
+    ] {
+        let mut scan = Scanner {
+            bytes: json.as_bytes(),
+            pos: 0,
+        };
+        assert_eq!(scan.plain_timestamp(), Some(1_764_000_000_388), "{json}");
+    }
+}
