@@ -30,7 +30,7 @@ use super::{
     FIELD_LAST_QUANTITY, FIELD_OHLC, FIELD_OI, FIELD_TRADINGSYMBOL, FIELD_VOLUME,
 };
 use crate::model::quality::RejectReason;
-use crate::model::{Depth, DepthLevel, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
+use crate::model::{Depth, DepthLevel, Ohlc, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
 
 /// Largest payload the parser reads. A full tick with five levels a side is ~700 B
 /// (python_stack.py prints ~690 B); 16 KiB leaves 20x room for extra keys and
@@ -388,14 +388,12 @@ fn parse_field(
             }
         }
         TickKey::Exchange => {
-            if let Some(symbol) = scan.symbol_or_null()? {
-                tick.exchange = symbol;
+            if scan.symbol_into(&mut tick.exchange)? {
                 info.present |= FIELD_EXCHANGE;
             }
         }
         TickKey::Symbol => {
-            if let Some(symbol) = scan.symbol_or_null()? {
-                tick.tradingsymbol = symbol;
+            if scan.symbol_into(&mut tick.tradingsymbol)? {
                 info.present |= FIELD_TRADINGSYMBOL;
             }
         }
@@ -433,6 +431,23 @@ fn parse_field(
 /// Reads `{"open", "high", "low", "close"}`; [`FIELD_OHLC`] only when all four are there.
 #[inline(always)]
 fn parse_ohlc(
+    scan: &mut Scanner<'_>,
+    tick: &mut Tick,
+    info: &mut ParseInfo,
+) -> Result<(), RejectReason> {
+    let start = scan.pos;
+    if let Some(ohlc) = plain_ohlc(scan) {
+        tick.ohlc = ohlc;
+        info.present |= FIELD_OHLC;
+        return Ok(());
+    }
+    scan.pos = start;
+    parse_ohlc_members(scan, tick, info)
+}
+
+/// [`parse_ohlc`] member by member, out of line as [`parse_level_members`] is.
+#[inline(never)]
+fn parse_ohlc_members(
     scan: &mut Scanner<'_>,
     tick: &mut Tick,
     info: &mut ParseInfo,
@@ -503,7 +518,25 @@ fn parse_side(scan: &mut Scanner<'_>, side: &mut Depth) -> Result<bool, RejectRe
         return Ok(false);
     }
     let mut first = true;
-    while scan.next_element(&mut first)? {
+    loop {
+        // Between levels, the canonical `, {"price": ..}` straight through, without
+        // the element loop's whitespace and comma handling.
+        if !first {
+            if let Some(level) = side.levels.get_mut(side.len as usize) {
+                let start = scan.pos;
+                if scan.eat(b", ") {
+                    if let Some(plain) = plain_level(scan) {
+                        *level = plain;
+                        side.len += 1;
+                        continue;
+                    }
+                }
+                scan.pos = start;
+            }
+        }
+        if !scan.next_element(&mut first)? {
+            break;
+        }
         let index = side.len as usize;
         let Some(level) = side.levels.get_mut(index) else {
             return Err(TooManyDepthLevels);
@@ -526,6 +559,13 @@ fn parse_level(scan: &mut Scanner<'_>, level: &mut DepthLevel) -> Result<(), Rej
         return Ok(());
     }
     scan.pos = start;
+    parse_level_members(scan, level)
+}
+
+/// [`parse_level`] member by member, for levels not in the canonical spelling. Kept
+/// out of line: inlined, its registers crowd the straight-through path.
+#[inline(never)]
+fn parse_level_members(scan: &mut Scanner<'_>, level: &mut DepthLevel) -> Result<(), RejectReason> {
     if !scan.open(b'{')? {
         return Err(MissingField);
     }
@@ -587,6 +627,38 @@ fn plain_level(scan: &mut Scanner<'_>) -> Option<DepthLevel> {
         price,
         quantity,
         orders,
+    })
+}
+
+/// `ohlc` in its canonical spelling, `{"open": P, "high": P, "low": P, "close": P}`
+/// with plain prices, read straight through as [`plain_level`] reads a level; `None`
+/// (the caller rewinds) for anything else.
+#[inline(always)]
+fn plain_ohlc(scan: &mut Scanner<'_>) -> Option<Ohlc> {
+    if !scan.eat(b"{\"open\": ") {
+        return None;
+    }
+    let open = scan.plain_price()?;
+    if !scan.eat(b", \"high\": ") {
+        return None;
+    }
+    let high = scan.plain_price()?;
+    if !scan.eat(b", \"low\": ") {
+        return None;
+    }
+    let low = scan.plain_price()?;
+    if !scan.eat(b", \"close\": ") {
+        return None;
+    }
+    let close = scan.plain_price()?;
+    if !scan.eat(b"}") {
+        return None;
+    }
+    Some(Ohlc {
+        open,
+        high,
+        low,
+        close,
     })
 }
 
@@ -759,6 +831,9 @@ impl<'a> Scanner<'a> {
     /// Consumes `literal` if the payload continues with exactly it.
     #[inline(always)]
     fn eat<const N: usize>(&mut self, literal: &[u8; N]) -> bool {
+        if !fast_paths() {
+            return false;
+        }
         // `pos + N` cannot overflow: `pos` is at most the payload length.
         match self.bytes.get(self.pos..self.pos + N) {
             Some(next) if next == literal => {
@@ -977,8 +1052,10 @@ impl<'a> Scanner<'a> {
     /// The eight bytes from `pos`, if there are eight.
     #[inline(always)]
     fn word_at(&self, pos: usize) -> Option<u64> {
-        let chunk = self.bytes.get(pos..pos + 8)?;
-        Some(u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
+        // Two plain compares (`pos` in the payload, 8 bytes after it) where
+        // `get(pos..pos + 8)` also checks the addition for overflow.
+        let chunk = self.bytes.get(pos..)?.first_chunk::<8>()?;
+        Some(u64::from_le_bytes(*chunk))
     }
 
     /// The fast path of [`Scanner::u64_or_null`]: 1 to 7 digits right at the position
@@ -987,6 +1064,9 @@ impl<'a> Scanner<'a> {
     /// anything else, which the full reader then takes (and refuses if it must).
     #[inline(always)]
     fn plain_count(&mut self) -> Option<u64> {
+        if !fast_paths() {
+            return None;
+        }
         let word = self.word_at(self.pos)?;
         let values = word.wrapping_sub(0x3030_3030_3030_3030);
         let count = (swar_non_digit(values).trailing_zeros() / 8) as usize;
@@ -1004,6 +1084,9 @@ impl<'a> Scanner<'a> {
     /// × 10^(8 − digits of F). `None`, position unchanged, otherwise.
     #[inline(always)]
     fn plain_price(&mut self) -> Option<Price> {
+        if !fast_paths() {
+            return None;
+        }
         let word = self.word_at(self.pos)?;
         let values = word.wrapping_sub(0x3030_3030_3030_3030);
         let count = (swar_non_digit(values).trailing_zeros() / 8) as usize;
@@ -1051,6 +1134,27 @@ impl<'a> Scanner<'a> {
         // Below 10^7 × 10^8 + 10^8: far inside i64.
         let value = units * POW10_U64[8] + fraction * POW10_U64[8 - decimals];
         Some(Price(value as i64))
+    }
+
+    /// [`Scanner::symbol_or_null`] written straight into `slot` (a plain string is
+    /// copied once, not returned through two `Option`s); `false` for `null`.
+    #[inline(always)]
+    fn symbol_into(&mut self, slot: &mut Symbol) -> Result<bool, RejectReason> {
+        if self.bytes.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            if let Some(raw) = self.plain_string() {
+                *slot = Symbol::new(raw).ok_or(SymbolTooLong)?;
+                return Ok(true);
+            }
+            self.pos -= 1;
+        }
+        match self.symbol_or_null()? {
+            Some(symbol) => {
+                *slot = symbol;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// A string decoded into a symbol, `None` for `null`.
@@ -1107,6 +1211,9 @@ impl<'a> Scanner<'a> {
     /// which the full reader then takes.
     #[inline(always)]
     fn plain_timestamp(&mut self) -> Option<i64> {
+        if !fast_paths() {
+            return None;
+        }
         let text: &[u8; 26] = self.bytes.get(self.pos..)?.first_chunk()?;
         let word = |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"));
         // XOR with a template leaves digits as their values 0..=9 and separators as 0;
@@ -1199,7 +1306,7 @@ impl<'a> Scanner<'a> {
         }
         // Up to 19 digits (leading zeros included) the accumulation above was exact:
         // 10^19 - 1 < 2^64. Longer numbers need the rounding reader.
-        if digits > 19 {
+        if digits > 19 || !fast_paths() {
             return self.number_long();
         }
         self.pos = pos;
@@ -1467,6 +1574,24 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether this test thread takes the fast paths (guessed keys, canonical levels
+    /// and `ohlc`, one-word numbers, word-at-a-time timestamps, short digit runs).
+    /// Turned off, the parser takes only the full readers, which the differential
+    /// tests hold the fast paths against.
+    pub(super) static FAST_PATHS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether to try the fast paths: always, but in tests per thread ([`FAST_PATHS`]).
+#[inline(always)]
+fn fast_paths() -> bool {
+    #[cfg(test)]
+    return FAST_PATHS.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    true
 }
 
 /// Accumulates the ASCII digits from `pos` into `mantissa` (wrapping: the caller
