@@ -20,9 +20,33 @@
 //! any exponent, rounded half away from zero below 10^-8. Counts must be integers
 //! (no fraction, exponent or minus sign) that fit their field.
 //!
+//! Fast paths. Nearly every tick comes in one spelling: `json.dumps` with its
+//! default separators (`", "`, `": "`) and python_stack.py's key order, which our
+//! writer copies. A general scanner spends most of its time on what that spelling
+//! makes predictable (which key comes next, where whitespace is, how long a number
+//! is), so the parser tries the predictable reading first, a word at a time:
+//!
+//! - the next key is guessed with its separators (`Keys`): after `last_price`'s
+//!   value, `, "last_quantity": ` is one 17-byte compare;
+//! - a price `I.F` or a count of up to 7 digits is read from one or two 8-byte words
+//!   (a SWAR digit test, then Lemire's multiply-shift conversion), no `Number`;
+//! - a depth level and `ohlc` in that spelling are read straight through, without
+//!   the member loop's per-key dispatch;
+//! - `"YYYY-MM-DDTHH:MM:SS.mmmZ"` (or `±HH:MM`) is checked against a template and
+//!   converted three words at a time.
+//!
+//! Each fast path takes its input whole or gives it back (position unchanged, or
+//! rewound by the caller) to the full readers, which alone decide anything they do
+//! not take: a fast path can change the speed, never the outcome. Tests hold the
+//! parser against itself with the fast paths switched off, reject reasons included.
+//! On the bench's ticks (837 B, five levels a side) parse + validate went from ~15,800
+//! to ~5,100 instructions (callgrind), ~950 to ~300 ns; ten levels are ~2,600 of
+//! those, about 250 per level: four word compares and three numbers.
+//!
 //! Must never: panic, allocate, or read past the input; every loop advances the read
 //! position, so time is linear in the payload, which is capped at
-//! [`JSON_PAYLOAD_BYTES_MAX`] before the first byte is read.
+//! [`JSON_PAYLOAD_BYTES_MAX`] before the first byte is read. Every word is read
+//! through a bounds-checked `get`; no `unsafe`.
 
 use super::{reset_tick, ParseInfo};
 use super::{

@@ -1039,7 +1039,9 @@ fn canonical_ticks_take_the_fast_paths() {
             keys += 1;
             match guess {
                 TickKey::Exchange | TickKey::Symbol => {
-                    assert!(scan.symbol_into(&mut Symbol::EMPTY).unwrap())
+                    let mut symbol = Symbol::EMPTY;
+                    assert!(scan.symbol_into(&mut symbol).unwrap());
+                    assert!(!symbol.as_bytes().is_empty());
                 }
                 TickKey::Ohlc => assert!(plain_ohlc(&mut scan).is_some()),
                 TickKey::Depth => {
