@@ -1252,7 +1252,10 @@ impl<'a> Scanner<'a> {
         // Above 9 or at 0x80 and up: the add cannot carry, every byte is at most 0x7f.
         let beyond_nine =
             |x: u64| (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
-        if text[0] != b'"' || separators != 0 || beyond_nine(date | time | clock) != 0 {
+        if text[0] != b'"'
+            || separators != 0
+            || (beyond_nine(date) | beyond_nine(time) | beyond_nine(clock)) != 0
+        {
             return None;
         }
         // Byte i of `pairs(x)` is 10 × digit i + digit i+1 (at most 99: no carries).

@@ -847,6 +847,21 @@ fn plain_timestamps_agree_with_the_full_reader() {
         };
         assert_eq!(scan.plain_timestamp(), Some(1_764_000_000_388), "{json}");
     }
+    // Whatever the digits: the writer's timestamps over 1970..2100.
+    for ms in (0..4_102_444_800_000i64)
+        .step_by(7_777_777_777)
+        .chain([4_102_444_799_999])
+    {
+        let mut json = b"\"".to_vec();
+        crate::model::json::write_iso8601_ms(&mut json, ms);
+        json.extend_from_slice(b"\"}");
+        let mut scan = Scanner {
+            bytes: &json,
+            pos: 0,
+        };
+        let text = String::from_utf8_lossy(&json).into_owned();
+        assert_eq!(scan.plain_timestamp(), Some(ms), "{text}");
+    }
 }
 
 // ---- Fast paths against the full readers -----------------------------------------
