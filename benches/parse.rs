@@ -12,10 +12,14 @@
 //! Each iteration handles one message, cycling through the set so branch predictors
 //! and caches see different instruments. The answer is checked once outside the timed
 //! loop: every parsed tick equals the tick it was rendered from.
+//!
+//! On a shared machine the repeatable figure is an instruction count:
+//! `PARSE_JSON_COUNT=N` runs N JSON parse+validate iterations without criterion, so
+//! `valgrind --tool=callgrind` at two N gives instructions per tick by difference.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
@@ -121,4 +125,38 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `PARSE_JSON_COUNT=N` runs N JSON parse+validate iterations and exits, without
+/// criterion, for an instruction count (`valgrind --tool=callgrind`): on a shared VM
+/// that is the repeatable figure. Run with two N and take the difference per tick.
+fn main() {
+    if let Some(count) = std::env::var("PARSE_JSON_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        count_json(count);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+fn count_json(count: usize) {
+    let json: Vec<Vec<u8>> = ticks()
+        .iter()
+        .map(|t| {
+            let mut out = Vec::new();
+            write_tick_json(&mut out, t);
+            out
+        })
+        .collect();
+    let mut validator = Validator::new(ValidationConfig::default());
+    let mut tick = Tick::default();
+    let mut flags = 0u64;
+    for i in 0..count {
+        let info = parse_json_tick(black_box(&json[i % MESSAGES]), &mut tick).expect("parses");
+        validator.validate(&mut tick, info, NOW);
+        flags = flags.wrapping_add(u64::from(black_box(tick.validation_flags)));
+    }
+    println!("{count} ticks, flags sum {flags}");
+}

@@ -630,3 +630,450 @@ fn real_python_stack_output_parses() {
     assert_eq!(t.timestamp_ms, 1_764_000_000_388);
     assert_eq!(oracle(json).unwrap().0, t);
 }
+
+#[test]
+fn digit_runs_read_every_length_at_every_offset() {
+    // Runs of 0..=20 digits, ending in each kind of byte or at the end of the input,
+    // after 0..8 bytes of padding (so every split between the word loop and the byte
+    // loop is hit), against a byte-at-a-time reading.
+    let digits = b"98765432109876543210";
+    for len in 0..=digits.len() {
+        for pad in 0..8 {
+            for end in [
+                &b""[..],
+                b",",
+                b".",
+                b"e",
+                b"/",
+                b":",
+                b"}",
+                b"\x00",
+                b"\xb5",
+            ] {
+                let mut text = vec![b' '; pad];
+                text.extend_from_slice(&digits[..len]);
+                text.extend_from_slice(end);
+                text.extend_from_slice(if end.is_empty() { b"" } else { b"123456789" });
+                let mut got = 7u64;
+                let stop = digit_run(&text, pad, &mut got);
+                let expect = digits[..len].iter().fold(7u64, |m, &d| {
+                    m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
+                });
+                assert_eq!(
+                    (stop, got),
+                    (pad + len, expect),
+                    "{len} digits after {pad}, then {end:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn swar_non_digit_flags_exactly_the_first_non_digit() {
+    for b in 0..=255u8 {
+        for at in 0..8 {
+            let mut word = *b"01234567";
+            word[at] = b;
+            let values = u64::from_le_bytes(word).wrapping_sub(0x3030_3030_3030_3030);
+            let first = (swar_non_digit(values).trailing_zeros() / 8) as usize;
+            let expect = if b.is_ascii_digit() { 8 } else { at };
+            assert_eq!(first, expect, "{b:#x} at {at}");
+        }
+    }
+}
+
+/// Runs the full reader on `text` from `pos`: the value and the end position.
+fn full_read<T>(
+    text: &[u8],
+    convert: impl Fn(Number) -> Result<T, RejectReason>,
+) -> Option<(T, usize)> {
+    let mut scan = Scanner {
+        bytes: text,
+        pos: 0,
+    };
+    let value = convert(scan.number().ok()?).ok()?;
+    Some((value, scan.pos))
+}
+
+#[test]
+fn plain_numbers_agree_with_the_full_reader() {
+    // Every split of up to 9 integer and 9 fraction digits (with and without a leading
+    // zero), each followed by every kind of byte or by the end of the payload: where
+    // the one-word paths take a number they read what the full reader reads, and
+    // they take every plain price and count of up to 7 + 7 digits.
+    let followers: [&[u8]; 9] = [
+        b"",
+        b",",
+        b"}",
+        b" ",
+        b"e5",
+        b"E5",
+        b".5",
+        b"5",
+        b", \"quantity\": 1",
+    ];
+    for int_digits in 1..=9usize {
+        for decimals in 0..=9usize {
+            for zero in [false, true] {
+                let mut number = String::new();
+                for i in 0..int_digits {
+                    number.push(char::from(b'0' + ((i as u8 * 7 + 3) % 10)));
+                }
+                if zero {
+                    number.replace_range(..1, "0");
+                }
+                if decimals > 0 {
+                    number.push('.');
+                    for i in 0..decimals {
+                        number.push(char::from(b'0' + ((i as u8 * 3 + 1) % 10)));
+                    }
+                }
+                for follower in followers {
+                    let mut text = number.clone().into_bytes();
+                    text.extend_from_slice(follower);
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    let plain = scan.plain_price().map(|p| (p, scan.pos));
+                    if let Some(plain) = plain {
+                        assert_eq!(
+                            Some(plain),
+                            full_read(&text, Number::to_price),
+                            "{number:?} {follower:?}"
+                        );
+                    } else {
+                        assert_eq!(scan.pos, 0);
+                    }
+                    let plain_form = !zero || int_digits == 1;
+                    let room = text.len() >= int_digits + 9
+                        || (decimals + int_digits < 7 && text.len() >= 8);
+                    if plain_form
+                        && decimals > 0
+                        && int_digits < 8
+                        && decimals < 8
+                        && room
+                        && matches!(follower.first(), Some(b',' | b'}' | b' '))
+                    {
+                        assert!(plain.is_some(), "plain price {number:?} {follower:?}");
+                    }
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    let plain = scan.plain_count().map(|n| (n, scan.pos));
+                    if let Some(plain) = plain {
+                        assert_eq!(
+                            Some(plain),
+                            full_read(&text, Number::to_u64),
+                            "{number:?} {follower:?}"
+                        );
+                    } else {
+                        assert_eq!(scan.pos, 0);
+                    }
+                    if plain_form
+                        && decimals == 0
+                        && int_digits < 8
+                        && text.len() >= 8
+                        && matches!(follower.first(), Some(b',' | b'}' | b' '))
+                    {
+                        assert!(plain.is_some(), "plain count {number:?} {follower:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_timestamps_agree_with_the_full_reader() {
+    // The word-at-a-time path against `parse_iso8601_ms` on valid shapes, on every
+    // byte of a valid shape spoiled, and on impossible dates and times.
+    let mut cases: Vec<String> = vec![
+        "2025-11-24T16:00:00.388Z".into(),
+        "2025-11-24T16:00:00.388+00:00".into(),
+        "2025-11-24T21:30:00.250+05:30".into(),
+        "2025-11-24T11:00:00.000-05:00".into(),
+        "1970-01-01T00:00:00.000Z".into(),
+        "1970-01-01T00:00:00.000+00:01".into(),
+        "2024-02-29T23:59:59.999Z".into(),
+        "2025-02-29T00:00:00.000Z".into(),
+        "2025-13-01T00:00:00.000Z".into(),
+        "2025-00-01T00:00:00.000Z".into(),
+        "2025-11-31T00:00:00.000Z".into(),
+        "2025-11-00T00:00:00.000Z".into(),
+        "2025-11-24T24:00:00.000Z".into(),
+        "2025-11-24T23:60:00.000Z".into(),
+        "2025-11-24T23:59:60.000Z".into(),
+        "2025-11-24T16:00:00.000+24:00".into(),
+        "2025-11-24T16:00:00.000+05:60".into(),
+        "9999-12-31T23:59:59.999Z".into(),
+        "9999-12-31T23:59:59.999-00:01".into(),
+        "2025-11-24t16:00:00.388Z".into(),
+        "2025-11-24 16:00:00.388Z".into(),
+    ];
+    let valid = "2025-11-24T16:00:00.388+05:30";
+    for at in 0..valid.len() {
+        for spoil in ["/", ":", "A", "9", "0", "Z", "\u{7f}", "\u{e9}"] {
+            let mut text = valid.to_string();
+            text.replace_range(at..at + 1, spoil);
+            cases.push(text);
+        }
+    }
+    for case in cases {
+        for tail in ["\"}", "\"", ""] {
+            let json = format!("\"{case}{tail}");
+            let mut scan = Scanner {
+                bytes: json.as_bytes(),
+                pos: 0,
+            };
+            let Some(ms) = scan.plain_timestamp() else {
+                assert_eq!(scan.pos, 0);
+                continue;
+            };
+            assert_eq!(Some(ms), parse_iso8601_ms(case.as_bytes()), "{json}");
+            assert_eq!(scan.pos, case.len() + 2, "{json}");
+        }
+    }
+    // The common shapes do take the fast path.
+    for json in [
+        "\"2025-11-24T16:00:00.388Z\"}",
+        "\"2025-11-24T16:00:00.388+00:00\"}",
+    ] {
+        let mut scan = Scanner {
+            bytes: json.as_bytes(),
+            pos: 0,
+        };
+        assert_eq!(scan.plain_timestamp(), Some(1_764_000_000_388), "{json}");
+    }
+    // Whatever the digits: the writer's timestamps over 1970..2100.
+    for ms in (0..4_102_444_800_000i64)
+        .step_by(7_777_777_777)
+        .chain([4_102_444_799_999])
+    {
+        let mut json = b"\"".to_vec();
+        crate::model::json::write_iso8601_ms(&mut json, ms);
+        json.extend_from_slice(b"\"}");
+        let mut scan = Scanner {
+            bytes: &json,
+            pos: 0,
+        };
+        let text = String::from_utf8_lossy(&json).into_owned();
+        assert_eq!(scan.plain_timestamp(), Some(ms), "{text}");
+    }
+}
+
+// ---- Fast paths against the full readers -----------------------------------------
+
+/// [`parse`] with the fast paths off on this thread: the full readers alone.
+fn parse_full(bytes: &[u8]) -> Result<(Tick, ParseInfo), RejectReason> {
+    FAST_PATHS.with(|fast| fast.set(false));
+    let parsed = parse(bytes);
+    FAST_PATHS.with(|fast| fast.set(true));
+    parsed
+}
+
+/// `value % 10^digits`, for drawing numbers of every length evenly.
+fn of_digits(value: u64, digits: u32) -> u64 {
+    value % 10u64.saturating_pow(digits).max(1)
+}
+
+/// A price as Python's `repr(float)` or our writer prints it, over every length the
+/// fast paths split on: 1 to 12 integer digits and 1 to 10 decimals (leading zeros
+/// and trailing zeros included); now and then an exponent, a minus sign or an integer.
+fn wide_price_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        40 => (0u32..=10, any::<u64>(), 1u32..=10, any::<u64>()).prop_map(|(id, i, fd, f)| {
+            format!("{}.{:0width$}", of_digits(i, id), of_digits(f, fd), width = fd as usize)
+        }),
+        // Past i64 at 10^-8 from 92233720368.54775808 up.
+        1 => (11u32..=12, any::<u64>(), 1u32..=10, any::<u64>()).prop_map(|(id, i, fd, f)| {
+            format!("{}.{:0width$}", of_digits(i, id), of_digits(f, fd), width = fd as usize)
+        }),
+        2 => (1u64..100_000, -12i32..12).prop_map(|(m, e)| format!("{m}e{e}")),
+        2 => (0u64..100_000, 1u32..=3).prop_map(|(i, fd)| format!("-{i}.{}", "5".repeat(fd as usize))),
+        2 => (0u32..=9, any::<u64>()).prop_map(|(id, i)| of_digits(i, id).to_string()),
+    ]
+}
+
+/// A count of 1 to 9 digits (fits every count field), now and then 10 to 20 (may not):
+/// refusals are rare enough that most ticks are read to the end.
+fn wide_count_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        60 => (1u32..=9, any::<u64>()).prop_map(|(digits, value)| of_digits(value, digits).to_string()),
+        1 => (10u32..=20, any::<u64>()).prop_map(|(digits, value)| of_digits(value, digits).to_string()),
+    ]
+}
+
+/// A tick in the platform's exact spelling (`json.dumps` separators, its key order),
+/// with `price`, `count` and `small` drawing the numbers; sides of 0 to 6 levels.
+fn canonical_tick_json(
+    price: BoxedStrategy<String>,
+    count: BoxedStrategy<String>,
+    small: BoxedStrategy<String>,
+) -> impl Strategy<Value = Vec<u8>> {
+    let level = (price.clone(), count.clone(), small.clone())
+        .prop_map(|(p, q, o)| format!(r#"{{"price": {p}, "quantity": {q}, "orders": {o}}}"#));
+    let side = proptest::collection::vec(level, 0..=6).prop_map(|l| format!("[{}]", l.join(", ")));
+    let head = (
+        count.clone(),
+        symbol_text(),
+        symbol_text(),
+        price.clone(),
+        count.clone(),
+    );
+    let body = (
+        price.clone(),
+        count.clone(),
+        count,
+        proptest::collection::vec(price, 4),
+    );
+    (head, body, side.clone(), side, timestamp_text()).prop_map(
+        |((token, exchange, symbol, last, quantity), (average, volume, oi, ohlc), buy, sell, ts)| {
+            format!(
+                r#"{{"instrument_token": {token}, "exchange": {exchange}, "tradingsymbol": {symbol}, "last_price": {last}, "last_quantity": {quantity}, "average_price": {average}, "volume_traded": {volume}, "oi": {oi}, "ohlc": {{"open": {}, "high": {}, "low": {}, "close": {}}}, "depth": {{"buy": {buy}, "sell": {sell}}}, "timestamp": {ts}}}"#,
+                ohlc[0], ohlc[1], ohlc[2], ohlc[3]
+            )
+            .into_bytes()
+        },
+    )
+}
+
+/// Canonical ticks whose numbers the serde_json oracle reads exactly and that fit.
+fn canonical_valid_tick_json() -> impl Strategy<Value = Vec<u8>> {
+    let count = any::<u32>().prop_map(|n| n.to_string());
+    let small = any::<u16>().prop_map(|n| n.to_string());
+    canonical_tick_json(price_text().boxed(), count.boxed(), small.boxed())
+}
+
+/// Canonical ticks with numbers of every length, in range or not.
+fn canonical_wide_tick_json() -> impl Strategy<Value = Vec<u8>> {
+    let small = (0u32..70_000).prop_map(|n| n.to_string());
+    canonical_tick_json(
+        wide_price_text().boxed(),
+        wide_count_text().boxed(),
+        small.boxed(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Ticks in the platform's exact spelling (the fast paths' home ground) read as
+    /// serde_json reads them, and as the full readers alone read them.
+    #[test]
+    fn canonical_ticks_agree_with_serde_json_and_the_full_readers(json in canonical_valid_tick_json()) {
+        let text = String::from_utf8_lossy(&json).into_owned();
+        let got = parse(&json);
+        prop_assert_eq!(&got, &parse_full(&json), "{}", text);
+        let levels = |side: &str| {
+            let v: Value = serde_json::from_slice(&json).unwrap();
+            v["depth"][side].as_array().unwrap().len()
+        };
+        if levels("buy") > DEPTH_LEVELS || levels("sell") > DEPTH_LEVELS {
+            prop_assert_eq!(got.map(|_| ()), Err(TooManyDepthLevels));
+        } else {
+            let (expect, present) = oracle(&json).expect("generated ticks are valid");
+            let (tick, info) = got.map_err(|r| TestCaseError::fail(format!("{r:?}: {text}")))?;
+            prop_assert_eq!(tick, expect, "{}", text);
+            prop_assert_eq!(info.present, present);
+        }
+    }
+
+    /// Numbers of every length and range, in the canonical spelling: accepted or
+    /// refused, and read, exactly as by the full readers alone.
+    #[test]
+    fn fast_paths_agree_with_the_full_readers(json in canonical_wide_tick_json()) {
+        prop_assert_eq!(parse(&json), parse_full(&json), "{}", String::from_utf8_lossy(&json));
+    }
+
+    /// Canonical ticks with bytes replaced, inserted or deleted (each fast path
+    /// broken at every point): the same outcome, reason included, as the full readers.
+    #[test]
+    fn fast_paths_agree_on_mutated_ticks(
+        json in canonical_wide_tick_json(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let mut bytes = json;
+        for (at, byte, kind) in edits {
+            let i = at.index(bytes.len().max(1));
+            match kind {
+                0 if i < bytes.len() => bytes[i] = byte,
+                1 => bytes.insert(i.min(bytes.len()), byte),
+                _ if i < bytes.len() => { bytes.remove(i); }
+                _ => {}
+            }
+        }
+        let got = parse(&bytes);
+        prop_assert_eq!(&got, &parse_full(&bytes), "{}", String::from_utf8_lossy(&bytes));
+        if got.is_ok() {
+            prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+        }
+    }
+
+    /// Arbitrary bytes: no panic on either path, and the same outcome.
+    #[test]
+    fn arbitrary_bytes_agree_on_both_paths(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        prop_assert_eq!(parse(&bytes), parse_full(&bytes));
+    }
+}
+
+/// Reads a side's levels (after its `[`) by the canonical path only.
+fn plain_levels(scan: &mut Scanner<'_>) {
+    let mut levels = 0;
+    while plain_level(scan).is_some() {
+        levels += 1;
+        if !scan.eat(b", ") {
+            break;
+        }
+    }
+    assert!(levels > 0);
+    assert!(scan.eat(b"]"));
+}
+
+#[test]
+fn canonical_ticks_take_the_fast_paths() {
+    // The differential tests above mean something only if the fast paths run: the
+    // writer's ticks and python_stack.py's are read here end to end by nothing but
+    // key guesses, the canonical level and `ohlc` readers and the one-word numbers
+    // and timestamps.
+    let python = br#"{"instrument_token": 261704, "exchange": "NSE", "tradingsymbol": "SYM777", "last_price": 1779.69, "last_quantity": 434, "average_price": 1779.34, "volume_traded": 10101, "oi": 841235, "ohlc": {"open": 1774.69, "high": 1786.69, "low": 1770.69, "close": 1778.69}, "depth": {"buy": [{"price": 1779.64, "quantity": 517, "orders": 17}, {"price": 1779.59, "quantity": 966, "orders": 32}], "sell": [{"price": 1779.74, "quantity": 233, "orders": 25}]}, "timestamp": "2025-11-24T16:00:00.388+00:00"}"#;
+    let mut feed = SyntheticTicks::new(10, 3);
+    let mut ours = Vec::new();
+    write_tick_json(&mut ours, &feed.next_tick(1_764_000_000_123, 0, 0));
+    for json in [&python[..], &ours] {
+        let mut scan = Scanner {
+            bytes: json,
+            pos: 0,
+        };
+        scan.open_top().unwrap();
+        let mut guess = TickKey::FIRST;
+        let mut keys = 0;
+        while guess.eat(&mut scan) {
+            keys += 1;
+            match guess {
+                TickKey::Exchange | TickKey::Symbol => {
+                    let mut symbol = Symbol::EMPTY;
+                    assert!(scan.symbol_into(&mut symbol).unwrap());
+                    assert!(!symbol.as_bytes().is_empty());
+                }
+                TickKey::Ohlc => assert!(plain_ohlc(&mut scan).is_some()),
+                TickKey::Depth => {
+                    assert!(scan.eat(b"{\"buy\": ["));
+                    plain_levels(&mut scan);
+                    assert!(scan.eat(b", \"sell\": ["));
+                    plain_levels(&mut scan);
+                    assert!(scan.eat(b"}"));
+                }
+                TickKey::Timestamp => assert!(scan.plain_timestamp().is_some()),
+                TickKey::LastPrice | TickKey::AveragePrice => assert!(scan.plain_price().is_some()),
+                _ => assert!(scan.plain_count().is_some()),
+            }
+            guess = guess.next();
+        }
+        assert_eq!(keys, 11, "{}", String::from_utf8_lossy(json));
+        assert!(scan.eat(b"}"));
+        assert_eq!(scan.pos, json.len());
+    }
+}
