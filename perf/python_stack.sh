@@ -147,6 +147,7 @@ run_appliance() {
     kill -TERM "$pid"
     wait "$pid"
     pid=
+    cat "$OUT/pystack-run.txt"
     app_rate=$(echo "$N / ($end - $start)" | bc -l)
     count=$(ch --query "SELECT count() FROM $DB.market_ticks")
     app_rejected=$(ch --query "SELECT count() FROM $DB.rejected_messages")
@@ -199,7 +200,9 @@ USING stream_seq"
 summary=()
 for batch in $BATCHES; do
     echo "== python stack: consume batch $batch (new durable pystack$batch, from the stream start)"
-    line=$("$PY" "$PYTHON_STACK" consume "$batch" "$N" | tee /dev/stderr | grep 'python stack consume')
+    out=$("$PY" "$PYTHON_STACK" consume "$batch" "$N")
+    printf '%s\n' "$out"
+    line=$(grep 'python stack consume' <<<"$out") || die "python_stack.py consume printed no rate"
     py_rate=$(sed -n 's/.* \([0-9][0-9]*\) ticks\/s.*/\1/p' <<<"$line")
     stored=$(sed -n 's/.*(stored \([0-9][0-9]*\)).*/\1/p' <<<"$line")
     [ -n "$py_rate" ] || die "could not read ticks/s from: $line"
@@ -219,9 +222,11 @@ for batch in $BATCHES; do
     ratio=$(echo "$app_rate / $py_rate" | bc -l)
     summary+=("$(printf 'batch %-6s python %8.0f ticks/s | appliance %8.0f ticks/s | ratio %6.1f' \
         "$batch" "$py_rate" "$app_rate" "$ratio")")
-    printf '%s\t%s\t%s\tN=%s\tbatch=%s\t%s\t%.0f\t%.0f\t%.1f\trejected=%s %s\n' \
+    # The box is shared: the 1-minute load average says how quiet it was.
+    printf '%s\t%s\t%s\tN=%s\tbatch=%s\t%s\t%.0f\t%.0f\t%.1f\t%s\trejected=%s %s\n' \
         "$(date -u +%FT%TZ)" "$commit" "$machine" "$N" "$batch" "$COMPRESSION" \
-        "$py_rate" "$app_rate" "$ratio" "$app_rejected" "$app_flagged; differ=$differ" >>perf/records/python_stack.tsv
+        "$py_rate" "$app_rate" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "$app_rejected" "$app_flagged; differ=$differ" >>perf/records/python_stack.tsv
 done
 
 echo "== appliance / Python stack, same $N messages ($machine; load average $(cut -d' ' -f1-3 /proc/loadavg))"
