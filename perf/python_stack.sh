@@ -207,6 +207,10 @@ for batch in $BATCHES; do
     stored=$(sed -n 's/.*(stored \([0-9][0-9]*\)).*/\1/p' <<<"$line")
     [ -n "$py_rate" ] || die "could not read ticks/s from: $line"
     [ "$stored" = "$N" ] || echo "warning: the Python stack stored $stored of $N ticks" >&2
+    # Its many small parts would otherwise merge in the background during the appliance's
+    # run; let ClickHouse finish that first (untimed). Likewise the appliance's database
+    # is dropped before the next Python pass.
+    ch --query "OPTIMIZE TABLE $PYDB.market_ticks FINAL"
 
     echo "== appliance: $STREAM -> ClickHouse $DB (durable alphapt-pystack-$batch, compression $COMPRESSION)"
     run_appliance "alphapt-pystack-$batch"
@@ -219,6 +223,7 @@ for batch in $BATCHES; do
     if [ "$joined" != "$N" ] || [ "$differ" != 0 ]; then
         echo "warning: the appliance's rows do not match the Python stack's" >&2
     fi
+    ch --query "DROP DATABASE IF EXISTS $DB"
     ratio=$(echo "$app_rate / $py_rate" | bc -l)
     summary+=("$(printf 'batch %-6s python %8.0f ticks/s | appliance %8.0f ticks/s | ratio %6.1f' \
         "$batch" "$py_rate" "$app_rate" "$ratio")")
