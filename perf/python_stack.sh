@@ -149,6 +149,14 @@ run_appliance() {
     pid=
     cat "$OUT/pystack-run.txt"
     app_rate=$(echo "$N / ($end - $start)" | bc -l)
+    # Where the time went: start -> first message received, first -> last received,
+    # last received -> N rows visible (the last block waits for the flush interval).
+    local first last
+    read -r first last < <(ch --query "SELECT min(t), max(t) FROM (SELECT toUInt64(received_at) * 1000 + received_at_ms AS t FROM $DB.market_ticks)")
+    app_phases=$(printf 'start-to-first %.2fs, receiving %.2fs, last-to-visible %.2fs' \
+        "$(echo "$first / 1000 - $start" | bc -l)" "$(echo "($last - $first) / 1000" | bc -l)" \
+        "$(echo "$end - $last / 1000" | bc -l)")
+    echo "appliance: $(printf '%.2f' "$(echo "$end - $start" | bc -l)")s: $app_phases"
     count=$(ch --query "SELECT count() FROM $DB.market_ticks")
     app_rejected=$(ch --query "SELECT count() FROM $DB.rejected_messages")
     echo "appliance: $count rows in market_ticks, $app_rejected in rejected_messages"
@@ -231,7 +239,7 @@ for batch in $BATCHES; do
     printf '%s\t%s\t%s\tN=%s\tbatch=%s\t%s\t%.0f\t%.0f\t%.1f\t%s\trejected=%s %s\n' \
         "$(date -u +%FT%TZ)" "$commit" "$machine" "$N" "$batch" "$COMPRESSION" \
         "$py_rate" "$app_rate" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$app_rejected" "$app_flagged; differ=$differ" >>perf/records/python_stack.tsv
+        "$app_rejected" "$app_flagged; differ=$differ; $app_phases" >>perf/records/python_stack.tsv
 done
 
 echo "== appliance / Python stack, same $N messages ($machine; load average $(cut -d' ' -f1-3 /proc/loadavg))"
