@@ -19,7 +19,11 @@
 #       N=100000 BATCHES="100 10000" perf/python_stack.sh
 # Env: N (200000; a multiple of every batch: python_stack.py inserts only full batches),
 #      BATCHES ("100 10000"), COMPRESSION (lz4|none, the appliance's),
-#      PYTHON_STACK (../shared/bench/python_stack.py beside the repo).
+#      PYTHON_STACK (../shared/bench/python_stack.py beside the repo),
+#      QUIET_IDLE (70): before each timed pass wait, at most QUIET_WAIT_S (300) s, until
+#      the CPUs are at least this % idle over a second (0: don't wait). On a shared box
+#      the Python stack's small round trips (batch 100) slow down 3-6x under other
+#      load, far more than the appliance; the idle % is recorded with each line.
 # python_stack.py talks to 127.0.0.1:4222 and 127.0.0.1:9000 itself, so the services
 # must be on those ports. Its venv (nats-py, clickhouse-driver, pinned) is kept in
 # ${XDG_CACHE_HOME:-~/.cache}/alphapt-storage/pystack-venv and reused.
@@ -29,6 +33,8 @@ ROOT=$(pwd)
 N=${N:-200000}
 BATCHES=${BATCHES:-100 10000}
 COMPRESSION=${COMPRESSION:-lz4}
+QUIET_IDLE=${QUIET_IDLE:-70}
+QUIET_WAIT_S=${QUIET_WAIT_S:-300}
 PYTHON_STACK=${PYTHON_STACK:-$ROOT/../shared/bench/python_stack.py}
 # nats-py 2.16 speaks to nats-server 2.9 (JetStream API of 2.9); clickhouse-driver 0.2.11
 # negotiates down to ClickHouse 18.16's protocol revision.
@@ -53,6 +59,7 @@ if [ ! -f "$PYTHON_STACK" ]; then
 fi
 PYTHON_STACK=$(cd "$(dirname "$PYTHON_STACK")" && pwd)/$(basename "$PYTHON_STACK")
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, not '$N'"
+[[ "$QUIET_IDLE" =~ ^[0-9]+$ && "$QUIET_WAIT_S" =~ ^[0-9]+$ ]] || die "QUIET_IDLE and QUIET_WAIT_S are whole numbers"
 for b in $BATCHES; do
     [[ "$b" =~ ^[1-9][0-9]*$ ]] || die "BATCHES holds '$b', not a positive integer"
     [ $((N % b)) -eq 0 ] || die "N=$N is not a multiple of batch $b: python_stack.py inserts only full batches and would wait for the rest"
@@ -114,6 +121,30 @@ cleanup() {
     delete_streams "$STREAM" "$SIGNALS" || true
 }
 trap cleanup EXIT
+
+# Percent of CPU time idle over the next second, all CPUs.
+cpu_idle_pct() {
+    local a b
+    read -r -a a < <(grep '^cpu ' /proc/stat)
+    sleep 1
+    read -r -a b < <(grep '^cpu ' /proc/stat)
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    echo $((100 * (b[4] - a[4] + b[5] - a[5]) / (total > 0 ? total : 1)))
+}
+
+# Waits until the CPUs are QUIET_IDLE % idle (or QUIET_WAIT_S passed); sets idle.
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET_WAIT_S))
+    idle=$(cpu_idle_pct)
+    while [ "$idle" -lt "$QUIET_IDLE" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "warning: CPUs only ${idle}% idle after ${QUIET_WAIT_S}s; measuring anyway" >&2
+            return
+        fi
+        idle=$(cpu_idle_pct)
+    done
+}
 
 machine="$(nproc) cores $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 commit=$(git rev-parse --short HEAD)
@@ -207,7 +238,9 @@ USING stream_seq"
 
 summary=()
 for batch in $BATCHES; do
-    echo "== python stack: consume batch $batch (new durable pystack$batch, from the stream start)"
+    wait_quiet
+    py_idle=$idle
+    echo "== python stack: consume batch $batch (new durable pystack$batch, from the stream start; CPUs ${idle}% idle before)"
     out=$("$PY" "$PYTHON_STACK" consume "$batch" "$N")
     printf '%s\n' "$out"
     line=$(grep 'python stack consume' <<<"$out") || die "python_stack.py consume printed no rate"
@@ -220,7 +253,9 @@ for batch in $BATCHES; do
     # is dropped before the next Python pass.
     ch --query "OPTIMIZE TABLE $PYDB.market_ticks FINAL"
 
-    echo "== appliance: $STREAM -> ClickHouse $DB (durable alphapt-pystack-$batch, compression $COMPRESSION)"
+    wait_quiet
+    app_idle=$idle
+    echo "== appliance: $STREAM -> ClickHouse $DB (durable alphapt-pystack-$batch, compression $COMPRESSION; CPUs ${idle}% idle before)"
     run_appliance "alphapt-pystack-$batch"
     # The same messages must give the same rows. Prices may differ in the last bit:
     # the appliance rounds to its 1e-8 fixed point (1013.19), Python keeps the float
@@ -239,7 +274,7 @@ for batch in $BATCHES; do
     printf '%s\t%s\t%s\tN=%s\tbatch=%s\t%s\t%.0f\t%.0f\t%.1f\t%s\trejected=%s %s\n' \
         "$(date -u +%FT%TZ)" "$commit" "$machine" "$N" "$batch" "$COMPRESSION" \
         "$py_rate" "$app_rate" "$ratio" "$(cut -d' ' -f1 /proc/loadavg)" \
-        "$app_rejected" "$app_flagged; differ=$differ; $app_phases" >>perf/records/python_stack.tsv
+        "$app_rejected" "$app_flagged; differ=$differ; $app_phases; idle before python ${py_idle}% appliance ${app_idle}%" >>perf/records/python_stack.tsv
 done
 
 echo "== appliance / Python stack, same $N messages ($machine; load average $(cut -d' ' -f1-3 /proc/loadavg))"
