@@ -60,7 +60,9 @@ fi
 PYTHON_STACK=$(cd "$(dirname "$PYTHON_STACK")" && pwd)/$(basename "$PYTHON_STACK")
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, not '$N'"
 [[ "$QUIET_IDLE" =~ ^[0-9]+$ && "$QUIET_WAIT_S" =~ ^[0-9]+$ ]] || die "QUIET_IDLE and QUIET_WAIT_S are whole numbers"
-for b in $BATCHES; do
+read -r -a batches <<<"$BATCHES"
+[ "${#batches[@]}" -gt 0 ] || die "BATCHES is empty"
+for b in "${batches[@]}"; do
     [[ "$b" =~ ^[1-9][0-9]*$ ]] || die "BATCHES holds '$b', not a positive integer"
     [ $((N % b)) -eq 0 ] || die "N=$N is not a multiple of batch $b: python_stack.py inserts only full batches and would wait for the rest"
 done
@@ -155,7 +157,7 @@ wait_quiet() {
 
 machine="$(nproc) cores $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 commit=$(git rev-parse --short HEAD)
-echo "== $machine, commit $commit, N=$N, batches: $BATCHES, appliance compression $COMPRESSION"
+echo "== $machine, commit $commit, N=$N, batches: ${batches[*]}, appliance compression $COMPRESSION"
 echo "== publish: $N JSON ticks into $STREAM with $PYTHON_STACK"
 "$PY" "$PYTHON_STACK" publish "$N"
 
@@ -168,9 +170,9 @@ run_appliance() {
         --set 'nats.subject_signals=pystack.signals.>' --set "nats.durable=$durable"
         --set "clickhouse.compression=$COMPRESSION" --set ingest.flush_interval_ms=200)
     ch --query "DROP DATABASE IF EXISTS $DB"
-    RUST_LOG=warn $BIN "${sets[@]}" migrate up >/dev/null
+    RUST_LOG=warn "$BIN" "${sets[@]}" migrate up >/dev/null
     start=$(now)
-    RUST_LOG=warn $BIN "${sets[@]}" run --quiet >"$OUT/pystack-run.txt" 2>&1 &
+    RUST_LOG=warn "$BIN" "${sets[@]}" run --quiet >"$OUT/pystack-run.txt" 2>&1 &
     pid=$!
     local deadline=$(($(date +%s) + 600))
     q="SELECT (SELECT count() FROM $DB.market_ticks) + (SELECT count() FROM $DB.rejected_messages)"
@@ -244,7 +246,7 @@ USING stream_seq"
 }
 
 summary=()
-for batch in $BATCHES; do
+for batch in "${batches[@]}"; do
     wait_quiet
     py_idle=$idle
     echo "== python stack: consume batch $batch (new durable pystack$batch, from the stream start; CPUs ${idle}% idle before)"
