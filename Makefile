@@ -7,10 +7,10 @@ SERVICES := bash .ci/services.sh
 # Exports CLICKHOUSE_*, NATS_URL, REDIS_URL, POSTGRES_URL, ALPHAPT_* for the command after it.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: help services build test lint bench run clean-run
+.PHONY: help services build test lint bench python-stack run clean-run
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 services: ## start PostgreSQL, Redis, NATS, ClickHouse 18.16 and the chdb venv (idempotent)
 	$(SERVICES) all
@@ -26,6 +26,11 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 bench: services ## cargo bench against the local services
 	$(WITH_ENV) cargo bench
+
+# Not part of `bench`: it needs the platform's python_stack.py (PYTHON_STACK, default
+# ../shared/bench/python_stack.py) and PyPI for its venv.
+python-stack: services ## the appliance vs the platform's Python stack, same messages (perf/python_stack.sh)
+	perf/python_stack.sh
 
 # The built-in synthetic feed: realistic JSON ticks for 500 instruments at a modest rate.
 RUN_RATE ?= 20000
