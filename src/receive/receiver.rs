@@ -19,10 +19,17 @@
 //! reply subject of one message in [`ACK_MARK_EVERY`] (and the last of every poll) in a
 //! fixed ring, and acks the newest remembered one at or below the watermark. Must
 //! never: parse payloads, ack what is not durable, drop a JetStream message.
+//!
+//! Reconnects: a connection lost after start is re-established with capped, jittered
+//! backoff. The JetStream state (what was routed, contiguously, and the counts) carries
+//! over; the consumer restarts delivery at its ack floor, deliveries already routed are
+//! skipped (but serve as fresh ack points), so a nats-server restart neither loses nor
+//! doubles a message. Core NATS resubscribes; what was published meanwhile is gone.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::native::Backoff;
 use crate::pipeline::{shard_of, Router};
 use crate::ring::Kind;
 
@@ -103,6 +110,12 @@ struct AckMarks {
     latest: Option<AckMark>,
 }
 
+impl Default for AckMarks {
+    fn default() -> AckMarks {
+        AckMarks::new()
+    }
+}
+
 impl AckMarks {
     fn new() -> AckMarks {
         AckMarks {
@@ -137,6 +150,12 @@ impl AckMarks {
             self.marks.pop_front();
         }
         self.marks.push_back(mark);
+    }
+
+    /// Forgets every point (their ack subjects may name a consumer since recreated).
+    fn clear(&mut self) {
+        self.marks.clear();
+        self.latest = None;
     }
 
     fn end_of_poll(&mut self) {
@@ -189,23 +208,103 @@ fn destination(router: &Router, kind: Kind, subject: &[u8]) -> (usize, Kind) {
 }
 
 /// Runs the receiver until a drain; then waits for the pipeline to make everything
-/// routed durable and acks it.
+/// routed durable and acks it. A lost connection after the first one succeeded is
+/// re-established with capped, jittered backoff (JetStream state carries over, so
+/// nothing is routed twice and acks resume); a failure to connect at start, or an
+/// error that is not about the connection, ends the run.
 pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverReport, NatsError> {
-    let mut conn = NatsConn::connect(&config.url, config.connect_timeout)?;
-    let report = if config.jetstream {
-        run_jetstream(router, config, &mut conn)
-    } else {
-        run_core(router, config, &mut conn)
+    let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+    let mut jetstream = JsState::default();
+    let mut core = CoreState::default();
+    let mut connected_once = false;
+    // The stage's reconnect loop: one pass per connection.
+    let outcome = loop {
+        let session =
+            NatsConn::connect(&config.url, config.connect_timeout).and_then(|mut conn| {
+                connected_once = true;
+                backoff.reset();
+                if config.jetstream {
+                    run_jetstream(router, config, &mut conn, &mut jetstream)
+                } else {
+                    run_core(router, config, &mut conn, &mut core)
+                }
+            });
+        let error = match session {
+            Ok(()) => break Ok(()),
+            Err(error) if connected_once && connection_lost(&error) => error,
+            Err(error) => break Err(error),
+        };
+        if jetstream.input_finished || router.stopping() {
+            // Draining without a connection: what is routed still becomes durable, but
+            // cannot be acked now; JetStream redelivers it and the next start skips
+            // nothing and doubles nothing (it restarts at the ack floor).
+            tracing::warn!(%error, "NATS connection lost while draining; unacked messages will be redelivered");
+            break Ok(());
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
+            "NATS connection lost; reconnecting");
+        std::thread::sleep(delay);
     };
     router.finish_input();
-    report
+    let report = if config.jetstream {
+        jetstream.report
+    } else {
+        core.report
+    };
+    if report.dropped > 0 {
+        tracing::error!(
+            dropped = report.dropped,
+            "Core NATS messages dropped: ring full, draining or past --count (no upstream store)"
+        );
+    }
+    outcome.map(|()| report)
+}
+
+/// First and largest delay between reconnection attempts.
+const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Errors that a new connection can cure.
+fn connection_lost(error: &NatsError) -> bool {
+    matches!(
+        error,
+        NatsError::Connect { .. }
+            | NatsError::Io { .. }
+            | NatsError::Closed
+            | NatsError::Timeout { .. }
+            | NatsError::NoResponders { .. }
+    )
+}
+
+/// What the JetStream receiver knows across connections.
+#[derive(Default)]
+struct JsState {
+    report: ReceiverReport,
+    marks: AckMarks,
+    /// Every stream sequence up to this one was routed in this run (or acked before):
+    /// acks never pass it, so a gap is never acknowledged unseen; deliveries at or below
+    /// it are never routed again.
+    contiguous_last: u64,
+    gap_logged: bool,
+    drain_started: Option<Instant>,
+    input_finished: bool,
+}
+
+/// What the core receiver knows across connections.
+#[derive(Default)]
+struct CoreState {
+    report: ReceiverReport,
+    /// Local sequence numbers: core NATS has none.
+    seq: u64,
 }
 
 fn run_jetstream(
     router: &mut Router,
     config: &ReceiverConfig,
     conn: &mut NatsConn,
-) -> Result<ReceiverReport, NatsError> {
+    state: &mut JsState,
+) -> Result<(), NatsError> {
     let mut js = JetStream::new(config.connect_timeout);
     js.ensure_stream(conn, &config.stream, &[config.subject.as_str()])?;
     let spec = ConsumerSpec {
@@ -218,12 +317,14 @@ fn run_jetstream(
     let (mut info, outcome) = js.ensure_consumer(conn, &spec)?;
     let ack_floor = info.ack_floor.stream_seq;
     if info.num_ack_pending > 0 || info.delivered.stream_seq > ack_floor {
-        // An earlier session died with messages delivered but not acked. JetStream
-        // would redeliver them only after ack_wait, behind newer ones; restarting at the
-        // ack floor keeps delivery in stream order, which the watermark relies on.
+        // An earlier session (or connection) ended with messages delivered but not
+        // acked. JetStream would redeliver them only after ack_wait, behind newer ones;
+        // restarting at the ack floor keeps delivery in stream order, which the
+        // watermark relies on. What this run already routed is skipped below.
         tracing::warn!(
             ack_floor,
             unacked = info.num_ack_pending,
+            routed_through = state.contiguous_last,
             "Restarting delivery at the ack floor after an unclean stop"
         );
         info = js.restart_consumer_at(conn, &spec, ack_floor + 1)?;
@@ -234,27 +335,28 @@ fn run_jetstream(
     let inbox = conn.new_inbox("pull");
     let sid = conn.subscribe(&inbox, None)?;
 
-    let mut report = ReceiverReport {
-        acked: ack_floor,
-        ..ReceiverReport::default()
-    };
-    let mut marks = AckMarks::new();
-    // Every stream sequence up to this one was routed in this run (or acked before):
-    // acks never pass it, so a gap is never acknowledged unseen.
-    let mut contiguous_last = ack_floor;
-    let mut gap_logged = false;
+    // Ack subjects of an earlier connection may name a consumer since recreated.
+    state.marks.clear();
+    state.report.acked = state.report.acked.max(ack_floor);
+    state.contiguous_last = state.contiguous_last.max(ack_floor);
+    let JsState {
+        report,
+        marks,
+        contiguous_last,
+        gap_logged,
+        drain_started,
+        input_finished,
+    } = state;
     let mut outstanding: u64 = 0;
     let mut pull_expires_at = Instant::now();
     let mut last_ack = Instant::now();
-    let mut drain_started: Option<Instant> = None;
-    let mut input_finished = false;
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
         let remaining = config
             .count
             .map_or(u64::MAX, |count| count.saturating_sub(report.routed));
         if (router.stopping() || remaining == 0) && drain_started.is_none() {
-            drain_started = Some(Instant::now());
+            *drain_started = Some(Instant::now());
         }
         if drain_started.is_none() && outstanding == 0 {
             let unacked = router.received_last().saturating_sub(report.acked);
@@ -305,24 +407,27 @@ fn run_jetstream(
                 return;
             };
             let seq = ack_info.stream_seq;
-            if seq <= contiguous_last {
-                // Redelivered after ack_wait while still in the pipeline: routing it
-                // again would store it twice.
+            if seq <= *contiguous_last {
+                // Redelivered (after ack_wait, or after a reconnect restarted delivery
+                // at the ack floor) while still in the pipeline: routing it again would
+                // store it twice. Its ack subject is current, so it may serve as an
+                // ack point (out-of-order points are ignored).
+                marks.note(seq, msg.reply.unwrap_or_default());
                 return;
             }
-            if seq != contiguous_last + 1 && !gap_logged {
+            if seq != *contiguous_last + 1 && !*gap_logged {
                 tracing::error!(
-                    expected = contiguous_last + 1,
+                    expected = *contiguous_last + 1,
                     got = seq,
                     "Gap in JetStream delivery; acks hold below it until restart"
                 );
-                gap_logged = true;
+                *gap_logged = true;
             }
             if !route(router, config.kind, seq, msg.subject, msg.payload) {
                 return;
             }
-            if !gap_logged {
-                contiguous_last = seq;
+            if !*gap_logged {
+                *contiguous_last = seq;
             }
             report.routed += 1;
             marks.note(seq, msg.reply.unwrap_or_default());
@@ -330,12 +435,12 @@ fn run_jetstream(
         marks.end_of_poll();
         // Draining: every delivery of the last pull is routed (it ends within
         // PULL_EXPIRES), then the shards may seal for good.
-        if drain_started.is_some() && outstanding == 0 && !input_finished {
+        if drain_started.is_some() && outstanding == 0 && !*input_finished {
             router.finish_input();
-            input_finished = true;
+            *input_finished = true;
         }
-        if last_ack.elapsed() >= ACK_INTERVAL || input_finished {
-            let watermark = router.watermark().min(contiguous_last);
+        if last_ack.elapsed() >= ACK_INTERVAL || *input_finished {
+            let watermark = router.watermark().min(*contiguous_last);
             if let Some(mark) = marks.take_through(watermark) {
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
@@ -344,16 +449,16 @@ fn run_jetstream(
             }
             last_ack = Instant::now();
         }
-        if let Some(started) = drain_started {
-            if input_finished && report.acked >= router.received_last() {
-                return Ok(report);
+        if let Some(started) = *drain_started {
+            if *input_finished && report.acked >= router.received_last() {
+                return Ok(());
             }
             if started.elapsed() >= config.drain_timeout {
                 tracing::error!(acked = report.acked, received = router.received_last(),
                     "Drain timeout before everything was durable; JetStream will redeliver the rest");
-                return Ok(report);
+                return Ok(());
             }
-            if input_finished {
+            if *input_finished {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -364,10 +469,10 @@ fn run_core(
     router: &mut Router,
     config: &ReceiverConfig,
     conn: &mut NatsConn,
-) -> Result<ReceiverReport, NatsError> {
+    state: &mut CoreState,
+) -> Result<(), NatsError> {
     let sid = conn.subscribe(&config.subject, None)?;
-    let mut report = ReceiverReport::default();
-    let mut seq = 0u64;
+    let CoreState { report, seq } = state;
     let count = config.count.unwrap_or(u64::MAX);
     // The stage's main loop: ends on a drain request or after `count` messages.
     while !router.stopping() && report.routed < count {
@@ -376,11 +481,11 @@ fn run_core(
             if msg.sid != sid {
                 return;
             }
-            seq += 1;
+            *seq += 1;
             let (shard, kind) = destination(router, config.kind, msg.subject);
             // Past `count` within the last read: not stored, so counted as dropped.
             if report.routed < count
-                && router.try_route(shard, kind, seq, now_ns(), msg.subject, msg.payload)
+                && router.try_route(shard, kind, *seq, now_ns(), msg.subject, msg.payload)
             {
                 report.routed += 1;
             } else {
@@ -389,13 +494,7 @@ fn run_core(
         })?;
         router.watermark();
     }
-    if report.dropped > 0 {
-        tracing::error!(
-            dropped = report.dropped,
-            "Core NATS messages dropped: ring full, draining or past --count (no upstream store)"
-        );
-    }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
