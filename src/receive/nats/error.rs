@@ -127,4 +127,14 @@ pub enum NatsError {
         /// The subjects we asked for.
         wanted: Vec<String>,
     },
+    /// After a reconnect the stream ends below what this run already routed.
+    #[error("stream {stream} now ends at sequence {last_seq}, below the {routed_through} this run already routed: it was deleted or purged and recreated while we were disconnected, so its sequences no longer match what is stored; find out who recreated it, then restart the appliance")]
+    StreamReset {
+        /// The stream name.
+        stream: String,
+        /// Its last sequence now.
+        last_seq: u64,
+        /// The highest sequence routed before the reconnect.
+        routed_through: u64,
+    },
 }
