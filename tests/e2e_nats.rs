@@ -531,3 +531,46 @@ fn nats_server_killed_mid_stream_reconnects_and_stores_each_message_once() {
     );
     consumer_settled_at(&server.url(), &nats, TICKS);
 }
+
+/// The stream deleted and recreated while the appliance is disconnected (here: the
+/// server's store wiped): its sequences restart, so skipping "already routed" ones
+/// would drop messages. The run ends with an error naming the cause instead, after
+/// storing what it had routed.
+#[test]
+fn a_stream_recreated_while_disconnected_stops_the_run_with_a_clear_error() {
+    let (db, mut conn) = tables("reset");
+    let mut server = PrivateNats::start();
+    let nats = Nats::new("reset");
+    let url = format!("nats.url={}", server.url());
+    let published = feed(
+        &db,
+        &nats,
+        &["--set", &url, "--count", "20000", "--instruments", "50"],
+    );
+    assert!(published.contains("acked 20000 errors 0"), "{published}");
+    let mut run = start_run(&db, &nats, &["--set", &url]);
+    wait_stored(&mut conn, 20_000, Duration::from_secs(60));
+    server.kill();
+    std::fs::remove_dir_all(&server.dir).unwrap();
+    server.spawn();
+    let mut child = run.0.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run kept going on a recreated stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("deleted or purged and recreated"),
+        "{stderr}"
+    );
+    assert_eq!(stored(&mut conn), (20_000, 20_000, 1, 20_000), "{stderr}");
+}

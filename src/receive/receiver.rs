@@ -247,7 +247,13 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
         let delay = backoff.next_delay();
         tracing::warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
             "NATS connection lost; reconnecting");
-        std::thread::sleep(delay);
+        // In slices, so a drain request is not kept waiting for the whole delay.
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !router.stopping() {
+            std::thread::sleep(
+                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
     };
     router.finish_input();
     let report = if config.jetstream {
