@@ -127,7 +127,7 @@ fn appliance_receiver(n: u64, durable: &str) -> f64 {
                 < n
                 && Instant::now() < deadline
             {
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_millis(1));
             }
             let elapsed = started.elapsed();
             stop.store(true, std::sync::atomic::Ordering::Release);

@@ -485,7 +485,7 @@ pub fn discarding(
                     // Sleep rather than spin or yield: on a 2-core box a thread that
                     // yields in a loop still takes a core from the receiver and the
                     // nats-server under test, and the ring absorbs the pause.
-                    None => std::thread::sleep(std::time::Duration::from_micros(200)),
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
                 }
             }
         }));
