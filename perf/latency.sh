@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Receive-to-durable latency of the appliance itself at a steady rate, without NATS:
+# the built-in synthetic source generates JSON ticks on the receiver thread at RATE
+# ticks/s through the same rings, shards, writers and ClickHouse INSERTs, so the figure
+# is the appliance's and ClickHouse's, not the cost of a feed and a nats-server sharing
+# the cores (perf/e2e.sh with RATE measures that whole chain).
+#
+# For each FLUSH_MS in the list: a fresh database, `run --synthetic RATE --count N`,
+# and the HDR percentiles the writers kept (per block, from its oldest message's
+# receive time to the end of its INSERT: an upper bound for every message in it).
+# Appends a dated line per run to perf/records/latency.tsv.
+#
+# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("15 20 30"), BLOCK_ROWS (65536).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RATE=${RATE:-100000}
+N=${N:-$((RATE * 10))}
+FLUSH_LIST=${FLUSH_MS:-15 20 30}
+BLOCK_ROWS=${BLOCK_ROWS:-65536}
+eval "$(bash .ci/services.sh env)"
+cargo build --release -q
+BIN=target/release/alphapt-storage
+DB=alphapt_latency
+ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
+
+for flush in $FLUSH_LIST; do
+    ch --query "DROP DATABASE IF EXISTS $DB"
+    SETS=(--set "clickhouse.database=$DB" --set "ingest.flush_interval_ms=$flush"
+          --set "ingest.block_rows_max=$BLOCK_ROWS")
+    RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
+    summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet)
+    latency=$(grep -o 'receive-to-durable ms[^;]*' <<<"$summary")
+    stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
+    [ "$stored" -eq "$N" ] || { echo "stored $stored of $N: $summary" >&2; exit 1; }
+    printf 'rate %s/s flush %s ms blocks <= %s rows: %s\n' "$RATE" "$flush" "$BLOCK_ROWS" "$latency"
+    printf '%s\t%s\t%s cores %s\tN=%s\trate=%s\tflush=%sms\tblock_rows=%s\t%s\n' \
+        "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" \
+        "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+        "$N" "$RATE" "$flush" "$BLOCK_ROWS" "$latency" >> perf/records/latency.tsv
+done
+ch --query "DROP DATABASE IF EXISTS $DB"
