@@ -381,6 +381,7 @@ pub fn start(
                 backoff_max: Duration::from_millis(ch.backoff_max_ms),
                 ping_after: Duration::from_millis(ch.ping_interval_ms),
                 drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+                insert_linger: Duration::from_millis(config.ingest.insert_linger_ms),
             },
             destination.tables(),
             inputs,

@@ -574,3 +574,50 @@ fn a_stream_recreated_while_disconnected_stops_the_run_with_a_clear_error() {
     );
     assert_eq!(stored(&mut conn), (20_000, 20_000, 1, 20_000), "{stderr}");
 }
+
+/// With `ingest.insert_linger_ms`, a writer gathers blocks sealed on size into one
+/// INSERT (one part each, merges stopped to count them) and still stores every row;
+/// the end of input makes what is held due at once.
+#[test]
+fn insert_linger_gathers_blocks_into_fewer_inserts() {
+    let (db, mut conn) = tables("linger");
+    conn.query("SYSTEM STOP MERGES market_ticks").unwrap();
+    let nats = Nats::new("linger");
+    let mut args = sets(&db, &nats);
+    args.extend(
+        [
+            "--set",
+            "ingest.block_rows_max=4096",
+            "--set",
+            "ingest.flush_interval_ms=5000",
+            "--set",
+            "ingest.insert_linger_ms=60000",
+            "--set",
+            "nats.ack_wait_ms=120000",
+            "run",
+            "--quiet",
+            "--synthetic",
+            "20000",
+            "--count",
+            "40960",
+        ]
+        .map(String::from),
+    );
+    let output = binary(&args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    let mut count = |sql: &str| conn.query(sql).unwrap().scalar().unwrap().as_u64().unwrap();
+    assert_eq!(count("SELECT count() FROM market_ticks"), 40_960, "{text}");
+    // 10 blocks of 4,096 rows, one every ~200 ms at 20k ticks/s (without a linger each
+    // is its own INSERT: 10 parts); at most 8 per INSERT, so 2 parts, unless the shard
+    // ran short of free blocks first: still far fewer than one part per block.
+    let parts = count(&format!(
+        "SELECT count() FROM system.parts WHERE database = '{}' AND table = 'market_ticks' AND active",
+        db.name
+    ));
+    assert!((2..=4).contains(&parts), "{parts} parts: {text}");
+}

@@ -346,6 +346,9 @@ pub struct IngestConfig {
     pub writers: u16,
     /// Longest time a drain (SIGTERM) waits for open blocks to become durable, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// How long a writer may hold sealed blocks, counted from the oldest message in
+    /// them, to gather more into one INSERT (fewer, larger parts); 0 = INSERT at once.
+    pub insert_linger_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -358,6 +361,7 @@ impl Default for IngestConfig {
             shards: 1,
             writers: 1,
             drain_timeout_ms: 10_000,
+            insert_linger_ms: 1_000,
         }
     }
 }

@@ -28,6 +28,9 @@ use crate::shard::{SealedBlock, Table};
 /// round trip amortised over all of them.
 pub const BLOCKS_PER_INSERT_MAX: usize = 8;
 
+/// Blocks one seal takes from the pool at most (ticks, signals, rejects).
+const SEAL_GROUP_BLOCKS: usize = 3;
+
 /// INSERT statement and expected header of one table.
 #[derive(Clone, Debug)]
 pub struct TableInsert {
@@ -112,6 +115,9 @@ pub struct WriterConfig {
     pub ping_after: Duration,
     /// Give up retrying when draining and this moment has passed.
     pub drain_timeout: Duration,
+    /// Hold sealed blocks up to this long (from their oldest message) to INSERT more
+    /// of them at once.
+    pub insert_linger: Duration,
 }
 
 /// A writer thread's state.
@@ -190,6 +196,9 @@ impl Writer {
         loop {
             let mut worked = false;
             for index in 0..self.inputs.len() {
+                if !self.due(index, drain_started.is_some()) {
+                    continue;
+                }
                 if self.collect(index) {
                     worked = true;
                     if let Err(abandoned) = self.insert_batch(index, drain_started) {
@@ -213,6 +222,27 @@ impl Writer {
             }
             self.waiter.idle();
         }
+    }
+
+    /// Whether input `index`'s queued blocks should be INSERTed now rather than held
+    /// for more: always without a linger; otherwise once a full INSERT's worth is
+    /// queued, the oldest queued message has waited the linger, the shard is short of
+    /// free blocks (it would stall on us), or the appliance is draining or finished.
+    fn due(&self, index: usize, draining: bool) -> bool {
+        let input = &self.inputs[index];
+        let Ok(first) = input.sealed.peek() else {
+            return false;
+        };
+        if self.config.insert_linger.is_zero() || draining {
+            return true;
+        }
+        let queued = input.sealed.slots();
+        // Blocks in the free ring = the pool less what is queued or in our batch.
+        let free = crate::pipeline::POOL_BLOCKS.saturating_sub(queued + self.batch.len());
+        queued >= BLOCKS_PER_INSERT_MAX
+            || free < SEAL_GROUP_BLOCKS
+            || input.finished.load(Ordering::Acquire)
+            || now_ms() - first.received_min_ms >= self.config.insert_linger.as_millis() as i64
     }
 
     fn queued_blocks(&self) -> usize {
