@@ -14,7 +14,7 @@
 # Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
 # Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1), BLOCK_ROWS
 #      (65536), FETCH (nats.fetch_batch_max, 1000), LINGER_MS (ingest.insert_linger_ms, 1000),
-#      FLUSH_MS (200), RATE (0: publish everything first, then consume flat out;
+#      FLUSH_MS (1000), RATE (0: publish everything first, then consume flat out;
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
 #      receive-to-durable percentiles are those of a steady load).
 set -euo pipefail
@@ -23,7 +23,7 @@ N=${N:-1000000}
 FORMAT=${FORMAT:-json}
 COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
-FLUSH_MS=${FLUSH_MS:-200}
+FLUSH_MS=${FLUSH_MS:-1000}
 RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
 cargo build --release -q

@@ -168,7 +168,7 @@ run_appliance() {
     local sets=(--set "clickhouse.database=$DB" --set "nats.stream_ticks=$STREAM"
         --set 'nats.subject_ticks=pystack.ticks.>' --set "nats.stream_signals=$SIGNALS"
         --set 'nats.subject_signals=pystack.signals.>' --set "nats.durable=$durable"
-        --set "clickhouse.compression=$COMPRESSION" --set ingest.flush_interval_ms=200)
+        --set "clickhouse.compression=$COMPRESSION" --set ingest.flush_interval_ms=1000)
     ch --query "DROP DATABASE IF EXISTS $DB"
     RUST_LOG=warn "$BIN" "${sets[@]}" migrate up >/dev/null
     start=$(now)

@@ -381,7 +381,14 @@ pub fn start(
                 backoff_max: Duration::from_millis(ch.backoff_max_ms),
                 ping_after: Duration::from_millis(ch.ping_interval_ms),
                 drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
-                insert_linger: Duration::from_millis(config.ingest.insert_linger_ms),
+                // Never beyond the flush interval: a block sealed on age is then always
+                // due at once, so lowering flush_interval_ms for latency needs nothing else.
+                insert_linger: Duration::from_millis(
+                    config
+                        .ingest
+                        .insert_linger_ms
+                        .min(config.ingest.flush_interval_ms),
+                ),
             },
             destination.tables(),
             inputs,

@@ -348,6 +348,7 @@ pub struct IngestConfig {
     pub drain_timeout_ms: u64,
     /// How long a writer may hold sealed blocks, counted from the oldest message in
     /// them, to gather more into one INSERT (fewer, larger parts); 0 = INSERT at once.
+    /// Cut to `flush_interval_ms` when longer.
     pub insert_linger_ms: u64,
 }
 

@@ -241,19 +241,14 @@ impl Config {
             "messages",
         )?;
         bounded("nats.ack_wait_ms", n.ack_wait_ms, DURATION_MS_MAX, "ms")?;
-        // A tick waits for its block to seal (flush interval) or, held by a writer, for
-        // the linger: whichever is longer must stay under the redelivery delay.
-        let (wait_key, wait_ms) = if self.ingest.insert_linger_ms > self.ingest.flush_interval_ms {
-            ("ingest.insert_linger_ms", self.ingest.insert_linger_ms)
-        } else {
-            ("ingest.flush_interval_ms", self.ingest.flush_interval_ms)
-        };
-        if n.source == Source::Jetstream && n.ack_wait_ms <= wait_ms {
+        // A tick waits at most the flush interval before its INSERT starts (the writer
+        // linger is cut to it), so that must stay under the redelivery delay.
+        if n.source == Source::Jetstream && n.ack_wait_ms <= self.ingest.flush_interval_ms {
             return Err(invalid(
                 "nats.ack_wait_ms",
                 format!(
-                    "is {} ms, not longer than `{wait_key}` ({wait_ms} ms), so JetStream would redeliver ticks before their block is stored; raise it to several times that (the default is 30000)",
-                    n.ack_wait_ms
+                    "is {} ms, not longer than `ingest.flush_interval_ms` ({} ms), so JetStream would redeliver ticks before their block is stored; raise it to several flush intervals (the default is 30000)",
+                    n.ack_wait_ms, self.ingest.flush_interval_ms
                 ),
             ));
         }
