@@ -13,7 +13,7 @@
 #
 # Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
 # Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1), BLOCK_ROWS
-#      (65536), FETCH (nats.fetch_batch_max, 1000), LINGER_MS (ingest.insert_linger_ms, 1000),
+#      (65536), FETCH (nats.fetch_batch_max, 1000), LINGER_MS (ingest.insert_linger_ms, 1000), RING_SLOTS (65536),
 #      FLUSH_MS (1000), RATE (0: publish everything first, then consume flat out;
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
 #      receive-to-durable percentiles are those of a steady load).
@@ -32,7 +32,7 @@ DB=alphapt_perf
 SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
       --set nats.durable=perf --set "clickhouse.compression=$COMPRESSION" --set "ingest.shards=$SHARDS"
       --set "ingest.writers=$SHARDS" --set "ingest.flush_interval_ms=$FLUSH_MS" --set "ingest.block_rows_max=${BLOCK_ROWS:-65536}"
-      --set "nats.fetch_batch_max=${FETCH:-1000}" --set "ingest.insert_linger_ms=${LINGER_MS:-1000}" --set nats.stream_signals=PERF_SIGNALS --set 'nats.subject_signals=perf.signals.>')
+      --set "nats.fetch_batch_max=${FETCH:-1000}" --set "ingest.insert_linger_ms=${LINGER_MS:-1000}" --set "ingest.ring_slots=${RING_SLOTS:-65536}" --set nats.stream_signals=PERF_SIGNALS --set 'nats.subject_signals=perf.signals.>')
 # CPU seconds (user + system) a process has used so far, from /proc.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 server_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
