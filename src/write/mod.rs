@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Consecutive queued blocks of one shard and table go in one INSERT (up to
-//! [`BLOCKS_PER_INSERT_MAX`]). A failed INSERT is retried with capped exponential
+//! [`BLOCKS_PER_INSERT_MAX`]). With a linger, a writer holds blocks sealed on size
+//! until a full INSERT's worth is queued or their oldest message has waited the linger
+//! (never past the flush interval, never while the shard is short of free blocks):
+//! ClickHouse pays per part far more than per row. A failed INSERT is retried with capped exponential
 //! backoff and jitter on a fresh connection, holding the blocks: the sealed ring fills,
 //! the shard stops, the receiver stops pulling — back-pressure, nothing acked that is
 //! not stored. (The spill file, which takes blocks when ClickHouse is down, is the next
