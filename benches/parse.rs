@@ -62,16 +62,21 @@ fn nse_token(token: u32) -> u32 {
     token & !0xff | 1
 }
 
-fn bench(c: &mut Criterion) {
-    let ticks = ticks();
-    let json: Vec<Vec<u8>> = ticks
+/// Each tick as the JSON the feed publishes.
+fn json_of(ticks: &[Tick]) -> Vec<Vec<u8>> {
+    ticks
         .iter()
         .map(|t| {
             let mut out = Vec::new();
             write_tick_json(&mut out, t);
             out
         })
-        .collect();
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let ticks = ticks();
+    let json = json_of(&ticks);
     let kite: Vec<[u8; KITE_FULL_BYTES]> = ticks
         .iter()
         .map(|t| {
@@ -142,14 +147,7 @@ fn main() {
 }
 
 fn count_json(count: usize) {
-    let json: Vec<Vec<u8>> = ticks()
-        .iter()
-        .map(|t| {
-            let mut out = Vec::new();
-            write_tick_json(&mut out, t);
-            out
-        })
-        .collect();
+    let json = json_of(&ticks());
     let mut validator = Validator::new(ValidationConfig::default());
     let mut tick = Tick::default();
     let mut flags = 0u64;

@@ -112,16 +112,10 @@ impl Router {
         subject: &[u8],
         payload: &[u8],
     ) -> bool {
-        let header = FrameHeader {
-            kind,
-            flags: 0,
-            stream_seq: seq,
-            received_ns,
-            payload_bytes_original: payload.len() as u32,
-        };
         if self.input_done.load(Ordering::Acquire) {
             return false;
         }
+        let header = frame_header(kind, seq, received_ns, payload);
         let mut waited = false;
         while !self.rings[shard].push(header, subject, payload) {
             if !waited {
@@ -149,16 +143,10 @@ impl Router {
         subject: &[u8],
         payload: &[u8],
     ) -> bool {
-        let header = FrameHeader {
-            kind,
-            flags: 0,
-            stream_seq: seq,
-            received_ns,
-            payload_bytes_original: payload.len() as u32,
-        };
         if self.input_done.load(Ordering::Acquire) {
             return false;
         }
+        let header = frame_header(kind, seq, received_ns, payload);
         if !self.rings[shard].push(header, subject, payload) {
             self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
             self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +497,17 @@ pub fn discarding(
         input_done,
     };
     (router, handles)
+}
+
+/// The ring header of one message as received.
+fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> FrameHeader {
+    FrameHeader {
+        kind,
+        flags: 0,
+        stream_seq: seq,
+        received_ns,
+        payload_bytes_original: payload.len() as u32,
+    }
 }
 
 /// Which shard owns an instrument: tokens spread evenly by a multiplicative hash

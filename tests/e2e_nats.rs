@@ -125,13 +125,21 @@ fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Running {
 
 /// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
 fn drain(mut running: Running) -> String {
-    let mut child = running.0.take().expect("running");
+    let child = running.0.take().expect("running");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "drain");
+    assert!(status.success(), "run exited {status}: {text}");
+    text
+}
+
+/// Waits (bounded: killed and failed past `limit`) for `child` to exit by itself;
+/// returns its status and stdout + stderr.
+fn wait_exit(mut child: Child, limit: Duration, what: &str) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let output = child.wait_with_output().unwrap();
@@ -140,13 +148,12 @@ fn drain(mut running: Running) -> String {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            assert!(status.success(), "run exited {status}: {text}");
-            return text;
+            return (status, text);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("run did not drain within 60 s");
+            panic!("run did not {what} within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -393,24 +400,8 @@ fn run_with_count_stops_by_itself_under_back_pressure() {
         "ingest.flush_interval_ms=50",
     ];
     let mut first = start_run(&db, &nats, &[&tight[..], &["--count", "50000"]].concat());
-    let mut child = first.0.take().expect("running");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("run --count did not finish; {:?} stored", stored(&mut conn));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let child = first.0.take().expect("running");
+    let (status, text) = wait_exit(child, Duration::from_secs(180), "finish --count");
     assert!(status.success(), "run exited {status}: {text}");
     assert!(text.contains("Done: 50000 messages"), "{text}");
     assert_eq!(stored(&mut conn), (50_000, 50_000, 1, 50_000), "{text}");
@@ -553,20 +544,8 @@ fn a_stream_recreated_while_disconnected_stops_the_run_with_a_clear_error() {
     server.kill();
     std::fs::remove_dir_all(&server.dir).unwrap();
     server.spawn();
-    let mut child = run.0.take().expect("running");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run kept going on a recreated stream"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let child = run.0.take().expect("running");
+    let (status, stderr) = wait_exit(child, Duration::from_secs(60), "stop on a recreated stream");
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("deleted or purged and recreated"),

@@ -59,6 +59,19 @@ fn bounded(key: &str, value: u64, max: u64, unit: &str) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// Refuses a first reconnect delay above the ceiling of `section`'s backoff.
+fn backoff_in_order(section: &str, initial_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
+    if initial_ms > max_ms {
+        return Err(invalid(
+            &format!("{section}.backoff_initial_ms"),
+            format!(
+                "is {initial_ms} ms, above `{section}.backoff_max_ms` ({max_ms} ms); lower it or raise the maximum"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an empty text value.
 fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
@@ -203,15 +216,7 @@ impl Config {
             10_000,
             "days",
         )?;
-        if c.backoff_initial_ms > c.backoff_max_ms {
-            return Err(invalid(
-                "clickhouse.backoff_initial_ms",
-                format!(
-                    "is {} ms, above `clickhouse.backoff_max_ms` ({} ms); lower it or raise the maximum",
-                    c.backoff_initial_ms, c.backoff_max_ms
-                ),
-            ));
-        }
+        backoff_in_order("clickhouse", c.backoff_initial_ms, c.backoff_max_ms)?;
         Ok(())
     }
 
@@ -290,15 +295,7 @@ impl Config {
             DURATION_MS_MAX,
             "ms",
         )?;
-        if p.backoff_initial_ms > p.backoff_max_ms {
-            return Err(invalid(
-                "postgres.backoff_initial_ms",
-                format!(
-                    "is {} ms, above `postgres.backoff_max_ms` ({} ms); lower it or raise the maximum",
-                    p.backoff_initial_ms, p.backoff_max_ms
-                ),
-            ));
-        }
+        backoff_in_order("postgres", p.backoff_initial_ms, p.backoff_max_ms)?;
         Ok(())
     }
 
