@@ -114,6 +114,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         count: None,
+        store: None,
     };
     let started = Instant::now();
     let watcher = {

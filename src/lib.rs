@@ -23,7 +23,8 @@
 //! - [`shard`]: parse (JSON, Kite binary) → validate → column builders for
 //!   `market_ticks` and `rejected_messages` → seal (Native + LZ4), the shard loop.
 //! - [`write`]: writer threads INSERTing sealed blocks, retrying with backoff.
-//! - [`durable`]: the durable watermark the receiver acks at.
+//! - [`durable`]: the durable watermark the receiver acks at, and (`durable::stored`)
+//!   what the store holds at start, which decides where JetStream delivery resumes.
 //! - [`pipeline`]: wiring of rings, pools and threads; drain.
 //! - [`refdata`]: the slow-path thread that loads instrument reference data (tick
 //!   size, circuit limits) from PostgreSQL and follows its changes into the shards.

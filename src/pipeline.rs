@@ -165,6 +165,12 @@ impl Router {
             .fetch_add(payload_bytes as u64, Ordering::Relaxed);
     }
 
+    /// A sequence handled without routing it (stored before this run, or a redelivery of
+    /// one routed): nothing is pending for it, so the watermark may pass it.
+    pub fn pass(&mut self, seq: u64) {
+        self.received_last = self.received_last.max(seq);
+    }
+
     /// The durable watermark now.
     pub fn watermark(&self) -> u64 {
         let mark = watermark(self.received_last, &self.routed_last, &self.marks);

@@ -13,8 +13,9 @@ use anyhow::Context;
 
 use alphapt_storage::config::Config;
 use alphapt_storage::config::Source;
+use alphapt_storage::durable::stored::StreamTables;
 use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTES};
-use alphapt_storage::receive::receiver::{self, ReceiverConfig};
+use alphapt_storage::receive::receiver::{self, ReceiverConfig, StoreProbe};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::refdata::{Refdata, RefdataConfig, RefdataStats};
 use alphapt_storage::ring::Kind;
@@ -244,6 +245,13 @@ fn start_signals(
         stream: config.nats.stream_signals.clone(),
         subject: config.nats.subject_signals.clone(),
         max_ack_pending: pipeline::max_ack_pending(&small),
+        store: ticks.store.as_ref().map(|probe| StoreProbe {
+            options: probe.options.clone(),
+            tables: StreamTables {
+                rows_table: "strategy_signals",
+                subject_filter: config.nats.subject_signals.clone(),
+            },
+        }),
         // Signals run until the ticks path ends, whatever `--count` says of ticks.
         count: None,
         ..ticks.clone()
@@ -312,6 +320,13 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             connect_timeout: Duration::from_millis(config.clickhouse.connect_timeout_ms.max(2_000)),
             drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
             count: args.count,
+            store: Some(StoreProbe {
+                options: destination.options.clone(),
+                tables: StreamTables {
+                    rows_table: "market_ticks",
+                    subject_filter: config.nats.subject_ticks.clone(),
+                },
+            }),
         };
         tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
         signals = Some(start_signals(config, &destination, &receiver_config, stop.clone())?);

@@ -428,6 +428,11 @@ impl Default for HttpConfig {
     }
 }
 
+/// Most bytes of a stream name and the durable name together: a JetStream ack subject
+/// is `$JS.ACK.<stream>.<durable>.` and five numbers (113 bytes at most beside the
+/// names), and the receiver keeps ack subjects of up to 255 bytes.
+pub const JETSTREAM_NAMES_BYTES_MAX: usize = 255 - 113;
+
 /// The spill: memory-mapped segment files that hold blocks ClickHouse cannot take now.
 ///
 /// Back-of-envelope for the defaults: 1 GiB holds ~3.5 M ticks at ~300 B (~50 of the

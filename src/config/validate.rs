@@ -227,6 +227,23 @@ impl Config {
         jetstream_name("nats.stream_ticks", &n.stream_ticks)?;
         jetstream_name("nats.stream_signals", &n.stream_signals)?;
         jetstream_name("nats.durable", &n.durable)?;
+        for (key, stream) in [
+            ("nats.stream_ticks", &n.stream_ticks),
+            ("nats.stream_signals", &n.stream_signals),
+        ] {
+            let bytes = stream.len() + n.durable.len();
+            if bytes > super::JETSTREAM_NAMES_BYTES_MAX {
+                return Err(invalid(
+                    "nats.durable",
+                    format!(
+                        "is {} bytes and `{key}` {} bytes: {bytes} together, above {}, so JetStream's ack subjects would outgrow what the receiver keeps and nothing could be acknowledged; shorten them",
+                        n.durable.len(),
+                        stream.len(),
+                        super::JETSTREAM_NAMES_BYTES_MAX
+                    ),
+                ));
+            }
+        }
         for (key, subject) in [
             ("nats.subject_ticks", &n.subject_ticks),
             ("nats.subject_signals", &n.subject_signals),

@@ -7,10 +7,13 @@
 //! ```
 //!
 //! - [`nats`]: a small blocking NATS client (zero-copy wire parser, JetStream API).
+//! - [`position`]: which deliveries to route, pass over (stored, routed) or step over
+//!   (gaps in the stream), from JetStream's delivery metadata.
 //! - [`receiver`]: the receiver loop over JetStream (acks at the watermark) or core NATS.
 //! - [`synthetic`]: the built-in feed: realistic JSON ticks generated in-process at a
 //!   fixed open-loop rate (for `make run`, demos and isolating the appliance in perf).
 
 pub mod nats;
+pub mod position;
 pub mod receiver;
 pub mod synthetic;

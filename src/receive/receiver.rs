@@ -20,11 +20,21 @@
 //! fixed ring, and acks the newest remembered one at or below the watermark. Must
 //! never: parse payloads, ack what is not durable, drop a JetStream message.
 //!
+//! Position: at the first session the store decides where delivery resumes
+//! (`durable::stored`: the ack floor, then the stored sequences above it); the consumer
+//! is deleted and created at that point unless it already sits exactly there with our
+//! settings, so a recreated or edited consumer, a config change or an unclean stop never
+//! stores a message twice. Deliveries are judged by [`position`](super::position):
+//! stored or already-routed ones are passed over (and serve as ack points), gaps the
+//! stream has (deleted, trimmed, purged) are stepped over, counted and logged, never a
+//! freeze.
+//!
 //! Reconnects: a connection lost after start is re-established with capped, jittered
-//! backoff. The JetStream state (what was routed, contiguously, and the counts) carries
-//! over; the consumer restarts delivery at its ack floor, deliveries already routed are
-//! skipped (but serve as fresh ack points), so a nats-server restart neither loses nor
-//! doubles a message. Core NATS resubscribes; what was published meanwhile is gone.
+//! backoff. The position carries over; the consumer restarts delivery after what this
+//! run acked, deliveries already routed are passed over, so a nats-server restart
+//! neither loses nor doubles a message. A stream with another creation time is a new
+//! stream: the run stops with an error (a restart reads the store again). Core NATS
+//! resubscribes; what was published meanwhile is gone.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -33,17 +43,26 @@ use crate::native::Backoff;
 use crate::pipeline::{shard_of, Router};
 use crate::ring::Kind;
 
-use super::nats::jetstream::{ack, parse_ack_subject, ConsumerSpec, JetStream};
+use crate::durable::stored::{read_stored, resume, Resume, SeqSet, StreamTables};
+
+use super::nats::jetstream::{
+    ack, parse_ack_subject, ConsumerInfo, ConsumerSpec, JetStream, StreamInfo,
+};
 use super::nats::wire::ServerOp;
 use super::nats::{NatsConn, NatsError};
+use super::position::{Gap, Position, Verdict};
 
 /// One message in this many leaves its ack subject behind as an ack point.
 pub const ACK_MARK_EVERY: u64 = 256;
 /// Ack points kept: 4,096 × 256 messages covers a million unacked messages.
 pub const ACK_MARKS_MAX: usize = 4096;
-/// Longest JetStream ack reply subject we keep (`$JS.ACK.<stream>.<consumer>.` + 7
-/// numbers, or the 12-token form with domain and account hash).
-pub const ACK_SUBJECT_BYTES_MAX: usize = 192;
+/// Longest JetStream ack reply subject we keep: `$JS.ACK.<stream>.<consumer>.` and 5
+/// numbers of up to 20 digits is 113 bytes + the two names, so config refuses names
+/// longer together than [`crate::config::JETSTREAM_NAMES_BYTES_MAX`]; a longer subject at run time (the
+/// 12-token form with a domain and account hash) stops the session with an error,
+/// never a silent "not acked".
+pub const ACK_SUBJECT_BYTES_MAX: usize = 255;
+const _: () = assert!(crate::config::JETSTREAM_NAMES_BYTES_MAX + 113 <= ACK_SUBJECT_BYTES_MAX);
 /// How often acks go out when the watermark moved. Short: nats-server 2.9 delivers
 /// markedly faster with a small pending set (receiver budget: 20 ms gave 0.78 of a
 /// bare subscriber acking every pull, 1-2 ms about 0.87), and an ack is one small
@@ -85,6 +104,28 @@ pub struct ReceiverConfig {
     /// Stop after routing this many messages, then drain (benchmarks, replays of a
     /// known range); `None` runs until a drain request.
     pub count: Option<u64>,
+    /// Where the stream's messages are stored, read at start to find the resume point;
+    /// `None` trusts the consumer's ack floor alone (benchmarks with no store).
+    pub store: Option<StoreProbe>,
+}
+
+/// How to read what the store holds of one stream.
+#[derive(Clone)]
+pub struct StoreProbe {
+    /// ClickHouse connection (with the database).
+    pub options: crate::native::Options,
+    /// The tables the stream's messages end in.
+    pub tables: StreamTables,
+}
+
+impl std::fmt::Debug for StoreProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreProbe")
+            .field("host", &self.options.host)
+            .field("database", &self.options.database)
+            .field("tables", &self.tables)
+            .finish()
+    }
 }
 
 /// What the receiver did, for the final summary.
@@ -134,9 +175,8 @@ impl AckMarks {
     }
 
     fn note(&mut self, seq: u64, reply: &[u8]) {
-        if reply.len() > ACK_SUBJECT_BYTES_MAX {
-            return;
-        }
+        // The caller refused longer subjects with an error.
+        assert!(reply.len() <= ACK_SUBJECT_BYTES_MAX, "ack subject too long");
         self.latest.seq = seq;
         self.latest.len = reply.len() as u8;
         self.latest.subject[..reply.len()].copy_from_slice(reply);
@@ -286,6 +326,7 @@ fn connection_lost(error: &NatsError) -> bool {
             | NatsError::Closed
             | NatsError::Timeout { .. }
             | NatsError::NoResponders { .. }
+            | NatsError::OutOfOrder { .. }
     )
 }
 
@@ -294,11 +335,11 @@ fn connection_lost(error: &NatsError) -> bool {
 struct JsState {
     report: ReceiverReport,
     marks: AckMarks,
-    /// Every stream sequence up to this one was routed in this run (or acked before):
-    /// acks never pass it, so a gap is never acknowledged unseen; deliveries at or below
-    /// it are never routed again.
-    contiguous_last: u64,
-    gap_logged: bool,
+    /// Where the stream stands: routed, stored or absent up to its `contiguous()`;
+    /// `None` until the first session read the store.
+    position: Option<Position>,
+    /// The stream's creation time at the first session: its identity.
+    stream_created_ms: i64,
     drain_started: Option<Instant>,
     input_finished: bool,
     /// A session got as far as pulling once: later connection failures are worth
@@ -306,14 +347,137 @@ struct JsState {
     established: bool,
 }
 
-/// What the core receiver knows across connections.
-#[derive(Default)]
-struct CoreState {
-    report: ReceiverReport,
-    /// Local sequence numbers: core NATS has none.
-    seq: u64,
-    /// Subscribed once: later connection failures are worth retrying.
-    established: bool,
+/// Reads the resume point at the first session: the consumer's ack floor, then what
+/// the store holds above it (see `durable::stored`).
+fn read_resume(
+    js: &JetStream,
+    conn: &mut NatsConn,
+    config: &ReceiverConfig,
+    stream: &StreamInfo,
+    floor: u64,
+) -> Result<Resume, NatsError> {
+    let unreadable = |reason: String| NatsError::StoreUnreadable {
+        stream: config.stream.clone(),
+        reason,
+    };
+    let stored = match &config.store {
+        Some(store) => {
+            let mut ch = crate::native::Connection::connect(&store.options)
+                .map_err(|e| unreadable(e.to_string()))?;
+            read_stored(&mut ch, &store.tables, floor, stream.created_ms)
+                .map_err(|e| unreadable(e.to_string()))?
+        }
+        None => SeqSet::new(),
+    };
+    let stored_count = stored.len();
+    let resume = resume(floor, stored, stream.first_seq, |seq| {
+        js.message_exists(conn, &config.stream, seq)
+    })?;
+    tracing::info!(stream = %config.stream, ack_floor = floor, stored_above_floor = stored_count,
+        resume_after = resume.position, skip = resume.skip.len(), skip_ranges = resume.skip.ranges(),
+        absent = resume.absent, probes = resume.probes, "Resume point read from the store");
+    Ok(resume)
+}
+
+/// Whether an existing consumer can be used as it is: our settings, and its ack floor
+/// exactly at the resume point with nothing delivered past it.
+fn consumer_fits(info: &ConsumerInfo, spec: &ConsumerSpec<'_>, position: u64) -> bool {
+    info.filter_subject == spec.filter_subject
+        && info.ack_policy == "all"
+        && info.ack_wait == spec.ack_wait
+        && info.max_ack_pending == i64::from(spec.max_ack_pending)
+        && info.num_ack_pending == 0
+        && info.ack_floor.stream_seq == position
+        && info.delivered.stream_seq == position
+}
+
+/// Sets up one session: the stream (its identity checked against the first session),
+/// the resume point (read from the store at the first session), and the consumer
+/// positioned there. Returns the consumer's state.
+fn start_session(
+    js: &JetStream,
+    conn: &mut NatsConn,
+    config: &ReceiverConfig,
+    state: &mut JsState,
+) -> Result<ConsumerInfo, NatsError> {
+    let (stream, _) = js.ensure_stream(conn, &config.stream, &[config.subject.as_str()])?;
+    let spec = ConsumerSpec {
+        stream: &config.stream,
+        durable: &config.durable,
+        filter_subject: "",
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+    };
+    let existing = js.consumer_info(conn, &config.stream, &config.durable)?;
+    let start_seq = match &mut state.position {
+        None => {
+            // A consumer dies with its stream, so an existing one's ack floor belongs
+            // to this stream, and what we acked is durable.
+            let floor = existing
+                .as_ref()
+                .map_or(0, |info| info.ack_floor.stream_seq);
+            let resume = read_resume(js, conn, config, &stream, floor)?;
+            state.stream_created_ms = stream.created_ms;
+            let start = resume.position + 1;
+            state.position = Some(Position::new(resume));
+            start
+        }
+        Some(position) => {
+            // Identity first: a stream deleted and created again starts over.
+            if stream.created_ms != state.stream_created_ms {
+                return Err(NatsError::StreamRecreated {
+                    stream: config.stream.clone(),
+                    created_ms: stream.created_ms,
+                    was_ms: state.stream_created_ms,
+                });
+            }
+            // What this run acked is durable; above it, what it routed is skipped.
+            let start = state.report.acked + 1;
+            position.restart_at(start);
+            start
+        }
+    };
+    let position = state.position.as_mut().expect("set above");
+    let info = match existing {
+        Some(info) if consumer_fits(&info, &spec, start_seq - 1) => info,
+        existing => {
+            if let Some(info) = &existing {
+                if info.num_ack_pending > 0 || info.delivered.stream_seq > info.ack_floor.stream_seq
+                {
+                    tracing::warn!(
+                        ack_floor = info.ack_floor.stream_seq,
+                        unacked = info.num_ack_pending,
+                        start_seq,
+                        "Restarting delivery after an unclean stop"
+                    );
+                }
+            }
+            // Delete and create at the resume point: never `deliver_policy: all`, never
+            // an update the server may refuse. The ack floor becomes `start_seq - 1`,
+            // which is routed-and-durable or stored.
+            js.restart_consumer_at(conn, &spec, start_seq)?
+        }
+    };
+    // Created at `start_seq`, the consumer's floor is just below it.
+    state.report.acked = state.report.acked.max(start_seq - 1);
+    position.new_session(info.delivered.consumer_seq);
+    tracing::info!(stream = %config.stream, durable = %config.durable, start_seq,
+        max_ack_pending = config.max_ack_pending, "JetStream consumer ready");
+    Ok(info)
+}
+
+/// Logs a gap in the stream: every one of the first few, then one in a thousand.
+fn log_gap(gap: Gap, position: &Position) {
+    let count = position.gaps_total;
+    if count <= 16 || count % 1000 == 0 {
+        tracing::warn!(
+            first = gap.first,
+            last = gap.last,
+            gaps_total = count,
+            sequences_total = position.gap_seqs_total,
+            "Gap in the stream (deleted, trimmed or purged messages); stepped over"
+        );
+    }
 }
 
 fn run_jetstream(
@@ -323,60 +487,30 @@ fn run_jetstream(
     state: &mut JsState,
 ) -> Result<(), NatsError> {
     let mut js = JetStream::new(config.connect_timeout);
-    let (stream, _) = js.ensure_stream(conn, &config.stream, &[config.subject.as_str()])?;
-    if stream.last_seq < state.contiguous_last {
-        // Skipping "already routed" sequences of a new stream would drop its messages.
-        return Err(NatsError::StreamReset {
-            stream: config.stream.clone(),
-            last_seq: stream.last_seq,
-            routed_through: state.contiguous_last,
-        });
-    }
-    let spec = ConsumerSpec {
-        stream: &config.stream,
-        durable: &config.durable,
-        filter_subject: "",
-        ack_wait: config.ack_wait,
-        max_ack_pending: config.max_ack_pending,
-    };
-    let (mut info, outcome) = js.ensure_consumer(conn, &spec)?;
-    let ack_floor = info.ack_floor.stream_seq;
-    if info.num_ack_pending > 0 || info.delivered.stream_seq > ack_floor {
-        // An earlier session (or connection) ended with messages delivered but not
-        // acked. JetStream would redeliver them only after ack_wait, behind newer ones;
-        // restarting at the ack floor keeps delivery in stream order, which the
-        // watermark relies on. What this run already routed is skipped below.
-        tracing::warn!(
-            ack_floor,
-            unacked = info.num_ack_pending,
-            routed_through = state.contiguous_last,
-            "Restarting delivery at the ack floor after an unclean stop"
-        );
-        info = js.restart_consumer_at(conn, &spec, ack_floor + 1)?;
-    }
-    tracing::info!(stream = %config.stream, durable = %config.durable, outcome = ?outcome,
-        ack_floor, max_ack_pending = config.max_ack_pending, "JetStream consumer ready");
-    debug_assert!(info.num_ack_pending == 0);
+    let info = start_session(&js, conn, config, state)?;
     let inbox = conn.new_inbox("pull");
     let sid = conn.subscribe(&inbox, None)?;
     state.established = true;
 
     // Ack subjects of an earlier connection may name a consumer since recreated.
     state.marks.clear();
-    state.report.acked = state.report.acked.max(ack_floor);
-    state.contiguous_last = state.contiguous_last.max(ack_floor);
+    state.report.acked = state.report.acked.max(info.ack_floor.stream_seq);
     let JsState {
         report,
         marks,
-        contiguous_last,
-        gap_logged,
+        position,
         drain_started,
         input_finished,
-        established: _,
+        ..
     } = state;
+    let position = position.as_mut().expect("set by start_session");
+    // A router whose watermark starts where delivery does: what is below is durable.
+    router.pass(position.contiguous());
     let mut outstanding: u64 = 0;
     let mut pull_expires_at = Instant::now();
     let mut last_ack = Instant::now();
+    let mut failure: Option<NatsError> = None;
+    let mut refused = false;
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
         let remaining = config
@@ -413,7 +547,13 @@ fn run_jetstream(
         }
         conn.poll(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return };
-            if msg.sid != sid {
+            if msg.sid != sid || failure.is_some() {
+                return;
+            }
+            if refused {
+                // A route was refused (draining, or the drain deadline passed): nothing
+                // after it may be routed or passed, or the watermark could step over it.
+                outstanding = outstanding.saturating_sub(1);
                 return;
             }
             if let Some(status) = msg.status() {
@@ -429,36 +569,52 @@ fn run_jetstream(
                 // acked; the next start restarts delivery at the ack floor.
                 return;
             }
-            let Some(ack_info) = msg.reply.and_then(parse_ack_subject) else {
+            let reply = msg.reply.unwrap_or_default();
+            let Some(ack_info) = parse_ack_subject(reply) else {
                 tracing::warn!("JetStream delivery without an ack subject; ignored");
                 return;
             };
+            if reply.len() > ACK_SUBJECT_BYTES_MAX {
+                failure = Some(NatsError::AckSubjectTooLong {
+                    bytes: reply.len(),
+                    max: ACK_SUBJECT_BYTES_MAX,
+                });
+                return;
+            }
             let seq = ack_info.stream_seq;
-            if seq <= *contiguous_last {
-                // Redelivered (after ack_wait, or after a reconnect restarted delivery
-                // at the ack floor) while still in the pipeline: routing it again would
-                // store it twice. Its ack subject is current, so it may serve as an
-                // ack point (out-of-order points are ignored).
-                marks.note(seq, msg.reply.unwrap_or_default());
-                return;
+            let (verdict, gap) = position.judge(&ack_info);
+            if let Some(gap) = gap {
+                log_gap(gap, position);
             }
-            if seq != *contiguous_last + 1 && !*gap_logged {
-                tracing::error!(
-                    expected = *contiguous_last + 1,
-                    got = seq,
-                    "Gap in JetStream delivery; acks hold below it until restart"
-                );
-                *gap_logged = true;
+            match verdict {
+                Verdict::Pass => {
+                    // Routed (a redelivery), stored before this run, or absent: routing
+                    // it would store it twice. Its ack subject is current, so it may
+                    // serve as an ack point (out-of-order points are ignored).
+                    router.pass(seq);
+                    marks.note(seq, reply);
+                }
+                Verdict::Reposition => {
+                    failure = Some(NatsError::OutOfOrder {
+                        expected: position.contiguous() + 1,
+                        got: seq,
+                        consumer_seq: ack_info.consumer_seq,
+                    });
+                }
+                Verdict::Route => {
+                    if !route(router, config.kind, seq, msg.subject, msg.payload) {
+                        refused = true;
+                        return;
+                    }
+                    position.routed(seq);
+                    report.routed += 1;
+                    marks.note(seq, reply);
+                }
             }
-            if !route(router, config.kind, seq, msg.subject, msg.payload) {
-                return;
-            }
-            if !*gap_logged {
-                *contiguous_last = seq;
-            }
-            report.routed += 1;
-            marks.note(seq, msg.reply.unwrap_or_default());
         })?;
+        if let Some(error) = failure.take() {
+            return Err(error);
+        }
         marks.end_of_poll();
         // Draining: every delivery of the last pull is routed (it ends within
         // PULL_EXPIRES), then the shards may seal for good.
@@ -467,7 +623,7 @@ fn run_jetstream(
             *input_finished = true;
         }
         if last_ack.elapsed() >= ACK_INTERVAL || *input_finished {
-            let watermark = router.watermark().min(*contiguous_last);
+            let watermark = router.watermark().min(position.contiguous());
             if let Some(mark) = marks.take_through(watermark) {
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
@@ -490,6 +646,16 @@ fn run_jetstream(
             }
         }
     }
+}
+
+/// What the core receiver knows across connections.
+#[derive(Default)]
+struct CoreState {
+    report: ReceiverReport,
+    /// Local sequence numbers: core NATS has none.
+    seq: u64,
+    /// Subscribed once: later connection failures are worth retrying.
+    established: bool,
 }
 
 fn run_core(

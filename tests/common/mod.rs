@@ -3,6 +3,8 @@
 //! binary as an independent reader.
 #![allow(dead_code)]
 
+pub mod e2e;
+
 use std::process::Command;
 use std::time::Duration;
 

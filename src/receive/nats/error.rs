@@ -127,6 +127,45 @@ pub enum NatsError {
         /// The subjects we asked for.
         wanted: Vec<String>,
     },
+    /// After a reconnect the stream has another creation time: it was deleted and
+    /// created again while we were away, and its sequences started over.
+    #[error("stream {stream} was created again while we were disconnected (created at {created_ms} ms, was {was_ms} ms): its sequences started over and no longer match what this run routed; restart the appliance, which then reads what is stored of the new stream")]
+    StreamRecreated {
+        /// The stream name.
+        stream: String,
+        /// Its creation time now, Unix ms.
+        created_ms: i64,
+        /// Its creation time at the first session, Unix ms.
+        was_ms: i64,
+    },
+    /// A delivery came out of the order the position tracking relies on (a consumer
+    /// sequence skipped, or a redelivery above what was routed): the session restarts
+    /// delivery at the ack floor; nothing is routed twice.
+    #[error("JetStream delivery of stream sequence {got} came out of order (expected {expected}, consumer sequence {consumer_seq}); restarting delivery at the ack floor")]
+    OutOfOrder {
+        /// The next sequence expected.
+        expected: u64,
+        /// The stream sequence delivered.
+        got: u64,
+        /// Its consumer sequence.
+        consumer_seq: u64,
+    },
+    /// The store could not be read at start, so the resume position is unknown.
+    #[error("cannot read what ClickHouse already holds of stream {stream}: {reason}; delivery does not start until it is known: check ClickHouse (clickhouse.host/port) and that `migrate up` ran")]
+    StoreUnreadable {
+        /// The stream name.
+        stream: String,
+        /// The ClickHouse error.
+        reason: String,
+    },
+    /// An ack reply subject longer than the receiver keeps: it could never be acked.
+    #[error("JetStream ack subject of {bytes} bytes is longer than the {max} the receiver keeps, so nothing could ever be acknowledged: shorten nats.durable and the stream names")]
+    AckSubjectTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The most kept.
+        max: usize,
+    },
     /// After a reconnect the stream ends below what this run already routed.
     #[error("stream {stream} now ends at sequence {last_seq}, below the {routed_through} this run already routed: it was deleted or purged and recreated while we were disconnected, so its sequences no longer match what is stored; find out who recreated it, then restart the appliance")]
     StreamReset {

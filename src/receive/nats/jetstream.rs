@@ -18,6 +18,9 @@
 //! | stream info | `$JS.API.STREAM.INFO.<stream>` | empty |
 //! | stream create | `$JS.API.STREAM.CREATE.<stream>` | stream config |
 //! | stream delete | `$JS.API.STREAM.DELETE.<stream>` | empty |
+//! | stream purge | `$JS.API.STREAM.PURGE.<stream>` | empty |
+//! | message get | `$JS.API.STREAM.MSG.GET.<stream>` | `{"seq":N}` (10037: deleted or absent) |
+//! | message delete | `$JS.API.STREAM.MSG.DELETE.<stream>` | `{"seq":N,"no_erase":true}` |
 //! | durable create/update | `$JS.API.CONSUMER.DURABLE.CREATE.<stream>.<durable>` | `{"stream_name":..,"config":{..}}` |
 //! | consumer info | `$JS.API.CONSUMER.INFO.<stream>.<consumer>` | empty |
 //! | consumer delete | `$JS.API.CONSUMER.DELETE.<stream>.<consumer>` | empty |
@@ -47,6 +50,8 @@ use super::wire::{self, ServerOp};
 const ERR_STREAM_NOT_FOUND: u32 = 10059;
 /// JetStream's error code for "consumer not found".
 const ERR_CONSUMER_NOT_FOUND: u32 = 10014;
+/// JetStream's error code for "no message found" (`STREAM.MSG.GET` of a deleted sequence).
+const ERR_NO_MESSAGE_FOUND: u32 = 10037;
 
 /// What a stream holds, from `STREAM.INFO`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +70,12 @@ pub struct StreamInfo {
     pub last_seq: u64,
     /// Consumers on the stream.
     pub consumer_count: u64,
+    /// When the server created the stream, Unix ms (0 when the answer had no time):
+    /// the stream's identity, since a stream deleted and created again under the same
+    /// name restarts its sequences.
+    pub created_ms: i64,
+    /// `limits`, `interest` or `workqueue`.
+    pub retention: String,
 }
 
 /// A consumer sequence and the stream sequence of the same message.
@@ -186,6 +197,9 @@ pub const ACK: &[u8] = b"+ACK";
 struct StreamInfoWire {
     /// The stream's configuration.
     config: StreamConfigWire,
+    /// Creation time, RFC 3339 with nanoseconds.
+    #[serde(default)]
+    created: String,
     /// Its counters.
     state: StreamStateWire,
 }
@@ -198,6 +212,9 @@ struct StreamConfigWire {
     /// Subjects captured.
     #[serde(default)]
     subjects: Vec<String>,
+    /// Retention policy.
+    #[serde(default)]
+    retention: String,
 }
 
 /// The `state` object of a stream answer.
@@ -377,6 +394,51 @@ impl JetStream {
         let subject = format!("$JS.API.STREAM.CREATE.{stream}");
         let info: StreamInfoWire = self.api_as(conn, &subject, config.to_string().as_bytes())?;
         Ok((stream_info(info), true))
+    }
+
+    /// Whether the stream still holds sequence `seq` (false: deleted, trimmed or never
+    /// written). One `STREAM.MSG.GET` request; used at start only.
+    pub fn message_exists(
+        &self,
+        conn: &mut NatsConn,
+        stream: &str,
+        seq: u64,
+    ) -> Result<bool, NatsError> {
+        let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+        let body = format!("{{\"seq\":{seq}}}");
+        match self.api(conn, &subject, body.as_bytes()) {
+            Ok(_) => Ok(true),
+            Err(NatsError::Api {
+                err_code: ERR_NO_MESSAGE_FOUND,
+                ..
+            }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Deletes one message; `false` when it was not there (tests and operators).
+    pub fn delete_message(
+        &self,
+        conn: &mut NatsConn,
+        stream: &str,
+        seq: u64,
+    ) -> Result<bool, NatsError> {
+        let subject = format!("$JS.API.STREAM.MSG.DELETE.{stream}");
+        let body = format!("{{\"seq\":{seq},\"no_erase\":true}}");
+        match self.api(conn, &subject, body.as_bytes()) {
+            Ok(_) => Ok(true),
+            Err(NatsError::Api {
+                err_code: ERR_NO_MESSAGE_FOUND,
+                ..
+            }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Purges the stream: every message gone, sequences go on from where they were.
+    pub fn purge_stream(&self, conn: &mut NatsConn, stream: &str) -> Result<(), NatsError> {
+        let subject = format!("$JS.API.STREAM.PURGE.{stream}");
+        self.api(conn, &subject, b"").map(|_| ())
     }
 
     /// Deletes the stream; `false` when it did not exist.
@@ -576,6 +638,9 @@ fn stream_info(info: StreamInfoWire) -> StreamInfo {
         first_seq: info.state.first_seq,
         last_seq: info.state.last_seq,
         consumer_count: info.state.consumer_count,
+        created_ms: crate::shard::parse::json::parse_iso8601_ms(info.created.as_bytes())
+            .unwrap_or(0),
+        retention: info.config.retention,
     }
 }
 

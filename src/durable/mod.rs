@@ -16,6 +16,8 @@
 //! stored: either `t` has nothing pending (all routed are stored) or
 //! `q ≤ watermark ≤ durable_last[t]`.
 
+pub mod stored;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;

@@ -1,0 +1,276 @@
+//! End-to-end helpers: the binary as operators run it (`feed`, `run`, SIGTERM), a
+//! test's own NATS objects and ClickHouse tables, counts of what is stored, and a
+//! private nats-server to kill.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alphapt_storage::receive::nats::{JetStream, NatsConn};
+
+use super::{suffix, TestDb};
+
+/// Names of one test's NATS objects.
+pub struct Nats {
+    pub stream: String,
+    pub subjects: String,
+    pub signals_stream: String,
+    pub signals_subjects: String,
+    pub durable: String,
+}
+
+impl Nats {
+    pub fn new(tag: &str) -> Nats {
+        let id = suffix();
+        Nats {
+            stream: format!("E2E_{tag}_{id}").to_uppercase(),
+            subjects: format!("e2e{tag}{id}.ticks.>"),
+            signals_stream: format!("E2ESIG_{tag}_{id}").to_uppercase(),
+            signals_subjects: format!("e2e{tag}{id}.signals.>"),
+            durable: format!("e2e{tag}{id}"),
+        }
+    }
+
+    pub fn url() -> String {
+        std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = NatsConn::connect(&Nats::url(), Duration::from_secs(2)) {
+            let js = JetStream::new(Duration::from_secs(2));
+            let _ = js.delete_stream(&mut conn, &self.stream);
+            let _ = js.delete_stream(&mut conn, &self.signals_stream);
+        }
+    }
+}
+
+/// The `--set` flags that point both commands at this test's objects.
+pub fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    [
+        format!("clickhouse.database={}", db.name),
+        format!("clickhouse.port={port}"),
+        format!("nats.url={}", Nats::url()),
+        format!("nats.stream_ticks={}", nats.stream),
+        format!("nats.subject_ticks={}", nats.subjects),
+        format!("nats.durable={}", nats.durable),
+        format!("nats.stream_signals={}", nats.signals_stream),
+        format!("nats.subject_signals={}", nats.signals_subjects),
+        "ingest.flush_interval_ms=200".into(),
+        "ingest.block_rows_max=32768".into(),
+        "nats.ack_wait_ms=5000".into(),
+        "ingest.drain_timeout_ms=20000".into(),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect()
+}
+
+pub fn binary(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"));
+    command.args(args).env("RUST_LOG", "warn");
+    command
+}
+
+pub fn feed(db: &TestDb, nats: &Nats, extra: &[&str]) -> String {
+    let mut args = sets(db, nats);
+    args.push("feed".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let output = binary(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "feed failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A running appliance; killed if the test fails before draining it.
+pub struct Running(pub Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Running {
+    let mut args = sets(db, nats);
+    args.push("run".into());
+    args.push("--quiet".into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Running(Some(
+        binary(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
+pub fn drain(mut running: Running) -> String {
+    let child = running.0.take().expect("running");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "drain");
+    assert!(status.success(), "run exited {status}: {text}");
+    text
+}
+
+/// Waits (bounded: killed and failed past `limit`) for `child` to exit by itself;
+/// returns its status and stdout + stderr.
+pub fn wait_exit(
+    mut child: Child,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return (status, text);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("run did not {what} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stored(conn: &mut alphapt_storage::native::Connection) -> (u64, u64, u64, u64) {
+    let q = conn
+        .query(
+            "SELECT count() AS c, uniqExact(s) AS u, min(s) AS lo, max(s) AS hi FROM \
+             (SELECT stream_seq AS s FROM market_ticks UNION ALL SELECT stream_seq AS s FROM rejected_messages)",
+        )
+        .unwrap();
+    let get = |name: &str| q.column(name)[0].as_u64().unwrap();
+    (get("c"), get("u"), get("lo"), get("hi"))
+}
+
+pub fn wait_stored(conn: &mut alphapt_storage::native::Connection, expected: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while stored(conn).0 < expected {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} stored",
+            stored(conn).0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn consumer_settled(nats: &Nats, last: u64) {
+    consumer_settled_at(&Nats::url(), nats, last);
+}
+
+pub fn consumer_settled_at(url: &str, nats: &Nats, last: u64) {
+    let mut conn = NatsConn::connect(url, Duration::from_secs(2)).unwrap();
+    let info = JetStream::new(Duration::from_secs(2))
+        .consumer_info(&mut conn, &nats.stream, &nats.durable)
+        .unwrap()
+        .expect("the durable exists");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.ack_floor.stream_seq, last, "{info:?}");
+    assert!(
+        info.max_ack_pending > 1000,
+        "the ack window is sized, not defaulted: {info:?}"
+    );
+}
+
+pub fn tables(tag: &str) -> (TestDb, alphapt_storage::native::Connection) {
+    let db = TestDb::new(tag);
+    let mut conn = db.connect(None);
+    db.create_market_ticks(&mut conn);
+    db.create_from_migration(&mut conn, "003_strategy_signals");
+    db.create_from_migration(&mut conn, "004_rejected_messages");
+    (db, conn)
+}
+
+/// A nats-server of the test's own (port, store dir), so killing it disturbs no
+/// other test; killed on drop.
+pub struct PrivateNats {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("alphapt-nats-{}", suffix()));
+        let mut server = PrivateNats {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (bash .ci/services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while NatsConn::connect(&self.url(), Duration::from_secs(1)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,165 @@
+//! Exactly-once under the operator's failure paths, each a reproduction that doubled
+//! or lost messages before the store decided the resume point:
+//!
+//! - kill -9 mid-stream, then a start with other config (ack wait, shards, ring size):
+//!   the consumer is recreated at the store's position, nothing is stored twice;
+//! - messages deleted from the stream, and a purge while the appliance is down: the
+//!   gaps are stepped over and logged, delivery goes on, acks reach the end;
+//! - the stream deleted and created again while the appliance is down: the old rows'
+//!   sequences do not hide the new stream's messages;
+//! - a durable name too long for JetStream's ack subjects is refused at start.
+//!
+//! Each test has its own database, streams and durable, removed afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use alphapt_storage::receive::nats::{JetStream, NatsConn};
+use common::e2e::*;
+
+/// Total rows and distinct sequences in `market_ticks` + `rejected_messages`.
+fn rows(conn: &mut alphapt_storage::native::Connection, filter: &str) -> (u64, u64) {
+    let q = conn
+        .query(&format!(
+            "SELECT count() AS c, uniqExact(s) AS u FROM \
+             (SELECT stream_seq AS s FROM market_ticks WHERE {filter} \
+              UNION ALL SELECT stream_seq AS s FROM rejected_messages WHERE {filter})"
+        ))
+        .unwrap();
+    (
+        q.column("c")[0].as_u64().unwrap(),
+        q.column("u")[0].as_u64().unwrap(),
+    )
+}
+
+fn js() -> (NatsConn, JetStream) {
+    (
+        NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap(),
+        JetStream::new(Duration::from_secs(2)),
+    )
+}
+
+/// Kills the run with SIGKILL: no drain, no final ack.
+fn kill(mut running: Running) {
+    let mut child = running.0.take().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_config_change_after_an_unclean_stop_stores_nothing_twice() {
+    const TICKS: u64 = 60_000;
+    let (db, mut conn) = tables("cfg");
+    let nats = Nats::new("cfg");
+    let published = feed(&db, &nats, &["--count", "60000", "--instruments", "200"]);
+    assert!(published.contains("acked 60000 errors 0"), "{published}");
+    let run = start_run(&db, &nats, &["--set", "ingest.block_rows_max=4096"]);
+    wait_stored(&mut conn, 8_000, Duration::from_secs(120));
+    kill(run);
+    let before = stored(&mut conn);
+    assert!(
+        before.0 < TICKS,
+        "the kill must land mid-stream: {before:?}"
+    );
+    assert_eq!(before.0, before.1, "nothing doubled yet: {before:?}");
+
+    // Every setting that used to recreate the consumer with `deliver_policy: all`.
+    let changed = [
+        "--set",
+        "nats.ack_wait_ms=45000",
+        "--set",
+        "ingest.shards=2",
+        "--set",
+        "ingest.ring_slots=8192",
+        "--set",
+        "ingest.block_rows_max=16384",
+    ];
+    let run = start_run(&db, &nats, &changed);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+
+    // A clean stop, then yet another config and more messages.
+    feed(&db, &nats, &["--count", "5000", "--instruments", "200"]);
+    let run = start_run(&db, &nats, &["--set", "nats.ack_wait_ms=7000"]);
+    wait_stored(&mut conn, TICKS + 5_000, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored(&mut conn),
+        (TICKS + 5_000, TICKS + 5_000, 1, TICKS + 5_000),
+        "{summary}"
+    );
+    consumer_settled(&nats, TICKS + 5_000);
+}
+
+#[test]
+fn deleted_messages_and_a_purge_while_down_are_stepped_over() {
+    let (db, mut conn) = tables("gap");
+    let nats = Nats::new("gap");
+    feed(&db, &nats, &["--count", "3000", "--instruments", "50"]);
+    let (mut nc, js) = js();
+    for seq in [100, 101, 2000] {
+        assert!(js.delete_message(&mut nc, &nats.stream, seq).unwrap());
+    }
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 2_997, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (2_997, 2_997, 1, 3_000), "{summary}");
+    assert!(
+        summary.contains("Gap in the stream"),
+        "the gap is logged: {summary}"
+    );
+    consumer_settled(&nats, 3_000);
+
+    // While the appliance is down: 1,000 more, a purge, then 500 more.
+    feed(&db, &nats, &["--count", "1000", "--instruments", "50"]);
+    js.purge_stream(&mut nc, &nats.stream).unwrap();
+    feed(&db, &nats, &["--count", "500", "--instruments", "50"]);
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 3_497, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (3_497, 3_497, 1, 4_500), "{summary}");
+    assert_eq!(rows(&mut conn, "stream_seq BETWEEN 3001 AND 4000"), (0, 0));
+    consumer_settled(&nats, 4_500);
+}
+
+#[test]
+fn a_stream_recreated_while_down_has_every_new_message_stored() {
+    let (db, mut conn) = tables("recreate");
+    let nats = Nats::new("recreate");
+    feed(&db, &nats, &["--count", "2000", "--instruments", "50"]);
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    drain(run);
+
+    // The new stream's sequences 1..3000 overlap the stored 1..2000 of the old one.
+    let (mut nc, js) = js();
+    assert!(js.delete_stream(&mut nc, &nats.stream).unwrap());
+    std::thread::sleep(Duration::from_millis(20));
+    feed(&db, &nats, &["--count", "3000", "--instruments", "50"]);
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 5_000, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(rows(&mut conn, "1"), (5_000, 3_000), "{summary}");
+    assert_eq!(rows(&mut conn, "stream_seq <= 2000"), (4_000, 2_000));
+    consumer_settled(&nats, 3_000);
+}
+
+#[test]
+fn a_durable_too_long_for_ack_subjects_is_refused_at_start() {
+    let db = common::TestDb::new("durable");
+    let nats = Nats::new("durable");
+    let mut args = sets(&db, &nats);
+    args.extend([
+        "--set".to_string(),
+        format!("nats.durable={}", "d".repeat(200)),
+    ]);
+    args.extend(["run", "--quiet"].map(String::from));
+    let output = binary(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("nats.durable"), "{stderr}");
+    assert!(stderr.contains("acknowledged"), "{stderr}");
+}
