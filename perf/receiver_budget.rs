@@ -14,7 +14,7 @@
 //! Prints both rates and the ratio, and appends a line to perf/records/receiver.tsv.
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use alphapt_storage::receive::nats::{
     parse_ack_subject, ConsumerSpec, JetStream, NatsConn, ServerOp,
 };
 use alphapt_storage::receive::receiver::{self, ReceiverConfig};
+use alphapt_storage::runtime::Alert;
 
 const STREAM: &str = "PERF_RX";
 const SUBJECTS: &str = "perfrx.ticks.>";
@@ -99,8 +100,8 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
 
 /// The appliance's receiver with discarding shards; returns messages per second.
 fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (mut router, drains) = pipeline::discarding(1, ring_bytes, stop.clone());
+    let alert = Arc::new(Alert::new(Duration::from_secs(10)));
+    let (mut router, drains) = pipeline::discarding(1, ring_bytes, alert.clone());
     let config = ReceiverConfig {
         url: url(),
         jetstream: true,
@@ -118,7 +119,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
     };
     let started = Instant::now();
     let watcher = {
-        let stop = stop.clone();
+        let alert = alert.clone();
         let stats = router.stats();
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -131,7 +132,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let elapsed = started.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::Release);
+            alert.request_stop();
             elapsed
         })
     };

@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use std::time::Instant;
 
 use crate::config::Config;
 use crate::durable::{watermark, DurableMarks};
 use crate::native::{Method, Options};
 use crate::refdata::{reference_queue, ReferenceFeed};
 use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
-use crate::runtime::{self, Waiter};
+use crate::runtime::{self, Alert, Waiter};
 use crate::shard::columns::SealedBlock;
 use crate::shard::rejects::{RejectColumns, RejectSchema};
 use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
@@ -74,8 +75,8 @@ pub struct Router {
     marks: Arc<DurableMarks>,
     /// How the source waits for ring space.
     waiter: Waiter,
-    /// Set when the appliance should drain.
-    stop: Arc<AtomicBool>,
+    /// The stop-and-deadline signal: a drain asked for, and when waiting must end.
+    alert: Arc<Alert>,
     /// Counters.
     stats: Arc<SourceStats>,
     /// Tells the shards no more frames will come.
@@ -90,19 +91,20 @@ impl Router {
 
     /// True once a drain was requested: stop pulling, keep acking.
     pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.alert.stopping()
     }
 
-    /// The drain flag, for sources that sleep on their own.
-    pub fn stop_flag(&self) -> &Arc<AtomicBool> {
-        &self.stop
+    /// The stop-and-deadline signal, for sources that sleep on their own.
+    pub fn alert(&self) -> &Arc<Alert> {
+        &self.alert
     }
 
     /// Routes one message to `shard`, waiting while its ring is full (back-pressure:
     /// the caller is not reading its socket meanwhile; the shards drain the ring until
-    /// `finish_input`). Returns `false` only after `finish_input`: the message was not
-    /// routed, so it is not acknowledged and JetStream redelivers it (core NATS counts
-    /// it as dropped).
+    /// `finish_input` or the drain deadline). Returns `false` after `finish_input` or
+    /// once the drain deadline passed (then for good): the message was not routed, so
+    /// it is not acknowledged and JetStream redelivers it (core NATS counts it as
+    /// dropped).
     pub fn route(
         &mut self,
         shard: usize,
@@ -112,15 +114,18 @@ impl Router {
         subject: &[u8],
         payload: &[u8],
     ) -> bool {
-        if self.input_done.load(Ordering::Acquire) {
+        if self.input_done.load(Ordering::Acquire) || self.alert.expired() {
             return false;
         }
         let header = frame_header(kind, seq, received_ns, payload);
         let mut waited = false;
+        // Bound: the shard drains the ring, or the drain deadline passes.
         while !self.rings[shard].push(header, subject, payload) {
             if !waited {
                 self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
                 waited = true;
+            } else if self.alert.expired() {
+                return false;
             }
             self.waiter.idle();
         }
@@ -224,6 +229,8 @@ pub struct Pipeline {
     shards: Vec<JoinHandle<()>>,
     /// Writer threads; each returns the blocks it could not store.
     writers: Vec<JoinHandle<usize>>,
+    /// The stop-and-deadline signal the threads follow; bounds `join`.
+    alert: Arc<Alert>,
 }
 
 /// ClickHouse settings resolved at start: connection and both tables' shapes.
@@ -258,14 +265,17 @@ impl Destination {
     fn tables(&self) -> Tables {
         Tables {
             ticks: crate::write::TableInsert {
+                name: "market_ticks",
                 sql: self.tick_schema.insert_sql("market_ticks"),
                 header: self.tick_schema.header(),
             },
             signals: crate::write::TableInsert {
+                name: "strategy_signals",
                 sql: self.signal_schema.insert_sql("strategy_signals"),
                 header: self.signal_schema.header(),
             },
             rejects: crate::write::TableInsert {
+                name: "rejected_messages",
                 sql: self.reject_schema.insert_sql("rejected_messages"),
                 header: self.reject_schema.header(),
             },
@@ -282,7 +292,7 @@ fn waiter(config: &Config) -> Waiter {
 pub fn start(
     config: &Config,
     destination: &Destination,
-    stop: Arc<AtomicBool>,
+    alert: Arc<Alert>,
 ) -> std::io::Result<(Pipeline, Router)> {
     let shards = usize::from(config.ingest.shards);
     let writers = usize::from(config.ingest.writers).min(shards);
@@ -339,6 +349,7 @@ pub fn start(
                 references: reference_rx,
                 input_done: input_done.clone(),
                 finished,
+                alert: alert.clone(),
             },
             Builders {
                 ticks: TickColumns::new(rows_max),
@@ -370,11 +381,17 @@ pub fn start(
         let writer = Writer::new(
             WriterConfig {
                 index,
-                options: destination.options.clone(),
+                options: crate::native::Options {
+                    query_id_prefix: format!(
+                        "{}{}-w{index}-",
+                        insert_query_prefix(&destination.options.database),
+                        std::process::id()
+                    ),
+                    ..destination.options.clone()
+                },
                 backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
                 backoff_max: Duration::from_millis(ch.backoff_max_ms),
                 ping_after: Duration::from_millis(ch.ping_interval_ms),
-                drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
                 // Never beyond the flush interval: a block sealed on age is then always
                 // due at once, so lowering flush_interval_ms for latency needs nothing else.
                 insert_linger: Duration::from_millis(
@@ -389,7 +406,7 @@ pub fn start(
             marks.clone(),
             stats,
             waiter(config),
-            stop.clone(),
+            alert.clone(),
         );
         let core = if pin {
             config.threads.writer_cores.get(index).copied()
@@ -409,7 +426,7 @@ pub fn start(
         received_last: 0,
         marks,
         waiter: waiter(config),
-        stop,
+        alert: alert.clone(),
         stats: source_stats.clone(),
         input_done,
     };
@@ -422,6 +439,7 @@ pub fn start(
         },
         shards: shard_handles,
         writers: writer_handles,
+        alert: alert.clone(),
     };
     Ok((pipeline, router))
 }
@@ -434,23 +452,66 @@ impl Pipeline {
         self.references.take()
     }
 
-    /// Waits for every shard and writer to finish (after the router's
-    /// `finish_input`). Returns the number of blocks not stored (0 on a clean drain).
-    pub fn join(self) -> usize {
+    /// Waits for every shard and writer to finish (after the router's `finish_input`),
+    /// but past the drain deadline at most [`JOIN_GRACE`] more: a thread still inside a
+    /// system call then (a socket read of a hung server) is left behind and named.
+    /// Nothing it held was acknowledged, so JetStream redelivers it.
+    pub fn join(self) -> Joined {
+        let mut joined = Joined::default();
         for handle in self.shards {
-            if handle.join().is_err() {
-                tracing::error!("A shard thread panicked");
+            join_until(handle, &self.alert, &mut joined);
+        }
+        for handle in self.writers {
+            if let Some(not_stored) = join_until(handle, &self.alert, &mut joined) {
+                joined.not_stored += not_stored;
             }
         }
-        self.writers
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    tracing::error!("A writer thread panicked");
-                    usize::MAX
-                })
-            })
-            .fold(0usize, usize::saturating_add)
+        joined
+    }
+}
+
+/// Longest wait for a thread past the drain deadline.
+pub const JOIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How the hot path ended.
+#[derive(Debug, Default)]
+pub struct Joined {
+    /// Blocks the writers could not store before the deadline (never acknowledged).
+    pub not_stored: usize,
+    /// Threads that panicked.
+    pub panicked: Vec<String>,
+    /// Threads still running past the deadline, left behind.
+    pub stuck: Vec<String>,
+}
+
+impl Joined {
+    /// Every block stored and every thread finished.
+    pub fn is_clean(&self) -> bool {
+        self.not_stored == 0 && self.panicked.is_empty() && self.stuck.is_empty()
+    }
+}
+
+/// Joins `handle` unless it is still running [`JOIN_GRACE`] after the drain deadline.
+fn join_until<T>(handle: JoinHandle<T>, alert: &Alert, joined: &mut Joined) -> Option<T> {
+    let name = handle.thread().name().unwrap_or("unnamed").to_string();
+    // Bound: the thread ends, or the deadline plus the grace passes.
+    while !handle.is_finished() {
+        if let Some(deadline) = alert.deadline() {
+            if Instant::now() >= deadline + JOIN_GRACE {
+                tracing::error!(thread = %name, "Thread still running past the drain deadline; leaving it behind");
+                joined.stuck.push(name);
+                return None;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match handle.join() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(thread = %name, "Thread panicked");
+            joined.panicked.push(name);
+            None
+        }
     }
 }
 
@@ -461,7 +522,7 @@ impl Pipeline {
 pub fn discarding(
     shards: usize,
     ring_bytes: usize,
-    stop: Arc<AtomicBool>,
+    alert: Arc<Alert>,
 ) -> (Router, Vec<JoinHandle<u64>>) {
     let marks = Arc::new(DurableMarks::new(shards));
     let input_done = Arc::new(AtomicBool::new(false));
@@ -498,7 +559,7 @@ pub fn discarding(
         received_last: 0,
         marks,
         waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
-        stop,
+        alert,
         stats: Arc::new(SourceStats::default()),
         input_done,
     };
@@ -514,6 +575,13 @@ fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> Frame
         received_ns,
         payload_bytes_original: payload.len() as u32,
     }
+}
+
+/// The query-id prefix of every appliance's INSERTs into `database`; each writer adds
+/// its process id and index, so a starting appliance can wait for the INSERTs a killed
+/// one left running on the server (`durable::stored::wait_for_other_inserts`).
+pub fn insert_query_prefix(database: &str) -> String {
+    format!("alphapt-{database}-")
 }
 
 /// Which shard owns an instrument: tokens spread evenly by a multiplicative hash
@@ -559,7 +627,7 @@ mod tests {
             received_last: 0,
             marks: Arc::new(DurableMarks::new(1)),
             waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
-            stop: Arc::new(AtomicBool::new(false)),
+            alert: Arc::new(Alert::new(std::time::Duration::from_secs(1))),
             stats: Arc::new(SourceStats::default()),
             input_done: Arc::new(AtomicBool::new(false)),
         };

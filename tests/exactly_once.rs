@@ -7,16 +7,31 @@
 //!   gaps are stepped over and logged, delivery goes on, acks reach the end;
 //! - the stream deleted and created again while the appliance is down: the old rows'
 //!   sequences do not hide the new stream's messages;
+//! - SIGTERM while ClickHouse is down exits within the drain timeout, and a restart
+//!   with ClickHouse back stores everything once;
+//! - an INSERT cut mid-way and retried stores no block twice;
 //! - a durable name too long for JetStream's ack subjects is refused at start.
+//!
+//! "ClickHouse down" and "cut mid-INSERT" are a TCP proxy in front of the shared
+//! server (tests/common/proxy.rs), so the other tests' server is never touched.
 //!
 //! Each test has its own database, streams and durable, removed afterwards.
 
 mod common;
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use alphapt_storage::receive::nats::{JetStream, NatsConn};
 use common::e2e::*;
+use common::proxy::Proxy;
+
+fn clickhouse_port() -> u16 {
+    std::env::var("CLICKHOUSE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9000)
+}
 
 /// Total rows and distinct sequences in `market_ticks` + `rejected_messages`.
 fn rows(conn: &mut alphapt_storage::native::Connection, filter: &str) -> (u64, u64) {
@@ -162,4 +177,112 @@ fn a_durable_too_long_for_ack_subjects_is_refused_at_start() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("nats.durable"), "{stderr}");
     assert!(stderr.contains("acknowledged"), "{stderr}");
+}
+
+#[test]
+fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing() {
+    const TICKS: u64 = 20_000;
+    const DRAIN_MS: u64 = 3_000;
+    let (db, mut conn) = tables("down");
+    let nats = Nats::new("down");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let drain_ms = format!("ingest.drain_timeout_ms={DRAIN_MS}");
+    let mut run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &port,
+            "--set",
+            &drain_ms,
+            "--set",
+            "ingest.block_rows_max=2048",
+        ],
+    );
+    let feeder = {
+        let mut args = sets(&db, &nats);
+        args.extend(
+            [
+                "feed",
+                "--count",
+                "19999",
+                "--rate",
+                "5000",
+                "--instruments",
+                "100",
+            ]
+            .map(String::from),
+        );
+        binary(&args).stdout(Stdio::piped()).spawn().unwrap()
+    };
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    std::thread::sleep(Duration::from_millis(1500));
+    let child = run.0.take().expect("running");
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    let took = signalled.elapsed();
+    // The budget is the drain timeout plus a second; a loaded 2-core CI gets more.
+    assert!(
+        took < Duration::from_millis(DRAIN_MS + 2_500),
+        "exit took {took:?}: {text}"
+    );
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("drain incomplete"), "{text}");
+    let mid = stored(&mut conn);
+    assert_eq!(mid.0, mid.1, "nothing doubled: {mid:?}");
+    assert!(feeder.wait_with_output().unwrap().status.success());
+
+    proxy.up();
+    let run = start_run(&db, &nats, &["--set", &port]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn an_insert_cut_mid_way_is_retried_without_doubling_a_block() {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables("cut");
+    let nats = Nats::new("cut");
+    feed(&db, &nats, &["--count", "40000", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    // Past the start-up queries, inside the first multi-block INSERT (blocks of 2,048
+    // ticks are ~150-250 KB on the wire, up to 8 in one INSERT).
+    proxy.cut_after(600_000);
+    let port = format!("clickhouse.port={}", proxy.port);
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &port,
+            "--set",
+            "ingest.block_rows_max=2048",
+            "--set",
+            "ingest.flush_interval_ms=1000",
+            "--set",
+            "ingest.insert_linger_ms=1000",
+        ],
+    );
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(proxy.cuts(), 1, "{summary}");
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    eprintln!(
+        "cut INSERT: {}",
+        if summary.contains("already stored") {
+            "part of it was stored and not sent again"
+        } else {
+            "nothing of it was stored"
+        }
+    );
 }

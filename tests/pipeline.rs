@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use alphapt_storage::config::Config;
 use alphapt_storage::model::json::write_tick_json;
@@ -16,6 +16,7 @@ use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::native::{Method, Value};
 use alphapt_storage::pipeline::{self, shard_of, Destination};
 use alphapt_storage::ring::Kind;
+use alphapt_storage::runtime::Alert;
 use alphapt_storage::shard::parse::encode_kite_full;
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use common::{options, TestDb};
@@ -70,8 +71,8 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
     config.ingest.ring_slots = 1024;
     config.ingest.payload_bytes_max = 65_536;
     let destination = Destination::resolve(&options(&db.name, Some(Method::Lz4))).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (pipeline, mut router) = pipeline::start(&config, &destination, stop).unwrap();
+    let alert = Arc::new(Alert::new(Duration::from_secs(30)));
+    let (pipeline, mut router) = pipeline::start(&config, &destination, alert).unwrap();
 
     let mut feed = SyntheticTicks::new(100, 21);
     let mut payload = Vec::new();
@@ -120,7 +121,7 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
         assert!(routed);
     }
     router.finish_input();
-    assert_eq!(pipeline.join(), 0, "every block stored");
+    assert!(pipeline.join().is_clean(), "every block stored");
     assert_eq!(
         router.watermark(),
         MESSAGES,

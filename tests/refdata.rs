@@ -30,6 +30,7 @@ use alphapt_storage::refdata::{
     APPLICATION_NAME,
 };
 use alphapt_storage::ring::Kind;
+use alphapt_storage::runtime::Alert;
 use alphapt_storage::shard::validate::Reference;
 use common::{options, TestDb};
 
@@ -203,8 +204,12 @@ fn reference_data_flags_ticks_and_follows_changes() {
     config.ingest.ring_slots = 1024;
     config.ingest.payload_bytes_max = 65_536;
     let destination = Destination::resolve(&options(&ch.name, Some(Method::Lz4))).unwrap();
-    let (mut pipeline, mut router) =
-        pipeline::start(&config, &destination, Arc::new(AtomicBool::new(false))).unwrap();
+    let (mut pipeline, mut router) = pipeline::start(
+        &config,
+        &destination,
+        Arc::new(Alert::new(Duration::from_secs(30))),
+    )
+    .unwrap();
     let shards = pipeline.stats.clone();
     let stats = Arc::new(RefdataStats::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -264,7 +269,7 @@ fn reference_data_flags_ticks_and_follows_changes() {
     }
 
     router.finish_input();
-    assert_eq!(pipeline.join(), 0, "every block stored");
+    assert!(pipeline.join().is_clean(), "every block stored");
     stop_and_join(&stop, refdata);
     assert_eq!(total(&shards, |s| &s.references_refused_total), 0);
 

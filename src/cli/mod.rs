@@ -126,6 +126,7 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
         },
         connect_timeout: std::time::Duration::from_millis(ch.connect_timeout_ms),
         io_timeout: std::time::Duration::from_millis(ch.io_timeout_ms),
+        query_id_prefix: String::new(),
     }
 }
 

@@ -19,7 +19,7 @@ use alphapt_storage::receive::receiver::{self, ReceiverConfig, StoreProbe};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::refdata::{Refdata, RefdataConfig, RefdataStats};
 use alphapt_storage::ring::Kind;
-use alphapt_storage::runtime;
+use alphapt_storage::runtime::{self, Alert};
 use alphapt_storage::write::WriterStats;
 
 /// Flags of `run`.
@@ -207,9 +207,13 @@ impl Signals {
             .join()
             .map_err(|_| anyhow::anyhow!("the signals receiver thread panicked"))?;
         let stats = self.pipeline.stats.clone();
-        let lost = self.pipeline.join();
+        let joined = self.pipeline.join();
         report.context("NATS signals receiver failed")?;
-        anyhow::ensure!(lost == 0, "{lost} signal blocks were not stored");
+        anyhow::ensure!(
+            joined.is_clean(),
+            "the signals path did not finish cleanly: {}",
+            not_stored_note(&joined)
+        );
         Ok(stats
             .writers
             .iter()
@@ -222,7 +226,7 @@ fn start_signals(
     config: &Config,
     destination: &Destination,
     ticks: &ReceiverConfig,
-    stop: Arc<AtomicBool>,
+    alert: Arc<Alert>,
 ) -> anyhow::Result<Signals> {
     let mut small = config.clone();
     small.ingest.shards = 1;
@@ -239,7 +243,7 @@ fn start_signals(
         .next_power_of_two() as u32;
     small.ingest.ring_slots = small.ingest.ring_slots.min(needed.max(4096));
     let (pipeline, mut router) =
-        pipeline::start(&small, destination, stop).context("cannot start the signals path")?;
+        pipeline::start(&small, destination, alert).context("cannot start the signals path")?;
     let receiver_config = ReceiverConfig {
         kind: Kind::SignalJson,
         stream: config.nats.stream_signals.clone(),
@@ -263,18 +267,38 @@ fn start_signals(
     Ok(Signals { pipeline, receiver })
 }
 
+/// What was not stored, in words: blocks, panicked and stuck threads.
+fn not_stored_note(joined: &pipeline::Joined) -> String {
+    let mut parts = Vec::new();
+    if joined.not_stored > 0 {
+        parts.push(format!("{} blocks NOT stored", joined.not_stored));
+    }
+    if !joined.panicked.is_empty() {
+        parts.push(format!("threads panicked: {}", joined.panicked.join(", ")));
+    }
+    if !joined.stuck.is_empty() {
+        parts.push(format!(
+            "threads still in a server call at the deadline: {}",
+            joined.stuck.join(", ")
+        ));
+    }
+    parts.join("; ")
+}
+
 /// Runs the appliance until the source ends or a signal asks it to drain.
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = super::clickhouse_options(config, true);
     let destination = Destination::resolve(&options)
         .context("cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)")?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let alert = Arc::new(Alert::new(Duration::from_millis(
+        config.ingest.drain_timeout_ms,
+    )));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())
+        signal_hook::flag::register(signal, alert.flag())
             .context("cannot install the signal handler")?;
     }
     let (mut pipeline, mut router) =
-        pipeline::start(config, &destination, stop.clone()).context("cannot start threads")?;
+        pipeline::start(config, &destination, alert.clone()).context("cannot start threads")?;
     let stats = pipeline.stats.clone();
     let refdata_stats = Arc::new(RefdataStats::default());
     let refdata_stop = Arc::new(AtomicBool::new(false));
@@ -329,7 +353,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             }),
         };
         tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
-        signals = Some(start_signals(config, &destination, &receiver_config, stop.clone())?);
+        signals = Some(start_signals(config, &destination, &receiver_config, alert.clone())?);
         runtime::spawn("receiver", receiver_core, move || {
             receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
         })
@@ -350,6 +374,8 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut last_log = Instant::now();
     while !receiver.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
+        // Starts the drain clock at the first look after a signal.
+        alert.deadline();
         if last.elapsed() < Duration::from_secs(1) {
             continue;
         }
@@ -372,10 +398,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Nothing new is routed now, so reference data has nothing left to check.
     stop_refdata(refdata, &refdata_stop);
     let outcome = outcome.map_err(|_| anyhow::anyhow!("the receiver thread panicked"))?;
-    let stopped_by_signal = stop.load(Ordering::Acquire);
-    // The signals path drains with the ticks path (same stop flag): a ticks receiver
-    // that failed or reached `--count` stops it too.
-    stop.store(true, Ordering::Release);
+    let stopped_by_signal = alert.stopping();
+    // The signals path drains with the ticks path (same alert): a ticks receiver that
+    // failed or reached `--count` stops it too, and from here every wait is bounded.
+    alert.request_stop();
     let signals_stored = match signals {
         Some(signals) => signals.finish()?,
         None => 0,
@@ -384,12 +410,11 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(error) => {
             // The receiver already told the shards to finish; let them drain what came.
-            stop.store(true, Ordering::Release);
-            let lost = pipeline.join();
-            let note = if lost > 0 {
-                format!("; {lost} blocks not stored")
-            } else {
+            let joined = pipeline.join();
+            let note = if joined.is_clean() {
                 String::new()
+            } else {
+                format!("; {}", not_stored_note(&joined))
             };
             anyhow::bail!("NATS receiver failed: {error}{note}");
         }
@@ -399,7 +424,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         Outcome::Nats(report) => report.routed,
     };
     let drain_started = Instant::now();
-    let lost = pipeline.join();
+    let joined = pipeline.join();
     let end = snapshot(&stats, &refdata_stats);
     let latency = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| {
         stats
@@ -431,9 +456,21 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         latency(|w| &w.latency_us_max),
         drain_started.elapsed().as_secs_f64(),
         refdata_summary(&refdata_stats),
-        if lost > 0 { format!("; {lost} blocks NOT stored") } else { String::new() },
+        if joined.is_clean() { String::new() } else { format!("; {}", not_stored_note(&joined)) },
     );
-    Ok(if lost == 0 {
+    if !joined.is_clean() {
+        // The last line says what happened to what was not stored.
+        let upstream = if args.synthetic.is_some() {
+            "the synthetic feed has no upstream store, so they are lost"
+        } else {
+            "never acknowledged, so JetStream redelivers them at the next start (core NATS: lost)"
+        };
+        eprintln!(
+            "alphapt-storage: drain incomplete: {}; {upstream}",
+            not_stored_note(&joined)
+        );
+    }
+    Ok(if joined.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -297,6 +297,39 @@ pub fn read_stored(
     }
 }
 
+/// Waits until no INSERT of another appliance process into this database is running
+/// on the server (query ids `<prefix>`, not `<own_prefix>`), at most `limit`: a
+/// process killed mid-INSERT leaves the server still writing what it had received,
+/// and reading the store before that ends would miss it (and store it twice). Returns
+/// false when the limit passed first (a second appliance inserting all the time).
+pub fn wait_for_other_inserts(
+    conn: &mut Connection,
+    prefix: &str,
+    own_prefix: &str,
+    limit: std::time::Duration,
+) -> Result<bool, Error> {
+    let sql = format!(
+        "SELECT count() FROM system.processes WHERE startsWith(query_id, '{prefix}') \
+         AND NOT startsWith(query_id, '{own_prefix}')"
+    );
+    let deadline = std::time::Instant::now() + limit;
+    // Bound: the deadline.
+    loop {
+        let running = conn
+            .query(&sql)?
+            .scalar()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if running == 0 {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The set against a `BTreeSet` oracle; the resume point against a brute-force walk.

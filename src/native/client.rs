@@ -122,7 +122,7 @@ impl Client {
         mut work: impl FnMut(&mut Connection) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut last = None;
-        for _ in 0..self.attempts_max {
+        for attempt in 1..=self.attempts_max {
             let outcome = self.connection().and_then(&mut work);
             match outcome {
                 Ok(value) => {
@@ -131,12 +131,17 @@ impl Client {
                 }
                 Err(error) if !error.is_retriable() => return Err(error),
                 Err(error) => {
-                    tracing::warn!(error = %error, attempt = self.backoff.attempts() + 1, "ClickHouse request failed; retrying");
+                    if attempt < self.attempts_max {
+                        tracing::warn!(error = %error, attempt, "ClickHouse request failed; retrying");
+                    }
                     if self.connection.as_ref().is_some_and(Connection::is_broken) {
                         self.connection = None;
                     }
                     last = Some(error);
-                    std::thread::sleep(self.backoff.next_delay());
+                    // No sleep after the last attempt: the caller paces its own retries.
+                    if attempt < self.attempts_max {
+                        std::thread::sleep(self.backoff.next_delay());
+                    }
                 }
             }
         }

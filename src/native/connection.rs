@@ -49,6 +49,10 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Read and write timeout for every socket call.
     pub io_timeout: Duration,
+    /// Query ids become `<prefix><n>` when set (empty: the server assigns them), so
+    /// `system.processes` tells whose queries are still running (see
+    /// `durable::stored::wait_for_other_inserts`).
+    pub query_id_prefix: String,
 }
 
 impl std::fmt::Debug for Options {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for Options {
             .field("compression", &self.compression)
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
+            .field("query_id_prefix", &self.query_id_prefix)
             .finish()
     }
 }
@@ -80,6 +85,7 @@ impl Default for Options {
             compression: Some(Method::Lz4),
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(30),
+            query_id_prefix: String::new(),
         }
     }
 }
@@ -161,6 +167,10 @@ pub struct Connection {
     broken: bool,
     /// When the last request finished, to decide when to ping before reuse.
     last_used: Instant,
+    /// `Options::query_id_prefix`.
+    query_id_prefix: String,
+    /// Queries sent, numbering the query ids.
+    queries: u64,
 }
 
 impl Connection {
@@ -197,6 +207,8 @@ impl Connection {
             raw: Vec::new(),
             broken: false,
             last_used: Instant::now(),
+            query_id_prefix: options.query_id_prefix.clone(),
+            queries: 0,
         };
         connection.handshake(options)?;
         Ok(connection)
@@ -357,10 +369,17 @@ impl Connection {
     fn start_query(&mut self, sql: &str) -> Result<(), Error> {
         self.check_usable()?;
         self.scratch.clear();
+        self.queries += 1;
+        // One small string per query, never per row.
+        let query_id = if self.query_id_prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}{}", self.query_id_prefix, self.queries)
+        };
         protocol::write_query(
             &mut self.scratch,
             self.server.revision,
-            "",
+            &query_id,
             sql,
             self.compression.is_some(),
         );

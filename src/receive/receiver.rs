@@ -43,7 +43,9 @@ use crate::native::Backoff;
 use crate::pipeline::{shard_of, Router};
 use crate::ring::Kind;
 
-use crate::durable::stored::{read_stored, resume, Resume, SeqSet, StreamTables};
+use crate::durable::stored::{
+    read_stored, resume, wait_for_other_inserts, Resume, SeqSet, StreamTables,
+};
 
 use super::nats::jetstream::{
     ack, parse_ack_subject, ConsumerInfo, ConsumerSpec, JetStream, StreamInfo,
@@ -73,6 +75,8 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(1);
 /// Short, because every drain pays it once per idle stream; an idle consumer then
 /// sends ~10 small pull requests a second, nothing beside the message flow.
 const PULL_EXPIRES: Duration = Duration::from_millis(100);
+/// Longest wait at start for INSERTs a killed appliance left running on the server.
+const OTHER_INSERTS_WAIT: Duration = Duration::from_secs(10);
 /// How long one socket poll waits when nothing is buffered.
 const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -364,6 +368,14 @@ fn read_resume(
         Some(store) => {
             let mut ch = crate::native::Connection::connect(&store.options)
                 .map_err(|e| unreadable(e.to_string()))?;
+            let prefix = crate::pipeline::insert_query_prefix(&store.options.database);
+            let own = format!("{prefix}{}-", std::process::id());
+            let settled = wait_for_other_inserts(&mut ch, &prefix, &own, OTHER_INSERTS_WAIT)
+                .map_err(|e| unreadable(e.to_string()))?;
+            if !settled {
+                tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
+                    "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
+            }
             read_stored(&mut ch, &store.tables, floor, stream.created_ms)
                 .map_err(|e| unreadable(e.to_string()))?
         }

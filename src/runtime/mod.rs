@@ -1,8 +1,10 @@
-//! Threads: named, optionally pinned to a core, and the one waiting type every role
-//! uses when its input is empty.
+//! Threads: named, optionally pinned to a core, the one waiting type every role uses
+//! when its input is empty, and the stop-and-deadline alert every wait looks at.
 
+pub mod alert;
 pub mod wait;
 
+pub use alert::Alert;
 pub use wait::Waiter;
 
 /// Spawns a named thread, pinned to `core` when given. A failed pin is logged and the

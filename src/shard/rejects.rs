@@ -167,7 +167,7 @@ impl RejectColumns {
         true
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.received_at_ms.clear();
         self.stream_seq.clear();
         self.reason.clear();

@@ -27,7 +27,7 @@ use crate::model::Tick;
 use crate::native::Method;
 use crate::refdata::{ReferenceUpdate, REFERENCE_UPDATES_PER_PASS};
 use crate::ring::{FrameConsumer, FrameHeader, Kind, FLAG_TRUNCATED};
-use crate::runtime::Waiter;
+use crate::runtime::{Alert, Waiter};
 use crate::write::now_ms;
 
 use super::columns::{SealedBlock, Table, TickColumns, TickSchema};
@@ -105,6 +105,11 @@ struct State {
     references: rtrb::Consumer<ReferenceUpdate>,
     stats: Arc<ShardStats>,
     waiter: Waiter,
+    /// The stop-and-deadline signal: past the deadline the shard stops waiting for
+    /// free blocks and gives up what it holds (never acknowledged).
+    alert: Arc<Alert>,
+    /// Set when the drain deadline made the shard give up: nothing more is appended.
+    abandoned: bool,
     /// Local counters, published per pass.
     frames: u64,
     ticks_appended: u64,
@@ -183,6 +188,9 @@ impl State {
     }
 
     fn handle(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8], now_ms: i64) {
+        if self.abandoned {
+            return;
+        }
         self.frames += 1;
         let received_at_ms = header.received_ns / 1_000_000;
         if header.flags & FLAG_TRUNCATED != 0 {
@@ -267,44 +275,70 @@ impl State {
         .min()
     }
 
-    /// A free block from the pool, waiting for the writer when none is.
-    fn take_free(&mut self) -> SealedBlock {
+    /// A free block from the pool, waiting for the writer when none is; `None` once
+    /// the drain deadline has passed (the writer may be gone: waiting would hang).
+    fn take_free(&mut self) -> Option<SealedBlock> {
+        // Bound: the writer returns a block, or the deadline passes.
         loop {
             if let Ok(block) = self.free.pop() {
                 self.waiter.reset();
-                return block;
+                return Some(block);
+            }
+            if self.alert.expired() {
+                return None;
             }
             self.stats.pool_waits_total.fetch_add(1, Ordering::Relaxed);
             self.waiter.idle();
         }
     }
 
-    /// Seals every non-empty builder; the last block carries `durable_through`.
+    /// Blocks for every non-empty builder, all or none.
+    fn take_group(&mut self) -> Option<[Option<SealedBlock>; 3]> {
+        let wanted = [
+            !self.ticks.is_empty(),
+            !self.signals.is_empty(),
+            !self.rejects.is_empty(),
+        ];
+        let mut group: [Option<SealedBlock>; 3] = [None, None, None];
+        for (slot, wanted) in group.iter_mut().zip(wanted) {
+            if wanted {
+                // Blocks taken before a refusal are dropped with the group: the shard
+                // is giving up, and the pool is not used again.
+                *slot = Some(self.take_free()?);
+            }
+        }
+        Some(group)
+    }
+
+    /// Seals every non-empty builder; the last block carries `durable_through`. Past
+    /// the drain deadline with no free block, gives up instead: the open rows are
+    /// dropped (never acknowledged, so JetStream redelivers them) and the shard stops.
     fn seal_all(&mut self, durable_through: u64) {
         // Every consumed frame lands in a builder, so empty builders mean nothing new.
-        if self.oldest_ms().is_none() {
+        if self.oldest_ms().is_none() || self.abandoned {
             return;
         }
+        let Some(mut taken) = self.take_group() else {
+            self.abandon();
+            return;
+        };
         let compression = self.config.compression;
         let started = std::time::Instant::now();
         let rows = self.ticks.rows() + self.signals.rows() + self.rejects.rows();
         let mut group: [Option<SealedBlock>; 3] = [None, None, None];
-        if !self.ticks.is_empty() {
-            let mut block = self.take_free();
+        if let Some(mut block) = taken[0].take() {
             self.ticks
                 .seal(&self.config.tick_schema, compression, &mut block);
             block.table = Table::Ticks;
             group[0] = Some(block);
         }
-        if !self.signals.is_empty() {
-            let mut block = self.take_free();
+        if let Some(mut block) = taken[1].take() {
             self.signals
                 .seal(&self.config.signal_schema, compression, &mut block);
             block.table = Table::Signals;
             group[1] = Some(block);
         }
-        if !self.rejects.is_empty() {
-            let mut block = self.take_free();
+        if let Some(mut block) = taken[2].take() {
             self.rejects
                 .seal(&self.config.reject_schema, compression, &mut block);
             block.table = Table::Rejects;
@@ -333,6 +367,17 @@ impl State {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "Sealed"
         );
+    }
+
+    /// Gives up at the drain deadline: the open rows are dropped unsealed. Their
+    /// sequences were never made durable, so the watermark stays below them.
+    fn abandon(&mut self) {
+        let rows = self.ticks.rows() + self.signals.rows() + self.rejects.rows();
+        tracing::error!(shard = self.config.index, rows, "Drain deadline passed with no free block (ClickHouse behind); open rows left unacknowledged for redelivery");
+        self.ticks.clear();
+        self.signals.clear();
+        self.rejects.clear();
+        self.abandoned = true;
     }
 
     fn publish_stats(&mut self, queued_bytes: usize) {
@@ -400,6 +445,8 @@ pub struct ShardEdges {
     pub input_done: Arc<AtomicBool>,
     /// This shard is done.
     pub finished: Arc<AtomicBool>,
+    /// The stop-and-deadline signal.
+    pub alert: Arc<Alert>,
 }
 
 impl Shard {
@@ -428,6 +475,8 @@ impl Shard {
                 references: edges.references,
                 stats,
                 waiter,
+                alert: edges.alert,
+                abandoned: false,
                 frames: 0,
                 ticks_appended: 0,
                 signals_appended: 0,
@@ -466,9 +515,20 @@ impl Shard {
                 }
             }
             state.publish_stats(self.input.queued_bytes());
+            if state.abandoned {
+                self.finished.store(true, Ordering::Release);
+                return;
+            }
             if handled > 0 || applied > 0 {
                 state.waiter.reset();
                 continue;
+            }
+            if state.alert.expired() {
+                // The receiver has stopped routing: seal what is open if a block is
+                // free, else give up; frames left in the ring are never acknowledged.
+                state.seal_all(state.completed_seq);
+                self.finished.store(true, Ordering::Release);
+                return;
             }
             if self.input_done.load(Ordering::Acquire) && self.input.queued_bytes() == 0 {
                 state.seal_all(state.completed_seq);

@@ -614,7 +614,7 @@ impl SignalColumns {
     }
 
     /// Empties the open block, keeping every buffer's capacity.
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.timestamp_ms.clear();
         self.received_at_ms.clear();
         self.stream_seq.clear();

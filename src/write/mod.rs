@@ -10,21 +10,36 @@
 //! [`BLOCKS_PER_INSERT_MAX`]). With a linger, a writer holds blocks sealed on size
 //! until a full INSERT's worth is queued or their oldest message has waited the linger
 //! (never past the flush interval, never while the shard is short of free blocks):
-//! ClickHouse pays per part far more than per row. A failed INSERT is retried with capped exponential
-//! backoff and jitter on a fresh connection, holding the blocks: the sealed ring fills,
-//! the shard stops, the receiver stops pulling — back-pressure, nothing acked that is
-//! not stored. (The spill file, which takes blocks when ClickHouse is down, is the next
-//! stage.) Must never: lose a block, retry without backoff.
+//! ClickHouse pays per part far more than per row.
+//!
+//! Failures, by kind ([`Error::is_retriable`]):
+//! - retriable (connection, timeout, server overloaded): one capped, jittered backoff
+//!   (the writer's; the client does not sleep again), on a fresh connection, holding the
+//!   blocks. Before re-sending, the writer asks ClickHouse which of its blocks are
+//!   already stored (an INSERT cut mid-way has stored a prefix of its blocks, and
+//!   18.16's MergeTree does not deduplicate) and sends only the rest: one writer owns a
+//!   shard's sequences, so the check has no race.
+//! - permanent (schema mismatch, unknown table, type error): not retried. The writer
+//!   holds the blocks, reports `refused` with the server's message, and acknowledges
+//!   nothing past them; a restart with the schema fixed stores them (JetStream
+//!   redelivers what was never acknowledged).
+//!
+//! Meanwhile the sealed ring fills, the shard stops, the receiver stops pulling:
+//! back-pressure, nothing acked that is not stored. Every wait (backoff, a refused
+//! block) looks at the [`Alert`]: past the drain deadline the writer gives up and
+//! returns the count of blocks it did not store. (The spill file, which takes blocks
+//! when ClickHouse is down, is the next stage.) Must never: lose a block, retry a
+//! permanent error, retry without backoff, outlive the drain deadline.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
 use crate::durable::DurableMarks;
 use crate::native::{Backoff, Client, Connection, Error, Options};
-use crate::runtime::Waiter;
+use crate::runtime::{Alert, Waiter};
 use crate::shard::{SealedBlock, Table};
 
 /// Most blocks one INSERT carries: a few full blocks are ~50–100 MB, one server
@@ -37,6 +52,8 @@ const SEAL_GROUP_BLOCKS: usize = 3;
 /// INSERT statement and expected header of one table.
 #[derive(Clone, Debug)]
 pub struct TableInsert {
+    /// The table's name, for the stored-blocks check.
+    pub name: &'static str,
     /// `INSERT INTO db.table (...) VALUES`.
     pub sql: String,
     /// Column names and types the server must announce.
@@ -101,6 +118,12 @@ pub struct WriterStats {
     pub latency_us_max: AtomicU64,
     /// 1 while the writer cannot reach ClickHouse.
     pub degraded: AtomicU64,
+    /// 1 while a permanent error (schema, type) holds the writer's blocks.
+    pub refused: AtomicU64,
+    /// Blocks found already stored before a re-send, so not sent again.
+    pub resend_skipped_total: AtomicU64,
+    /// The last error's text, for health and the status line (written on failure only).
+    pub last_error: Mutex<String>,
 }
 
 /// Writer settings.
@@ -116,8 +139,6 @@ pub struct WriterConfig {
     pub backoff_max: Duration,
     /// Ping an idle connection after this long.
     pub ping_after: Duration,
-    /// Give up retrying when draining and this moment has passed.
-    pub drain_timeout: Duration,
     /// Hold sealed blocks up to this long (from their oldest message) to INSERT more
     /// of them at once.
     pub insert_linger: Duration,
@@ -141,8 +162,8 @@ pub struct Writer {
     stats: Arc<WriterStats>,
     /// How the writer waits when every input is empty.
     waiter: Waiter,
-    /// Set when the appliance drains.
-    stop: Arc<AtomicBool>,
+    /// The stop-and-deadline signal.
+    alert: Arc<Alert>,
     /// Receive-to-durable per block, µs.
     histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
@@ -166,7 +187,7 @@ impl Writer {
         marks: Arc<DurableMarks>,
         stats: Arc<WriterStats>,
         waiter: Waiter,
-        stop: Arc<AtomicBool>,
+        alert: Arc<Alert>,
     ) -> Writer {
         let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
         let client = Client::new(
@@ -184,7 +205,7 @@ impl Writer {
             marks,
             stats,
             waiter,
-            stop,
+            alert,
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
@@ -192,19 +213,19 @@ impl Writer {
     }
 
     /// The writer's main loop: until every input shard has finished and its ring is
-    /// empty. Returns the number of blocks it could not store before the drain
-    /// deadline (0 on a clean drain); those were never acknowledged.
+    /// empty, or the drain deadline passed. Returns the number of blocks it did not
+    /// store (0 on a clean drain); those were never acknowledged.
     pub fn run(mut self) -> usize {
-        let mut drain_started: Option<Instant> = None;
         loop {
+            let draining = self.alert.stopping();
             let mut worked = false;
             for index in 0..self.inputs.len() {
-                if !self.due(index, drain_started.is_some()) {
+                if !self.due(index, draining) {
                     continue;
                 }
                 if self.collect(index) {
                     worked = true;
-                    if let Err(abandoned) = self.insert_batch(index, drain_started) {
+                    if let Err(abandoned) = self.insert_batch(index) {
                         return abandoned + self.queued_blocks();
                     }
                 }
@@ -213,15 +234,20 @@ impl Writer {
                 self.waiter.reset();
                 continue;
             }
-            if self.stop.load(Ordering::Acquire) && drain_started.is_none() {
-                drain_started = Some(Instant::now());
-            }
             let all_done = self
                 .inputs
                 .iter()
                 .all(|i| i.finished.load(Ordering::Acquire) && i.sealed.is_empty());
             if all_done {
                 return 0;
+            }
+            if self.alert.expired() {
+                let queued = self.queued_blocks();
+                if queued > 0 {
+                    tracing::error!(writer = self.config.index, blocks = queued,
+                        "Drain deadline passed; blocks not stored are left unacknowledged for redelivery");
+                }
+                return queued;
             }
             self.waiter.idle();
         }
@@ -270,46 +296,145 @@ impl Writer {
         !self.batch.is_empty()
     }
 
-    /// INSERTs the batch, retrying with backoff; on success records durability and
-    /// returns the buffers. `Err(blocks)` when the drain deadline passed first.
-    fn insert_batch(&mut self, index: usize, drain_started: Option<Instant>) -> Result<(), usize> {
+    /// INSERTs the batch: retriable failures with backoff (re-sending only the blocks
+    /// not already stored), a permanent one held without retrying. On success records
+    /// durability and returns the buffers. `Err(blocks)` when the drain deadline passed
+    /// first.
+    fn insert_batch(&mut self, index: usize) -> Result<(), usize> {
         let table = self.tables.get(self.batch[0].table).clone();
-        let mut drain_started = drain_started;
         let started = Instant::now();
+        // Blocks known stored (by an attempt cut mid-way): never sent again.
+        let mut stored = [false; BLOCKS_PER_INSERT_MAX];
+        let mut failed = false;
+        // Bound: each pass ends in a commit, a deadline, or a backoff sleep.
         loop {
-            let packets: Vec<&[u8]> = self.batch.iter().map(|b| b.bytes.as_slice()).collect();
-            let outcome = self.client.run(|conn: &mut Connection| {
-                conn.insert_encoded(&table.sql, &table.header, &packets)
-            });
+            let outcome = if failed {
+                self.find_stored(&table, &mut stored)
+                    .and_then(|()| self.send(&table, &stored))
+            } else {
+                self.send(&table, &stored)
+            };
             match outcome {
                 Ok(()) => break,
+                Err(error) if !error.is_retriable() => return self.hold_refused(&error),
                 Err(error) => self.after_failure(&error),
             }
-            if self.stop.load(Ordering::Acquire) {
-                let started = *drain_started.get_or_insert_with(Instant::now);
-                if started.elapsed() >= self.config.drain_timeout {
-                    tracing::error!(
-                        writer = self.config.index,
-                        blocks = self.batch.len(),
-                        "Drain timeout; blocks not stored will be redelivered"
-                    );
-                    return Err(self.batch.len());
-                }
+            failed = true;
+            if !self.alert.sleep(self.backoff.next_delay(), false) {
+                return Err(self.give_up());
             }
-            std::thread::sleep(self.backoff.next_delay());
         }
         self.backoff.reset();
         self.stats.degraded.store(0, Ordering::Relaxed);
-        tracing::debug!(writer = self.config.index, table = %table.sql, blocks = self.batch.len(),
+        tracing::debug!(
+            writer = self.config.index,
+            table = table.name,
+            blocks = self.batch.len(),
             rows = self.batch.iter().map(|b| u64::from(b.rows)).sum::<u64>(),
-            ms = started.elapsed().as_secs_f64() * 1e3, "INSERT committed");
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "INSERT committed"
+        );
         self.after_commit(index);
         Ok(())
+    }
+
+    /// One INSERT of the batch's blocks not marked stored (none left: nothing to send).
+    fn send(&mut self, table: &TableInsert, stored: &[bool]) -> Result<(), Error> {
+        let packets: Vec<&[u8]> = self
+            .batch
+            .iter()
+            .zip(stored)
+            .filter(|(_, &done)| !done)
+            .map(|(b, _)| b.bytes.as_slice())
+            .collect();
+        if packets.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .run(|conn: &mut Connection| conn.insert_encoded(&table.sql, &table.header, &packets))
+    }
+
+    /// Marks the blocks of the batch ClickHouse already holds: a block is stored when a
+    /// row with its last sequence is (a block is one part, written whole, and only this
+    /// writer writes its shard's sequences).
+    fn find_stored(&mut self, table: &TableInsert, stored: &mut [bool]) -> Result<(), Error> {
+        let mut list = String::new();
+        for block in &self.batch {
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str(&block.seq_max.to_string());
+        }
+        let sql = format!(
+            "SELECT DISTINCT stream_seq FROM {} WHERE stream_seq IN ({list})",
+            table.name
+        );
+        let result = self.client.run(|conn: &mut Connection| conn.query(&sql))?;
+        let found: Vec<u64> = result
+            .column("stream_seq")
+            .iter()
+            .filter_map(crate::native::Value::as_u64)
+            .collect();
+        let mut skipped = 0u64;
+        for (block, done) in self.batch.iter().zip(stored.iter_mut()) {
+            if !*done && found.contains(&block.seq_max) {
+                *done = true;
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            self.stats
+                .resend_skipped_total
+                .fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(
+                writer = self.config.index,
+                table = table.name,
+                blocks = skipped,
+                "Blocks of a cut INSERT are already stored; re-sending only the rest"
+            );
+        }
+        Ok(())
+    }
+
+    /// A permanent error: the blocks are held, not retried, until a drain is asked for
+    /// (the operator's restart with the schema fixed gets them again from JetStream).
+    fn hold_refused(&mut self, error: &Error) -> Result<(), usize> {
+        self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.refused.store(1, Ordering::Relaxed);
+        self.note_error(error);
+        tracing::error!(writer = self.config.index, error = %error, blocks = self.batch.len(),
+            "ClickHouse refused the blocks (not retriable); holding them unacknowledged: fix the schema and restart");
+        // Bound: a drain request (nothing will change the answer before it). Nothing
+        // past the held blocks is acknowledged.
+        while !self.alert.sleep(Duration::from_secs(1), true) {
+            if self.alert.stopping() {
+                break;
+            }
+        }
+        Err(self.give_up())
+    }
+
+    /// The batch is given up at the drain deadline; its blocks are never acknowledged.
+    fn give_up(&mut self) -> usize {
+        tracing::error!(
+            writer = self.config.index,
+            blocks = self.batch.len(),
+            "Drain deadline passed; blocks not stored are left unacknowledged for redelivery"
+        );
+        self.batch.len()
+    }
+
+    fn note_error(&self, error: &Error) {
+        if let Ok(mut text) = self.stats.last_error.lock() {
+            text.clear();
+            text.push_str(&error.to_string());
+        }
     }
 
     fn after_failure(&mut self, error: &Error) {
         self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
         self.stats.degraded.store(1, Ordering::Relaxed);
+        self.note_error(error);
         // Rate-limited by the backoff itself: at most one line per attempt.
         tracing::warn!(writer = self.config.index, error = %error, attempt = self.backoff.attempts() + 1, "INSERT failed; retrying");
     }

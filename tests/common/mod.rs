@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod proxy;
 
 use std::process::Command;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub fn options(database: &str, compression: Option<Method>) -> Options {
         compression,
         connect_timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(20),
+        query_id_prefix: String::new(),
     }
 }
 
