@@ -26,7 +26,10 @@
 //! CRCs) and syncs its page once the block is in ClickHouse. A crash before that
 //! replays the block again at the next start; the replayer therefore checks ClickHouse
 //! for the block's stream sequences before inserting (DESIGN §2, nothing doubled). A
-//! damaged state byte other than 1 reads as pending, erring toward replay.
+//! damaged state byte other than 1 reads as pending, erring toward replay; the one flip
+//! it cannot catch is 0 → 1 (bit 0 of a pending record's state), which reads as
+//! replayed and so skips the record: that byte is unchecked by design, so it must
+//! hold only what can be recomputed from ClickHouse.
 //!
 //! **Truncation underneath a mapping.** Touching a mapped page past the end of its file
 //! raises SIGBUS and kills the process. The journal therefore: checks at open that each
