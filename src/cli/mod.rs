@@ -5,6 +5,7 @@ mod feed;
 mod health;
 mod migrate;
 mod run;
+mod spill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ enum Command {
     },
     /// Publish synthetic ticks to NATS (load generator); ensures the ticks stream first.
     Feed(feed::FeedArgs),
+    /// Read-only views of the spill journals under `spill.dir`: inspect, verify.
+    Spill {
+        /// inspect or verify.
+        #[command(subcommand)]
+        action: spill::Action,
+    },
 }
 
 impl Args {
@@ -142,6 +149,7 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&config, &args),
         Command::Migrate { action, common } => migrate::run(&config, action, common),
         Command::Feed(feed_args) => feed::run(&config, &feed_args),
+        Command::Spill { action } => spill::run(&config, action),
     }
 }
 

@@ -1,0 +1,34 @@
+//! The spill: a journal of sealed blocks in memory-mapped segment files, for blocks
+//! ClickHouse cannot take now (or, journal-first, for every block before its ack).
+//!
+//! ```text
+//!   writer[w] ── append(header, block bytes) ──► <spill.dir>/writer-<w>/segment-….spill
+//!       │            (copy into the mapping)          (preallocated, mmap'd)
+//!       └─────── sync() once per group ──► msync(MS_SYNC): now durable, ack may pass it
+//!   replay  ◄── pending(), read(pos) (CRCs checked again) ── INSERT ──► ClickHouse
+//!           ─── mark_replayed(pos) ──► state byte = 1; a fully replayed segment is deleted
+//! ```
+//!
+//! Back-pressure: [`Journal::append`] returns [`SpillError::Full`] when one more segment
+//! would pass `spill.spill_bytes_max`, writing nothing; the writer then stops taking
+//! blocks and the receiver stops pulling from JetStream (which holds the data).
+//!
+//! The spill must never hold more than its configured bytes, never report a record
+//! durable before `sync` returned, and never delete a record that is not replayed.
+//!
+//! - [`format`]: the record and segment-header byte layout, CRC32C, the segment scan
+//!   (pure: no files, no clock).
+//! - [`journal`]: segment files, mmap, sync, scan at open, trim (the only unsafe code:
+//!   the mapping).
+
+pub mod format;
+pub mod journal;
+
+pub use format::{
+    decode_record, encode_record, record_bytes, schema_hash, Record, RecordError, RecordHeader,
+    RecordTable,
+};
+pub use journal::{
+    journal_dirs, writer_dir, Finding, FindingKind, Journal, JournalConfig, JournalScan, RecordPos,
+    RecordSummary, ScanReport, SegmentSummary, SpillError,
+};
