@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::receive::nats::{JetStream, NatsConn};
@@ -222,11 +222,7 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
     std::thread::sleep(Duration::from_millis(1500));
     let child = run.0.take().expect("running");
     let signalled = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    terminate(&child);
     let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
     let took = signalled.elapsed();
     // The budget is the drain timeout plus a second; a loaded 2-core CI gets more.

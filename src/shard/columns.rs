@@ -675,6 +675,17 @@ impl TickColumns {
         self.rows() >= self.rows_max
     }
 
+    /// Rows the open block can still take.
+    #[inline]
+    pub fn rows_free(&self) -> usize {
+        self.rows_max.saturating_sub(self.rows())
+    }
+
+    /// Most rows a block holds.
+    pub fn rows_max(&self) -> usize {
+        self.rows_max
+    }
+
     /// Oldest receive stamp in the open block (for sealing on age).
     pub fn received_min_ms(&self) -> Option<i64> {
         (!self.is_empty()).then_some(self.received_min_ms)

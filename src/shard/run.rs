@@ -243,6 +243,12 @@ impl State {
             // An empty frame (Kite's heartbeat, or a blank message) holds no tick; it
             // is still a message, so it is kept as rejected.
             Ok(0) => return self.reject(header, subject, payload, RejectReason::BadKitePacket),
+            // A frame's ticks go into one block whenever they fit in one: a block then
+            // holds whole messages, which the writer's "is this block stored" check
+            // (a row with the block's last sequence) and the resume point rely on.
+            Ok(packets) if packets > self.ticks.rows_free() && packets <= self.ticks.rows_max() => {
+                self.seal_all(self.completed_seq);
+            }
             Ok(_) => {}
         }
         let received_at_ms = header.received_ns / 1_000_000;

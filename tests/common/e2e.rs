@@ -114,14 +114,19 @@ pub fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Running {
     ))
 }
 
-/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
-pub fn drain(mut running: Running) -> String {
-    let child = running.0.take().expect("running");
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
+pub fn drain(mut running: Running) -> String {
+    let child = running.0.take().expect("running");
+    terminate(&child);
     let (status, text) = wait_exit(child, Duration::from_secs(60), "drain");
     assert!(status.success(), "run exited {status}: {text}");
     text

@@ -405,15 +405,7 @@ impl JetStream {
         seq: u64,
     ) -> Result<bool, NatsError> {
         let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
-        let body = format!("{{\"seq\":{seq}}}");
-        match self.api(conn, &subject, body.as_bytes()) {
-            Ok(_) => Ok(true),
-            Err(NatsError::Api {
-                err_code: ERR_NO_MESSAGE_FOUND,
-                ..
-            }) => Ok(false),
-            Err(other) => Err(other),
-        }
+        self.message_request(conn, &subject, &format!("{{\"seq\":{seq}}}"))
     }
 
     /// Deletes one message; `false` when it was not there (tests and operators).
@@ -425,7 +417,17 @@ impl JetStream {
     ) -> Result<bool, NatsError> {
         let subject = format!("$JS.API.STREAM.MSG.DELETE.{stream}");
         let body = format!("{{\"seq\":{seq},\"no_erase\":true}}");
-        match self.api(conn, &subject, body.as_bytes()) {
+        self.message_request(conn, &subject, &body)
+    }
+
+    /// A request about one message: `false` when the stream has no such message.
+    fn message_request(
+        &self,
+        conn: &mut NatsConn,
+        subject: &str,
+        body: &str,
+    ) -> Result<bool, NatsError> {
+        match self.api(conn, subject, body.as_bytes()) {
             Ok(_) => Ok(true),
             Err(NatsError::Api {
                 err_code: ERR_NO_MESSAGE_FOUND,
