@@ -101,9 +101,9 @@ impl Router {
 
     /// Routes one message to `shard`, waiting while its ring is full (back-pressure:
     /// the caller is not reading its socket meanwhile; the shards drain the ring until
-    /// `finish_input` or the drain deadline). Returns `false` after `finish_input` or
-    /// once the drain deadline passed (then for good): the message was not routed, so
-    /// it is not acknowledged and JetStream redelivers it (core NATS counts it as
+    /// `finish_input` or the drain deadline). Returns `false` after `finish_input`, or
+    /// when the ring stayed full past the drain deadline: the message was not routed,
+    /// so it is not acknowledged and JetStream redelivers it (core NATS counts it as
     /// dropped).
     pub fn route(
         &mut self,
@@ -114,17 +114,20 @@ impl Router {
         subject: &[u8],
         payload: &[u8],
     ) -> bool {
-        if self.input_done.load(Ordering::Acquire) || self.alert.expired() {
+        if self.input_done.load(Ordering::Acquire) {
             return false;
         }
         let header = frame_header(kind, seq, received_ns, payload);
         let mut waited = false;
-        // Bound: the shard drains the ring, or the drain deadline passes.
+        // Bound: the shard drains the ring, or the drain deadline passes. The deadline
+        // is looked at only here, off the per-message path: the receiver stops routing
+        // at the first refusal.
         while !self.rings[shard].push(header, subject, payload) {
             if !waited {
                 self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
                 waited = true;
-            } else if self.alert.expired() {
+            }
+            if self.alert.expired() {
                 return false;
             }
             self.waiter.idle();

@@ -10,6 +10,8 @@
 //! - SIGTERM while ClickHouse is down exits within the drain timeout, and a restart
 //!   with ClickHouse back stores everything once;
 //! - an INSERT cut mid-way and retried stores no block twice;
+//! - a schema ClickHouse refuses mid-run: the blocks are held, not retried, and a
+//!   restart with the schema fixed stores them once;
 //! - a durable name too long for JetStream's ack subjects is refused at start.
 //!
 //! "ClickHouse down" and "cut mid-INSERT" are a TCP proxy in front of the shared
@@ -281,4 +283,43 @@ fn an_insert_cut_mid_way_is_retried_without_doubling_a_block() {
             "nothing of it was stored"
         }
     );
+}
+
+#[test]
+fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_restart() {
+    let (db, mut conn) = tables("refused");
+    let nats = Nats::new("refused");
+    feed(&db, &nats, &["--count", "5000", "--instruments", "50"]);
+    let drain_ms = "ingest.drain_timeout_ms=3000";
+    let mut run = start_run(&db, &nats, &["--set", drain_ms]);
+    wait_stored(&mut conn, 5_000, Duration::from_secs(60));
+    // A schema change the running writers cannot follow: a permanent error.
+    conn.execute("ALTER TABLE market_ticks DROP COLUMN oi")
+        .unwrap();
+    feed(&db, &nats, &["--count", "3000", "--instruments", "50"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        stored(&mut conn).0,
+        5_000,
+        "nothing stored past the refusal"
+    );
+    let child = run.0.take().expect("running");
+    terminate(&child);
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("ClickHouse refused the blocks"), "{text}");
+    assert_eq!(
+        text.matches("ClickHouse refused the blocks").count(),
+        1,
+        "a permanent error is not retried: {text}"
+    );
+    assert!(text.contains("drain incomplete"), "{text}");
+
+    conn.execute("ALTER TABLE market_ticks ADD COLUMN oi UInt64 AFTER close")
+        .unwrap();
+    let run = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 8_000, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (8_000, 8_000, 1, 8_000), "{summary}");
+    consumer_settled(&nats, 8_000);
 }

@@ -74,6 +74,8 @@ struct Snapshot {
     errors: u64,
     p99_us: u64,
     degraded: bool,
+    /// A writer holds blocks ClickHouse refused (schema, type): not retried.
+    refused: bool,
     watermark: u64,
     references: u64,
     references_up: bool,
@@ -108,11 +110,36 @@ fn snapshot(stats: &PipelineStats, refdata: &RefdataStats) -> Snapshot {
             .max()
             .unwrap_or(0),
         degraded: stats.writers.iter().any(|w| w.degraded.load(r) != 0),
+        refused: stats.writers.iter().any(|w| w.refused.load(r) != 0),
         watermark: stats.source.watermark.load(r),
     }
 }
 
-fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64) -> String {
+/// ClickHouse's state for the status line: ok, retrying, or refused with the server's
+/// message (read under the writer's lock, once a second at most, off the hot path).
+fn clickhouse_state(now: &Snapshot, stats: &PipelineStats) -> String {
+    if now.refused {
+        let message = stats
+            .writers
+            .iter()
+            .filter(|w| w.refused.load(Ordering::Relaxed) != 0)
+            .find_map(|w| w.last_error.lock().ok().map(|e| e.clone()))
+            .unwrap_or_default();
+        return format!("REFUSED, blocks held unacknowledged until a restart: {message}");
+    }
+    if now.degraded {
+        return format!("retrying ({} errors)", now.errors);
+    }
+    "ok".into()
+}
+
+fn status_line(
+    now: &Snapshot,
+    before: &Snapshot,
+    seconds: f64,
+    ring_bytes: u64,
+    clickhouse: &str,
+) -> String {
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds.max(1e-9);
     format!(
         "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}",
@@ -127,7 +154,7 @@ fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64, ring_bytes: u64)
         100.0 * now.queued_bytes as f64 / ring_bytes.max(1) as f64,
         now.open,
         now.watermark,
-        if now.degraded { format!("retrying ({} errors)", now.errors) } else { "ok".into() },
+        clickhouse,
         now.references,
         if now.references_up { "ok" } else { "postgres down" },
     )
@@ -380,7 +407,14 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let now = snapshot(&stats, &refdata_stats);
-        let line = status_line(&now, &before, last.elapsed().as_secs_f64(), ring_bytes);
+        let clickhouse = clickhouse_state(&now, &stats);
+        let line = status_line(
+            &now,
+            &before,
+            last.elapsed().as_secs_f64(),
+            ring_bytes,
+            &clickhouse,
+        );
         if !args.quiet && tty {
             eprint!("\r{line}\x1b[K");
             let _ = std::io::stderr().flush();

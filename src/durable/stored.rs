@@ -132,11 +132,6 @@ impl SeqSet {
     pub fn ranges(&self) -> usize {
         self.ranges.len()
     }
-
-    /// The highest sequence in the set.
-    pub fn last(&self) -> Option<u64> {
-        self.ranges.last().map(|&(_, last)| last)
-    }
 }
 
 /// Where delivery resumes, and what to pass over after it.

@@ -80,11 +80,6 @@ impl Position {
         self.contiguous
     }
 
-    /// Sequences still to pass over.
-    pub fn skip(&self) -> &SeqSet {
-        &self.skip
-    }
-
     /// A consumer session begins whose last delivery had consumer sequence
     /// `consumer_seq` (0 for a consumer just created).
     pub fn new_session(&mut self, consumer_seq: u64) {

@@ -500,15 +500,7 @@ impl Journal {
             .map_err(|e| io_error("cannot map segment", &path, e))?;
         assert_eq!(map.len() as u64, file_bytes, "mapping length");
         let scan = scan_segment(&map);
-        for span in &scan.corrupt {
-            self.findings.push(Finding {
-                kind: FindingKind::CorruptRecord,
-                file: path.clone(),
-                offset: span.offset as u64,
-                bytes: span.bytes as u64,
-                reason: span.reason.to_owned(),
-            });
-        }
+        self.findings.extend(corrupt_findings(&path, &scan));
         if let Some(torn) = scan.torn_tail {
             map[torn.offset..torn.offset + torn.bytes].fill(0);
             map.flush_range(torn.offset, torn.bytes)
@@ -601,15 +593,7 @@ impl Journal {
                 continue;
             }
             let found = scan_segment(&bytes);
-            for span in &found.corrupt {
-                scan.findings.push(Finding {
-                    kind: FindingKind::CorruptRecord,
-                    file: path.clone(),
-                    offset: span.offset as u64,
-                    bytes: span.bytes as u64,
-                    reason: span.reason.to_owned(),
-                });
-            }
+            scan.findings.extend(corrupt_findings(&path, &found));
             if let Some(torn) = found.torn_tail {
                 scan.report.torn_tails += 1;
                 scan.report.bytes_cut += torn.bytes as u64;
@@ -1094,6 +1078,20 @@ fn unix_ms_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The corrupt records a segment scan found, as findings naming the file.
+fn corrupt_findings<'a>(
+    path: &'a Path,
+    scan: &'a super::format::SegmentScan,
+) -> impl Iterator<Item = Finding> + 'a {
+    scan.corrupt.iter().map(move |span| Finding {
+        kind: FindingKind::CorruptRecord,
+        file: path.to_path_buf(),
+        offset: span.offset as u64,
+        bytes: span.bytes as u64,
+        reason: span.reason.to_owned(),
+    })
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> SpillError {

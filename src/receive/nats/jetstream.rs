@@ -74,8 +74,6 @@ pub struct StreamInfo {
     /// the stream's identity, since a stream deleted and created again under the same
     /// name restarts its sequences.
     pub created_ms: i64,
-    /// `limits`, `interest` or `workqueue`.
-    pub retention: String,
 }
 
 /// A consumer sequence and the stream sequence of the same message.
@@ -212,9 +210,6 @@ struct StreamConfigWire {
     /// Subjects captured.
     #[serde(default)]
     subjects: Vec<String>,
-    /// Retention policy.
-    #[serde(default)]
-    retention: String,
 }
 
 /// The `state` object of a stream answer.
@@ -642,7 +637,6 @@ fn stream_info(info: StreamInfoWire) -> StreamInfo {
         consumer_count: info.state.consumer_count,
         created_ms: crate::shard::parse::json::parse_iso8601_ms(info.created.as_bytes())
             .unwrap_or(0),
-        retention: info.config.retention,
     }
 }
 
