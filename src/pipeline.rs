@@ -30,6 +30,7 @@ use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
 use crate::shard::signals::{SignalColumns, SignalSchema};
 use crate::shard::validate::Validator;
 use crate::shard::{TickColumns, TickSchema};
+use crate::spill::{writer_dir, Journal, JournalConfig};
 use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
 
 /// Sealed blocks per shard pool (see the module doc for the sum).
@@ -265,6 +266,11 @@ impl Destination {
         })
     }
 
+    /// Where spilled blocks of each table go on replay.
+    pub fn replay_targets(&self) -> Vec<crate::spill::replay::Target> {
+        self.tables().targets()
+    }
+
     fn tables(&self) -> Tables {
         Tables {
             ticks: crate::write::TableInsert {
@@ -306,6 +312,8 @@ pub fn start(
     let marks = Arc::new(DurableMarks::new(shards));
     let input_done = Arc::new(AtomicBool::new(false));
     let source_stats = Arc::new(SourceStats::default());
+    // Before any thread starts: a spill directory in use is an error with nothing to undo.
+    let mut journals = open_journals(config, writers)?;
 
     let mut rings = Vec::with_capacity(shards);
     let mut shard_handles = Vec::with_capacity(shards);
@@ -410,6 +418,7 @@ pub fn start(
             stats,
             waiter(config),
             alert.clone(),
+            journals[index].take(),
         );
         let core = if pin {
             config.threads.writer_cores.get(index).copied()
@@ -578,6 +587,27 @@ fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> Frame
         received_ns,
         payload_bytes_original: payload.len() as u32,
     }
+}
+
+/// One spill journal per writer, `<spill.dir>/writer-<index>`, each with an even share
+/// of `spill.spill_bytes_max` (at least one segment). Records left by an earlier run
+/// are replayed before the pipeline starts (`spill::replay`), so what is pending here
+/// is this run's.
+fn open_journals(config: &Config, writers: usize) -> std::io::Result<Vec<Option<Journal>>> {
+    let root = std::path::Path::new(&config.spill.dir);
+    let share = (config.spill.spill_bytes_max / writers as u64).max(config.spill.segment_bytes);
+    (0..writers)
+        .map(|index| {
+            let journal_config = JournalConfig {
+                dir: writer_dir(root, index),
+                segment_bytes: config.spill.segment_bytes,
+                bytes_max: share,
+            };
+            Journal::open(&journal_config)
+                .map(|(journal, _)| Some(journal))
+                .map_err(std::io::Error::other)
+        })
+        .collect()
 }
 
 /// The query-id prefix of every appliance's INSERTs into `database`; each writer adds

@@ -7,8 +7,11 @@
 //!   gaps are stepped over and logged, delivery goes on, acks reach the end;
 //! - the stream deleted and created again while the appliance is down: the old rows'
 //!   sequences do not hide the new stream's messages;
-//! - SIGTERM while ClickHouse is down exits within the drain timeout, and a restart
-//!   with ClickHouse back stores everything once;
+//! - SIGTERM while ClickHouse is down and the spill refuses the blocks exits within the
+//!   drain timeout, and a restart with ClickHouse back stores everything once;
+//! - ClickHouse away mid-feed: the spill carries the stream (acks go on), and drains
+//!   into ClickHouse when it is back;
+//! - kill -9 with blocks only in the spill: the next start replays them, once;
 //! - an INSERT cut mid-way and retried stores no block twice;
 //! - a schema ClickHouse refuses mid-run: the blocks are held, not retried, and a
 //!   restart with the schema fixed stores them once;
@@ -191,6 +194,7 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
     let drain_ms = format!("ingest.drain_timeout_ms={DRAIN_MS}");
+    // A spill too small for one block (~150-250 KB): it refuses, the writer holds.
     let mut run = start_run(
         &db,
         &nats,
@@ -201,6 +205,10 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
             &drain_ms,
             "--set",
             "ingest.block_rows_max=2048",
+            "--set",
+            "spill.segment_bytes=65536",
+            "--set",
+            "spill.spill_bytes_max=65536",
         ],
     );
     let feeder = {
@@ -322,4 +330,102 @@ fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_resta
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (8_000, 8_000, 1, 8_000), "{summary}");
     consumer_settled(&nats, 8_000);
+}
+
+/// The consumer's ack floor now.
+fn ack_floor(nats: &Nats) -> u64 {
+    let (mut nc, js) = js();
+    js.consumer_info(&mut nc, &nats.stream, &nats.durable)
+        .unwrap()
+        .map_or(0, |info| info.ack_floor.stream_seq)
+}
+
+fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while ack_floor(nats) < seq {
+        assert!(
+            Instant::now() < deadline,
+            "acked only through {} of {seq}",
+            ack_floor(nats)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn clickhouse_away_mid_feed_the_spill_carries_the_stream_and_drains_after() {
+    const TICKS: u64 = 60_000;
+    let (db, mut conn) = tables("away");
+    let nats = Nats::new("away");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &port, "--set", "ingest.block_rows_max=4096"],
+    );
+    let feeder = {
+        let mut args = sets(&db, &nats);
+        args.extend(
+            [
+                "feed",
+                "--count",
+                "59999",
+                "--rate",
+                "20000",
+                "--instruments",
+                "100",
+            ]
+            .map(String::from),
+        );
+        binary(&args).stdout(Stdio::piped()).spawn().unwrap()
+    };
+    wait_stored(&mut conn, 5_000, Duration::from_secs(60));
+    proxy.down();
+    // The server may still be writing what it received before the cut.
+    std::thread::sleep(Duration::from_millis(1000));
+    let in_clickhouse = stored(&mut conn).0;
+    // Ingestion goes on into the spill: acks pass what ClickHouse holds.
+    wait_acked(&nats, in_clickhouse + 10_000, Duration::from_secs(60));
+    assert_eq!(stored(&mut conn).0, in_clickhouse, "ClickHouse is away");
+    assert!(feeder.wait_with_output().unwrap().status.success());
+    proxy.up();
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(summary.contains("rows spilled"), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("replay");
+    let nats = Nats::new("replay");
+    feed(&db, &nats, &["--count", "20000", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &port, "--set", "ingest.block_rows_max=2048"],
+    );
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    // Every block from here on goes to the spill and is acked.
+    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    let in_clickhouse = stored(&mut conn).0;
+    assert!(in_clickhouse < TICKS, "the rest is only in the spill");
+    kill(run);
+    proxy.up();
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &port, "--set", "ingest.block_rows_max=2048"],
+    );
+    wait_stored(&mut conn, TICKS, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
 }

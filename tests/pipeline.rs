@@ -70,6 +70,7 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
     config.ingest.flush_interval_ms = 50;
     config.ingest.ring_slots = 1024;
     config.ingest.payload_bytes_max = 65_536;
+    config.spill.dir = db.spill_dir().display().to_string();
     let destination = Destination::resolve(&options(&db.name, Some(Method::Lz4))).unwrap();
     let alert = Arc::new(Alert::new(Duration::from_secs(30)));
     let (pipeline, mut router) = pipeline::start(&config, &destination, alert).unwrap();

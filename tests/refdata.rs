@@ -203,6 +203,7 @@ fn reference_data_flags_ticks_and_follows_changes() {
     config.ingest.flush_interval_ms = 50;
     config.ingest.ring_slots = 1024;
     config.ingest.payload_bytes_max = 65_536;
+    config.spill.dir = ch.spill_dir().display().to_string();
     let destination = Destination::resolve(&options(&ch.name, Some(Method::Lz4))).unwrap();
     let (mut pipeline, mut router) = pipeline::start(
         &config,

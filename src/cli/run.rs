@@ -127,10 +127,21 @@ fn clickhouse_state(now: &Snapshot, stats: &PipelineStats) -> String {
             .unwrap_or_default();
         return format!("REFUSED, blocks held unacknowledged until a restart: {message}");
     }
+    let spill = if stats
+        .writers
+        .iter()
+        .any(|w| w.spill_refusing.load(Ordering::Relaxed) != 0)
+    {
+        "; SPILL REFUSING: intake stopped"
+    } else if now.degraded {
+        "; spilling"
+    } else {
+        ""
+    };
     if now.degraded {
-        return format!("retrying ({} errors)", now.errors);
+        return format!("retrying ({} errors){spill}", now.errors);
     }
-    "ok".into()
+    format!("ok{spill}")
 }
 
 fn status_line(
@@ -269,6 +280,11 @@ fn start_signals(
         .div_ceil(RING_SLOT_BYTES)
         .next_power_of_two() as u32;
     small.ingest.ring_slots = small.ingest.ring_slots.min(needed.max(4096));
+    small.spill.dir = std::path::Path::new(&config.spill.dir)
+        .join(alphapt_storage::spill::SIGNALS_SUBDIR)
+        .display()
+        .to_string();
+    small.spill.spill_bytes_max = signals_spill_bytes(config);
     let (pipeline, mut router) =
         pipeline::start(&small, destination, alert).context("cannot start the signals path")?;
     let receiver_config = ReceiverConfig {
@@ -294,6 +310,23 @@ fn start_signals(
     Ok(Signals { pipeline, receiver })
 }
 
+/// What went through the spill, in words (empty when nothing did).
+fn spill_note(stats: &PipelineStats) -> String {
+    let r = Ordering::Relaxed;
+    let sum = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+        stats.writers.iter().map(|w| f(w).load(r)).sum()
+    };
+    let spilled = sum(|w| &w.spilled_rows_total);
+    if spilled == 0 {
+        return String::new();
+    }
+    format!(
+        "; {spilled} rows spilled while ClickHouse was away, {} replayed, {} bytes in the spill for the next start",
+        sum(|w| &w.replayed_rows_total),
+        sum(|w| &w.spill_pending_bytes)
+    )
+}
+
 /// What was not stored, in words: blocks, panicked and stuck threads.
 fn not_stored_note(joined: &pipeline::Joined) -> String {
     let mut parts = Vec::new();
@@ -312,6 +345,13 @@ fn not_stored_note(joined: &pipeline::Joined) -> String {
     parts.join("; ")
 }
 
+/// The signals path's share of `spill.spill_bytes_max` (a trickle beside the ticks): a
+/// sixteenth, at least one segment. The ticks path's writers split the rest, so the two
+/// together pass the maximum by at most one segment when it holds fewer than 17.
+fn signals_spill_bytes(config: &Config) -> u64 {
+    (config.spill.spill_bytes_max / 16).max(config.spill.segment_bytes)
+}
+
 /// Runs the appliance until the source ends or a signal asks it to drain.
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = super::clickhouse_options(config, true);
@@ -324,8 +364,26 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, alert.flag())
             .context("cannot install the signal handler")?;
     }
-    let (mut pipeline, mut router) =
-        pipeline::start(config, &destination, alert.clone()).context("cannot start threads")?;
+    // What an earlier run spilled goes in first: the resume point is read from
+    // ClickHouse, and those blocks were acknowledged.
+    let replayed = super::spill::replay_all(config, &destination)
+        .context("cannot replay the spill an earlier run left (ClickHouse must take it first)")?;
+    if replayed.inserted + replayed.already_stored > 0 {
+        tracing::info!(
+            blocks = replayed.inserted,
+            rows = replayed.rows,
+            already_stored = replayed.already_stored,
+            "Spill from an earlier run replayed"
+        );
+    }
+    let mut ticks_config = config.clone();
+    ticks_config.spill.spill_bytes_max = config
+        .spill
+        .spill_bytes_max
+        .saturating_sub(signals_spill_bytes(config))
+        .max(config.spill.segment_bytes);
+    let (mut pipeline, mut router) = pipeline::start(&ticks_config, &destination, alert.clone())
+        .context("cannot start threads")?;
     let stats = pipeline.stats.clone();
     let refdata_stats = Arc::new(RefdataStats::default());
     let refdata_stop = Arc::new(AtomicBool::new(false));
@@ -474,7 +532,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         std::io::stdout(),
         "{} {routed} messages: {} rows stored, {} rejected, {} flagged{}; {signals_stored} signal rows; receive-to-durable ms p50 {:.1} p99 {:.1} \
-         p99.9 {:.1} max {:.1}; drained in {:.2} s; {}{}",
+         p99.9 {:.1} max {:.1}; drained in {:.2} s; {}{}{}",
         if stopped_by_signal { "Drained after" } else { "Done:" },
         end.stored,
         end.rejected,
@@ -490,6 +548,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         latency(|w| &w.latency_us_max),
         drain_started.elapsed().as_secs_f64(),
         refdata_summary(&refdata_stats),
+        spill_note(&stats),
         if joined.is_clean() { String::new() } else { format!("; {}", not_stored_note(&joined)) },
     );
     if !joined.is_clean() {

@@ -1,7 +1,10 @@
-//! `alphapt-storage spill inspect|verify`: read-only views of the spill journals under
-//! `spill.dir` (one `writer-<n>` directory per writer). Neither cuts, trims nor maps
-//! anything, so both are safe beside a running appliance (which may then show the record
-//! it is writing as a torn tail). Replay is the appliance's job, not these commands'.
+//! `alphapt-storage spill inspect|verify|replay`. `inspect` and `verify` are read-only
+//! views of the spill journals under `spill.dir` (one `writer-<n>` directory per writer,
+//! and `signals/writer-<n>`): neither cuts, trims nor maps anything, so both are safe
+//! beside a running appliance (which may then show the record it is writing as a torn
+//! tail). `replay` sends pending records to the ClickHouse the config names (an operator
+//! moving a spill directory to another host), each at most once; the appliance does the
+//! same at start.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +14,11 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use alphapt_storage::config::Config;
-use alphapt_storage::spill::{journal_dirs, FindingKind, Journal, JournalScan, ScanReport};
+use alphapt_storage::pipeline::Destination;
+use alphapt_storage::spill::replay::{replay_journal, ReplayReport};
+use alphapt_storage::spill::{
+    all_journal_dirs, FindingKind, Journal, JournalConfig, JournalScan, ScanReport,
+};
 
 /// What `spill` does.
 #[derive(Subcommand, Debug)]
@@ -34,11 +41,31 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Send every pending record to ClickHouse (`clickhouse.*` in the config, e.g.
+    /// `--set clickhouse.host=...`), skipping blocks already stored. Needs the spill
+    /// directory to itself: stop the appliance first.
+    Replay,
 }
 
 /// Runs one `spill` action over every journal under `spill.dir`.
 pub fn run(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
     let root = PathBuf::from(&config.spill.dir);
+    if let Action::Replay = action {
+        let options = super::clickhouse_options(config, true);
+        let destination = Destination::resolve(&options).context(
+            "cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)",
+        )?;
+        let report = replay_all(config, &destination)?;
+        println!(
+            "replayed {} blocks ({} rows), {} already stored, {} left for another schema",
+            report.inserted, report.rows, report.already_stored, report.other_schema
+        );
+        return Ok(if report.other_schema == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let scans = scan_all(&root)?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -46,11 +73,43 @@ pub fn run(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
     match action {
         Action::Inspect { json, records } => inspect(&root, scans, now_ms, json, records),
         Action::Verify { json } => verify(&root, &scans, json),
+        Action::Replay => unreachable!("handled above"),
     }
 }
 
+/// Replays every journal under `spill.dir` into `destination`, oldest record first,
+/// each at most once. The appliance runs it at start, before the receiver reads the
+/// resume point from ClickHouse.
+pub fn replay_all(config: &Config, destination: &Destination) -> anyhow::Result<ReplayReport> {
+    let root = PathBuf::from(&config.spill.dir);
+    let targets = destination.replay_targets();
+    let mut total = ReplayReport::default();
+    for dir in all_journal_dirs(&root)? {
+        let journal_config = JournalConfig {
+            dir: dir.clone(),
+            segment_bytes: config.spill.segment_bytes,
+            bytes_max: u64::MAX,
+        };
+        let (mut journal, _) = Journal::open(&journal_config)
+            .with_context(|| format!("cannot open spill journal {}", dir.display()))?;
+        if journal.records_pending() == 0 {
+            continue;
+        }
+        let report = replay_journal(&mut journal, &targets, &destination.options)
+            .with_context(|| format!("cannot replay spill journal {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), inserted = report.inserted, rows = report.rows,
+            already_stored = report.already_stored, other_schema = report.other_schema,
+            "Spill replayed");
+        total.inserted += report.inserted;
+        total.rows += report.rows;
+        total.already_stored += report.already_stored;
+        total.other_schema += report.other_schema;
+    }
+    Ok(total)
+}
+
 fn scan_all(root: &Path) -> anyhow::Result<Vec<JournalScan>> {
-    let dirs = journal_dirs(root)
+    let dirs = all_journal_dirs(root)
         .with_context(|| format!("cannot list spill journals under {}", root.display()))?;
     dirs.iter()
         .map(|dir| {

@@ -391,15 +391,28 @@ fn read_resume(
     Ok(resume)
 }
 
-/// Whether an existing consumer can be used as it is: our settings, and its ack floor
-/// exactly at the resume point with nothing delivered past it.
+/// Everything at or below this stream sequence is acknowledged by the consumer, or was
+/// below where it was created to start. nats-server 2.9 reports an ack floor of 0 for a
+/// consumer created at a start sequence that has delivered nothing since; every
+/// delivery acked (equal consumer sequences) means the delivered stream sequence is
+/// settled too.
+fn settled_floor(info: &ConsumerInfo) -> u64 {
+    if info.delivered.consumer_seq == info.ack_floor.consumer_seq {
+        info.delivered.stream_seq.max(info.ack_floor.stream_seq)
+    } else {
+        info.ack_floor.stream_seq
+    }
+}
+
+/// Whether an existing consumer can be used as it is: our settings, and settled exactly
+/// at the resume point with nothing delivered past it.
 fn consumer_fits(info: &ConsumerInfo, spec: &ConsumerSpec<'_>, position: u64) -> bool {
     info.filter_subject == spec.filter_subject
         && info.ack_policy == "all"
         && info.ack_wait == spec.ack_wait
         && info.max_ack_pending == i64::from(spec.max_ack_pending)
         && info.num_ack_pending == 0
-        && info.ack_floor.stream_seq == position
+        && settled_floor(info) == position
         && info.delivered.stream_seq == position
 }
 
@@ -425,9 +438,7 @@ fn start_session(
         None => {
             // A consumer dies with its stream, so an existing one's ack floor belongs
             // to this stream, and what we acked is durable.
-            let floor = existing
-                .as_ref()
-                .map_or(0, |info| info.ack_floor.stream_seq);
+            let floor = existing.as_ref().map_or(0, settled_floor);
             let resume = read_resume(js, conn, config, &stream, floor)?;
             state.stream_created_ms = stream.created_ms;
             let start = resume.position + 1;
@@ -506,7 +517,7 @@ fn run_jetstream(
 
     // Ack subjects of an earlier connection may name a consumer since recreated.
     state.marks.clear();
-    state.report.acked = state.report.acked.max(info.ack_floor.stream_seq);
+    state.report.acked = state.report.acked.max(settled_floor(&info));
     let JsState {
         report,
         marks,

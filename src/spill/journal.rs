@@ -286,6 +286,16 @@ pub enum SpillError {
         /// The configured segment size.
         segment_bytes: u64,
     },
+    /// Another journal (another writer or another appliance process) has the directory.
+    #[error(
+        "spill directory {} is in use by another appliance process; give each appliance \
+         its own `spill.dir`",
+        dir.display()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// The configured segment size cannot hold a single record.
     #[error(
         "`spill.segment_bytes` = {segment_bytes} B is too small: a segment needs at least \
@@ -324,6 +334,17 @@ pub enum SpillError {
         /// The position asked for.
         pos: RecordPos,
     },
+}
+
+/// The signals path's spill root under `spill.dir`: its writer indexes start at 0 too.
+pub const SIGNALS_SUBDIR: &str = "signals";
+
+/// Every journal an appliance with spill root `root` writes: the ticks path's
+/// `writer-<n>` and the signals path's `signals/writer-<n>`.
+pub fn all_journal_dirs(root: &Path) -> Result<Vec<PathBuf>, SpillError> {
+    let mut dirs = journal_dirs(root)?;
+    dirs.extend(journal_dirs(&root.join(SIGNALS_SUBDIR))?);
+    Ok(dirs)
 }
 
 /// The directory of writer `writer`'s journal under the spill root.
@@ -411,6 +432,8 @@ pub struct Journal {
     bytes_pending: u64,
     /// What the scan at open found.
     findings: Vec<Finding>,
+    /// The directory's `LOCK` file, held (flock) for the journal's life: one owner.
+    _lock: fs::File,
 }
 
 impl Journal {
@@ -428,6 +451,7 @@ impl Journal {
         }
         fs::create_dir_all(&config.dir)
             .map_err(|e| io_error("cannot create directory", &config.dir, e))?;
+        let lock = lock_dir(&config.dir)?;
         let mut journal = Journal {
             config: config.clone(),
             segments: Vec::new(),
@@ -438,6 +462,7 @@ impl Journal {
             records_pending: 0,
             bytes_pending: 0,
             findings: Vec::new(),
+            _lock: lock,
         };
         let mut report = ScanReport::default();
         for (seq, path) in list_segments(&config.dir)? {
@@ -1078,6 +1103,36 @@ fn unix_ms_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Takes the directory's `LOCK` file exclusively (released when the file closes, also
+/// when the process dies), so two journals never share a directory.
+fn lock_dir(dir: &Path) -> Result<fs::File, SpillError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error("cannot open lock file", &path, e))?;
+    // SAFETY: flock takes a file descriptor and flags only; the descriptor belongs to
+    // `file`, which is alive for the whole call.
+    let code = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if code != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(SpillError::Locked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(io_error("cannot lock", &path, error));
+    }
+    Ok(file)
 }
 
 /// The corrupt records a segment scan found, as findings naming the file.

@@ -19,16 +19,18 @@
 //! - [`format`]: the record and segment-header byte layout, CRC32C, the segment scan
 //!   (pure: no files, no clock).
 //! - [`journal`]: segment files, mmap, sync, scan at open, trim (the only unsafe code:
-//!   the mapping).
+//!   the mapping and the directory lock).
+//! - [`replay`]: pending records into ClickHouse, each at most once.
 
 pub mod format;
 pub mod journal;
+pub mod replay;
 
 pub use format::{
     decode_record, encode_record, record_bytes, schema_hash, Record, RecordError, RecordHeader,
     RecordTable,
 };
 pub use journal::{
-    journal_dirs, writer_dir, Finding, FindingKind, Journal, JournalConfig, JournalScan, RecordPos,
-    RecordSummary, ScanReport, SegmentSummary, SpillError,
+    all_journal_dirs, journal_dirs, writer_dir, Finding, FindingKind, Journal, JournalConfig,
+    JournalScan, RecordPos, RecordSummary, ScanReport, SegmentSummary, SpillError, SIGNALS_SUBDIR,
 };

@@ -24,12 +24,16 @@
 //!   nothing past them; a restart with the schema fixed stores them (JetStream
 //!   redelivers what was never acknowledged).
 //!
-//! Meanwhile the sealed ring fills, the shard stops, the receiver stops pulling:
-//! back-pressure, nothing acked that is not stored. Every wait (backoff, a refused
-//! block) looks at the [`Alert`]: past the drain deadline the writer gives up and
-//! returns the count of blocks it did not store. (The spill file, which takes blocks
-//! when ClickHouse is down, is the next stage.) Must never: lose a block, retry a
-//! permanent error, retry without backoff, outlive the drain deadline.
+//! ClickHouse away (a retriable failure): the batch goes into the writer's spill journal,
+//! synced once for the whole batch, and counts as durable (acks go on); until the
+//! backoff ends, later batches go straight there; when ClickHouse answers again the
+//! writer replays one pending record per pass (`spilling`). When the spill refuses
+//! (full, failing) the writer holds the batch and backs off: the sealed ring fills,
+//! the shard stops, the receiver stops pulling — back-pressure, nothing acked that is
+//! not durable. Every wait (backoff, a refused block) looks at the [`Alert`]: past the
+//! drain deadline the writer gives up and returns the count of blocks it did not
+//! store. Must never: lose a block, retry a permanent error, retry without backoff,
+//! outlive the drain deadline.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,10 +45,22 @@ use crate::durable::DurableMarks;
 use crate::native::{Backoff, Client, Connection, Error, Options};
 use crate::runtime::{Alert, Waiter};
 use crate::shard::{SealedBlock, Table};
+use crate::spill::Journal;
 
 /// Most blocks one INSERT carries: a few full blocks are ~50–100 MB, one server
 /// round trip amortised over all of them.
 pub const BLOCKS_PER_INSERT_MAX: usize = 8;
+
+/// Where a batch became durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durable {
+    /// INSERTed.
+    ClickHouse,
+    /// Synced into the spill journal.
+    Spill,
+}
+
+mod spilling;
 
 /// Blocks one seal takes from the pool at most (ticks, signals, rejects).
 const SEAL_GROUP_BLOCKS: usize = 3;
@@ -124,6 +140,19 @@ pub struct WriterStats {
     pub resend_skipped_total: AtomicU64,
     /// The last error's text, for health and the status line (written on failure only).
     pub last_error: Mutex<String>,
+    /// Rows made durable in the spill (ClickHouse away) instead of ClickHouse.
+    pub spilled_rows_total: AtomicU64,
+    /// Blocks made durable in the spill.
+    pub spilled_blocks_total: AtomicU64,
+    /// Rows replayed from the spill into ClickHouse.
+    pub replayed_rows_total: AtomicU64,
+    /// Records replayed (or found already stored) and marked.
+    pub replayed_blocks_total: AtomicU64,
+    /// Bytes of spilled records not yet replayed.
+    pub spill_pending_bytes: AtomicU64,
+    /// 1 while the spill refuses blocks (full, or failing): then the writer holds them
+    /// and back-pressure stops the receiver.
+    pub spill_refusing: AtomicU64,
 }
 
 /// Writer settings.
@@ -168,6 +197,13 @@ pub struct Writer {
     histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
     batch: Vec<SealedBlock>,
+    /// This writer's spill journal (`<spill.dir>/writer-<index>`), if any.
+    spill: Option<Journal>,
+    /// Set after a failed INSERT: until then ClickHouse counts as away, and batches go
+    /// straight to the spill (when it has room) instead of waiting.
+    retry_at: Option<Instant>,
+    /// Set when replay met a permanent error: the spilled blocks stay until a restart.
+    replay_blocked: bool,
 }
 
 /// Unix time in ms, the clock receive stamps use.
@@ -188,6 +224,7 @@ impl Writer {
         stats: Arc<WriterStats>,
         waiter: Waiter,
         alert: Arc<Alert>,
+        spill: Option<Journal>,
     ) -> Writer {
         let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
         let client = Client::new(
@@ -209,6 +246,9 @@ impl Writer {
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
+            spill,
+            retry_at: None,
+            replay_blocked: false,
         }
     }
 
@@ -230,7 +270,9 @@ impl Writer {
                     }
                 }
             }
-            if worked {
+            // One spilled record per pass, so replay keeps up under load too.
+            let replayed = self.replay_step();
+            if worked || replayed {
                 self.waiter.reset();
                 continue;
             }
@@ -305,6 +347,11 @@ impl Writer {
         let started = Instant::now();
         // Blocks known stored (by an attempt cut mid-way): never sent again.
         let mut stored = [false; BLOCKS_PER_INSERT_MAX];
+        // While ClickHouse is away, the spill takes the batch at once.
+        if self.clickhouse_away() && self.spill_batch(&stored) {
+            self.after_commit(index, Durable::Spill);
+            return Ok(());
+        }
         let mut failed = false;
         // Bound: each pass ends in a commit, a deadline, or a backoff sleep.
         loop {
@@ -320,10 +367,17 @@ impl Writer {
                 Err(error) => self.after_failure(&error),
             }
             failed = true;
-            if !self.alert.sleep(self.backoff.next_delay(), false) {
+            let delay = self.backoff.next_delay();
+            self.retry_at = Some(Instant::now() + delay);
+            if self.spill_batch(&stored) {
+                self.after_commit(index, Durable::Spill);
+                return Ok(());
+            }
+            if !self.alert.sleep(delay, false) {
                 return Err(self.give_up());
             }
         }
+        self.retry_at = None;
         self.backoff.reset();
         self.stats.degraded.store(0, Ordering::Relaxed);
         tracing::debug!(
@@ -334,7 +388,7 @@ impl Writer {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "INSERT committed"
         );
-        self.after_commit(index);
+        self.after_commit(index, Durable::ClickHouse);
         Ok(())
     }
 
@@ -358,23 +412,10 @@ impl Writer {
     /// row with its last sequence is (a block is one part, written whole, and only this
     /// writer writes its shard's sequences).
     fn find_stored(&mut self, table: &TableInsert, stored: &mut [bool]) -> Result<(), Error> {
-        let mut list = String::new();
-        for block in &self.batch {
-            if !list.is_empty() {
-                list.push(',');
-            }
-            list.push_str(&block.seq_max.to_string());
-        }
-        let sql = format!(
-            "SELECT DISTINCT stream_seq FROM {} WHERE stream_seq IN ({list})",
-            table.name
-        );
-        let result = self.client.run(|conn: &mut Connection| conn.query(&sql))?;
-        let found: Vec<u64> = result
-            .column("stream_seq")
-            .iter()
-            .filter_map(crate::native::Value::as_u64)
-            .collect();
+        let seqs: Vec<u64> = self.batch.iter().map(|b| b.seq_max).collect();
+        let found = self.client.run(|conn: &mut Connection| {
+            crate::spill::replay::stored_last_seqs(conn, table.name, &seqs)
+        })?;
         let mut skipped = 0u64;
         for (block, done) in self.batch.iter().zip(stored.iter_mut()) {
             if !*done && found.contains(&block.seq_max) {
@@ -439,7 +480,7 @@ impl Writer {
         tracing::warn!(writer = self.config.index, error = %error, attempt = self.backoff.attempts() + 1, "INSERT failed; retrying");
     }
 
-    fn after_commit(&mut self, index: usize) {
+    fn after_commit(&mut self, index: usize, durable: Durable) {
         let now = now_ms();
         let input = &mut self.inputs[index];
         let (mut rows, mut raw, mut sent) = (0u64, 0u64, 0u64);
@@ -462,11 +503,16 @@ impl Writer {
             }
         }
         let s = &self.stats;
-        s.rows_total.fetch_add(rows, Ordering::Relaxed);
-        s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
-        s.inserts_total.fetch_add(1, Ordering::Relaxed);
-        s.raw_bytes_total.fetch_add(raw, Ordering::Relaxed);
-        s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
+        if durable == Durable::Spill {
+            s.spilled_rows_total.fetch_add(rows, Ordering::Relaxed);
+            s.spilled_blocks_total.fetch_add(blocks, Ordering::Relaxed);
+        } else {
+            s.rows_total.fetch_add(rows, Ordering::Relaxed);
+            s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
+            s.inserts_total.fetch_add(1, Ordering::Relaxed);
+            s.raw_bytes_total.fetch_add(raw, Ordering::Relaxed);
+            s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
+        }
         s.latency_us_p50
             .store(self.histogram.value_at_quantile(0.5), Ordering::Relaxed);
         s.latency_us_p99

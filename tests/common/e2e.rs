@@ -56,6 +56,7 @@ pub fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
         format!("nats.stream_ticks={}", nats.stream),
         format!("nats.subject_ticks={}", nats.subjects),
         format!("nats.durable={}", nats.durable),
+        format!("spill.dir={}", db.spill_dir().display()),
         format!("nats.stream_signals={}", nats.signals_stream),
         format!("nats.subject_signals={}", nats.signals_subjects),
         "ingest.flush_interval_ms=200".into(),

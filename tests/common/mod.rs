@@ -61,6 +61,12 @@ impl TestDb {
         TestDb { name }
     }
 
+    /// The test's own spill directory (removed with the database): appliances of
+    /// parallel tests must not share one (the journal locks it).
+    pub fn spill_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("alphapt-spill-{}", self.name))
+    }
+
     /// A connection whose default database is this one.
     pub fn connect(&self, compression: Option<Method>) -> Connection {
         Connection::connect(&options(&self.name, compression)).unwrap()
@@ -98,6 +104,7 @@ impl Drop for TestDb {
         if let Ok(mut conn) = Connection::connect(&options("", None)) {
             let _ = conn.execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
         }
+        let _ = std::fs::remove_dir_all(self.spill_dir());
     }
 }
 

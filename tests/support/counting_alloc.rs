@@ -3,22 +3,32 @@
 //! file with `#[path = "support/counting_alloc.rs"] mod counting_alloc;`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
-/// Forwards to the system allocator and counts `alloc` and `realloc` calls.
+/// Forwards to the system allocator and counts `alloc` and `realloc` calls, per thread.
 pub struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// This thread's allocations. Const-initialised and without a destructor, so
+    /// reading it from inside the allocator never allocates.
+    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// Allocations (including reallocations) since the process started.
+/// Allocations (including reallocations) made by the calling thread since it started.
+/// Per thread: the test harness's own threads (its main thread waiting on the test,
+/// output capture) allocate at moments of their own and must not count.
 pub fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
+    THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+fn count() {
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
 }
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -29,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
