@@ -10,7 +10,11 @@
 # receive time to the end of its INSERT: an upper bound for every message in it).
 # Appends a dated line per run to perf/records/latency.tsv.
 #
-# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("15 20 30"), BLOCK_ROWS (65536).
+# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("15 20 30"), BLOCK_ROWS (65536),
+# CH_DOWN_AFTER_S (unset): stop ClickHouse this many seconds into each run, so the
+# spill journal is the durable point from then on (DESIGN §7: p99 < 50 ms); the run
+# ends with ClickHouse still down, then ClickHouse is started again and
+# `spill replay` stores what was spilled before the count is checked.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RATE=${RATE:-100000}
@@ -28,14 +32,32 @@ for flush in $FLUSH_LIST; do
     SETS=(--set "clickhouse.database=$DB" --set "ingest.flush_interval_ms=$flush"
           --set "ingest.block_rows_max=$BLOCK_ROWS")
     RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
-    summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet)
+    SETS+=(--set "spill.dir=.run/spill-latency")
+    rm -rf .run/spill-latency
+    if [ -n "${CH_DOWN_AFTER_S:-}" ]; then
+        # A short I/O timeout: the stop is seen at once, not after 30 s.
+        SETS+=(--set "clickhouse.io_timeout_ms=500" --set "clickhouse.connect_timeout_ms=200")
+        out=$(mktemp)
+        RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet >"$out" &
+        pid=$!
+        sleep "$CH_DOWN_AFTER_S"
+        bash .ci/services.sh stop-clickhouse >/dev/null
+        wait "$pid"
+        summary=$(cat "$out")
+        rm -f "$out"
+        bash .ci/services.sh start-clickhouse >/dev/null
+        RUST_LOG=warn $BIN "${SETS[@]}" spill replay >/dev/null
+    else
+        summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet)
+    fi
     latency=$(grep -o 'receive-to-durable ms[^;]*' <<<"$summary")
     stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
     [ "$stored" -eq "$N" ] || { echo "stored $stored of $N: $summary" >&2; exit 1; }
-    printf 'rate %s/s flush %s ms blocks <= %s rows: %s\n' "$RATE" "$flush" "$BLOCK_ROWS" "$latency"
+    down=${CH_DOWN_AFTER_S:+ clickhouse stopped after ${CH_DOWN_AFTER_S}s}
+    printf 'rate %s/s flush %s ms blocks <= %s rows%s: %s\n' "$RATE" "$flush" "$BLOCK_ROWS" "$down" "$latency"
     printf '%s\t%s\t%s cores %s\tN=%s\trate=%s\tflush=%sms\tblock_rows=%s\t%s\n' \
         "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" \
         "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-        "$N" "$RATE" "$flush" "$BLOCK_ROWS" "$latency" >> perf/records/latency.tsv
+        "$N" "$RATE" "$flush" "$BLOCK_ROWS" "$latency${down}" >> perf/records/latency.tsv
 done
 ch --query "DROP DATABASE IF EXISTS $DB"

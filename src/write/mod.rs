@@ -204,6 +204,9 @@ pub struct Writer {
     retry_at: Option<Instant>,
     /// Set when replay met a permanent error: the spilled blocks stay until a restart.
     replay_blocked: bool,
+    /// Pending records replay cannot take (another schema or compression, left by an
+    /// earlier run): the replay step scans again only when more are pending.
+    replay_unreplayable: u64,
 }
 
 /// Unix time in ms, the clock receive stamps use.
@@ -249,6 +252,7 @@ impl Writer {
             spill,
             retry_at: None,
             replay_blocked: false,
+            replay_unreplayable: 0,
         }
     }
 

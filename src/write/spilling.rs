@@ -121,7 +121,7 @@ impl Writer {
         let Some(journal) = self.spill.as_mut() else {
             return false;
         };
-        if journal.records_pending() == 0 {
+        if journal.records_pending() <= self.replay_unreplayable {
             return false;
         }
         let targets = self.tables.targets();
@@ -145,7 +145,12 @@ impl Writer {
         }
         let Some((pos, target, rows)) = chosen else {
             // Only records from another schema or compression: the next start's replay
-            // (or `spill replay`) takes them.
+            // (or `spill replay`) takes them. Look again only when new records come.
+            if self.replay_unreplayable != journal.records_pending() {
+                tracing::warn!(writer = self.config.index, records = journal.records_pending(),
+                    "Spilled blocks for another schema or compression wait for the next start or `spill replay`");
+            }
+            self.replay_unreplayable = journal.records_pending();
             return false;
         };
         let outcome = {
