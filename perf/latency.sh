@@ -51,6 +51,8 @@ for flush in $FLUSH_LIST; do
         summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet)
     fi
     latency=$(grep -o 'receive-to-durable ms[^;]*' <<<"$summary")
+    spill=$(grep -o 'receive-to-spill-durable ms[^)]*' <<<"$summary" || true)
+    latency="$latency${spill:+; $spill}"
     stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
     [ "$stored" -eq "$N" ] || { echo "stored $stored of $N: $summary" >&2; exit 1; }
     down=${CH_DOWN_AFTER_S:+ clickhouse stopped after ${CH_DOWN_AFTER_S}s}

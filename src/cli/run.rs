@@ -320,8 +320,20 @@ fn spill_note(stats: &PipelineStats) -> String {
     if spilled == 0 {
         return String::new();
     }
+    let max = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| -> f64 {
+        stats
+            .writers
+            .iter()
+            .map(|w| f(w).load(r))
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     format!(
-        "; {spilled} rows spilled while ClickHouse was away, {} replayed, {} bytes in the spill for the next start",
+        "; {spilled} rows spilled while ClickHouse was away (receive-to-spill-durable ms p50 {:.1} p99 {:.1} max {:.1}), {} replayed, {} bytes in the spill for the next start",
+        max(|w| &w.spill_latency_us_p50),
+        max(|w| &w.spill_latency_us_p99),
+        max(|w| &w.spill_latency_us_max),
         sum(|w| &w.replayed_rows_total),
         sum(|w| &w.spill_pending_bytes)
     )

@@ -150,6 +150,12 @@ pub struct WriterStats {
     pub replayed_blocks_total: AtomicU64,
     /// Bytes of spilled records not yet replayed.
     pub spill_pending_bytes: AtomicU64,
+    /// Receive-to-durable p50 of the blocks the spill took, µs.
+    pub spill_latency_us_p50: AtomicU64,
+    /// Receive-to-durable p99 of the blocks the spill took, µs.
+    pub spill_latency_us_p99: AtomicU64,
+    /// Receive-to-durable maximum of the blocks the spill took, µs.
+    pub spill_latency_us_max: AtomicU64,
     /// 1 while the spill refuses blocks (full, or failing): then the writer holds them
     /// and back-pressure stops the receiver.
     pub spill_refusing: AtomicU64,
@@ -195,6 +201,8 @@ pub struct Writer {
     alert: Arc<Alert>,
     /// Receive-to-durable per block, µs.
     histogram: Histogram<u64>,
+    /// Receive-to-durable of the blocks the spill took, µs (a subset of `histogram`).
+    spill_histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
     batch: Vec<SealedBlock>,
     /// This writer's spill journal (`<spill.dir>/writer-<index>`), if any.
@@ -247,6 +255,8 @@ impl Writer {
             waiter,
             alert,
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
+            spill_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
             spill,
@@ -495,6 +505,9 @@ impl Writer {
             sent += block.bytes.len() as u64;
             let latency_us = (now - block.received_min_ms).max(0) as u64 * 1000;
             self.histogram.saturating_record(latency_us.max(1));
+            if durable == Durable::Spill {
+                self.spill_histogram.saturating_record(latency_us.max(1));
+            }
             if let Some(through) = block.durable_through {
                 self.marks.commit(input.shard, through);
             }
@@ -510,6 +523,16 @@ impl Writer {
         if durable == Durable::Spill {
             s.spilled_rows_total.fetch_add(rows, Ordering::Relaxed);
             s.spilled_blocks_total.fetch_add(blocks, Ordering::Relaxed);
+            s.spill_latency_us_p50.store(
+                self.spill_histogram.value_at_quantile(0.5),
+                Ordering::Relaxed,
+            );
+            s.spill_latency_us_p99.store(
+                self.spill_histogram.value_at_quantile(0.99),
+                Ordering::Relaxed,
+            );
+            s.spill_latency_us_max
+                .store(self.spill_histogram.max(), Ordering::Relaxed);
         } else {
             s.rows_total.fetch_add(rows, Ordering::Relaxed);
             s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
