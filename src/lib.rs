@@ -4,8 +4,9 @@
 //!                ┌────────── hot path: one direction, bounded, no locks, no per-message allocation ──────────┐
 //! NATS JetStream │ receiver ──frame ring──► shard[s]: parse → validate → append ──sealed ring──► writer[w] ├──► ClickHouse
 //! (or core NATS) │ (receive)   (ring)       (shard: parse, validate, columns, rejects)  ◄─free ring─ (write) │    native TCP, LZ4
-//!                └──────────────────────────────────────────────────────────────────────────────┬───────────┘
-//!  JetStream AckAll ◄── receiver ◄── durable watermark (durable) ◄── writers commit seal groups ┘
+//!                └───────────────────────────────────────────────────────────────┬──────────────┬───────────┘
+//!                                                     ClickHouse away: spill journal ◄┘ (writer-<w>) │ replay when back
+//!  JetStream AckAll ◄── receiver ◄── durable watermark (durable) ◄── writers: INSERTed or spill-synced ┘
 //!
 //!  slow path: PostgreSQL instruments ──load + LISTEN──► refdata thread ──reference queue[s]──► shard[s] validator
 //! ```

@@ -4,7 +4,8 @@
 //!  source (receiver thread) ──Router──► frame ring[s] ──► shard[s] ──sealed/free rings──► writer[s % W] ──► ClickHouse
 //!         ▲                                                ▲                                 │
 //!         │                  refdata ──reference queue[s]──┘ (take_reference_feed)          │
-//!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┘
+//!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┤
+//!                                                    spill journal writer-<w> ◄── away ───────┘ (replayed when back)
 //! ```
 //!
 //! Pool sizing, per shard, as the sum of the holders of a sealed block: one seal group

@@ -37,7 +37,7 @@ use crate::native::{Connection, Error, Values};
 pub const PROBES_MAX: usize = 256;
 
 /// Most stored sequences read per query: 1 Mi × 8 B = 8 MiB a block of answers.
-const ROWS_PER_QUERY: u64 = 1 << 20;
+pub const ROWS_PER_QUERY: u64 = 1 << 20;
 
 /// A set of stream sequences as sorted, disjoint, non-adjacent inclusive ranges.
 /// Stored sequences come in long runs (a block is thousands of consecutive
