@@ -31,13 +31,6 @@ use alphapt_storage::receive::nats::{JetStream, NatsConn};
 use common::e2e::*;
 use common::proxy::Proxy;
 
-fn clickhouse_port() -> u16 {
-    std::env::var("CLICKHOUSE_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(9000)
-}
-
 /// Total rows and distinct sequences in `market_ticks` + `rejected_messages`.
 fn rows(conn: &mut alphapt_storage::native::Connection, filter: &str) -> (u64, u64) {
     let q = conn
@@ -58,13 +51,6 @@ fn js() -> (NatsConn, JetStream) {
         NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap(),
         JetStream::new(Duration::from_secs(2)),
     )
-}
-
-/// Kills the run with SIGKILL: no drain, no final ack.
-fn kill(mut running: Running) {
-    let mut child = running.0.take().expect("running");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
@@ -330,26 +316,6 @@ fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_resta
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (8_000, 8_000, 1, 8_000), "{summary}");
     consumer_settled(&nats, 8_000);
-}
-
-/// The consumer's ack floor now.
-fn ack_floor(nats: &Nats) -> u64 {
-    let (mut nc, js) = js();
-    js.consumer_info(&mut nc, &nats.stream, &nats.durable)
-        .unwrap()
-        .map_or(0, |info| info.ack_floor.stream_seq)
-}
-
-fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while ack_floor(nats) < seq {
-        assert!(
-            Instant::now() < deadline,
-            "acked only through {} of {seq}",
-            ack_floor(nats)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use alphapt_storage::receive::receiver::{self, ReceiverConfig, StoreProbe};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::refdata::{Refdata, RefdataConfig, RefdataStats};
 use alphapt_storage::ring::Kind;
-use alphapt_storage::runtime::{self, Alert};
+use alphapt_storage::runtime::{self, crash, Alert};
 use alphapt_storage::write::WriterStats;
 
 /// Flags of `run`.
@@ -366,6 +366,14 @@ fn signals_spill_bytes(config: &Config) -> u64 {
 
 /// Runs the appliance until the source ends or a signal asks it to drain.
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some((point, pass)) = crash::arm_from_env().map_err(anyhow::Error::msg)? {
+        tracing::warn!(
+            point = crash::name(point),
+            pass,
+            "{} is set: this run kills itself there (fault tests only)",
+            crash::CRASH_AT_VAR
+        );
+    }
     let options = super::clickhouse_options(config, true);
     let destination = Destination::resolve(&options)
         .context("cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)")?;

@@ -21,6 +21,7 @@ use super::column::Value;
 use super::compress::{compress_frames, compress_table, Method};
 use super::protocol::{self, ServerException, ServerHello, ServerPacket, CLIENT_REVISION};
 use super::Error;
+use crate::runtime::crash;
 
 /// Socket read buffer: large enough for a SELECT frame burst, small enough per writer.
 const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -518,8 +519,13 @@ impl Connection {
             self.broken = true;
             return Err(error);
         }
-        for packet in packets {
+        for (i, packet) in packets.iter().enumerate() {
             self.write_raw(packet)?;
+            if i == 0 && crash::armed(crash::Point::MidInsert) {
+                // The crash must leave the first block on the wire and no end marker.
+                self.flush()?;
+                crash::reached(crash::Point::MidInsert);
+            }
         }
         self.flush()?;
         self.finish_insert()

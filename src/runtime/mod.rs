@@ -2,6 +2,7 @@
 //! when its input is empty, and the stop-and-deadline alert every wait looks at.
 
 pub mod alert;
+pub mod crash;
 pub mod wait;
 
 pub use alert::Alert;

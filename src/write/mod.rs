@@ -43,7 +43,7 @@ use hdrhistogram::Histogram;
 
 use crate::durable::DurableMarks;
 use crate::native::{Backoff, Client, Connection, Error, Options};
-use crate::runtime::{Alert, Waiter};
+use crate::runtime::{crash, Alert, Waiter};
 use crate::shard::{SealedBlock, Table};
 use crate::spill::Journal;
 
@@ -363,6 +363,7 @@ impl Writer {
         let mut stored = [false; BLOCKS_PER_INSERT_MAX];
         // While ClickHouse is away, the spill takes the batch at once.
         if self.clickhouse_away() && self.spill_batch(&stored) {
+            crash::reached(crash::Point::SpillSynced);
             self.after_commit(index, Durable::Spill);
             return Ok(());
         }
@@ -376,7 +377,10 @@ impl Writer {
                 self.send(&table, &stored)
             };
             match outcome {
-                Ok(()) => break,
+                Ok(()) => {
+                    crash::reached(crash::Point::InsertCommitted);
+                    break;
+                }
                 Err(error) if !error.is_retriable() => return self.hold_refused(&error),
                 Err(error) => self.after_failure(&error),
             }
@@ -384,6 +388,7 @@ impl Writer {
             let delay = self.backoff.next_delay();
             self.retry_at = Some(Instant::now() + delay);
             if self.spill_batch(&stored) {
+                crash::reached(crash::Point::SpillSynced);
                 self.after_commit(index, Durable::Spill);
                 return Ok(());
             }

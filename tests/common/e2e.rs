@@ -102,17 +102,30 @@ impl Drop for Running {
 }
 
 pub fn start_run(db: &TestDb, nats: &Nats, extra: &[&str]) -> Running {
+    start_run_env(db, nats, extra, &[])
+}
+
+/// `start_run` with environment variables of its own (a crash point, say).
+pub fn start_run_env(db: &TestDb, nats: &Nats, extra: &[&str], env: &[(&str, &str)]) -> Running {
     let mut args = sets(db, nats);
     args.push("run".into());
     args.push("--quiet".into());
     args.extend(extra.iter().map(|s| s.to_string()));
     Running(Some(
         binary(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     ))
+}
+
+/// Kills the run with SIGKILL: no drain, no final ack.
+pub fn kill(mut running: Running) {
+    let mut child = running.0.take().expect("running");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Sends SIGTERM to `child`.
@@ -278,5 +291,34 @@ impl Drop for PrivateNats {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The port of the ClickHouse the tests use.
+pub fn clickhouse_port() -> u16 {
+    std::env::var("CLICKHOUSE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9000)
+}
+
+/// The consumer's ack floor now.
+pub fn ack_floor(nats: &Nats) -> u64 {
+    let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    let js = JetStream::new(Duration::from_secs(2));
+    js.consumer_info(&mut nc, &nats.stream, &nats.durable)
+        .unwrap()
+        .map_or(0, |info| info.ack_floor.stream_seq)
+}
+
+pub fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while ack_floor(nats) < seq {
+        assert!(
+            Instant::now() < deadline,
+            "acked only through {} of {seq}",
+            ack_floor(nats)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

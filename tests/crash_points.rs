@@ -1,0 +1,216 @@
+//! Crashes that try to double or lose a message, on the real servers:
+//!
+//! - `kill -9` at five random moments while a 1,000,000-tick feed is published, each
+//!   followed by a restart: in the end every published sequence is stored once;
+//! - deterministic crash points (`ALPHAPT_CRASH_AT`, src/runtime/crash.rs): after an
+//!   INSERT commits and before its ack, in the middle of an INSERT, after a spill sync
+//!   and before its ack; the restart stores what was missing and nothing twice.
+//!
+//! "Stored once" is checked as a set: count = distinct = highest = published, lowest 1,
+//! over `market_ticks` and `rejected_messages`.
+//!
+//! The random moments come from a seed printed by the test; `CRASH_SEED=<n>` repeats a
+//! run's moments.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use alphapt_storage::model::synthetic::SplitMix64;
+use common::e2e::*;
+use common::proxy::Proxy;
+
+/// A feed of `count` Kite frames at `rate` a second, in the background.
+fn feeder(db: &common::TestDb, nats: &Nats, count: u64, rate: u64) -> Child {
+    let mut args = sets(db, nats);
+    args.extend([
+        "feed".to_string(),
+        "--format".into(),
+        "kite".into(),
+        "--count".into(),
+        count.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--instruments".into(),
+        "500".into(),
+    ]);
+    binary(&args).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+fn feeder_done(feeder: Child) {
+    let (status, text) = wait_exit(feeder, Duration::from_secs(120), "feed");
+    assert!(status.success(), "feed failed: {text}");
+}
+
+/// No sequence stored twice so far (a crash may have left some unstored).
+fn assert_no_doubles(conn: &mut alphapt_storage::native::Connection, when: &str) {
+    let (count, distinct, _, _) = stored(conn);
+    assert_eq!(count, distinct, "{when}: a sequence is stored twice");
+}
+
+#[test]
+fn kill_9_at_five_random_moments_of_a_million_tick_feed_stores_each_tick_once() {
+    const TICKS: u64 = 1_000_000;
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    // Printed so that a failure can be repeated (cargo shows it for a failed test).
+    println!("kill moments from CRASH_SEED={seed}");
+    let mut rng = SplitMix64::new(seed);
+    let (db, mut conn) = tables("kill9");
+    let nats = Nats::new("kill9");
+    // The stream exists before the appliance looks for it.
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let feed = feeder(&db, &nats, TICKS - 1, 100_000);
+    let settings = ["--set", "ingest.block_rows_max=8192"];
+    let mut kills = Vec::new();
+    for round in 0..5 {
+        let run = start_run(&db, &nats, &settings);
+        // 0.3 to 2.5 s of uptime: start, resume, routing, INSERTs and acks all get hit.
+        let uptime = Duration::from_millis(300 + rng.below(2_200));
+        std::thread::sleep(uptime);
+        kill(run);
+        let (count, ..) = stored(&mut conn);
+        kills.push((uptime, count));
+        assert_no_doubles(&mut conn, &format!("after kill {round}"));
+    }
+    feeder_done(feed);
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(300));
+    let summary = drain(run);
+    assert_eq!(
+        stored(&mut conn),
+        (TICKS, TICKS, 1, TICKS),
+        "kills (uptime, rows stored then): {kills:?}\n{summary}"
+    );
+    consumer_settled(&nats, TICKS);
+    assert!(
+        kills.iter().any(|&(_, count)| count > 0 && count < TICKS),
+        "at least one kill must land mid-stream: {kills:?}"
+    );
+}
+
+/// Runs with `ALPHAPT_CRASH_AT=<crash>` until the process kills itself; returns its
+/// output.
+fn run_until_crash(mut running: Running) -> String {
+    let child = running.0.take().expect("running");
+    let (status, text) = wait_exit(child, Duration::from_secs(120), "reach its crash point");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the crash point must end the run with SIGKILL, got {status}: {text}"
+    );
+    assert!(text.contains("ALPHAPT_CRASH_AT reached"), "{text}");
+    text
+}
+
+/// Crash at `point`, then restart plainly: every tick stored once.
+fn crash_then_restart(tag: &str, point: &str) {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables(tag);
+    let nats = Nats::new(tag);
+    feed(
+        &db,
+        &nats,
+        &[
+            "--count",
+            "40000",
+            "--instruments",
+            "200",
+            "--format",
+            "kite",
+        ],
+    );
+    let small = ["--set", "ingest.block_rows_max=2048"];
+    let run = start_run_env(&db, &nats, &small, &[("ALPHAPT_CRASH_AT", point)]);
+    let text = run_until_crash(run);
+    // The server may still be writing what it took before the kill.
+    std::thread::sleep(Duration::from_millis(500));
+    let after_crash = stored(&mut conn);
+    assert!(
+        after_crash.0 < TICKS,
+        "the crash landed mid-stream: {after_crash:?}"
+    );
+    assert_no_doubles(&mut conn, "after the crash");
+    if point.starts_with("insert_committed") {
+        // The window the point exists for: rows stored, not acknowledged.
+        assert!(
+            after_crash.3 > ack_floor(&nats),
+            "rows past the ack floor are stored: {after_crash:?}, floor {}\n{text}",
+            ack_floor(&nats)
+        );
+    }
+    let run = start_run(&db, &nats, &small);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn a_crash_after_an_insert_commits_and_before_its_ack_stores_nothing_twice() {
+    crash_then_restart("ccommit", "insert_committed:3");
+}
+
+#[test]
+fn a_crash_in_the_middle_of_an_insert_stores_nothing_twice() {
+    crash_then_restart("cmid", "mid_insert:3");
+}
+
+#[test]
+fn a_crash_after_a_spill_sync_and_before_its_ack_stores_nothing_twice() {
+    const TICKS: u64 = 30_000;
+    let (db, mut conn) = tables("cspill");
+    let nats = Nats::new("cspill");
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let settings = ["--set", &port, "--set", "ingest.block_rows_max=2048"];
+    let run = start_run_env(
+        &db,
+        &nats,
+        &settings,
+        &[("ALPHAPT_CRASH_AT", "spill_synced:2")],
+    );
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    wait_stored(&mut conn, 3_000, Duration::from_secs(60));
+    proxy.down();
+    let started = Instant::now();
+    let text = run_until_crash(run);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the spill took batches: {text}"
+    );
+    proxy.up();
+    feeder_done(feed);
+    assert_no_doubles(&mut conn, "after the crash");
+    // The synced record is replayed at start; the resume point skips what it held.
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn a_bad_crash_point_is_refused_with_what_to_do() {
+    let (db, _conn) = tables("cbad");
+    let nats = Nats::new("cbad");
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let mut run = start_run_env(&db, &nats, &[], &[("ALPHAPT_CRASH_AT", "after_lunch:1")]);
+    let child = run.0.take().unwrap();
+    let (status, text) = wait_exit(child, Duration::from_secs(30), "refuse the crash point");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("unknown point \"after_lunch\"") && text.contains("insert_committed"),
+        "{text}"
+    );
+}
