@@ -15,34 +15,11 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use alphapt_storage::model::synthetic::SplitMix64;
 use common::e2e::*;
 use common::proxy::Proxy;
-
-/// A feed of `count` Kite frames at `rate` a second, in the background.
-fn feeder(db: &common::TestDb, nats: &Nats, count: u64, rate: u64) -> Child {
-    let mut args = sets(db, nats);
-    args.extend([
-        "feed".to_string(),
-        "--format".into(),
-        "kite".into(),
-        "--count".into(),
-        count.to_string(),
-        "--rate".into(),
-        rate.to_string(),
-        "--instruments".into(),
-        "500".into(),
-    ]);
-    binary(&args).stdout(Stdio::piped()).spawn().unwrap()
-}
-
-fn feeder_done(feeder: Child) {
-    let (status, text) = wait_exit(feeder, Duration::from_secs(120), "feed");
-    assert!(status.success(), "feed failed: {text}");
-}
 
 /// No sequence stored twice so far (a crash may have left some unstored).
 fn assert_no_doubles(conn: &mut alphapt_storage::native::Connection, when: &str) {

@@ -369,7 +369,7 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
     const TICKS: u64 = 20_000;
     let (db, mut conn) = tables("replay");
     let nats = Nats::new("replay");
-    feed(&db, &nats, &["--count", "20000", "--instruments", "100"]);
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
     let run = start_run(
@@ -377,8 +377,11 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
         &nats,
         &["--set", &port, "--set", "ingest.block_rows_max=2048"],
     );
+    // Published while the run goes, so that ClickHouse leaves before it has them all.
+    let feed = feeder(&db, &nats, TICKS - 1, 10_000);
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
+    feeder_done(feed);
     // Every block from here on goes to the spill and is acked.
     wait_acked(&nats, TICKS, Duration::from_secs(60));
     let in_clickhouse = stored(&mut conn).0;
@@ -393,5 +396,88 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
     wait_stored(&mut conn, TICKS, Duration::from_secs(60));
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+/// Flips one payload byte of a pending record in the middle of a journal and leaves a
+/// torn record after the last one; returns the damaged record's sequence range.
+fn damage_spill(root: &std::path::Path) -> (u64, u64) {
+    use alphapt_storage::spill::{all_journal_dirs, Journal};
+    use std::io::{Seek, SeekFrom, Write};
+    for dir in all_journal_dirs(root).unwrap() {
+        let scan = Journal::scan_read_only(&dir).unwrap();
+        let pending: Vec<_> = scan.records.iter().filter(|r| r.pending).collect();
+        if pending.len() < 3 {
+            continue;
+        }
+        let victim = pending[pending.len() / 2];
+        let segment = scan
+            .segments
+            .iter()
+            .find(|s| s.segment_seq == victim.pos.segment_seq)
+            .unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment.file)
+            .unwrap();
+        let flip_at = victim.pos.offset + 72 + victim.payload_bytes / 2;
+        let mut byte = [0u8];
+        {
+            use std::io::Read;
+            let mut reader = std::fs::File::open(&segment.file).unwrap();
+            reader.seek(SeekFrom::Start(flip_at)).unwrap();
+            reader.read_exact(&mut byte).unwrap();
+        }
+        file.seek(SeekFrom::Start(flip_at)).unwrap();
+        file.write_all(&[byte[0] ^ 0x5a]).unwrap();
+        // A record cut short after the newest one: its magic and a few header bytes.
+        let last = scan.segments.last().unwrap();
+        let mut tail = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&last.file)
+            .unwrap();
+        tail.seek(SeekFrom::Start(last.bytes_written)).unwrap();
+        tail.write_all(b"APSR\x01\x00\x01\x00\x00\x00\x00\x00\x10\x00")
+            .unwrap();
+        tail.sync_all().unwrap();
+        file.sync_all().unwrap();
+        return (victim.header.seq_first, victim.header.seq_last);
+    }
+    panic!(
+        "no journal under {} holds three pending records",
+        root.display()
+    );
+}
+
+#[test]
+fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetched() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("damage");
+    let nats = Nats::new("damage");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let settings = ["--set", &port, "--set", "ingest.block_rows_max=1024"];
+    let run = start_run(&db, &nats, &settings);
+    let feed = feeder(&db, &nats, TICKS - 1, 10_000);
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    feeder_done(feed);
+    // Everything acknowledged; what ClickHouse lacks is only in the spill.
+    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    kill(run);
+    let (first, last) = damage_spill(&db.spill_dir());
+    proxy.up();
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored(&mut conn),
+        (TICKS, TICKS, 1, TICKS),
+        "the damaged record held {first}..={last}\n{summary}"
+    );
+    assert!(summary.contains("corrupt record"), "{summary}");
+    assert!(summary.contains("torn"), "{summary}");
+    assert!(summary.contains("reading the whole store"), "{summary}");
     consumer_settled(&nats, TICKS);
 }

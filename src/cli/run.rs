@@ -264,6 +264,7 @@ fn start_signals(
     config: &Config,
     destination: &Destination,
     ticks: &ReceiverConfig,
+    reread_all: bool,
     alert: Arc<Alert>,
 ) -> anyhow::Result<Signals> {
     let mut small = config.clone();
@@ -298,6 +299,7 @@ fn start_signals(
                 rows_table: "strategy_signals",
                 subject_filter: config.nats.subject_signals.clone(),
             },
+            reread_all,
         }),
         // Signals run until the ticks path ends, whatever `--count` says of ticks.
         count: None,
@@ -386,8 +388,9 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     // What an earlier run spilled goes in first: the resume point is read from
     // ClickHouse, and those blocks were acknowledged.
-    let replayed = super::spill::replay_all(config, &destination)
+    let start_replay = super::spill::replay_all_at_start(config, &destination)
         .context("cannot replay the spill an earlier run left (ClickHouse must take it first)")?;
+    let replayed = &start_replay.report;
     if replayed.inserted + replayed.already_stored > 0 {
         tracing::info!(
             blocks = replayed.inserted,
@@ -455,10 +458,17 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
                     rows_table: "market_ticks",
                     subject_filter: config.nats.subject_ticks.clone(),
                 },
+                reread_all: start_replay.damaged_ticks,
             }),
         };
         tracing::info!(jetstream, url = %alphapt_storage::config::redact_url(&config.nats.url), "Source: NATS");
-        signals = Some(start_signals(config, &destination, &receiver_config, alert.clone())?);
+        signals = Some(start_signals(
+            config,
+            &destination,
+            &receiver_config,
+            start_replay.damaged_signals,
+            alert.clone(),
+        )?);
         runtime::spawn("receiver", receiver_core, move || {
             receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
         })

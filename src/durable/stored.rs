@@ -4,7 +4,7 @@
 //! ```text
 //!   consumer ack floor F (0 when the durable is new) ──┐
 //!   stream identity: created, first_seq ───────────────┤
-//!   ClickHouse: DISTINCT stream_seq > F of this stream ─┴─► SeqSet stored
+//!   ClickHouse: stream_seq > F of this stream, as ranges ┴─► SeqSet stored
 //!        │                                                       │
 //!        └── resume(F, stored, first_seq, exists?) ──► Resume { position P, skip = stored > P }
 //!   receiver: deliver from P + 1; a delivery in `skip` is passed over (and is an ack point)
@@ -36,7 +36,7 @@ use crate::native::{Connection, Error, Values};
 /// it are skipped one by one: slower, never wrong.
 pub const PROBES_MAX: usize = 256;
 
-/// Most stored sequences read per query: 1 Mi × 8 B = 8 MiB a block of answers.
+/// Most stored sequences read per query: 1 Mi × 8 B = 8 MiB of answers.
 pub const ROWS_PER_QUERY: u64 = 1 << 20;
 
 /// A set of stream sequences as sorted, disjoint, non-adjacent inclusive ranges.
@@ -77,6 +77,40 @@ impl SeqSet {
         }
         self.ranges.insert(at, (seq, seq));
         self.merge_around(at);
+    }
+
+    /// Adds every sequence of `first..=last` (`first ≤ last`); cheap when ranges come
+    /// in ascending order.
+    pub fn insert_range(&mut self, first: u64, last: u64) {
+        debug_assert!(first <= last, "range {first}..={last}");
+        match self.ranges.last_mut() {
+            None => {
+                self.ranges.push((first, last));
+                return;
+            }
+            Some(end) if first > end.1.saturating_add(1) => {
+                self.ranges.push((first, last));
+                return;
+            }
+            Some(end) if first >= end.0 => {
+                end.1 = end.1.max(last);
+                return;
+            }
+            Some(_) => {}
+        }
+        // Out of order: replace every range it touches or overlaps by their union.
+        let lo = self
+            .ranges
+            .partition_point(|&(_, end)| end.saturating_add(1) < first);
+        let hi = self
+            .ranges
+            .partition_point(|&(start, _)| start <= last.saturating_add(1));
+        let (mut union_first, mut union_last) = (first, last);
+        if lo < hi {
+            union_first = union_first.min(self.ranges[lo].0);
+            union_last = union_last.max(self.ranges[hi - 1].1);
+        }
+        self.ranges.splice(lo..hi, [(union_first, union_last)]);
     }
 
     /// Merges range `at` with its neighbours where they touch.
@@ -234,29 +268,76 @@ pub fn subject_regex(filter: &str) -> String {
     out
 }
 
-/// The SELECT of stored sequences in `(after, ..]` received at or after `created_ms`
-/// (Unix ms), ascending, at most [`ROWS_PER_QUERY`]. `modern`: the tables have
-/// DateTime64 receive stamps (ClickHouse ≥ 20.1), else seconds plus `received_at_ms`.
-pub fn stored_query(tables: &StreamTables, after: u64, created_ms: i64, modern: bool) -> String {
+/// Sequences per bucket of the summary query: a bucket whose distinct count equals
+/// its span is one stored range, sent as four numbers instead of 4,096.
+pub const BUCKET_SEQS: u64 = 4096;
+
+/// Partly stored buckets whose sequences one query reads: at most
+/// [`ROWS_PER_QUERY`] rows an answer.
+const BUCKETS_PER_QUERY: usize = (ROWS_PER_QUERY / BUCKET_SEQS) as usize;
+
+/// The stream's stored rows in `(after, ..]` received at or after `created_ms` (Unix
+/// ms), as `stream_seq` from all its tables, plus `extra` as a further condition.
+/// `modern`: the tables have DateTime64 receive stamps (ClickHouse ≥ 20.1), else
+/// seconds plus `received_at_ms`.
+fn stream_rows(
+    tables: &StreamTables,
+    after: u64,
+    created_ms: i64,
+    modern: bool,
+    extra: &str,
+) -> String {
     let since = if modern {
         format!("received_at >= fromUnixTimestamp64Milli(toInt64({created_ms}))")
     } else {
         format!("toUInt64(toUInt32(received_at)) * 1000 + received_at_ms >= {created_ms}")
     };
     format!(
-        "SELECT DISTINCT stream_seq FROM (\
-           SELECT stream_seq FROM {rows} WHERE stream_seq > {after} AND {since} \
-           UNION ALL \
-           SELECT stream_seq FROM rejected_messages WHERE stream_seq > {after} AND {since} \
-             AND match(subject, '{pattern}')\
-         ) ORDER BY stream_seq LIMIT {ROWS_PER_QUERY}",
+        "SELECT stream_seq FROM {rows} WHERE stream_seq > {after} AND {since}{extra} \
+         UNION ALL \
+         SELECT stream_seq FROM rejected_messages WHERE stream_seq > {after} AND {since}{extra} \
+           AND match(subject, '{pattern}')",
         rows = tables.rows_table,
         pattern = subject_regex(&tables.subject_filter),
     )
 }
 
+/// Per bucket of [`BUCKET_SEQS`] sequences above `after`: distinct count, lowest and
+/// highest stored sequence, ascending.
+pub fn summary_query(tables: &StreamTables, after: u64, created_ms: i64, modern: bool) -> String {
+    format!(
+        "SELECT toUInt64(intDiv(stream_seq, {BUCKET_SEQS})) AS bucket, \
+                toUInt64(uniqExact(stream_seq)) AS stored, \
+                toUInt64(min(stream_seq)) AS lo, toUInt64(max(stream_seq)) AS hi \
+         FROM ({}) GROUP BY bucket ORDER BY bucket",
+        stream_rows(tables, after, created_ms, modern, "")
+    )
+}
+
+/// The distinct stored sequences above `after` of the given buckets, ascending.
+pub fn bucket_rows_query(
+    tables: &StreamTables,
+    after: u64,
+    created_ms: i64,
+    modern: bool,
+    buckets: &[u64],
+) -> String {
+    let mut list = String::new();
+    for (i, bucket) in buckets.iter().enumerate() {
+        let _ = write!(list, "{}{bucket}", if i == 0 { "" } else { ", " });
+    }
+    let extra = format!(" AND intDiv(stream_seq, {BUCKET_SEQS}) IN ({list})");
+    format!(
+        "SELECT DISTINCT stream_seq FROM ({}) ORDER BY stream_seq",
+        stream_rows(tables, after, created_ms, modern, &extra)
+    )
+}
+
 /// Reads every stored sequence of a stream above `after` (rows received at or after
-/// `created_ms`), in pages of [`ROWS_PER_QUERY`].
+/// `created_ms`). One summary query turns each wholly stored bucket into a range;
+/// only partly stored buckets (gaps, the unfinished top, interleaved shards) are read
+/// sequence by sequence, [`BUCKETS_PER_QUERY`] at a time. A start after a day of ticks
+/// reads thousands of summary rows, not a hundred million sequences.
 pub fn read_stored(
     conn: &mut Connection,
     tables: &StreamTables,
@@ -265,12 +346,39 @@ pub fn read_stored(
 ) -> Result<SeqSet, Error> {
     let modern = conn.server().is_modern();
     let mut set = SeqSet::new();
-    let mut after = after;
-    // Bound: each page moves `after` up, and a short page ends the loop.
-    loop {
-        let result = conn.query(&stored_query(tables, after, created_ms, modern))?;
-        let mut rows = 0u64;
-        for block in &result.blocks {
+    let summary = conn.query(&summary_query(tables, after, created_ms, modern))?;
+    let mut partial = Vec::new();
+    for block in &summary.blocks {
+        let column = |index: usize| -> Result<&[u64], Error> {
+            match block.columns.get(index).map(|c| &c.values) {
+                Some(Values::U64(values)) => Ok(values),
+                _ => Err(Error::Protocol(format!(
+                    "stored-sequence summary column {index} is not UInt64"
+                ))),
+            }
+        };
+        if block.columns.is_empty() {
+            continue;
+        }
+        let (buckets, counts, lows, highs) = (column(0)?, column(1)?, column(2)?, column(3)?);
+        for i in 0..buckets.len() {
+            let (count, lo, hi) = (counts[i], lows[i], highs[i]);
+            if lo > hi || count > hi - lo + 1 {
+                return Err(Error::Protocol(format!(
+                    "stored-sequence summary is inconsistent: bucket {} holds {count} in {lo}..={hi}",
+                    buckets[i]
+                )));
+            }
+            if count == hi - lo + 1 {
+                set.insert_range(lo, hi);
+            } else {
+                partial.push(buckets[i]);
+            }
+        }
+    }
+    for group in partial.chunks(BUCKETS_PER_QUERY) {
+        let rows = conn.query(&bucket_rows_query(tables, after, created_ms, modern, group))?;
+        for block in &rows.blocks {
             let Some(column) = block.columns.first() else {
                 continue;
             };
@@ -282,14 +390,10 @@ pub fn read_stored(
             };
             for &seq in seqs {
                 set.insert(seq);
-                after = after.max(seq);
             }
-            rows += seqs.len() as u64;
-        }
-        if rows < ROWS_PER_QUERY {
-            return Ok(set);
         }
     }
+    Ok(set)
 }
 
 /// Waits until no INSERT of another appliance process into this database is running
@@ -341,8 +445,14 @@ mod tests {
             let mut oracle = BTreeSet::new();
             for _ in 0..rng.below(60) {
                 let seq = 1 + rng.below(80);
-                set.insert(seq);
-                oracle.insert(seq);
+                if rng.below(4) == 0 {
+                    let last = (seq + rng.below(6)).min(80);
+                    set.insert_range(seq, last);
+                    oracle.extend(seq..=last);
+                } else {
+                    set.insert(seq);
+                    oracle.insert(seq);
+                }
             }
             for seq in 0..90 {
                 assert_eq!(set.contains(seq), oracle.contains(&seq), "{seq} in {set:?}");

@@ -120,6 +120,11 @@ pub struct StoreProbe {
     pub options: crate::native::Options,
     /// The tables the stream's messages end in.
     pub tables: StreamTables,
+    /// Read the store from the stream's start, not from the ack floor: the spill had
+    /// damaged records whose blocks were acknowledged, so the ack floor no longer
+    /// proves them stored. What JetStream still holds of them is delivered again;
+    /// what it no longer holds is counted absent and logged.
+    pub reread_all: bool,
 }
 
 impl std::fmt::Debug for StoreProbe {
@@ -364,6 +369,7 @@ fn read_resume(
         stream: config.stream.clone(),
         reason,
     };
+    let mut read_from = floor;
     let stored = match &config.store {
         Some(store) => {
             let mut ch = crate::native::Connection::connect(&store.options)
@@ -376,13 +382,18 @@ fn read_resume(
                 tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
                     "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
             }
-            read_stored(&mut ch, &store.tables, floor, stream.created_ms)
+            if store.reread_all {
+                tracing::warn!(stream = %config.stream, ack_floor = floor,
+                    "The spill held damaged records of this stream; reading the whole store so that JetStream delivers again what they held");
+                read_from = 0;
+            }
+            read_stored(&mut ch, &store.tables, read_from, stream.created_ms)
                 .map_err(|e| unreadable(e.to_string()))?
         }
         None => SeqSet::new(),
     };
     let stored_count = stored.len();
-    let resume = resume(floor, stored, stream.first_seq, |seq| {
+    let resume = resume(read_from, stored, stream.first_seq, |seq| {
         js.message_exists(conn, &config.stream, seq)
     })?;
     tracing::info!(stream = %config.stream, ack_floor = floor, stored_above_floor = stored_count,

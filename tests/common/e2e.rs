@@ -208,7 +208,14 @@ pub fn consumer_settled_at(url: &str, nats: &Nats, last: u64) {
         .expect("the durable exists");
     assert_eq!(info.num_pending, 0, "{info:?}");
     assert_eq!(info.num_ack_pending, 0, "{info:?}");
-    assert_eq!(info.ack_floor.stream_seq, last, "{info:?}");
+    // nats-server 2.9 reports an ack floor of 0 for a consumer created at a start
+    // sequence with nothing delivered since: settled at the delivered mark then.
+    let floor = if info.delivered.consumer_seq == info.ack_floor.consumer_seq {
+        info.delivered.stream_seq.max(info.ack_floor.stream_seq)
+    } else {
+        info.ack_floor.stream_seq
+    };
+    assert_eq!(floor, last, "{info:?}");
     assert!(
         info.max_ack_pending > 1000,
         "the ack window is sized, not defaulted: {info:?}"
@@ -321,4 +328,26 @@ pub fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A feed of `count` Kite frames at `rate` a second, in the background.
+pub fn feeder(db: &TestDb, nats: &Nats, count: u64, rate: u64) -> Child {
+    let mut args = sets(db, nats);
+    args.extend([
+        "feed".to_string(),
+        "--format".into(),
+        "kite".into(),
+        "--count".into(),
+        count.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--instruments".into(),
+        "500".into(),
+    ]);
+    binary(&args).stdout(Stdio::piped()).spawn().unwrap()
+}
+
+pub fn feeder_done(feeder: Child) {
+    let (status, text) = wait_exit(feeder, Duration::from_secs(120), "feed");
+    assert!(status.success(), "feed failed: {text}");
 }
