@@ -17,13 +17,14 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use alphapt_storage::model::synthetic::SyntheticTicks;
+use alphapt_storage::model::SealedBlock;
 use alphapt_storage::model::Tick;
 use alphapt_storage::native::compress::{
     compress_frames, compress_table, frames_bytes_max, FrameReader, Method,
 };
 use alphapt_storage::native::{Block, BlockFormat};
 use alphapt_storage::shard::columns::raw_bytes_max;
-use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
+use alphapt_storage::shard::{TickColumns, TickSchema};
 
 const ROWS: usize = 65_536;
 

@@ -21,12 +21,13 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, Criterion, Throughput};
 
+use alphapt_storage::config::ValidationConfig;
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::{Symbol, Tick};
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
-use alphapt_storage::shard::validate::{ValidationConfig, Validator};
+use alphapt_storage::shard::validate::Validator;
 
 const MESSAGES: usize = 4_096;
 const NOW: i64 = 1_764_000_000_000;

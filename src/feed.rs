@@ -28,12 +28,13 @@
 //! fraction digit, like Python's float repr of a 2-decimal price), never through `f64`.
 #![forbid(unsafe_code)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::model::json::{write_tick_json, write_tick_json_spoiled, write_u64, Spoil};
 use crate::model::synthetic::{SplitMix64, SyntheticTicks};
 use crate::model::Tick;
 use crate::receive::nats::{NatsConn, NatsError, PublishWindow};
+use crate::runtime::clock::now_ms;
 use crate::shard::parse::encode_kite_full;
 use crate::shard::parse::kite::KITE_FULL_BYTES;
 
@@ -346,7 +347,7 @@ pub fn run(conn: &mut NatsConn, options: &FeedOptions) -> Result<FeedReport, Fee
                 );
             pace(conn, due, &mut report.lag_max)?;
         }
-        let tick = ticks.next_tick(unix_ms(), 0, 0);
+        let tick = ticks.next_tick(now_ms(), 0, 0);
         let bad = plan.next();
         payload.clear();
         match bad {
@@ -410,14 +411,6 @@ fn pace(conn: &mut NatsConn, due: Instant, lag_max: &mut Duration) -> Result<(),
             std::thread::yield_now();
         }
     }
-}
-
-/// Current Unix time in milliseconds (vDSO clock read, ~20 ns).
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A good message: the platform's JSON, or a Kite WebSocket frame holding one

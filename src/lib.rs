@@ -14,16 +14,21 @@
 //! Two things travel against the flow, each on its own single-writer path: the
 //! durable watermark (writers → receiver) and reference data (refdata → shards).
 //!
+//! `config`, `model` and `runtime` are the leaves: stages import them, they import no
+//! stage. Stages hand data on through `model`'s hand-off types (`SealedBlock`, `Table`,
+//! `Reference`) and the rings; `pipeline` alone wires stages together.
+//!
 //! Modules in flow order:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
 //! - [`model`]: the plain `Copy` tick (fixed-point prices), the quality vocabulary
-//!   (reject reasons, validation flags, score), JSON output and a synthetic generator.
+//!   (reject reasons, validation flags, score), JSON output, a synthetic generator, and
+//!   the hand-off types between stages (sealed blocks, reference data).
 //! - [`receive`]: the receiver thread: a blocking NATS/JetStream client, routing by the
 //!   token in the subject, acks at the durable watermark; and the built-in synthetic feed.
 //! - [`ring`]: the receiver → shard byte ring of message frames.
 //! - [`shard`]: parse (JSON, Kite binary) → validate → column builders for
 //!   `market_ticks` and `rejected_messages` → seal (Native + LZ4), the shard loop.
-//! - [`write`]: writer threads INSERTing sealed blocks, retrying with backoff.
+//! - [`write`](mod@write): writer threads INSERTing sealed blocks, retrying with backoff.
 //! - [`durable`]: the durable watermark the receiver acks at, and (`durable::stored`)
 //!   what the store holds at start, which decides where JetStream delivery resumes.
 //! - [`spill`]: the journal of sealed blocks in mmap'd, checksummed segment files
@@ -32,7 +37,9 @@
 //! - [`refdata`]: the slow-path thread that loads instrument reference data (tick
 //!   size, circuit limits) from PostgreSQL and follows its changes into the shards.
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
-//! - [`runtime`]: named, pinned threads and the wait strategies.
+//! - [`runtime`]: named, pinned threads, the wait strategies, the stop-and-deadline
+//!   alert, the backoff, the clock, crash points for fault tests, and the sizes every
+//!   stage agrees on (shard routing, pool size).
 //! - [`migrate`]: schema migrations for ClickHouse and PostgreSQL (`migrate up/status/down`).
 //! - [`ohlc`]: finished OHLC bars from `ohlc_1m`, rolled up to 5m/15m/1h/1d.
 //! - [`feed`]: the load generator behind `alphapt-storage feed`.

@@ -8,10 +8,8 @@
 //!                                                    spill journal writer-<w> ◄── away ───────┘ (replayed when back)
 //! ```
 //!
-//! Pool sizing, per shard, as the sum of the holders of a sealed block: one seal group
-//! being filled (ticks, signals, rejects: 3) + the writer's batch of up to
-//! [`BLOCKS_PER_INSERT_MAX`] + one more seal group queued behind it (3). The sealed and
-//! free rings hold the whole pool, so pushing into either never fails.
+//! Pool sizing is [`POOL_BLOCKS`] (`runtime::sizes`). The sealed and free rings hold
+//! the whole pool, so pushing into either never fails.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,30 +18,28 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::durable::stored::insert_query_prefix;
 use crate::durable::{watermark, DurableMarks};
+use crate::model::SealedBlock;
 use crate::native::{Method, Options};
 use crate::refdata::{reference_queue, ReferenceFeed};
+use crate::ring::RING_SLOT_BYTES;
 use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
+use crate::runtime::sizes::POOL_BLOCKS;
 use crate::runtime::{self, Alert, Waiter};
-use crate::shard::columns::SealedBlock;
 use crate::shard::rejects::{RejectColumns, RejectSchema};
 use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
 use crate::shard::signals::{SignalColumns, SignalSchema};
 use crate::shard::validate::Validator;
 use crate::shard::{TickColumns, TickSchema};
 use crate::spill::{writer_dir, Journal, JournalConfig};
-use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats, BLOCKS_PER_INSERT_MAX};
+use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats};
 
-/// Sealed blocks per shard pool (see the module doc for the sum).
-pub const POOL_BLOCKS: usize = 3 + BLOCKS_PER_INSERT_MAX + 3;
 /// Rows per reject block: rejects are rare; 1,024 × ~4.4 KiB ≈ 4.5 MiB a block.
 pub const REJECT_ROWS_MAX: usize = 1024;
 /// Rows per signal block: strategies emit far fewer signals than the market ticks;
 /// 1,024 × (≤ 4 KiB metadata + ~150 B) ≈ 4.3 MiB a block at worst.
 pub const SIGNAL_ROWS_MAX: usize = 1024;
-/// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
-/// (a JSON tick with full depth is ~700 B).
-pub const RING_SLOT_BYTES: usize = 1024;
 
 /// Counters the source publishes.
 #[derive(Debug, Default)]
@@ -609,20 +605,6 @@ fn open_journals(config: &Config, writers: usize) -> std::io::Result<Vec<Option<
                 .map_err(std::io::Error::other)
         })
         .collect()
-}
-
-/// The query-id prefix of every appliance's INSERTs into `database`; each writer adds
-/// its process id and index, so a starting appliance can wait for the INSERTs a killed
-/// one left running on the server (`durable::stored::wait_for_other_inserts`).
-pub fn insert_query_prefix(database: &str) -> String {
-    format!("alphapt-{database}-")
-}
-
-/// Which shard owns an instrument: tokens spread evenly by a multiplicative hash
-/// (Knuth), so sparse token numbering does not crowd one shard.
-#[inline]
-pub fn shard_of(token: u32, shards: usize) -> usize {
-    ((u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % shards as u64) as usize
 }
 
 /// The JetStream ack window when the config leaves it at 0 (DESIGN §2): everything

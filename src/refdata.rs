@@ -45,19 +45,15 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::config::{redact_url, Config};
+use crate::model::reference::{Reference, ReferenceUpdate};
 use crate::model::{DecimalError, Price};
-use crate::native::Backoff;
-use crate::pipeline::shard_of;
-use crate::shard::validate::Reference;
+use crate::runtime::sizes::shard_of;
+use crate::runtime::Backoff;
 
 /// Updates each shard's queue holds: 4,096 × 32 B = 128 KiB per shard. A full load
 /// of ~100k instruments passes through in ~25 refills, each drained by the shard in a
 /// few passes, so a whole load reaches the validators in well under a second.
 pub const REFERENCE_QUEUE_SLOTS: usize = 4096;
-
-/// Updates a shard applies between two frame passes: at ~50 ns a `set_reference`,
-/// at most ~50 µs of delay for the frames behind them.
-pub const REFERENCE_UPDATES_PER_PASS: usize = 1024;
 
 /// Longest wait for a notification before the thread looks at its stop flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -69,7 +65,7 @@ pub const CHANNEL: &str = "instruments_changed";
 pub const APPLICATION_NAME: &str = "alphapt-storage refdata";
 
 /// Sleep between two tries to push into a full queue: the shard drains
-/// [`REFERENCE_UPDATES_PER_PASS`] per pass, so 1 ms frees a good part of it.
+/// [`REFERENCE_UPDATES_PER_PASS`](crate::runtime::sizes::REFERENCE_UPDATES_PER_PASS) per pass, so 1 ms frees a good part of it.
 const QUEUE_FULL_SLEEP: Duration = Duration::from_millis(1);
 
 /// Changes gathered before they are applied, so a flood of notifications still lets
@@ -94,15 +90,6 @@ const SELECT_ALL: &str = "SELECT instrument_token, tick_size::text, \
 const SELECT_ONE: &str = "SELECT instrument_token, tick_size::text, \
      lower_circuit_limit::text, upper_circuit_limit::text FROM instruments \
      WHERE instrument_token = $1";
-
-/// New reference data for one instrument; an all-zero `reference` clears it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReferenceUpdate {
-    /// The instrument.
-    pub token: u32,
-    /// Its tick size and circuit limits.
-    pub reference: Reference,
-}
 
 /// A queue from the refdata thread to one shard.
 pub fn reference_queue() -> (

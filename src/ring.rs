@@ -24,6 +24,10 @@
 //! one. No allocation on either side: the shard copies a frame that wraps around the
 //! ring's end into its scratch buffer, sized once for the largest frame.
 
+/// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
+/// (a JSON tick with full depth is ~700 B).
+pub const RING_SLOT_BYTES: usize = 1024;
+
 /// Bytes before the subject.
 pub const HEADER_BYTES: usize = 32;
 /// Longest subject carried; NATS subjects of ours are ~30 bytes.

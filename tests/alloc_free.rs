@@ -3,8 +3,9 @@
 //! its own test binary, so no other test's allocations are counted.
 
 use alphapt_storage::model::synthetic::SyntheticTicks;
+use alphapt_storage::model::SealedBlock;
 use alphapt_storage::native::Method;
-use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
+use alphapt_storage::shard::{TickColumns, TickSchema};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

@@ -4,13 +4,15 @@
 //! refdata queue and applied before each JSON tick, as the shard does between passes.
 //! Runs alone in its own test binary, so no other test's allocations are counted.
 
+use alphapt_storage::config::ValidationConfig;
 use alphapt_storage::model::json::write_tick_json;
+use alphapt_storage::model::reference::{Reference, ReferenceUpdate};
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::{Price, Tick};
-use alphapt_storage::refdata::{reference_queue, ReferenceUpdate};
+use alphapt_storage::refdata::reference_queue;
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
 use alphapt_storage::shard::parse::{encode_kite_full, parse_json_tick, parse_kite_packet};
-use alphapt_storage::shard::validate::{Reference, ValidationConfig, Validator};
+use alphapt_storage::shard::validate::Validator;
 use alphapt_storage::shard::TickColumns;
 
 #[path = "support/counting_alloc.rs"]

@@ -13,9 +13,10 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
+use alphapt_storage::model::SealedBlock;
 use alphapt_storage::model::{Depth, DepthLevel, Ohlc, Price, Symbol, Tick, DEPTH_LEVELS};
 use alphapt_storage::native::{Block, BlockFormat, Column, Values};
-use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
+use alphapt_storage::shard::{TickColumns, TickSchema};
 use serde_json::Value as Json;
 
 const CASES: usize = 300;

@@ -8,10 +8,12 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::model::synthetic::SyntheticTicks;
+use alphapt_storage::model::SealedBlock;
 use alphapt_storage::native::{
-    Backoff, Block, Client, Column, Connection, Error, Method, Options, Value, Values,
+    Block, Client, Column, Connection, Error, Method, Options, Value, Values,
 };
-use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
+use alphapt_storage::runtime::Backoff;
+use alphapt_storage::shard::{TickColumns, TickSchema};
 use common::{clickhouse_client, options, TestDb};
 
 #[test]

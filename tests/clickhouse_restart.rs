@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::model::synthetic::SyntheticTicks;
-use alphapt_storage::native::{Backoff, Client, Connection, Error, Method, Value};
-use alphapt_storage::shard::{SealedBlock, TickColumns, TickSchema};
+use alphapt_storage::model::SealedBlock;
+use alphapt_storage::native::{Client, Connection, Error, Method, Value};
+use alphapt_storage::runtime::Backoff;
+use alphapt_storage::shard::{TickColumns, TickSchema};
 use common::{options, TestDb};
 
 /// The ClickHouse process answering on the test port, found by its listening socket

@@ -14,8 +14,9 @@ use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::quality::FLAG_OUT_OF_ORDER;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::native::{Method, Value};
-use alphapt_storage::pipeline::{self, shard_of, Destination};
+use alphapt_storage::pipeline::{self, Destination};
 use alphapt_storage::ring::Kind;
+use alphapt_storage::runtime::sizes::shard_of;
 use alphapt_storage::runtime::Alert;
 use alphapt_storage::shard::parse::encode_kite_full;
 use alphapt_storage::shard::parse::kite::KITE_FULL_BYTES;
@@ -78,7 +79,7 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
     let mut feed = SyntheticTicks::new(100, 21);
     let mut payload = Vec::new();
     let mut expected_rejects = std::collections::BTreeMap::<&str, u64>::new();
-    let now_ms = alphapt_storage::write::now_ms();
+    let now_ms = alphapt_storage::runtime::clock::now_ms();
     for seq in 1..=MESSAGES {
         // Exchange times rise with the sequence (Kite packets carry whole seconds),
         // so any reordering within an instrument would raise FLAG_OUT_OF_ORDER.

@@ -21,17 +21,17 @@ use alphapt_storage::migrate::postgres::PostgresTarget;
 use alphapt_storage::migrate::{self, files, Target, TargetKind};
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::quality::{FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT};
+use alphapt_storage::model::reference::{Reference, ReferenceUpdate};
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::Price;
 use alphapt_storage::native::{Method, Value};
-use alphapt_storage::pipeline::{self, shard_of, Destination, PipelineStats};
+use alphapt_storage::pipeline::{self, Destination, PipelineStats};
 use alphapt_storage::refdata::{
-    reference_queue, Refdata, RefdataConfig, RefdataStats, ReferenceFeed, ReferenceUpdate,
-    APPLICATION_NAME,
+    reference_queue, Refdata, RefdataConfig, RefdataStats, ReferenceFeed, APPLICATION_NAME,
 };
 use alphapt_storage::ring::Kind;
+use alphapt_storage::runtime::sizes::shard_of;
 use alphapt_storage::runtime::Alert;
-use alphapt_storage::shard::validate::Reference;
 use common::{options, TestDb};
 
 /// Longest wait for anything the refdata thread should do promptly.
@@ -232,7 +232,7 @@ fn reference_data_flags_ticks_and_follows_changes() {
     let mut ticks = Ticks {
         feed: SyntheticTicks::new(1, 5),
         payload: Vec::new(),
-        now_ms: alphapt_storage::write::now_ms(),
+        now_ms: alphapt_storage::runtime::clock::now_ms(),
         seq: 0,
     };
     let mut expected = Vec::new();

@@ -7,11 +7,11 @@
 
 mod common;
 
+use alphapt_storage::model::SealedBlock;
 use alphapt_storage::native::{Method, Value};
 use alphapt_storage::shard::signals::{
     parse_json_signal, Signal, SignalColumns, SignalParse, SignalSchema, StrategyType,
 };
-use alphapt_storage::shard::SealedBlock;
 use common::TestDb;
 
 #[path = "support/counting_alloc.rs"]

@@ -2,18 +2,20 @@
 //! `RejectReason` has at least one case with its exact expected outcome, and the test
 //! fails if a flag or reason is added without a case.
 
+use alphapt_storage::config::ValidationConfig;
 use alphapt_storage::model::quality::{
     data_quality_score, RejectReason, FLAGS_ALL, FLAG_CROSSED_BOOK, FLAG_DEPTH_UNSORTED,
     FLAG_FUTURE_TIMESTAMP, FLAG_MISSING_OPTIONAL, FLAG_NONPOSITIVE_PRICE, FLAG_OFF_TICK_SIZE,
     FLAG_OUTSIDE_CIRCUIT, FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP, FLAG_QUANTITY_INSANE,
     FLAG_STALE_TIMESTAMP,
 };
+use alphapt_storage::model::reference::Reference;
 use alphapt_storage::model::{Price, Tick};
 use alphapt_storage::shard::parse::kite::{encode_kite_full, KITE_FULL_BYTES, KITE_QUOTE_BYTES};
 use alphapt_storage::shard::parse::{
     parse_json_tick, parse_kite_message, parse_kite_packet, parse_tick_subject, ParseInfo,
 };
-use alphapt_storage::shard::validate::{Reference, ValidationConfig, Validator};
+use alphapt_storage::shard::validate::Validator;
 
 /// 2025-11-24T16:00:00Z, the validator's "now" in every case.
 const NOW: i64 = 1_764_000_000_000;

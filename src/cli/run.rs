@@ -14,11 +14,12 @@ use anyhow::Context;
 use alphapt_storage::config::Config;
 use alphapt_storage::config::Source;
 use alphapt_storage::durable::stored::StreamTables;
-use alphapt_storage::pipeline::{self, Destination, PipelineStats, RING_SLOT_BYTES};
+use alphapt_storage::pipeline::{self, Destination, PipelineStats};
 use alphapt_storage::receive::receiver::{self, ReceiverConfig, StoreProbe};
 use alphapt_storage::receive::synthetic::{self, SyntheticConfig};
 use alphapt_storage::refdata::{Refdata, RefdataConfig, RefdataStats};
 use alphapt_storage::ring::Kind;
+use alphapt_storage::ring::RING_SLOT_BYTES;
 use alphapt_storage::runtime::{self, crash, Alert};
 use alphapt_storage::write::WriterStats;
 

@@ -57,6 +57,7 @@ mod error;
 mod layer;
 mod secret;
 mod validate;
+mod validation;
 
 #[cfg(test)]
 mod tests;
@@ -67,13 +68,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::shard::validate::ValidationConfig;
 pub use error::ConfigError;
 pub use secret::{redact_url, Secret, REDACTED};
 pub use validate::{
     BLOCK_ROWS_MAX, DURATION_MS_MAX, FETCH_BATCH_MAX, PARK_TIMEOUT_US_MAX, PAYLOAD_BYTES_MAX,
     REDIS_CONNECTIONS_MAX, RING_SLOTS_MAX, SHARDS_MAX, WAIT_STEPS_MAX, WRITERS_MAX,
 };
+pub use validation::{ValidationConfig, ValidationConfigError, INSTRUMENTS_MAX_LIMIT};
 
 /// The whole configuration of the appliance, one section per table in the TOML file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -360,14 +360,14 @@ impl Config {
         )?;
         // The receiver->shard ring must hold two of the largest frames, or a message
         // at the payload limit could never be routed.
-        let ring_bytes = u64::from(i.ring_slots) * crate::pipeline::RING_SLOT_BYTES as u64;
+        let ring_bytes = u64::from(i.ring_slots) * crate::ring::RING_SLOT_BYTES as u64;
         let frame_max = crate::ring::frame_bytes(
             crate::ring::SUBJECT_BYTES_MAX,
             (i.payload_bytes_max as usize).max(crate::ring::TRUNCATED_BYTES),
         ) as u64;
         if ring_bytes < 2 * frame_max {
             let slots = (2 * frame_max)
-                .div_ceil(crate::pipeline::RING_SLOT_BYTES as u64)
+                .div_ceil(crate::ring::RING_SLOT_BYTES as u64)
                 .next_power_of_two();
             return Err(invalid(
                 "ingest.ring_slots",

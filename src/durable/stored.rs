@@ -274,7 +274,7 @@ pub const BUCKET_SEQS: u64 = 4096;
 
 /// Partly stored buckets whose sequences one query reads: at most
 /// [`ROWS_PER_QUERY`] rows an answer.
-const BUCKETS_PER_QUERY: usize = (ROWS_PER_QUERY / BUCKET_SEQS) as usize;
+pub const BUCKETS_PER_QUERY: usize = (ROWS_PER_QUERY / BUCKET_SEQS) as usize;
 
 /// The stream's stored rows in `(after, ..]` received at or after `created_ms` (Unix
 /// ms), as `stream_seq` from all its tables, plus `extra` as a further condition.
@@ -394,6 +394,13 @@ pub fn read_stored(
         }
     }
     Ok(set)
+}
+
+/// The query-id prefix of every appliance's INSERTs into `database`; each writer adds
+/// its process id and index, so a starting appliance can wait for the INSERTs a killed
+/// one left running on the server ([`wait_for_other_inserts`]).
+pub fn insert_query_prefix(database: &str) -> String {
+    format!("alphapt-{database}-")
 }
 
 /// Waits until no INSERT of another appliance process into this database is running

@@ -2,9 +2,13 @@
 //! prices, inline symbols and fixed depth arrays. No `String`, `Vec` or `Box` per
 //! message, so moving ticks through rings never touches the allocator. No I/O here.
 
+pub mod block;
 pub mod json;
 pub mod quality;
+pub mod reference;
 pub mod synthetic;
+
+pub use block::{SealedBlock, Table};
 
 /// Fixed-point scale of [`Price`]: 10^-8 of the quote currency.
 ///

@@ -26,14 +26,7 @@ pub const BLOCK_INFO: [u8; 8] = [0x01, 0x00, 0x02, 0xff, 0xff, 0xff, 0xff, 0x00]
 /// corrupt count before allocating.
 pub const BLOCK_COLUMNS_MAX: u64 = 4096;
 
-/// Whether a block is framed for the wire or stored as a Native file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockFormat {
-    /// In a Data packet: BlockInfo first.
-    Protocol,
-    /// `FORMAT Native` file: no BlockInfo.
-    File,
-}
+pub use crate::model::block::BlockFormat;
 
 /// One named, typed column.
 #[derive(Clone, Debug, PartialEq)]

@@ -38,21 +38,13 @@ pub const METHOD_NONE: u8 = 0x02;
 /// Method byte for ZSTD (recognised only to name it in the error).
 pub const METHOD_ZSTD: u8 = 0x90;
 
-/// How Data blocks travel for one query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// Frames with LZ4 payloads.
-    Lz4,
-    /// Frames with raw payloads (still checksummed).
-    None,
-}
+pub use crate::model::block::Method;
 
-impl Method {
-    fn byte(self) -> u8 {
-        match self {
-            Method::Lz4 => METHOD_LZ4,
-            Method::None => METHOD_NONE,
-        }
+/// The frame's method byte.
+fn method_byte(method: Method) -> u8 {
+    match method {
+        Method::Lz4 => METHOD_LZ4,
+        Method::None => METHOD_NONE,
     }
 }
 
@@ -111,7 +103,7 @@ fn write_frame(method: Method, chunk: &[u8], out: &mut Vec<u8>, table: &mut Comp
     };
     out.truncate(start + FRAME_OVERHEAD_BYTES + payload_bytes);
     let frame = &mut out[start..];
-    frame[CHECKSUM_BYTES] = method.byte();
+    frame[CHECKSUM_BYTES] = method_byte(method);
     let size_with_header = (HEADER_BYTES + payload_bytes) as u32;
     frame[17..21].copy_from_slice(&size_with_header.to_le_bytes());
     frame[21..25].copy_from_slice(&(chunk.len() as u32).to_le_bytes());

@@ -27,7 +27,7 @@ pub mod types;
 pub mod wire;
 
 pub use block::{Block, BlockFormat, Column};
-pub use client::{Backoff, Client};
+pub use client::Client;
 pub use column::{Value, Values};
 pub use compress::Method;
 pub use connection::{Connection, Options, QueryResult, ServerInfo};

@@ -39,9 +39,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::native::Backoff;
-use crate::pipeline::{shard_of, Router};
+use crate::pipeline::Router;
 use crate::ring::Kind;
+use crate::runtime::sizes::shard_of;
+use crate::runtime::Backoff;
 
 use crate::durable::stored::{
     read_stored, resume, wait_for_other_inserts, Resume, SeqSet, StreamTables,
@@ -374,7 +375,7 @@ fn read_resume(
         Some(store) => {
             let mut ch = crate::native::Connection::connect(&store.options)
                 .map_err(|e| unreadable(e.to_string()))?;
-            let prefix = crate::pipeline::insert_query_prefix(&store.options.database);
+            let prefix = crate::durable::stored::insert_query_prefix(&store.options.database);
             let own = format!("{prefix}{}-", std::process::id());
             let settled = wait_for_other_inserts(&mut ch, &prefix, &own, OTHER_INSERTS_WAIT)
                 .map_err(|e| unreadable(e.to_string()))?;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::model::json::write_tick_json;
 use crate::model::synthetic::SyntheticTicks;
-use crate::pipeline::{shard_of, Router};
+use crate::pipeline::Router;
 use crate::ring::Kind;
+use crate::runtime::sizes::shard_of;
 
 /// What to generate.
 #[derive(Clone, Copy, Debug)]

@@ -2,10 +2,14 @@
 //! when its input is empty, and the stop-and-deadline alert every wait looks at.
 
 pub mod alert;
+pub mod backoff;
+pub mod clock;
 pub mod crash;
+pub mod sizes;
 pub mod wait;
 
 pub use alert::Alert;
+pub use backoff::Backoff;
 pub use wait::Waiter;
 
 /// Spawns a named thread, pinned to `core` when given. A failed pin is logged and the

@@ -20,7 +20,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::model::{Depth, Price, Symbol, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX};
+use crate::model::{
+    Depth, Price, SealedBlock, Symbol, Table, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX,
+};
 use crate::native::block::{BlockFormat, BLOCK_INFO};
 use crate::native::compress::{
     compress_frames, compress_table, frames_bytes_max, CompressTable, Method,
@@ -493,50 +495,8 @@ impl DepthColumns {
     }
 }
 
-/// The table a sealed block is bound for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Table {
-    /// `market_ticks`.
-    Ticks,
-    /// `strategy_signals`.
-    Signals,
-    /// `rejected_messages`.
-    Rejects,
-}
-
-/// A sealed block: the bytes a writer sends, and what the durability tracker and
-/// audit need to know about them.
-#[derive(Debug)]
-pub struct SealedBlock {
-    /// Destination table.
-    pub table: Table,
-    /// Shard that sealed it.
-    pub shard: u16,
-    /// Set on the last block of a seal group: every sequence the shard consumed up to
-    /// this one is in this group or an earlier one (see `durable`).
-    pub durable_through: Option<u64>,
-    /// Rows in the block.
-    pub rows: u32,
-    /// Lowest stream sequence in the block.
-    pub seq_min: u64,
-    /// Highest stream sequence in the block.
-    pub seq_max: u64,
-    /// Earliest exchange time, Unix ms.
-    pub timestamp_min_ms: i64,
-    /// Latest exchange time, Unix ms.
-    pub timestamp_max_ms: i64,
-    /// Oldest receive stamp, Unix ms: receive-to-durable is measured from it.
-    pub received_min_ms: i64,
-    /// Size of the Native block before compression.
-    pub raw_bytes: usize,
-    /// How `bytes` is framed: a Data packet (compressed or not) or a Native file.
-    pub format: BlockFormat,
-    /// Compression of the Data packet (`None` for files and raw packets).
-    pub compression: Option<Method>,
-    /// Ready-to-send bytes.
-    pub bytes: Vec<u8>,
-}
-
+// `SealedBlock` and `Table` are hand-off types (`model::block`); the sizing that
+// depends on the tick columns stays here.
 impl SealedBlock {
     /// An empty sealed block whose buffer holds a block of `rows_max` rows in any
     /// form without reallocating.

@@ -12,4 +12,4 @@ pub mod run;
 pub mod signals;
 pub mod validate;
 
-pub use columns::{SealedBlock, Table, TickColumns, TickSchema};
+pub use columns::{TickColumns, TickSchema};

@@ -15,8 +15,9 @@ use crate::ring::{SUBJECT_BYTES_MAX, TRUNCATED_BYTES};
 
 use super::columns::{
     put_data_packet, put_millis_part, put_strings, put_time, str_encoding, time_encoding, Arena,
-    SealedBlock, StrEncoding, TableShape, TimeEncoding,
+    StrEncoding, TableShape, TimeEncoding,
 };
+use crate::model::SealedBlock;
 
 /// Raw bytes kept per rejected row (the receiver's truncation cap).
 pub const PAYLOAD_BYTES_MAX: usize = TRUNCATED_BYTES;

@@ -23,19 +23,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::model::quality::RejectReason;
+use crate::model::reference::ReferenceUpdate;
 use crate::model::Tick;
 use crate::native::Method;
-use crate::refdata::{ReferenceUpdate, REFERENCE_UPDATES_PER_PASS};
 use crate::ring::{FrameConsumer, FrameHeader, Kind, FLAG_TRUNCATED};
+use crate::runtime::clock::now_ms;
+use crate::runtime::sizes::REFERENCE_UPDATES_PER_PASS;
 use crate::runtime::{Alert, Waiter};
-use crate::write::now_ms;
 
-use super::columns::{SealedBlock, Table, TickColumns, TickSchema};
+use super::columns::{TickColumns, TickSchema};
 use super::parse::json::parse_json_tick;
 use super::parse::{parse_kite_message, parse_kite_packet, parse_tick_subject};
 use super::rejects::{RejectColumns, RejectSchema, Rejected};
 use super::signals::{parse_json_signal, Signal, SignalColumns, SignalSchema};
 use super::validate::Validator;
+use crate::model::{SealedBlock, Table};
 
 /// Frames handled between two looks at the clock: at ~300 ns a frame, ~0.3 ms.
 pub const FRAMES_PER_PASS: usize = 1024;

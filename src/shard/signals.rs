@@ -45,8 +45,9 @@ use crate::shard::parse::json::{walk_object, Scanner, JSON_PAYLOAD_BYTES_MAX};
 
 use super::columns::{
     put_data_packet, put_le, put_millis_part, put_strings, put_time, str_encoding, time_encoding,
-    Arena, SealedBlock, StrEncoding, TableShape, TimeEncoding,
+    Arena, StrEncoding, TableShape, TimeEncoding,
 };
+use crate::model::SealedBlock;
 
 use RejectReason::{
     BadNumber, MalformedJson, MissingField, PayloadTooLarge, SymbolTooLong, WrongType,

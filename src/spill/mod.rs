@@ -16,7 +16,7 @@
 //! The spill must never hold more than its configured bytes, never report a record
 //! durable before `sync` returned, and never delete a record that is not replayed.
 //!
-//! - [`format`]: the record and segment-header byte layout, CRC32C, the segment scan
+//! - [`format`](mod@format): the record and segment-header byte layout, CRC32C, the segment scan
 //!   (pure: no files, no clock).
 //! - [`journal`]: segment files, mmap, sync, scan at open, trim (the only unsafe code:
 //!   the mapping and the directory lock).

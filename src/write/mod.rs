@@ -37,19 +37,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::durable::DurableMarks;
-use crate::native::{Backoff, Client, Connection, Error, Options};
-use crate::runtime::{crash, Alert, Waiter};
-use crate::shard::{SealedBlock, Table};
+use crate::model::{SealedBlock, Table};
+use crate::native::{Client, Connection, Error, Options};
+use crate::runtime::clock::now_ms;
+use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS};
+use crate::runtime::{crash, Alert, Backoff, Waiter};
 use crate::spill::Journal;
-
-/// Most blocks one INSERT carries: a few full blocks are ~50–100 MB, one server
-/// round trip amortised over all of them.
-pub const BLOCKS_PER_INSERT_MAX: usize = 8;
 
 /// Where a batch became durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,13 +215,6 @@ pub struct Writer {
     replay_unreplayable: u64,
 }
 
-/// Unix time in ms, the clock receive stamps use.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Writer {
     /// A writer over its inputs; connects lazily.
     #[allow(clippy::too_many_arguments)]
@@ -323,7 +314,7 @@ impl Writer {
         }
         let queued = input.sealed.slots();
         // Blocks in the free ring = the pool less what is queued or in our batch.
-        let free = crate::pipeline::POOL_BLOCKS.saturating_sub(queued + self.batch.len());
+        let free = POOL_BLOCKS.saturating_sub(queued + self.batch.len());
         queued >= BLOCKS_PER_INSERT_MAX
             || free < SEAL_GROUP_BLOCKS
             || input.finished.load(Ordering::Acquire)

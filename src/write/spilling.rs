@@ -12,8 +12,8 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::model::{SealedBlock, Table};
 use crate::native::Connection;
-use crate::shard::{SealedBlock, Table};
 use crate::spill::replay::{replay_record, Replayed, Target};
 use crate::spill::{schema_hash, RecordHeader, RecordTable, SpillError};
 
