@@ -245,6 +245,110 @@ pub struct Destination {
     pub signal_schema: SignalSchema,
     /// `rejected_messages` as the server has it.
     pub reject_schema: RejectSchema,
+    /// Server-side insert deduplication, as found at start.
+    pub dedup: Dedup,
+}
+
+/// Whether the server drops a retried INSERT itself: it needs
+/// `insert_deduplication_token` (ClickHouse 22.2 and later) and a
+/// `non_replicated_deduplication_window` above 0 on the table (migration 008).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dedup {
+    /// Server version, `major.minor`.
+    pub server: (u64, u64),
+    /// Tables whose window is above 0, by name, with the window.
+    pub windows: Vec<(&'static str, u64)>,
+}
+
+/// Tables the writers insert into.
+const INSERT_TABLES: [&str; 3] = ["market_ticks", "strategy_signals", "rejected_messages"];
+
+impl Dedup {
+    /// First server version that takes `insert_deduplication_token`.
+    pub const TOKEN_SINCE: (u64, u64) = (22, 2);
+
+    /// Reads the windows from `system.tables` (servers with tokens only).
+    fn read(conn: &mut crate::native::Connection) -> Result<Dedup, crate::native::Error> {
+        let server = (conn.server().hello.major, conn.server().hello.minor);
+        let mut dedup = Dedup {
+            server,
+            windows: Vec::new(),
+        };
+        if server < Self::TOKEN_SINCE {
+            return Ok(dedup);
+        }
+        let result = conn.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() \
+             AND name IN ('market_ticks', 'strategy_signals', 'rejected_messages')",
+        )?;
+        let names = result.column("name");
+        let engines = result.column("engine_full");
+        for (name, engine) in names.iter().zip(&engines) {
+            let (Some(name), Some(engine)) = (name.as_str(), engine.as_str()) else {
+                continue;
+            };
+            let Some(&table) = INSERT_TABLES.iter().find(|&&t| t == name) else {
+                continue;
+            };
+            let window = setting_value(engine, "non_replicated_deduplication_window");
+            if window > 0 {
+                dedup.windows.push((table, window));
+            }
+        }
+        Ok(dedup)
+    }
+
+    /// True when `table`'s INSERTs should carry a token.
+    pub fn on_for(&self, table: &str) -> bool {
+        self.windows.iter().any(|&(t, _)| t == table)
+    }
+
+    /// One line for the start log: on or off, and why.
+    pub fn describe(&self) -> String {
+        let (major, minor) = self.server;
+        if self.server < Self::TOKEN_SINCE {
+            return format!(
+                "off: ClickHouse {major}.{minor} has no insert_deduplication_token; a writer asks which blocks are stored before it re-sends a cut INSERT"
+            );
+        }
+        if self.windows.len() == INSERT_TABLES.len() {
+            let windows: Vec<String> = self
+                .windows
+                .iter()
+                .map(|(t, w)| format!("{t} {w} blocks"))
+                .collect();
+            return format!(
+                "on (ClickHouse {major}.{minor}; windows: {}), beside the writers' stored-block check",
+                windows.join(", ")
+            );
+        }
+        let missing: Vec<&str> = INSERT_TABLES
+            .iter()
+            .copied()
+            .filter(|t| !self.on_for(t))
+            .collect();
+        format!(
+            "partly off: ClickHouse {major}.{minor} takes tokens but {} have non_replicated_deduplication_window = 0 (run `alphapt-storage migrate up`); the writers' stored-block check guards them",
+            missing.join(", ")
+        )
+    }
+}
+
+/// The numeric value of `name = N` in a table's `engine_full`, 0 when absent.
+fn setting_value(engine_full: &str, name: &str) -> u64 {
+    let Some(at) = engine_full.find(name) else {
+        return 0;
+    };
+    let rest = engine_full[at + name.len()..].trim_start();
+    let Some(rest) = rest.strip_prefix('=') else {
+        return 0;
+    };
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().unwrap_or(0)
 }
 
 impl Destination {
@@ -255,11 +359,13 @@ impl Destination {
         let tick_schema = TickSchema::from_header(&conn.insert_header("market_ticks")?)?;
         let signal_schema = SignalSchema::from_header(&conn.insert_header("strategy_signals")?)?;
         let reject_schema = RejectSchema::from_header(&conn.insert_header("rejected_messages")?)?;
+        let dedup = Dedup::read(&mut conn)?;
         Ok(Destination {
             options: options.clone(),
             tick_schema,
             signal_schema,
             reject_schema,
+            dedup,
         })
     }
 
@@ -274,16 +380,19 @@ impl Destination {
                 name: "market_ticks",
                 sql: self.tick_schema.insert_sql("market_ticks"),
                 header: self.tick_schema.header(),
+                dedup_token: self.dedup.on_for("market_ticks"),
             },
             signals: crate::write::TableInsert {
                 name: "strategy_signals",
                 sql: self.signal_schema.insert_sql("strategy_signals"),
                 header: self.signal_schema.header(),
+                dedup_token: self.dedup.on_for("strategy_signals"),
             },
             rejects: crate::write::TableInsert {
                 name: "rejected_messages",
                 sql: self.reject_schema.insert_sql("rejected_messages"),
                 header: self.reject_schema.header(),
+                dedup_token: self.dedup.on_for("rejected_messages"),
             },
         }
     }
@@ -631,6 +740,59 @@ pub fn compression(config: &Config) -> Option<Method> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_windows_are_read_from_engine_full_and_described() {
+        let engine = "MergeTree PARTITION BY toYYYYMMDD(timestamp) ORDER BY (instrument_token) \
+                      SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000";
+        assert_eq!(
+            setting_value(engine, "non_replicated_deduplication_window"),
+            1000
+        );
+        assert_eq!(setting_value(engine, "index_granularity"), 8192);
+        assert_eq!(
+            setting_value(
+                "MergeTree ORDER BY x",
+                "non_replicated_deduplication_window"
+            ),
+            0
+        );
+        assert_eq!(setting_value("... window =", "window"), 0);
+
+        let old = Dedup {
+            server: (18, 16),
+            windows: Vec::new(),
+        };
+        assert!(
+            old.describe().starts_with("off: ClickHouse 18.16"),
+            "{}",
+            old.describe()
+        );
+        assert!(!old.on_for("market_ticks"));
+        let all = Dedup {
+            server: (24, 8),
+            windows: INSERT_TABLES.iter().map(|&t| (t, 1000)).collect(),
+        };
+        assert!(
+            all.describe().starts_with("on (ClickHouse 24.8"),
+            "{}",
+            all.describe()
+        );
+        assert!(all.on_for("rejected_messages"));
+        let some = Dedup {
+            server: (24, 8),
+            windows: vec![("market_ticks", 1000)],
+        };
+        let text = some.describe();
+        assert!(
+            text.starts_with("partly off") && text.contains("strategy_signals, rejected_messages"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::write::dedup_token("market_ticks", 7, 9_000, 3),
+            "alphapt:market_ticks:7-9000:3"
+        );
+    }
 
     /// A full ring drops and counts under `try_route` (core NATS), where `route` would
     /// wait; room again routes again; a finished input refuses without counting.

@@ -93,6 +93,12 @@ fn modern_migrations_views_and_ohlc_work_in_chdb() {
     let tables_sql =
         "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name";
     steps.push(step("tables_after_up", tables_sql, true));
+    steps.push(step(
+        "engines_after_up",
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() \
+         AND name IN ('market_ticks', 'strategy_signals', 'rejected_messages') ORDER BY name",
+        true,
+    ));
 
     let ticks = ticks();
     for (i, chunk) in shuffled_chunks(&ticks).iter().enumerate() {
@@ -169,6 +175,18 @@ fn modern_migrations_views_and_ohlc_work_in_chdb() {
         "rejected_messages",
     ] {
         assert!(tables.contains(&table), "{table} missing from {tables:?}");
+    }
+
+    // Migration 008: the server keeps a deduplication window on every INSERT table,
+    // written the way the appliance reads it at start.
+    let engines = captures["engines_after_up"].as_array().unwrap();
+    assert_eq!(engines.len(), 3, "{engines:?}");
+    for row in engines {
+        let engine = row["engine_full"].as_str().unwrap();
+        assert!(
+            engine.contains("non_replicated_deduplication_window = 1000"),
+            "{engine}"
+        );
     }
 
     let minutes: Vec<Bar> = captures["bars_1m"]

@@ -365,18 +365,18 @@ fn drift_is_reported_and_refused_unless_allowed() {
 
 #[test]
 fn a_failing_statement_stops_the_run_and_records_nothing_for_its_file() {
-    // ClickHouse 008 fails at statement 2: 009 and PostgreSQL never run; then
+    // ClickHouse 090 fails at statement 2: 091 and PostgreSQL never run; then
     // PostgreSQL 004 fails and its transaction leaves no table and no record.
     let fx = Fixture::new("broken").with_scratch_dir();
     let broken = "CREATE TABLE IF NOT EXISTS before_failure (x UInt8) ENGINE = Memory;\n\
                   -- a comment; with a semicolon\n\
                   SELECT 'a;b', no_such_function(1);\n\
                   CREATE TABLE after_failure (x UInt8) ENGINE = Memory;\n";
-    for name in ["008_broken.sql", "008_broken.legacy.sql"] {
+    for name in ["090_broken.sql", "090_broken.legacy.sql"] {
         std::fs::write(fx.file("clickhouse", name), broken).unwrap();
     }
     std::fs::write(
-        fx.file("clickhouse", "009_after.sql"),
+        fx.file("clickhouse", "091_after.sql"),
         "CREATE TABLE never_created (x UInt8) ENGINE = Memory;",
     )
     .unwrap();
@@ -391,7 +391,7 @@ fn a_failing_statement_stops_the_run_and_records_nothing_for_its_file() {
             message,
         } => {
             assert_eq!(*target, TargetKind::ClickHouse);
-            assert!(file.starts_with("008_broken"), "{file}");
+            assert!(file.starts_with("090_broken"), "{file}");
             assert_eq!((*statement, *line), (2, 3));
             assert!(message.contains("no_such_function"), "{message}");
         }
@@ -399,14 +399,14 @@ fn a_failing_statement_stops_the_run_and_records_nothing_for_its_file() {
     }
     assert!(err.to_string().contains("statement 2"), "{err}");
     let status = migrate::status(&fx.settings()).unwrap();
-    assert_eq!(status.targets[0].versions(State::Pending), [8, 9]);
+    assert_eq!(status.targets[0].versions(State::Pending), [90, 91]);
     assert_eq!(status.targets[1].versions(State::Pending), [1, 2, 3]);
     let tables = fx.clickhouse_tables();
     assert!(!tables.contains(&"after_failure".to_string()));
     assert!(!tables.contains(&"never_created".to_string()));
 
     // Fix ClickHouse; break PostgreSQL 004 at its second statement.
-    for name in ["008_broken.sql", "008_broken.legacy.sql", "009_after.sql"] {
+    for name in ["090_broken.sql", "090_broken.legacy.sql", "091_after.sql"] {
         std::fs::remove_file(fx.file("clickhouse", name)).unwrap();
     }
     std::fs::write(

@@ -73,6 +73,9 @@ fn every_message_lands_exactly_once_in_ticks_or_rejects() {
     config.ingest.payload_bytes_max = 65_536;
     config.spill.dir = db.spill_dir().display().to_string();
     let destination = Destination::resolve(&options(&db.name, Some(Method::Lz4))).unwrap();
+    // 18.16 takes no insert_deduplication_token: the start log says so.
+    let dedup = destination.dedup.describe();
+    assert!(dedup.starts_with("off: ClickHouse 18.16"), "{dedup}");
     let alert = Arc::new(Alert::new(Duration::from_secs(30)));
     let (pipeline, mut router) = pipeline::start(&config, &destination, alert).unwrap();
 

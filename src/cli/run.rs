@@ -380,6 +380,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let options = super::clickhouse_options(config, true);
     let destination = Destination::resolve(&options)
         .context("cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)")?;
+    tracing::info!(
+        "Server-side insert deduplication: {}",
+        destination.dedup.describe()
+    );
     let alert = Arc::new(Alert::new(Duration::from_millis(
         config.ingest.drain_timeout_ms,
     )));

@@ -368,6 +368,12 @@ impl Connection {
 
     /// Sends a Query packet followed by the empty external-tables block.
     fn start_query(&mut self, sql: &str) -> Result<(), Error> {
+        self.start_query_with(sql, &[])
+    }
+
+    /// [`Self::start_query`] with settings (sent only to servers that take them as
+    /// strings; see `protocol::write_query`).
+    fn start_query_with(&mut self, sql: &str, settings: &[(&str, &str)]) -> Result<(), Error> {
         self.check_usable()?;
         self.scratch.clear();
         self.queries += 1;
@@ -383,6 +389,7 @@ impl Connection {
             &query_id,
             sql,
             self.compression.is_some(),
+            settings,
         );
         let mut scratch = std::mem::take(&mut self.scratch);
         encode_data_packet(
@@ -448,8 +455,12 @@ impl Connection {
 
     /// Starts an INSERT and returns the header the server sends: the columns and types
     /// it expects, in order.
-    fn start_insert(&mut self, sql: &str) -> Result<Vec<(String, String)>, Error> {
-        self.start_query(sql)?;
+    fn start_insert(
+        &mut self,
+        sql: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, Error> {
+        self.start_query_with(sql, settings)?;
         for _ in 0..PACKETS_PER_ANSWER_MAX {
             match self.read_packet()? {
                 ServerPacket::Data(block) => return Ok(block.header()),
@@ -499,7 +510,7 @@ impl Connection {
     /// The columns and types the server expects for `INSERT INTO table`, found by an
     /// INSERT that sends no rows.
     pub fn insert_header(&mut self, table: &str) -> Result<Vec<(String, String)>, Error> {
-        let header = self.start_insert(&format!("INSERT INTO {table} VALUES"))?;
+        let header = self.start_insert(&format!("INSERT INTO {table} VALUES"), &[])?;
         self.finish_insert()?;
         Ok(header)
     }
@@ -514,7 +525,19 @@ impl Connection {
         expected: &[(String, String)],
         packets: &[&[u8]],
     ) -> Result<(), Error> {
-        let header = self.start_insert(sql)?;
+        self.insert_encoded_with(sql, expected, packets, &[])
+    }
+
+    /// [`Self::insert_encoded`] with query settings, e.g. `insert_deduplication_token`
+    /// (left out on servers that cannot take settings as strings).
+    pub fn insert_encoded_with(
+        &mut self,
+        sql: &str,
+        expected: &[(String, String)],
+        packets: &[&[u8]],
+        settings: &[(&str, &str)],
+    ) -> Result<(), Error> {
+        let header = self.start_insert(sql, settings)?;
         if let Err(error) = compare_headers(&header, expected) {
             self.broken = true;
             return Err(error);

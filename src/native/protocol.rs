@@ -228,9 +228,19 @@ pub fn read_hello<R: Read + ?Sized>(input: &mut R) -> Result<ServerHello, Error>
     })
 }
 
-/// Appends a Query packet for negotiated revision `n`. No settings are sent: 18.16
-/// takes them only in typed binary form and fails on names it does not know.
-pub fn write_query(out: &mut Vec<u8>, n: u64, query_id: &str, sql: &str, compression: bool) {
+/// Appends a Query packet for negotiated revision `n`, with `settings` as
+/// name/flags/string entries. Settings travel only when `n ≥`
+/// [`gate::SETTINGS_AS_STRINGS`]: below it (18.16 always) they would have to be typed
+/// binary and an unknown name fails the query, so they are left out there; callers
+/// send them only to servers that know them.
+pub fn write_query(
+    out: &mut Vec<u8>,
+    n: u64,
+    query_id: &str,
+    sql: &str,
+    compression: bool,
+    settings: &[(&str, &str)],
+) {
     put_varuint(out, client_packet::QUERY);
     put_str(out, query_id.as_bytes());
     if n >= gate::CLIENT_INFO {
@@ -250,6 +260,13 @@ pub fn write_query(out: &mut Vec<u8>, n: u64, query_id: &str, sql: &str, compres
         }
         if n >= gate::VERSION_PATCH {
             put_varuint(out, CLIENT_VERSION.2);
+        }
+    }
+    if n >= gate::SETTINGS_AS_STRINGS {
+        for (name, value) in settings {
+            put_str(out, name.as_bytes());
+            put_varuint(out, 0); // Flags: not important (an old server skips it).
+            put_str(out, value.as_bytes());
         }
     }
     put_str(out, b""); // End of settings.
@@ -376,7 +393,7 @@ mod tests {
     #[test]
     fn query_bytes_match_the_worked_example_apart_from_the_client_name() {
         let mut out = Vec::new();
-        write_query(&mut out, 54412, "", "SELECT 1", false);
+        write_query(&mut out, 54412, "", "SELECT 1", false, &[]);
         let mut expected = vec![0x01, 0x00, 0x01, 0x00, 0x00, 0x09];
         expected.extend(b"0.0.0.0:0");
         expected.extend([0x01, 0x00, 0x00, CLIENT_NAME.len() as u8]);
@@ -386,6 +403,31 @@ mod tests {
         ]);
         expected.extend(b"SELECT 1");
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn settings_travel_as_strings_from_54429_and_never_to_18_16() {
+        let token = [("insert_deduplication_token", "alphapt:market_ticks:1-9:1")];
+        let mut plain = Vec::new();
+        write_query(&mut plain, 54429, "", "INSERT", false, &[]);
+        let mut with = Vec::new();
+        write_query(&mut with, 54429, "", "INSERT", false, &token);
+        // The entry sits just before the list's end marker: name, flags 0, value.
+        let mut entry = vec![26];
+        entry.extend(b"insert_deduplication_token");
+        entry.push(0);
+        entry.push(26);
+        entry.extend(b"alphapt:market_ticks:1-9:1");
+        let tail = 1 + 1 + 1 + 1 + "INSERT".len(); // end, stage, compression, sql
+        let at = plain.len() - tail;
+        assert_eq!(&with[..at], &plain[..at]);
+        assert_eq!(&with[at..at + entry.len()], &entry[..]);
+        assert_eq!(&with[at + entry.len()..], &plain[at..]);
+        // 18.16 negotiates 54412: the same packet as without settings.
+        let (mut old_plain, mut old_with) = (Vec::new(), Vec::new());
+        write_query(&mut old_plain, 54412, "", "INSERT", false, &[]);
+        write_query(&mut old_with, 54412, "", "INSERT", false, &token);
+        assert_eq!(old_plain, old_with);
     }
 
     #[test]

@@ -49,6 +49,13 @@ use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS};
 use crate::runtime::{crash, Alert, Backoff, Waiter};
 use crate::spill::Journal;
 
+/// The `insert_deduplication_token` of an INSERT of `blocks` blocks of `table` spanning
+/// sequences `first..=last`: one writer owns a shard's sequences, so no other INSERT
+/// carries the same token.
+pub fn dedup_token(table: &str, first: u64, last: u64, blocks: usize) -> String {
+    format!("alphapt:{table}:{first}-{last}:{blocks}")
+}
+
 /// Where a batch became durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Durable {
@@ -72,6 +79,8 @@ pub struct TableInsert {
     pub sql: String,
     /// Column names and types the server must announce.
     pub header: Vec<(String, String)>,
+    /// Send `insert_deduplication_token` (the server deduplicates this table).
+    pub dedup_token: bool,
 }
 
 /// The tables a writer inserts into.
@@ -414,8 +423,26 @@ impl Writer {
         if packets.is_empty() {
             return Ok(());
         }
-        self.client
-            .run(|conn: &mut Connection| conn.insert_encoded(&table.sql, &table.header, &packets))
+        if !table.dedup_token {
+            return self.client.run(|conn: &mut Connection| {
+                conn.insert_encoded(&table.sql, &table.header, &packets)
+            });
+        }
+        // The same blocks give the same token, so a resend of an INSERT that did commit
+        // is dropped by the server; a resend of fewer blocks (some found stored) gets
+        // another token, and the stored-block check has already kept the rest out.
+        let mut range: Option<(u64, u64)> = None;
+        for (block, _) in self.batch.iter().zip(stored).filter(|(_, &done)| !done) {
+            range = Some(range.map_or((block.seq_min, block.seq_max), |(first, _)| {
+                (first, block.seq_max)
+            }));
+        }
+        let (first, last) = range.unwrap_or_default();
+        let token = dedup_token(table.name, first, last, packets.len());
+        let settings = [("insert_deduplication_token", token.as_str())];
+        self.client.run(|conn: &mut Connection| {
+            conn.insert_encoded_with(&table.sql, &table.header, &packets, &settings)
+        })
     }
 
     /// Marks the blocks of the batch ClickHouse already holds: a block is stored when a

@@ -1,0 +1,3 @@
+-- ClickHouse 18.16 has neither `insert_deduplication_token` nor deduplication on a
+-- non-replicated MergeTree: the writer's check of stored sequences before a resend is
+-- the guard there. Nothing to do here.
