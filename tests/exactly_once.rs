@@ -481,3 +481,35 @@ fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetc
     assert!(summary.contains("reading the whole store"), "{summary}");
     consumer_settled(&nats, TICKS);
 }
+
+#[test]
+fn a_second_appliance_on_the_same_durable_is_refused_and_the_first_goes_on() {
+    const TICKS: u64 = 30_000;
+    let (db, mut conn) = tables("twice");
+    let nats = Nats::new("twice");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let first = start_run(&db, &nats, &[]);
+    wait_stored(&mut conn, 1, Duration::from_secs(60));
+    // Another host's appliance: its own spill directory, the same durable.
+    let other_spill = std::env::temp_dir().join(format!("alphapt-spill-other-{}", db.name));
+    let spill = format!("spill.dir={}", other_spill.display());
+    let mut second = start_run(&db, &nats, &["--set", &spill]);
+    let (status, text) = wait_exit(
+        second.0.take().unwrap(),
+        Duration::from_secs(30),
+        "refuse to start beside the first",
+    );
+    let _ = std::fs::remove_dir_all(&other_spill);
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("another client is pulling from durable"),
+        "{text}"
+    );
+    // The first never noticed.
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    feeder_done(feed);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(60));
+    let summary = drain(first);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}

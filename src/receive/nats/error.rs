@@ -166,6 +166,17 @@ pub enum NatsError {
         /// The most kept.
         max: usize,
     },
+    /// Another client pulls from the durable: two appliances on one durable would
+    /// acknowledge each other's messages (AckAll covers every sequence below).
+    #[error("another client is pulling from durable {durable} of stream {stream} ({waiting} pull requests waiting): two appliances on one durable acknowledge each other's messages, so this one does not start; stop the other, or give this one its own nats.durable and database")]
+    DurableInUse {
+        /// The stream name.
+        stream: String,
+        /// The durable name.
+        durable: String,
+        /// Pull requests the server held for the other client.
+        waiting: u64,
+    },
     /// After a reconnect the stream ends below what this run already routed.
     #[error("stream {stream} now ends at sequence {last_seq}, below the {routed_through} this run already routed: it was deleted or purged and recreated while we were disconnected, so its sequences no longer match what is stored; find out who recreated it, then restart the appliance")]
     StreamReset {
