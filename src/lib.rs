@@ -16,7 +16,8 @@
 //!
 //! `config`, `model` and `runtime` are the leaves: stages import them, they import no
 //! stage. Stages hand data on through `model`'s hand-off types (`SealedBlock`, `Table`,
-//! `Reference`) and the rings; `pipeline` alone wires stages together.
+//! `Reference`) and the rings; `app` (the composition root) and `pipeline` (the hot
+//! path's rings, pools and threads) alone wire stages together.
 //!
 //! Modules in flow order:
 //! - [`config`]: TOML + environment + `--set` flags, validated at load.
@@ -33,7 +34,9 @@
 //!   what the store holds at start, which decides where JetStream delivery resumes.
 //! - [`spill`]: the journal of sealed blocks in mmap'd, checksummed segment files
 //!   (format pure; journal with the crate's only unsafe code, the mapping).
-//! - [`pipeline`]: wiring of rings, pools and threads; drain.
+//! - [`pipeline`]: wiring of the hot path's rings, pools and threads; its drain.
+//! - [`app`]: the composition root of `run`: start order, drain order, and the one
+//!   stats snapshot the status line, the summary and metrics read.
 //! - [`refdata`]: the slow-path thread that loads instrument reference data (tick
 //!   size, circuit limits) from PostgreSQL and follows its changes into the shards.
 //! - [`native`]: the ClickHouse native-protocol client (pure codecs + one I/O file).
@@ -48,6 +51,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod durable;
 pub mod feed;

@@ -116,25 +116,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 
 /// ClickHouse connection options from the config.
 pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Options {
-    let ch = &config.clickhouse;
-    native::Options {
-        host: ch.host.clone(),
-        port: ch.port,
-        database: if with_database {
-            ch.database.clone()
-        } else {
-            String::new()
-        },
-        user: ch.username.clone(),
-        password: ch.password.expose().to_string(),
-        compression: match ch.compression {
-            alphapt_storage::config::Compression::Lz4 => Some(native::Method::Lz4),
-            alphapt_storage::config::Compression::None => None,
-        },
-        connect_timeout: std::time::Duration::from_millis(ch.connect_timeout_ms),
-        io_timeout: std::time::Duration::from_millis(ch.io_timeout_ms),
-        query_id_prefix: String::new(),
-    }
+    native::Options::from_config(config, with_database)
 }
 
 /// Runs the chosen subcommand.

@@ -15,10 +15,8 @@ use clap::Subcommand;
 
 use alphapt_storage::config::Config;
 use alphapt_storage::pipeline::Destination;
-use alphapt_storage::spill::replay::{replay_journal, ReplayReport};
-use alphapt_storage::spill::{
-    all_journal_dirs, FindingKind, Journal, JournalConfig, JournalScan, ScanReport,
-};
+use alphapt_storage::spill::replay::ReplayReport;
+use alphapt_storage::spill::{all_journal_dirs, FindingKind, Journal, JournalScan, ScanReport};
 
 /// What `spill` does.
 #[derive(Subcommand, Debug)]
@@ -77,65 +75,10 @@ pub fn run(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Replays every journal under `spill.dir` into `destination`, oldest record first,
-/// each at most once. The appliance runs it at start, before the receiver reads the
-/// resume point from ClickHouse.
+/// Replays every journal under `spill.dir` into `destination` (see
+/// [`alphapt_storage::app::replay_spills`]).
 pub fn replay_all(config: &Config, destination: &Destination) -> anyhow::Result<ReplayReport> {
-    Ok(replay_all_at_start(config, destination)?.report)
-}
-
-/// What the start's replay did, and which streams' journals hold damaged records.
-#[derive(Debug, Default)]
-pub struct StartReplay {
-    /// Counts over every journal.
-    pub report: ReplayReport,
-    /// A journal of the ticks path holds a corrupt record or segment.
-    pub damaged_ticks: bool,
-    /// A journal of the signals path does.
-    pub damaged_signals: bool,
-}
-
-/// [`replay_all`], also saying which stream lost spilled blocks to damage: those
-/// blocks were acknowledged, so the resume point of that stream must be read from the
-/// whole store (JetStream delivers again what it still holds of them).
-pub fn replay_all_at_start(
-    config: &Config,
-    destination: &Destination,
-) -> anyhow::Result<StartReplay> {
-    let root = PathBuf::from(&config.spill.dir);
-    let signals_root = root.join(alphapt_storage::spill::SIGNALS_SUBDIR);
-    let targets = destination.replay_targets();
-    let mut start = StartReplay::default();
-    let total = &mut start.report;
-    for dir in all_journal_dirs(&root)? {
-        let journal_config = JournalConfig {
-            dir: dir.clone(),
-            segment_bytes: config.spill.segment_bytes,
-            bytes_max: u64::MAX,
-        };
-        let (mut journal, scan) = Journal::open(&journal_config)
-            .with_context(|| format!("cannot open spill journal {}", dir.display()))?;
-        if scan.corrupt_records > 0 || scan.corrupt_segments > 0 {
-            if dir.starts_with(&signals_root) {
-                start.damaged_signals = true;
-            } else {
-                start.damaged_ticks = true;
-            }
-        }
-        if journal.records_pending() == 0 {
-            continue;
-        }
-        let report = replay_journal(&mut journal, &targets, &destination.options)
-            .with_context(|| format!("cannot replay spill journal {}", dir.display()))?;
-        tracing::info!(dir = %dir.display(), inserted = report.inserted, rows = report.rows,
-            already_stored = report.already_stored, other_schema = report.other_schema,
-            "Spill replayed");
-        total.inserted += report.inserted;
-        total.rows += report.rows;
-        total.already_stored += report.already_stored;
-        total.other_schema += report.other_schema;
-    }
-    Ok(start)
+    Ok(alphapt_storage::app::replay_spills(config, destination)?.report)
 }
 
 fn scan_all(root: &Path) -> anyhow::Result<Vec<JournalScan>> {

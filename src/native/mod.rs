@@ -104,3 +104,29 @@ impl Error {
         }
     }
 }
+
+impl Options {
+    /// Options from the `[clickhouse]` section; `with_database` false connects to the
+    /// server's default database (health, `migrate` creating the database).
+    pub fn from_config(config: &crate::config::Config, with_database: bool) -> Options {
+        let ch = &config.clickhouse;
+        Options {
+            host: ch.host.clone(),
+            port: ch.port,
+            database: if with_database {
+                ch.database.clone()
+            } else {
+                String::new()
+            },
+            user: ch.username.clone(),
+            password: ch.password.expose().to_string(),
+            compression: match ch.compression {
+                crate::config::Compression::Lz4 => Some(Method::Lz4),
+                crate::config::Compression::None => None,
+            },
+            connect_timeout: std::time::Duration::from_millis(ch.connect_timeout_ms),
+            io_timeout: std::time::Duration::from_millis(ch.io_timeout_ms),
+            query_id_prefix: String::new(),
+        }
+    }
+}

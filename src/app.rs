@@ -1,0 +1,677 @@
+//! The composition root: builds every stage of `run`, owns the order they start and
+//! drain in, and the one stats snapshot that `run`'s status line and summary (and the
+//! coming metrics endpoint) read.
+//!
+//! ```text
+//!   start:  tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
+//!           ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
+//!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
+//!   drain:  ticks receiver ends (signal, --count, error) ─► refdata stopped ─► stop for all
+//!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
+//! ```
+//!
+//! The spill goes in before any receiver reads its resume point: those blocks were
+//! acknowledged, and the resume point is read from ClickHouse. A journal with damaged
+//! records makes its stream's resume point come from the whole store instead of the
+//! ack floor (see `receive::receiver::StoreProbe::reread_all`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Source};
+use crate::durable::stored::StreamTables;
+use crate::pipeline::{self, Destination, Joined, Pipeline, PipelineStats};
+use crate::receive::nats::NatsError;
+use crate::receive::receiver::{self, ReceiverConfig, ReceiverReport, StoreProbe};
+use crate::receive::synthetic::{self, SyntheticConfig};
+use crate::refdata::{Refdata, RefdataConfig, RefdataStats};
+use crate::ring::{Kind, RING_SLOT_BYTES};
+use crate::runtime::{self, Alert};
+use crate::spill::replay::{replay_journal, ReplayError, ReplayReport};
+use crate::spill::{all_journal_dirs, Journal, JournalConfig, SpillError, SIGNALS_SUBDIR};
+use crate::write::WriterStats;
+
+/// Longest wait for the refdata thread at exit: it sees the stop flag within
+/// `refdata::POLL_INTERVAL` unless a PostgreSQL call is in flight, and then the
+/// process does not wait for the call.
+const REFDATA_JOIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Where ticks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickSource {
+    /// The built-in synthetic feed: `rate` ticks/s (0 = flat out) over `instruments`.
+    Synthetic {
+        /// Ticks a second.
+        rate: u64,
+        /// Instruments cycled through.
+        instruments: usize,
+    },
+    /// NATS: JetStream (durable pull consumer) or core NATS (at most once).
+    Nats {
+        /// JetStream rather than core NATS.
+        jetstream: bool,
+    },
+}
+
+impl TickSource {
+    /// NATS with the config's `nats.source`.
+    pub fn from_config(config: &Config) -> TickSource {
+        TickSource::Nats {
+            jetstream: config.nats.source == Source::Jetstream,
+        }
+    }
+}
+
+/// Why the appliance could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The tables are missing or not what the appliance writes.
+    #[error("cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first): {0}")]
+    Tables(crate::native::Error),
+    /// A spill journal could not be listed or opened.
+    #[error("cannot open the spill journals under {dir}: {source}")]
+    SpillOpen {
+        /// The journal (or root) directory.
+        dir: PathBuf,
+        /// What failed.
+        source: SpillError,
+    },
+    /// An earlier run's spill could not be replayed.
+    #[error("cannot replay the spill journal {dir} an earlier run left (ClickHouse must take it first): {source}")]
+    SpillReplay {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What failed.
+        source: ReplayError,
+    },
+    /// A thread could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// Which thread or path.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread panicked (the process's panic hook normally ends it first).
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// The ticks receiver failed.
+    #[error("NATS receiver failed: {error}{note}")]
+    Receiver {
+        /// Its error.
+        error: NatsError,
+        /// What was not stored, when the drain was not clean.
+        note: String,
+    },
+    /// The signals receiver failed.
+    #[error("NATS signals receiver failed: {0}")]
+    SignalsReceiver(NatsError),
+    /// The signals path left blocks unstored or threads behind.
+    #[error("the signals path did not finish cleanly: {0}")]
+    SignalsUnclean(String),
+}
+
+/// What the start's replay did, and which streams' journals hold damaged records.
+#[derive(Debug, Default)]
+pub struct SpillReplay {
+    /// Counts over every journal.
+    pub report: ReplayReport,
+    /// A journal of the ticks path holds a corrupt record or segment.
+    pub damaged_ticks: bool,
+    /// A journal of the signals path does.
+    pub damaged_signals: bool,
+}
+
+/// Replays every journal under `spill.dir` into `destination`, oldest record first,
+/// each at most once, and says which stream lost spilled blocks to damage: those
+/// blocks were acknowledged, so that stream's resume point must be read from the whole
+/// store (JetStream delivers again what it still holds of them). The appliance runs it
+/// at start; `spill replay` runs it by hand.
+pub fn replay_spills(config: &Config, destination: &Destination) -> Result<SpillReplay, AppError> {
+    let root = PathBuf::from(&config.spill.dir);
+    let signals_root = root.join(SIGNALS_SUBDIR);
+    let targets = destination.replay_targets();
+    let mut replay = SpillReplay::default();
+    let dirs = all_journal_dirs(&root).map_err(|source| AppError::SpillOpen {
+        dir: root.clone(),
+        source,
+    })?;
+    for dir in dirs {
+        let journal_config = JournalConfig {
+            dir: dir.clone(),
+            segment_bytes: config.spill.segment_bytes,
+            bytes_max: u64::MAX,
+        };
+        let (mut journal, scan) =
+            Journal::open(&journal_config).map_err(|source| AppError::SpillOpen {
+                dir: dir.clone(),
+                source,
+            })?;
+        if scan.corrupt_records > 0 || scan.corrupt_segments > 0 {
+            if dir.starts_with(&signals_root) {
+                replay.damaged_signals = true;
+            } else {
+                replay.damaged_ticks = true;
+            }
+        }
+        if journal.records_pending() == 0 {
+            continue;
+        }
+        let report =
+            replay_journal(&mut journal, &targets, &destination.options).map_err(|source| {
+                AppError::SpillReplay {
+                    dir: dir.clone(),
+                    source,
+                }
+            })?;
+        tracing::info!(dir = %dir.display(), inserted = report.inserted, rows = report.rows,
+            already_stored = report.already_stored, other_schema = report.other_schema,
+            "Spill replayed");
+        let total = &mut replay.report;
+        total.inserted += report.inserted;
+        total.rows += report.rows;
+        total.already_stored += report.already_stored;
+        total.other_schema += report.other_schema;
+    }
+    Ok(replay)
+}
+
+/// Every counter of the running appliance at one instant: the one read that the
+/// status line, the summary and metrics share. Sums over shards and writers; latency
+/// figures are the worst writer's.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Tick messages routed to shards.
+    pub received: u64,
+    /// Rows stored in ClickHouse by the ticks path (market_ticks).
+    pub stored: u64,
+    /// Messages stored in rejected_messages.
+    pub rejected: u64,
+    /// Stored ticks with a validation flag.
+    pub flagged: u64,
+    /// Core NATS messages dropped on a full ring.
+    pub dropped: u64,
+    /// Rows in open (unsealed) blocks.
+    pub open: u64,
+    /// Bytes waiting in the frame rings.
+    pub queued_bytes: u64,
+    /// Capacity of the frame rings, bytes.
+    pub ring_bytes: u64,
+    /// Failed INSERTs.
+    pub errors: u64,
+    /// Receive-to-durable latency, µs: p50, p99, p99.9, max.
+    pub latency_us: [u64; 4],
+    /// A writer is retrying (ClickHouse away or failing).
+    pub degraded: bool,
+    /// The server's message when a writer holds blocks ClickHouse refused (schema,
+    /// type): not retried.
+    pub refused: Option<String>,
+    /// A spill refuses blocks (full or failing): intake stopped.
+    pub spill_refusing: bool,
+    /// Rows made durable in the spill rather than ClickHouse.
+    pub spilled_rows: u64,
+    /// Receive-to-spill-durable latency, µs: p50, p99, max.
+    pub spill_latency_us: [u64; 3],
+    /// Spilled rows replayed into ClickHouse.
+    pub replayed_rows: u64,
+    /// Bytes of records waiting in the spill.
+    pub spill_pending_bytes: u64,
+    /// Highest stream sequence acknowledged upstream.
+    pub watermark: u64,
+    /// Rows stored by the signals path.
+    pub signal_rows: u64,
+    /// Instruments with reference data.
+    pub references: u64,
+    /// The refdata thread is connected to PostgreSQL.
+    pub references_up: bool,
+    /// Reference-data loads, changes applied, rows skipped, PostgreSQL errors.
+    pub refdata_counts: [u64; 4],
+}
+
+/// The outcome of a drained run.
+#[derive(Debug)]
+pub struct Finished {
+    /// Messages the ticks source routed.
+    pub routed: u64,
+    /// The drain was asked for by a signal (not the end of the source).
+    pub stopped_by_signal: bool,
+    /// What the ticks pipeline's join found.
+    pub joined: Joined,
+    /// Counters after the drain.
+    pub end: Snapshot,
+    /// Seconds the ticks pipeline took to drain after its source ended.
+    pub drain_seconds: f64,
+}
+
+/// What the ticks receiver thread ends with.
+enum Outcome {
+    Synthetic(u64),
+    Nats(ReceiverReport),
+}
+
+/// The strategy-signals path: its own stream, consumer and sequence space, so its own
+/// router, one shard and one writer (signals are a trickle beside the ticks).
+struct SignalsPath {
+    pipeline: Pipeline,
+    receiver: JoinHandle<Result<ReceiverReport, NatsError>>,
+}
+
+/// The running appliance.
+pub struct App {
+    alert: Arc<Alert>,
+    ticks: Pipeline,
+    ticks_stats: PipelineStats,
+    receiver: JoinHandle<Result<Outcome, NatsError>>,
+    signals: Option<SignalsPath>,
+    signals_stats: Option<PipelineStats>,
+    refdata: Option<JoinHandle<()>>,
+    refdata_stop: Arc<AtomicBool>,
+    refdata_stats: Arc<RefdataStats>,
+    ring_bytes: u64,
+}
+
+impl App {
+    /// Starts every stage in order (see the module doc); `count` stops the ticks source
+    /// after that many messages. `alert` is the process's stop signal.
+    pub fn start(
+        config: &Config,
+        source: TickSource,
+        count: Option<u64>,
+        alert: Arc<Alert>,
+    ) -> Result<App, AppError> {
+        let options = crate::native::Options::from_config(config, true);
+        let destination = Destination::resolve(&options).map_err(AppError::Tables)?;
+        tracing::info!(
+            "Server-side insert deduplication: {}",
+            destination.dedup.describe()
+        );
+        let replay = replay_spills(config, &destination)?;
+        if replay.report.inserted + replay.report.already_stored > 0 {
+            tracing::info!(
+                blocks = replay.report.inserted,
+                rows = replay.report.rows,
+                already_stored = replay.report.already_stored,
+                "Spill from an earlier run replayed"
+            );
+        }
+        let mut ticks_config = config.clone();
+        ticks_config.spill.spill_bytes_max = config
+            .spill
+            .spill_bytes_max
+            .saturating_sub(signals_spill_bytes(config))
+            .max(config.spill.segment_bytes);
+        let (mut ticks, mut router) = pipeline::start(&ticks_config, &destination, alert.clone())
+            .map_err(|source| AppError::Start {
+            what: "the ticks path",
+            source,
+        })?;
+        let ticks_stats = ticks.stats.clone();
+        let refdata_stats = Arc::new(RefdataStats::default());
+        let refdata_stop = Arc::new(AtomicBool::new(false));
+        let refdata = start_refdata(
+            config,
+            &mut ticks,
+            refdata_stats.clone(),
+            refdata_stop.clone(),
+        )?;
+        let receiver_core = if config.threads.pin {
+            config.threads.receiver_core
+        } else {
+            None
+        };
+        let mut signals = None;
+        let receiver = match source {
+            TickSource::Synthetic { rate, instruments } => {
+                let synthetic_config = SyntheticConfig {
+                    rate,
+                    instruments,
+                    count,
+                    seed: 0x5eed,
+                };
+                tracing::info!(rate, instruments, "Source: built-in synthetic feed");
+                runtime::spawn("receiver", receiver_core, move || {
+                    Ok(Outcome::Synthetic(synthetic::run(
+                        &mut router,
+                        synthetic_config,
+                    )))
+                })
+            }
+            TickSource::Nats { jetstream } => {
+                let receiver_config = ReceiverConfig {
+                    url: config.nats.url.clone(),
+                    jetstream,
+                    kind: Kind::TickJson,
+                    stream: config.nats.stream_ticks.clone(),
+                    subject: config.nats.subject_ticks.clone(),
+                    durable: config.nats.durable.clone(),
+                    fetch_batch_max: config.nats.fetch_batch_max,
+                    ack_wait: Duration::from_millis(config.nats.ack_wait_ms),
+                    max_ack_pending: pipeline::max_ack_pending(config),
+                    connect_timeout: Duration::from_millis(
+                        config.clickhouse.connect_timeout_ms.max(2_000),
+                    ),
+                    drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+                    count,
+                    store: Some(StoreProbe {
+                        options: destination.options.clone(),
+                        tables: StreamTables {
+                            rows_table: "market_ticks",
+                            subject_filter: config.nats.subject_ticks.clone(),
+                        },
+                        reread_all: replay.damaged_ticks,
+                    }),
+                };
+                tracing::info!(jetstream, url = %crate::config::redact_url(&config.nats.url), "Source: NATS");
+                signals = Some(start_signals(
+                    config,
+                    &destination,
+                    &receiver_config,
+                    replay.damaged_signals,
+                    alert.clone(),
+                )?);
+                runtime::spawn("receiver", receiver_core, move || {
+                    receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
+                })
+            }
+        }
+        .map_err(|source| AppError::Start {
+            what: "the receiver thread",
+            source,
+        })?;
+        tracing::info!(
+            shards = config.ingest.shards,
+            writers = config.ingest.writers,
+            "Appliance running; Ctrl-C drains"
+        );
+        let ring_bytes = u64::from(config.ingest.ring_slots)
+            * RING_SLOT_BYTES as u64
+            * u64::from(config.ingest.shards);
+        let signals_stats = signals.as_ref().map(|s| s.pipeline.stats.clone());
+        Ok(App {
+            alert,
+            ticks,
+            ticks_stats,
+            receiver,
+            signals,
+            signals_stats,
+            refdata,
+            refdata_stop,
+            refdata_stats,
+            ring_bytes,
+        })
+    }
+
+    /// True while the ticks source runs (the drain has not begun).
+    pub fn running(&self) -> bool {
+        !self.receiver.is_finished()
+    }
+
+    /// Every counter now.
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(
+            &self.ticks_stats,
+            self.signals_stats.as_ref(),
+            &self.refdata_stats,
+            self.ring_bytes,
+        )
+    }
+
+    /// Drains in order (see the module doc) once the ticks source has ended or the
+    /// alert asks for a stop; every wait is bounded by the drain deadline.
+    pub fn finish(self) -> Result<Finished, AppError> {
+        let outcome = self.receiver.join();
+        // Nothing new is routed now, so reference data has nothing left to check.
+        stop_refdata(self.refdata, &self.refdata_stop);
+        let outcome = outcome.map_err(|_| AppError::Panicked("receiver"))?;
+        let stopped_by_signal = self.alert.stopping();
+        // The signals path drains with the ticks path (same alert): a ticks receiver that
+        // failed or reached `--count` stops it too, and from here every wait is bounded.
+        self.alert.request_stop();
+        if let Some(signals) = self.signals {
+            signals.finish()?;
+        }
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // The receiver already told the shards to finish; let them drain what came.
+                let joined = self.ticks.join();
+                let note = if joined.is_clean() {
+                    String::new()
+                } else {
+                    format!("; {}", not_stored_note(&joined))
+                };
+                return Err(AppError::Receiver { error, note });
+            }
+        };
+        let routed = match outcome {
+            Outcome::Synthetic(routed) => routed,
+            Outcome::Nats(report) => report.routed,
+        };
+        let drain_started = Instant::now();
+        let joined = self.ticks.join();
+        let end = snapshot(
+            &self.ticks_stats,
+            self.signals_stats.as_ref(),
+            &self.refdata_stats,
+            self.ring_bytes,
+        );
+        Ok(Finished {
+            routed,
+            stopped_by_signal,
+            joined,
+            end,
+            drain_seconds: drain_started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl SignalsPath {
+    /// Waits for the signals receiver and pipeline.
+    fn finish(self) -> Result<(), AppError> {
+        let report = self
+            .receiver
+            .join()
+            .map_err(|_| AppError::Panicked("signals receiver"))?;
+        let joined = self.pipeline.join();
+        report.map_err(AppError::SignalsReceiver)?;
+        if !joined.is_clean() {
+            return Err(AppError::SignalsUnclean(not_stored_note(&joined)));
+        }
+        Ok(())
+    }
+}
+
+/// What was not stored, in words: blocks, panicked and stuck threads.
+pub fn not_stored_note(joined: &Joined) -> String {
+    let mut parts = Vec::new();
+    if joined.not_stored > 0 {
+        parts.push(format!("{} blocks NOT stored", joined.not_stored));
+    }
+    if !joined.panicked.is_empty() {
+        parts.push(format!("threads panicked: {}", joined.panicked.join(", ")));
+    }
+    if !joined.stuck.is_empty() {
+        parts.push(format!(
+            "threads still in a server call at the deadline: {}",
+            joined.stuck.join(", ")
+        ));
+    }
+    parts.join("; ")
+}
+
+fn snapshot(
+    stats: &PipelineStats,
+    signals: Option<&PipelineStats>,
+    refdata: &RefdataStats,
+    ring_bytes: u64,
+) -> Snapshot {
+    let r = Ordering::Relaxed;
+    let sum = |f: fn(&WriterStats) -> &AtomicU64| -> u64 {
+        stats.writers.iter().map(|w| f(w).load(r)).sum()
+    };
+    let max = |f: fn(&WriterStats) -> &AtomicU64| -> u64 {
+        stats
+            .writers
+            .iter()
+            .map(|w| f(w).load(r))
+            .max()
+            .unwrap_or(0)
+    };
+    // The server's message is read under the writer's lock, only when a writer holds
+    // refused blocks: once a second at most, off the hot path.
+    let refused = stats
+        .writers
+        .iter()
+        .filter(|w| w.refused.load(r) != 0)
+        .find_map(|w| w.last_error.lock().ok().map(|e| e.clone()));
+    Snapshot {
+        received: stats.source.messages_total.load(r),
+        stored: sum(|w| &w.rows_total),
+        rejected: stats.shards.iter().map(|s| s.rejected_total.load(r)).sum(),
+        flagged: stats.shards.iter().map(|s| s.flagged_total.load(r)).sum(),
+        dropped: stats.source.dropped_total.load(r),
+        open: stats.shards.iter().map(|s| s.rows_open.load(r)).sum(),
+        queued_bytes: stats
+            .shards
+            .iter()
+            .map(|s| s.input_queued_bytes.load(r))
+            .sum(),
+        ring_bytes,
+        errors: sum(|w| &w.errors_total),
+        latency_us: [
+            max(|w| &w.latency_us_p50),
+            max(|w| &w.latency_us_p99),
+            max(|w| &w.latency_us_p999),
+            max(|w| &w.latency_us_max),
+        ],
+        degraded: stats.writers.iter().any(|w| w.degraded.load(r) != 0),
+        refused,
+        spill_refusing: stats.writers.iter().any(|w| w.spill_refusing.load(r) != 0),
+        spilled_rows: sum(|w| &w.spilled_rows_total),
+        spill_latency_us: [
+            max(|w| &w.spill_latency_us_p50),
+            max(|w| &w.spill_latency_us_p99),
+            max(|w| &w.spill_latency_us_max),
+        ],
+        replayed_rows: sum(|w| &w.replayed_rows_total),
+        spill_pending_bytes: sum(|w| &w.spill_pending_bytes),
+        watermark: stats.source.watermark.load(r),
+        signal_rows: signals.map_or(0, |s| s.writers.iter().map(|w| w.rows_total.load(r)).sum()),
+        references: refdata.instruments.load(r),
+        references_up: refdata.connected.load(r),
+        refdata_counts: [
+            refdata.loads_total.load(r),
+            refdata.changes_total.load(r),
+            refdata.rows_skipped_total.load(r),
+            refdata.errors_total.load(r),
+        ],
+    }
+}
+
+/// Starts the refdata thread on the ticks path's shards.
+fn start_refdata(
+    config: &Config,
+    pipeline: &mut Pipeline,
+    stats: Arc<RefdataStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<JoinHandle<()>>, AppError> {
+    let Some(feed) = pipeline.take_reference_feed() else {
+        return Ok(None);
+    };
+    let core = if config.threads.pin {
+        config.threads.slow_core
+    } else {
+        None
+    };
+    let refdata = Refdata::new(RefdataConfig::from_config(config), feed, stats, stop);
+    let handle = refdata.spawn(core).map_err(|source| AppError::Start {
+        what: "the refdata thread",
+        source,
+    })?;
+    Ok(Some(handle))
+}
+
+/// Stops the refdata thread, waiting at most [`REFDATA_JOIN_WAIT`].
+fn stop_refdata(handle: Option<JoinHandle<()>>, stop: &AtomicBool) {
+    stop.store(true, Ordering::Relaxed);
+    let Some(handle) = handle else { return };
+    let deadline = Instant::now() + REFDATA_JOIN_WAIT;
+    while !handle.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !handle.is_finished() {
+        tracing::warn!("The refdata thread is still inside a PostgreSQL call; exiting without it");
+        return;
+    }
+    if handle.join().is_err() {
+        tracing::error!("The refdata thread panicked");
+    }
+}
+
+fn start_signals(
+    config: &Config,
+    destination: &Destination,
+    ticks: &ReceiverConfig,
+    reread_all: bool,
+    alert: Arc<Alert>,
+) -> Result<SignalsPath, AppError> {
+    let mut small = config.clone();
+    small.ingest.shards = 1;
+    small.ingest.writers = 1;
+    small.ingest.block_rows_max = pipeline::SIGNAL_ROWS_MAX as u32;
+    // A smaller ring for the trickle of signals, but never below two of the largest
+    // frames (the full-size ring passed that check in config validation).
+    let frame_max = crate::ring::frame_bytes(
+        crate::ring::SUBJECT_BYTES_MAX,
+        (config.ingest.payload_bytes_max as usize).max(crate::ring::TRUNCATED_BYTES),
+    );
+    let needed = (2 * frame_max)
+        .div_ceil(RING_SLOT_BYTES)
+        .next_power_of_two() as u32;
+    small.ingest.ring_slots = small.ingest.ring_slots.min(needed.max(4096));
+    small.spill.dir = std::path::Path::new(&config.spill.dir)
+        .join(SIGNALS_SUBDIR)
+        .display()
+        .to_string();
+    small.spill.spill_bytes_max = signals_spill_bytes(config);
+    let (pipeline, mut router) =
+        pipeline::start(&small, destination, alert).map_err(|source| AppError::Start {
+            what: "the signals path",
+            source,
+        })?;
+    let receiver_config = ReceiverConfig {
+        kind: Kind::SignalJson,
+        stream: config.nats.stream_signals.clone(),
+        subject: config.nats.subject_signals.clone(),
+        max_ack_pending: pipeline::max_ack_pending(&small),
+        store: ticks.store.as_ref().map(|probe| StoreProbe {
+            options: probe.options.clone(),
+            tables: StreamTables {
+                rows_table: "strategy_signals",
+                subject_filter: config.nats.subject_signals.clone(),
+            },
+            reread_all,
+        }),
+        // Signals run until the ticks path ends, whatever `--count` says of ticks.
+        count: None,
+        ..ticks.clone()
+    };
+    let receiver = runtime::spawn("receiver-signals", None, move || {
+        receiver::run(&mut router, &receiver_config)
+    })
+    .map_err(|source| AppError::Start {
+        what: "the signals receiver thread",
+        source,
+    })?;
+    Ok(SignalsPath { pipeline, receiver })
+}
+
+/// The signals path's share of `spill.spill_bytes_max` (a trickle beside the ticks): a
+/// sixteenth, at least one segment. The ticks path's writers split the rest, so the two
+/// together pass the maximum by at most one segment when it holds fewer than 17.
+fn signals_spill_bytes(config: &Config) -> u64 {
+    (config.spill.spill_bytes_max / 16).max(config.spill.segment_bytes)
+}
