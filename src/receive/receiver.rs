@@ -266,13 +266,15 @@ fn destination(router: &Router, kind: Kind, subject: &[u8]) -> (usize, Kind) {
 /// Runs the receiver until a drain; then waits for the pipeline to make everything
 /// routed durable and acks it. A lost connection after the first one succeeded is
 /// re-established with capped, jittered backoff (JetStream state carries over, so
-/// nothing is routed twice and acks resume); a failure to connect at start, or an
-/// error that is not about the connection, ends the run. So does a stream that comes
+/// nothing is routed twice and acks resume); a server too busy to answer at start is
+/// asked again a few times; a failure to connect at start, or an error that is not
+/// about the connection, ends the run. So does a stream that comes
 /// back shorter than what was routed (recreated meanwhile): its sequences are new.
 pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverReport, NatsError> {
     let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut jetstream = JsState::default();
     let mut core = CoreState::default();
+    let mut start_attempts = 0u32;
     // The stage's reconnect loop: one pass per connection.
     let outcome = loop {
         let session =
@@ -288,6 +290,16 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
         let error = match session {
             Ok(()) => break Ok(()),
             Err(error) if established && connection_lost(&error) => error,
+            Err(error) if !established && slow_at_start(&error) => {
+                start_attempts += 1;
+                if start_attempts >= START_ATTEMPTS_MAX {
+                    break Err(error);
+                }
+                // Nothing was routed yet: the next attempt starts from scratch and
+                // reads the resume point again.
+                jetstream = JsState::default();
+                error
+            }
             Err(error) => break Err(error),
         };
         if jetstream.input_finished || router.stopping() {
@@ -298,8 +310,13 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
             break Ok(());
         }
         let delay = backoff.next_delay();
-        tracing::warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
-            "NATS connection lost; reconnecting");
+        if established {
+            tracing::warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
+                "NATS connection lost; reconnecting");
+        } else {
+            tracing::warn!(%error, attempt = start_attempts, of = START_ATTEMPTS_MAX,
+                retry_in_ms = delay.as_millis() as u64, "NATS too slow to answer at start; trying again");
+        }
         // In slices, so a drain request is not kept waiting for the whole delay.
         let until = Instant::now() + delay;
         while Instant::now() < until && !router.stopping() {
@@ -326,6 +343,21 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
 /// First and largest delay between reconnection attempts.
 const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Attempts at the first session when the server is slow to answer (see
+/// [`slow_at_start`]): with the reconnect backoff, about 20 s of a busy nats-server.
+const START_ATTEMPTS_MAX: u32 = 8;
+
+/// Errors at the first session that mean a busy or restarting server, not a wrong
+/// setup: a JetStream API request that got no answer in time, or a connection dropped
+/// mid-setup. A server that cannot be reached at all, JetStream off, or a refusal end
+/// the run at once with their own message.
+fn slow_at_start(error: &NatsError) -> bool {
+    matches!(
+        error,
+        NatsError::Timeout { .. } | NatsError::Io { .. } | NatsError::Closed
+    )
+}
 
 /// Errors that a new connection can cure.
 fn connection_lost(error: &NatsError) -> bool {

@@ -111,11 +111,24 @@ pub fn start_run_env(db: &TestDb, nats: &Nats, extra: &[&str], env: &[(&str, &st
     args.push("run".into());
     args.push("--quiet".into());
     args.extend(extra.iter().map(|s| s.to_string()));
+    // E2E_RUN_LOG_DIR=<dir> keeps each run's log there (at info level) instead of in
+    // the test's output: for chasing a failure that only shows under load.
+    let stderr = match std::env::var_os("E2E_RUN_LOG_DIR") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(format!("run-{}.log", super::suffix()));
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        None => Stdio::piped(),
+    };
+    let mut command = binary(&args);
+    if std::env::var_os("E2E_RUN_LOG_DIR").is_some() {
+        command.env("RUST_LOG", "info");
+    }
     Running(Some(
-        binary(&args)
+        command
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     ))
