@@ -1,0 +1,61 @@
+//! A full spill with ClickHouse down: the writer holds its batch, the shard and then
+//! the receiver stop (intake stops, acks stop where the spill ended), JetStream keeps
+//! the rest; once ClickHouse is back the held batch, the spilled records and the rest of
+//! the stream are all stored, each message once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::proxy::Proxy;
+
+#[test]
+fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables("spillfull");
+    let nats = Nats::new("spillfull");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    // One 1 MiB segment for the ticks writer: a handful of 2,048-tick blocks.
+    let settings = [
+        "--set",
+        &port,
+        "--set",
+        "ingest.block_rows_max=2048",
+        "--set",
+        "spill.segment_bytes=1048576",
+        "--set",
+        "spill.spill_bytes_max=2097152",
+    ];
+    let run = start_run(&db, &nats, &settings);
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    feeder_done(feed);
+    // Intake stops once the spill is full: the ack floor settles below the end.
+    let mut floor = ack_floor(&nats);
+    let mut still_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while still_since.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "acks never settled (at {floor})");
+        std::thread::sleep(Duration::from_millis(200));
+        let now = ack_floor(&nats);
+        if now != floor {
+            floor = now;
+            still_since = Instant::now();
+        }
+    }
+    let in_clickhouse = stored(&mut conn).0;
+    assert!(
+        floor < TICKS && floor > in_clickhouse,
+        "the spill took some ({in_clickhouse} in ClickHouse, acked {floor}) and then refused"
+    );
+    proxy.up();
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(summary.contains("rows spilled"), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
