@@ -2,7 +2,7 @@
 //!
 //! - `journal/<payload>x<group>`: `Journal::append` of `group` records of `payload`
 //!   bytes (a sealed block's size: 1 MiB, the ClickHouse frame size, and 64 KiB, a
-//!   small block), then one `Journal::sync` (msync `MS_SYNC`) per group. Segment
+//!   small block), then one `Journal::sync` (`fdatasync`) per group. Segment
 //!   creation (64 MiB files, `posix_fallocate`, fsync of file and directory) happens
 //!   inside the timed loop, as it does in service.
 //! - `file_baseline/<payload>x<group>`: the same record bytes (header, payload, padding)

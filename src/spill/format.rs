@@ -244,6 +244,39 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
     let (body, padding) = rest.split_at_mut(payload.len());
     body.copy_from_slice(payload);
     padding.fill(0);
+    encode_record_header(
+        header,
+        payload,
+        head.try_into().expect("split at the header size"),
+    );
+    bytes
+}
+
+/// Writes the header of the record of `header` and `payload` (its payload CRC
+/// included): what [`encode_record`] puts before the payload, for a writer that sends
+/// header, payload and [`record_padding`] zero bytes separately, without copying the
+/// payload.
+///
+/// # Panics
+///
+/// When the payload exceeds [`PAYLOAD_BYTES_MAX`] or `header.seq_first >
+/// header.seq_last`.
+pub fn encode_record_header(
+    header: &RecordHeader,
+    payload: &[u8],
+    head: &mut [u8; RECORD_HEADER_BYTES],
+) {
+    assert!(
+        payload.len() <= PAYLOAD_BYTES_MAX,
+        "payload of {} B exceeds the u32 length field",
+        payload.len()
+    );
+    assert!(
+        header.seq_first <= header.seq_last,
+        "sequence range reversed: {}..{}",
+        header.seq_first,
+        header.seq_last
+    );
     head[0..4].copy_from_slice(&RECORD_MAGIC);
     head[4] = FORMAT_VERSION;
     head[5] = header.table.code();
@@ -262,7 +295,11 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
     head[64..68].fill(0);
     let crc = header_crc(head);
     head[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
-    bytes
+}
+
+/// Zero bytes after a payload of `payload_bytes` up to the record's aligned end.
+pub fn record_padding(payload_bytes: usize) -> usize {
+    record_bytes(payload_bytes) - RECORD_HEADER_BYTES - payload_bytes
 }
 
 /// Decodes the record at the start of `buf`, checking, in order: zero header (End),
@@ -692,6 +729,21 @@ mod tests {
             durable_through: 0,
             schema_hash: 42,
             received_min_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn header_payload_and_padding_written_apart_equal_the_whole_record() {
+        for len in [0usize, 1, 7, 8, 9, 100, 4093] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            let mut whole = vec![0xAAu8; record_bytes(len)];
+            encode_record(&sample_header(5), &payload, &mut whole);
+            let mut head = [0u8; RECORD_HEADER_BYTES];
+            encode_record_header(&sample_header(5), &payload, &mut head);
+            let mut apart = head.to_vec();
+            apart.extend_from_slice(&payload);
+            apart.resize(apart.len() + record_padding(len), 0);
+            assert_eq!(apart, whole, "payload of {len} B");
         }
     }
 

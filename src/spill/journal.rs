@@ -1,6 +1,7 @@
 //! The spill journal of one writer: segment files in one directory, each preallocated
-//! and memory-mapped; append copies a record into the mapping, `sync` makes every
-//! record appended so far durable, replay marks records done and whole segments go.
+//! and memory-mapped; append writes a record into the file (`pwrite`; the mapping sees
+//! it, the page cache being one), `sync` makes every record appended so far durable,
+//! replay reads records through the mapping, marks them done, and whole segments go.
 //!
 //! ```text
 //!   <spill.dir>/writer-<w>/                       (one directory, one owner: writer w)
@@ -8,13 +9,17 @@
 //!     segment-00000000000000000002.spill  │         record is replayed (trim)
 //!     segment-00000000000000000003.spill  ┘ active: appends go here until it is full,
 //!                                                   then a new segment is created
-//!   append ──memcpy──► mapping ──sync(): msync MS_SYNC of [synced, appended)──► disk
+//!   append ──pwrite(header, payload, padding)──► file ──sync(): fdatasync──► disk
+//!   scan, read, replay ◄── mapping (same pages) ──► mark_replayed: state byte, msync
 //! ```
 //!
-//! **Durability.** A record is durable once [`Journal::sync`] has returned: `msync`
-//! with `MS_SYNC` (memmap2's `flush_range`) writes back the mapped range of every
-//! segment appended to since the last sync and waits for the device, as `fdatasync`
-//! would. The segment file's length and its directory entry are made durable once,
+//! Why appends do not store into the mapping: a store into a mapped page first faults
+//! it in, one trap per 4 KiB page, and `benches/spill.rs` measured appends through the
+//! mapping at 0.61x of `write` + `fdatasync` of the same bytes, against 0.82x (1 MiB
+//! records) and 0.94x (64 KiB) through the file, with no copy of the payload.
+//!
+//! **Durability.** A record is durable once [`Journal::sync`] has returned: `fdatasync`
+//! of every segment appended to since the last sync. The segment file's length and its directory entry are made durable once,
 //! when the segment is created (header flushed, `fsync` of file and directory), so a
 //! record never depends on metadata written after it. `sync` is the group commit: one
 //! per group of blocks, never one per message. A crash before `sync` returns may leave
@@ -66,9 +71,9 @@ use memmap2::MmapMut;
 use thiserror::Error;
 
 use super::format::{
-    self, decode_record, encode_record, encode_segment_header, record_bytes, scan_segment, Record,
-    RecordHeader, ScannedRecord, SegmentHeader, PAYLOAD_BYTES_MAX, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES, STATE_OFFSET, STATE_REPLAYED,
+    self, decode_record, encode_segment_header, record_bytes, scan_segment, Record, RecordHeader,
+    ScannedRecord, SegmentHeader, PAYLOAD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    STATE_OFFSET, STATE_REPLAYED,
 };
 
 /// Segment file names: `segment-` + the sequence number in 20 digits + `.spill`, so
@@ -387,6 +392,8 @@ struct Segment {
     path: PathBuf,
     /// The whole file, mapped shared and writable; its length never changes.
     map: MmapMut,
+    /// The file itself: appends are written through it (see `append`).
+    file: fs::File,
     /// Every valid record, in file order; `state` follows `mark_replayed`.
     records: Vec<ScannedRecord>,
     /// Records whose state is not replayed.
@@ -555,6 +562,7 @@ impl Journal {
             seq,
             path,
             map,
+            file,
             pending: pending.len() as u64,
             records: scan.records,
             corrupt: scan.corrupt.len() as u64,
@@ -689,8 +697,32 @@ impl Journal {
         }
         let segment = self.segments.last_mut().expect("roll made a segment");
         let offset = segment.append_offset;
-        let written = encode_record(header, payload, &mut segment.map[offset..offset + bytes]);
-        assert_eq!(written, bytes, "encoded record size");
+        // Written through the file, not the mapping: a store into a mapped page first
+        // faults it in (one trap per 4 KiB page), and `benches/spill.rs` measured the
+        // mapping at 0.61x of write + fdatasync against 0.82x this way. The mapping
+        // still reads every record (the page cache is one), and flips state bytes.
+        let mut head = [0u8; RECORD_HEADER_BYTES];
+        format::encode_record_header(header, payload, &mut head);
+        let padding = [0u8; format::RECORD_ALIGN_BYTES];
+        let pad = format::record_padding(payload.len());
+        {
+            use std::os::unix::fs::FileExt;
+            let at = offset as u64;
+            let write = |bytes: &[u8], at: u64| {
+                segment
+                    .file
+                    .write_all_at(bytes, at)
+                    .map_err(|e| io_error("cannot write a record to", &segment.path, e))
+            };
+            write(&head, at)?;
+            write(payload, at + RECORD_HEADER_BYTES as u64)?;
+            if pad > 0 {
+                write(
+                    &padding[..pad],
+                    at + (RECORD_HEADER_BYTES + payload.len()) as u64,
+                )?;
+            }
+        }
         debug_assert_eq!(
             decode_record(&segment.map[offset..]).map(|r| r.header),
             Ok(*header),
@@ -741,7 +773,7 @@ impl Journal {
         }
         let seq = self.next_segment_seq;
         let path = self.config.dir.join(segment_file_name(seq));
-        let map =
+        let (file, map) =
             create_segment(&self.config.dir, &path, seq, segment_bytes).inspect_err(|_| {
                 // Best effort: a half-made file would be reported as damaged at the next open.
                 let _ = fs::remove_file(&path);
@@ -753,6 +785,7 @@ impl Journal {
             seq,
             path,
             map,
+            file,
             records: Vec::new(),
             pending: 0,
             corrupt: 0,
@@ -768,10 +801,9 @@ impl Journal {
     pub fn sync(&mut self) -> Result<(), SpillError> {
         for segment in &mut self.segments {
             if segment.synced_offset < segment.append_offset {
-                let bytes = segment.append_offset - segment.synced_offset;
                 segment
-                    .map
-                    .flush_range(segment.synced_offset, bytes)
+                    .file
+                    .sync_data()
                     .map_err(|e| io_error("cannot sync", &segment.path, e))?;
                 segment.synced_offset = segment.append_offset;
             }
@@ -939,7 +971,7 @@ fn create_segment(
     path: &Path,
     seq: u64,
     segment_bytes: u64,
-) -> Result<MmapMut, SpillError> {
+) -> Result<(fs::File, MmapMut), SpillError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -968,7 +1000,7 @@ fn create_segment(
     file.sync_all()
         .map_err(|e| io_error("cannot sync segment", path, e))?;
     sync_dir(dir).map_err(|e| io_error("cannot sync directory", dir, e))?;
-    Ok(map)
+    Ok((file, map))
 }
 
 /// Reserves the file's blocks so writes through the mapping cannot hit a full disk.

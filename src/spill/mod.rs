@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!   writer[w] ── append(header, block bytes) ──► <spill.dir>/writer-<w>/segment-….spill
-//!       │            (copy into the mapping)          (preallocated, mmap'd)
-//!       └─────── sync() once per group ──► msync(MS_SYNC): now durable, ack may pass it
+//!       │            (pwrite into the file)           (preallocated, mmap'd for reading)
+//!       └─────── sync() once per group ──► fdatasync: now durable, ack may pass it
 //!   replay  ◄── pending(), read(pos) (CRCs checked again) ── INSERT ──► ClickHouse
 //!           ─── mark_replayed(pos) ──► state byte = 1; a fully replayed segment is deleted
 //! ```

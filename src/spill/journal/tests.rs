@@ -269,7 +269,7 @@ fn a_torn_tail_is_cut_and_counted_and_appends_continue_after_it() {
 
     // Half a record written past the end: cut the same way.
     let mut half = vec![0u8; record_bytes(600)];
-    encode_record(&header(6), &payload(6, 600), &mut half);
+    super::format::encode_record(&header(6), &payload(6, 600), &mut half);
     overwrite(&path, end, &half[..half.len() / 2]);
     let (journal, report) = Journal::open(&config).unwrap();
     assert_eq!(report.torn_tails, 1);
