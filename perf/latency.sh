@@ -22,8 +22,11 @@ N=${N:-$((RATE * 10))}
 FLUSH_LIST=${FLUSH_MS:-15 20 30}
 BLOCK_ROWS=${BLOCK_ROWS:-65536}
 eval "$(bash .ci/services.sh env)"
-cargo build --release -q
-BIN=target/release/alphapt-storage
+# BIN=<path> runs another build (an A/B against an earlier commit) instead of this tree's.
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -q
+    BIN=target/release/alphapt-storage
+fi
 DB=alphapt_latency
 ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
 
