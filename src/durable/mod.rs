@@ -10,7 +10,10 @@
 //!
 //! Why it is right: a shard receives its sequences in increasing order, seals every
 //! open block at once (ticks, signals, rejects together) and its writer commits a
-//! shard's blocks in order; the last block of a seal group carries the shard's last
+//! shard's blocks in order (one writer per shard, one batch at a time: an INSERT and a
+//! spill sync are two outcomes of the same step, and replaying the spill later moves
+//! no mark, those blocks being durable already), so the highest committed mark is the
+//! contiguous prefix a ledger of out-of-order completions would compute; the last block of a seal group carries the shard's last
 //! consumed sequence as `durable_through`. So every sequence routed to shard `s` up to
 //! `durable_last[s]` is stored. A sequence `q ≤ watermark` routed to shard `t` is then
 //! stored: either `t` has nothing pending (all routed are stored) or
