@@ -46,7 +46,7 @@ fn kill_9_at_five_random_moments_of_a_million_tick_feed_stores_each_tick_once() 
     let nats = Nats::new("kill9");
     // The stream exists before the appliance looks for it.
     feed(&db, &nats, &["--count", "1", "--format", "kite"]);
-    let feed = feeder(&db, &nats, TICKS - 1, 100_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 100_000, "kite");
     let settings = ["--set", "ingest.block_rows_max=8192"];
     let mut kills = Vec::new();
     for round in 0..5 {
@@ -157,7 +157,7 @@ fn a_crash_after_a_spill_sync_and_before_its_ack_stores_nothing_twice() {
         &settings,
         &[("ALPHAPT_CRASH_AT", "spill_synced:2")],
     );
-    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
     wait_stored(&mut conn, 3_000, Duration::from_secs(60));
     proxy.down();
     let started = Instant::now();

@@ -262,6 +262,43 @@ fn nats_server_killed_mid_stream_reconnects_and_stores_each_message_once() {
     consumer_settled_at(&server.url(), &nats, TICKS);
 }
 
+/// nats-server frozen (SIGSTOP) while the appliance starts: its handshake and
+/// JetStream requests time out; the first session is tried again rather than ending
+/// the run, and once the server answers every message is stored once.
+#[test]
+fn a_nats_server_too_slow_at_start_is_asked_again() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("slowstart");
+    let server = PrivateNats::start();
+    let nats = Nats::new("slowstart");
+    let url = format!("nats.url={}", server.url());
+    feed(
+        &db,
+        &nats,
+        &["--set", &url, "--count", "20000", "--instruments", "100"],
+    );
+    let pid = server.child.as_ref().expect("running").id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let run = start_run(&db, &nats, &["--set", &url]);
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-CONT");
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("NATS too slow to answer at start; trying again"),
+        "{summary}"
+    );
+    consumer_settled_at(&server.url(), &nats, TICKS);
+}
+
 /// The stream deleted and recreated while the appliance is disconnected (here: the
 /// server's store wiped): its sequences restart, so skipping "already routed" ones
 /// would drop messages. The run ends with an error naming the cause instead, after

@@ -24,7 +24,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::receive::nats::{JetStream, NatsConn};
@@ -197,22 +196,7 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
             "spill.spill_bytes_max=65536",
         ],
     );
-    let feeder = {
-        let mut args = sets(&db, &nats);
-        args.extend(
-            [
-                "feed",
-                "--count",
-                "19999",
-                "--rate",
-                "5000",
-                "--instruments",
-                "100",
-            ]
-            .map(String::from),
-        );
-        binary(&args).stdout(Stdio::piped()).spawn().unwrap()
-    };
+    let feeder = feeder(&db, &nats, 19999, 5000, "json");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     std::thread::sleep(Duration::from_millis(1500));
@@ -331,22 +315,7 @@ fn clickhouse_away_mid_feed_the_spill_carries_the_stream_and_drains_after() {
         &nats,
         &["--set", &port, "--set", "ingest.block_rows_max=4096"],
     );
-    let feeder = {
-        let mut args = sets(&db, &nats);
-        args.extend(
-            [
-                "feed",
-                "--count",
-                "59999",
-                "--rate",
-                "20000",
-                "--instruments",
-                "100",
-            ]
-            .map(String::from),
-        );
-        binary(&args).stdout(Stdio::piped()).spawn().unwrap()
-    };
+    let feeder = feeder(&db, &nats, 59999, 20000, "json");
     wait_stored(&mut conn, 5_000, Duration::from_secs(60));
     proxy.down();
     // The server may still be writing what it received before the cut.
@@ -378,7 +347,7 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
         &["--set", &port, "--set", "ingest.block_rows_max=2048"],
     );
     // Published while the run goes, so that ClickHouse leaves before it has them all.
-    let feed = feeder(&db, &nats, TICKS - 1, 10_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 10_000, "kite");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     feeder_done(feed);
@@ -459,7 +428,7 @@ fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetc
     let port = format!("clickhouse.port={}", proxy.port);
     let settings = ["--set", &port, "--set", "ingest.block_rows_max=1024"];
     let run = start_run(&db, &nats, &settings);
-    let feed = feeder(&db, &nats, TICKS - 1, 10_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 10_000, "kite");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     feeder_done(feed);
@@ -506,7 +475,7 @@ fn a_second_appliance_on_the_same_durable_is_refused_and_the_first_goes_on() {
         "{text}"
     );
     // The first never noticed.
-    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
     feeder_done(feed);
     wait_stored(&mut conn, TICKS, Duration::from_secs(60));
     let summary = drain(first);

@@ -30,7 +30,7 @@ fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
         "spill.spill_bytes_max=2097152",
     ];
     let run = start_run(&db, &nats, &settings);
-    let feed = feeder(&db, &nats, TICKS - 1, 20_000);
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     feeder_done(feed);

@@ -234,12 +234,6 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
         "record needs {bytes} B, out has {}",
         out.len()
     );
-    assert!(
-        header.seq_first <= header.seq_last,
-        "sequence range reversed: {}..{}",
-        header.seq_first,
-        header.seq_last
-    );
     let (head, rest) = out[..bytes].split_at_mut(RECORD_HEADER_BYTES);
     let (body, padding) = rest.split_at_mut(payload.len());
     body.copy_from_slice(payload);

@@ -343,19 +343,20 @@ pub fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
     }
 }
 
-/// A feed of `count` Kite frames at `rate` a second, in the background.
-pub fn feeder(db: &TestDb, nats: &Nats, count: u64, rate: u64) -> Child {
+/// A feed of `count` ticks (`format`: `json` or `kite`) at `rate` a second over 100
+/// instruments, in the background.
+pub fn feeder(db: &TestDb, nats: &Nats, count: u64, rate: u64, format: &str) -> Child {
     let mut args = sets(db, nats);
     args.extend([
         "feed".to_string(),
         "--format".into(),
-        "kite".into(),
+        format.into(),
         "--count".into(),
         count.to_string(),
         "--rate".into(),
         rate.to_string(),
         "--instruments".into(),
-        "500".into(),
+        "100".into(),
     ]);
     binary(&args).stdout(Stdio::piped()).spawn().unwrap()
 }
