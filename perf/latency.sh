@@ -11,6 +11,8 @@
 # Appends a dated line per run to perf/records/latency.tsv.
 #
 # Env: RATE (100000), N (RATE * 10), FLUSH_MS ("15 20 30"), BLOCK_ROWS (65536),
+# SPILL_MODE ("overflow"; "always" is journal-first: the durable point is the journal's
+# sync, and ClickHouse gets one INSERT per table per INSERT_INTERVAL_MS, 1000),
 # CH_DOWN_AFTER_S (unset): stop ClickHouse this many seconds into each run, so the
 # spill journal is the durable point from then on (DESIGN §7: p99 < 50 ms); the run
 # ends with ClickHouse still down, then ClickHouse is started again and
@@ -21,6 +23,8 @@ RATE=${RATE:-100000}
 N=${N:-$((RATE * 10))}
 FLUSH_LIST=${FLUSH_MS:-15 20 30}
 BLOCK_ROWS=${BLOCK_ROWS:-65536}
+SPILL_MODE=${SPILL_MODE:-overflow}
+INSERT_INTERVAL_MS=${INSERT_INTERVAL_MS:-1000}
 eval "$(bash .ci/services.sh env)"
 # BIN=<path> runs another build (an A/B against an earlier commit) instead of this tree's.
 if [ -z "${BIN:-}" ]; then
@@ -33,7 +37,8 @@ ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
 for flush in $FLUSH_LIST; do
     ch --query "DROP DATABASE IF EXISTS $DB"
     SETS=(--set "clickhouse.database=$DB" --set "ingest.flush_interval_ms=$flush"
-          --set "ingest.block_rows_max=$BLOCK_ROWS")
+          --set "ingest.block_rows_max=$BLOCK_ROWS" --set "spill.mode=$SPILL_MODE"
+          --set "spill.insert_interval_ms=$INSERT_INTERVAL_MS")
     RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
     SETS+=(--set "spill.dir=.run/spill-latency")
     rm -rf .run/spill-latency
@@ -56,6 +61,9 @@ for flush in $FLUSH_LIST; do
     latency=$(grep -o 'receive-to-durable ms[^;]*' <<<"$summary")
     spill=$(grep -o 'receive-to-spill-durable ms[^)]*' <<<"$summary" || true)
     latency="$latency${spill:+; $spill}"
+    # INSERTs per second over the run's nominal length (N / RATE seconds).
+    inserts=$(grep -o 'in [0-9]* INSERTs' <<<"$summary" | grep -o '[0-9]*' || echo 0)
+    latency="$latency; spill.mode $SPILL_MODE; $(awk -v i="$inserts" -v n="$N" -v r="$RATE" 'BEGIN { printf "%.1f INSERTs/s", i * r / n }')"
     stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
     [ "$stored" -eq "$N" ] || { echo "stored $stored of $N: $summary" >&2; exit 1; }
     down=${CH_DOWN_AFTER_S:+ clickhouse stopped after ${CH_DOWN_AFTER_S}s}

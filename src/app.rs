@@ -200,6 +200,8 @@ pub struct Snapshot {
     pub queued_bytes: u64,
     /// Capacity of the frame rings, bytes.
     pub ring_bytes: u64,
+    /// INSERT statements committed (ticks path).
+    pub inserts: u64,
     /// Failed INSERTs.
     pub errors: u64,
     /// Receive-to-durable latency, µs: p50, p99, p99.9, max.
@@ -211,7 +213,10 @@ pub struct Snapshot {
     pub refused: Option<String>,
     /// A spill refuses blocks (full or failing): intake stopped.
     pub spill_refusing: bool,
-    /// Rows made durable in the spill rather than ClickHouse.
+    /// Journal-first (`spill.mode = "always"`): every row goes through the spill.
+    pub journal_first: bool,
+    /// Rows made durable in the spill rather than ClickHouse (journal-first: every row
+    /// journaled).
     pub spilled_rows: u64,
     /// Receive-to-spill-durable latency, µs: p50, p99, max.
     pub spill_latency_us: [u64; 3],
@@ -271,6 +276,7 @@ pub struct App {
     refdata_stop: Arc<AtomicBool>,
     refdata_stats: Arc<RefdataStats>,
     ring_bytes: u64,
+    journal_first: bool,
 }
 
 impl App {
@@ -401,6 +407,7 @@ impl App {
             refdata_stop,
             refdata_stats,
             ring_bytes,
+            journal_first: config.spill.mode == crate::config::SpillMode::Always,
         })
     }
 
@@ -416,6 +423,7 @@ impl App {
             self.signals_stats.as_ref(),
             &self.refdata_stats,
             self.ring_bytes,
+            self.journal_first,
         )
     }
 
@@ -457,6 +465,7 @@ impl App {
             self.signals_stats.as_ref(),
             &self.refdata_stats,
             self.ring_bytes,
+            self.journal_first,
         );
         Ok(Finished {
             routed,
@@ -507,6 +516,7 @@ fn snapshot(
     signals: Option<&PipelineStats>,
     refdata: &RefdataStats,
     ring_bytes: u64,
+    journal_first: bool,
 ) -> Snapshot {
     let r = Ordering::Relaxed;
     let sum = |f: fn(&WriterStats) -> &AtomicU64| -> u64 {
@@ -540,6 +550,7 @@ fn snapshot(
             .map(|s| s.input_queued_bytes.load(r))
             .sum(),
         ring_bytes,
+        inserts: sum(|w| &w.inserts_total),
         errors: sum(|w| &w.errors_total),
         latency_us: [
             max(|w| &w.latency_us_p50),
@@ -550,6 +561,7 @@ fn snapshot(
         degraded: stats.writers.iter().any(|w| w.degraded.load(r) != 0),
         refused,
         spill_refusing: stats.writers.iter().any(|w| w.spill_refusing.load(r) != 0),
+        journal_first,
         spilled_rows: sum(|w| &w.spilled_rows_total),
         spill_latency_us: [
             max(|w| &w.spill_latency_us_p50),

@@ -12,12 +12,12 @@
 //! the whole pool, so pushing into either never fails.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, SpillMode};
 use crate::durable::stored::insert_query_prefix;
 use crate::durable::{watermark, DurableMarks};
 use crate::model::SealedBlock;
@@ -33,6 +33,7 @@ use crate::shard::signals::{SignalColumns, SignalSchema};
 use crate::shard::validate::Validator;
 use crate::shard::{TickColumns, TickSchema};
 use crate::spill::{writer_dir, Journal, JournalConfig};
+use crate::write::inserter::{Inserter, InserterConfig};
 use crate::write::{Tables, Writer, WriterConfig, WriterInput, WriterStats};
 
 /// Rows per reject block: rejects are rare; 1,024 × ~4.4 KiB ≈ 4.5 MiB a block.
@@ -230,6 +231,8 @@ pub struct Pipeline {
     shards: Vec<JoinHandle<()>>,
     /// Writer threads; each returns the blocks it could not store.
     writers: Vec<JoinHandle<usize>>,
+    /// Journal-first inserter threads; each returns the records it left in the journal.
+    inserters: Vec<JoinHandle<u64>>,
     /// The stop-and-deadline signal the threads follow; bounds `join`.
     alert: Arc<Alert>,
 }
@@ -490,11 +493,42 @@ pub fn start(
     }
 
     let mut writer_handles = Vec::with_capacity(writers);
+    let mut inserter_handles = Vec::new();
     let mut writer_stats = Vec::with_capacity(writers);
     let ch = &config.clickhouse;
+    let journal_first = config.spill.mode == SpillMode::Always;
     for (index, inputs) in writer_inputs.into_iter().enumerate() {
         let stats = Arc::new(WriterStats::default());
         writer_stats.push(stats.clone());
+        let journal = journals[index].take().map(|j| Arc::new(Mutex::new(j)));
+        let writer_done = Arc::new(AtomicBool::new(false));
+        if journal_first {
+            let journal = journal.clone().expect("every writer has a journal");
+            let options = inserter_options(destination, index);
+            let flush_bytes = crate::spill::lock(&journal).bytes_max() / 4;
+            let inserter = Inserter::new(
+                InserterConfig {
+                    index,
+                    interval: Duration::from_millis(config.spill.insert_interval_ms),
+                    flush_bytes,
+                    options,
+                    backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
+                    backoff_max: Duration::from_millis(ch.backoff_max_ms),
+                    ping_after: Duration::from_millis(ch.ping_interval_ms),
+                },
+                journal,
+                &destination.tables(),
+                stats.clone(),
+                alert.clone(),
+                writer_done.clone(),
+            );
+            let core = if pin { config.threads.slow_core } else { None };
+            inserter_handles.push(runtime::spawn(
+                &format!("inserter-{index}"),
+                core,
+                move || inserter.run(),
+            )?);
+        }
         let writer = Writer::new(
             WriterConfig {
                 index,
@@ -517,6 +551,7 @@ pub fn start(
                         .insert_linger_ms
                         .min(config.ingest.flush_interval_ms),
                 ),
+                journal_first,
             },
             destination.tables(),
             inputs,
@@ -524,7 +559,7 @@ pub fn start(
             stats,
             waiter(config),
             alert.clone(),
-            journals[index].take(),
+            journal,
         );
         let core = if pin {
             config.threads.writer_cores.get(index).copied()
@@ -534,7 +569,11 @@ pub fn start(
         writer_handles.push(runtime::spawn(
             &format!("writer-{index}"),
             core,
-            move || writer.run(),
+            move || {
+                let not_stored = writer.run();
+                writer_done.store(true, Ordering::Release);
+                not_stored
+            },
         )?);
     }
 
@@ -557,6 +596,7 @@ pub fn start(
         },
         shards: shard_handles,
         writers: writer_handles,
+        inserters: inserter_handles,
         alert: alert.clone(),
     };
     Ok((pipeline, router))
@@ -584,6 +624,17 @@ impl Pipeline {
                 joined.not_stored += not_stored;
             }
         }
+        // Whatever an inserter has not sent is durable in its journal (and already
+        // acknowledged): one still in a ClickHouse call at the deadline is left behind
+        // without making the drain unclean.
+        for handle in self.inserters {
+            let mut inserter = Joined::default();
+            match join_until(handle, &self.alert, &mut inserter) {
+                Some(left) => joined.journaled_left += left,
+                None if inserter.stuck.is_empty() => joined.panicked.extend(inserter.panicked),
+                None => joined.journaled_left += 1,
+            }
+        }
         joined
     }
 }
@@ -600,6 +651,9 @@ pub struct Joined {
     pub panicked: Vec<String>,
     /// Threads still running past the deadline, left behind.
     pub stuck: Vec<String>,
+    /// Journal-first: records still in the journal at exit (durable and acknowledged;
+    /// the next start's replay sends them), or 1 when an inserter was left in a call.
+    pub journaled_left: u64,
 }
 
 impl Joined {
@@ -692,6 +746,19 @@ fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> Frame
         stream_seq: seq,
         received_ns,
         payload_bytes_original: payload.len() as u32,
+    }
+}
+
+/// The connection options of inserter `index` (its own query-id prefix, so the
+/// stored-sequence reads at start recognise its INSERTs as this appliance's).
+fn inserter_options(destination: &Destination, index: usize) -> Options {
+    Options {
+        query_id_prefix: format!(
+            "{}{}-i{index}-",
+            insert_query_prefix(&destination.options.database),
+            std::process::id()
+        ),
+        ..destination.options.clone()
     }
 }
 

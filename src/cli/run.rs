@@ -102,6 +102,13 @@ fn refdata_summary(now: &Snapshot) -> String {
 
 /// What went through the spill, in words (empty when nothing did).
 fn spill_note(now: &Snapshot) -> String {
+    if now.journal_first {
+        let [p50, p99, max] = now.spill_latency_us.map(|us| us as f64 / 1000.0);
+        return format!(
+            "; journal-first: {} rows journaled (receive-to-journal-durable ms p50 {p50:.1} p99 {p99:.1} max {max:.1}), {} bytes still in the journal for the next start",
+            now.spilled_rows, now.spill_pending_bytes
+        );
+    }
     if now.spilled_rows == 0 {
         return String::new();
     }
@@ -174,11 +181,12 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // clean drain into a panic: the summary is best-effort.
     let _ = writeln!(
         std::io::stdout(),
-        "{} {} messages: {} rows stored, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
+        "{} {} messages: {} rows stored in {} INSERTs, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
          p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}{}{}",
         if finished.stopped_by_signal { "Drained after" } else { "Done:" },
         finished.routed,
         end.stored,
+        end.inserts,
         end.rejected,
         end.flagged,
         if end.dropped > 0 {

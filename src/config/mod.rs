@@ -447,6 +447,28 @@ pub struct SpillConfig {
     pub spill_bytes_max: u64,
     /// Size of one segment file, in bytes; a segment is trimmed once all of it is replayed.
     pub segment_bytes: u64,
+    /// Which blocks go through the journal: only those ClickHouse cannot take now, or
+    /// every block before its acknowledgement (journal-first).
+    pub mode: SpillMode,
+    /// Journal-first only: how long the oldest journaled block waits before the
+    /// journal's blocks go to ClickHouse in one INSERT per table, in ms. ClickHouse pays
+    /// per part (one per INSERT and view), so about one INSERT a second per table.
+    pub insert_interval_ms: u64,
+}
+
+/// When a block enters the spill journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpillMode {
+    /// Only when ClickHouse is away, refuses, or the writer falls behind: a block is
+    /// acknowledged once INSERTed (or spilled). Receive-to-durable includes the INSERT.
+    #[default]
+    Overflow,
+    /// Journal-first: every sealed block is appended and synced (group commit) and
+    /// acknowledged then; an inserter thread per writer sends the journal to ClickHouse
+    /// in large INSERTs. Receive-to-durable is the seal plus one fdatasync, whatever
+    /// ClickHouse does; the disk takes every byte twice (journal, then ClickHouse).
+    Always,
 }
 
 impl Default for SpillConfig {
@@ -455,6 +477,8 @@ impl Default for SpillConfig {
             dir: ".run/spill".to_owned(),
             spill_bytes_max: 1 << 30,
             segment_bytes: 64 << 20,
+            mode: SpillMode::Overflow,
+            insert_interval_ms: 1000,
         }
     }
 }

@@ -727,3 +727,29 @@ fn online_core_list_is_read() {
     assert_eq!(layer::highest_listed_core(""), None);
     assert!(host_cores() >= 1);
 }
+
+#[test]
+fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
+    let config = load(
+        "",
+        &[],
+        &["spill.mode=always", "spill.insert_interval_ms=250"],
+    )
+    .unwrap();
+    assert_eq!(config.spill.mode, SpillMode::Always);
+    assert_eq!(config.spill.insert_interval_ms, 250);
+    assert_eq!(load("", &[], &[]).unwrap().spill.mode, SpillMode::Overflow);
+    let error = refused("", &[], &["spill.mode=sometimes"]);
+    let text = error.to_string();
+    assert!(
+        text.contains("spill.mode") && text.contains("`always`"),
+        "names the key and what it takes: {text}"
+    );
+    for bad in [
+        "spill.insert_interval_ms=0",
+        "spill.insert_interval_ms=600000",
+    ] {
+        let text = refused("", &[], &[bad]).to_string();
+        assert!(text.contains("spill.insert_interval_ms"), "{bad}: {text}");
+    }
+}

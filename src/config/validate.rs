@@ -37,6 +37,10 @@ pub const PARK_TIMEOUT_US_MAX: u64 = 1_000_000;
 /// Most spins or yields of a hybrid wait before it moves to its next step.
 pub const WAIT_STEPS_MAX: u32 = 1_000_000;
 
+/// Longest journal-first insert interval: a minute of blocks waits in the journal at
+/// most (the spill must hold them: `spill_bytes_max`).
+pub const INSERT_INTERVAL_MS_MAX: u64 = 60_000;
+
 /// Shorthand for an [`ConfigError::Invalid`] about `key`.
 fn invalid(key: &str, message: String) -> ConfigError {
     ConfigError::Invalid {
@@ -436,6 +440,12 @@ impl Config {
             "bytes",
         )?;
         bounded("spill.segment_bytes", s.segment_bytes, u64::MAX, "bytes")?;
+        bounded(
+            "spill.insert_interval_ms",
+            s.insert_interval_ms,
+            INSERT_INTERVAL_MS_MAX,
+            "ms",
+        )?;
         if s.segment_bytes > s.spill_bytes_max {
             return Err(invalid(
                 "spill.segment_bytes",

@@ -828,6 +828,26 @@ impl Journal {
             .collect()
     }
 
+    /// Records not marked replayed with their headers, oldest first, without
+    /// allocating: what the journal-first inserter looks through every few ms.
+    pub fn pending_headers(&self) -> impl Iterator<Item = (RecordPos, &RecordHeader)> + '_ {
+        self.segments.iter().flat_map(|segment| {
+            segment
+                .records
+                .iter()
+                .filter(|r| r.state != STATE_REPLAYED)
+                .map(move |r| {
+                    (
+                        RecordPos {
+                            segment_seq: segment.seq,
+                            offset: r.offset as u64,
+                        },
+                        &r.header,
+                    )
+                })
+        })
+    }
+
     /// The record at `pos`, its CRCs checked again and its header compared with the one
     /// seen at open or append.
     pub fn read(&self, pos: RecordPos) -> Result<Record<'_>, SpillError> {
@@ -873,6 +893,49 @@ impl Journal {
         Ok(())
     }
 
+    /// Marks every record in `positions` replayed, writing the state bytes back with
+    /// one `msync` per segment touched instead of one per record (journal-first marks
+    /// a whole INSERT's records at once); trims segments left with nothing pending.
+    /// The marks are advisory (see the module doc), so an error after some were set
+    /// leaves nothing wrong: the next start finds those blocks stored.
+    pub fn mark_replayed_all(&mut self, positions: &[RecordPos]) -> Result<(), SpillError> {
+        let mut touched: Vec<(usize, usize, usize)> = Vec::new();
+        for &pos in positions {
+            let (segment_index, record_index) = self.locate(pos)?;
+            let segment = &mut self.segments[segment_index];
+            let record = &mut segment.records[record_index];
+            if record.state == STATE_REPLAYED {
+                continue;
+            }
+            let at = record.offset + STATE_OFFSET;
+            segment.map[at] = STATE_REPLAYED;
+            record.state = STATE_REPLAYED;
+            segment.pending -= 1;
+            self.records_pending -= 1;
+            self.bytes_pending -= record.bytes as u64;
+            match touched.iter_mut().find(|(s, _, _)| *s == segment_index) {
+                Some((_, low, high)) => {
+                    *low = (*low).min(at);
+                    *high = (*high).max(at);
+                }
+                None => touched.push((segment_index, at, at)),
+            }
+        }
+        for &(segment_index, low, high) in &touched {
+            let segment = &self.segments[segment_index];
+            segment
+                .map
+                .flush_range(low, high - low + 1)
+                .map_err(|e| io_error("cannot sync the replayed marks in", &segment.path, e))?;
+        }
+        // Highest index first: trimming removes the segment from the list.
+        touched.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
+        for (segment_index, _, _) in touched {
+            self.trim_if_replayed(segment_index);
+        }
+        Ok(())
+    }
+
     /// Deletes segment `index` when it is not the active one, every record in it is
     /// replayed and none is corrupt. A failure to delete is logged and the segment kept.
     fn trim_if_replayed(&mut self, index: usize) {
@@ -912,6 +975,11 @@ impl Journal {
             .binary_search_by_key(&pos.offset, |r| r.offset as u64)
             .map_err(|_| unknown())?;
         Ok((segment_index, record_index))
+    }
+
+    /// The most bytes the segment files may hold.
+    pub fn bytes_max(&self) -> u64 {
+        self.config.bytes_max
     }
 
     /// Bytes of the segment files held (what counts toward `bytes_max`).

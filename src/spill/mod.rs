@@ -22,6 +22,8 @@
 //!   the mapping and the directory lock).
 //! - [`replay`]: pending records into ClickHouse, each at most once.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 pub mod format;
 pub mod journal;
 pub mod replay;
@@ -34,3 +36,17 @@ pub use journal::{
     all_journal_dirs, journal_dirs, writer_dir, Finding, FindingKind, Journal, JournalConfig,
     JournalScan, RecordPos, RecordSummary, ScanReport, SegmentSummary, SpillError, SIGNALS_SUBDIR,
 };
+
+/// A journal shared by its writer (appends, syncs) and, journal-first, its inserter
+/// (reads, marks). Each holds the lock for one batch, never for a message, and never
+/// across a ClickHouse call: the inserter copies the bytes out first.
+pub type SharedJournal = Arc<Mutex<Journal>>;
+
+/// Locks `journal`. A holder that panicked stops the whole process (main's
+/// panic hook), and the journal's own state stays consistent at every step (records
+/// are verified on read; marks are advisory), so a poisoned lock is taken over.
+pub fn lock(journal: &Mutex<Journal>) -> MutexGuard<'_, Journal> {
+    journal
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

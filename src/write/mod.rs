@@ -47,7 +47,7 @@ use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
 use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS};
 use crate::runtime::{crash, Alert, Backoff, Waiter};
-use crate::spill::Journal;
+use crate::spill::SharedJournal;
 
 /// The `insert_deduplication_token` of an INSERT of `blocks` blocks of `table` spanning
 /// sequences `first..=last`: one writer owns a shard's sequences, so no other INSERT
@@ -65,6 +65,7 @@ enum Durable {
     Spill,
 }
 
+pub mod inserter;
 mod spilling;
 
 /// Blocks one seal takes from the pool at most (ticks, signals, rejects).
@@ -184,6 +185,10 @@ pub struct WriterConfig {
     /// Hold sealed blocks up to this long (from their oldest message) to INSERT more
     /// of them at once.
     pub insert_linger: Duration,
+    /// Journal-first (`spill.mode = "always"`): every batch is appended to the journal
+    /// and synced, and counts as durable then; the writer never INSERTs (its inserter
+    /// does, from the journal).
+    pub journal_first: bool,
 }
 
 /// A writer thread's state.
@@ -212,8 +217,9 @@ pub struct Writer {
     spill_histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
     batch: Vec<SealedBlock>,
-    /// This writer's spill journal (`<spill.dir>/writer-<index>`), if any.
-    spill: Option<Journal>,
+    /// This writer's spill journal (`<spill.dir>/writer-<index>`), if any; shared with
+    /// the inserter when journal-first.
+    spill: Option<SharedJournal>,
     /// Set after a failed INSERT: until then ClickHouse counts as away, and batches go
     /// straight to the spill (when it has room) instead of waiting.
     retry_at: Option<Instant>,
@@ -235,7 +241,7 @@ impl Writer {
         stats: Arc<WriterStats>,
         waiter: Waiter,
         alert: Arc<Alert>,
-        spill: Option<Journal>,
+        spill: Option<SharedJournal>,
     ) -> Writer {
         let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
         let client = Client::new(
@@ -318,7 +324,7 @@ impl Writer {
         let Ok(first) = input.sealed.peek() else {
             return false;
         };
-        if self.config.insert_linger.is_zero() || draining {
+        if self.config.insert_linger.is_zero() || self.config.journal_first || draining {
             return true;
         }
         let queued = input.sealed.slots();
@@ -357,6 +363,9 @@ impl Writer {
     /// durability and returns the buffers. `Err(blocks)` when the drain deadline passed
     /// first.
     fn insert_batch(&mut self, index: usize) -> Result<(), usize> {
+        if self.config.journal_first {
+            return self.journal_batch(index);
+        }
         let table = self.tables.get(self.batch[0].table).clone();
         let started = Instant::now();
         // Blocks known stored (by an attempt cut mid-way): never sent again.
@@ -409,6 +418,25 @@ impl Writer {
         );
         self.after_commit(index, Durable::ClickHouse);
         Ok(())
+    }
+
+    /// Journal-first: the batch into the journal, one sync, durable then. A refusing
+    /// journal (full: ClickHouse is behind; failing) holds the batch with backoff, so
+    /// back-pressure stops intake. `Err(blocks)` when the drain deadline passed first.
+    fn journal_batch(&mut self, index: usize) -> Result<(), usize> {
+        let none_stored = [false; BLOCKS_PER_INSERT_MAX];
+        // Bound: each pass ends in a sync, a deadline, or a backoff sleep.
+        loop {
+            if self.spill_batch(&none_stored) {
+                crash::reached(crash::Point::SpillSynced);
+                self.backoff.reset();
+                self.after_commit(index, Durable::Spill);
+                return Ok(());
+            }
+            if !self.alert.sleep(self.backoff.next_delay(), false) {
+                return Err(self.give_up());
+            }
+        }
     }
 
     /// One INSERT of the batch's blocks not marked stored (none left: nothing to send).
@@ -484,11 +512,7 @@ impl Writer {
             "ClickHouse refused the blocks (not retriable); holding them unacknowledged: fix the schema and restart");
         // Bound: a drain request (nothing will change the answer before it). Nothing
         // past the held blocks is acknowledged.
-        while !self.alert.sleep(Duration::from_secs(1), true) {
-            if self.alert.stopping() {
-                break;
-            }
-        }
+        while self.alert.sleep(Duration::from_secs(1), true) {}
         Err(self.give_up())
     }
 

@@ -74,9 +74,10 @@ impl Writer {
     /// failing): the caller holds the batch. Records appended before a refusal are
     /// harmless: replay finds their blocks stored once the batch is INSERTed.
     pub(super) fn spill_batch(&mut self, stored: &[bool]) -> bool {
-        let Some(journal) = self.spill.as_mut() else {
+        let Some(shared) = self.spill.as_ref() else {
             return false;
         };
+        let mut journal = crate::spill::lock(shared);
         let hash = |table: Table| schema_hash(&self.tables.get(table).header);
         let mut outcome: Result<(), SpillError> = Ok(());
         for (block, &done) in self.batch.iter().zip(stored) {
@@ -115,12 +116,17 @@ impl Writer {
     /// compression, when ClickHouse is not away and no drain runs. True when it did
     /// something.
     pub(super) fn replay_step(&mut self) -> bool {
-        if self.replay_blocked || self.clickhouse_away() || self.alert.stopping() {
+        if self.config.journal_first
+            || self.replay_blocked
+            || self.clickhouse_away()
+            || self.alert.stopping()
+        {
             return false;
         }
-        let Some(journal) = self.spill.as_mut() else {
+        let Some(shared) = self.spill.clone() else {
             return false;
         };
+        let mut journal = crate::spill::lock(&shared);
         if journal.records_pending() <= self.replay_unreplayable {
             return false;
         }

@@ -198,6 +198,58 @@ fn mark_replayed_survives_reopen_and_trims_segments() {
 }
 
 #[test]
+fn marking_many_at_once_survives_reopen_trims_and_pending_headers_follow() {
+    let tmp = TempDir::new("replayed-all");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    // Two records a segment: 6 records in 3 segments.
+    let positions = fill(&mut journal, 6, 1500);
+    let files = segment_files(&config.dir);
+    let listed: Vec<(RecordPos, RecordHeader)> =
+        journal.pending_headers().map(|(p, h)| (p, *h)).collect();
+    let expected: Vec<(RecordPos, RecordHeader)> = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, header(i as u64)))
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "every pending record, oldest first, with its header"
+    );
+    // Records of segments 1 and 2, out of order, one of them twice.
+    let marked = [
+        positions[3],
+        positions[0],
+        positions[2],
+        positions[1],
+        positions[3],
+    ];
+    journal.mark_replayed_all(&marked).unwrap();
+    assert!(
+        !files[0].exists() && !files[1].exists(),
+        "replayed segments are trimmed"
+    );
+    assert!(files[2].exists(), "the active segment stays");
+    let pending: Vec<RecordPos> = journal.pending_headers().map(|(p, _)| p).collect();
+    assert_eq!(pending, positions[4..].to_vec());
+    assert_eq!(journal.records_pending(), 2);
+    drop(journal);
+    let (journal, report) = Journal::open(&config).unwrap();
+    assert_eq!(report.pending, 2, "the marks reached the files");
+    assert_eq!(journal.pending(), positions[4..].to_vec());
+    // An unknown position is an error, not a panic.
+    let mut journal = journal;
+    let unknown = RecordPos {
+        segment_seq: 99,
+        offset: 64,
+    };
+    assert!(matches!(
+        journal.mark_replayed_all(&[unknown]),
+        Err(SpillError::UnknownRecord { .. })
+    ));
+}
+
+#[test]
 fn append_refuses_past_bytes_max_and_writes_nothing() {
     let tmp = TempDir::new("full");
     let config = config(&tmp.0, 2 * SEGMENT_BYTES);

@@ -1,0 +1,404 @@
+//! Journal-first inserts (`spill.mode = "always"`): the writer appends every sealed
+//! block to its journal and acknowledges it once synced; this thread sends the journal
+//! on to ClickHouse in large INSERTs, so receive-to-durable is one fdatasync whatever
+//! ClickHouse does, and ClickHouse gets about one part per table per interval instead
+//! of one per sealed block.
+//!
+//! ```text
+//!   writer w ──append, fdatasync (group commit)──► journal writer-<w> ──► marks (acks)
+//!                                                       │ lock: oldest pending records
+//!                                                       ▼ of one table, copied out
+//!   inserter w ── one INSERT (no lock held) ──► ClickHouse ──► mark_replayed_all (lock)
+//! ```
+//!
+//! When: the oldest pending record has waited `spill.insert_interval_ms`, or a quarter
+//! of the journal's room is pending (so the writer never meets a full journal while
+//! ClickHouse keeps up), or the appliance is draining. What: every pending record of
+//! the oldest one's table (and compression and schema), in order, up to
+//! [`RECORDS_PER_INSERT_MAX`] records or [`INSERT_BYTES_MAX`] bytes.
+//!
+//! Exactly once: only this thread marks this journal's records, and only after their
+//! INSERT committed. An INSERT whose outcome is unknown (a cut connection, a timeout)
+//! is followed by a look at which records' last sequences ClickHouse holds (as the
+//! writer does, `spill::replay::stored_last_seqs`); those are marked, the rest sent.
+//! A crash between commit and mark leaves the records pending; the replay at the next
+//! start finds them stored. A permanent error (schema) stops this thread's INSERTs:
+//! the blocks are safe in the journal, health shows the server's message, and the
+//! journal fills until back-pressure stops intake; a restart with the schema fixed
+//! replays them.
+//!
+//! Shutdown: when the writer has finished (or a drain is asked for) the inserter sends
+//! what is pending until the journal is empty or the drain deadline passes; what is
+//! left stays in the journal, durable and acknowledged, for the next start.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::native::{Client, Connection, Error, Options};
+use crate::runtime::clock::now_ms;
+use crate::runtime::{crash, Alert, Backoff};
+use crate::spill::replay::{stored_last_seqs, Target};
+use crate::spill::{self, RecordPos, RecordTable, SharedJournal};
+
+use super::{dedup_token, Tables, WriterStats};
+
+/// Most records one INSERT carries.
+pub const RECORDS_PER_INSERT_MAX: usize = 1024;
+/// Most payload bytes one INSERT carries (ClickHouse squashes the blocks into parts of
+/// up to a million rows; 256 MiB is ~900k ticks uncompressed).
+pub const INSERT_BYTES_MAX: usize = 256 << 20;
+/// How often an idle inserter looks at the journal.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Inserter settings.
+#[derive(Clone, Debug)]
+pub struct InserterConfig {
+    /// The writer's index (the journal `writer-<index>`), for the thread name and logs.
+    pub index: usize,
+    /// The oldest pending record waits at most this long.
+    pub interval: Duration,
+    /// Pending bytes that make an INSERT due at once.
+    pub flush_bytes: u64,
+    /// ClickHouse connection (its compression is the writer's, so the records' too).
+    pub options: Options,
+    /// Retry pacing.
+    pub backoff_initial: Duration,
+    /// Retry pacing ceiling.
+    pub backoff_max: Duration,
+    /// Ping an idle connection after this long.
+    pub ping_after: Duration,
+}
+
+/// One INSERT being assembled: records of one table, copied out of the journal.
+#[derive(Default)]
+struct Batch {
+    target: Option<(Target, bool)>,
+    positions: Vec<RecordPos>,
+    seq_first: Vec<u64>,
+    seq_last: Vec<u64>,
+    rows: Vec<u32>,
+    /// One buffer per record, reused across INSERTs (capacity kept).
+    payloads: Vec<Vec<u8>>,
+    /// Records marked stored by the check after a failure: not sent again.
+    stored: Vec<bool>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.target = None;
+        self.positions.clear();
+        self.seq_first.clear();
+        self.seq_last.clear();
+        self.rows.clear();
+        self.stored.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.positions.len()
+    }
+}
+
+/// The inserter thread of one journal-first writer.
+pub struct Inserter {
+    config: InserterConfig,
+    client: Client,
+    backoff: Backoff,
+    journal: SharedJournal,
+    targets: Vec<(Target, bool)>,
+    stats: Arc<WriterStats>,
+    alert: Arc<Alert>,
+    writer_done: Arc<AtomicBool>,
+    batch: Batch,
+    /// Set after an INSERT failed: its outcome is unknown until ClickHouse is asked.
+    uncertain: bool,
+}
+
+impl Inserter {
+    /// An inserter over `journal`, with a ClickHouse connection of its own (one attempt
+    /// per call: the inserter paces its retries); connects lazily.
+    pub fn new(
+        config: InserterConfig,
+        journal: SharedJournal,
+        tables: &Tables,
+        stats: Arc<WriterStats>,
+        alert: Arc<Alert>,
+        writer_done: Arc<AtomicBool>,
+    ) -> Inserter {
+        let targets = [&tables.ticks, &tables.signals, &tables.rejects]
+            .into_iter()
+            .zip(tables.targets())
+            .map(|(insert, target)| (target, insert.dedup_token))
+            .collect();
+        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+        let client = Client::new(
+            config.options.clone(),
+            backoff.clone(),
+            config.ping_after,
+            1,
+        );
+        Inserter {
+            config,
+            client,
+            backoff,
+            journal,
+            targets,
+            stats,
+            alert,
+            writer_done,
+            batch: Batch::default(),
+            uncertain: false,
+        }
+    }
+
+    /// Runs until the writer has finished and the journal is empty, or the drain
+    /// deadline passes. Returns the records left pending (durable in the journal).
+    pub fn run(mut self) -> u64 {
+        loop {
+            let done = self.writer_done.load(Ordering::Acquire);
+            let force = done || self.alert.stopping();
+            if !self.take_due(force) {
+                let pending = self.usable_pending();
+                if done && pending == 0 {
+                    return 0;
+                }
+                if self.alert.expired() {
+                    return self.left(pending);
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+            match self.insert() {
+                Ok(()) => self.after_commit(),
+                Err(error) if error.is_retriable() => {
+                    self.after_failure(&error);
+                    let delay = self.backoff.next_delay();
+                    if !self.alert.sleep(delay, false) {
+                        let pending = self.usable_pending();
+                        return self.left(pending);
+                    }
+                }
+                Err(error) => return self.hold_refused(&error),
+            }
+        }
+    }
+
+    fn left(&self, pending: u64) -> u64 {
+        if pending > 0 {
+            tracing::warn!(
+                writer = self.config.index,
+                records = pending,
+                "Drain deadline passed; journaled blocks not yet in ClickHouse stay in the spill for the next start"
+            );
+        }
+        pending
+    }
+
+    fn target_of(&self, table: RecordTable, schema_hash: u64) -> Option<&(Target, bool)> {
+        self.targets
+            .iter()
+            .find(|(t, _)| t.table == table && t.schema_hash == schema_hash)
+    }
+
+    /// Pending records this inserter can send (not another schema or compression).
+    fn usable_pending(&self) -> u64 {
+        let journal = spill::lock(&self.journal);
+        journal
+            .pending_headers()
+            .filter(|(_, h)| {
+                h.lz4 == self.config.options.compression.is_some()
+                    && self.target_of(h.table, h.schema_hash).is_some()
+            })
+            .count() as u64
+    }
+
+    /// Fills the batch when an INSERT is due (see the module doc). Records left from
+    /// an earlier failed attempt are kept as they are.
+    fn take_due(&mut self, force: bool) -> bool {
+        if self.batch.len() > 0 {
+            return true;
+        }
+        let journal = spill::lock(&self.journal);
+        let lz4 = self.config.options.compression.is_some();
+        let mut first = None;
+        for (_, header) in journal.pending_headers() {
+            if header.lz4 != lz4 {
+                continue;
+            }
+            if let Some(target) = self.target_of(header.table, header.schema_hash) {
+                first = Some((target.clone(), header.received_min_ms));
+                break;
+            }
+        }
+        let Some((target, received_min_ms)) = first else {
+            return false;
+        };
+        let waited = now_ms() - received_min_ms >= self.config.interval.as_millis() as i64;
+        if !(force || waited || journal.bytes_pending() >= self.config.flush_bytes) {
+            return false;
+        }
+        let (table, hash) = (target.0.table, target.0.schema_hash);
+        let batch = &mut self.batch;
+        batch.clear();
+        let mut bytes = 0usize;
+        for (pos, header) in journal.pending_headers() {
+            if header.table != table || header.schema_hash != hash || header.lz4 != lz4 {
+                continue;
+            }
+            let Ok(record) = journal.read(pos) else {
+                // Damaged since it was written: the next start's scan counts it and the
+                // records around it are replayed; here it is only skipped.
+                continue;
+            };
+            if batch.len() > 0
+                && (batch.len() >= RECORDS_PER_INSERT_MAX
+                    || bytes + record.payload.len() > INSERT_BYTES_MAX)
+            {
+                break;
+            }
+            let slot = batch.len();
+            if batch.payloads.len() == slot {
+                batch.payloads.push(Vec::new());
+            }
+            let buffer = &mut batch.payloads[slot];
+            buffer.clear();
+            buffer.extend_from_slice(record.payload);
+            bytes += record.payload.len();
+            batch.positions.push(pos);
+            batch.seq_first.push(header.seq_first);
+            batch.seq_last.push(header.seq_last);
+            batch.rows.push(header.rows);
+            batch.stored.push(false);
+        }
+        if batch.len() == 0 {
+            return false;
+        }
+        batch.target = Some(target);
+        true
+    }
+
+    /// One INSERT of the batch's records not known stored (after a failure, first asks
+    /// ClickHouse which are).
+    fn insert(&mut self) -> Result<(), Error> {
+        let Some((target, dedup)) = self.batch.target.clone() else {
+            return Ok(());
+        };
+        if self.uncertain {
+            self.find_stored(&target)?;
+        }
+        let batch = &self.batch;
+        let packets: Vec<&[u8]> = (0..batch.len())
+            .filter(|&i| !batch.stored[i])
+            .map(|i| batch.payloads[i].as_slice())
+            .collect();
+        if packets.is_empty() {
+            return Ok(());
+        }
+        if !dedup {
+            return self.client.run(|conn: &mut Connection| {
+                conn.insert_encoded(&target.sql, &target.header, &packets)
+            });
+        }
+        let sent: Vec<usize> = (0..batch.len()).filter(|&i| !batch.stored[i]).collect();
+        let first = sent.first().map_or(0, |&i| batch.seq_first[i]);
+        let last = sent.last().map_or(0, |&i| batch.seq_last[i]);
+        let token = dedup_token(target.table.name(), first, last, packets.len());
+        let settings = [("insert_deduplication_token", token.as_str())];
+        self.client.run(|conn: &mut Connection| {
+            conn.insert_encoded_with(&target.sql, &target.header, &packets, &settings)
+        })
+    }
+
+    /// Marks the batch's records whose last sequence ClickHouse already holds.
+    fn find_stored(&mut self, target: &Target) -> Result<(), Error> {
+        let found = self.client.run(|conn: &mut Connection| {
+            stored_last_seqs(conn, target.table.name(), &self.batch.seq_last)
+        })?;
+        let mut skipped = 0u64;
+        for (i, done) in self.batch.stored.iter_mut().enumerate() {
+            if !*done && found.contains(&self.batch.seq_last[i]) {
+                *done = true;
+                skipped += 1;
+            }
+        }
+        self.uncertain = false;
+        if skipped > 0 {
+            self.stats
+                .resend_skipped_total
+                .fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(
+                writer = self.config.index,
+                table = target.table.name(),
+                records = skipped,
+                "Journaled blocks of a cut INSERT are already stored; sending only the rest"
+            );
+        }
+        Ok(())
+    }
+
+    fn after_commit(&mut self) {
+        crash::reached(crash::Point::InsertCommitted);
+        self.uncertain = false;
+        self.backoff.reset();
+        let batch = &self.batch;
+        let (mut rows, mut sent) = (0u64, 0u64);
+        let mut blocks = 0u64;
+        for i in (0..batch.len()).filter(|&i| !batch.stored[i]) {
+            rows += u64::from(batch.rows[i]);
+            sent += batch.payloads[i].len() as u64;
+            blocks += 1;
+        }
+        let s = &self.stats;
+        s.degraded.store(0, Ordering::Relaxed);
+        s.rows_total.fetch_add(rows, Ordering::Relaxed);
+        s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
+        if blocks > 0 {
+            s.inserts_total.fetch_add(1, Ordering::Relaxed);
+        }
+        s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
+        let mut journal = spill::lock(&self.journal);
+        if let Err(error) = journal.mark_replayed_all(&self.batch.positions) {
+            // Advisory marks: the records stay pending, and the look before the next
+            // INSERT of them finds them stored.
+            tracing::error!(writer = self.config.index, %error,
+                "Cannot mark journaled blocks as inserted; they are checked against ClickHouse before any resend");
+            self.uncertain = true;
+        }
+        s.spill_pending_bytes
+            .store(journal.bytes_pending(), Ordering::Relaxed);
+        drop(journal);
+        if !self.uncertain {
+            self.batch.clear();
+        }
+    }
+
+    fn after_failure(&mut self, error: &Error) {
+        self.uncertain = true;
+        let s = &self.stats;
+        s.errors_total.fetch_add(1, Ordering::Relaxed);
+        s.degraded.store(1, Ordering::Relaxed);
+        if let Ok(mut text) = s.last_error.lock() {
+            text.clear();
+            text.push_str(&error.to_string());
+        }
+        tracing::warn!(writer = self.config.index, error = %error, attempt = self.backoff.attempts() + 1,
+            "INSERT from the journal failed; the blocks stay journaled, retrying");
+    }
+
+    /// A permanent error: the records stay in the journal; nothing is retried until a
+    /// restart (the schema fixed) replays them.
+    fn hold_refused(&mut self, error: &Error) -> u64 {
+        let s = &self.stats;
+        s.errors_total.fetch_add(1, Ordering::Relaxed);
+        s.refused.store(1, Ordering::Relaxed);
+        if let Ok(mut text) = s.last_error.lock() {
+            text.clear();
+            text.push_str(&error.to_string());
+        }
+        tracing::error!(writer = self.config.index, error = %error, records = self.batch.len(),
+            "ClickHouse refused journaled blocks (not retriable); they stay in the spill: fix the schema and restart");
+        // Bound: a drain request (nothing will change the answer before it).
+        while self.alert.sleep(Duration::from_millis(200), true) {}
+        self.usable_pending()
+    }
+}

@@ -1,0 +1,171 @@
+//! Journal-first (`spill.mode = "always"`) on the real servers: every block is synced
+//! into the spill journal and acknowledged then, and the inserter sends the journal to
+//! ClickHouse in large INSERTs. What it must never do, tried here:
+//!
+//! - store a tick twice or lose one when killed after an INSERT from the journal
+//!   committed and before its records were marked, or after a journal sync and before
+//!   the ack;
+//! - stop acknowledging (and so stop intake) while ClickHouse is away: the journal is
+//!   the durable point, so acks go on, and everything reaches ClickHouse once it is back;
+//! - leave the journal non-empty after a clean drain with ClickHouse up.
+//!
+//! "Stored once" is checked as a set: count = distinct = highest = published, lowest 1.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::e2e::*;
+use common::proxy::Proxy;
+
+/// Journal-first, small blocks, INSERTs from the journal every 200 ms (several per run).
+const JOURNAL_FIRST: [&str; 6] = [
+    "--set",
+    "spill.mode=always",
+    "--set",
+    "spill.insert_interval_ms=200",
+    "--set",
+    "ingest.block_rows_max=2048",
+];
+
+#[test]
+fn journal_first_stores_every_tick_once_and_empties_the_journal() {
+    const TICKS: u64 = 50_000;
+    let (db, mut conn) = tables("jfok");
+    let nats = Nats::new("jfok");
+    feed(&db, &nats, &["--count", "50000", "--format", "kite"]);
+    let run = start_run(&db, &nats, &JOURNAL_FIRST);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("journal-first: 50000 rows journaled")
+            && summary.contains("0 bytes still in the journal"),
+        "every row went through the journal, and the journal was emptied: {summary}"
+    );
+    consumer_settled(&nats, TICKS);
+    // Few large INSERTs, not one per block: 50,000 rows in 2,048-row blocks are 25
+    // blocks; the inserter sends them in far fewer statements.
+    let parts: u64 = conn
+        .query(&format!(
+            "SELECT count() FROM system.parts WHERE database = '{}' AND table = 'market_ticks' \
+             AND level = 0",
+            db.name
+        ))
+        .unwrap()
+        .scalar()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(u64::MAX);
+    assert!(parts < 25, "{parts} level-0 parts for 25 blocks: {summary}");
+}
+
+#[test]
+fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is_back() {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables("jfdown");
+    let nats = Nats::new("jfdown");
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend(["--set", &port]);
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, 1, Duration::from_secs(60));
+    proxy.down();
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
+    feeder_done(feed);
+    // ClickHouse is unreachable, yet every tick is acknowledged: the journal holds them.
+    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    let (count, ..) = stored(&mut conn);
+    assert!(
+        count < TICKS,
+        "ClickHouse was away while they were acknowledged ({count} stored)"
+    );
+    proxy.up();
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+/// Runs with `ALPHAPT_CRASH_AT=<point>` until the process kills itself.
+fn run_until_crash(mut running: Running) -> String {
+    let child = running.0.take().expect("running");
+    let (status, text) = wait_exit(child, Duration::from_secs(120), "reach its crash point");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}: {text}");
+    assert!(text.contains("ALPHAPT_CRASH_AT reached"), "{text}");
+    text
+}
+
+/// `key=N` in a log line (ANSI colours stripped), the largest N found.
+fn logged(text: &str, key: &str) -> u64 {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // An SGR sequence: ESC [ ... m.
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let needle = format!("{key}=");
+    plain
+        .match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let digits: String = plain[at + needle.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Crash at `point` in journal-first mode, then restart: every tick stored once.
+/// Returns the restart's output.
+fn crash_then_restart(tag: &str, point: &str) -> String {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables(tag);
+    let nats = Nats::new(tag);
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let run = start_run_env(&db, &nats, &JOURNAL_FIRST, &[("ALPHAPT_CRASH_AT", point)]);
+    // Two seconds of feed: about ten INSERTs from the journal, so the point lands
+    // mid-stream.
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
+    let text = run_until_crash(run);
+    feeder_done(feed);
+    std::thread::sleep(Duration::from_millis(500));
+    let after_crash = stored(&mut conn);
+    assert_eq!(after_crash.0, after_crash.1, "nothing doubled by the crash");
+    assert!(after_crash.0 < TICKS, "the crash landed mid-stream: {text}");
+    // At info, the start's replay report is in the output.
+    let run = start_run_env(&db, &nats, &JOURNAL_FIRST, &[("RUST_LOG", "info")]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    consumer_settled(&nats, TICKS);
+    summary
+}
+
+#[test]
+fn journal_first_crash_after_an_insert_commits_and_before_its_mark_stores_nothing_twice() {
+    // The inserter's third INSERT commits, then the process dies before marking its
+    // records: the restart's replay must find them stored, not send them again.
+    let restart = crash_then_restart("jfcommit", "insert_committed:3");
+    assert!(
+        logged(&restart, "already_stored") > 0,
+        "the restart found the committed, unmarked records stored: {restart}"
+    );
+}
+
+#[test]
+fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
+    crash_then_restart("jfsync", "spill_synced:3");
+}
