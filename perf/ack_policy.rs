@@ -157,6 +157,7 @@ fn create_consumer(js: &JetStream, control: &mut NatsConn, variant: Variant, dur
             filter_subject: "",
             ack_wait: Duration::from_secs(60),
             max_ack_pending: 1_000_000,
+            ack_none: false,
         };
         js.ensure_consumer(control, &spec).expect("AckAll consumer");
     } else {

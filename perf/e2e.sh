@@ -16,7 +16,9 @@
 #      (65536), FETCH (nats.fetch_batch_max, 1000), LINGER_MS (ingest.insert_linger_ms, 1000), RING_SLOTS (65536),
 #      FLUSH_MS (1000), RATE (0: publish everything first, then consume flat out;
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
-#      receive-to-durable percentiles are those of a steady load).
+#      receive-to-durable percentiles are those of a steady load), EXTRA (more
+#      `key=value` settings, space-separated, e.g. "nats.ack_policy=none spill.mode=always"),
+#      BIN (another build, for an A/B against an earlier commit).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-1000000}
@@ -26,13 +28,16 @@ SHARDS=${SHARDS:-1}
 FLUSH_MS=${FLUSH_MS:-1000}
 RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
-cargo build --release -q
-BIN=target/release/alphapt-storage
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -q
+    BIN=target/release/alphapt-storage
+fi
 DB=alphapt_perf
 SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
       --set nats.durable=perf --set "clickhouse.compression=$COMPRESSION" --set "ingest.shards=$SHARDS"
       --set "ingest.writers=$SHARDS" --set "ingest.flush_interval_ms=$FLUSH_MS" --set "ingest.block_rows_max=${BLOCK_ROWS:-65536}"
       --set "nats.fetch_batch_max=${FETCH:-1000}" --set "ingest.insert_linger_ms=${LINGER_MS:-1000}" --set "ingest.ring_slots=${RING_SLOTS:-65536}" --set nats.stream_signals=PERF_SIGNALS --set 'nats.subject_signals=perf.signals.>')
+for kv in ${EXTRA:-}; do SETS+=(--set "$kv"); done
 # CPU seconds (user + system) a process has used so far, from /proc.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 server_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
@@ -108,7 +113,7 @@ latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
 printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
     "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency" >> perf/records/e2e.tsv
+    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
 ch --query "DROP DATABASE IF EXISTS $DB"
 ch --query "DROP DATABASE IF EXISTS ${DB}_ref"
 rm -f .run/perf/rows.native

@@ -45,6 +45,7 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
         filter_subject: "",
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
+        ack_none: false,
     };
     js.ensure_consumer(&mut conn, &spec).expect("consumer");
     let inbox = conn.new_inbox("bare");
@@ -112,6 +113,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         fetch_batch_max: 1000,
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
+        ack_none: false,
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         count: None,

@@ -356,6 +356,7 @@ impl App {
                     fetch_batch_max: config.nats.fetch_batch_max,
                     ack_wait: Duration::from_millis(config.nats.ack_wait_ms),
                     max_ack_pending: pipeline::max_ack_pending(config),
+                    ack_none: config.nats.ack_policy == crate::config::AckPolicy::None,
                     connect_timeout: Duration::from_millis(
                         config.clickhouse.connect_timeout_ms.max(2_000),
                     ),

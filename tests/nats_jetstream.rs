@@ -153,6 +153,7 @@ fn provisioning_is_idempotent_and_the_ack_window_is_what_we_set() {
         filter_subject: &filter,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 65_536 * 3,
+        ack_none: false,
     };
     let (info, outcome) = js.ensure_consumer(&mut conn, &spec).unwrap();
     assert_eq!(outcome, ConsumerOutcome::Created);
@@ -216,6 +217,7 @@ fn feed_then_pull_consume_sees_every_sequence_once_and_ack_all_clears_it() {
         filter_subject: &filter,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 25_000,
+        ack_none: false,
     };
     js.ensure_consumer(&mut conn, &spec).unwrap();
     let started = Instant::now();
@@ -276,6 +278,7 @@ fn unacknowledged_window_is_redelivered_after_reconnect() {
         filter_subject: &filter,
         ack_wait: Duration::from_secs(3),
         max_ack_pending: 100,
+        ack_none: false,
     };
     let js = JetStream::new(TIMEOUT);
     js.ensure_consumer(&mut conn, &spec).unwrap();

@@ -753,3 +753,15 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
         assert!(text.contains("spill.insert_interval_ms"), "{bad}: {text}");
     }
 }
+
+#[test]
+fn ack_policy_loads_and_a_bad_one_is_refused() {
+    let config = load("", &[], &["nats.ack_policy=none"]).unwrap();
+    assert_eq!(config.nats.ack_policy, AckPolicy::None);
+    assert_eq!(load("", &[], &[]).unwrap().nats.ack_policy, AckPolicy::All);
+    let text = refused("[nats]\nack_policy = \"explicit\"\n", &[], &[]).to_string();
+    assert!(
+        text.contains("nats.ack_policy") && text.contains("`none`"),
+        "names the key and what it takes: {text}"
+    );
+}

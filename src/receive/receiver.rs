@@ -20,6 +20,11 @@
 //! fixed ring, and acks the newest remembered one at or below the watermark. Must
 //! never: parse payloads, ack what is not durable, drop a JetStream message.
 //!
+//! AckNone (`nats.ack_policy = "none"`): no ack is ever sent and no reply subject kept;
+//! the watermark is still followed (it is this run's durable point for a reconnect and
+//! the drain), the pull window is the same, and at start the whole store, not an ack
+//! floor, decides the position. Only on limits-retention streams.
+//!
 //! Position: at the first session the store decides where delivery resumes
 //! (`durable::stored`: the ack floor, then the stored sequences above it); the consumer
 //! is deleted and created at that point unless it already sits exactly there with our
@@ -100,8 +105,11 @@ pub struct ReceiverConfig {
     pub fetch_batch_max: u32,
     /// Redelivery delay of unacked messages.
     pub ack_wait: Duration,
-    /// Most unacked messages in flight.
+    /// Most unacked messages in flight (AckNone: most messages between receive and
+    /// durable, kept by the pull sizes alone).
     pub max_ack_pending: u32,
+    /// AckNone: nothing is acknowledged; the resume point comes from the whole store.
+    pub ack_none: bool,
     /// Connect and JetStream API timeout.
     pub connect_timeout: Duration,
     /// Longest wait for the last acks when draining.
@@ -451,6 +459,12 @@ fn settled_floor(info: &ConsumerInfo) -> u64 {
 /// Whether an existing consumer can be used as it is: our settings, and settled exactly
 /// at the resume point with nothing delivered past it.
 fn consumer_fits(info: &ConsumerInfo, spec: &ConsumerSpec<'_>, position: u64) -> bool {
+    if spec.ack_none {
+        // No ack state: delivered exactly up to the resume point and nothing past it.
+        return info.filter_subject == spec.filter_subject
+            && info.ack_policy == "none"
+            && info.delivered.stream_seq == position;
+    }
     info.filter_subject == spec.filter_subject
         && info.ack_policy == "all"
         && info.ack_wait == spec.ack_wait
@@ -476,7 +490,14 @@ fn start_session(
         filter_subject: "",
         ack_wait: config.ack_wait,
         max_ack_pending: config.max_ack_pending,
+        ack_none: config.ack_none,
     };
+    if config.ack_none && stream.retention != "limits" {
+        return Err(NatsError::AckNoneNeedsLimits {
+            stream: config.stream.clone(),
+            retention: stream.retention.clone(),
+        });
+    }
     let mut existing = js.consumer_info(conn, &config.stream, &config.durable)?;
     let start_seq = match &mut state.position {
         None => {
@@ -484,8 +505,14 @@ fn start_session(
                 existing = ensure_alone(js, conn, config)?;
             }
             // A consumer dies with its stream, so an existing one's ack floor belongs
-            // to this stream, and what we acked is durable.
-            let floor = existing.as_ref().map_or(0, settled_floor);
+            // to this stream, and what we acked is durable. AckNone acknowledges
+            // nothing: its "floor" is only what was delivered, so the whole store
+            // is read instead.
+            let floor = if config.ack_none {
+                0
+            } else {
+                existing.as_ref().map_or(0, settled_floor)
+            };
             let resume = read_resume(js, conn, config, &stream, floor)?;
             state.stream_created_ms = stream.created_ms;
             let start = resume.position + 1;
@@ -600,7 +627,9 @@ fn run_jetstream(
 
     // Ack subjects of an earlier connection may name a consumer since recreated.
     state.marks.clear();
-    state.report.acked = state.report.acked.max(settled_floor(&info));
+    if !config.ack_none {
+        state.report.acked = state.report.acked.max(settled_floor(&info));
+    }
     let JsState {
         report,
         marks,
@@ -680,7 +709,7 @@ fn run_jetstream(
                 tracing::warn!("JetStream delivery without an ack subject; ignored");
                 return;
             };
-            if reply.len() > ACK_SUBJECT_BYTES_MAX {
+            if !config.ack_none && reply.len() > ACK_SUBJECT_BYTES_MAX {
                 failure = Some(NatsError::AckSubjectTooLong {
                     bytes: reply.len(),
                     max: ACK_SUBJECT_BYTES_MAX,
@@ -698,7 +727,9 @@ fn run_jetstream(
                     // it would store it twice. Its ack subject is current, so it may
                     // serve as an ack point (out-of-order points are ignored).
                     router.pass(seq);
-                    marks.note(seq, reply);
+                    if !config.ack_none {
+                        marks.note(seq, reply);
+                    }
                 }
                 Verdict::Reposition => {
                     failure = Some(NatsError::OutOfOrder {
@@ -714,7 +745,9 @@ fn run_jetstream(
                     }
                     position.routed(seq);
                     report.routed += 1;
-                    marks.note(seq, reply);
+                    if !config.ack_none {
+                        marks.note(seq, reply);
+                    }
                 }
             }
         })?;
@@ -730,7 +763,14 @@ fn run_jetstream(
         }
         if last_ack.elapsed() >= ACK_INTERVAL || *input_finished {
             let watermark = router.watermark().min(position.contiguous());
-            if let Some(mark) = marks.take_through(watermark) {
+            if config.ack_none {
+                // Nothing to send: the watermark is kept as this run's durable point
+                // (a reconnect resumes after it; the drain waits for it).
+                if watermark > report.acked {
+                    report.acked = watermark;
+                    router.acked(watermark);
+                }
+            } else if let Some(mark) = marks.take_through(watermark) {
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
                 report.acked = mark.seq;

@@ -117,6 +117,15 @@ pub enum NatsError {
         /// What is wrong with the answer.
         reason: String,
     },
+    /// `nats.ack_policy = none` on a stream that removes messages once delivered or
+    /// acknowledged: nothing would keep what a crash left unstored.
+    #[error("stream {stream} has {retention} retention, but nats.ack_policy = \"none\" needs limits retention: a {retention} stream drops each message once delivered to an AckNone consumer, so a crash before it is stored would lose it; set nats.ack_policy = \"all\", or use a stream with limits retention")]
+    AckNoneNeedsLimits {
+        /// The stream name.
+        stream: String,
+        /// Its retention policy.
+        retention: String,
+    },
     /// An existing stream does not match what we need.
     #[error("stream {stream} exists with subjects {found:?}, not {wanted:?}; delete it (nats stream rm {stream}) or fix nats.subject_ticks")]
     StreamMismatch {

@@ -60,6 +60,8 @@ pub struct StreamInfo {
     pub name: String,
     /// Subjects it captures.
     pub subjects: Vec<String>,
+    /// `limits`, `interest` or `workqueue`: what removes a message.
+    pub retention: String,
     /// Messages stored.
     pub messages: u64,
     /// Bytes stored.
@@ -128,6 +130,20 @@ pub struct ConsumerSpec<'a> {
     pub ack_wait: Duration,
     /// Most unacknowledged messages in flight; must cover rings, open blocks and writer queues.
     pub max_ack_pending: u32,
+    /// `ack_policy: none` (no ack window: `ack_wait` and `max_ack_pending` are not sent,
+    /// the server refuses a max_ack_pending without acks) instead of `all`.
+    pub ack_none: bool,
+}
+
+impl ConsumerSpec<'_> {
+    /// The ack policy as JetStream names it.
+    pub fn ack_policy(&self) -> &'static str {
+        if self.ack_none {
+            "none"
+        } else {
+            "all"
+        }
+    }
 }
 
 /// What `ensure_consumer` did.
@@ -210,6 +226,9 @@ struct StreamConfigWire {
     /// Subjects captured.
     #[serde(default)]
     subjects: Vec<String>,
+    /// `limits`, `interest` or `workqueue`.
+    #[serde(default)]
+    retention: String,
 }
 
 /// The `state` object of a stream answer.
@@ -487,7 +506,7 @@ impl JetStream {
         }
     }
 
-    /// A durable pull consumer with `ack_policy: all`, `deliver_policy: all` and the
+    /// A durable pull consumer with the spec's ack policy, `deliver_policy: all` and the
     /// spec's ack window. An existing one with another ack window is updated in place; one
     /// with another filter or ack policy (or whose update is refused) is recreated.
     pub fn ensure_consumer(
@@ -499,13 +518,15 @@ impl JetStream {
         let outcome = match &existing {
             None => ConsumerOutcome::Created,
             Some(info)
-                if info.filter_subject != spec.filter_subject || info.ack_policy != "all" =>
+                if info.filter_subject != spec.filter_subject
+                    || info.ack_policy != spec.ack_policy() =>
             {
                 ConsumerOutcome::Recreated
             }
             Some(info)
-                if info.ack_wait != spec.ack_wait
-                    || info.max_ack_pending != i64::from(spec.max_ack_pending) =>
+                if !spec.ack_none
+                    && (info.ack_wait != spec.ack_wait
+                        || info.max_ack_pending != i64::from(spec.max_ack_pending)) =>
             {
                 ConsumerOutcome::Updated
             }
@@ -565,12 +586,14 @@ impl JetStream {
         let mut config = serde_json::json!({
             "durable_name": spec.durable,
             "deliver_policy": "all",
-            "ack_policy": "all",
-            "ack_wait": spec.ack_wait.as_nanos() as u64,
-            "max_ack_pending": spec.max_ack_pending,
+            "ack_policy": spec.ack_policy(),
             "max_deliver": -1,
             "replay_policy": "instant",
         });
+        if !spec.ack_none {
+            config["ack_wait"] = (spec.ack_wait.as_nanos() as u64).into();
+            config["max_ack_pending"] = spec.max_ack_pending.into();
+        }
         if !spec.filter_subject.is_empty() {
             config["filter_subject"] = spec.filter_subject.into();
         }
@@ -630,6 +653,7 @@ fn stream_info(info: StreamInfoWire) -> StreamInfo {
     StreamInfo {
         name: info.config.name,
         subjects: info.config.subjects,
+        retention: info.config.retention,
         messages: info.state.messages,
         bytes: info.state.bytes,
         first_seq: info.state.first_seq,

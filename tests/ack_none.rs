@@ -1,0 +1,109 @@
+//! `nats.ack_policy = "none"` on the real servers: nothing is acknowledged, so the store
+//! alone (ClickHouse and the spill journal) decides where delivery resumes. What it must
+//! never do, tried here:
+//!
+//! - store a tick twice or lose one across kill -9 and restarts, including restarts
+//!   that switch the ack policy either way (the consumer is recreated each time);
+//! - run on a stream that drops messages once delivered (work-queue or interest
+//!   retention): refused at start with the reason and the fix.
+//!
+//! "Stored once" is checked as a set: count = distinct = highest = published, lowest 1.
+
+mod common;
+
+use std::time::Duration;
+
+use alphapt_storage::receive::nats::{JetStream, NatsConn};
+use common::e2e::*;
+
+const ACK_NONE: [&str; 4] = [
+    "--set",
+    "nats.ack_policy=none",
+    "--set",
+    "ingest.block_rows_max=4096",
+];
+const ACK_ALL: [&str; 4] = [
+    "--set",
+    "nats.ack_policy=all",
+    "--set",
+    "ingest.block_rows_max=4096",
+];
+
+#[test]
+fn ack_none_stores_every_tick_once_across_kills_and_policy_switches() {
+    const TICKS: u64 = 120_000;
+    let (db, mut conn) = tables("acknone");
+    let nats = Nats::new("acknone");
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let feed = feeder(&db, &nats, TICKS - 1, 40_000, "kite");
+    let mut counts = Vec::new();
+    // none, killed; none again, killed; all (the consumer recreated with acks), killed;
+    // then none to the end: each restart resumes from what is stored.
+    for (round, settings) in [&ACK_NONE, &ACK_NONE, &ACK_ALL].into_iter().enumerate() {
+        let run = start_run(&db, &nats, settings);
+        std::thread::sleep(Duration::from_millis(900));
+        kill(run);
+        let (count, distinct, ..) = stored(&mut conn);
+        assert_eq!(count, distinct, "round {round}: a tick stored twice");
+        counts.push(count);
+    }
+    feeder_done(feed);
+    let run = start_run(&db, &nats, &ACK_NONE);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored(&mut conn),
+        (TICKS, TICKS, 1, TICKS),
+        "stored after each kill: {counts:?}\n{summary}"
+    );
+    assert!(
+        counts.iter().any(|&c| c > 0 && c < TICKS),
+        "a kill landed mid-stream: {counts:?}"
+    );
+    // The consumer is AckNone now: nothing pending on the server.
+    let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    let info = JetStream::new(Duration::from_secs(2))
+        .consumer_info(&mut nc, &nats.stream, &nats.durable)
+        .unwrap()
+        .expect("the durable exists");
+    assert_eq!(info.ack_policy, "none", "{info:?}");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert_eq!(info.delivered.stream_seq, TICKS, "{info:?}");
+}
+
+#[test]
+fn ack_none_refuses_a_work_queue_stream_and_says_why() {
+    let (db, _conn) = tables("acknwq");
+    let nats = Nats::new("acknwq");
+    let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    let create = serde_json::json!({
+        "name": nats.stream,
+        "subjects": [nats.subjects],
+        "retention": "workqueue",
+        "storage": "memory",
+        "num_replicas": 1,
+    });
+    let reply = nc
+        .request(
+            &format!("$JS.API.STREAM.CREATE.{}", nats.stream),
+            create.to_string().as_bytes(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    let answer = String::from_utf8_lossy(&reply.payload).into_owned();
+    assert!(!answer.contains("\"error\""), "{answer}");
+    let run = start_run(&db, &nats, &ACK_NONE);
+    let child = run_child(run);
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "refuse the stream");
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("workqueue retention") && text.contains("nats.ack_policy = \"all\""),
+        "names the retention and the fix: {text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+/// The child of a running appliance, to wait for its exit.
+fn run_child(mut running: Running) -> std::process::Child {
+    running.0.take().expect("running")
+}
