@@ -625,15 +625,12 @@ impl Pipeline {
             }
         }
         // Whatever an inserter has not sent is durable in its journal (and already
-        // acknowledged): one still in a ClickHouse call at the deadline is left behind
-        // without making the drain unclean.
+        // acknowledged; the summary gives the bytes): one still in a ClickHouse call at
+        // the deadline is left behind without making the drain unclean.
         for handle in self.inserters {
             let mut inserter = Joined::default();
-            match join_until(handle, &self.alert, &mut inserter) {
-                Some(left) => joined.journaled_left += left,
-                None if inserter.stuck.is_empty() => joined.panicked.extend(inserter.panicked),
-                None => joined.journaled_left += 1,
-            }
+            join_until(handle, &self.alert, &mut inserter);
+            joined.panicked.extend(inserter.panicked);
         }
         joined
     }
@@ -651,9 +648,6 @@ pub struct Joined {
     pub panicked: Vec<String>,
     /// Threads still running past the deadline, left behind.
     pub stuck: Vec<String>,
-    /// Journal-first: records still in the journal at exit (durable and acknowledged;
-    /// the next start's replay sends them), or 1 when an inserter was left in a call.
-    pub journaled_left: u64,
 }
 
 impl Joined {

@@ -377,10 +377,7 @@ impl Inserter {
         let s = &self.stats;
         s.errors_total.fetch_add(1, Ordering::Relaxed);
         s.degraded.store(1, Ordering::Relaxed);
-        if let Ok(mut text) = s.last_error.lock() {
-            text.clear();
-            text.push_str(&error.to_string());
-        }
+        s.note_error(error);
         tracing::warn!(writer = self.config.index, error = %error, attempt = self.backoff.attempts() + 1,
             "INSERT from the journal failed; the blocks stay journaled, retrying");
     }
@@ -391,10 +388,7 @@ impl Inserter {
         let s = &self.stats;
         s.errors_total.fetch_add(1, Ordering::Relaxed);
         s.refused.store(1, Ordering::Relaxed);
-        if let Ok(mut text) = s.last_error.lock() {
-            text.clear();
-            text.push_str(&error.to_string());
-        }
+        s.note_error(error);
         tracing::error!(writer = self.config.index, error = %error, records = self.batch.len(),
             "ClickHouse refused journaled blocks (not retriable); they stay in the spill: fix the schema and restart");
         // Bound: a drain request (nothing will change the answer before it).

@@ -169,6 +169,16 @@ pub struct WriterStats {
     pub spill_refusing: AtomicU64,
 }
 
+impl WriterStats {
+    /// Keeps `error`'s text for health and the status line (on failure only).
+    pub fn note_error(&self, error: &Error) {
+        if let Ok(mut text) = self.last_error.lock() {
+            text.clear();
+            text.push_str(&error.to_string());
+        }
+    }
+}
+
 /// Writer settings.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
@@ -527,10 +537,7 @@ impl Writer {
     }
 
     fn note_error(&self, error: &Error) {
-        if let Ok(mut text) = self.stats.last_error.lock() {
-            text.clear();
-            text.push_str(&error.to_string());
-        }
+        self.stats.note_error(error);
     }
 
     fn after_failure(&mut self, error: &Error) {
