@@ -533,9 +533,11 @@ fn snapshot(
     };
     // The server's message is read under the writer's lock, only when a writer holds
     // refused blocks: once a second at most, off the hot path.
+    let signal_writers = signals.map_or(&[][..], |s| &s.writers[..]);
     let refused = stats
         .writers
         .iter()
+        .chain(signal_writers)
         .filter(|w| w.refused.load(r) != 0)
         .find_map(|w| w.last_error.lock().ok().map(|e| e.clone()));
     Snapshot {

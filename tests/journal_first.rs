@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::e2e::*;
@@ -89,13 +88,88 @@ fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is
     consumer_settled(&nats, TICKS);
 }
 
-/// Runs with `ALPHAPT_CRASH_AT=<point>` until the process kills itself.
-fn run_until_crash(mut running: Running) -> String {
-    let child = running.0.take().expect("running");
-    let (status, text) = wait_exit(child, Duration::from_secs(120), "reach its crash point");
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}: {text}");
-    assert!(text.contains("ALPHAPT_CRASH_AT reached"), "{text}");
-    text
+#[test]
+fn journal_first_an_insert_cut_mid_way_is_checked_and_nothing_is_stored_twice() {
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables("jfcut");
+    let nats = Nats::new("jfcut");
+    feed(&db, &nats, &["--count", "40000", "--format", "kite"]);
+    let proxy = Proxy::start(clickhouse_port());
+    // Past the start-up queries, inside the inserter's first INSERT: the preloaded
+    // feed is journaled in well under a second, so one INSERT carries most of it
+    // (2,048-tick kite blocks are ~200-400 KB).
+    proxy.cut_after(600_000);
+    let port = format!("clickhouse.port={}", proxy.port);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend(["--set", &port, "--set", "spill.insert_interval_ms=1000"]);
+    let run = start_run_env(&db, &nats, &settings, &[("RUST_LOG", "info")]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(proxy.cuts(), 1, "{summary}");
+    assert!(
+        summary.contains("INSERT from the journal failed"),
+        "the cut met the inserter: {summary}"
+    );
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("0 bytes still in the journal"),
+        "{summary}"
+    );
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn journal_first_blocks_clickhouse_refuses_stay_journaled_and_are_stored_after_a_fixed_restart() {
+    let (db, mut conn) = tables("jfrefused");
+    let nats = Nats::new("jfrefused");
+    feed(&db, &nats, &["--count", "5000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend(["--set", "ingest.drain_timeout_ms=3000"]);
+    let mut run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, 5_000, Duration::from_secs(60));
+    // A schema change the running inserter cannot follow: a permanent error.
+    conn.execute("ALTER TABLE market_ticks DROP COLUMN oi")
+        .unwrap();
+    feed(&db, &nats, &["--count", "3000", "--format", "kite"]);
+    // Journal-first: the refused blocks are durable in the journal, so they are
+    // acknowledged all the same.
+    wait_acked(&nats, 8_000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        stored(&mut conn).0,
+        5_000,
+        "nothing stored past the refusal"
+    );
+    let child = run.0.take().expect("running");
+    terminate(&child);
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    assert!(
+        text.contains("ClickHouse refused journaled blocks"),
+        "the refusal is reported: {text}"
+    );
+    assert_eq!(
+        text.matches("ClickHouse refused journaled blocks").count(),
+        1,
+        "a permanent error is not retried: {text}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a refusal is not a clean run: {text}"
+    );
+    assert!(
+        text.contains("No such column oi") && text.contains("fix the schema, then restart"),
+        "the last line names the server's reason and what to do: {text}"
+    );
+    assert!(!text.contains(" 0 bytes still in the journal"), "{text}");
+
+    conn.execute("ALTER TABLE market_ticks ADD COLUMN oi UInt64 AFTER close")
+        .unwrap();
+    let run = start_run(&db, &nats, &JOURNAL_FIRST);
+    wait_stored(&mut conn, 8_000, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (8_000, 8_000, 1, 8_000), "{summary}");
+    consumer_settled(&nats, 8_000);
 }
 
 /// `key=N` in a log line (ANSI colours stripped), the largest N found.

@@ -13,7 +13,7 @@ pub const POOL_BLOCKS: usize = SEAL_GROUP_BLOCKS // the group the shard is filli
     + SEAL_GROUP_BLOCKS; // one more sealed group queued behind that batch
 
 /// Blocks one seal sends at once: ticks, signals and rejects.
-const SEAL_GROUP_BLOCKS: usize = 3;
+pub const SEAL_GROUP_BLOCKS: usize = 3;
 
 const _: () = assert!(
     POOL_BLOCKS == 14,

@@ -45,7 +45,7 @@ use crate::durable::DurableMarks;
 use crate::model::{SealedBlock, Table};
 use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
-use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS};
+use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS, SEAL_GROUP_BLOCKS};
 use crate::runtime::{crash, Alert, Backoff, Waiter};
 use crate::spill::SharedJournal;
 
@@ -67,9 +67,6 @@ enum Durable {
 
 pub mod inserter;
 mod spilling;
-
-/// Blocks one seal takes from the pool at most (ticks, signals, rejects).
-const SEAL_GROUP_BLOCKS: usize = 3;
 
 /// INSERT statement and expected header of one table.
 #[derive(Clone, Debug)]

@@ -186,6 +186,21 @@ pub fn wait_exit(
     }
 }
 
+/// Waits for a run armed with `ALPHAPT_CRASH_AT` to kill itself; fails unless it
+/// ended by SIGKILL at its crash point. Returns its output.
+pub fn run_until_crash(mut running: Running) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let child = running.0.take().expect("running");
+    let (status, text) = wait_exit(child, Duration::from_secs(120), "reach its crash point");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the crash point must end the run with SIGKILL, got {status}: {text}"
+    );
+    assert!(text.contains("ALPHAPT_CRASH_AT reached"), "{text}");
+    text
+}
+
 pub fn stored(conn: &mut alphapt_storage::native::Connection) -> (u64, u64, u64, u64) {
     let q = conn
         .query(
