@@ -24,6 +24,8 @@
 //! one. No allocation on either side: the shard copies a frame that wraps around the
 //! ring's end into its scratch buffer, sized once for the largest frame.
 
+use std::mem::MaybeUninit;
+
 /// Average frame bytes per ring slot: `ingest.ring_slots` counts messages of ~1 KiB
 /// (a JSON tick with full depth is ~700 B).
 pub const RING_SLOT_BYTES: usize = 1024;
@@ -148,7 +150,9 @@ impl FrameProducer {
             payload
         };
         let total = frame_bytes(subject.len(), kept.len());
-        let Ok(mut chunk) = self.inner.write_chunk(total) else {
+        // Uninitialised: `write_chunk` would first fill every byte with 0 and the frame
+        // would be written twice.
+        let Ok(mut chunk) = self.inner.write_chunk_uninit(total) else {
             return false;
         };
         let mut head = [0u8; HEADER_BYTES];
@@ -168,16 +172,25 @@ impl FrameProducer {
         writer.put(&head);
         writer.put(subject);
         writer.put(kept);
-        debug_assert_eq!(writer.at, total);
-        chunk.commit_all();
+        assert_eq!(writer.at, total, "a frame fills its chunk exactly");
+        commit_written(chunk, total);
         true
     }
 }
 
-/// Writes across the two halves a wrapped chunk hands out.
+/// Publishes a chunk whose `written` bytes were all written by [`SplitWriter`].
+#[allow(unsafe_code)] // rtrb's uninitialised commit; the one unsafe call of the ring.
+fn commit_written(chunk: rtrb::chunks::WriteChunkUninit<'_, u8>, written: usize) {
+    // SAFETY: the chunk holds exactly `written` slots (asked for `total`, asserted equal
+    // above), and SplitWriter wrote each of them in order, first half then second, so
+    // every committed byte is initialised.
+    unsafe { chunk.commit(written) };
+}
+
+/// Writes across the two (uninitialised) halves a wrapped chunk hands out.
 struct SplitWriter<'a> {
-    first: &'a mut [u8],
-    second: &'a mut [u8],
+    first: &'a mut [MaybeUninit<u8>],
+    second: &'a mut [MaybeUninit<u8>],
     at: usize,
 }
 
@@ -185,10 +198,10 @@ impl SplitWriter<'_> {
     fn put(&mut self, bytes: &[u8]) {
         let start = self.at.min(self.first.len());
         let in_first = bytes.len().min(self.first.len() - start);
-        self.first[start..start + in_first].copy_from_slice(&bytes[..in_first]);
+        self.first[start..start + in_first].write_copy_of_slice(&bytes[..in_first]);
         let rest = &bytes[in_first..];
         let offset = (self.at + in_first).saturating_sub(self.first.len());
-        self.second[offset..offset + rest.len()].copy_from_slice(rest);
+        self.second[offset..offset + rest.len()].write_copy_of_slice(rest);
         self.at += bytes.len();
     }
 }
