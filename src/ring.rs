@@ -198,11 +198,19 @@ impl SplitWriter<'_> {
     fn put(&mut self, bytes: &[u8]) {
         let start = self.at.min(self.first.len());
         let in_first = bytes.len().min(self.first.len() - start);
-        self.first[start..start + in_first].write_copy_of_slice(&bytes[..in_first]);
+        copy_into(&mut self.first[start..start + in_first], &bytes[..in_first]);
         let rest = &bytes[in_first..];
         let offset = (self.at + in_first).saturating_sub(self.first.len());
-        self.second[offset..offset + rest.len()].write_copy_of_slice(rest);
+        copy_into(&mut self.second[offset..offset + rest.len()], rest);
         self.at += bytes.len();
+    }
+}
+
+/// `<[MaybeUninit<u8>]>::write_copy_of_slice` for the crate's MSRV (1.80; that one is
+/// 1.93): LLVM turns the loop into a memcpy.
+fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    for (slot, &byte) in dst.iter_mut().zip(src) {
+        slot.write(byte);
     }
 }
 

@@ -73,7 +73,8 @@ pub struct InserterConfig {
 /// One INSERT being assembled: records of one table, copied out of the journal.
 #[derive(Default)]
 struct Batch {
-    target: Option<(Target, bool)>,
+    /// Index into the inserter's targets (no copy of the statement per INSERT).
+    target: Option<usize>,
     positions: Vec<RecordPos>,
     seq_first: Vec<u64>,
     seq_last: Vec<u64>,
@@ -194,10 +195,10 @@ impl Inserter {
         pending
     }
 
-    fn target_of(&self, table: RecordTable, schema_hash: u64) -> Option<&(Target, bool)> {
+    fn target_of(&self, table: RecordTable, schema_hash: u64) -> Option<usize> {
         self.targets
             .iter()
-            .find(|(t, _)| t.table == table && t.schema_hash == schema_hash)
+            .position(|(t, _)| t.table == table && t.schema_hash == schema_hash)
     }
 
     /// Pending records this inserter can send (not another schema or compression).
@@ -226,7 +227,7 @@ impl Inserter {
                 continue;
             }
             if let Some(target) = self.target_of(header.table, header.schema_hash) {
-                first = Some((target.clone(), header.received_min_ms));
+                first = Some((target, header.received_min_ms));
                 break;
             }
         }
@@ -237,7 +238,10 @@ impl Inserter {
         if !(force || waited || journal.bytes_pending() >= self.config.flush_bytes) {
             return false;
         }
-        let (table, hash) = (target.0.table, target.0.schema_hash);
+        let (table, hash) = (
+            self.targets[target].0.table,
+            self.targets[target].0.schema_hash,
+        );
         let batch = &mut self.batch;
         batch.clear();
         let mut bytes = 0usize;
@@ -280,12 +284,13 @@ impl Inserter {
     /// One INSERT of the batch's records not known stored (after a failure, first asks
     /// ClickHouse which are).
     fn insert(&mut self) -> Result<(), Error> {
-        let Some((target, dedup)) = self.batch.target.clone() else {
+        let Some(index) = self.batch.target else {
             return Ok(());
         };
         if self.uncertain {
-            self.find_stored(&target)?;
+            self.find_stored(index)?;
         }
+        let (target, dedup) = (&self.targets[index].0, self.targets[index].1);
         let batch = &self.batch;
         let packets: Vec<&[u8]> = (0..batch.len())
             .filter(|&i| !batch.stored[i])
@@ -310,7 +315,8 @@ impl Inserter {
     }
 
     /// Marks the batch's records whose last sequence ClickHouse already holds.
-    fn find_stored(&mut self, target: &Target) -> Result<(), Error> {
+    fn find_stored(&mut self, index: usize) -> Result<(), Error> {
+        let target = &self.targets[index].0;
         let found = self.client.run(|conn: &mut Connection| {
             stored_last_seqs(conn, target.table.name(), &self.batch.seq_last)
         })?;

@@ -207,7 +207,7 @@ pub struct Writer {
     /// Pacing of retries of the current batch; reset after a commit.
     backoff: Backoff,
     /// INSERT statements and expected headers per table.
-    tables: Tables,
+    tables: Arc<Tables>,
     /// The shards this writer serves, in fixed order.
     inputs: Vec<WriterInput>,
     /// Where committed seal groups are reported (read by the receiver).
@@ -261,7 +261,7 @@ impl Writer {
             config,
             client,
             backoff,
-            tables,
+            tables: Arc::new(tables),
             inputs,
             marks,
             stats,
@@ -373,7 +373,9 @@ impl Writer {
         if self.config.journal_first {
             return self.journal_batch(index);
         }
-        let table = self.tables.get(self.batch[0].table).clone();
+        // An Arc, not a copy of the statement and header: no allocation per INSERT.
+        let tables = self.tables.clone();
+        let table = tables.get(self.batch[0].table);
         let started = Instant::now();
         // Blocks known stored (by an attempt cut mid-way): never sent again.
         let mut stored = [false; BLOCKS_PER_INSERT_MAX];
@@ -387,10 +389,10 @@ impl Writer {
         // Bound: each pass ends in a commit, a deadline, or a backoff sleep.
         loop {
             let outcome = if failed {
-                self.find_stored(&table, &mut stored)
-                    .and_then(|()| self.send(&table, &stored))
+                self.find_stored(table, &mut stored)
+                    .and_then(|()| self.send(table, &stored))
             } else {
-                self.send(&table, &stored)
+                self.send(table, &stored)
             };
             match outcome {
                 Ok(()) => {
@@ -448,19 +450,20 @@ impl Writer {
 
     /// One INSERT of the batch's blocks not marked stored (none left: nothing to send).
     fn send(&mut self, table: &TableInsert, stored: &[bool]) -> Result<(), Error> {
-        let packets: Vec<&[u8]> = self
-            .batch
-            .iter()
-            .zip(stored)
-            .filter(|(_, &done)| !done)
-            .map(|(b, _)| b.bytes.as_slice())
-            .collect();
+        // On the stack: a batch holds at most BLOCKS_PER_INSERT_MAX blocks.
+        let mut slots: [&[u8]; BLOCKS_PER_INSERT_MAX] = [&[]; BLOCKS_PER_INSERT_MAX];
+        let mut count = 0;
+        for (block, _) in self.batch.iter().zip(stored).filter(|(_, &done)| !done) {
+            slots[count] = block.bytes.as_slice();
+            count += 1;
+        }
+        let packets = &slots[..count];
         if packets.is_empty() {
             return Ok(());
         }
         if !table.dedup_token {
             return self.client.run(|conn: &mut Connection| {
-                conn.insert_encoded(&table.sql, &table.header, &packets)
+                conn.insert_encoded(&table.sql, &table.header, packets)
             });
         }
         // The same blocks give the same token, so a resend of an INSERT that did commit
@@ -476,7 +479,7 @@ impl Writer {
         let token = dedup_token(table.name, first, last, packets.len());
         let settings = [("insert_deduplication_token", token.as_str())];
         self.client.run(|conn: &mut Connection| {
-            conn.insert_encoded_with(&table.sql, &table.header, &packets, &settings)
+            conn.insert_encoded_with(&table.sql, &table.header, packets, &settings)
         })
     }
 
