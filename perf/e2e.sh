@@ -40,6 +40,13 @@ SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set '
 for kv in ${EXTRA:-}; do SETS+=(--set "$kv"); done
 # CPU seconds (user + system) a process has used so far, from /proc.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The whole machine's jiffies as "busy total", from /proc/stat's first line (idle and
+# iowait are not busy): the cores-busy share of a run is the ratio of the deltas.
+cpu_jiffies() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t-$5-$6, t; exit}' /proc/stat; }
+busy_share() { # $1 $2: busy and total at start
+    read -r b t < <(cpu_jiffies)
+    echo "scale=4; ($b - $1) / ($t - $2) * 100" | bc -l
+}
 server_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
 TIMED=(); [ -x /usr/bin/time ] && TIMED=(/usr/bin/time -f 'appliance cpu %U user %S system' -a -o .run/perf/cpu.txt)
 ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
@@ -57,7 +64,7 @@ if [ "$RATE" -gt 0 ]; then
     echo "== steady load: appliance running while feed publishes $N $FORMAT ticks at $RATE/s"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count 1 --format "$FORMAT" --fresh-stream >/dev/null
     N=$((N + 1))
-    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid")
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
     sleep 1
@@ -66,13 +73,14 @@ else
     echo "== feed: $N $FORMAT ticks into JetStream"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments 500 --fresh-stream | tee .run/perf/feed.txt
     echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
-    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid")
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
 fi
 status=0
 wait "$pid" || status=$?
 end=$(now)
+busy=$(busy_share "$busy0" "$total0")
 cat .run/perf/run.txt
 # Where the two cores went while the appliance ran: the servers' share matters as much
 # as ours on a box where all three compete.
@@ -80,6 +88,7 @@ printf 'cpu seconds over %.2f s wall: nats-server %.2f, clickhouse-server %.2f, 
     "$(echo "$end - $start" | bc -l)" \
     "$(echo "$(cpu_of "$nats_pid") - $nats_cpu0" | bc -l)" "$(echo "$(cpu_of "$ch_pid") - $ch_cpu0" | bc -l)" \
     "$(cat .run/perf/cpu.txt 2>/dev/null || echo 'appliance cpu unknown (no /usr/bin/time)')"
+printf 'cores busy %.1f%% of the run (all %s cores, /proc/stat)\n' "$busy" "$(nproc)"
 stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
 if [ "$status" -ne 0 ] || [ "$stored" -ne "$N" ]; then
     echo "appliance exited $status with $stored of $N rows stored; see .run/perf/run.txt" >&2; exit 1
@@ -113,7 +122,7 @@ latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
 printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
     "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
+    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency busy=${busy%.*}%${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
 ch --query "DROP DATABASE IF EXISTS $DB"
 ch --query "DROP DATABASE IF EXISTS ${DB}_ref"
 rm -f .run/perf/rows.native
