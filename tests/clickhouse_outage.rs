@@ -29,6 +29,9 @@ fn twenty_seconds_without_clickhouse_at_50k_ticks_per_s_are_carried_by_the_spill
         "ingest.block_rows_max=16384",
         "--set",
         "ingest.flush_interval_ms=100",
+        // The writer's own spill path (journal-first: tests/journal_first.rs).
+        "--set",
+        "spill.mode=overflow",
     ];
     let run = start_run(&db, &nats, &settings);
     let feed = feeder(&db, &nats, TICKS - 1, RATE, "kite");

@@ -94,7 +94,13 @@ fn crash_then_restart(tag: &str, point: &str) {
     // The feed is preloaded, so a slow machine builds a backlog and each INSERT takes
     // the most blocks it may (BLOCKS_PER_INSERT_MAX = 8). With 1,024-row blocks even
     // three full INSERTs hold 24,576 rows: the third pass of any point lands mid-stream.
-    let small = ["--set", "ingest.block_rows_max=1024"];
+    // The writer's INSERT and spill paths (journal-first: tests/journal_first.rs).
+    let small = [
+        "--set",
+        "ingest.block_rows_max=1024",
+        "--set",
+        "spill.mode=overflow",
+    ];
     let run = start_run_env(&db, &nats, &small, &[("ALPHAPT_CRASH_AT", point)]);
     let text = run_until_crash(run);
     // The server may still be writing what it took before the kill.
@@ -138,7 +144,14 @@ fn a_crash_after_a_spill_sync_and_before_its_ack_stores_nothing_twice() {
     feed(&db, &nats, &["--count", "1", "--format", "kite"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
-    let settings = ["--set", &port, "--set", "ingest.block_rows_max=2048"];
+    let settings = [
+        "--set",
+        &port,
+        "--set",
+        "ingest.block_rows_max=2048",
+        "--set",
+        "spill.mode=overflow",
+    ];
     let run = start_run_env(
         &db,
         &nats,

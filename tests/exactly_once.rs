@@ -59,7 +59,19 @@ fn a_config_change_after_an_unclean_stop_stores_nothing_twice() {
     let nats = Nats::new("cfg");
     let published = feed(&db, &nats, &["--count", "60000", "--instruments", "200"]);
     assert!(published.contains("acked 60000 errors 0"), "{published}");
-    let run = start_run(&db, &nats, &["--set", "ingest.block_rows_max=4096"]);
+    // Overflow INSERTs block by block, so the kill lands mid-stream (journal-first
+    // sends the preloaded backlog in one INSERT); the restarts below switch to
+    // journal-first, one more config change after an unclean stop.
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            "ingest.block_rows_max=4096",
+            "--set",
+            "spill.mode=overflow",
+        ],
+    );
     wait_stored(&mut conn, 8_000, Duration::from_secs(120));
     kill(run);
     let before = stored(&mut conn);
@@ -194,6 +206,10 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
             "spill.segment_bytes=65536",
             "--set",
             "spill.spill_bytes_max=65536",
+            // Overflow: a journal-first writer cannot journal a block this spill cannot
+            // hold, so nothing would be stored before the signal.
+            "--set",
+            "spill.mode=overflow",
         ],
     );
     let feeder = feeder(&db, &nats, 19999, 5000, "json");
@@ -247,6 +263,9 @@ fn an_insert_cut_mid_way_is_retried_without_doubling_a_block() {
             "ingest.flush_interval_ms=1000",
             "--set",
             "ingest.insert_linger_ms=1000",
+            // The writer's INSERT (journal-first's inserter: tests/journal_first.rs).
+            "--set",
+            "spill.mode=overflow",
         ],
     );
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
@@ -269,7 +288,9 @@ fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_resta
     let nats = Nats::new("refused");
     feed(&db, &nats, &["--count", "5000", "--instruments", "50"]);
     let drain_ms = "ingest.drain_timeout_ms=3000";
-    let mut run = start_run(&db, &nats, &["--set", drain_ms]);
+    // The writer's hold (journal-first's inserter: tests/journal_first.rs).
+    let overflow = ["--set", "spill.mode=overflow"];
+    let mut run = start_run(&db, &nats, &["--set", drain_ms, overflow[0], overflow[1]]);
     wait_stored(&mut conn, 5_000, Duration::from_secs(60));
     // A schema change the running writers cannot follow: a permanent error.
     conn.execute("ALTER TABLE market_ticks DROP COLUMN oi")
@@ -313,7 +334,15 @@ fn clickhouse_away_mid_feed_the_spill_carries_the_stream_and_drains_after() {
     let run = start_run(
         &db,
         &nats,
-        &["--set", &port, "--set", "ingest.block_rows_max=4096"],
+        &[
+            "--set",
+            &port,
+            "--set",
+            "ingest.block_rows_max=4096",
+            // The writer's overflow into the spill (journal-first: tests/journal_first.rs).
+            "--set",
+            "spill.mode=overflow",
+        ],
     );
     let feeder = feeder(&db, &nats, 59999, 20000, "json");
     wait_stored(&mut conn, 5_000, Duration::from_secs(60));

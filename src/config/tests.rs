@@ -546,12 +546,13 @@ fn postgres_backoff_is_bounded_and_ordered() {
 #[test]
 fn ack_wait_must_exceed_flush_interval() {
     // JetStream would redeliver every tick if it gave up before a block could seal.
-    let error = refused("[nats]\nack_wait_ms = 500\n", &[], &[]);
+    let slow = "[ingest]\nflush_interval_ms = 1000\n[nats]\nack_wait_ms = 500\n";
+    let error = refused(slow, &[], &[]);
     assert!(
         matches!(&error, ConfigError::Invalid { key, .. } if key == "nats.ack_wait_ms"),
         "{error:?}"
     );
-    let core = load("[nats]\nack_wait_ms = 500\nsource = \"core\"\n", &[], &[]);
+    let core = load(&format!("{slow}source = \"core\"\n"), &[], &[]);
     assert!(core.is_ok(), "{core:?}");
 }
 
@@ -738,7 +739,9 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
     .unwrap();
     assert_eq!(config.spill.mode, SpillMode::Always);
     assert_eq!(config.spill.insert_interval_ms, 250);
-    assert_eq!(load("", &[], &[]).unwrap().spill.mode, SpillMode::Overflow);
+    assert_eq!(load("", &[], &[]).unwrap().spill.mode, SpillMode::Always);
+    let overflow = load("", &[], &["spill.mode=overflow"]).unwrap();
+    assert_eq!(overflow.spill.mode, SpillMode::Overflow);
     let error = refused("", &[], &["spill.mode=sometimes"]);
     let text = error.to_string();
     assert!(

@@ -380,7 +380,8 @@ impl Writer {
         // Blocks known stored (by an attempt cut mid-way): never sent again.
         let mut stored = [false; BLOCKS_PER_INSERT_MAX];
         // While ClickHouse is away, the spill takes the batch at once.
-        if self.clickhouse_away() && self.spill_batch(&stored) {
+        // A copy of the marks each time: see `spill_batch` on a refusal part-way.
+        if self.clickhouse_away() && self.spill_batch(&mut { stored }) {
             crash::reached(crash::Point::SpillSynced);
             self.after_commit(index, Durable::Spill);
             return Ok(());
@@ -405,7 +406,7 @@ impl Writer {
             failed = true;
             let delay = self.backoff.next_delay();
             self.retry_at = Some(Instant::now() + delay);
-            if self.spill_batch(&stored) {
+            if self.spill_batch(&mut { stored }) {
                 crash::reached(crash::Point::SpillSynced);
                 self.after_commit(index, Durable::Spill);
                 return Ok(());
@@ -433,10 +434,11 @@ impl Writer {
     /// journal (full: ClickHouse is behind; failing) holds the batch with backoff, so
     /// back-pressure stops intake. `Err(blocks)` when the drain deadline passed first.
     fn journal_batch(&mut self, index: usize) -> Result<(), usize> {
-        let none_stored = [false; BLOCKS_PER_INSERT_MAX];
+        // Blocks appended by an earlier, refused attempt are not appended again.
+        let mut appended = [false; BLOCKS_PER_INSERT_MAX];
         // Bound: each pass ends in a sync, a deadline, or a backoff sleep.
         loop {
-            if self.spill_batch(&none_stored) {
+            if self.spill_batch(&mut appended) {
                 crash::reached(crash::Point::SpillSynced);
                 self.backoff.reset();
                 self.after_commit(index, Durable::Spill);

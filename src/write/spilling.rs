@@ -69,19 +69,25 @@ impl Writer {
             .is_some_and(|at| std::time::Instant::now() < at)
     }
 
-    /// Appends the batch's blocks not marked `stored` and syncs once. True when all
-    /// are durable in the spill; false when there is no spill or it refused (full or
-    /// failing): the caller holds the batch. Records appended before a refusal are
-    /// harmless: replay finds their blocks stored once the batch is INSERTed.
-    pub(super) fn spill_batch(&mut self, stored: &[bool]) -> bool {
+    /// Appends the batch's blocks not marked in `skip`, marking each one appended
+    /// there, and syncs once. True when all are durable in the spill; false when there
+    /// is no spill or it refused (full or failing): the caller holds the batch.
+    ///
+    /// A refusal can come after some blocks of the batch were appended. Overflow mode
+    /// passes a copy of its stored-blocks marks and INSERTs the whole batch later: the
+    /// extra records are harmless, replay finds their blocks stored. Journal-first keeps
+    /// the marks across attempts, so a retry appends only the rest: the journal then
+    /// holds each block once (the inserter would send a second copy), and the next
+    /// successful sync makes the earlier records durable with the rest.
+    pub(super) fn spill_batch(&mut self, skip: &mut [bool]) -> bool {
         let Some(shared) = self.spill.as_ref() else {
             return false;
         };
         let mut journal = crate::spill::lock(shared);
         let hash = |table: Table| schema_hash(&self.tables.get(table).header);
         let mut outcome: Result<(), SpillError> = Ok(());
-        for (block, &done) in self.batch.iter().zip(stored) {
-            if done {
+        for (block, done) in self.batch.iter().zip(skip.iter_mut()) {
+            if *done {
                 continue;
             }
             let header = record_header(block, hash(block.table));
@@ -89,6 +95,7 @@ impl Writer {
                 outcome = Err(error);
                 break;
             }
+            *done = true;
         }
         let outcome = outcome.and_then(|()| journal.sync());
         let pending = journal.bytes_pending();
