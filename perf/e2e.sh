@@ -12,9 +12,9 @@
 #      views included (what the server itself sustains for this schema).
 #
 # Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
-# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1), BLOCK_ROWS
-#      (65536), FETCH (nats.fetch_batch_max, 1000), LINGER_MS (ingest.insert_linger_ms, 1000), RING_SLOTS (65536),
-#      FLUSH_MS (1000), RATE (0: publish everything first, then consume flat out;
+# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1); unset, these
+#      keep the appliance's defaults: BLOCK_ROWS, FETCH (nats.fetch_batch_max), LINGER_MS
+#      (ingest.insert_linger_ms), RING_SLOTS, FLUSH_MS; RATE (0: publish everything first, then consume flat out;
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
 #      receive-to-durable percentiles are those of a steady load), EXTRA (more
 #      `key=value` settings, space-separated, e.g. "nats.ack_policy=none spill.mode=always"),
@@ -25,7 +25,6 @@ N=${N:-1000000}
 FORMAT=${FORMAT:-json}
 COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
-FLUSH_MS=${FLUSH_MS:-1000}
 RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
 if [ -z "${BIN:-}" ]; then
@@ -35,8 +34,12 @@ fi
 DB=alphapt_perf
 SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
       --set nats.durable=perf --set "clickhouse.compression=$COMPRESSION" --set "ingest.shards=$SHARDS"
-      --set "ingest.writers=$SHARDS" --set "ingest.flush_interval_ms=$FLUSH_MS" --set "ingest.block_rows_max=${BLOCK_ROWS:-65536}"
-      --set "nats.fetch_batch_max=${FETCH:-1000}" --set "ingest.insert_linger_ms=${LINGER_MS:-1000}" --set "ingest.ring_slots=${RING_SLOTS:-65536}" --set nats.stream_signals=PERF_SIGNALS --set 'nats.subject_signals=perf.signals.>')
+      --set "ingest.writers=$SHARDS" --set nats.stream_signals=PERF_SIGNALS --set 'nats.subject_signals=perf.signals.>')
+[ -n "${FLUSH_MS:-}" ] && SETS+=(--set "ingest.flush_interval_ms=$FLUSH_MS")
+[ -n "${BLOCK_ROWS:-}" ] && SETS+=(--set "ingest.block_rows_max=$BLOCK_ROWS")
+[ -n "${FETCH:-}" ] && SETS+=(--set "nats.fetch_batch_max=$FETCH")
+[ -n "${LINGER_MS:-}" ] && SETS+=(--set "ingest.insert_linger_ms=$LINGER_MS")
+[ -n "${RING_SLOTS:-}" ] && SETS+=(--set "ingest.ring_slots=$RING_SLOTS")
 for kv in ${EXTRA:-}; do SETS+=(--set "$kv"); done
 # CPU seconds (user + system) a process has used so far, from /proc.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -122,7 +125,7 @@ latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
 printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
     "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "$FLUSH_MS" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency busy=${busy%.*}%${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
+    "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "${FLUSH_MS:-default}" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency busy=${busy%.*}%${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
 ch --query "DROP DATABASE IF EXISTS $DB"
 ch --query "DROP DATABASE IF EXISTS ${DB}_ref"
 rm -f .run/perf/rows.native

@@ -10,9 +10,10 @@
 # receive time to the end of its INSERT: an upper bound for every message in it).
 # Appends a dated line per run to perf/records/latency.tsv.
 #
-# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("15 20 30"), BLOCK_ROWS (65536),
-# SPILL_MODE ("overflow"; "always" is journal-first: the durable point is the journal's
-# sync, and ClickHouse gets one INSERT per table per INSERT_INTERVAL_MS, 1000),
+# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("25", the default; a list runs each),
+# BLOCK_ROWS (65536), SPILL_MODE ("always", the default, journal-first: the durable point
+# is the journal's sync, and ClickHouse gets one INSERT per table per INSERT_INTERVAL_MS,
+# 1000; "overflow": the durable point is the INSERT),
 # CH_DOWN_AFTER_S (unset): stop ClickHouse this many seconds into each run, so the
 # spill journal is the durable point from then on (DESIGN §7: p99 < 50 ms); the run
 # ends with ClickHouse still down, then ClickHouse is started again and
@@ -21,9 +22,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RATE=${RATE:-100000}
 N=${N:-$((RATE * 10))}
-FLUSH_LIST=${FLUSH_MS:-15 20 30}
+FLUSH_LIST=${FLUSH_MS:-25}
 BLOCK_ROWS=${BLOCK_ROWS:-65536}
-SPILL_MODE=${SPILL_MODE:-overflow}
+SPILL_MODE=${SPILL_MODE:-always}
 INSERT_INTERVAL_MS=${INSERT_INTERVAL_MS:-1000}
 eval "$(bash .ci/services.sh env)"
 # BIN=<path> runs another build (an A/B against an earlier commit) instead of this tree's.

@@ -135,6 +135,7 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     let signals_root = root.join(SIGNALS_SUBDIR);
     let targets = destination.replay_targets();
     let mut replay = SpillReplay::default();
+    let mut waited = false;
     let dirs = all_journal_dirs(&root).map_err(|source| AppError::SpillOpen {
         dir: root.clone(),
         source,
@@ -160,6 +161,13 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         if journal.records_pending() == 0 {
             continue;
         }
+        if !waited {
+            wait_for_killed_inserts(destination).map_err(|source| AppError::SpillReplay {
+                dir: dir.clone(),
+                source,
+            })?;
+            waited = true;
+        }
         let report =
             replay_journal(&mut journal, &targets, &destination.options).map_err(|source| {
                 AppError::SpillReplay {
@@ -177,6 +185,22 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         total.other_schema += report.other_schema;
     }
     Ok(replay)
+}
+
+/// Waits (at most `OTHER_INSERTS_WAIT`) until no INSERT of another appliance process
+/// into this database runs on the server. A process killed mid-INSERT leaves the server
+/// writing what it had received; a replay that looked for its records before that
+/// ends would find them missing and store them twice (the random kill -9 test did).
+fn wait_for_killed_inserts(destination: &Destination) -> Result<(), ReplayError> {
+    use crate::durable::stored::{insert_query_prefix, wait_for_other_inserts, OTHER_INSERTS_WAIT};
+    let mut conn = crate::native::Connection::connect(&destination.options)?;
+    let prefix = insert_query_prefix(&destination.options.database);
+    let own = format!("{prefix}{}-", std::process::id());
+    if !wait_for_other_inserts(&mut conn, &prefix, &own, OTHER_INSERTS_WAIT)? {
+        tracing::warn!(waited_s = OTHER_INSERTS_WAIT.as_secs(),
+            "Another appliance keeps inserting into this database; replaying the spill anyway (two appliances on one database and spill are not supported)");
+    }
+    Ok(())
 }
 
 /// Every counter of the running appliance at one instant: the one read that the

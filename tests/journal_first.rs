@@ -240,6 +240,14 @@ fn journal_first_crash_after_an_insert_commits_and_before_its_mark_stores_nothin
 }
 
 #[test]
+fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothing_twice() {
+    // The inserter's third INSERT has its first block on the wire and no end marker
+    // when the process dies; the server may still be writing that block while the
+    // restart replays the journal, so the replay first waits for it.
+    crash_then_restart("jfmid", "mid_insert:3");
+}
+
+#[test]
 fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
     crash_then_restart("jfsync", "spill_synced:3");
 }

@@ -396,6 +396,10 @@ pub fn read_stored(
     Ok(set)
 }
 
+/// Longest wait at start for INSERTs a killed appliance left running on the server
+/// (before the spill replay and before the resume point is read).
+pub const OTHER_INSERTS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The query-id prefix of every appliance's INSERTs into `database`; each writer adds
 /// its process id and index, so a starting appliance can wait for the INSERTs a killed
 /// one left running on the server ([`wait_for_other_inserts`]).

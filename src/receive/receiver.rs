@@ -50,7 +50,7 @@ use crate::runtime::sizes::shard_of;
 use crate::runtime::Backoff;
 
 use crate::durable::stored::{
-    read_stored, resume, wait_for_other_inserts, Resume, SeqSet, StreamTables,
+    read_stored, resume, wait_for_other_inserts, Resume, SeqSet, StreamTables, OTHER_INSERTS_WAIT,
 };
 
 use super::nats::jetstream::{
@@ -81,8 +81,6 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(1);
 /// Short, because every drain pays it once per idle stream; an idle consumer then
 /// sends ~10 small pull requests a second, nothing beside the message flow.
 const PULL_EXPIRES: Duration = Duration::from_millis(100);
-/// Longest wait at start for INSERTs a killed appliance left running on the server.
-const OTHER_INSERTS_WAIT: Duration = Duration::from_secs(10);
 /// How long one socket poll waits when nothing is buffered.
 const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -417,8 +415,13 @@ fn read_resume(
                 .map_err(|e| unreadable(e.to_string()))?;
             let prefix = crate::durable::stored::insert_query_prefix(&store.options.database);
             let own = format!("{prefix}{}-", std::process::id());
-            let settled = wait_for_other_inserts(&mut ch, &prefix, &own, OTHER_INSERTS_WAIT)
-                .map_err(|e| unreadable(e.to_string()))?;
+            let settled = wait_for_other_inserts(
+                &mut ch,
+                &prefix,
+                &own,
+                crate::durable::stored::OTHER_INSERTS_WAIT,
+            )
+            .map_err(|e| unreadable(e.to_string()))?;
             if !settled {
                 tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
                     "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
