@@ -349,8 +349,9 @@ impl fmt::Debug for PostgresConfig {
 /// Back-of-envelope for the defaults: a block of 65,536 rows × ~300 B ≈ 19 MiB; at
 /// 100 k ticks/s that is ~0.65 s of data, so blocks seal on age (25 ms, ~2,500 rows)
 /// below ~2.6 M ticks/s: the oldest tick of a block waits at most that for its journal
-/// sync (journal-first), and the inserter, not the block size, sets ClickHouse's parts. A ring of 65,536 slots
-/// holds ~0.65 s of ticks at 100 k ticks/s before the receiver has to wait.
+/// sync (journal-first), and the inserter, not the block size, sets ClickHouse's parts.
+/// A ring of 65,536 slots holds ~0.65 s of ticks at 100 k ticks/s before the receiver
+/// has to wait.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
@@ -488,7 +489,7 @@ pub enum SpillMode {
     /// acknowledged then; an inserter thread per writer sends the journal to ClickHouse
     /// in large INSERTs. Receive-to-durable is the seal plus one fdatasync, whatever
     /// ClickHouse does; the disk takes every byte twice (journal, then ClickHouse).
-    /// The default: it meets the latency budget without one ClickHouse part per block.
+    /// The default: receive-to-durable in tens of ms, without a ClickHouse part per block.
     #[default]
     Always,
 }

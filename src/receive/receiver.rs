@@ -415,13 +415,8 @@ fn read_resume(
                 .map_err(|e| unreadable(e.to_string()))?;
             let prefix = crate::durable::stored::insert_query_prefix(&store.options.database);
             let own = format!("{prefix}{}-", std::process::id());
-            let settled = wait_for_other_inserts(
-                &mut ch,
-                &prefix,
-                &own,
-                crate::durable::stored::OTHER_INSERTS_WAIT,
-            )
-            .map_err(|e| unreadable(e.to_string()))?;
+            let settled = wait_for_other_inserts(&mut ch, &prefix, &own, OTHER_INSERTS_WAIT)
+                .map_err(|e| unreadable(e.to_string()))?;
             if !settled {
                 tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
                     "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
