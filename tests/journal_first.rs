@@ -3,8 +3,11 @@
 //! ClickHouse in large INSERTs. What it must never do, tried here:
 //!
 //! - store a tick twice or lose one when killed after an INSERT from the journal
-//!   committed and before its records were marked, or after a journal sync and before
-//!   the ack;
+//!   committed and before its records were marked, in the middle of such an INSERT,
+//!   or after a journal sync and before the ack;
+//! - send a record twice when an INSERT from the journal is cut mid-way;
+//! - retry, or exit 0, when ClickHouse refuses journaled blocks (schema): they stay in
+//!   the journal and are stored after a restart with the schema fixed;
 //! - stop acknowledging (and so stop intake) while ClickHouse is away: the journal is
 //!   the durable point, so acks go on, and everything reaches ClickHouse once it is back;
 //! - leave the journal non-empty after a clean drain with ClickHouse up.
