@@ -187,16 +187,13 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     Ok(replay)
 }
 
-/// Waits (at most `OTHER_INSERTS_WAIT`) until no INSERT of another appliance process
-/// into this database runs on the server. A process killed mid-INSERT leaves the server
-/// writing what it had received; a replay that looked for its records before that
-/// ends would find them missing and store them twice (the random kill -9 test did).
+/// Waits for INSERTs a killed run left on the server before the replay looks for its
+/// records (else it finds them missing and stores them twice: the random kill -9 test
+/// did).
 fn wait_for_killed_inserts(destination: &Destination) -> Result<(), ReplayError> {
-    use crate::durable::stored::{insert_query_prefix, wait_for_other_inserts, OTHER_INSERTS_WAIT};
+    use crate::durable::stored::OTHER_INSERTS_WAIT;
     let mut conn = crate::native::Connection::connect(&destination.options)?;
-    let prefix = insert_query_prefix(&destination.options.database);
-    let own = format!("{prefix}{}-", std::process::id());
-    if !wait_for_other_inserts(&mut conn, &prefix, &own, OTHER_INSERTS_WAIT)? {
+    if !crate::durable::stored::wait_for_killed_inserts(&mut conn, &destination.options.database)? {
         tracing::warn!(waited_s = OTHER_INSERTS_WAIT.as_secs(),
             "Another appliance keeps inserting into this database; replaying the spill anyway (two appliances on one database and spill are not supported)");
     }

@@ -85,10 +85,7 @@ fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is
         "ClickHouse was away while they were acknowledged ({count} stored)"
     );
     proxy.up();
-    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
-    let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    consumer_settled(&nats, TICKS);
+    drain_stored_once(&mut conn, run, &nats, TICKS);
 }
 
 #[test]
@@ -224,11 +221,7 @@ fn crash_then_restart(tag: &str, point: &str) -> String {
     assert!(after_crash.0 < TICKS, "the crash landed mid-stream: {text}");
     // At info, the start's replay report is in the output.
     let run = start_run_env(&db, &nats, &JOURNAL_FIRST, &[("RUST_LOG", "info")]);
-    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
-    let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    consumer_settled(&nats, TICKS);
-    summary
+    drain_stored_once(&mut conn, run, &nats, TICKS)
 }
 
 #[test]

@@ -440,6 +440,17 @@ pub fn wait_for_other_inserts(
     }
 }
 
+/// [`wait_for_other_inserts`] for this process at start: every appliance INSERT into
+/// `database` but our own, at most [`OTHER_INSERTS_WAIT`]. Run before anything reads the
+/// store to decide what to send (the spill replay, the resume point): a process killed
+/// mid-INSERT leaves the server writing what it had received. False when the limit
+/// passed first.
+pub fn wait_for_killed_inserts(conn: &mut Connection, database: &str) -> Result<bool, Error> {
+    let prefix = insert_query_prefix(database);
+    let own = format!("{prefix}{}-", std::process::id());
+    wait_for_other_inserts(conn, &prefix, &own, OTHER_INSERTS_WAIT)
+}
+
 #[cfg(test)]
 mod tests {
     //! The set against a `BTreeSet` oracle; the resume point against a brute-force walk.

@@ -50,7 +50,7 @@ use crate::runtime::sizes::shard_of;
 use crate::runtime::Backoff;
 
 use crate::durable::stored::{
-    read_stored, resume, wait_for_other_inserts, Resume, SeqSet, StreamTables, OTHER_INSERTS_WAIT,
+    read_stored, resume, wait_for_killed_inserts, Resume, SeqSet, StreamTables, OTHER_INSERTS_WAIT,
 };
 
 use super::nats::jetstream::{
@@ -413,9 +413,7 @@ fn read_resume(
         Some(store) => {
             let mut ch = crate::native::Connection::connect(&store.options)
                 .map_err(|e| unreadable(e.to_string()))?;
-            let prefix = crate::durable::stored::insert_query_prefix(&store.options.database);
-            let own = format!("{prefix}{}-", std::process::id());
-            let settled = wait_for_other_inserts(&mut ch, &prefix, &own, OTHER_INSERTS_WAIT)
+            let settled = wait_for_killed_inserts(&mut ch, &store.options.database)
                 .map_err(|e| unreadable(e.to_string()))?;
             if !settled {
                 tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),

@@ -131,12 +131,11 @@ impl Inserter {
             .zip(tables.targets())
             .map(|(insert, target)| (target, insert.dedup_token))
             .collect();
-        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
-        let client = Client::new(
-            config.options.clone(),
-            backoff.clone(),
+        let (client, backoff) = super::paced_client(
+            &config.options,
+            config.backoff_initial,
+            config.backoff_max,
             config.ping_after,
-            1,
         );
         Inserter {
             config,

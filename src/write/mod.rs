@@ -56,6 +56,19 @@ pub fn dedup_token(table: &str, first: u64, last: u64, blocks: usize) -> String 
     format!("alphapt:{table}:{first}-{last}:{blocks}")
 }
 
+/// A ClickHouse client that makes one attempt per call, connecting lazily, and the
+/// backoff its owner paces retries with (writer and inserter alike).
+fn paced_client(
+    options: &Options,
+    initial: Duration,
+    max: Duration,
+    ping_after: Duration,
+) -> (Client, Backoff) {
+    let backoff = Backoff::new(initial, max);
+    let client = Client::new(options.clone(), backoff.clone(), ping_after, 1);
+    (client, backoff)
+}
+
 /// Where a batch became durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Durable {
@@ -250,12 +263,11 @@ impl Writer {
         alert: Arc<Alert>,
         spill: Option<SharedJournal>,
     ) -> Writer {
-        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
-        let client = Client::new(
-            config.options.clone(),
-            backoff.clone(),
+        let (client, backoff) = paced_client(
+            &config.options,
+            config.backoff_initial,
+            config.backoff_max,
             config.ping_after,
-            1,
         );
         Writer {
             config,

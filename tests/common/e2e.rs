@@ -201,6 +201,22 @@ pub fn run_until_crash(mut running: Running) -> String {
     text
 }
 
+/// The end of most exactly-once tests: waits until `ticks` rows are stored, drains the
+/// run, and checks every sequence 1..=ticks is stored once and the consumer settled at
+/// the end. Returns the run's summary.
+pub fn drain_stored_once(
+    conn: &mut alphapt_storage::native::Connection,
+    run: Running,
+    nats: &Nats,
+    ticks: u64,
+) -> String {
+    wait_stored(conn, ticks, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(conn), (ticks, ticks, 1, ticks), "{summary}");
+    consumer_settled(nats, ticks);
+    summary
+}
+
 pub fn stored(conn: &mut alphapt_storage::native::Connection) -> (u64, u64, u64, u64) {
     let q = conn
         .query(
