@@ -31,7 +31,7 @@ use crate::refdata::{Refdata, RefdataConfig, RefdataStats};
 use crate::ring::{Kind, RING_SLOT_BYTES};
 use crate::runtime::{self, Alert};
 use crate::spill::replay::{replay_journal, ReplayError, ReplayReport};
-use crate::spill::{all_journal_dirs, Journal, JournalConfig, SpillError, SIGNALS_SUBDIR};
+use crate::spill::{self, all_journal_dirs, Journal, JournalConfig, SpillError, SIGNALS_SUBDIR};
 use crate::write::WriterStats;
 
 /// Longest wait for the refdata thread at exit: it sees the stop flag within
@@ -706,8 +706,9 @@ fn start_signals(
 }
 
 /// The signals path's share of `spill.spill_bytes_max` (a trickle beside the ticks): a
-/// sixteenth, at least one segment. The ticks path's writers split the rest, so the two
-/// together pass the maximum by at most one segment when it holds fewer than 17.
+/// sixteenth, at least [`spill::SEGMENTS_MIN`] segments. The ticks path's writers split
+/// the rest, each also at least that many, so a maximum of few segments is passed by
+/// those minimums (the config refuses one that holds fewer than one journal's).
 fn signals_spill_bytes(config: &Config) -> u64 {
-    (config.spill.spill_bytes_max / 16).max(config.spill.segment_bytes)
+    (config.spill.spill_bytes_max / 16).max(spill::SEGMENTS_MIN * config.spill.segment_bytes)
 }

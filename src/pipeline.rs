@@ -757,12 +757,13 @@ fn inserter_options(destination: &Destination, index: usize) -> Options {
 }
 
 /// One spill journal per writer, `<spill.dir>/writer-<index>`, each with an even share
-/// of `spill.spill_bytes_max` (at least one segment). Records left by an earlier run
+/// of `spill.spill_bytes_max` (at least [`crate::spill::SEGMENTS_MIN`] segments). Records left by an earlier run
 /// are replayed before the pipeline starts (`spill::replay`), so what is pending here
 /// is this run's.
 fn open_journals(config: &Config, writers: usize) -> std::io::Result<Vec<Option<Journal>>> {
     let root = std::path::Path::new(&config.spill.dir);
-    let share = (config.spill.spill_bytes_max / writers as u64).max(config.spill.segment_bytes);
+    let share = (config.spill.spill_bytes_max / writers as u64)
+        .max(crate::spill::SEGMENTS_MIN * config.spill.segment_bytes);
     (0..writers)
         .map(|index| {
             let journal_config = JournalConfig {

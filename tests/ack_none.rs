@@ -93,17 +93,11 @@ fn ack_none_refuses_a_work_queue_stream_and_says_why() {
     let answer = String::from_utf8_lossy(&reply.payload).into_owned();
     assert!(!answer.contains("\"error\""), "{answer}");
     let run = start_run(&db, &nats, &ACK_NONE);
-    let child = run_child(run);
-    let (status, text) = wait_exit(child, Duration::from_secs(60), "refuse the stream");
+    let (status, text) = run.exit_within(Duration::from_secs(60), "refuse the stream");
     assert!(!status.success(), "{text}");
     assert!(
         text.contains("workqueue retention") && text.contains("nats.ack_policy = \"all\""),
         "names the retention and the fix: {text}"
     );
     assert!(!text.contains("panicked"), "{text}");
-}
-
-/// The child of a running appliance, to wait for its exit.
-fn run_child(mut running: Running) -> std::process::Child {
-    running.0.take().expect("running")
 }

@@ -183,9 +183,8 @@ fn a_bad_crash_point_is_refused_with_what_to_do() {
     let (db, _conn) = tables("cbad");
     let nats = Nats::new("cbad");
     feed(&db, &nats, &["--count", "1", "--format", "kite"]);
-    let mut run = start_run_env(&db, &nats, &[], &[("ALPHAPT_CRASH_AT", "after_lunch:1")]);
-    let child = run.0.take().unwrap();
-    let (status, text) = wait_exit(child, Duration::from_secs(30), "refuse the crash point");
+    let run = start_run_env(&db, &nats, &[], &[("ALPHAPT_CRASH_AT", "after_lunch:1")]);
+    let (status, text) = run.exit_within(Duration::from_secs(30), "refuse the crash point");
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(
         text.contains("unknown point \"after_lunch\"") && text.contains("insert_committed"),

@@ -208,9 +208,8 @@ fn run_with_count_stops_by_itself_under_back_pressure() {
         "--set",
         "ingest.flush_interval_ms=50",
     ];
-    let mut first = start_run(&db, &nats, &[&tight[..], &["--count", "50000"]].concat());
-    let child = first.0.take().expect("running");
-    let (status, text) = wait_exit(child, Duration::from_secs(180), "finish --count");
+    let first = start_run(&db, &nats, &[&tight[..], &["--count", "50000"]].concat());
+    let (status, text) = first.exit_within(Duration::from_secs(180), "finish --count");
     assert!(status.success(), "run exited {status}: {text}");
     assert!(text.contains("Done: 50000 messages"), "{text}");
     assert_eq!(stored(&mut conn), (50_000, 50_000, 1, 50_000), "{text}");
@@ -315,13 +314,12 @@ fn a_stream_recreated_while_disconnected_stops_the_run_with_a_clear_error() {
         &["--set", &url, "--count", "20000", "--instruments", "50"],
     );
     assert!(published.contains("acked 20000 errors 0"), "{published}");
-    let mut run = start_run(&db, &nats, &["--set", &url]);
+    let run = start_run(&db, &nats, &["--set", &url]);
     wait_stored(&mut conn, 20_000, Duration::from_secs(60));
     server.kill();
     std::fs::remove_dir_all(&server.dir).unwrap();
     server.spawn();
-    let child = run.0.take().expect("running");
-    let (status, stderr) = wait_exit(child, Duration::from_secs(60), "stop on a recreated stream");
+    let (status, stderr) = run.exit_within(Duration::from_secs(60), "stop on a recreated stream");
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("was created again while we were disconnected"),

@@ -192,7 +192,7 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
     let port = format!("clickhouse.port={}", proxy.port);
     let drain_ms = format!("ingest.drain_timeout_ms={DRAIN_MS}");
     // A spill too small for one block (~150-250 KB): it refuses, the writer holds.
-    let mut run = start_run(
+    let run = start_run(
         &db,
         &nats,
         &[
@@ -205,7 +205,7 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
             "--set",
             "spill.segment_bytes=65536",
             "--set",
-            "spill.spill_bytes_max=65536",
+            "spill.spill_bytes_max=131072",
             // Overflow: a journal-first writer cannot journal a block this spill cannot
             // hold, so nothing would be stored before the signal.
             "--set",
@@ -216,10 +216,9 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     std::thread::sleep(Duration::from_millis(1500));
-    let child = run.0.take().expect("running");
     let signalled = Instant::now();
-    terminate(&child);
-    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    run.terminate();
+    let (status, text) = run.exit_within(Duration::from_secs(60), "exit after SIGTERM");
     let took = signalled.elapsed();
     // The budget is the drain timeout plus a second; a loaded 2-core CI gets more.
     assert!(
@@ -290,7 +289,7 @@ fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_resta
     let drain_ms = "ingest.drain_timeout_ms=3000";
     // The writer's hold (journal-first's inserter: tests/journal_first.rs).
     let overflow = ["--set", "spill.mode=overflow"];
-    let mut run = start_run(&db, &nats, &["--set", drain_ms, overflow[0], overflow[1]]);
+    let run = start_run(&db, &nats, &["--set", drain_ms, overflow[0], overflow[1]]);
     wait_stored(&mut conn, 5_000, Duration::from_secs(60));
     // A schema change the running writers cannot follow: a permanent error.
     conn.execute("ALTER TABLE market_ticks DROP COLUMN oi")
@@ -302,9 +301,8 @@ fn blocks_clickhouse_refuses_are_held_not_retried_and_stored_after_a_fixed_resta
         5_000,
         "nothing stored past the refusal"
     );
-    let child = run.0.take().expect("running");
-    terminate(&child);
-    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    run.terminate();
+    let (status, text) = run.exit_within(Duration::from_secs(60), "exit after SIGTERM");
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("ClickHouse refused the blocks"), "{text}");
     assert_eq!(
@@ -491,12 +489,9 @@ fn a_second_appliance_on_the_same_durable_is_refused_and_the_first_goes_on() {
     // Another host's appliance: its own spill directory, the same durable.
     let other_spill = std::env::temp_dir().join(format!("alphapt-spill-other-{}", db.name));
     let spill = format!("spill.dir={}", other_spill.display());
-    let mut second = start_run(&db, &nats, &["--set", &spill]);
-    let (status, text) = wait_exit(
-        second.0.take().unwrap(),
-        Duration::from_secs(30),
-        "refuse to start beside the first",
-    );
+    let second = start_run(&db, &nats, &["--set", &spill]);
+    let (status, text) =
+        second.exit_within(Duration::from_secs(30), "refuse to start beside the first");
     let _ = std::fs::remove_dir_all(&other_spill);
     assert!(!status.success(), "{text}");
     assert!(

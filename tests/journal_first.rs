@@ -125,7 +125,7 @@ fn journal_first_blocks_clickhouse_refuses_stay_journaled_and_are_stored_after_a
     feed(&db, &nats, &["--count", "5000", "--format", "kite"]);
     let mut settings = JOURNAL_FIRST.to_vec();
     settings.extend(["--set", "ingest.drain_timeout_ms=3000"]);
-    let mut run = start_run(&db, &nats, &settings);
+    let run = start_run(&db, &nats, &settings);
     wait_stored(&mut conn, 5_000, Duration::from_secs(60));
     // A schema change the running inserter cannot follow: a permanent error.
     conn.execute("ALTER TABLE market_ticks DROP COLUMN oi")
@@ -140,9 +140,8 @@ fn journal_first_blocks_clickhouse_refuses_stay_journaled_and_are_stored_after_a
         5_000,
         "nothing stored past the refusal"
     );
-    let child = run.0.take().expect("running");
-    terminate(&child);
-    let (status, text) = wait_exit(child, Duration::from_secs(60), "exit after SIGTERM");
+    run.terminate();
+    let (status, text) = run.exit_within(Duration::from_secs(60), "exit after SIGTERM");
     assert!(
         text.contains("ClickHouse refused journaled blocks"),
         "the refusal is reported: {text}"

@@ -97,12 +97,15 @@ fn set_values(raw: impl IntoIterator<Item = String>) -> Vec<String> {
     values
 }
 
-/// Logs go to stderr; `RUST_LOG` filters (default: info).
+/// Logs go to stderr; `RUST_LOG` filters (default: info). Colours only on a terminal:
+/// a log file or journald gets plain `key=value` text that grep finds.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

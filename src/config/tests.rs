@@ -757,6 +757,37 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
     }
 }
 
+/// One journal of a single segment can be full with nothing pending (the active
+/// segment keeps the room of its stored blocks): a maximum under two segments is
+/// refused, naming both keys; exactly two loads.
+#[test]
+fn a_spill_maximum_under_two_segments_is_refused() {
+    let text = refused(
+        "",
+        &[],
+        &[
+            "spill.segment_bytes=1048576",
+            "spill.spill_bytes_max=1572864",
+        ],
+    )
+    .to_string();
+    assert!(
+        text.contains("spill.segment_bytes") && text.contains("spill.spill_bytes_max"),
+        "names both keys: {text}"
+    );
+    assert!(text.contains("2 segments"), "says why: {text}");
+    let two = load(
+        "",
+        &[],
+        &[
+            "spill.segment_bytes=1048576",
+            "spill.spill_bytes_max=2097152",
+        ],
+    )
+    .unwrap();
+    assert_eq!(two.spill.spill_bytes_max, 2 << 20);
+}
+
 #[test]
 fn ack_policy_loads_and_a_bad_one_is_refused() {
     let config = load("", &[], &["nats.ack_policy=none"]).unwrap();

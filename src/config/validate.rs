@@ -446,12 +446,14 @@ impl Config {
             INSERT_INTERVAL_MS_MAX,
             "ms",
         )?;
-        if s.segment_bytes > s.spill_bytes_max {
+        // A journal needs two segments: the active one keeps the room of its replayed
+        // records until it is full (`spill::SEGMENTS_MIN`).
+        if s.segment_bytes.saturating_mul(crate::spill::SEGMENTS_MIN) > s.spill_bytes_max {
             return Err(invalid(
                 "spill.segment_bytes",
                 format!(
-                    "is {} bytes, more than `spill.spill_bytes_max` ({} bytes), so not one segment fits; lower it or raise the maximum",
-                    s.segment_bytes, s.spill_bytes_max
+                    "is {} bytes, more than half of `spill.spill_bytes_max` ({} bytes); a journal needs {} segments (the active one keeps the room of its already-stored blocks until it is full), so lower the segment size or raise the maximum",
+                    s.segment_bytes, s.spill_bytes_max, crate::spill::SEGMENTS_MIN
                 ),
             ));
         }

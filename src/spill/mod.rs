@@ -37,6 +37,12 @@ pub use journal::{
     JournalScan, RecordPos, RecordSummary, ScanReport, SegmentSummary, SpillError, SIGNALS_SUBDIR,
 };
 
+/// Fewest segments one journal's share of `spill.spill_bytes_max` holds. The active
+/// segment is trimmed only once it is full and all of it replayed, so its replayed
+/// records keep their room until then: a journal of one segment could be full with
+/// nothing pending. With two, at least one segment's worth of room is always there.
+pub const SEGMENTS_MIN: u64 = 2;
+
 /// A journal shared by its writer (appends, syncs) and, journal-first, its inserter
 /// (reads, marks). Each holds the lock for one batch, never for a message, and never
 /// across a ClickHouse call: the inserter copies the bytes out first.

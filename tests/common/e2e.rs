@@ -89,14 +89,80 @@ pub fn feed(db: &TestDb, nats: &Nats, extra: &[&str]) -> String {
     stdout
 }
 
-/// A running appliance; killed if the test fails before draining it.
-pub struct Running(pub Option<Child>);
+/// A running appliance; killed if the test fails before draining it, and then its
+/// output so far is printed. Its stdout and stderr go to a file, not a pipe: a pipe
+/// nobody reads until exit blocks the appliance's logging once 64 KiB are written,
+/// which would stall its threads and look like an appliance hang.
+pub struct Running {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+    /// Kept after the run (E2E_RUN_LOG_DIR), not removed.
+    keep: bool,
+}
+
+impl Running {
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// What the run has written so far (stdout and stderr, interleaved).
+    pub fn output(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        terminate_pid(self.pid());
+    }
+
+    /// Waits (bounded: killed and failed past `limit`) for the run to exit by itself;
+    /// returns its status and output.
+    pub fn exit_within(
+        mut self,
+        limit: Duration,
+        what: &str,
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.output());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "run did not {what} within {limit:?}; its output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            if std::thread::panicking() {
+                // The test failed with the run still going: what it said is the clue.
+                let text = self.output();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(300)..];
+                eprintln!("--- the run's output (last {} lines) ---", tail.len());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+                eprintln!("--- end of the run's output ---");
+            }
+        }
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
@@ -111,50 +177,48 @@ pub fn start_run_env(db: &TestDb, nats: &Nats, extra: &[&str], env: &[(&str, &st
     args.push("run".into());
     args.push("--quiet".into());
     args.extend(extra.iter().map(|s| s.to_string()));
-    // E2E_RUN_LOG_DIR=<dir> keeps each run's log there (at info level) instead of in
-    // the test's output: for chasing a failure that only shows under load.
-    let stderr = match std::env::var_os("E2E_RUN_LOG_DIR") {
-        Some(dir) => {
-            let path = std::path::Path::new(&dir).join(format!("run-{}.log", super::suffix()));
-            Stdio::from(std::fs::File::create(path).unwrap())
-        }
-        None => Stdio::piped(),
-    };
-    let mut command = binary(&args);
-    if std::env::var_os("E2E_RUN_LOG_DIR").is_some() {
-        command.env("RUST_LOG", "info");
+    // At info level: a failing test prints the tail (see `Drop`), which must say what
+    // the run was doing. E2E_RUN_LOG_DIR=<dir> also keeps every run's log there.
+    let kept = std::env::var_os("E2E_RUN_LOG_DIR");
+    let dir = kept
+        .clone()
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let log = dir.join(format!("alphapt-run-{}.log", super::suffix()));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = binary(&args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    Running {
+        child: Some(child),
+        log,
+        keep: kept.is_some(),
     }
-    Running(Some(
-        command
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap(),
-    ))
 }
 
 /// Kills the run with SIGKILL: no drain, no final ack.
 pub fn kill(mut running: Running) {
-    let mut child = running.0.take().expect("running");
+    let mut child = running.child.take().expect("running");
     child.kill().unwrap();
     child.wait().unwrap();
 }
 
-/// Sends SIGTERM to `child`.
-pub fn terminate(child: &Child) {
+/// Sends SIGTERM to process `pid`.
+pub fn terminate_pid(pid: u32) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 }
 
 /// Sends SIGTERM and waits (bounded) for exit 0; returns the run's output.
-pub fn drain(mut running: Running) -> String {
-    let child = running.0.take().expect("running");
-    terminate(&child);
-    let (status, text) = wait_exit(child, Duration::from_secs(60), "drain");
+pub fn drain(running: Running) -> String {
+    running.terminate();
+    let (status, text) = running.exit_within(Duration::from_secs(60), "drain");
     assert!(status.success(), "run exited {status}: {text}");
     text
 }
@@ -188,10 +252,9 @@ pub fn wait_exit(
 
 /// Waits for a run armed with `ALPHAPT_CRASH_AT` to kill itself; fails unless it
 /// ended by SIGKILL at its crash point. Returns its output.
-pub fn run_until_crash(mut running: Running) -> String {
+pub fn run_until_crash(running: Running) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let child = running.0.take().expect("running");
-    let (status, text) = wait_exit(child, Duration::from_secs(120), "reach its crash point");
+    let (status, text) = running.exit_within(Duration::from_secs(120), "reach its crash point");
     assert_eq!(
         status.signal(),
         Some(libc::SIGKILL),

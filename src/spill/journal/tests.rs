@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::spill::format::{RecordTable, STATE_PENDING};
+use crate::spill::SEGMENTS_MIN;
 
 /// A directory under the system temp dir with a random suffix, removed on drop.
 struct TempDir(PathBuf);
@@ -271,6 +272,38 @@ fn append_refuses_past_bytes_max_and_writes_nothing() {
     journal.append(&header(9), &payload(9, 1500)).unwrap();
     journal.sync().unwrap();
     assert_eq!(journal.bytes_used(), 2 * SEGMENT_BYTES);
+}
+
+/// Why a journal gets at least `SEGMENTS_MIN` segments: the active segment keeps the
+/// room of its replayed records until it is full. With one segment a journal holding
+/// one stored record and one pending is full; with two, a whole segment more fits.
+#[test]
+fn replayed_records_in_the_active_segment_hold_room_until_it_rolls() {
+    let tmp = TempDir::new("active");
+    let one = config(&tmp.0, SEGMENT_BYTES);
+    let (mut journal, _) = Journal::open(&one).unwrap();
+    let stored = fill(&mut journal, 1, 1500);
+    journal.mark_replayed(stored[0]).unwrap();
+    journal.append(&header(1), &payload(1, 1500)).unwrap();
+    let error = journal.append(&header(2), &payload(2, 1500)).unwrap_err();
+    assert!(matches!(error, SpillError::Full { .. }), "{error}");
+    assert_eq!(journal.records_pending(), 1, "full with one record pending");
+    drop(journal);
+    fs::remove_dir_all(&one.dir).unwrap();
+
+    let two = config(&tmp.0, SEGMENTS_MIN * SEGMENT_BYTES);
+    let (mut journal, _) = Journal::open(&two).unwrap();
+    let stored = fill(&mut journal, 1, 1500);
+    journal.mark_replayed(stored[0]).unwrap();
+    for i in 1..=3 {
+        journal.append(&header(i), &payload(i, 1500)).unwrap();
+    }
+    journal.sync().unwrap();
+    assert_eq!(journal.records_pending(), 3, "a whole segment more fits");
+    assert!(matches!(
+        journal.append(&header(4), &payload(4, 1500)),
+        Err(SpillError::Full { .. })
+    ));
 }
 
 #[test]
