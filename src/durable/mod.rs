@@ -19,6 +19,7 @@
 //! stored: either `t` has nothing pending (all routed are stored) or
 //! `q ≤ watermark ≤ durable_last[t]`.
 
+pub mod mark;
 pub mod stored;
 
 use std::sync::atomic::{AtomicU64, Ordering};
