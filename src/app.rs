@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Source};
+use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
 use crate::pipeline::{self, Destination, Joined, Pipeline, PipelineStats};
 use crate::receive::nats::NatsError;
@@ -390,6 +391,7 @@ impl App {
                             subject_filter: config.nats.subject_ticks.clone(),
                         },
                         reread_all: replay.damaged_ticks,
+                        mark: local_mark(config, &config.nats.stream_ticks),
                     }),
                 };
                 tracing::info!(jetstream, url = %crate::config::redact_url(&config.nats.url), "Source: NATS");
@@ -690,6 +692,7 @@ fn start_signals(
                 subject_filter: config.nats.subject_signals.clone(),
             },
             reread_all,
+            mark: local_mark(config, &config.nats.stream_signals),
         }),
         // Signals run until the ticks path ends, whatever `--count` says of ticks.
         count: None,
@@ -703,6 +706,19 @@ fn start_signals(
         source,
     })?;
     Ok(SignalsPath { pipeline, receiver })
+}
+
+/// AckNone's local durable mark of `stream`, in the spill directory (see
+/// `durable::mark`); none under AckAll, whose ack floor is on the server.
+fn local_mark(config: &Config, stream: &str) -> Option<LocalMark> {
+    (config.nats.ack_policy == crate::config::AckPolicy::None).then(|| {
+        LocalMark::new(
+            std::path::Path::new(&config.spill.dir),
+            &config.clickhouse.database,
+            stream,
+            &config.nats.durable,
+        )
+    })
 }
 
 /// The signals path's share of `spill.spill_bytes_max` (a trickle beside the ticks): a

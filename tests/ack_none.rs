@@ -5,7 +5,8 @@
 //! - store a tick twice or lose one across kill -9 and restarts, including restarts
 //!   that switch the ack policy either way (the consumer is recreated each time);
 //! - run on a stream that drops messages once delivered (work-queue or interest
-//!   retention): refused at start with the reason and the fix.
+//!   retention): refused at start with the reason and the fix;
+//! - trust a local durable mark that is damaged: the whole store is read instead.
 //!
 //! "Stored once" is checked as a set: count = distinct = highest = published, lowest 1.
 
@@ -100,4 +101,57 @@ fn ack_none_refuses_a_work_queue_stream_and_says_why() {
         "names the retention and the fix: {text}"
     );
     assert!(!text.contains("panicked"), "{text}");
+}
+
+/// The local durable mark stands in for an ack floor: a clean stop leaves it at the end
+/// and the next start reads the store above it only; a damaged mark is ignored (whole
+/// store read) and rewritten. Every tick stored once throughout.
+#[test]
+fn ack_none_resumes_above_its_local_mark_and_ignores_a_damaged_one() {
+    let (db, mut conn) = tables("acknmark");
+    let nats = Nats::new("acknmark");
+    let mark = db
+        .spill_dir()
+        .join(format!("mark-{}-{}-{}", db.name, nats.stream, nats.durable));
+    let mut total = 0;
+    for (round, more) in [20_000u64, 10_000, 5_000].into_iter().enumerate() {
+        if round == 2 {
+            std::fs::write(&mark, "alphapt-mark v1 torn").unwrap();
+        }
+        feed(
+            &db,
+            &nats,
+            &["--count", &more.to_string(), "--format", "kite"],
+        );
+        let run = start_run(&db, &nats, &ACK_NONE);
+        wait_stored(&mut conn, total + more, Duration::from_secs(120));
+        let summary = drain(run);
+        let all = total + more;
+        assert_eq!(
+            stored(&mut conn),
+            (all, all, 1, all),
+            "round {round}: {summary}"
+        );
+        let read_from = match round {
+            0 => "ack_floor=0".to_string(),
+            1 => format!("ack_floor={total}"),
+            _ => "ack_floor=0".to_string(),
+        };
+        assert!(summary.contains(&read_from), "round {round}: {summary}");
+        if round == 1 {
+            assert!(summary.contains("local mark"), "{summary}");
+        }
+        if round == 2 {
+            assert!(
+                summary.contains("Local durable mark is damaged"),
+                "{summary}"
+            );
+        }
+        total += more;
+        let text = std::fs::read_to_string(&mark).unwrap();
+        assert!(
+            text.contains(&format!(" through={total} ")),
+            "round {round}: the drain leaves the mark at the end: {text}"
+        );
+    }
 }

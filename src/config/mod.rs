@@ -227,7 +227,8 @@ pub enum AckPolicy {
     All,
     /// AckNone: nats-server keeps no pending set (measured at 0.78x of its CPU per
     /// message under AckAll, `perf/ack_policy.rs`); the resume point is read from the
-    /// whole store at start. Needs a stream with limits retention (a work-queue or
+    /// store above a local durable mark in `spill.dir` (`durable::mark`), or the whole
+    /// store without one. Needs a stream with limits retention (a work-queue or
     /// interest stream would drop each message at delivery).
     None,
 }

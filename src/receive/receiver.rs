@@ -22,8 +22,10 @@
 //!
 //! AckNone (`nats.ack_policy = "none"`): no ack is ever sent and no reply subject kept;
 //! the watermark is still followed (it is this run's durable point for a reconnect and
-//! the drain), the pull window is the same, and at start the whole store, not an ack
-//! floor, decides the position. Only on limits-retention streams.
+//! the drain), the pull window is the same, and at start the store above the local
+//! durable mark (`durable::mark`, written with the watermark at most once a second),
+//! not an ack floor, decides the position; without a mark, the whole store. Only on
+//! limits-retention streams.
 //!
 //! Position: at the first session the store decides where delivery resumes
 //! (`durable::stored`: the ack floor, then the stored sequences above it); the consumer
@@ -49,6 +51,7 @@ use crate::ring::Kind;
 use crate::runtime::sizes::shard_of;
 use crate::runtime::Backoff;
 
+use crate::durable::mark::{LocalMark, MARK_INTERVAL};
 use crate::durable::stored::{
     read_stored, resume, wait_for_killed_inserts, Resume, SeqSet, StreamTables, OTHER_INSERTS_WAIT,
 };
@@ -106,7 +109,8 @@ pub struct ReceiverConfig {
     /// Most unacked messages in flight (AckNone: most messages between receive and
     /// durable, kept by the pull sizes alone).
     pub max_ack_pending: u32,
-    /// AckNone: nothing is acknowledged; the resume point comes from the whole store.
+    /// AckNone: nothing is acknowledged; the resume point comes from the store above
+    /// the local durable mark ([`StoreProbe::mark`]).
     pub ack_none: bool,
     /// Connect and JetStream API timeout.
     pub connect_timeout: Duration,
@@ -132,6 +136,9 @@ pub struct StoreProbe {
     /// proves them stored. What JetStream still holds of them is delivered again;
     /// what it no longer holds is counted absent and logged.
     pub reread_all: bool,
+    /// AckNone: the local durable mark, the floor the store is read above at start
+    /// (as an ack floor is under AckAll) and kept current while delivery goes on.
+    pub mark: Option<LocalMark>,
 }
 
 impl std::fmt::Debug for StoreProbe {
@@ -393,6 +400,11 @@ struct JsState {
     /// A session got as far as pulling once: later connection failures are worth
     /// retrying; before that they are configuration (no JetStream, wrong stream).
     established: bool,
+    /// AckNone: the sequence last written to the local mark, and when; whether the
+    /// last write failed (logged once until one succeeds).
+    mark_written: u64,
+    mark_at: Option<Instant>,
+    mark_failing: bool,
 }
 
 /// Reads the resume point at the first session: the consumer's ack floor, then what
@@ -403,6 +415,7 @@ fn read_resume(
     config: &ReceiverConfig,
     stream: &StreamInfo,
     floor: u64,
+    floor_from: &'static str,
 ) -> Result<Resume, NatsError> {
     let unreadable = |reason: String| NatsError::StoreUnreadable {
         stream: config.stream.clone(),
@@ -433,7 +446,7 @@ fn read_resume(
     let resume = resume(read_from, stored, stream.first_seq, |seq| {
         js.message_exists(conn, &config.stream, seq)
     })?;
-    tracing::info!(stream = %config.stream, ack_floor = floor, stored_above_floor = stored_count,
+    tracing::info!(stream = %config.stream, ack_floor = floor, floor_from, stored_above_floor = stored_count,
         resume_after = resume.position, skip = resume.skip.len(), skip_ranges = resume.skip.ranges(),
         absent = resume.absent, probes = resume.probes, "Resume point read from the store");
     Ok(resume)
@@ -502,14 +515,21 @@ fn start_session(
             }
             // A consumer dies with its stream, so an existing one's ack floor belongs
             // to this stream, and what we acked is durable. AckNone acknowledges
-            // nothing: its "floor" is only what was delivered, so the whole store
-            // is read instead.
-            let floor = if config.ack_none {
-                0
+            // nothing (its "floor" is only what was delivered): the local mark stands
+            // in, and without one the whole store is read.
+            let (floor, floor_from) = if config.ack_none {
+                let mark = config.store.as_ref().and_then(|s| s.mark.as_ref());
+                match mark.map_or(0, |m| m.read(stream.created_ms)) {
+                    0 => (0, "none"),
+                    through => (through, "local mark"),
+                }
             } else {
-                existing.as_ref().map_or(0, settled_floor)
+                (
+                    existing.as_ref().map_or(0, settled_floor),
+                    "consumer ack floor",
+                )
             };
-            let resume = read_resume(js, conn, config, &stream, floor)?;
+            let resume = read_resume(js, conn, config, &stream, floor, floor_from)?;
             state.stream_created_ms = stream.created_ms;
             let start = resume.position + 1;
             state.position = Some(Position::new(resume));
@@ -630,10 +650,33 @@ fn run_jetstream(
         report,
         marks,
         position,
+        stream_created_ms,
         drain_started,
         input_finished,
+        mark_written,
+        mark_at,
+        mark_failing,
         ..
     } = state;
+    let local_mark = config.store.as_ref().and_then(|s| s.mark.as_ref());
+    let mut keep_mark = |acked: u64, now: bool| {
+        if let Some(mark) = local_mark {
+            let due = mark_at.map_or(true, |at| at.elapsed() >= MARK_INTERVAL);
+            if acked > *mark_written && (due || now) {
+                match mark.write(*stream_created_ms, acked) {
+                    Ok(()) => *mark_failing = false,
+                    Err(error) if !*mark_failing => {
+                        *mark_failing = true;
+                        tracing::warn!(path = %mark.path().display(), %error,
+                            "Cannot write the local durable mark; the next start reads more of the store");
+                    }
+                    Err(_) => {}
+                }
+                *mark_written = acked;
+                *mark_at = Some(Instant::now());
+            }
+        }
+    };
     let position = position.as_mut().expect("set by start_session");
     // A router whose watermark starts where delivery does: what is below is durable.
     router.pass(position.contiguous());
@@ -766,6 +809,7 @@ fn run_jetstream(
                     report.acked = watermark;
                     router.acked(watermark);
                 }
+                keep_mark(report.acked, false);
             } else if let Some(mark) = marks.take_through(watermark) {
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
@@ -776,9 +820,11 @@ fn run_jetstream(
         }
         if let Some(started) = *drain_started {
             if *input_finished && report.acked >= router.received_last() {
+                keep_mark(report.acked, true);
                 return Ok(());
             }
             if started.elapsed() >= config.drain_timeout {
+                keep_mark(report.acked, true);
                 tracing::error!(acked = report.acked, received = router.received_last(),
                     "Drain timeout before everything was durable; JetStream will redeliver the rest");
                 return Ok(());
