@@ -141,6 +141,16 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         dir: root.clone(),
         source,
     })?;
+    // Its INSERTs carry this process's query-id prefix like the writers': a run killed
+    // while it replays leaves INSERTs the next start must see and wait for.
+    let replay_options = crate::native::Options {
+        query_id_prefix: format!(
+            "{}{}-r-",
+            crate::durable::stored::insert_query_prefix(&destination.options.database),
+            std::process::id()
+        ),
+        ..destination.options.clone()
+    };
     for dir in dirs {
         let journal_config = JournalConfig {
             dir: dir.clone(),
@@ -169,13 +179,12 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
             })?;
             waited = true;
         }
-        let report =
-            replay_journal(&mut journal, &targets, &destination.options).map_err(|source| {
-                AppError::SpillReplay {
-                    dir: dir.clone(),
-                    source,
-                }
-            })?;
+        let report = replay_journal(&mut journal, &targets, &replay_options).map_err(|source| {
+            AppError::SpillReplay {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
         tracing::info!(dir = %dir.display(), inserted = report.inserted, rows = report.rows,
             already_stored = report.already_stored, other_schema = report.other_schema,
             "Spill replayed");

@@ -136,6 +136,40 @@ impl Router {
         true
     }
 
+    /// Whether [`Router::route`] of a message this size to `shard` would go through
+    /// without waiting: lets a source hold a message where it is (the JetStream
+    /// receiver leaves it in its read buffer) and keep acknowledging meanwhile.
+    pub fn has_room(&self, shard: usize, subject: &[u8], payload: &[u8]) -> bool {
+        self.rings[shard].has_room(subject.len(), payload.len())
+    }
+
+    /// Waits up to `limit` for [`Router::has_room`]; false when there is still none
+    /// (also at once when the drain deadline has passed). The caller counts the stall
+    /// once ([`Router::note_ring_full`]), not once per wait.
+    pub fn wait_for_room(
+        &mut self,
+        shard: usize,
+        subject_len: usize,
+        payload_len: usize,
+        limit: std::time::Duration,
+    ) -> bool {
+        let until = Instant::now() + limit;
+        // Bound: `limit`, or the drain deadline.
+        while !self.rings[shard].has_room(subject_len, payload_len) {
+            if self.alert.expired() || Instant::now() >= until {
+                return false;
+            }
+            self.waiter.idle();
+        }
+        self.waiter.reset();
+        true
+    }
+
+    /// Counts one message that found its ring full.
+    pub fn note_ring_full(&self) {
+        self.stats.ring_full_total.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Routes one message if its ring has room, never waiting: for sources with no
     /// upstream store (core NATS), where waiting only moves the loss into the server's
     /// slow-consumer handling, which closes the connection and loses far more. A full

@@ -137,6 +137,17 @@ impl FrameProducer {
         self.inner.buffer().capacity()
     }
 
+    /// Whether [`FrameProducer::push`] of a message this size would find room now.
+    pub fn has_room(&self, subject_len: usize, payload_len: usize) -> bool {
+        let subject = subject_len.min(SUBJECT_BYTES_MAX);
+        let kept = if payload_len > self.payload_bytes_max {
+            TRUNCATED_BYTES.min(payload_len)
+        } else {
+            payload_len
+        };
+        self.inner.slots() >= frame_bytes(subject, kept)
+    }
+
     /// Pushes one message; `false` (nothing written) when the ring lacks room: the
     /// caller keeps the message and waits. Oversize payloads are truncated and
     /// flagged; overlong subjects are cut (the shard rejects such a message anyway).

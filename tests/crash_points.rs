@@ -23,7 +23,34 @@ use common::proxy::Proxy;
 /// No sequence stored twice so far (a crash may have left some unstored).
 fn assert_no_doubles(conn: &mut alphapt_storage::native::Connection, when: &str) {
     let (count, distinct, _, _) = stored(conn);
-    assert_eq!(count, distinct, "{when}: a sequence is stored twice");
+    if count != distinct {
+        panic!(
+            "{when}: a sequence is stored twice ({count} rows, {distinct} distinct): {}",
+            doubled(conn)
+        );
+    }
+}
+
+/// Which sequences are doubled, and when each copy of the lowest one was received:
+/// copies seconds apart came from two runs (a replay or a redelivery), copies together
+/// from one INSERT sent twice.
+fn doubled(conn: &mut alphapt_storage::native::Connection) -> String {
+    let q = conn
+        .query(
+            "SELECT toUInt64(min(s)) AS lo, toUInt64(max(s)) AS hi, toUInt64(count()) AS n FROM \
+             (SELECT stream_seq AS s, count() AS c FROM market_ticks GROUP BY s HAVING c > 1)",
+        )
+        .unwrap();
+    let get = |name: &str| q.column(name)[0].as_u64().unwrap();
+    let (lo, hi, n) = (get("lo"), get("hi"), get("n"));
+    let copies = conn
+        .query(&format!(
+            "SELECT concat(toString(received_at), '.', toString(received_at_ms)) AS at \
+             FROM market_ticks WHERE stream_seq = {lo}"
+        ))
+        .map(|q| format!("{:?}", q.column("at")))
+        .unwrap_or_else(|e| e.to_string());
+    format!("{n} sequences doubled in {lo}..={hi}; copies of {lo}: {copies}")
 }
 
 #[test]
@@ -53,10 +80,18 @@ fn kill_9_at_five_random_moments_of_a_million_tick_feed_stores_each_tick_once() 
         // 0.3 to 2.5 s of uptime: start, resume, routing, INSERTs and acks all get hit.
         let uptime = Duration::from_millis(300 + rng.below(2_200));
         std::thread::sleep(uptime);
-        kill(run);
+        let said = kill(run);
         let (count, ..) = stored(&mut conn);
         kills.push((uptime, count));
-        assert_no_doubles(&mut conn, &format!("after kill {round}"));
+        let tail: Vec<&str> = said.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        assert_no_doubles(
+            &mut conn,
+            &format!(
+                "after kill {round} (kills so far: {kills:?}; the killed run's last lines:\n{})",
+                tail.join("\n")
+            ),
+        );
     }
     feeder_done(feed);
     let run = start_run(&db, &nats, &settings);

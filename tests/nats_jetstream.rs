@@ -367,3 +367,55 @@ fn dead_or_absent_server_is_an_error_not_a_hang() {
     assert!(matches!(error, NatsError::Timeout { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// `poll_held`: an operation the caller holds stays first in line, is offered again at
+/// the next call, and that call returns at once (no socket wait) while it holds; every
+/// message is taken exactly once, in order.
+#[test]
+fn a_held_message_is_offered_again_first_and_nothing_is_lost_or_doubled() {
+    let mut publisher = connect();
+    let mut conn = connect();
+    let subject = format!("held{}.x", common::suffix());
+    let sid = conn.subscribe(&subject, None).unwrap();
+    conn.flush().unwrap();
+    // The subscription is registered once a round trip passed.
+    conn.round_trip(TIMEOUT).unwrap();
+    for i in 0..50u32 {
+        publisher
+            .publish(subject.as_bytes(), None, i.to_string().as_bytes())
+            .unwrap();
+    }
+    publisher.flush().unwrap();
+    let mut taken: Vec<u32> = Vec::new();
+    let mut offered_once = std::collections::HashSet::new();
+    let mut holds = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while taken.len() < 50 {
+        assert!(Instant::now() < deadline, "took only {taken:?}");
+        let mut held = false;
+        let started = Instant::now();
+        conn.poll_held(Duration::from_millis(500), |op| match op {
+            ServerOp::Msg(msg) if msg.sid == sid => {
+                let i: u32 = std::str::from_utf8(msg.payload).unwrap().parse().unwrap();
+                // Hold every third message the first time it comes.
+                if i % 3 == 0 && offered_once.insert(i) {
+                    held = true;
+                    return false;
+                }
+                taken.push(i);
+                true
+            }
+            _ => true,
+        })
+        .unwrap();
+        if held {
+            holds += 1;
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "a call that holds returns without waiting on the socket"
+            );
+        }
+    }
+    assert_eq!(taken, (0..50).collect::<Vec<_>>());
+    assert_eq!(holds, 17, "0, 3, .., 48 each held once");
+}

@@ -9,8 +9,12 @@
 //!
 //! Flow control: one pull request is outstanding at a time, for at most
 //! `fetch_batch_max` messages, and only while the unacknowledged window leaves room
-//! (the server enforces `max_ack_pending` too). A full ring blocks `route`, so the
-//! receiver stops reading its socket; JetStream holds the rest. On core NATS there is
+//! (the server enforces `max_ack_pending` too). A delivery whose ring is full stays in
+//! the read buffer (`NatsConn::poll_held`): the receiver stops reading its socket and
+//! pulls no more, so JetStream holds the rest, but its loop goes on acknowledging what
+//! becomes durable while it waits for room, so a long back-pressure (ClickHouse away,
+//! spill full) neither stalls the ack floor nor has JetStream redeliver what is already
+//! routed once `ack_wait` passes. On core NATS there is
 //! no upstream store: a full ring drops the message and counts it (`dropped_total`),
 //! because not reading the socket would only make the server drop far more when it
 //! closes the connection as a slow consumer.
@@ -84,6 +88,8 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(1);
 /// Short, because every drain pays it once per idle stream; an idle consumer then
 /// sends ~10 small pull requests a second, nothing beside the message flow.
 const PULL_EXPIRES: Duration = Duration::from_millis(100);
+/// Longest wait for ring room between two looks at the acks while a delivery is held.
+const HOLD_WAIT: Duration = Duration::from_millis(5);
 /// How long one socket poll waits when nothing is buffered.
 const POLL_TIMEOUT: Duration = Duration::from_millis(2);
 
@@ -259,12 +265,6 @@ pub fn subject_token(subject: &[u8]) -> Option<u32> {
         return None;
     }
     std::str::from_utf8(last).ok()?.parse().ok()
-}
-
-/// Routes one delivered message of `kind`; `false` when a drain stopped it.
-fn route(router: &mut Router, kind: Kind, seq: u64, subject: &[u8], payload: &[u8]) -> bool {
-    let (shard, kind) = destination(router, kind, subject);
-    router.route(shard, kind, seq, now_ns(), subject, payload)
 }
 
 /// The shard and frame kind of a message, from its subject alone.
@@ -685,6 +685,10 @@ fn run_jetstream(
     let mut last_ack = Instant::now();
     let mut failure: Option<NatsError> = None;
     let mut refused = false;
+    // A delivery left in the read buffer for want of ring room (shard, sizes), and
+    // whether the last poll ended on one.
+    let mut held: Option<(usize, usize, usize)> = None;
+    let mut holding = false;
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
         let remaining = config
@@ -693,7 +697,8 @@ fn run_jetstream(
         if (router.stopping() || remaining == 0) && drain_started.is_none() {
             *drain_started = Some(Instant::now());
         }
-        if drain_started.is_none() && outstanding == 0 {
+        // No pull while a delivery is held: what is buffered must go first.
+        if drain_started.is_none() && outstanding == 0 && !holding {
             let unacked = router.received_last().saturating_sub(report.acked);
             let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
             // Never pull past `count`: what is delivered but not routed would wait
@@ -719,41 +724,49 @@ fn run_jetstream(
             // are routed as usual: the inbox is the same.
             outstanding = 0;
         }
-        conn.poll(POLL_TIMEOUT, |op| {
-            let ServerOp::Msg(msg) = op else { return };
+        conn.poll_held(POLL_TIMEOUT, |op| {
+            let ServerOp::Msg(msg) = op else { return true };
             if msg.sid != sid || failure.is_some() {
-                return;
+                return true;
             }
             if refused {
                 // A route was refused (draining, or the drain deadline passed): nothing
                 // after it may be routed or passed, or the watermark could step over it.
                 outstanding = outstanding.saturating_sub(1);
-                return;
+                return true;
             }
             if let Some(status) = msg.status() {
                 // 404 no messages, 408 request expired, 409 consumer limits: the pull is over.
                 if status != 100 {
                     outstanding = 0;
                 }
-                return;
+                return true;
+            }
+            // Back-pressure: a delivery whose ring is full stays in the read buffer
+            // (judged and routed when offered again), so this loop goes on acking what
+            // becomes durable meanwhile instead of waiting inside the route.
+            let (shard, kind) = destination(router, config.kind, msg.subject);
+            if !router.has_room(shard, msg.subject, msg.payload) {
+                held = Some((shard, msg.subject.len(), msg.payload.len()));
+                return false;
             }
             outstanding = outstanding.saturating_sub(1);
             if config.count.is_some_and(|count| report.routed >= count) {
                 // Past `count` (a late delivery of an expired pull): not routed, so not
                 // acked; the next start restarts delivery at the ack floor.
-                return;
+                return true;
             }
             let reply = msg.reply.unwrap_or_default();
             let Some(ack_info) = parse_ack_subject(reply) else {
                 tracing::warn!("JetStream delivery without an ack subject; ignored");
-                return;
+                return true;
             };
             if !config.ack_none && reply.len() > ACK_SUBJECT_BYTES_MAX {
                 failure = Some(NatsError::AckSubjectTooLong {
                     bytes: reply.len(),
                     max: ACK_SUBJECT_BYTES_MAX,
                 });
-                return;
+                return true;
             }
             let seq = ack_info.stream_seq;
             let (verdict, gap) = position.judge(&ack_info);
@@ -778,9 +791,9 @@ fn run_jetstream(
                     });
                 }
                 Verdict::Route => {
-                    if !route(router, config.kind, seq, msg.subject, msg.payload) {
+                    if !router.route(shard, kind, seq, now_ns(), msg.subject, msg.payload) {
                         refused = true;
-                        return;
+                        return true;
                     }
                     position.routed(seq);
                     report.routed += 1;
@@ -789,14 +802,32 @@ fn run_jetstream(
                     }
                 }
             }
+            true
         })?;
         if let Some(error) = failure.take() {
             return Err(error);
         }
+        // A held delivery: wait a little for its ring (acks go on below between waits);
+        // past the drain deadline it is refused like a route, and never routed.
+        match held.take() {
+            Some((shard, subject_len, payload_len)) => {
+                if !holding {
+                    router.note_ring_full();
+                    holding = true;
+                }
+                if !router.wait_for_room(shard, subject_len, payload_len, HOLD_WAIT)
+                    && router.alert().expired()
+                {
+                    refused = true;
+                }
+            }
+            None => holding = false,
+        }
         marks.end_of_poll();
         // Draining: every delivery of the last pull is routed (it ends within
-        // PULL_EXPIRES), then the shards may seal for good.
-        if drain_started.is_some() && outstanding == 0 && !*input_finished {
+        // PULL_EXPIRES; a held one is routed or refused first), then the shards may
+        // seal for good.
+        if drain_started.is_some() && outstanding == 0 && !holding && !*input_finished {
             router.finish_input();
             *input_finished = true;
         }

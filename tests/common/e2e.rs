@@ -199,11 +199,12 @@ pub fn start_run_env(db: &TestDb, nats: &Nats, extra: &[&str], env: &[(&str, &st
     }
 }
 
-/// Kills the run with SIGKILL: no drain, no final ack.
-pub fn kill(mut running: Running) {
+/// Kills the run with SIGKILL: no drain, no final ack. Returns what it had written.
+pub fn kill(mut running: Running) -> String {
     let mut child = running.child.take().expect("running");
     child.kill().unwrap();
     child.wait().unwrap();
+    running.output()
 }
 
 /// Sends SIGTERM to process `pid`.

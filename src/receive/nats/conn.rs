@@ -222,8 +222,24 @@ impl NatsConn {
         timeout: Duration,
         mut f: F,
     ) -> Result<usize, NatsError> {
-        let seen = self.drain(&mut f)?;
-        if seen > 0 {
+        self.poll_held(timeout, |op| {
+            f(op);
+            true
+        })
+    }
+
+    /// [`NatsConn::poll`] where `f` may hold an operation (return `false`): it stays in
+    /// the read buffer, nothing after it is parsed, and the next call offers it again
+    /// first. A call that held one returns at once without reading the socket: the
+    /// caller makes room for it (back-pressure stays at the socket) and may write
+    /// meanwhile, acknowledgements say.
+    pub fn poll_held<F: FnMut(ServerOp<'_>) -> bool>(
+        &mut self,
+        timeout: Duration,
+        mut f: F,
+    ) -> Result<usize, NatsError> {
+        let (seen, held) = self.drain(&mut f)?;
+        if seen > 0 || held {
             return Ok(seen);
         }
         if !self.write_buf.is_empty() {
@@ -232,29 +248,38 @@ impl NatsConn {
         if !self.fill(timeout)? {
             return Ok(0);
         }
-        self.drain(&mut f)
+        Ok(self.drain(&mut f)?.0)
     }
 
-    /// Parses what is buffered; loops at most once per buffered operation.
-    fn drain<F: FnMut(ServerOp<'_>)>(&mut self, f: &mut F) -> Result<usize, NatsError> {
+    /// Parses what is buffered; loops at most once per buffered operation. Returns the
+    /// operations `f` took and whether it held one.
+    fn drain<F: FnMut(ServerOp<'_>) -> bool>(
+        &mut self,
+        f: &mut F,
+    ) -> Result<(usize, bool), NatsError> {
         let buf = &self.read_buf[..self.read_tail];
         let mut head = self.read_head;
         let mut seen = 0;
+        let mut held = false;
         let mut pings = 0;
         let mut outcome = Ok(());
-        // Loop bound: each pass consumes at least one byte of the buffered `[head..tail)`.
+        // Loop bound: each pass consumes at least one byte of the buffered `[head..tail)`,
+        // or ends (an operation held).
         loop {
             match wire::parse(&buf[head..], self.payload_bytes_max) {
                 Ok(Some((op, used))) => {
                     debug_assert!(used > 0);
-                    head += used;
                     match op {
                         ServerOp::Ping => pings += 1,
                         other => {
+                            if !f(other) {
+                                held = true;
+                                break;
+                            }
                             seen += 1;
-                            f(other);
                         }
                     }
+                    head += used;
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -274,7 +299,7 @@ impl NatsConn {
             wire::encode_pong(&mut self.write_buf);
             self.flush()?;
         }
-        Ok(seen)
+        Ok((seen, held))
     }
 
     /// One `read` into the free end of the buffer; `false` when it timed out.
