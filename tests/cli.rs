@@ -293,3 +293,26 @@ fn health_reports_components_and_exit_status() {
     let report: serde_json::Value = serde_json::from_slice(&down.stdout).unwrap();
     assert_eq!(report["status"], "down");
 }
+
+/// A reader that went away (`| head`, a parent that stopped reading) ends the report
+/// quietly: exit 0, no panic. The pipe's read end is closed before the child writes.
+#[test]
+fn a_closed_stdout_ends_the_report_without_a_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe` writes on success.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"))
+        .args(["--print-config", "health"])
+        .env("RUST_LOG", "warn")
+        .stdout(write)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

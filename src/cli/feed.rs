@@ -95,7 +95,7 @@ pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
         "Stream ready"
     );
     let report = feed::run(&mut conn, &options).context("publishing ticks")?;
-    println!("{}", report.summary_line());
+    say!("{}", report.summary_line());
     Ok(if report.errors == 0 {
         ExitCode::SUCCESS
     } else {

@@ -9,11 +9,14 @@ use alphapt_storage::health::{self, Status};
 pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let report = health::check(config, &super::clickhouse_options(config, false));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        say!(
             "{:<11} {:<9} {:>10}  {:<14} detail",
-            "component", "status", "latency", "version"
+            "component",
+            "status",
+            "latency",
+            "version"
         );
         for c in &report.components {
             let status = match c.status {
@@ -21,7 +24,7 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 Status::Degraded => "degraded",
                 Status::Down => "down",
             };
-            println!(
+            say!(
                 "{:<11} {:<9} {:>7.1} ms  {:<14} {}",
                 c.name,
                 status,

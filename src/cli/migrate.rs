@@ -75,10 +75,10 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         } => {
             let ran = migrate::up(&settings, to, allow_drift).context("migrate up")?;
             if ran.is_empty() {
-                println!("Nothing to apply: both databases are up to date.");
+                say!("Nothing to apply: both databases are up to date.");
             }
             for r in &ran {
-                println!(
+                say!(
                     "applied  {:<10} {} ({} ms)",
                     r.target.name(),
                     r.file,
@@ -89,10 +89,10 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         Action::Down { to } => {
             let ran = migrate::down(&settings, to).context("migrate down")?;
             if ran.is_empty() {
-                println!("Nothing to revert above version {to}.");
+                say!("Nothing to revert above version {to}.");
             }
             for r in &ran {
-                println!(
+                say!(
                     "reverted {:<10} {} ({} ms)",
                     r.target.name(),
                     r.file,
@@ -103,9 +103,9 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         Action::Status { json } => {
             let status = migrate::status(&settings).context("migrate status")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status.to_json())?);
+                say!("{}", serde_json::to_string_pretty(&status.to_json())?);
             } else {
-                print!("{}", table(&status));
+                say!(raw table(&status));
             }
         }
     }

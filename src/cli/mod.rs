@@ -1,6 +1,20 @@
 //! Subcommands. Each handler loads the config the same way (file ← environment ←
 //! `--set`), does its job, and returns the process exit status.
 
+/// Command output on stdout. Like `println!` (or `print!` with `raw`), but a closed
+/// pipe (`| head`, a parent gone) ends the report quietly instead of panicking: the
+/// command's work is done, only the rest of its report goes unread.
+macro_rules! say {
+    (raw $text:expr) => {{
+        use std::io::Write as _;
+        let _ = std::io::stdout().lock().write_all($text.as_bytes());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod feed;
 mod health;
 mod migrate;
@@ -126,7 +140,7 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
     if args.print_config {
-        print!("{}", config.to_toml_redacted());
+        say!(raw config.to_toml_redacted());
         return Ok(ExitCode::SUCCESS);
     }
     match args.command {

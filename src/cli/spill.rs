@@ -54,9 +54,12 @@ pub fn run(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
             "cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)",
         )?;
         let report = replay_all(config, &destination)?;
-        println!(
+        say!(
             "replayed {} blocks ({} rows), {} already stored, {} left for another schema",
-            report.inserted, report.rows, report.already_stored, report.other_schema
+            report.inserted,
+            report.rows,
+            report.already_stored,
+            report.other_schema
         );
         return Ok(if report.other_schema == 0 {
             ExitCode::SUCCESS
@@ -104,18 +107,25 @@ fn inspect(
     }
     if json {
         let out = serde_json::json!({ "root": root, "now_ms": now_ms, "journals": scans });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     if scans.is_empty() {
-        println!("no spill journals under {}", root.display());
+        say!("no spill journals under {}", root.display());
         return Ok(ExitCode::SUCCESS);
     }
     for scan in &scans {
-        println!("journal {}", scan.dir.display());
-        println!(
+        say!("journal {}", scan.dir.display());
+        say!(
             "  {:<36} {:>7} {:>7} {:>8} {:>7} {:>12}  {:<25} {:>10}",
-            "segment", "records", "pending", "replayed", "corrupt", "bytes", "stream seq", "oldest"
+            "segment",
+            "records",
+            "pending",
+            "replayed",
+            "corrupt",
+            "bytes",
+            "stream seq",
+            "oldest"
         );
         for s in &scan.segments {
             let name = s.file.file_name().map_or_else(
@@ -129,16 +139,23 @@ fn inspect(
             let age = s
                 .received_oldest_ms
                 .map_or_else(|| "-".to_owned(), |ms| age(now_ms - ms));
-            println!(
+            say!(
                 "  {:<36} {:>7} {:>7} {:>8} {:>7} {:>12}  {:<25} {:>10}",
-                name, s.records, s.pending, s.replayed, s.corrupt, s.bytes, range, age
+                name,
+                s.records,
+                s.pending,
+                s.replayed,
+                s.corrupt,
+                s.bytes,
+                range,
+                age
             );
             if let Some(reason) = &s.damaged {
-                println!("    damaged segment, not read: {reason}");
+                say!("    damaged segment, not read: {reason}");
             }
         }
         for r in &scan.records {
-            println!(
+            say!(
                 "    {}  {:<17} shard {:<3} rows {:<7} seq {}..{}  {} B{}  {}",
                 r.pos,
                 r.header.table.name(),
@@ -170,26 +187,26 @@ fn verify(root: &Path, scans: &[JournalScan], json: bool) -> anyhow::Result<Exit
                 "dir": s.dir, "report": s.report, "findings": s.findings,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        say!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for scan in scans {
-            println!("journal {}", scan.dir.display());
+            say!("journal {}", scan.dir.display());
             for finding in &scan.findings {
-                println!("  {finding}");
+                say!("  {finding}");
                 if finding.kind == FindingKind::TornTail {
-                    println!("    (a write cut short by a crash: never acknowledged, cut at the next start)");
+                    say!("    (a write cut short by a crash: never acknowledged, cut at the next start)");
                 }
             }
             print_totals(&scan.report);
         }
         if corrupt {
-            println!(
+            say!(
                 "CORRUPT: the records above cannot be replayed. Stop the appliance, copy the \
                  named segment files aside for inspection, and check the disk; the other \
                  records replay as usual."
             );
         } else {
-            println!("clean: {} journal(s) under {}", scans.len(), root.display());
+            say!("clean: {} journal(s) under {}", scans.len(), root.display());
         }
     }
     Ok(if corrupt {
@@ -200,7 +217,7 @@ fn verify(root: &Path, scans: &[JournalScan], json: bool) -> anyhow::Result<Exit
 }
 
 fn print_totals(report: &ScanReport) {
-    println!(
+    say!(
         "  {} segment(s), {} record(s), {} pending, {} corrupt record(s), {} corrupt segment(s), \
          {} torn tail(s) ({} B)",
         report.segments,
