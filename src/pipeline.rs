@@ -42,6 +42,15 @@ pub const REJECT_ROWS_MAX: usize = 1024;
 /// 1,024 × (≤ 4 KiB metadata + ~150 B) ≈ 4.3 MiB a block at worst.
 pub const SIGNAL_ROWS_MAX: usize = 1024;
 
+/// The most bytes one sealed block (ticks of `rows_max` rows, rejects or signals) can
+/// take, LZ4 framing included: what every pooled block buffer reserves, and what one
+/// journal record must be able to hold.
+pub fn block_bytes_max(rows_max: usize) -> usize {
+    SealedBlock::bytes_max(rows_max)
+        .max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX))
+        .max(SignalColumns::sealed_bytes_max(SIGNAL_ROWS_MAX))
+}
+
 /// Counters the source publishes.
 #[derive(Debug, Default)]
 pub struct SourceStats {
@@ -470,9 +479,7 @@ pub fn start(
         rings.push(producer);
         let (sealed_tx, sealed_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
         let (mut free_tx, free_rx) = rtrb::RingBuffer::new(POOL_BLOCKS);
-        let block_bytes = SealedBlock::bytes_max(rows_max)
-            .max(RejectColumns::sealed_bytes_max(REJECT_ROWS_MAX))
-            .max(SignalColumns::sealed_bytes_max(SIGNAL_ROWS_MAX));
+        let block_bytes = block_bytes_max(rows_max);
         for _ in 0..POOL_BLOCKS {
             let mut block = SealedBlock::with_capacity(0);
             block.bytes.reserve_exact(block_bytes);

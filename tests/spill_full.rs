@@ -12,7 +12,16 @@ use common::proxy::Proxy;
 
 #[test]
 fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
-    full_spill("spillfull", "overflow", "rows spilled");
+    // Two 1 MiB segments for the ticks writer (the least a journal gets): a handful of
+    // 2,048-tick blocks.
+    full_spill(&Full {
+        tag: "spillfull",
+        mode: "overflow",
+        summary_says: "rows spilled",
+        ticks: 40_000,
+        rate: 20_000,
+        segment_bytes: 1 << 20,
+    });
 }
 
 /// Journal-first: a journal that fills part-way through a batch must not take the
@@ -20,33 +29,52 @@ fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
 /// both copies: this stored 131,072 rows for 40,000 ticks before the fix).
 #[test]
 fn a_full_journal_first_journal_stops_intake_and_stores_each_tick_once() {
-    full_spill("jfull", "always", "journal-first: 40000 rows journaled");
+    // Journal-first needs a segment that holds the largest block any table can seal
+    // (a reject block: ~4.6 MB), so two 6 MiB segments: ~50 Kite blocks.
+    full_spill(&Full {
+        tag: "jfull",
+        mode: "always",
+        summary_says: "journal-first: 200000 rows journaled",
+        ticks: 200_000,
+        rate: 50_000,
+        segment_bytes: 6 << 20,
+    });
 }
 
-fn full_spill(tag: &str, mode: &str, summary_says: &str) {
-    const TICKS: u64 = 40_000;
+struct Full {
+    tag: &'static str,
+    mode: &'static str,
+    summary_says: &'static str,
+    ticks: u64,
+    rate: u64,
+    /// The spill holds two segments a journal: `spill_bytes_max` is twice this.
+    segment_bytes: u64,
+}
+
+fn full_spill(full: &Full) {
+    let (tag, ticks) = (full.tag, full.ticks);
     let (db, mut conn) = tables(tag);
     let nats = Nats::new(tag);
-    let mode = format!("spill.mode={mode}");
+    let mode = format!("spill.mode={}", full.mode);
     feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
-    // Two 1 MiB segments for the ticks writer (the least a journal gets): a handful of
-    // 2,048-tick blocks.
+    let segment = format!("spill.segment_bytes={}", full.segment_bytes);
+    let most = format!("spill.spill_bytes_max={}", 2 * full.segment_bytes);
     let settings = [
         "--set",
         &port,
         "--set",
         "ingest.block_rows_max=2048",
         "--set",
-        "spill.segment_bytes=1048576",
+        &segment,
         "--set",
-        "spill.spill_bytes_max=2097152",
+        &most,
         "--set",
         &mode,
     ];
     let run = start_run(&db, &nats, &settings);
-    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
+    let feed = feeder(&db, &nats, ticks - 1, full.rate, "kite");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     feeder_done(feed);
@@ -69,14 +97,14 @@ fn full_spill(tag: &str, mode: &str, summary_says: &str) {
     let in_clickhouse = stored(&mut conn).0;
     let said = run.output();
     assert!(
-        floor < TICKS && floor > in_clickhouse,
+        floor < ticks && floor > in_clickhouse,
         "the spill took some ({in_clickhouse} in ClickHouse, acked {floor}) and then refused: {said}"
     );
     assert!(said.contains("Spill refuses blocks"), "{said}");
     proxy.up();
-    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    wait_stored(&mut conn, ticks, Duration::from_secs(120));
     let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    assert!(summary.contains(summary_says), "{summary}");
-    consumer_settled(&nats, TICKS);
+    assert_eq!(stored(&mut conn), (ticks, ticks, 1, ticks), "{summary}");
+    assert!(summary.contains(full.summary_says), "{summary}");
+    consumer_settled(&nats, ticks);
 }

@@ -757,6 +757,28 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
     }
 }
 
+/// Journal-first journals every block, so a segment too small for the largest block
+/// (a full reject block, ~4.6 MB) would stop intake for good: refused, naming the size
+/// it needs. Overflow mode only spills what ClickHouse cannot take: a small segment is
+/// allowed there (a block too large for it is held instead).
+#[test]
+fn a_journal_first_segment_smaller_than_a_block_is_refused() {
+    let small = [
+        "spill.segment_bytes=1048576",
+        "spill.spill_bytes_max=2097152",
+    ];
+    let text = refused("", &[], &small).to_string();
+    assert!(
+        text.contains("spill.segment_bytes")
+            && text.contains("ingest.block_rows_max")
+            && text.contains("raise spill.segment_bytes to at least"),
+        "says what it needs: {text}"
+    );
+    let overflow = [small[0], small[1], "spill.mode=overflow"];
+    assert!(load("", &[], &overflow).is_ok());
+    assert!(load("", &[], &[]).is_ok(), "the defaults hold a block");
+}
+
 /// One journal of a single segment can be full with nothing pending (the active
 /// segment keeps the room of its stored blocks): a maximum under two segments is
 /// refused, naming both keys; exactly two loads.
@@ -768,6 +790,7 @@ fn a_spill_maximum_under_two_segments_is_refused() {
         &[
             "spill.segment_bytes=1048576",
             "spill.spill_bytes_max=1572864",
+            "spill.mode=overflow",
         ],
     )
     .to_string();
@@ -782,6 +805,7 @@ fn a_spill_maximum_under_two_segments_is_refused() {
         &[
             "spill.segment_bytes=1048576",
             "spill.spill_bytes_max=2097152",
+            "spill.mode=overflow",
         ],
     )
     .unwrap();

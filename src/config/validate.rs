@@ -446,6 +446,26 @@ impl Config {
             INSERT_INTERVAL_MS_MAX,
             "ms",
         )?;
+        // Journal-first journals every block before its ack: a block no segment can
+        // hold would stop intake for good, so the worst-case block must fit one.
+        if s.mode == super::SpillMode::Always {
+            let block = crate::pipeline::block_bytes_max(self.ingest.block_rows_max as usize);
+            let record = crate::spill::record_bytes(block) as u64;
+            let room = s
+                .segment_bytes
+                .saturating_sub(crate::spill::format::SEGMENT_HEADER_BYTES as u64);
+            if record > room {
+                return Err(invalid(
+                    "spill.segment_bytes",
+                    format!(
+                        "is {} bytes, but one block of `ingest.block_rows_max` = {} rows can take {record} bytes in the journal, and journal-first (`spill.mode = \"always\"`) journals every block; raise spill.segment_bytes to at least {} or lower ingest.block_rows_max",
+                        s.segment_bytes,
+                        self.ingest.block_rows_max,
+                        record + crate::spill::format::SEGMENT_HEADER_BYTES as u64
+                    ),
+                ));
+            }
+        }
         // A journal needs two segments: the active one keeps the room of its replayed
         // records until it is full (`spill::SEGMENTS_MIN`).
         if s.segment_bytes.saturating_mul(crate::spill::SEGMENTS_MIN) > s.spill_bytes_max {
