@@ -10,7 +10,7 @@
 # receive time to the end of its INSERT: an upper bound for every message in it).
 # Appends a dated line per run to perf/records/latency.tsv.
 #
-# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("25", the default; a list runs each),
+# Env: RATE (100000), N (RATE * 10), FLUSH_MS ("10", the default; a list runs each),
 # BLOCK_ROWS (65536), SPILL_MODE ("always", the default, journal-first: the durable point
 # is the journal's sync, and ClickHouse gets one INSERT per table per INSERT_INTERVAL_MS,
 # 1000; "overflow": the durable point is the INSERT),
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RATE=${RATE:-100000}
 N=${N:-$((RATE * 10))}
-FLUSH_LIST=${FLUSH_MS:-25}
+FLUSH_LIST=${FLUSH_MS:-10}
 BLOCK_ROWS=${BLOCK_ROWS:-65536}
 SPILL_MODE=${SPILL_MODE:-always}
 INSERT_INTERVAL_MS=${INSERT_INTERVAL_MS:-1000}

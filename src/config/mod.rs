@@ -348,7 +348,7 @@ impl fmt::Debug for PostgresConfig {
 /// Sizes and times of the hot path.
 ///
 /// Back-of-envelope for the defaults: a block of 65,536 rows × ~300 B ≈ 19 MiB; at
-/// 100 k ticks/s that is ~0.65 s of data, so blocks seal on age (25 ms, ~2,500 rows)
+/// 100 k ticks/s that is ~0.65 s of data, so blocks seal on age (10 ms, ~1,000 rows)
 /// below ~2.6 M ticks/s: the oldest tick of a block waits at most that for its journal
 /// sync (journal-first), and the inserter, not the block size, sets ClickHouse's parts.
 /// A ring of 65,536 slots holds ~0.65 s of ticks at 100 k ticks/s before the receiver
@@ -380,7 +380,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             block_rows_max: 65_536,
-            flush_interval_ms: 25,
+            flush_interval_ms: 10,
             ring_slots: 65_536,
             payload_bytes_max: 1_048_576,
             shards: 1,
