@@ -18,7 +18,10 @@
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
 #      receive-to-durable percentiles are those of a steady load), EXTRA (more
 #      `key=value` settings, space-separated, e.g. "nats.ack_policy=none spill.mode=always"),
-#      BIN (another build, for an A/B against an earlier commit).
+#      BIN (another build, for an A/B against an earlier commit),
+#      SOURCE (nats; synthetic: no feed and no NATS, the built-in synthetic source
+#      generates N JSON ticks flat out on the receiver thread: the pipeline and
+#      ClickHouse alone against the same reference; DESIGN §7 asks >= 1.0 there).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${N:-1000000}
@@ -63,7 +66,15 @@ mkdir -p .run/perf
 rm -f .run/perf/cpu.txt
 nats_pid=$(server_pid 4222); ch_pid=$(server_pid "$CLICKHOUSE_PORT")
 
-if [ "$RATE" -gt 0 ]; then
+SOURCE=${SOURCE:-nats}
+# The record's format column says which source ran.
+[ "$SOURCE" = synthetic ] && FORMAT="json-synthetic"
+if [ "$SOURCE" = synthetic ]; then
+    echo "== appliance: built-in synthetic source -> ClickHouse, $N ticks flat out (compression $COMPRESSION, $SHARDS shard(s))"
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
+    RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --synthetic 0 --synthetic-instruments 500 --count "$N" > .run/perf/run.txt 2>&1 &
+    pid=$!
+elif [ "$RATE" -gt 0 ]; then
     echo "== steady load: appliance running while feed publishes $N $FORMAT ticks at $RATE/s"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count 1 --format "$FORMAT" --fresh-stream >/dev/null
     N=$((N + 1))
