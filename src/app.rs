@@ -144,10 +144,9 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     // Its INSERTs carry this process's query-id prefix like the writers': a run killed
     // while it replays leaves INSERTs the next start must see and wait for.
     let replay_options = crate::native::Options {
-        query_id_prefix: format!(
-            "{}{}-r-",
-            crate::durable::stored::insert_query_prefix(&destination.options.database),
-            std::process::id()
+        query_id_prefix: crate::durable::stored::own_insert_query_prefix(
+            &destination.options.database,
+            "r",
         ),
         ..destination.options.clone()
     };

@@ -18,7 +18,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::config::{Config, SpillMode};
-use crate::durable::stored::insert_query_prefix;
+use crate::durable::stored::own_insert_query_prefix;
 use crate::durable::{watermark, DurableMarks};
 use crate::model::SealedBlock;
 use crate::native::{Method, Options};
@@ -574,10 +574,9 @@ pub fn start(
             WriterConfig {
                 index,
                 options: crate::native::Options {
-                    query_id_prefix: format!(
-                        "{}{}-w{index}-",
-                        insert_query_prefix(&destination.options.database),
-                        std::process::id()
+                    query_id_prefix: own_insert_query_prefix(
+                        &destination.options.database,
+                        &format!("w{index}"),
                     ),
                     ..destination.options.clone()
                 },
@@ -788,19 +787,18 @@ fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> Frame
 /// stored-sequence reads at start recognise its INSERTs as this appliance's).
 fn inserter_options(destination: &Destination, index: usize) -> Options {
     Options {
-        query_id_prefix: format!(
-            "{}{}-i{index}-",
-            insert_query_prefix(&destination.options.database),
-            std::process::id()
+        query_id_prefix: own_insert_query_prefix(
+            &destination.options.database,
+            &format!("i{index}"),
         ),
         ..destination.options.clone()
     }
 }
 
 /// One spill journal per writer, `<spill.dir>/writer-<index>`, each with an even share
-/// of `spill.spill_bytes_max` (at least [`crate::spill::SEGMENTS_MIN`] segments). Records left by an earlier run
-/// are replayed before the pipeline starts (`spill::replay`), so what is pending here
-/// is this run's.
+/// of `spill.spill_bytes_max` (at least [`crate::spill::SEGMENTS_MIN`] segments).
+/// Records left by an earlier run are replayed before the pipeline starts
+/// (`spill::replay`), so what is pending here is this run's.
 fn open_journals(config: &Config, writers: usize) -> std::io::Result<Vec<Option<Journal>>> {
     let root = std::path::Path::new(&config.spill.dir);
     let share = (config.spill.spill_bytes_max / writers as u64)

@@ -407,6 +407,17 @@ pub fn insert_query_prefix(database: &str) -> String {
     format!("alphapt-{database}-")
 }
 
+/// The query-id prefix of this process's INSERTs of one `role` (`w0` a writer, `i0` an
+/// inserter, `r` the start's spill replay): [`insert_query_prefix`], the process id,
+/// the role.
+pub fn own_insert_query_prefix(database: &str, role: &str) -> String {
+    format!(
+        "{}{}-{role}-",
+        insert_query_prefix(database),
+        std::process::id()
+    )
+}
+
 /// Waits until no INSERT of another appliance process into this database is running
 /// on the server (query ids `<prefix>`, not `<own_prefix>`), at most `limit`: a
 /// process killed mid-INSERT leaves the server still writing what it had received,
