@@ -88,6 +88,9 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(1);
 /// Short, because every drain pays it once per idle stream; an idle consumer then
 /// sends ~10 small pull requests a second, nothing beside the message flow.
 const PULL_EXPIRES: Duration = Duration::from_millis(100);
+/// How much later than ours the server's clock for a pull request may start (the
+/// request's way there): the drain waits this past the last pull's expiry.
+const PULL_GRACE: Duration = Duration::from_millis(20);
 /// Longest wait for ring room between two looks at the acks while a delivery is held.
 const HOLD_WAIT: Duration = Duration::from_millis(5);
 /// How long one socket poll waits when nothing is buffered.
@@ -850,7 +853,12 @@ fn run_jetstream(
             last_ack = Instant::now();
         }
         if let Some(started) = *drain_started {
-            if *input_finished && report.acked >= router.received_last() {
+            // The last pull must be over on the server too (its clock starts when the
+            // request arrives): a delivery still on its way would stay ack-pending
+            // there after we leave. Redeliveries of stored messages that come in this
+            // window are passed over and acknowledged like any other.
+            let pull_over = Instant::now() >= pull_expires_at + PULL_GRACE;
+            if *input_finished && report.acked >= router.received_last() && pull_over {
                 keep_mark(report.acked, true);
                 return Ok(());
             }
