@@ -139,27 +139,32 @@ impl FrameProducer {
 
     /// Whether [`FrameProducer::push`] of a message this size would find room now.
     pub fn has_room(&self, subject_len: usize, payload_len: usize) -> bool {
-        let subject = subject_len.min(SUBJECT_BYTES_MAX);
+        let (subject, kept) = self.kept_lens(subject_len, payload_len);
+        self.inner.slots() >= frame_bytes(subject, kept)
+    }
+
+    /// The subject and payload lengths a frame keeps: overlong subjects cut, oversize
+    /// payloads truncated (`push` flags those).
+    fn kept_lens(&self, subject_len: usize, payload_len: usize) -> (usize, usize) {
         let kept = if payload_len > self.payload_bytes_max {
             TRUNCATED_BYTES.min(payload_len)
         } else {
             payload_len
         };
-        self.inner.slots() >= frame_bytes(subject, kept)
+        (subject_len.min(SUBJECT_BYTES_MAX), kept)
     }
 
     /// Pushes one message; `false` (nothing written) when the ring lacks room: the
     /// caller keeps the message and waits. Oversize payloads are truncated and
     /// flagged; overlong subjects are cut (the shard rejects such a message anyway).
     pub fn push(&mut self, header: FrameHeader, subject: &[u8], payload: &[u8]) -> bool {
-        let subject = &subject[..subject.len().min(SUBJECT_BYTES_MAX)];
+        let (subject_len, kept_len) = self.kept_lens(subject.len(), payload.len());
+        let subject = &subject[..subject_len];
+        let kept = &payload[..kept_len];
         let mut flags = header.flags;
-        let kept = if payload.len() > self.payload_bytes_max {
+        if payload.len() > self.payload_bytes_max {
             flags |= FLAG_TRUNCATED;
-            &payload[..TRUNCATED_BYTES.min(payload.len())]
-        } else {
-            payload
-        };
+        }
         let total = frame_bytes(subject.len(), kept.len());
         // Uninitialised: `write_chunk` would first fill every byte with 0 and the frame
         // would be written twice.
