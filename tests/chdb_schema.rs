@@ -122,6 +122,17 @@ fn modern_migrations_views_and_ohlc_work_in_chdb() {
         ),
         false,
     ));
+    // And a crossed one (hard flag 4): the depth and feature views must skip it.
+    steps.push(step(
+        "crossed depth tick",
+        format!(
+            "INSERT INTO market_ticks (timestamp, instrument_token, last_price, last_quantity, stream_seq, depth_buy, depth_sell, validation_flags)
+             VALUES (fromUnixTimestamp64Milli(toInt64({}), 'UTC'), 999, 0.5, 4000, 99998,
+                     [(101.0, 1000, 1)], [(100.0, 1000, 1)], 4)",
+            BASE_S * 1000 + 1_600
+        ),
+        false,
+    ));
     steps.push(step(
         "depth",
         "SELECT best_bid, best_ask, spread, total_bid_quantity, total_ask_quantity, imbalance, bid_levels
@@ -199,6 +210,11 @@ fn modern_migrations_views_and_ohlc_work_in_chdb() {
     let fives = ohlc::rollup(&minutes, Timeframe::M5, query.until_s);
     assert_bars_match("chdb 5m", &fives, &reference(&ticks, 300));
 
+    assert_eq!(
+        captures["depth"].as_array().unwrap().len(),
+        1,
+        "the crossed tick is left out"
+    );
     let depth = &captures["depth"][0];
     assert_eq!(number(depth, "best_bid"), 99.5);
     assert_eq!(number(depth, "best_ask"), 100.5);

@@ -156,13 +156,29 @@ fn corpus() -> Vec<Case> {
             Ok(0),
         ),
         case(
-            "oi absent",
+            "only the platform's fields (no exchange, average, oi, ohlc or depth) is clean",
+            Json(json(&[
+                ("exchange", "-"),
+                ("average_price", "-"),
+                ("oi", "-"),
+                ("ohlc", "-"),
+                ("depth", "-"),
+            ])),
+            Ok(0),
+        ),
+        case(
+            "oi absent is not a failure",
             Json(json(&[("oi", "-")])),
+            Ok(0),
+        ),
+        case(
+            "volume absent",
+            Json(json(&[("volume_traded", "-")])),
             Ok(FLAG_MISSING_OPTIONAL),
         ),
         case(
-            "oi null",
-            Json(json(&[("oi", "null")])),
+            "tradingsymbol null",
+            Json(json(&[("tradingsymbol", "null")])),
             Ok(FLAG_MISSING_OPTIONAL),
         ),
         case(
@@ -228,7 +244,7 @@ fn corpus() -> Vec<Case> {
             "several flags add up",
             Json(json(&[
                 ("last_price", "0"),
-                ("oi", "-"),
+                ("last_quantity", "-"),
                 ("timestamp", "1764000005000"),
             ])),
             Ok(FLAG_NONPOSITIVE_PRICE | FLAG_MISSING_OPTIONAL | FLAG_FUTURE_TIMESTAMP),
@@ -335,6 +351,14 @@ fn corpus() -> Vec<Case> {
             "price up 50%",
             Json(json(&[("last_price", "150.05")])),
             Ok(FLAG_PRICE_JUMP),
+        )
+    });
+    cases.push(Case {
+        prior: Some(json(&[("timestamp", r#""2099-01-01T00:00:00Z""#)])),
+        ..case(
+            "after a tick stamped 2099, an in-order tick is clean",
+            Json(json(&[])),
+            Ok(0),
         )
     });
     cases.push(Case {

@@ -74,7 +74,7 @@ pub use validate::{
     BLOCK_ROWS_MAX, DURATION_MS_MAX, FETCH_BATCH_MAX, PARK_TIMEOUT_US_MAX, PAYLOAD_BYTES_MAX,
     REDIS_CONNECTIONS_MAX, RING_SLOTS_MAX, SHARDS_MAX, WAIT_STEPS_MAX, WRITERS_MAX,
 };
-pub use validation::{ValidationConfig, ValidationConfigError, INSTRUMENTS_MAX_LIMIT};
+pub use validation::{FieldSet, ValidationConfig, ValidationConfigError, INSTRUMENTS_MAX_LIMIT};
 
 /// The whole configuration of the appliance, one section per table in the TOML file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -460,7 +460,8 @@ fn validation_section_layers_and_reaches_every_key() {
     // Every [validation] key loads from the file, `--set` wins over it, and the
     // bare-metal example sets its own thresholds.
     let file = "[validation]\nfuture_skew_ms = 500\nstale_window_ms = 5000\n\
-                price_jump_band_pct = 5\nquantity_max = 1000\ninstruments_max = 4096\n";
+                price_jump_band_pct = 5\nquantity_max = 1000\ninstruments_max = 4096\n\
+                expected_fields = \"volume\"\n";
     let config = load(file, &[], &["validation.quantity_max=2000"]).expect("loads");
     assert_eq!(
         config.validation,
@@ -470,6 +471,7 @@ fn validation_section_layers_and_reaches_every_key() {
             price_jump_band_pct: 5,
             quantity_max: 2000,
             instruments_max: 4096,
+            expected_fields: crate::config::FieldSet(crate::shard::parse::FIELD_VOLUME),
         }
     );
     let path = tuning("bare-metal-16c.toml");
@@ -821,5 +823,48 @@ fn ack_policy_loads_and_a_bad_one_is_refused() {
     assert!(
         text.contains("nats.ack_policy") && text.contains("`none`"),
         "names the key and what it takes: {text}"
+    );
+}
+
+#[test]
+fn expected_fields_load_as_names_and_a_wrong_name_is_refused() {
+    use crate::config::FieldSet;
+    use crate::shard::parse::{FIELD_OHLC, FIELD_OI, FIELD_VOLUME};
+    let default = load("", &[], &[]).unwrap().validation.expected_fields;
+    assert_eq!(default, FieldSet::PLATFORM_TICK);
+    assert_eq!(
+        default.to_string(),
+        "tradingsymbol,last_quantity,volume,exchange_time"
+    );
+    let listed = load(
+        "[validation]\nexpected_fields = [\"oi\", \"ohlc\"]\n",
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        listed.validation.expected_fields,
+        FieldSet(FIELD_OI | FIELD_OHLC)
+    );
+    let text = load("[validation]\nexpected_fields = \"volume, oi\"\n", &[], &[]).unwrap();
+    assert_eq!(
+        text.validation.expected_fields,
+        FieldSet(FIELD_VOLUME | FIELD_OI)
+    );
+    let set = load("", &[], &["validation.expected_fields=ohlc"]).unwrap();
+    assert_eq!(set.validation.expected_fields, FieldSet(FIELD_OHLC));
+    let none = load("", &[], &["validation.expected_fields="]).unwrap();
+    assert_eq!(none.validation.expected_fields, FieldSet(0));
+    let error = refused(
+        "",
+        &[],
+        &["validation.expected_fields=volume,open_interest"],
+    )
+    .to_string();
+    assert!(
+        error.contains("validation.expected_fields")
+            && error.contains("open_interest")
+            && error.contains("tradingsymbol"),
+        "names the key, the wrong name and the right ones: {error}"
     );
 }

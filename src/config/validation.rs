@@ -1,6 +1,10 @@
 //! The `[validation]` section: thresholds of the tick checks (`shard::validate` applies
 //! them; the flags themselves are `model::quality`).
 
+use crate::shard::parse::{
+    FIELD_EXCHANGE_TIME, FIELD_LAST_QUANTITY, FIELD_NAMES, FIELD_TRADINGSYMBOL, FIELD_VOLUME,
+};
+
 /// Most instruments a validator tracks: 1 Mi instruments × 2 slots × 48 B = 96 MiB,
 /// far above the ~100k instruments Kite lists across all segments.
 pub const INSTRUMENTS_MAX_LIMIT: usize = 1 << 20;
@@ -30,6 +34,90 @@ pub struct ValidationConfig {
     /// table divided by the shards. Default 131,072: Kite lists ~100k instruments across
     /// all segments, so one shard holds them all; 2 × 131,072 slots × 48 B = 12 MiB.
     pub instruments_max: usize,
+    /// Optional fields a clean tick carries: when the source format can carry one of
+    /// these and a tick lacks it, the tick gets
+    /// [`FLAG_MISSING_OPTIONAL`](crate::model::quality::FLAG_MISSING_OPTIONAL). Absent
+    /// fields outside this set are information, not failure. Default: the platform's
+    /// tick (`tradingsymbol`, `last_quantity`, `volume`) and `exchange_time` (only a
+    /// Kite quote or LTP packet lacks it: the receive time then stands in).
+    pub expected_fields: FieldSet,
+}
+
+/// A set of optional tick fields (`shard::parse::FIELD_*` bits), written in the config
+/// as comma-separated names (`"tradingsymbol,volume"`) or a TOML array of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldSet(pub u16);
+
+impl FieldSet {
+    /// The default [`ValidationConfig::expected_fields`].
+    pub const PLATFORM_TICK: FieldSet =
+        FieldSet(FIELD_TRADINGSYMBOL | FIELD_LAST_QUANTITY | FIELD_VOLUME | FIELD_EXCHANGE_TIME);
+
+    /// Reads comma-separated field names; an empty text is the empty set.
+    pub fn parse(text: &str) -> Result<FieldSet, String> {
+        let mut bits = 0;
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            bits |= FieldSet::bit_of(name)?;
+        }
+        Ok(FieldSet(bits))
+    }
+
+    fn bit_of(name: &str) -> Result<u16, String> {
+        FIELD_NAMES
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(bit, _)| *bit)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FIELD_NAMES.iter().map(|(_, n)| *n).collect();
+                format!(
+                    "unknown tick field `{name}` in validation.expected_fields; use comma-separated names from: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for FieldSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = FIELD_NAMES
+            .iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl serde::Serialize for FieldSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FieldSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = FieldSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("comma-separated tick field names like \"tradingsymbol,volume\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FieldSet, E> {
+                FieldSet::parse(text).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FieldSet, A::Error> {
+                let mut bits = 0;
+                while let Some(name) = seq.next_element::<String>()? {
+                    bits |= FieldSet::bit_of(name.trim()).map_err(serde::de::Error::custom)?;
+                }
+                Ok(FieldSet(bits))
+            }
+        }
+        deserializer.deserialize_any(Names)
+    }
 }
 
 impl Default for ValidationConfig {
@@ -40,6 +128,7 @@ impl Default for ValidationConfig {
             price_jump_band_pct: 10,
             quantity_max: 10_000_000,
             instruments_max: 1 << 17,
+            expected_fields: FieldSet::PLATFORM_TICK,
         }
     }
 }

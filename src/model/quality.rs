@@ -137,6 +137,21 @@ pub const FLAGS: [(u32, &str, u32); 11] = [
     (FLAG_OUTSIDE_CIRCUIT, "outside_circuit", 50),
 ];
 
+/// The hard flags: the tick's price, book, quantity or time cannot be trusted. A tick
+/// with one is stored (bad input is data) but does not move its instrument's
+/// out-of-order or price-jump reference (`shard::validate`) and does not feed the bars
+/// (`ohlc_1m`, `ml_features`, `market_depth_snapshots`: migration
+/// `009_views_trusted_ticks` filters on this value, 1086). The others are soft: the
+/// price is still the exchange's (a late, stale, jumping or off-grid print, or an
+/// absent optional field).
+pub const FLAGS_HARD: u32 = FLAG_NONPOSITIVE_PRICE
+    | FLAG_CROSSED_BOOK
+    | FLAG_DEPTH_UNSORTED
+    | FLAG_QUANTITY_INSANE
+    | FLAG_FUTURE_TIMESTAMP
+    | FLAG_OUTSIDE_CIRCUIT;
+const _: () = assert!(FLAGS_HARD == 1086, "migration 009 filters on 1086");
+
 /// All flag bits together.
 pub const FLAGS_ALL: u32 = (1 << FLAGS.len()) - 1;
 

@@ -5,9 +5,13 @@
 //! ```text
 //!   Tick + ParseInfo ──validate(now_ms)──► Tick { validation_flags, data_quality_score } ──► columns
 //!                          ▲       │
-//!   reference data ────────┘       └─ per-instrument state: last price, last time
-//!   (set_reference, from the slow path)
+//!   reference data ────────┘       └─ per-instrument state: last price, last time,
+//!   (set_reference, from the slow path)   moved only by ticks without a hard flag
 //! ```
+//!
+//! Which flag is hard, what each costs the score and which ticks feed the bars:
+//! `docs/quality.md` and [`crate::model::quality::FLAGS_HARD`]. An absent optional
+//! field flags only when it is one of `validation.expected_fields`.
 //!
 //! Per-instrument state lives in an open-addressing table (linear probing, Fibonacci
 //! hashing as in Knuth, TAOCP vol. 3 §6.4) sized at construction for
@@ -19,7 +23,7 @@
 
 use crate::config::ValidationConfig;
 use crate::model::quality::{
-    data_quality_score, FLAG_CROSSED_BOOK, FLAG_DEPTH_UNSORTED, FLAG_FUTURE_TIMESTAMP,
+    data_quality_score, FLAGS_HARD, FLAG_CROSSED_BOOK, FLAG_DEPTH_UNSORTED, FLAG_FUTURE_TIMESTAMP,
     FLAG_MISSING_OPTIONAL, FLAG_NONPOSITIVE_PRICE, FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT,
     FLAG_OUT_OF_ORDER, FLAG_PRICE_JUMP, FLAG_QUANTITY_INSANE, FLAG_STALE_TIMESTAMP,
 };
@@ -158,7 +162,7 @@ impl Validator {
     pub fn validate(&mut self, tick: &mut Tick, info: ParseInfo, now_ms: i64) {
         let mut flags = stateless_flags(&self.config, tick, info, now_ms);
         match self.slot(tick.instrument_token) {
-            Some(index) => flags |= self.stateful_flags(index, tick),
+            Some(index) => flags |= self.stateful_flags(index, tick, flags),
             None => self.stats.untracked_ticks_total += 1,
         }
         tick.validation_flags = flags;
@@ -166,28 +170,16 @@ impl Validator {
         debug_assert!((0.0..=1.0).contains(&tick.data_quality_score));
     }
 
-    /// Checks against the instrument's history and reference data, then updates it.
+    /// Checks against the instrument's history and reference data, then moves the
+    /// history on, unless the tick (with `flags`, the stateless checks' result) has a
+    /// hard flag: one tick stamped 2099 or priced 0 must not make every later tick of
+    /// its instrument out of order or a jump.
     #[inline]
-    fn stateful_flags(&mut self, index: usize, tick: &Tick) -> u32 {
+    fn stateful_flags(&mut self, index: usize, tick: &Tick, mut flags: u32) -> u32 {
         let band_pct = i128::from(self.config.price_jump_band_pct);
         let slot = &mut self.slots[index];
         debug_assert_eq!(slot.token, tick.instrument_token);
         let price = tick.last_price.0;
-        let mut flags = 0;
-        if tick.timestamp_ms < slot.last_timestamp_ms {
-            flags |= FLAG_OUT_OF_ORDER;
-        }
-        slot.last_timestamp_ms = slot.last_timestamp_ms.max(tick.timestamp_ms);
-        if slot.last_price > 0 && price > 0 {
-            let moved = (i128::from(price) - i128::from(slot.last_price)).abs();
-            if moved * 100 > i128::from(slot.last_price) * band_pct {
-                flags |= FLAG_PRICE_JUMP;
-            }
-        }
-        // A jump moves the reference too: a genuine move flags once, not forever.
-        if price > 0 {
-            slot.last_price = price;
-        }
         let reference = slot.reference;
         if reference.tick_size.0 > 0 && price % reference.tick_size.0 != 0 {
             flags |= FLAG_OFF_TICK_SIZE;
@@ -197,7 +189,22 @@ impl Validator {
         {
             flags |= FLAG_OUTSIDE_CIRCUIT;
         }
-        flags
+        let mut history = 0;
+        if tick.timestamp_ms < slot.last_timestamp_ms {
+            history |= FLAG_OUT_OF_ORDER;
+        }
+        if slot.last_price > 0 && price > 0 {
+            let moved = (i128::from(price) - i128::from(slot.last_price)).abs();
+            if moved * 100 > i128::from(slot.last_price) * band_pct {
+                history |= FLAG_PRICE_JUMP;
+            }
+        }
+        if flags & FLAGS_HARD == 0 {
+            slot.last_timestamp_ms = slot.last_timestamp_ms.max(tick.timestamp_ms);
+            // A jump moves the reference too: a genuine move flags once, not forever.
+            slot.last_price = price;
+        }
+        history | (flags & (FLAG_OFF_TICK_SIZE | FLAG_OUTSIDE_CIRCUIT))
     }
 }
 
@@ -208,7 +215,7 @@ fn stateless_flags(config: &ValidationConfig, tick: &Tick, info: ParseInfo, now_
     debug_assert!(buy.len as usize <= DEPTH_LEVELS);
     debug_assert!(sell.len as usize <= DEPTH_LEVELS);
     let mut flags = 0;
-    if info.missing() != 0 {
+    if info.missing() & config.expected_fields.0 != 0 {
         flags |= FLAG_MISSING_OPTIONAL;
     }
     // One pass over each side for the three level checks.
@@ -294,6 +301,65 @@ mod tests {
         jump.last_price = Price(jump.last_price.0 * 2);
         v.validate(&mut jump, FULL, NOW);
         assert_eq!(jump.validation_flags, FLAG_PRICE_JUMP);
+    }
+
+    #[test]
+    fn a_hard_flagged_tick_moves_no_history() {
+        let mut v = Validator::new(ValidationConfig::default());
+        let mut t = clean();
+        v.validate(&mut t, FULL, NOW);
+        // Stamped 2099: future, and must not become the instrument's latest time.
+        let mut future = clean();
+        future.timestamp_ms = 4_070_908_800_000;
+        v.validate(&mut future, FULL, NOW);
+        assert_eq!(future.validation_flags, FLAG_FUTURE_TIMESTAMP);
+        // Priced 0: must not become the jump reference.
+        let mut zero = clean();
+        zero.timestamp_ms += 1;
+        zero.last_price = Price(0);
+        v.validate(&mut zero, FULL, NOW);
+        assert_eq!(zero.validation_flags, FLAG_NONPOSITIVE_PRICE);
+        for step in 2..10 {
+            let mut next = clean();
+            next.timestamp_ms += step;
+            v.validate(&mut next, FULL, NOW);
+            assert_eq!(next.validation_flags, 0, "tick {step} after the bad ones");
+        }
+        // A soft flag still moves it: a genuine jump flags once.
+        let mut jump = clean();
+        jump.timestamp_ms += 20;
+        jump.last_price = Price(jump.last_price.0 * 2);
+        v.validate(&mut jump, FULL, NOW);
+        assert_eq!(jump.validation_flags, FLAG_PRICE_JUMP);
+        jump.timestamp_ms += 1;
+        v.validate(&mut jump, FULL, NOW);
+        assert_eq!(jump.validation_flags, 0);
+    }
+
+    #[test]
+    fn only_expected_fields_flag_when_absent() {
+        use crate::config::FieldSet;
+        use crate::shard::parse::{FIELD_OHLC, FIELD_OI, FIELD_VOLUME};
+        let without = |fields: u16| ParseInfo {
+            present: JSON_FIELDS_EXPECTED & !fields,
+            expected: JSON_FIELDS_EXPECTED,
+        };
+        let mut v = Validator::new(ValidationConfig::default());
+        let mut t = clean();
+        v.validate(&mut t, without(FIELD_OI | FIELD_OHLC), NOW);
+        assert_eq!(t.validation_flags, 0, "oi and ohlc are not the platform's");
+        assert_eq!(t.data_quality_score, 1.0);
+        t.timestamp_ms += 1;
+        v.validate(&mut t, without(FIELD_VOLUME), NOW);
+        assert_eq!(t.validation_flags, FLAG_MISSING_OPTIONAL);
+        let strict = ValidationConfig {
+            expected_fields: FieldSet(FIELD_OI),
+            ..ValidationConfig::default()
+        };
+        let mut v = Validator::new(strict);
+        let mut t = clean();
+        v.validate(&mut t, without(FIELD_OI), NOW);
+        assert_eq!(t.validation_flags, FLAG_MISSING_OPTIONAL);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The OHLC check shared by `tests/ohlc.rs` (ClickHouse 18.16) and
 //! `tests/chdb_schema.rs` (chdb, ClickHouse 26.x): 10,000 ticks for 20 instruments
 //! over 30 minutes, inserted in shuffled order in 50 separate INSERTs, and the bars
-//! a reference computes straight from the raw ticks.
+//! a reference computes straight from the raw ticks. Among them are ticks with a hard
+//! validation flag (a price of 0 or -5, one far outside its circuit, one stamped
+//! 2099) as the shards store them: the views must leave them out of every bar.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
 
+use alphapt_storage::model::quality::{
+    FLAGS_HARD, FLAG_FUTURE_TIMESTAMP, FLAG_NONPOSITIVE_PRICE, FLAG_OUTSIDE_CIRCUIT,
+    FLAG_STALE_TIMESTAMP,
+};
 use alphapt_storage::model::synthetic::SplitMix64;
 use alphapt_storage::ohlc::Bar;
 
@@ -32,6 +38,8 @@ pub struct RawTick {
     pub price: f64,
     pub quantity: u32,
     pub seq: u64,
+    /// `validation_flags` as the shard set them.
+    pub flags: u32,
 }
 
 /// The ticks, in time order, with distinct times per instrument (so open and close
@@ -61,9 +69,41 @@ pub fn ticks() -> Vec<RawTick> {
                 price: cents as f64 / 100.0,
                 quantity: 1 + rng.below(100) as u32,
                 seq: 0,
+                flags: 0,
+            });
+        }
+        // Bad prints the shards flag hard, on every third instrument, and one flagged
+        // soft (stale) that still counts. Their times may repeat a good tick's: they
+        // are out of every bar anyway.
+        if token % 3 == 0 {
+            let at = |rng: &mut SplitMix64| BASE_S * 1000 + rng.below(span_ms) as i64;
+            for (price, quantity, flags) in [
+                (0.0, 50_000, FLAG_NONPOSITIVE_PRICE),
+                (-5.0, 7, FLAG_NONPOSITIVE_PRICE),
+                (cents as f64, 999_999, FLAG_OUTSIDE_CIRCUIT),
+            ] {
+                let ts_ms = at(&mut rng);
+                ticks.push(RawTick {
+                    token,
+                    ts_ms,
+                    price,
+                    quantity,
+                    seq: 0,
+                    flags,
+                });
+            }
+            ticks.push(RawTick {
+                token,
+                ts_ms: 4_070_908_800_000,
+                price: cents as f64 / 100.0,
+                quantity: 3,
+                seq: 0,
+                flags: FLAG_FUTURE_TIMESTAMP,
             });
         }
     }
+    let soft = ticks.len() / 2;
+    ticks[soft].flags = FLAG_STALE_TIMESTAMP;
     ticks.sort_by_key(|t| (t.ts_ms, t.token));
     for (i, t) in ticks.iter_mut().enumerate() {
         t.seq = i as u64 + 1;
@@ -90,13 +130,14 @@ pub fn insert_sql(chunk: &[RawTick], legacy: bool) -> String {
         .iter()
         .map(|t| {
             format!(
-                "({}, {}, {}, {:?}, {}, {})",
+                "({}, {}, {}, {:?}, {}, {}, {})",
                 t.ts_ms.div_euclid(1000),
                 t.ts_ms.rem_euclid(1000),
                 t.token,
                 t.price,
                 t.quantity,
-                t.seq
+                t.seq,
+                t.flags
             )
         })
         .collect();
@@ -109,16 +150,17 @@ pub fn insert_sql(chunk: &[RawTick], legacy: bool) -> String {
         )
     };
     format!(
-        "INSERT INTO market_ticks ({columns}, instrument_token, last_price, last_quantity, stream_seq) \
-         SELECT {time}, t.3, t.4, t.5, t.6 FROM (SELECT arrayJoin([{}]) AS t)",
+        "INSERT INTO market_ticks ({columns}, instrument_token, last_price, last_quantity, stream_seq, validation_flags) \
+         SELECT {time}, t.3, t.4, t.5, t.6, t.7 FROM (SELECT arrayJoin([{}]) AS t)",
         tuples.join(", ")
     )
 }
 
-/// Bars of `seconds` computed from raw ticks, sorted by instrument and start.
+/// Bars of `seconds` computed from the raw ticks without a hard flag, sorted by
+/// instrument and start.
 pub fn reference(ticks: &[RawTick], seconds: i64) -> Vec<Bar> {
     let mut groups: BTreeMap<(u32, i64), Vec<RawTick>> = BTreeMap::new();
-    for t in ticks {
+    for t in ticks.iter().filter(|t| t.flags & FLAGS_HARD == 0) {
         let start = t.ts_ms.div_euclid(1000).div_euclid(seconds) * seconds;
         groups.entry((t.token, start)).or_default().push(*t);
     }

@@ -47,6 +47,20 @@ pub const FIELD_DEPTH_SELL: u16 = 1 << 8;
 /// receive time stands in for it).
 pub const FIELD_EXCHANGE_TIME: u16 = 1 << 9;
 
+/// Each `FIELD_*` bit with its name in `validation.expected_fields`, in bit order.
+pub const FIELD_NAMES: [(u16, &str); 10] = [
+    (FIELD_EXCHANGE, "exchange"),
+    (FIELD_TRADINGSYMBOL, "tradingsymbol"),
+    (FIELD_LAST_QUANTITY, "last_quantity"),
+    (FIELD_AVERAGE_PRICE, "average_price"),
+    (FIELD_VOLUME, "volume"),
+    (FIELD_OI, "oi"),
+    (FIELD_OHLC, "ohlc"),
+    (FIELD_DEPTH_BUY, "depth_buy"),
+    (FIELD_DEPTH_SELL, "depth_sell"),
+    (FIELD_EXCHANGE_TIME, "exchange_time"),
+];
+
 /// What a parser learned about a message beyond the tick itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ParseInfo {
