@@ -4,9 +4,9 @@
 //!
 //! ```text
 //!   start:  tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
-//!           ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
+//!           ─► quality snapshot thread ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
 //!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
-//!   drain:  ticks receiver ends (signal, --count, error) ─► refdata stopped ─► stop for all
+//!   drain:  ticks receiver ends (signal, --count, error) ─► refdata, quality stopped ─► stop for all
 //!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
 //! ```
 //!
@@ -25,6 +25,7 @@ use crate::config::{Config, Source};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
 use crate::pipeline::{self, Destination, Joined, Pipeline, PipelineStats};
+use crate::quality::snapshot::{SnapshotConfig, Snapshotter};
 use crate::receive::nats::NatsError;
 use crate::receive::receiver::{self, ReceiverConfig, ReceiverReport, StoreProbe};
 use crate::receive::synthetic::{self, SyntheticConfig};
@@ -303,6 +304,9 @@ pub struct App {
     signals: Option<SignalsPath>,
     signals_stats: Option<PipelineStats>,
     refdata: Option<JoinHandle<()>>,
+    /// The quality snapshot thread, when `postgres.quality_snapshot_interval_ms` > 0.
+    quality: Option<JoinHandle<()>>,
+    /// Stops both slow-path threads (refdata, quality).
     refdata_stop: Arc<AtomicBool>,
     refdata_stats: Arc<RefdataStats>,
     ring_bytes: u64,
@@ -353,6 +357,7 @@ impl App {
             refdata_stats.clone(),
             refdata_stop.clone(),
         )?;
+        let quality = start_quality(config, &destination.options, refdata_stop.clone())?;
         let receiver_core = if config.threads.pin {
             config.threads.receiver_core
         } else {
@@ -436,6 +441,7 @@ impl App {
             signals,
             signals_stats,
             refdata,
+            quality,
             refdata_stop,
             refdata_stats,
             ring_bytes,
@@ -464,7 +470,8 @@ impl App {
     pub fn finish(self) -> Result<Finished, AppError> {
         let outcome = self.receiver.join();
         // Nothing new is routed now, so reference data has nothing left to check.
-        stop_refdata(self.refdata, &self.refdata_stop);
+        stop_slow_path("refdata", self.refdata, &self.refdata_stop);
+        stop_slow_path("quality", self.quality, &self.refdata_stop);
         let outcome = outcome.map_err(|_| AppError::Panicked("receiver"))?;
         let stopped_by_signal = self.alert.stopping();
         // The signals path drains with the ticks path (same alert): a ticks receiver that
@@ -640,8 +647,30 @@ fn start_refdata(
     Ok(Some(handle))
 }
 
-/// Stops the refdata thread, waiting at most [`REFDATA_JOIN_WAIT`].
-fn stop_refdata(handle: Option<JoinHandle<()>>, stop: &AtomicBool) {
+/// Starts the quality snapshot thread unless snapshots are off.
+fn start_quality(
+    config: &Config,
+    options: &crate::native::Options,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<JoinHandle<()>>, AppError> {
+    let Some(snapshot_config) = SnapshotConfig::from_config(config, options.clone()) else {
+        return Ok(None);
+    };
+    let core = if config.threads.pin {
+        config.threads.slow_core
+    } else {
+        None
+    };
+    let snapshotter = Snapshotter::new(snapshot_config, Arc::default(), stop);
+    let handle = snapshotter.spawn(core).map_err(|source| AppError::Start {
+        what: "the quality snapshot thread",
+        source,
+    })?;
+    Ok(Some(handle))
+}
+
+/// Stops a slow-path thread, waiting at most [`REFDATA_JOIN_WAIT`].
+fn stop_slow_path(name: &str, handle: Option<JoinHandle<()>>, stop: &AtomicBool) {
     stop.store(true, Ordering::Relaxed);
     let Some(handle) = handle else { return };
     let deadline = Instant::now() + REFDATA_JOIN_WAIT;
@@ -649,11 +678,13 @@ fn stop_refdata(handle: Option<JoinHandle<()>>, stop: &AtomicBool) {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !handle.is_finished() {
-        tracing::warn!("The refdata thread is still inside a PostgreSQL call; exiting without it");
+        tracing::warn!(
+            "The {name} thread is still inside a PostgreSQL or ClickHouse call; exiting without it"
+        );
         return;
     }
     if handle.join().is_err() {
-        tracing::error!("The refdata thread panicked");
+        tracing::error!("The {name} thread panicked");
     }
 }
 

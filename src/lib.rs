@@ -61,6 +61,7 @@ pub mod model;
 pub mod native;
 pub mod ohlc;
 pub mod pipeline;
+pub mod quality;
 pub mod receive;
 pub mod refdata;
 pub mod ring;

@@ -76,7 +76,7 @@ const CHANGES_PER_BATCH_MAX: usize = 4096;
 const SKIPS_LOGGED_MAX: u64 = 16;
 
 /// Server-side bound of one query: a full load of 100k rows takes ~100 ms.
-const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+pub(crate) const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
 /// Idle time before TCP keepalives probe, and how long unacknowledged writes may
 /// wait: a peer that vanished without a FIN is noticed in about this long.
@@ -423,11 +423,7 @@ impl Refdata {
                     url: url(),
                     message: error.to_string(),
                 })?;
-        pg.connect_timeout(self.config.connect_timeout)
-            .application_name(APPLICATION_NAME)
-            .keepalives(true)
-            .keepalives_idle(TCP_DEAD_AFTER)
-            .tcp_user_timeout(TCP_DEAD_AFTER);
+        slow_path_settings(&mut pg, self.config.connect_timeout, APPLICATION_NAME);
         let mut client = pg
             .connect(postgres::NoTls)
             .map_err(|error| RefdataError::Connect {
@@ -607,9 +603,24 @@ impl Refdata {
     }
 }
 
+/// The settings every slow-path PostgreSQL connection uses: a connect timeout, a
+/// name in `pg_stat_activity`, and TCP keepalives so a vanished peer is noticed in
+/// [`TCP_DEAD_AFTER`] (a statement timeout is set after connecting).
+pub(crate) fn slow_path_settings(
+    pg: &mut postgres::Config,
+    connect_timeout: Duration,
+    application_name: &str,
+) {
+    pg.connect_timeout(connect_timeout)
+        .application_name(application_name)
+        .keepalives(true)
+        .keepalives_idle(TCP_DEAD_AFTER)
+        .tcp_user_timeout(TCP_DEAD_AFTER);
+}
+
 /// The driver's error with its causes: "error connecting to server" alone does not
 /// say that the connection was refused or timed out.
-fn with_causes(error: &postgres::Error) -> String {
+pub(crate) fn with_causes(error: &postgres::Error) -> String {
     let mut message = crate::migrate::postgres::message(error);
     let mut cause = std::error::Error::source(error);
     // Error chains are a few links long; four is plenty.

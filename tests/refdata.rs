@@ -9,16 +9,15 @@
 
 mod common;
 
+use common::pg::PgDb;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::config::Config;
-use alphapt_storage::migrate::postgres::PostgresTarget;
-use alphapt_storage::migrate::{self, files, Target, TargetKind};
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::quality::{FLAG_OFF_TICK_SIZE, FLAG_OUTSIDE_CIRCUIT};
 use alphapt_storage::model::reference::{Reference, ReferenceUpdate};
@@ -36,69 +35,6 @@ use common::{options, TestDb};
 
 /// Longest wait for anything the refdata thread should do promptly.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn admin_url() -> String {
-    std::env::var("POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn admin() -> postgres::Client {
-    postgres::Client::connect(&admin_url(), postgres::NoTls)
-        .expect("PostgreSQL is up (run `bash .ci/services.sh all`)")
-}
-
-/// A PostgreSQL database with the migrations applied, dropped on drop.
-struct PgDb {
-    /// Its name.
-    name: String,
-}
-
-impl PgDb {
-    fn new() -> PgDb {
-        let name = format!("alphapt_refdata_test_{}", common::suffix());
-        admin()
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let db = PgDb { name };
-        let mut target = PostgresTarget::connect(&db.url()).unwrap();
-        for migration in files::load_dir(Path::new("migrations/postgres")).unwrap() {
-            let script = migration.up_for(false);
-            let statements = migrate::statements(script, TargetKind::Postgres, 90).unwrap();
-            target
-                .apply(
-                    &migration,
-                    &script.file_name(),
-                    &script.checksum,
-                    &statements,
-                )
-                .unwrap();
-        }
-        db
-    }
-
-    fn url(&self) -> String {
-        let mut url = url::Url::parse(&admin_url()).unwrap();
-        url.set_path(&format!("/{}", self.name));
-        url.to_string()
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
-    }
-
-    fn execute(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap();
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
 
 /// Refdata settings for tests: fast backoff, so reconnects happen within the test.
 fn refdata_config(url: String) -> RefdataConfig {

@@ -18,6 +18,7 @@ macro_rules! say {
 mod feed;
 mod health;
 mod migrate;
+mod quality;
 mod run;
 mod spill;
 
@@ -73,6 +74,9 @@ enum Command {
     },
     /// Publish synthetic ticks to NATS (load generator); ensures the ticks stream first.
     Feed(feed::FeedArgs),
+    /// The quality report of the ticks received lately: scores, completeness, flags,
+    /// rejects, the worst instruments (from ClickHouse).
+    Quality(quality::QualityArgs),
     /// Read-only views of the spill journals under `spill.dir`: inspect, verify.
     Spill {
         /// inspect or verify.
@@ -149,6 +153,7 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Migrate { action, common } => migrate::run(&config, action, common),
         Command::Feed(feed_args) => feed::run(&config, &feed_args),
         Command::Spill { action } => spill::run(&config, action),
+        Command::Quality(args) => quality::run(&config, &args),
     }
 }
 

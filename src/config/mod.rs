@@ -321,6 +321,9 @@ pub struct PostgresConfig {
     pub backoff_initial_ms: u64,
     /// Largest reconnect delay, in milliseconds.
     pub backoff_max_ms: u64,
+    /// How often the running appliance writes a `quality_snapshots` row (the quality
+    /// report of the ticks received since the last one), in milliseconds; 0: never.
+    pub quality_snapshot_interval_ms: u64,
 }
 
 impl Default for PostgresConfig {
@@ -330,6 +333,7 @@ impl Default for PostgresConfig {
             connect_timeout_ms: 2_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
+            quality_snapshot_interval_ms: 60_000,
         }
     }
 }
@@ -341,6 +345,10 @@ impl fmt::Debug for PostgresConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
+            .field(
+                "quality_snapshot_interval_ms",
+                &self.quality_snapshot_interval_ms,
+            )
             .finish()
     }
 }

@@ -317,6 +317,21 @@ impl Config {
             "ms",
         )?;
         backoff_in_order("postgres", p.backoff_initial_ms, p.backoff_max_ms)?;
+        let every = p.quality_snapshot_interval_ms;
+        if every != 0 {
+            if every < 1_000 {
+                return Err(invalid(
+                    "postgres.quality_snapshot_interval_ms",
+                    format!("is {every} ms; a snapshot reads ClickHouse, so take one at most every second (1000 or more), or 0 for none"),
+                ));
+            }
+            bounded(
+                "postgres.quality_snapshot_interval_ms",
+                every,
+                DURATION_MS_MAX,
+                "ms",
+            )?;
+        }
         Ok(())
     }
 

@@ -152,6 +152,37 @@ pub const FLAGS_HARD: u32 = FLAG_NONPOSITIVE_PRICE
     | FLAG_OUTSIDE_CIRCUIT;
 const _: () = assert!(FLAGS_HARD == 1086, "migration 009 filters on 1086");
 
+/// The four checks the platform reports, each the flags it is made of: completeness
+/// (an expected field absent), consistency (the book or the price against itself and
+/// its history), timeliness (the exchange time against our clock and the
+/// instrument's order), accuracy (a value that cannot be right).
+pub const CHECKS: [(&str, u32); 4] = [
+    ("completeness", FLAG_MISSING_OPTIONAL),
+    (
+        "consistency",
+        FLAG_CROSSED_BOOK | FLAG_DEPTH_UNSORTED | FLAG_PRICE_JUMP,
+    ),
+    (
+        "timeliness",
+        FLAG_FUTURE_TIMESTAMP | FLAG_STALE_TIMESTAMP | FLAG_OUT_OF_ORDER,
+    ),
+    (
+        "accuracy",
+        FLAG_NONPOSITIVE_PRICE | FLAG_QUANTITY_INSANE | FLAG_OFF_TICK_SIZE | FLAG_OUTSIDE_CIRCUIT,
+    ),
+];
+const _: () = {
+    // Every flag belongs to exactly one check.
+    let mut all = 0;
+    let mut i = 0;
+    while i < CHECKS.len() {
+        assert!(all & CHECKS[i].1 == 0, "a flag is in two checks");
+        all |= CHECKS[i].1;
+        i += 1;
+    }
+    assert!(all == FLAGS_ALL, "a flag is in no check");
+};
+
 /// All flag bits together.
 pub const FLAGS_ALL: u32 = (1 << FLAGS.len()) - 1;
 

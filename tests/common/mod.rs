@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod pg;
 pub mod proxy;
 
 use std::process::Command;
