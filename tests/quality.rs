@@ -6,8 +6,8 @@
 //! The corpus: instruments ticking with only the platform's fields (all clean), one
 //! instrument per flag (each flag exactly on the ticks that should carry it), a tick
 //! stamped 2099 and one outside its circuit in the middle of their instruments'
-//! streams (the ticks after them clean), and one message per reject reason we can
-//! publish as JSON.
+//! streams (the ticks after them clean), and one message per reject reason a tick
+//! subject can give (`unknown_subject` needs a subject outside the tick streams).
 
 mod common;
 
@@ -29,7 +29,7 @@ enum Expect {
 
 struct Message {
     token: u32,
-    payload: String,
+    payload: Vec<u8>,
     expect: Expect,
 }
 
@@ -45,7 +45,7 @@ fn corpus(now_ms: i64) -> Vec<Message> {
     let mut push = |token: u32, payload: String, flags: u32| {
         out.push(Message {
             token,
-            payload,
+            payload: payload.into_bytes(),
             expect: Expect::Stored { token, flags },
         })
     };
@@ -117,29 +117,67 @@ fn corpus(now_ms: i64) -> Vec<Message> {
     push(2011, tick(2011, "100", t0, ""), 0);
     push(2011, tick(2011, "120", t0 + 1, ""), 1024 | 256);
     push(2011, tick(2011, "100", t0 + 2, ""), 0);
-    let mut reject = |token: u32, payload: String, reason: &'static str| {
+    let mut reject = |token: u32, payload: Vec<u8>, reason: &'static str| {
         out.push(Message {
             token,
             payload,
             expect: Expect::Rejected { reason },
         })
     };
+    let t = |token: u32| tick(token, "100", t0, "");
     reject(
         3001,
-        r#"{"instrument_token": 3001,"#.into(),
+        br#"{"instrument_token": 3001,"#.to_vec(),
         "malformed_json",
     );
     reject(
         3002,
-        tick(3002, "100", t0, "").replace(r#""last_price": 100, "#, ""),
+        t(3002).replace(r#""last_price": 100, "#, "").into_bytes(),
         "missing_field",
     );
-    reject(3003, tick(3003, r#""abc""#, t0, ""), "wrong_type");
+    reject(
+        3003,
+        tick(3003, r#""abc""#, t0, "").into_bytes(),
+        "wrong_type",
+    );
     reject(
         3004,
-        tick(3004, "100", t0, "").replace(&format!("{t0}"), r#""yesterday""#),
+        t(3004)
+            .replace(&format!("{t0}"), r#""yesterday""#)
+            .into_bytes(),
         "bad_timestamp",
     );
+    // 0xff inside the symbol string.
+    let mut not_utf8 = t(3005).into_bytes();
+    let at = not_utf8.windows(7).position(|w| w == b"SYM3005").unwrap();
+    not_utf8[at + 3] = 0xff;
+    reject(3005, not_utf8, "invalid_utf8");
+    reject(
+        3006,
+        t(3006)
+            .replace(r#""volume": 1000"#, r#""volume": -3"#)
+            .into_bytes(),
+        "bad_number",
+    );
+    reject(
+        3007,
+        t(3007).replace("SYM3007", &"X".repeat(40)).into_bytes(),
+        "symbol_too_long",
+    );
+    let level = r#"{"price": 99, "quantity": 1}"#;
+    let six = vec![level; 6].join(", ");
+    reject(
+        3008,
+        tick(3008, "100", t0, &depth(&six, "")).into_bytes(),
+        "too_many_depth_levels",
+    );
+    let padding = format!(r#", "note": "{}""#, "p".repeat(17 * 1024));
+    reject(
+        3009,
+        tick(3009, "100", t0, &padding).into_bytes(),
+        "payload_too_large",
+    );
+    reject(3010, b"\x01\x02 not a tick".to_vec(), "bad_kite_packet");
     out
 }
 
@@ -271,7 +309,7 @@ fn every_flag_lands_on_its_ticks_and_the_report_matches_the_corpus() {
             .publish(
                 &mut publisher,
                 subject.as_bytes(),
-                m.payload.as_bytes(),
+                &m.payload,
                 Duration::from_secs(10),
             )
             .unwrap();
@@ -337,7 +375,7 @@ fn every_flag_lands_on_its_ticks_and_the_report_matches_the_corpus() {
             Some(&want),
             "message {seq} (token {}): {}",
             m.token,
-            m.payload
+            String::from_utf8_lossy(&m.payload)
         );
     }
     assert_eq!(got.len(), messages.len(), "nothing stored twice or extra");
@@ -429,7 +467,7 @@ fn every_flag_lands_on_its_ticks_and_the_report_matches_the_corpus() {
         rejected += row.get::<_, i64>(3);
     }
     assert_eq!(received, messages.len() as i64);
-    assert_eq!(rejected, 4);
+    assert_eq!(rejected, 10);
 }
 
 #[test]
