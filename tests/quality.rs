@@ -165,7 +165,7 @@ fn corpus(now_ms: i64) -> Vec<Message> {
         "symbol_too_long",
     );
     let level = r#"{"price": 99, "quantity": 1}"#;
-    let six = vec![level; 6].join(", ");
+    let six = [level; 6].join(", ");
     reject(
         3008,
         tick(3008, "100", t0, &depth(&six, "")).into_bytes(),
