@@ -492,3 +492,96 @@ fn bad_quality_flags_get_one_line_errors() {
         assert_eq!(stderr.trim().lines().count(), 1, "{flags:?}: {stderr}");
     }
 }
+
+#[test]
+fn snapshots_cover_a_postgres_outage_without_a_gap() {
+    // The snapshot table disappears for a few intervals (every INSERT fails) while
+    // ticks arrive; once it is back, the next row covers the whole outage: windows
+    // stay back to back and together count every message once.
+    const TICKS: u64 = 3_000;
+    let (db, _conn) = tables("qsnap");
+    let nats = Nats::new("qsnap");
+    let pg = PgDb::new();
+    let pg_url = format!("postgres.url={}", pg.url());
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &pg_url,
+            "--set",
+            "postgres.quality_snapshot_interval_ms=1000",
+        ],
+    );
+    let mut client = pg.client();
+    let rows = |client: &mut postgres::Client| -> i64 {
+        client
+            .query_one("SELECT count(*) FROM quality_snapshots", &[])
+            .unwrap()
+            .get(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&mut client) == 0 {
+        assert!(Instant::now() < deadline, "no first snapshot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client
+        .batch_execute("ALTER TABLE quality_snapshots RENAME TO quality_snapshots_away")
+        .unwrap();
+    let published = feed(
+        &db,
+        &nats,
+        &["--count", &TICKS.to_string(), "--instruments", "20"],
+    );
+    assert!(
+        published.contains(&format!("acked {TICKS} errors 0")),
+        "{published}"
+    );
+    let published_s = alphapt_storage::runtime::clock::now_ms() / 1000;
+    // Several intervals fail meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run.output().contains("Quality snapshot not written"),
+        "the outage is reported"
+    );
+    client
+        .batch_execute("ALTER TABLE quality_snapshots_away RENAME TO quality_snapshots")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let until: Option<f64> = client
+            .query_one(
+                "SELECT extract(epoch FROM max(window_until))::float8 FROM quality_snapshots",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if until.is_some_and(|u| u as i64 > published_s + 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot after the outage");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let text = drain(run);
+    assert!(
+        text.contains("Quality snapshots are written again"),
+        "{text}"
+    );
+    let rows = client
+        .query(
+            "SELECT extract(epoch FROM window_from)::float8, extract(epoch FROM window_until)::float8, \
+             ticks_received FROM quality_snapshots ORDER BY window_from",
+            &[],
+        )
+        .unwrap();
+    let longest = rows
+        .iter()
+        .map(|r| r.get::<_, f64>(1) - r.get::<_, f64>(0))
+        .fold(0.0, f64::max);
+    assert!(longest >= 3.0, "one row spans the outage: {longest} s");
+    for pair in rows.windows(2) {
+        assert_eq!(pair[0].get::<_, f64>(1), pair[1].get::<_, f64>(0));
+    }
+    let received: i64 = rows.iter().map(|r| r.get::<_, i64>(2)).sum();
+    assert_eq!(received, TICKS as i64);
+}
