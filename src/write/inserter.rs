@@ -13,10 +13,7 @@
 //!
 //! When: the oldest pending record has waited `spill.insert_interval_ms`, or a quarter
 //! of the journal's room is pending (so the writer never meets a full journal while
-//! ClickHouse keeps up), or the appliance is draining, or the previous INSERT took at
-//! least half the interval (ClickHouse is near its own rate: what is pending goes at
-//! once rather than leaving it idle until the interval ends; each such INSERT follows
-//! one that took ≥ interval/2, so a table still gets at most two per interval). What: every pending record of
+//! ClickHouse keeps up), or the appliance is draining. What: every pending record of
 //! the oldest one's table (and compression and schema), in order, up to
 //! [`RECORDS_PER_INSERT_MAX`] records or [`INSERT_BYTES_MAX`] bytes.
 //!
@@ -116,9 +113,6 @@ pub struct Inserter {
     batch: Batch,
     /// Set after an INSERT failed: its outcome is unknown until ClickHouse is asked.
     uncertain: bool,
-    /// The last INSERT took at least half the interval: ClickHouse is near its rate,
-    /// so what is pending goes at once instead of idling it until the interval ends.
-    behind: bool,
 }
 
 impl Inserter {
@@ -154,7 +148,6 @@ impl Inserter {
             writer_done,
             batch: Batch::default(),
             uncertain: false,
-            behind: false,
         }
     }
 
@@ -175,12 +168,8 @@ impl Inserter {
                 std::thread::sleep(POLL);
                 continue;
             }
-            let started = std::time::Instant::now();
             match self.insert() {
-                Ok(()) => {
-                    self.behind = started.elapsed() >= self.config.interval / 2;
-                    self.after_commit();
-                }
+                Ok(()) => self.after_commit(),
                 Err(error) if error.is_retriable() => {
                     self.after_failure(&error);
                     let delay = self.backoff.next_delay();
@@ -242,13 +231,10 @@ impl Inserter {
             }
         }
         let Some((target, received_min_ms)) = first else {
-            // Caught up: the next INSERT waits for the interval again.
-            self.behind = false;
             return false;
         };
         let waited = now_ms() - received_min_ms >= self.config.interval.as_millis() as i64;
-        let behind = std::mem::take(&mut self.behind);
-        if !(force || waited || behind || journal.bytes_pending() >= self.config.flush_bytes) {
+        if !(force || waited || journal.bytes_pending() >= self.config.flush_bytes) {
             return false;
         }
         let (table, hash) = (
