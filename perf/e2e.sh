@@ -30,9 +30,13 @@ COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
 RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
+# The record names what ran: this tree's commit, or the BIN given (another build).
 if [ -z "${BIN:-}" ]; then
     cargo build --release -q
     BIN=target/release/alphapt-storage
+    BUILD=$(git rev-parse --short HEAD)
+else
+    BUILD="bin:$(basename "$BIN")"
 fi
 DB=alphapt_perf
 SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
@@ -135,7 +139,7 @@ latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d
 
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
 printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \
-    "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(date -u +%FT%TZ)" "$BUILD" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
     "$N" "$FORMAT" "$COMPRESSION" "$SHARDS" "${FLUSH_MS:-default}" "$RATE" "$app_rate" "$ref_rate" "$ratio" "$latency busy=${busy%.*}%${EXTRA:+ [$EXTRA]}" >> perf/records/e2e.tsv
 ch --query "DROP DATABASE IF EXISTS $DB"
 ch --query "DROP DATABASE IF EXISTS ${DB}_ref"
