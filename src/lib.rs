@@ -62,6 +62,7 @@ pub mod native;
 pub mod ohlc;
 pub mod pipeline;
 pub mod quality;
+pub mod query;
 pub mod receive;
 pub mod refdata;
 pub mod ring;

@@ -19,6 +19,7 @@ mod feed;
 mod health;
 mod migrate;
 mod quality;
+mod query;
 mod run;
 mod spill;
 
@@ -77,6 +78,12 @@ enum Command {
     /// The quality report of the ticks received lately: scores, completeness, flags,
     /// rejects, the worst instruments (from ClickHouse).
     Quality(quality::QualityArgs),
+    /// Recent ticks or finished bars of some instruments: table, JSON or CSV.
+    Query {
+        /// ticks or ohlc.
+        #[command(subcommand)]
+        what: query::What,
+    },
     /// Read-only views of the spill journals under `spill.dir`: inspect, verify.
     Spill {
         /// inspect or verify.
@@ -154,6 +161,7 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Feed(feed_args) => feed::run(&config, &feed_args),
         Command::Spill { action } => spill::run(&config, action),
         Command::Quality(args) => quality::run(&config, &args),
+        Command::Query { what } => query::run(&config, what),
     }
 }
 
