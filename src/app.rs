@@ -5,9 +5,11 @@
 //! ```text
 //!   start:  tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
 //!           ─► quality snapshot thread ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
+//!           ─► audit thread (the writers' and inserters' audit rings of both paths)
 //!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
 //!   drain:  ticks receiver ends (signal, --count, error) ─► refdata, quality stopped ─► stop for all
 //!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
+//!           ─► audit thread writes what the writers recorded (≤ 1 s), then stops
 //! ```
 //!
 //! The spill goes in before any receiver reads its resume point: those blocks were
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::audit::{AuditConfig, AuditFeed, Auditor};
 use crate::config::{Config, Source};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
@@ -306,6 +309,8 @@ pub struct App {
     refdata: Option<JoinHandle<()>>,
     /// The quality snapshot thread, when `postgres.quality_snapshot_interval_ms` > 0.
     quality: Option<JoinHandle<()>>,
+    /// The audit thread; stopped when the app is dropped, after the pipelines joined.
+    _audit: AuditThread,
     /// Stops both slow-path threads (refdata, quality).
     refdata_stop: Arc<AtomicBool>,
     refdata_stats: Arc<RefdataStats>,
@@ -433,6 +438,11 @@ impl App {
             * RING_SLOT_BYTES as u64
             * u64::from(config.ingest.shards);
         let signals_stats = signals.as_ref().map(|s| s.pipeline.stats.clone());
+        let mut feed = ticks.take_audit_feed().unwrap_or_default();
+        if let Some(more) = signals.as_mut().and_then(|s| s.pipeline.take_audit_feed()) {
+            feed.merge(more);
+        }
+        let audit = AuditThread::start(config, feed)?;
         Ok(App {
             alert,
             ticks,
@@ -442,6 +452,7 @@ impl App {
             signals_stats,
             refdata,
             quality,
+            _audit: audit,
             refdata_stop,
             refdata_stats,
             ring_bytes,
@@ -470,8 +481,18 @@ impl App {
     pub fn finish(self) -> Result<Finished, AppError> {
         let outcome = self.receiver.join();
         // Nothing new is routed now, so reference data has nothing left to check.
-        stop_slow_path("refdata", self.refdata, &self.refdata_stop);
-        stop_slow_path("quality", self.quality, &self.refdata_stop);
+        stop_slow_path(
+            "refdata",
+            self.refdata,
+            &self.refdata_stop,
+            REFDATA_JOIN_WAIT,
+        );
+        stop_slow_path(
+            "quality",
+            self.quality,
+            &self.refdata_stop,
+            REFDATA_JOIN_WAIT,
+        );
         let outcome = outcome.map_err(|_| AppError::Panicked("receiver"))?;
         let stopped_by_signal = self.alert.stopping();
         // The signals path drains with the ticks path (same alert): a ticks receiver that
@@ -647,6 +668,48 @@ fn start_refdata(
     Ok(Some(handle))
 }
 
+/// The audit thread and its stop flag. Dropping it (when `App::finish` returns, the
+/// pipelines joined, so their last records are in the rings) raises the flag and
+/// waits at most [`AUDIT_JOIN_WAIT`] for the last batch.
+struct AuditThread {
+    handle: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The audit thread's flush after the stop (1 s) plus one PostgreSQL round trip.
+const AUDIT_JOIN_WAIT: Duration = Duration::from_millis(2_500);
+
+impl AuditThread {
+    fn start(config: &Config, feed: AuditFeed) -> Result<AuditThread, AppError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let core = if config.threads.pin {
+            config.threads.slow_core
+        } else {
+            None
+        };
+        let auditor = Auditor::new(
+            AuditConfig::from_config(config),
+            feed,
+            Arc::default(),
+            stop.clone(),
+        );
+        let handle = auditor.spawn(core).map_err(|source| AppError::Start {
+            what: "the audit thread",
+            source,
+        })?;
+        Ok(AuditThread {
+            handle: Some(handle),
+            stop,
+        })
+    }
+}
+
+impl Drop for AuditThread {
+    fn drop(&mut self) {
+        stop_slow_path("audit", self.handle.take(), &self.stop, AUDIT_JOIN_WAIT);
+    }
+}
+
 /// Starts the quality snapshot thread unless snapshots are off.
 fn start_quality(
     config: &Config,
@@ -669,11 +732,11 @@ fn start_quality(
     Ok(Some(handle))
 }
 
-/// Stops a slow-path thread, waiting at most [`REFDATA_JOIN_WAIT`].
-fn stop_slow_path(name: &str, handle: Option<JoinHandle<()>>, stop: &AtomicBool) {
+/// Stops a slow-path thread, waiting at most `wait`.
+fn stop_slow_path(name: &str, handle: Option<JoinHandle<()>>, stop: &AtomicBool, wait: Duration) {
     stop.store(true, Ordering::Relaxed);
     let Some(handle) = handle else { return };
-    let deadline = Instant::now() + REFDATA_JOIN_WAIT;
+    let deadline = Instant::now() + wait;
     while !handle.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }

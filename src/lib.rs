@@ -52,6 +52,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod durable;
 pub mod feed;

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::audit::AuditFeed;
 use crate::config::{Config, SpillMode};
 use crate::durable::stored::own_insert_query_prefix;
 use crate::durable::{watermark, DurableMarks};
@@ -276,6 +277,9 @@ pub struct Pipeline {
     writers: Vec<JoinHandle<usize>>,
     /// Journal-first inserter threads; each returns the records it left in the journal.
     inserters: Vec<JoinHandle<u64>>,
+    /// The audit thread's ends of the writers' and inserters' audit rings, until the
+    /// app takes them.
+    audit: Option<AuditFeed>,
     /// The stop-and-deadline signal the threads follow; bounds `join`.
     alert: Arc<Alert>,
 }
@@ -538,6 +542,7 @@ pub fn start(
     let mut writer_stats = Vec::with_capacity(writers);
     let ch = &config.clickhouse;
     let journal_first = config.spill.mode == SpillMode::Always;
+    let mut audit = AuditFeed::default();
     for (index, inputs) in writer_inputs.into_iter().enumerate() {
         let stats = Arc::new(WriterStats::default());
         writer_stats.push(stats.clone());
@@ -562,6 +567,7 @@ pub fn start(
                 stats.clone(),
                 alert.clone(),
                 writer_done.clone(),
+                audit.producer(),
             );
             let core = if pin { config.threads.slow_core } else { None };
             inserter_handles.push(runtime::spawn(
@@ -600,6 +606,7 @@ pub fn start(
             waiter(config),
             alert.clone(),
             journal,
+            audit.producer(),
         );
         let core = if pin {
             config.threads.writer_cores.get(index).copied()
@@ -637,6 +644,7 @@ pub fn start(
         shards: shard_handles,
         writers: writer_handles,
         inserters: inserter_handles,
+        audit: Some(audit),
         alert: alert.clone(),
     };
     Ok((pipeline, router))
@@ -648,6 +656,11 @@ impl Pipeline {
     /// empty and cost the shards one failed pop per pass.
     pub fn take_reference_feed(&mut self) -> Option<ReferenceFeed> {
         self.references.take()
+    }
+
+    /// The audit thread's ends of this pipeline's audit rings (once).
+    pub fn take_audit_feed(&mut self) -> Option<AuditFeed> {
+        self.audit.take()
     }
 
     /// Waits for every shard and writer to finish (after the router's `finish_input`),

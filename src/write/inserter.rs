@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{AuditProducer, AuditRecord, Destination as AuditDestination};
 use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
 use crate::runtime::{crash, Alert, Backoff};
@@ -79,6 +80,7 @@ struct Batch {
     seq_first: Vec<u64>,
     seq_last: Vec<u64>,
     rows: Vec<u32>,
+    received_min_ms: Vec<i64>,
     /// One buffer per record, reused across INSERTs (capacity kept).
     payloads: Vec<Vec<u8>>,
     /// Records marked stored by the check after a failure: not sent again.
@@ -92,6 +94,7 @@ impl Batch {
         self.seq_first.clear();
         self.seq_last.clear();
         self.rows.clear();
+        self.received_min_ms.clear();
         self.stored.clear();
     }
 
@@ -113,6 +116,8 @@ pub struct Inserter {
     batch: Batch,
     /// Set after an INSERT failed: its outcome is unknown until ClickHouse is asked.
     uncertain: bool,
+    /// One `ingest_audit` record per journal record committed to ClickHouse.
+    audit: AuditProducer,
 }
 
 impl Inserter {
@@ -125,6 +130,7 @@ impl Inserter {
         stats: Arc<WriterStats>,
         alert: Arc<Alert>,
         writer_done: Arc<AtomicBool>,
+        audit: AuditProducer,
     ) -> Inserter {
         let targets = [&tables.ticks, &tables.signals, &tables.rejects]
             .into_iter()
@@ -148,6 +154,7 @@ impl Inserter {
             writer_done,
             batch: Batch::default(),
             uncertain: false,
+            audit,
         }
     }
 
@@ -271,6 +278,7 @@ impl Inserter {
             batch.seq_first.push(header.seq_first);
             batch.seq_last.push(header.seq_last);
             batch.rows.push(header.rows);
+            batch.received_min_ms.push(header.received_min_ms);
             batch.stored.push(false);
         }
         if batch.len() == 0 {
@@ -373,7 +381,36 @@ impl Inserter {
             .store(journal.bytes_pending(), Ordering::Relaxed);
         drop(journal);
         if !self.uncertain {
+            self.audit_batch();
             self.batch.clear();
+        }
+    }
+
+    /// An audit record per record of the committed batch, those found already stored
+    /// after a cut included (their INSERT was never audited), once: only when the
+    /// batch is done with.
+    fn audit_batch(&mut self) {
+        let Some(index) = self.batch.target else {
+            return;
+        };
+        let table = self.targets[index].0.table.name();
+        let now = now_ms();
+        let batch = &self.batch;
+        for i in 0..batch.len() {
+            let stored = batch.payloads[i].len() as u64;
+            self.audit.record(AuditRecord {
+                table,
+                destination: AuditDestination::ClickHouse,
+                rows: batch.rows[i],
+                seq_first: batch.seq_first[i],
+                seq_last: batch.seq_last[i],
+                timestamp_min_ms: None,
+                timestamp_max_ms: None,
+                // The journal keeps the bytes as sent, not the block's raw size.
+                raw_bytes: stored,
+                compressed_bytes: stored,
+                latency_ms: (now - batch.received_min_ms[i]).max(0) as f64,
+            });
         }
     }
 

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::audit::{AuditProducer, AuditRecord, Destination as AuditDestination};
 use crate::durable::DurableMarks;
 use crate::model::{SealedBlock, Table};
 use crate::native::{Client, Connection, Error, Options};
@@ -248,6 +249,8 @@ pub struct Writer {
     /// Pending records replay cannot take (another schema or compression, left by an
     /// earlier run): the replay step scans again only when more are pending.
     replay_unreplayable: u64,
+    /// One `ingest_audit` record per block made durable.
+    audit: AuditProducer,
 }
 
 impl Writer {
@@ -262,6 +265,7 @@ impl Writer {
         waiter: Waiter,
         alert: Arc<Alert>,
         spill: Option<SharedJournal>,
+        audit: AuditProducer,
     ) -> Writer {
         let (client, backoff) = paced_client(
             &config.options,
@@ -288,6 +292,7 @@ impl Writer {
             retry_at: None,
             replay_blocked: false,
             replay_unreplayable: 0,
+            audit,
         }
     }
 
@@ -572,6 +577,21 @@ impl Writer {
             raw += block.raw_bytes as u64;
             sent += block.bytes.len() as u64;
             let latency_us = (now - block.received_min_ms).max(0) as u64 * 1000;
+            self.audit.record(AuditRecord {
+                table: spilling::record_table(block.table).name(),
+                destination: match durable {
+                    Durable::Spill => AuditDestination::Spill,
+                    Durable::ClickHouse => AuditDestination::ClickHouse,
+                },
+                rows: block.rows,
+                seq_first: block.seq_min,
+                seq_last: block.seq_max,
+                timestamp_min_ms: Some(block.timestamp_min_ms),
+                timestamp_max_ms: Some(block.timestamp_max_ms),
+                raw_bytes: block.raw_bytes as u64,
+                compressed_bytes: block.bytes.len() as u64,
+                latency_ms: latency_us as f64 / 1000.0,
+            });
             self.histogram.saturating_record(latency_us.max(1));
             if durable == Durable::Spill {
                 self.spill_histogram.saturating_record(latency_us.max(1));
