@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::audit::{AuditConfig, AuditFeed, Auditor};
+use crate::audit::{AuditConfig, AuditFeed, AuditRecord, Auditor};
 use crate::config::{Config, Source};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
@@ -128,6 +128,8 @@ pub struct SpillReplay {
     pub damaged_ticks: bool,
     /// A journal of the signals path does.
     pub damaged_signals: bool,
+    /// An `ingest_audit` record per record now in ClickHouse.
+    pub audit: Vec<AuditRecord>,
 }
 
 /// Replays every journal under `spill.dir` into `destination`, oldest record first,
@@ -182,11 +184,22 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
             })?;
             waited = true;
         }
-        let report = replay_journal(&mut journal, &targets, &replay_options).map_err(|source| {
-            AppError::SpillReplay {
-                dir: dir.clone(),
-                source,
-            }
+        let audit = &mut replay.audit;
+        let report = replay_journal(
+            &mut journal,
+            &targets,
+            &replay_options,
+            &mut |header, bytes| {
+                audit.push(crate::audit::replayed(
+                    header,
+                    bytes,
+                    crate::runtime::clock::now_ms(),
+                ))
+            },
+        )
+        .map_err(|source| AppError::SpillReplay {
+            dir: dir.clone(),
+            source,
         })?;
         tracing::info!(dir = %dir.display(), inserted = report.inserted, rows = report.rows,
             already_stored = report.already_stored, other_schema = report.other_schema,
@@ -439,6 +452,10 @@ impl App {
             * u64::from(config.ingest.shards);
         let signals_stats = signals.as_ref().map(|s| s.pipeline.stats.clone());
         let mut feed = ticks.take_audit_feed().unwrap_or_default();
+        let mut start_replay = feed.producer();
+        for record in replay.audit {
+            start_replay.record(record);
+        }
         if let Some(more) = signals.as_mut().and_then(|s| s.pipeline.take_audit_feed()) {
             feed.merge(more);
         }

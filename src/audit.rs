@@ -15,6 +15,9 @@
 //! each new record is counted in `dropped` (never blocking, never allocating). When
 //! PostgreSQL returns the thread writes what the rings kept.
 //!
+//! Spilled blocks are audited again as `replay` when a replay (the overflow writer's,
+//! or the start's) puts them into ClickHouse or finds them there.
+//!
 //! Journal-first: a block is audited twice, `spill` when its journal sync made it
 //! durable (and acknowledged) and `clickhouse` when the inserter's INSERT committed
 //! it, so per table the `clickhouse` rows add up to what ClickHouse holds. A journal
@@ -58,6 +61,9 @@ pub enum Destination {
     ClickHouse,
     /// Synced into the spill journal (overflow, or journal-first's durable point).
     Spill,
+    /// Taken from the spill journal into ClickHouse (an overflow writer's replay, or
+    /// the start's), or found there already.
+    Replay,
 }
 
 impl Destination {
@@ -66,6 +72,7 @@ impl Destination {
         match self {
             Destination::ClickHouse => "clickhouse",
             Destination::Spill => "spill",
+            Destination::Replay => "replay",
         }
     }
 }
@@ -108,6 +115,27 @@ impl AuditProducer {
         if self.ring.push(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The audit record of a spilled record now in ClickHouse (a record carries no
+/// exchange times or raw size; `raw_bytes` is its stored size).
+pub fn replayed(
+    header: &crate::spill::RecordHeader,
+    stored_bytes: usize,
+    now_ms: i64,
+) -> AuditRecord {
+    AuditRecord {
+        table: header.table.name(),
+        destination: Destination::Replay,
+        rows: header.rows,
+        seq_first: header.seq_first,
+        seq_last: header.seq_last,
+        timestamp_min_ms: None,
+        timestamp_max_ms: None,
+        raw_bytes: stored_bytes as u64,
+        compressed_bytes: stored_bytes as u64,
+        latency_ms: (now_ms - header.received_min_ms).max(0) as f64,
     }
 }
 

@@ -95,3 +95,66 @@ fn postgres_unreachable_stores_every_tick_and_says_the_audit_is_not_written() {
     let (_db, _conn, summary) = feed_and_run("audit_down", &["--set", &url]);
     assert!(summary.contains("Audit rows not written"), "{summary}");
 }
+
+#[test]
+fn spilled_and_replayed_blocks_are_audited_once_each() {
+    spill_then_replay("audit_replay", false);
+}
+
+#[test]
+fn blocks_replayed_by_the_next_start_are_audited() {
+    spill_then_replay("audit_restart", true);
+}
+
+/// Overflow mode, ClickHouse cut while ticks arrive: the blocks go to the spill
+/// (`spill`) and come back (`replay`) when it returns, or, with `kill`, when the
+/// next start replays the journal the killed run left; per table the `clickhouse`
+/// and `replay` rows add up to what ClickHouse holds.
+fn spill_then_replay(tag: &str, kill: bool) {
+    use common::proxy::Proxy;
+    use std::time::Instant;
+    let (db, mut conn) = tables(tag);
+    let nats = Nats::new(tag);
+    feed(&db, &nats, &["--count", "1", "--instruments", "5"]);
+    let pg = PgDb::new();
+    let url = format!("postgres.url={}", pg.url());
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let settings = [
+        "--set",
+        &url,
+        "--set",
+        &port,
+        "--set",
+        "spill.mode=overflow",
+        "--set",
+        "ingest.flush_interval_ms=50",
+    ];
+    let mut run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, 1, Duration::from_secs(60));
+    proxy.down();
+    let published = feed(&db, &nats, &["--count", "5000", "--instruments", "20"]);
+    assert!(published.contains("acked 5000 errors 0"), "{published}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while audited(&pg, "market_ticks", "spill").0 < 5000 {
+        assert!(Instant::now() < deadline, "the spill never took the feed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if kill {
+        common::e2e::kill(run);
+        proxy.up();
+        run = start_run(&db, &nats, &settings);
+    } else {
+        proxy.up();
+    }
+    wait_stored(&mut conn, 5001, Duration::from_secs(120));
+    drain(run);
+    let rows = count(&mut conn, "SELECT count() FROM market_ticks");
+    assert_eq!(rows, 5001);
+    let (inserted, _) = audited(&pg, "market_ticks", "clickhouse");
+    let (replayed, _) = audited(&pg, "market_ticks", "replay");
+    let (spilled, _) = audited(&pg, "market_ticks", "spill");
+    assert!(replayed >= 5000, "replayed {replayed}");
+    assert_eq!(spilled, replayed, "each spilled block replayed once");
+    assert_eq!(inserted + replayed, rows);
+}

@@ -20,7 +20,7 @@
 
 use crate::native::{Connection, Error, Method, Options, Values};
 
-use super::format::{Record, RecordTable};
+use super::format::{Record, RecordHeader, RecordTable};
 use super::journal::{Journal, SpillError};
 
 /// Where one table's spilled blocks go.
@@ -109,11 +109,13 @@ pub fn replay_record(
 
 /// Replays every pending record of `journal` in order, on connections opened from
 /// `options` (one per compression the records use). Records sealed for another schema
-/// are left pending and counted.
+/// are left pending and counted. `on_stored` hears of each record marked because
+/// ClickHouse now holds it (inserted, or found stored), with its stored size.
 pub fn replay_journal(
     journal: &mut Journal,
     targets: &[Target],
     options: &Options,
+    on_stored: &mut dyn FnMut(&RecordHeader, usize),
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let mut lz4: Option<Connection> = None;
@@ -144,7 +146,9 @@ pub fn replay_journal(
             }
             Replayed::AlreadyStored => report.already_stored += 1,
         }
+        let bytes = record.payload.len();
         journal.mark_replayed(pos)?;
+        on_stored(&header, bytes);
     }
     if report.other_schema > 0 {
         tracing::error!(dir = %journal.dir().display(), records = report.other_schema,

@@ -152,11 +152,11 @@ impl Writer {
                 .iter()
                 .find(|t| t.table == header.table && t.schema_hash == header.schema_hash)
             {
-                chosen = Some((pos, target.clone(), header.rows));
+                chosen = Some((pos, target.clone(), header));
                 break;
             }
         }
-        let Some((pos, target, rows)) = chosen else {
+        let Some((pos, target, header)) = chosen else {
             // Only records from another schema or compression: the next start's replay
             // (or `spill replay`) takes them. Look again only when new records come.
             if self.replay_unreplayable != journal.records_pending() {
@@ -166,19 +166,29 @@ impl Writer {
             self.replay_unreplayable = journal.records_pending();
             return false;
         };
-        let outcome = {
+        let rows = header.rows;
+        let (outcome, stored_bytes) = {
             let record = match journal.read(pos) {
                 Ok(record) => record,
                 Err(_) => return false,
             };
-            self.client
-                .run(|conn: &mut Connection| replay_record(conn, &target, &record))
+            let outcome = self
+                .client
+                .run(|conn: &mut Connection| replay_record(conn, &target, &record));
+            (outcome, record.payload.len())
         };
         match outcome {
             Ok(replayed) => {
                 if let Err(error) = journal.mark_replayed(pos) {
                     tracing::error!(writer = self.config.index, %error, "Cannot mark a replayed spill record; replay stops (the next start finds it stored)");
                     self.replay_blocked = true;
+                } else {
+                    // Once: unmarked, the next start finds it stored and audits it then.
+                    self.audit.record(crate::audit::replayed(
+                        &header,
+                        stored_bytes,
+                        crate::runtime::clock::now_ms(),
+                    ));
                 }
                 let s = &self.stats;
                 s.replayed_blocks_total.fetch_add(1, Ordering::Relaxed);
