@@ -182,8 +182,8 @@ impl AuditFeed {
 pub struct AuditStats {
     /// Rows written to `ingest_audit`.
     pub written_total: AtomicU64,
-    /// Records still waiting when the process stopped (full rings count in
-    /// [`AuditFeed::dropped`]).
+    /// Records still waiting when the process stopped, or refused by PostgreSQL for
+    /// their values (full rings count in [`AuditFeed::dropped`]).
     pub dropped_at_exit_total: AtomicU64,
     /// Failed INSERTs or connects.
     pub errors_total: AtomicU64,
@@ -283,7 +283,19 @@ impl Auditor {
                         }
                         continue;
                     }
-                    Err(message) => {
+                    Err(WriteError::Refused(message)) => {
+                        self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .dropped_at_exit_total
+                            .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+                        tracing::error!(
+                            records = self.batch.len(),
+                            "Audit rows refused by PostgreSQL ({message}); dropped so the audit goes on"
+                        );
+                        self.batch.clear();
+                        oldest = None;
+                    }
+                    Err(WriteError::Retry(message)) => {
                         self.client = None;
                         self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
                         if !failing {
@@ -337,19 +349,33 @@ impl Auditor {
     }
 
     /// One multi-row INSERT of the batch.
-    fn write(&mut self) -> Result<(), String> {
+    fn write(&mut self) -> Result<(), WriteError> {
         if !matches!(&self.client, Some(client) if !client.is_closed()) {
-            self.client = Some(connect(&self.config)?);
+            self.client = Some(connect(&self.config).map_err(WriteError::Retry)?);
         }
         let client = self.client.as_mut().expect("connected above");
         let sql = insert_sql(&self.batch);
         client.batch_execute(&sql).map_err(|e| {
-            format!(
+            let message = format!(
                 "PostgreSQL: {}; run `alphapt-storage migrate up` if ingest_audit is missing",
                 with_causes(&e)
-            )
+            );
+            // A data or constraint error (SQLSTATE class 22 or 23) would refuse the
+            // same batch forever and stop the audit behind it.
+            match e.code().map(|state| &state.code()[..2]) {
+                Some("22" | "23") => WriteError::Refused(message),
+                _ => WriteError::Retry(message),
+            }
         })
     }
+}
+
+/// Why a batch was not written.
+enum WriteError {
+    /// PostgreSQL away, or a table missing: retried.
+    Retry(String),
+    /// PostgreSQL refused these rows' values: dropped and counted.
+    Refused(String),
 }
 
 /// The batch as one INSERT. Every value is a number or one of our own table and

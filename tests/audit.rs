@@ -158,3 +158,34 @@ fn spill_then_replay(tag: &str, kill: bool) {
     assert_eq!(spilled, replayed, "each spilled block replayed once");
     assert_eq!(inserted + replayed, rows);
 }
+
+#[test]
+fn rows_postgres_refuses_are_dropped_and_the_audit_goes_on() {
+    // A constraint refuses every row for a while (a data error, SQLSTATE 23): those
+    // batches are dropped with an error line instead of blocking the audit, and the
+    // rows after the constraint is gone are written.
+    let (db, mut conn) = tables("audit_refused");
+    let nats = Nats::new("audit_refused");
+    let pg = PgDb::new();
+    pg.execute("ALTER TABLE ingest_audit ADD CONSTRAINT refuse_all CHECK (rows < 0)");
+    let url = format!("postgres.url={}", pg.url());
+    let run = start_run(&db, &nats, &["--set", &url]);
+    let published = feed(&db, &nats, &["--count", "2000", "--instruments", "10"]);
+    assert!(published.contains("acked 2000 errors 0"), "{published}");
+    wait_stored(&mut conn, 2000, Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !run.output().contains("Audit rows refused by PostgreSQL") {
+        assert!(std::time::Instant::now() < deadline, "{}", run.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.execute("ALTER TABLE ingest_audit DROP CONSTRAINT refuse_all");
+    let published = feed(&db, &nats, &["--count", "2000", "--instruments", "10"]);
+    assert!(published.contains("acked 2000 errors 0"), "{published}");
+    wait_stored(&mut conn, 4000, Duration::from_secs(60));
+    drain(run);
+    let (spilled, _) = audited(&pg, "market_ticks", "spill");
+    assert!(
+        (1..4000).contains(&spilled),
+        "the second feed's blocks are audited, the refused ones are not: {spilled}"
+    );
+}

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Which flag is hard, what each costs the score and which ticks feed the bars:
-//! `docs/quality.md` and [`crate::model::quality::FLAGS_HARD`]. An absent optional
+//! README "Data quality" and [`crate::model::quality::FLAGS_HARD`]. An absent optional
 //! field flags only when it is one of `validation.expected_fields`.
 //!
 //! Per-instrument state lives in an open-addressing table (linear probing, Fibonacci
