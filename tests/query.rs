@@ -173,11 +173,13 @@ fn ticks_and_bars_come_back_from_clickhouse_and_bad_flags_are_refused() {
         assert_eq!(row[7], bar.volume.to_string(), "{csv}");
         assert_eq!(row[10], "clickhouse");
     }
-    let table = stdout_of(&query(
-        &db,
-        &["ohlc", "--tokens", "11", "--timeframe", "5m"],
-    ));
-    assert!(table.lines().count() >= 1, "{table}");
+    // The table form: a header and the three bars of token 11.
+    let table = stdout_of(&query(&db, &["ohlc", "--tokens", "11", "--limit", "5"]));
+    assert_eq!(table.lines().count(), 1 + 3, "{table}");
+    assert!(
+        table.lines().skip(1).all(|l| l.ends_with("clickhouse")),
+        "{table}"
+    );
 
     for (args, says) in [
         (

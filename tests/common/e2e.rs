@@ -324,20 +324,19 @@ pub fn consumer_settled_at(url: &str, nats: &Nats, last: u64) {
     };
     assert_eq!(floor, last, "{info:?}");
     assert_eq!(info.delivered.stream_seq, last, "{info:?}");
-    // With the ack floor at the last sequence, AckAll has acknowledged every delivery.
-    // After redeliveries (a test's outage longer than ack_wait) nats-server 2.9 may
-    // still count a few as pending (its pending-list bookkeeping, cf.
-    // nats-io/nats-server#6093; CI saw 2 of 24,539 redeliveries): below the floor,
-    // nothing of ours. Without redeliveries (the last delivery's consumer sequence
-    // is as far above its stream sequence as the ack floor's) nothing may be pending.
-    let offset = |c: u64, s: u64| i128::from(c) - i128::from(s);
-    let redelivered = offset(info.delivered.consumer_seq, info.delivered.stream_seq)
-        != offset(info.ack_floor.consumer_seq, info.ack_floor.stream_seq);
-    if !redelivered {
+    // With the ack floor at the last sequence, AckAll has acknowledged every delivery
+    // up to it: nothing of ours can be pending. nats-server 2.9 may still list a few
+    // deliveries as pending after redeliveries (its pending-list bookkeeping, cf.
+    // nats-io/nats-server#6093). CI saw 2 left after 24,539 redeliveries, and 2 after
+    // 138 redeliveries that ended before the floor caught up, so the offset between
+    // consumer and stream sequences no longer showed them. So under AckAll a count
+    // left below the floor is reported, not failed; under any other policy nothing may
+    // be pending.
+    if info.ack_policy != "all" {
         assert_eq!(info.num_ack_pending, 0, "{info:?}");
     } else if info.num_ack_pending > 0 {
         eprintln!(
-            "consumer settled at {last}; nats-server still lists {} redelivered as pending",
+            "consumer settled at {last}; nats-server still lists {} deliveries below the ack floor as pending",
             info.num_ack_pending
         );
     }
