@@ -144,6 +144,10 @@ impl Snapshotter {
                 }
                 std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
             }
+            // A slow snapshot can leave `next` behind: the loop above then never looks.
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
             next += self.config.interval;
             let until_s = (now_ms() - lag_ms).div_euclid(1000);
             if until_s <= from_s {
