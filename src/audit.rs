@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{redact_url, Config};
-use crate::refdata::{slow_path_settings, with_causes, STATEMENT_TIMEOUT_MS};
+use crate::config::Config;
+use crate::refdata::{slow_path_client, with_causes};
 use crate::runtime::Backoff;
 
 /// Records one writer or inserter can have waiting: 8,192 × ~96 B = ~0.8 MiB, several
@@ -351,7 +351,14 @@ impl Auditor {
     /// One multi-row INSERT of the batch.
     fn write(&mut self) -> Result<(), WriteError> {
         if !matches!(&self.client, Some(client) if !client.is_closed()) {
-            self.client = Some(connect(&self.config).map_err(WriteError::Retry)?);
+            self.client = Some(
+                slow_path_client(
+                    &self.config.url,
+                    self.config.connect_timeout,
+                    APPLICATION_NAME,
+                )
+                .map_err(WriteError::Retry)?,
+            );
         }
         let client = self.client.as_mut().expect("connected above");
         let sql = insert_sql(&self.batch);
@@ -415,22 +422,6 @@ fn insert_sql(batch: &[AuditRecord]) -> String {
         );
     }
     sql
-}
-
-fn connect(config: &AuditConfig) -> Result<postgres::Client, String> {
-    let url = redact_url(&config.url);
-    let mut pg: postgres::Config = config
-        .url
-        .parse()
-        .map_err(|e: postgres::Error| format!("PostgreSQL URL {url}: {e}"))?;
-    slow_path_settings(&mut pg, config.connect_timeout, APPLICATION_NAME);
-    let mut client = pg
-        .connect(postgres::NoTls)
-        .map_err(|e| format!("PostgreSQL at {url}: {}", with_causes(&e)))?;
-    client
-        .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-        .map_err(|e| format!("PostgreSQL at {url}: {}", with_causes(&e)))?;
-    Ok(client)
 }
 
 #[cfg(test)]

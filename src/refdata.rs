@@ -76,7 +76,7 @@ const CHANGES_PER_BATCH_MAX: usize = 4096;
 const SKIPS_LOGGED_MAX: u64 = 16;
 
 /// Server-side bound of one query: a full load of 100k rows takes ~100 ms.
-pub(crate) const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
 /// Idle time before TCP keepalives probe, and how long unacknowledged writes may
 /// wait: a peer that vanished without a FIN is noticed in about this long.
@@ -616,6 +616,28 @@ pub(crate) fn slow_path_settings(
         .keepalives(true)
         .keepalives_idle(TCP_DEAD_AFTER)
         .tcp_user_timeout(TCP_DEAD_AFTER);
+}
+
+/// A PostgreSQL client for a slow-path thread other than refdata (audit, quality
+/// snapshots): [`slow_path_settings`] and the statement timeout; errors as one line
+/// with the URL redacted.
+pub(crate) fn slow_path_client(
+    url: &str,
+    connect_timeout: Duration,
+    application_name: &str,
+) -> Result<postgres::Client, String> {
+    let shown = redact_url(url);
+    let mut pg: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| format!("PostgreSQL URL {shown}: {e}"))?;
+    slow_path_settings(&mut pg, connect_timeout, application_name);
+    let mut client = pg
+        .connect(postgres::NoTls)
+        .map_err(|e| format!("PostgreSQL at {shown}: {}", with_causes(&e)))?;
+    client
+        .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+        .map_err(|e| format!("PostgreSQL at {shown}: {}", with_causes(&e)))?;
+    Ok(client)
 }
 
 /// The driver's error with its causes: "error connecting to server" alone does not

@@ -4,7 +4,6 @@
 mod common;
 mod ohlc_fixture;
 
-use alphapt_storage::migrate;
 use alphapt_storage::native::Connection;
 use alphapt_storage::ohlc::{self, BarQuery, Timeframe};
 
@@ -15,16 +14,7 @@ fn bars_match_the_reference_across_shuffled_inserts() {
     // 10,000 ticks, 20 instruments, 30 minutes, 50 shuffled INSERTs; 1m and 5m bars.
     let db = common::TestDb::new("ohlc");
     let mut conn = db.connect(None);
-    let legacy = !conn.server().is_modern();
-    for m in migrate::files::load_dir("migrations/clickhouse".as_ref()).unwrap() {
-        let script = m.up_for(legacy);
-        for s in
-            migrate::statements(script, migrate::TargetKind::ClickHouse, RETENTION_DAYS).unwrap()
-        {
-            conn.execute(&s.text)
-                .unwrap_or_else(|e| panic!("{}: {e}", script.file_name()));
-        }
-    }
+    let legacy = migrate_all(&mut conn);
     let ticks = ticks();
     for chunk in shuffled_chunks(&ticks) {
         conn.execute(&insert_sql(&chunk, legacy)).unwrap();
@@ -56,18 +46,7 @@ fn unfinished_bars_and_other_instruments_are_left_out() {
     // until_s inside minute 10 keeps minutes 0..9; tokens filter instruments.
     let db = common::TestDb::new("ohlc_cut");
     let mut conn: Connection = db.connect(None);
-    let legacy = !conn.server().is_modern();
-    for m in migrate::files::load_dir("migrations/clickhouse".as_ref()).unwrap() {
-        for s in migrate::statements(
-            m.up_for(legacy),
-            migrate::TargetKind::ClickHouse,
-            RETENTION_DAYS,
-        )
-        .unwrap()
-        {
-            conn.execute(&s.text).unwrap();
-        }
-    }
+    let legacy = migrate_all(&mut conn);
     let ticks = ticks();
     conn.execute(&insert_sql(&ticks[..2_000], legacy)).unwrap();
     let query = BarQuery {
@@ -90,18 +69,7 @@ fn hard_flagged_ticks_stay_out_of_depth_snapshots_and_features() {
     // priced 0.5 for 4,000: neither the depth view nor the feature view may see it.
     let db = common::TestDb::new("ohlc_hard");
     let mut conn: Connection = db.connect(None);
-    let legacy = !conn.server().is_modern();
-    for m in migrate::files::load_dir("migrations/clickhouse".as_ref()).unwrap() {
-        for s in migrate::statements(
-            m.up_for(legacy),
-            migrate::TargetKind::ClickHouse,
-            RETENTION_DAYS,
-        )
-        .unwrap()
-        {
-            conn.execute(&s.text).unwrap();
-        }
-    }
+    let legacy = migrate_all(&mut conn);
     // 18.16 stores the depth columns as Nested: one array per tuple element.
     let (columns, time, depth_columns, depth) = if legacy {
         (

@@ -181,6 +181,29 @@ fn corpus(now_ms: i64) -> Vec<Message> {
     out
 }
 
+/// Waits (at most 40 s) until a `quality_snapshots` window ends past `published_s`,
+/// so the rows together cover everything published by then.
+fn wait_snapshot_past(client: &mut postgres::Client, published_s: i64) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let until: Option<f64> = client
+            .query_one(
+                "SELECT extract(epoch FROM max(window_until))::float8 FROM quality_snapshots",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if until.is_some_and(|u| u as i64 > published_s + 1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot past {published_s} yet (the last window ends {until:?})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn quality_json(db: &common::TestDb, nats: &Nats, extra: &[&str]) -> Json {
     let mut args = sets(db, nats);
     args.push("quality".into());
@@ -427,25 +450,8 @@ fn every_flag_lands_on_its_ticks_and_the_report_matches_the_corpus() {
     assert_report("tokens", &report, &reference(&two));
 
     // The run's snapshots: windows back to back, together every message.
-    let deadline = Instant::now() + Duration::from_secs(40);
     let mut client = pg.client();
-    loop {
-        let until: Option<f64> = client
-            .query_one(
-                "SELECT extract(epoch FROM max(window_until))::float8 FROM quality_snapshots",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if until.is_some_and(|u| u as i64 > published_s + 1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot past the corpus yet (last window ends {until:?}, published at {published_s})"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_snapshot_past(&mut client, published_s);
     drain(run);
     let rows = client
         .query(
@@ -547,21 +553,7 @@ fn snapshots_cover_a_postgres_outage_without_a_gap() {
     client
         .batch_execute("ALTER TABLE quality_snapshots_away RENAME TO quality_snapshots")
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let until: Option<f64> = client
-            .query_one(
-                "SELECT extract(epoch FROM max(window_until))::float8 FROM quality_snapshots",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if until.is_some_and(|u| u as i64 > published_s + 1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no snapshot after the outage");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_snapshot_past(&mut client, published_s);
     let text = drain(run);
     assert!(
         text.contains("Quality snapshots are written again"),

@@ -8,9 +8,8 @@ mod ohlc_fixture;
 
 use std::process::Command;
 
-use alphapt_storage::migrate;
 use alphapt_storage::model::quality::FLAG_NONPOSITIVE_PRICE;
-use ohlc_fixture::{insert_sql, reference, RawTick, RETENTION_DAYS};
+use ohlc_fixture::{insert_sql, migrate_all, reference, RawTick};
 use serde_json::Value as Json;
 
 fn query(db: &common::TestDb, args: &[&str]) -> std::process::Output {
@@ -38,15 +37,7 @@ fn stdout_of(output: &std::process::Output) -> String {
 fn ticks_and_bars_come_back_from_clickhouse_and_bad_flags_are_refused() {
     let db = common::TestDb::new("query");
     let mut conn = db.connect(None);
-    let legacy = !conn.server().is_modern();
-    for m in migrate::files::load_dir("migrations/clickhouse".as_ref()).unwrap() {
-        let script = m.up_for(legacy);
-        for s in
-            migrate::statements(script, migrate::TargetKind::ClickHouse, RETENTION_DAYS).unwrap()
-        {
-            conn.execute(&s.text).unwrap();
-        }
-    }
+    let legacy = migrate_all(&mut conn);
     // Three finished minutes, ending at the last whole minute before now.
     let now_s = alphapt_storage::runtime::clock::now_ms() / 1000;
     let start_s = now_s - now_s.rem_euclid(60) - 180;

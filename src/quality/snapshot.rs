@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{redact_url, Config};
+use crate::config::Config;
 use crate::native::{Connection, Options};
-use crate::refdata::{slow_path_settings, with_causes, STATEMENT_TIMEOUT_MS};
+use crate::refdata::{slow_path_client, with_causes};
 use crate::runtime::clock::now_ms;
 
 use super::{report, subject_prefix, Report, Window};
@@ -206,7 +206,11 @@ impl Snapshotter {
     fn write(&mut self, report: &Report) -> Result<(), String> {
         let usable = matches!(&self.postgres, Some(client) if !client.is_closed());
         if !usable {
-            self.postgres = Some(connect(&self.config)?);
+            self.postgres = Some(slow_path_client(
+                &self.config.pg_url,
+                self.config.pg_connect_timeout,
+                APPLICATION_NAME,
+            )?);
         }
         let client = self.postgres.as_mut().expect("connected above");
         let w = &report.window;
@@ -234,21 +238,4 @@ impl Snapshotter {
             })?;
         Ok(())
     }
-}
-
-/// A PostgreSQL connection with the slow path's timeouts.
-fn connect(config: &SnapshotConfig) -> Result<postgres::Client, String> {
-    let url = redact_url(&config.pg_url);
-    let mut pg: postgres::Config = config
-        .pg_url
-        .parse()
-        .map_err(|e: postgres::Error| format!("PostgreSQL URL {url}: {e}"))?;
-    slow_path_settings(&mut pg, config.pg_connect_timeout, APPLICATION_NAME);
-    let mut client = pg
-        .connect(postgres::NoTls)
-        .map_err(|e| format!("PostgreSQL at {url}: {}", with_causes(&e)))?;
-    client
-        .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
-        .map_err(|e| format!("PostgreSQL at {url}: {}", with_causes(&e)))?;
-    Ok(client)
 }

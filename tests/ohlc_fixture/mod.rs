@@ -30,6 +30,24 @@ pub const INSERTS: usize = 50;
 /// drop it on insert; 10,000 days keeps it.
 pub const RETENTION_DAYS: u32 = 10_000;
 
+/// Applies every ClickHouse migration (the `.legacy` files on 18.16) in the
+/// connection's database, retention [`RETENTION_DAYS`]; returns whether the server
+/// is legacy.
+pub fn migrate_all(conn: &mut alphapt_storage::native::Connection) -> bool {
+    use alphapt_storage::migrate;
+    let legacy = !conn.server().is_modern();
+    for m in migrate::files::load_dir("migrations/clickhouse".as_ref()).unwrap() {
+        let script = m.up_for(legacy);
+        for s in
+            migrate::statements(script, migrate::TargetKind::ClickHouse, RETENTION_DAYS).unwrap()
+        {
+            conn.execute(&s.text)
+                .unwrap_or_else(|e| panic!("{}: {e}", script.file_name()));
+        }
+    }
+    legacy
+}
+
 /// One raw tick.
 #[derive(Clone, Copy, Debug)]
 pub struct RawTick {
