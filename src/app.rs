@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::audit::{AuditConfig, AuditFeed, AuditRecord, Auditor};
+use crate::audit::{AuditConfig, AuditFeed, AuditRecord, AuditStats, Auditor};
 use crate::config::{Config, Source};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
@@ -281,6 +281,9 @@ pub struct Snapshot {
     pub references_up: bool,
     /// Reference-data loads, changes applied, rows skipped, PostgreSQL errors.
     pub refdata_counts: [u64; 4],
+    /// The audit thread: rows written to `ingest_audit`, records dropped (full rings,
+    /// refused values, left at exit), failed writes.
+    pub audit_counts: [u64; 3],
 }
 
 /// The outcome of a drained run.
@@ -323,7 +326,7 @@ pub struct App {
     /// The quality snapshot thread, when `postgres.quality_snapshot_interval_ms` > 0.
     quality: Option<JoinHandle<()>>,
     /// The audit thread; stopped when the app is dropped, after the pipelines joined.
-    _audit: AuditThread,
+    audit: AuditThread,
     /// Stops both slow-path threads (refdata, quality).
     refdata_stop: Arc<AtomicBool>,
     refdata_stats: Arc<RefdataStats>,
@@ -469,7 +472,7 @@ impl App {
             signals_stats,
             refdata,
             quality,
-            _audit: audit,
+            audit,
             refdata_stop,
             refdata_stats,
             ring_bytes,
@@ -484,18 +487,20 @@ impl App {
 
     /// Every counter now.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(
+        let mut now = snapshot(
             &self.ticks_stats,
             self.signals_stats.as_ref(),
             &self.refdata_stats,
             self.ring_bytes,
             self.journal_first,
-        )
+        );
+        now.audit_counts = self.audit.counts();
+        now
     }
 
     /// Drains in order (see the module doc) once the ticks source has ended or the
     /// alert asks for a stop; every wait is bounded by the drain deadline.
-    pub fn finish(self) -> Result<Finished, AppError> {
+    pub fn finish(mut self) -> Result<Finished, AppError> {
         let outcome = self.receiver.join();
         // Nothing new is routed now, so reference data has nothing left to check.
         stop_slow_path(
@@ -537,13 +542,16 @@ impl App {
         };
         let drain_started = Instant::now();
         let joined = self.ticks.join();
-        let end = snapshot(
+        // Every block is recorded now: the audit writes them, then stops.
+        self.audit.stop();
+        let mut end = snapshot(
             &self.ticks_stats,
             self.signals_stats.as_ref(),
             &self.refdata_stats,
             self.ring_bytes,
             self.journal_first,
         );
+        end.audit_counts = self.audit.counts();
         Ok(Finished {
             routed,
             stopped_by_signal,
@@ -659,6 +667,8 @@ fn snapshot(
             refdata.rows_skipped_total.load(r),
             refdata.errors_total.load(r),
         ],
+        // Filled in by the App, which holds the audit thread.
+        audit_counts: [0; 3],
     }
 }
 
@@ -685,12 +695,15 @@ fn start_refdata(
     Ok(Some(handle))
 }
 
-/// The audit thread and its stop flag. Dropping it (when `App::finish` returns, the
-/// pipelines joined, so their last records are in the rings) raises the flag and
-/// waits at most [`AUDIT_JOIN_WAIT`] for the last batch.
+/// The audit thread, its stop flag and counters. `stop` (from `App::finish` once the
+/// pipelines joined, so their last records are in the rings; or on drop) raises the
+/// flag and waits at most [`AUDIT_JOIN_WAIT`] for the last batch.
 struct AuditThread {
     handle: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    stats: Arc<AuditStats>,
+    /// The rings' full counters (the feed itself moved into the thread).
+    ring_dropped: Vec<Arc<AtomicU64>>,
 }
 
 /// The audit thread's flush after the stop (1 s) plus one PostgreSQL round trip.
@@ -704,10 +717,12 @@ impl AuditThread {
         } else {
             None
         };
+        let stats = Arc::new(AuditStats::default());
+        let ring_dropped = feed.dropped_counters();
         let auditor = Auditor::new(
             AuditConfig::from_config(config),
             feed,
-            Arc::default(),
+            stats.clone(),
             stop.clone(),
         );
         let handle = auditor.spawn(core).map_err(|source| AppError::Start {
@@ -717,13 +732,31 @@ impl AuditThread {
         Ok(AuditThread {
             handle: Some(handle),
             stop,
+            stats,
+            ring_dropped,
         })
+    }
+
+    fn stop(&mut self) {
+        stop_slow_path("audit", self.handle.take(), &self.stop, AUDIT_JOIN_WAIT);
+    }
+
+    /// Written, dropped, failed writes.
+    fn counts(&self) -> [u64; 3] {
+        let r = Ordering::Relaxed;
+        let dropped = self.stats.dropped_at_exit_total.load(r)
+            + self.ring_dropped.iter().map(|d| d.load(r)).sum::<u64>();
+        [
+            self.stats.written_total.load(r),
+            dropped,
+            self.stats.errors_total.load(r),
+        ]
     }
 }
 
 impl Drop for AuditThread {
     fn drop(&mut self) {
-        stop_slow_path("audit", self.handle.take(), &self.stop, AUDIT_JOIN_WAIT);
+        self.stop();
     }
 }
 

@@ -167,6 +167,11 @@ impl AuditFeed {
         self.dropped.extend(other.dropped);
     }
 
+    /// The full rings' counters, to read after the feed moved into the thread.
+    pub fn dropped_counters(&self) -> Vec<Arc<AtomicU64>> {
+        self.dropped.clone()
+    }
+
     /// Records refused by full rings so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.iter().map(|d| d.load(Ordering::Relaxed)).sum()

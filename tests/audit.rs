@@ -68,7 +68,17 @@ fn audit_rows_add_up_to_clickhouse_per_table_in_both_spill_modes() {
         let pg = PgDb::new();
         let url = format!("postgres.url={}", pg.url());
         let mode = format!("spill.mode={mode}");
-        let (_db, mut conn, _) = feed_and_run(tag, &["--set", &url, "--set", &mode]);
+        let (_db, mut conn, summary) = feed_and_run(tag, &["--set", &url, "--set", &mode]);
+        // The summary counts what the audit wrote, after its last batch.
+        let rows: i64 = pg
+            .client()
+            .query_one("SELECT count(*) FROM ingest_audit", &[])
+            .unwrap()
+            .get(0);
+        assert!(
+            summary.contains(&format!("audit: {rows} rows written to PostgreSQL")),
+            "{rows} rows: {summary}"
+        );
         for table in ["market_ticks", "rejected_messages"] {
             let rows = count(&mut conn, &format!("SELECT count() FROM {table}"));
             assert!(rows > 0, "{table} is empty");
@@ -94,6 +104,12 @@ fn postgres_unreachable_stores_every_tick_and_says_the_audit_is_not_written() {
     let url = format!("postgres.url=postgres://postgres@127.0.0.1:{port}/postgres");
     let (_db, _conn, summary) = feed_and_run("audit_down", &["--set", &url]);
     assert!(summary.contains("Audit rows not written"), "{summary}");
+    assert!(
+        summary.contains("audit: 0 rows written to PostgreSQL, ")
+            && summary.contains("records dropped")
+            && summary.contains("failed writes"),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn clickhouse_state(now: &Snapshot) -> String {
 fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64) -> String {
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds.max(1e-9);
     format!(
-        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}",
+        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}  audit {}",
         rate(now.received, before.received),
         rate(now.stored, before.stored),
         now.stored,
@@ -82,7 +82,22 @@ fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64) -> String {
         clickhouse_state(now),
         now.references,
         if now.references_up { "ok" } else { "postgres down" },
+        // Failed writes in this interval: PostgreSQL away, rows kept and retried.
+        if now.audit_counts[2] > before.audit_counts[2] { "retrying" } else { "ok" },
     )
+}
+
+/// The summary's words on the audit.
+fn audit_summary(now: &Snapshot) -> String {
+    let [written, dropped, errors] = now.audit_counts;
+    let mut text = format!("audit: {written} rows written to PostgreSQL");
+    if dropped > 0 {
+        text.push_str(&format!(", {dropped} records dropped"));
+    }
+    if errors > 0 {
+        text.push_str(&format!(", {errors} failed writes"));
+    }
+    text
 }
 
 /// The summary's words on reference data.
@@ -182,7 +197,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         std::io::stdout(),
         "{} {} messages: {} rows stored in {} INSERTs, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
-         p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}{}{}",
+         p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}; {}{}{}",
         if finished.stopped_by_signal { "Drained after" } else { "Done:" },
         finished.routed,
         end.stored,
@@ -197,6 +212,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         end.signal_rows,
         finished.drain_seconds,
         refdata_summary(end),
+        audit_summary(end),
         spill_note(end),
         if joined.is_clean() { String::new() } else { format!("; {}", not_stored_note(joined)) },
     );
