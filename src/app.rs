@@ -744,7 +744,7 @@ impl AuditThread {
     /// Written, dropped, failed writes.
     fn counts(&self) -> [u64; 3] {
         let r = Ordering::Relaxed;
-        let dropped = self.stats.dropped_at_exit_total.load(r)
+        let dropped = self.stats.dropped_total.load(r)
             + self.ring_dropped.iter().map(|d| d.load(r)).sum::<u64>();
         [
             self.stats.written_total.load(r),
@@ -774,7 +774,7 @@ fn start_quality(
     } else {
         None
     };
-    let snapshotter = Snapshotter::new(snapshot_config, Arc::default(), stop);
+    let snapshotter = Snapshotter::new(snapshot_config, stop);
     let handle = snapshotter.spawn(core).map_err(|source| AppError::Start {
         what: "the quality snapshot thread",
         source,

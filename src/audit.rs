@@ -189,7 +189,7 @@ pub struct AuditStats {
     pub written_total: AtomicU64,
     /// Records still waiting when the process stopped, or refused by PostgreSQL for
     /// their values (full rings count in [`AuditFeed::dropped`]).
-    pub dropped_at_exit_total: AtomicU64,
+    pub dropped_total: AtomicU64,
     /// Failed INSERTs or connects.
     pub errors_total: AtomicU64,
 }
@@ -291,7 +291,7 @@ impl Auditor {
                     Err(WriteError::Refused(message)) => {
                         self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
                         self.stats
-                            .dropped_at_exit_total
+                            .dropped_total
                             .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
                         tracing::error!(
                             records = self.batch.len(),
@@ -327,7 +327,7 @@ impl Auditor {
                     }
                     if left > 0 {
                         self.stats
-                            .dropped_at_exit_total
+                            .dropped_total
                             .fetch_add(left as u64, Ordering::Relaxed);
                         tracing::warn!(
                             records = left,

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value as Json};
 
+use crate::model::json::iso8601_ms;
 use crate::native::{self, Connection};
 use crate::ohlc::{self, Bar, BarQuery, Timeframe};
 
@@ -178,7 +179,7 @@ pub fn render_ticks(rows: &[TickRow], tier: &str, format: Format) -> String {
                 .map(|r| {
                     json!({
                         "instrument_token": r.instrument_token,
-                        "timestamp": iso_ms(r.timestamp_ms),
+                        "timestamp": iso8601_ms(r.timestamp_ms),
                         "last_price": r.last_price,
                         "last_quantity": r.last_quantity,
                         "volume_traded": r.volume_traded,
@@ -199,7 +200,7 @@ pub fn render_ticks(rows: &[TickRow], tier: &str, format: Format) -> String {
                     out,
                     "{},{},{},{},{},{},{},{},{tier}",
                     r.instrument_token,
-                    iso_ms(r.timestamp_ms),
+                    iso8601_ms(r.timestamp_ms),
                     r.last_price,
                     r.last_quantity,
                     r.volume_traded,
@@ -220,7 +221,7 @@ pub fn render_ticks(rows: &[TickRow], tier: &str, format: Format) -> String {
                     out,
                     "{:>10}  {:<24}  {:>12.2}  {:>8}  {:>12}  {:>5.2}  {:>5}  {:>12}  {tier}",
                     r.instrument_token,
-                    iso_ms(r.timestamp_ms),
+                    iso8601_ms(r.timestamp_ms),
                     r.last_price,
                     r.last_quantity,
                     r.volume_traded,
@@ -246,7 +247,7 @@ pub fn render_bars(bars: &[Bar], timeframe: Timeframe, tier: &str, format: Forma
                     json!({
                         "instrument_token": b.instrument_token,
                         "timeframe": tf,
-                        "start": iso_ms(b.start_s * 1000),
+                        "start": iso8601_ms(b.start_s * 1000),
                         "open": b.open,
                         "high": b.high,
                         "low": b.low,
@@ -271,7 +272,7 @@ pub fn render_bars(bars: &[Bar], timeframe: Timeframe, tier: &str, format: Forma
                     out,
                     "{},{tf},{},{},{},{},{},{},{vwap},{},{tier}",
                     b.instrument_token,
-                    iso_ms(b.start_s * 1000),
+                    iso8601_ms(b.start_s * 1000),
                     b.open,
                     b.high,
                     b.low,
@@ -292,7 +293,7 @@ pub fn render_bars(bars: &[Bar], timeframe: Timeframe, tier: &str, format: Forma
                     out,
                     "{:>10}  {tf:>3}  {:<24}  {:>12.2}  {:>12.2}  {:>12.2}  {:>12.2}  {:>12}  {:>6}  {tier}",
                     b.instrument_token,
-                    iso_ms(b.start_s * 1000),
+                    iso8601_ms(b.start_s * 1000),
                     b.open,
                     b.high,
                     b.low,
@@ -304,12 +305,6 @@ pub fn render_bars(bars: &[Bar], timeframe: Timeframe, tier: &str, format: Forma
         }
     }
     out
-}
-
-fn iso_ms(ms: i64) -> String {
-    let mut out = Vec::with_capacity(24);
-    crate::model::json::write_iso8601_ms(&mut out, ms);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -497,6 +497,23 @@ fn bad_quality_flags_get_one_line_errors() {
         assert!(stderr.contains(says), "{flags:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{flags:?}: {stderr}");
     }
+    // ClickHouse unreachable: `quality` and `query` say so in one line, exit non-zero.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = format!("clickhouse.port={}", closed.local_addr().unwrap().port());
+    drop(closed);
+    for command in [&["quality"][..], &["query", "ticks", "--tokens", "1"][..]] {
+        let mut args = sets(&db, &nats);
+        args.extend(["--set".to_string(), port.clone()]);
+        args.extend(command.iter().map(|s| s.to_string()));
+        let output = binary(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command:?} with ClickHouse away");
+        assert!(
+            stderr.contains("connecting to ClickHouse"),
+            "{command:?}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{command:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -88,6 +88,14 @@ pub fn write_price(out: &mut Vec<u8>, price: Price) {
     out.extend_from_slice(&text[..digits]);
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds `ms`, as a String (off the hot
+/// path: reports and query output).
+pub fn iso8601_ms(ms: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_iso8601_ms(&mut out, ms);
+    String::from_utf8(out).expect("ASCII digits and separators")
+}
+
 /// Appends `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix milliseconds `ms` (years 0..=9999).
 /// Civil date from days: Howard Hinnant, *chrono-Compatible Low-Level Date Algorithms*.
 pub fn write_iso8601_ms(out: &mut Vec<u8>, ms: i64) {

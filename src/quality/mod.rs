@@ -475,10 +475,7 @@ fn float(result: &QueryResult, column: &str, row: usize) -> f64 {
 
 /// `2026-12-03T18:00:00Z`.
 fn iso(unix_s: i64) -> String {
-    let mut out = Vec::with_capacity(24);
-    crate::model::json::write_iso8601_ms(&mut out, unix_s.saturating_mul(1000));
-    let text = String::from_utf8_lossy(&out).into_owned();
-    text.replace(".000Z", "Z")
+    crate::model::json::iso8601_ms(unix_s.saturating_mul(1000)).replace(".000Z", "Z")
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@
 //! - The lag: a tick received at t lands in ClickHouse up to a flush, a linger and a
 //!   journal-first insert interval later, so the window ends that much (plus
 //!   [`LAG_MARGIN`]) before now and a row counts what is there to count.
-//! - ClickHouse or PostgreSQL away: the thread warns once per outage, counts each
-//!   failure and keeps the window's start, so the next row covers the gap: windows
-//!   follow each other without holes or overlaps. Connections are dropped after an
+//! - ClickHouse or PostgreSQL away: the thread warns once per outage and keeps the
+//!   window's start, so the next row covers the gap: windows follow each other
+//!   without holes or overlaps. Connections are dropped after an
 //!   error and made again at the next interval (that interval is the backoff).
 //! - Stop: noticed within [`POLL`] while waiting; a query in flight is bounded by the
 //!   ClickHouse timeouts and PostgreSQL's connect and statement timeouts, and `run`
@@ -24,7 +24,7 @@
 //!
 //! Must never: stop or slow ingestion, write to ClickHouse, log a password.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,19 +92,9 @@ impl SnapshotConfig {
     }
 }
 
-/// Counters for the status line and metrics.
-#[derive(Debug, Default)]
-pub struct SnapshotStats {
-    /// Rows written.
-    pub written_total: AtomicU64,
-    /// Intervals whose row could not be written (ClickHouse or PostgreSQL away).
-    pub errors_total: AtomicU64,
-}
-
 /// The thread's state.
 pub struct Snapshotter {
     config: SnapshotConfig,
-    stats: Arc<SnapshotStats>,
     stop: Arc<AtomicBool>,
     clickhouse: Option<Connection>,
     postgres: Option<postgres::Client>,
@@ -112,14 +102,9 @@ pub struct Snapshotter {
 
 impl Snapshotter {
     /// A snapshotter; nothing connects before the first interval ends.
-    pub fn new(
-        config: SnapshotConfig,
-        stats: Arc<SnapshotStats>,
-        stop: Arc<AtomicBool>,
-    ) -> Snapshotter {
+    pub fn new(config: SnapshotConfig, stop: Arc<AtomicBool>) -> Snapshotter {
         Snapshotter {
             config,
-            stats,
             stop,
             clickhouse: None,
             postgres: None,
@@ -156,7 +141,6 @@ impl Snapshotter {
             match self.take(from_s, until_s) {
                 Ok(report) => {
                     from_s = until_s;
-                    self.stats.written_total.fetch_add(1, Ordering::Relaxed);
                     if failing {
                         tracing::info!("Quality snapshots are written again");
                         failing = false;
@@ -167,7 +151,6 @@ impl Snapshotter {
                     );
                 }
                 Err(message) => {
-                    self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
                     if !failing {
                         tracing::warn!(
                             "Quality snapshot not written ({message}); ingestion goes on, and the next snapshot covers this window too"
