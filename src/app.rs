@@ -6,10 +6,12 @@
 //!   start:  tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
 //!           ─► quality snapshot thread ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
 //!           ─► audit thread (the writers' and inserters' audit rings of both paths)
+//!           ─► Redis thread (both paths' cache tables; refdata's instrument rows)
 //!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
 //!   drain:  ticks receiver ends (signal, --count, error) ─► refdata, quality stopped ─► stop for all
 //!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
 //!           ─► audit thread writes what the writers recorded (≤ 1 s), then stops
+//!           ─► Redis thread writes the shards' last state (one flush), then stops
 //! ```
 //!
 //! The spill goes in before any receiver reads its resume point: those blocks were
@@ -24,6 +26,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::audit::{AuditConfig, AuditFeed, AuditRecord, AuditStats, Auditor};
+use crate::cache::redis::{
+    instrument_channel, CacheConfig, CacheStats, CacheWriter, InstrumentChange,
+};
+use crate::cache::CacheFeed;
 use crate::config::{Config, Source};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
@@ -284,6 +290,27 @@ pub struct Snapshot {
     /// The audit thread: rows written to `ingest_audit`, records dropped (full rings,
     /// refused values, left at exit), failed writes.
     pub audit_counts: [u64; 3],
+    /// The Redis cache, when on.
+    pub cache: Option<CacheSnapshot>,
+}
+
+/// The Redis cache's figures in a [`Snapshot`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheSnapshot {
+    /// Connected, last write went through.
+    pub up: bool,
+    /// Age of the oldest change not yet written, ms.
+    pub lag_ms: u64,
+    /// Keys written.
+    pub keys_written: u64,
+    /// Failed requests and connects.
+    pub errors: u64,
+    /// Changes overwritten before the Redis thread wrote them (shards' count).
+    pub conflated: u64,
+    /// Ticks and signals whose shard table was full.
+    pub untracked: u64,
+    /// Write round trip p50, p99, max, µs.
+    pub write_us: [u64; 3],
 }
 
 /// The outcome of a drained run.
@@ -327,6 +354,8 @@ pub struct App {
     quality: Option<JoinHandle<()>>,
     /// The audit thread; stopped when the app is dropped, after the pipelines joined.
     audit: AuditThread,
+    /// The Redis thread, when `redis.enabled`; stopped like the audit thread.
+    cache: Option<CacheThread>,
     /// Stops both slow-path threads (refdata, quality).
     refdata_stop: Arc<AtomicBool>,
     refdata_stats: Arc<RefdataStats>,
@@ -372,11 +401,18 @@ impl App {
         let ticks_stats = ticks.stats.clone();
         let refdata_stats = Arc::new(RefdataStats::default());
         let refdata_stop = Arc::new(AtomicBool::new(false));
+        let (instruments_tx, instruments_rx) = if config.redis.enabled {
+            let (tx, rx) = instrument_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let refdata = start_refdata(
             config,
             &mut ticks,
             refdata_stats.clone(),
             refdata_stop.clone(),
+            instruments_tx,
         )?;
         let quality = start_quality(config, &destination.options, refdata_stop.clone())?;
         let receiver_core = if config.threads.pin {
@@ -463,6 +499,15 @@ impl App {
             feed.merge(more);
         }
         let audit = AuditThread::start(config, feed)?;
+        let cache = match ticks.take_cache_feed() {
+            Some(mut feed) => {
+                if let Some(more) = signals.as_mut().and_then(|s| s.pipeline.take_cache_feed()) {
+                    feed.merge(more);
+                }
+                Some(CacheThread::start(config, feed, instruments_rx)?)
+            }
+            None => None,
+        };
         Ok(App {
             alert,
             ticks,
@@ -473,6 +518,7 @@ impl App {
             refdata,
             quality,
             audit,
+            cache,
             refdata_stop,
             refdata_stats,
             ring_bytes,
@@ -495,9 +541,49 @@ impl App {
             self.journal_first,
         );
         now.audit_counts = self.audit.counts();
+        now.cache = cache_snapshot(
+            self.cache.as_ref(),
+            &self.ticks_stats,
+            self.signals_stats.as_ref(),
+        );
         now
     }
+}
 
+/// The Redis thread's figures and the shards' cache counters.
+fn cache_snapshot(
+    cache: Option<&CacheThread>,
+    ticks: &PipelineStats,
+    signals: Option<&PipelineStats>,
+) -> Option<CacheSnapshot> {
+    let cache = cache?;
+    let r = Ordering::Relaxed;
+    let shards = ticks
+        .shards
+        .iter()
+        .chain(signals.iter().flat_map(|s| s.shards.iter()));
+    let (mut conflated, mut untracked) = (0, 0);
+    for s in shards {
+        conflated += s.cache_conflated_total.load(r);
+        untracked += s.cache_untracked_total.load(r);
+    }
+    let s = &cache.stats;
+    Some(CacheSnapshot {
+        up: s.up.load(r),
+        lag_ms: s.lag_ms.load(r),
+        keys_written: s.keys_written_total.load(r),
+        errors: s.errors_total.load(r),
+        conflated,
+        untracked,
+        write_us: [
+            s.write_p50_us.load(r),
+            s.write_p99_us.load(r),
+            s.write_max_us.load(r),
+        ],
+    })
+}
+
+impl App {
     /// Drains in order (see the module doc) once the ticks source has ended or the
     /// alert asks for a stop; every wait is bounded by the drain deadline.
     pub fn finish(mut self) -> Result<Finished, AppError> {
@@ -542,8 +628,12 @@ impl App {
         };
         let drain_started = Instant::now();
         let joined = self.ticks.join();
-        // Every block is recorded now: the audit writes them, then stops.
+        // Every block is recorded now: the audit writes them, then stops; the Redis
+        // thread writes the shards' last state.
         self.audit.stop();
+        if let Some(cache) = &mut self.cache {
+            cache.stop();
+        }
         let mut end = snapshot(
             &self.ticks_stats,
             self.signals_stats.as_ref(),
@@ -552,6 +642,11 @@ impl App {
             self.journal_first,
         );
         end.audit_counts = self.audit.counts();
+        end.cache = cache_snapshot(
+            self.cache.as_ref(),
+            &self.ticks_stats,
+            self.signals_stats.as_ref(),
+        );
         Ok(Finished {
             routed,
             stopped_by_signal,
@@ -667,8 +762,9 @@ fn snapshot(
             refdata.rows_skipped_total.load(r),
             refdata.errors_total.load(r),
         ],
-        // Filled in by the App, which holds the audit thread.
+        // Filled in by the App, which holds the audit and Redis threads.
         audit_counts: [0; 3],
+        cache: None,
     }
 }
 
@@ -678,6 +774,7 @@ fn start_refdata(
     pipeline: &mut Pipeline,
     stats: Arc<RefdataStats>,
     stop: Arc<AtomicBool>,
+    instruments: Option<std::sync::mpsc::SyncSender<InstrumentChange>>,
 ) -> Result<Option<JoinHandle<()>>, AppError> {
     let Some(feed) = pipeline.take_reference_feed() else {
         return Ok(None);
@@ -687,7 +784,10 @@ fn start_refdata(
     } else {
         None
     };
-    let refdata = Refdata::new(RefdataConfig::from_config(config), feed, stats, stop);
+    let mut refdata = Refdata::new(RefdataConfig::from_config(config), feed, stats, stop);
+    if let Some(tx) = instruments {
+        refdata = refdata.with_cache(tx);
+    }
     let handle = refdata.spawn(core).map_err(|source| AppError::Start {
         what: "the refdata thread",
         source,
@@ -760,6 +860,58 @@ impl Drop for AuditThread {
     }
 }
 
+/// The Redis thread, its stop flag and figures; stopped like [`AuditThread`].
+struct CacheThread {
+    handle: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<CacheStats>,
+    /// One last flush: a connect and a write, each bounded by `redis.timeout_ms`.
+    join_wait: Duration,
+}
+
+impl CacheThread {
+    fn start(
+        config: &Config,
+        feed: CacheFeed,
+        instruments: Option<std::sync::mpsc::Receiver<InstrumentChange>>,
+    ) -> Result<CacheThread, AppError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let core = if config.threads.pin {
+            config.threads.slow_core
+        } else {
+            None
+        };
+        let stats = Arc::new(CacheStats::default());
+        let writer = CacheWriter::new(
+            CacheConfig::from_config(config),
+            feed,
+            instruments,
+            stats.clone(),
+            stop.clone(),
+        );
+        let handle = writer.spawn(core).map_err(|source| AppError::Start {
+            what: "the Redis thread",
+            source,
+        })?;
+        Ok(CacheThread {
+            handle: Some(handle),
+            stop,
+            stats,
+            join_wait: Duration::from_millis(config.redis.timeout_ms * 2 + 500),
+        })
+    }
+
+    fn stop(&mut self) {
+        stop_slow_path("redis", self.handle.take(), &self.stop, self.join_wait);
+    }
+}
+
+impl Drop for CacheThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Starts the quality snapshot thread unless snapshots are off.
 fn start_quality(
     config: &Config,
@@ -791,9 +943,7 @@ fn stop_slow_path(name: &str, handle: Option<JoinHandle<()>>, stop: &AtomicBool,
         std::thread::sleep(Duration::from_millis(10));
     }
     if !handle.is_finished() {
-        tracing::warn!(
-            "The {name} thread is still inside a PostgreSQL or ClickHouse call; exiting without it"
-        );
+        tracing::warn!("The {name} thread is still inside a server call; exiting without it");
         return;
     }
     if handle.join().is_err() {
@@ -828,9 +978,11 @@ fn start_signals(
         .to_string();
     small.spill.spill_bytes_max = signals_spill_bytes(config);
     let (pipeline, mut router) =
-        pipeline::start(&small, destination, alert).map_err(|source| AppError::Start {
-            what: "the signals path",
-            source,
+        pipeline::start_path(&small, destination, alert, "s").map_err(|source| {
+            AppError::Start {
+                what: "the signals path",
+                source,
+            }
         })?;
     let receiver_config = ReceiverConfig {
         kind: Kind::SignalJson,

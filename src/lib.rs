@@ -53,6 +53,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod cache;
 pub mod config;
 pub mod durable;
 pub mod feed;

@@ -4,6 +4,7 @@
 //!  source (receiver thread) ──Router──► frame ring[s] ──► shard[s] ──sealed/free rings──► writer[s % W] ──► ClickHouse
 //!         ▲                                                ▲                                 │
 //!         │                  refdata ──reference queue[s]──┘ (take_reference_feed)          │
+//!         │                              shard[s] ──cache tables──► Redis thread (take_cache_feed)
 //!         └──────────────── durable marks (per shard) ◄─────────────────────────────────────┤
 //!                                                    spill journal writer-<w> ◄── away ───────┘ (replayed when back)
 //! ```
@@ -18,6 +19,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::audit::AuditFeed;
+use crate::cache::CacheFeed;
 use crate::config::{Config, SpillMode};
 use crate::durable::stored::own_insert_query_prefix;
 use crate::durable::{watermark, DurableMarks};
@@ -280,6 +282,8 @@ pub struct Pipeline {
     /// The audit thread's ends of the writers' and inserters' audit rings, until the
     /// app takes them.
     audit: Option<AuditFeed>,
+    /// The Redis thread's ends of the shards' cache tables, until the app takes them.
+    cache: Option<CacheFeed>,
     /// The stop-and-deadline signal the threads follow; bounds `join`.
     alert: Arc<Alert>,
 }
@@ -459,6 +463,18 @@ pub fn start(
     destination: &Destination,
     alert: Arc<Alert>,
 ) -> std::io::Result<(Pipeline, Router)> {
+    start_path(config, destination, alert, "")
+}
+
+/// [`start`] for a second path in the same process (the signals path, `path` =
+/// `"s"`): its writers' and inserters' query ids carry the path, so two paths'
+/// first INSERTs never share an id (ClickHouse refuses a query id already running).
+pub fn start_path(
+    config: &Config,
+    destination: &Destination,
+    alert: Arc<Alert>,
+    path: &str,
+) -> std::io::Result<(Pipeline, Router)> {
     let shards = usize::from(config.ingest.shards);
     let writers = usize::from(config.ingest.writers).min(shards);
     let rows_max = config.ingest.block_rows_max as usize;
@@ -476,6 +492,7 @@ pub fn start(
     let mut shard_stats = Vec::with_capacity(shards);
     let mut writer_inputs: Vec<Vec<WriterInput>> = (0..writers).map(|_| Vec::new()).collect();
     let mut reference_producers = Vec::with_capacity(shards);
+    let mut cache_feed = CacheFeed::default();
     for index in 0..shards {
         let (reference_tx, reference_rx) = reference_queue();
         reference_producers.push(reference_tx);
@@ -512,6 +529,7 @@ pub fn start(
                 sealed: sealed_tx,
                 free: free_rx,
                 references: reference_rx,
+                cache: config.redis.enabled.then(|| cache_feed.add_shard(config)),
                 input_done: input_done.clone(),
                 finished,
                 alert: alert.clone(),
@@ -550,7 +568,7 @@ pub fn start(
         let writer_done = Arc::new(AtomicBool::new(false));
         if journal_first {
             let journal = journal.clone().expect("every writer has a journal");
-            let options = inserter_options(destination, index);
+            let options = inserter_options(destination, path, index);
             let flush_bytes = crate::spill::lock(&journal).bytes_max() / 4;
             let inserter = Inserter::new(
                 InserterConfig {
@@ -582,7 +600,7 @@ pub fn start(
                 options: crate::native::Options {
                     query_id_prefix: own_insert_query_prefix(
                         &destination.options.database,
-                        &format!("w{index}"),
+                        &format!("{path}w{index}"),
                     ),
                     ..destination.options.clone()
                 },
@@ -645,6 +663,7 @@ pub fn start(
         writers: writer_handles,
         inserters: inserter_handles,
         audit: Some(audit),
+        cache: config.redis.enabled.then_some(cache_feed),
         alert: alert.clone(),
     };
     Ok((pipeline, router))
@@ -656,6 +675,12 @@ impl Pipeline {
     /// empty and cost the shards one failed pop per pass.
     pub fn take_reference_feed(&mut self) -> Option<ReferenceFeed> {
         self.references.take()
+    }
+
+    /// The Redis thread's ends of this pipeline's cache tables (once; `None` with
+    /// Redis off).
+    pub fn take_cache_feed(&mut self) -> Option<CacheFeed> {
+        self.cache.take()
     }
 
     /// The audit thread's ends of this pipeline's audit rings (once).
@@ -798,11 +823,11 @@ fn frame_header(kind: Kind, seq: u64, received_ns: i64, payload: &[u8]) -> Frame
 
 /// The connection options of inserter `index` (its own query-id prefix, so the
 /// stored-sequence reads at start recognise its INSERTs as this appliance's).
-fn inserter_options(destination: &Destination, index: usize) -> Options {
+fn inserter_options(destination: &Destination, path: &str, index: usize) -> Options {
     Options {
         query_id_prefix: own_insert_query_prefix(
             &destination.options.database,
-            &format!("i{index}"),
+            &format!("{path}i{index}"),
         ),
         ..destination.options.clone()
     }

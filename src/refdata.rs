@@ -34,6 +34,10 @@
 //! row that is gone: its reference is cleared and the checks go off for it. Only
 //! changed references are sent; a reload after a reconnect sends the difference.
 //!
+//! With the Redis cache on, every row also goes to the Redis thread as
+//! `instrument:{token}` (a whole load as one message, then one per change; that
+//! channel is bounded and the thread drains it whether Redis is up or not).
+//!
 //! Must never: block or allocate on a shard's side, stop ingestion, log a password.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -44,6 +48,9 @@ use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use std::sync::mpsc::SyncSender;
+
+use crate::cache::redis::{send_instrument, InstrumentChange, InstrumentMeta};
 use crate::config::{redact_url, Config};
 use crate::model::reference::{Reference, ReferenceUpdate};
 use crate::model::{DecimalError, Price};
@@ -84,11 +91,13 @@ const TCP_DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// Every instrument, its decimals as text so they convert exactly.
 const SELECT_ALL: &str = "SELECT instrument_token, tick_size::text, \
-     lower_circuit_limit::text, upper_circuit_limit::text FROM instruments";
+     lower_circuit_limit::text, upper_circuit_limit::text, \
+     tradingsymbol, exchange, segment, lot_size FROM instruments";
 
 /// One instrument, after a notification.
 const SELECT_ONE: &str = "SELECT instrument_token, tick_size::text, \
-     lower_circuit_limit::text, upper_circuit_limit::text FROM instruments \
+     lower_circuit_limit::text, upper_circuit_limit::text, \
+     tradingsymbol, exchange, segment, lot_size FROM instruments \
      WHERE instrument_token = $1";
 
 /// A queue from the refdata thread to one shard.
@@ -326,6 +335,10 @@ pub struct Refdata {
     sent: HashMap<u32, Reference>,
     /// Rows skipped in the current load or batch, for rate-limited warnings.
     skips_logged: u64,
+    /// The Redis thread's `instrument:{token}` rows, when the cache is on.
+    cache: Option<SyncSender<InstrumentChange>>,
+    /// Rows of the load in progress, for the Redis thread.
+    loaded: Vec<InstrumentMeta>,
 }
 
 impl Refdata {
@@ -343,6 +356,23 @@ impl Refdata {
             stop,
             sent: HashMap::new(),
             skips_logged: 0,
+            cache: None,
+            loaded: Vec::new(),
+        }
+    }
+
+    /// Also sends every instrument row to the Redis thread (`instrument:{token}`).
+    pub fn with_cache(mut self, tx: SyncSender<InstrumentChange>) -> Refdata {
+        self.cache = Some(tx);
+        self
+    }
+
+    /// Hands a change to the Redis thread; a thread that is gone is forgotten.
+    fn tell_cache(&mut self, change: InstrumentChange) {
+        if let Some(tx) = &self.cache {
+            if !send_instrument(tx, change, &self.stop) {
+                self.cache = None;
+            }
         }
     }
 
@@ -445,11 +475,14 @@ impl Refdata {
         ))?;
         self.skips_logged = 0;
         let mut present = HashSet::with_capacity(rows.len());
+        self.loaded.clear();
         for row in &rows {
             if let Some(token) = self.apply_row(row)? {
                 present.insert(token);
             }
         }
+        let loaded = std::mem::take(&mut self.loaded);
+        self.tell_cache(InstrumentChange::All(loaded));
         let gone: Vec<u32> = self
             .sent
             .keys()
@@ -522,8 +555,17 @@ impl Refdata {
             .map_err(query("re-reading an instrument", ""))?;
         self.stats.changes_total.fetch_add(1, Ordering::Relaxed);
         match row {
-            Some(row) => self.apply_row(&row).map(drop),
-            None => self.send(token, Reference::default()),
+            Some(row) => {
+                self.apply_row(&row)?;
+                if let Some(meta) = self.loaded.pop() {
+                    self.tell_cache(InstrumentChange::Upsert(meta));
+                }
+                Ok(())
+            }
+            None => {
+                self.tell_cache(InstrumentChange::Delete(token));
+                self.send(token, Reference::default())
+            }
         }
     }
 
@@ -538,6 +580,18 @@ impl Refdata {
         let tick_size: String = row.get(1);
         let lower: Option<String> = row.get(2);
         let upper: Option<String> = row.get(3);
+        if self.cache.is_some() {
+            self.loaded.push(InstrumentMeta {
+                token,
+                tradingsymbol: row.get(4),
+                exchange: row.get(5),
+                segment: row.get(6),
+                tick_size: tick_size.clone(),
+                lot_size: row.get(7),
+                upper_circuit_limit: upper.clone().unwrap_or_default(),
+                lower_circuit_limit: lower.clone().unwrap_or_default(),
+            });
+        }
         match reference_of(&tick_size, lower.as_deref(), upper.as_deref()) {
             Ok(reference) => self.send(token, reference)?,
             Err(skip) => {

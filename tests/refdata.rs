@@ -333,6 +333,7 @@ fn run_goes_on_without_postgres_and_says_so() {
         .args(["--set", &url, "--set", &database])
         .args(["--set", "ingest.flush_interval_ms=50"])
         .args(["--set", "postgres.backoff_initial_ms=10"])
+        .args(["--set", &format!("redis.key_prefix={}", ch.redis_prefix())])
         .env("CLICKHOUSE_PORT", &port)
         .env("RUST_LOG", "warn")
         .env_remove("POSTGRES_URL")

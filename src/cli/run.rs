@@ -67,7 +67,7 @@ fn clickhouse_state(now: &Snapshot) -> String {
 fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64) -> String {
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / seconds.max(1e-9);
     format!(
-        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}  audit {}",
+        "in {:>9.0}/s  stored {:>9.0}/s  total {:>11}  rejected {:>7}  flagged {:>7}  {}p99 {:>7.1} ms  ring {:>3.0}%  open {:>7}  durable {:>11}  clickhouse {}  refdata {} {}  audit {}  redis {}",
         rate(now.received, before.received),
         rate(now.stored, before.stored),
         now.stored,
@@ -84,7 +84,42 @@ fn status_line(now: &Snapshot, before: &Snapshot, seconds: f64) -> String {
         if now.references_up { "ok" } else { "postgres down" },
         // Failed writes in this interval: PostgreSQL away, rows kept and retried.
         if now.audit_counts[2] > before.audit_counts[2] { "retrying" } else { "ok" },
+        redis_state(now),
     )
+}
+
+/// The status line's Redis field: off, ok with its lag, or retrying with its lag.
+fn redis_state(now: &Snapshot) -> String {
+    match &now.cache {
+        None => "off".to_owned(),
+        Some(c) if c.up => format!("ok lag {} ms", c.lag_ms),
+        Some(c) => format!("retrying lag {:.1} s", c.lag_ms as f64 / 1000.0),
+    }
+}
+
+/// The summary's words on the Redis cache.
+fn redis_summary(now: &Snapshot) -> String {
+    let Some(c) = &now.cache else {
+        return "redis cache: off".to_owned();
+    };
+    let [p50, p99, max] = c.write_us.map(|us| us as f64 / 1000.0);
+    let mut text = format!(
+        "redis cache: {} keys written (write ms p50 {p50:.2} p99 {p99:.2} max {max:.2}), {} updates conflated",
+        c.keys_written, c.conflated
+    );
+    if c.untracked > 0 {
+        text.push_str(&format!(
+            ", {} not cached (raise redis.instruments_max or redis.signals_max)",
+            c.untracked
+        ));
+    }
+    if c.errors > 0 {
+        text.push_str(&format!(", {} failed writes", c.errors));
+    }
+    if !c.up {
+        text.push_str("; Redis was unreachable at exit, the cache is behind");
+    }
+    text
 }
 
 /// The summary's words on the audit.
@@ -197,7 +232,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         std::io::stdout(),
         "{} {} messages: {} rows stored in {} INSERTs, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
-         p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}; {}{}{}",
+         p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}; {}; {}{}{}",
         if finished.stopped_by_signal { "Drained after" } else { "Done:" },
         finished.routed,
         end.stored,
@@ -213,6 +248,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         finished.drain_seconds,
         refdata_summary(end),
         audit_summary(end),
+        redis_summary(end),
         spill_note(end),
         if joined.is_clean() { String::new() } else { format!("; {}", not_stored_note(joined)) },
     );

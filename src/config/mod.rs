@@ -281,6 +281,32 @@ pub struct RedisConfig {
     pub max_connections: u32,
     /// Text put before every key this appliance writes; empty for none.
     pub key_prefix: String,
+    /// Whether the Redis thread runs; off, the shards keep no cache state.
+    pub enabled: bool,
+    /// How often the Redis thread writes what changed, ms.
+    pub flush_interval_ms: u64,
+    /// Entries kept in each `tick:{token}:history` sorted set.
+    pub history_len: u32,
+    /// Instruments each shard keeps cache state for; more are counted, not cached.
+    pub instruments_max: u32,
+    /// (strategy, instrument) pairs each shard keeps the latest signal of.
+    pub signals_max: u32,
+    /// Wrap the token in `{}` so all keys of one instrument share a Redis Cluster slot.
+    pub hash_tags: bool,
+    /// Expiry of `tick:` keys and histories, s; 0 for none.
+    pub tick_ttl_s: u64,
+    /// Expiry of `ohlc:` keys, s; 0 for none.
+    pub ohlc_ttl_s: u64,
+    /// Expiry of `signal:` keys, s; 0 for none.
+    pub signal_ttl_s: u64,
+    /// Expiry of `instrument:` keys, s; 0 for none.
+    pub instrument_ttl_s: u64,
+    /// Connect, read and write timeout of the Redis connection, ms.
+    pub timeout_ms: u64,
+    /// First reconnect delay after a failure, ms (full jitter, doubling).
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms.
+    pub backoff_max_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -290,6 +316,19 @@ impl Default for RedisConfig {
             password: Secret::default(),
             max_connections: 4,
             key_prefix: String::new(),
+            enabled: true,
+            flush_interval_ms: 5,
+            history_len: 100,
+            instruments_max: 8_192,
+            signals_max: 4_096,
+            hash_tags: false,
+            tick_ttl_s: 86_400,
+            ohlc_ttl_s: 86_400,
+            signal_ttl_s: 86_400,
+            instrument_ttl_s: 604_800,
+            timeout_ms: 1_000,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 5_000,
         }
     }
 }
@@ -301,6 +340,19 @@ impl fmt::Debug for RedisConfig {
             .field("password", &self.password)
             .field("max_connections", &self.max_connections)
             .field("key_prefix", &self.key_prefix)
+            .field("enabled", &self.enabled)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("history_len", &self.history_len)
+            .field("instruments_max", &self.instruments_max)
+            .field("signals_max", &self.signals_max)
+            .field("hash_tags", &self.hash_tags)
+            .field("tick_ttl_s", &self.tick_ttl_s)
+            .field("ohlc_ttl_s", &self.ohlc_ttl_s)
+            .field("signal_ttl_s", &self.signal_ttl_s)
+            .field("instrument_ttl_s", &self.instrument_ttl_s)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
             .finish()
     }
 }

@@ -868,3 +868,46 @@ fn expected_fields_load_as_names_and_a_wrong_name_is_refused() {
         "names the key, the wrong name and the right ones: {error}"
     );
 }
+
+#[test]
+fn redis_cache_settings_are_checked_with_the_fix() {
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &["redis.flush_interval_ms=0"],
+            "redis.flush_interval_ms",
+            "is 0",
+        ),
+        (
+            &["redis.flush_interval_ms=5000"],
+            "redis.flush_interval_ms",
+            "over the limit of 1000",
+        ),
+        (
+            &["redis.instruments_max=0"],
+            "redis.instruments_max",
+            "is 0",
+        ),
+        (
+            &["redis.tick_ttl_s=99999999"],
+            "redis.tick_ttl_s",
+            "0 for keys that never expire",
+        ),
+        (
+            &["redis.hash_tags=true", "redis.key_prefix=a{b}:"],
+            "redis.key_prefix",
+            "no braces",
+        ),
+        (
+            &["redis.backoff_initial_ms=9000"],
+            "redis.backoff_initial_ms",
+            "above `redis.backoff_max_ms`",
+        ),
+    ];
+    for (sets, key, fix) in cases {
+        let text = refused("", &[], sets).to_string();
+        assert!(text.contains(key) && text.contains(fix), "{sets:?}: {text}");
+    }
+    let config = load("", &[], &["redis.hash_tags=true", "redis.key_prefix=prod:"]).unwrap();
+    assert!(config.redis.hash_tags);
+    assert_eq!(config.redis.key_prefix, "prod:");
+}

@@ -25,6 +25,18 @@ pub const WRITERS_MAX: u16 = 64;
 /// Most messages in one JetStream pull request.
 pub const FETCH_BATCH_MAX: u32 = 1 << 20;
 
+/// Slowest Redis flush: a cache a second behind is no longer hot.
+pub const REDIS_FLUSH_INTERVAL_MS_MAX: u64 = 1_000;
+
+/// Longest tick history per instrument.
+pub const REDIS_HISTORY_LEN_MAX: u32 = 100_000;
+
+/// Most cache slots per shard (instruments, or strategy-instrument pairs).
+pub const REDIS_SLOTS_MAX: u32 = 1 << 20;
+
+/// Longest key expiry: a year.
+pub const REDIS_TTL_S_MAX: u64 = 366 * 86_400;
+
 /// Most Redis connections.
 pub const REDIS_CONNECTIONS_MAX: u32 = 1_024;
 
@@ -281,6 +293,78 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the hot-cache settings of `[redis]`.
+    fn validate_redis_cache(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        bounded(
+            "redis.flush_interval_ms",
+            r.flush_interval_ms,
+            REDIS_FLUSH_INTERVAL_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "redis.history_len",
+            u64::from(r.history_len),
+            u64::from(REDIS_HISTORY_LEN_MAX),
+            "entries",
+        )?;
+        bounded(
+            "redis.instruments_max",
+            u64::from(r.instruments_max),
+            u64::from(REDIS_SLOTS_MAX),
+            "instruments",
+        )?;
+        bounded(
+            "redis.signals_max",
+            u64::from(r.signals_max),
+            u64::from(REDIS_SLOTS_MAX),
+            "signals",
+        )?;
+        bounded("redis.timeout_ms", r.timeout_ms, DURATION_MS_MAX, "ms")?;
+        bounded(
+            "redis.backoff_initial_ms",
+            r.backoff_initial_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        bounded(
+            "redis.backoff_max_ms",
+            r.backoff_max_ms,
+            DURATION_MS_MAX,
+            "ms",
+        )?;
+        backoff_in_order("redis", r.backoff_initial_ms, r.backoff_max_ms)?;
+        for (key, ttl) in [
+            ("redis.tick_ttl_s", r.tick_ttl_s),
+            ("redis.ohlc_ttl_s", r.ohlc_ttl_s),
+            ("redis.signal_ttl_s", r.signal_ttl_s),
+            ("redis.instrument_ttl_s", r.instrument_ttl_s),
+        ] {
+            if ttl > REDIS_TTL_S_MAX {
+                return Err(invalid(
+                    key,
+                    format!("is {ttl} s, over the limit of {REDIS_TTL_S_MAX} (a year); lower it, or 0 for keys that never expire"),
+                ));
+            }
+        }
+        if let Some(bad) = r.key_prefix.chars().find(|c| {
+            c.is_whitespace() || c.is_control() || (r.hash_tags && (*c == '{' || *c == '}'))
+        }) {
+            return Err(invalid(
+                "redis.key_prefix",
+                format!(
+                    "holds {bad:?}; use letters, digits and punctuation without spaces{}",
+                    if r.hash_tags {
+                        " (and no braces: `redis.hash_tags` puts the token in braces)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks `[redis]` and `[postgres]`.
     fn validate_slow_path(&self) -> Result<(), ConfigError> {
         url("redis.url", &self.redis.url, &["redis", "rediss"], true)?;
@@ -290,6 +374,7 @@ impl Config {
             u64::from(REDIS_CONNECTIONS_MAX),
             "connections",
         )?;
+        self.validate_redis_cache()?;
         // libpq URLs may leave the host out and give a socket directory in `?host=`.
         url(
             "postgres.url",

@@ -408,8 +408,8 @@ pub fn insert_query_prefix(database: &str) -> String {
 }
 
 /// The query-id prefix of this process's INSERTs of one `role` (`w0` a writer, `i0` an
-/// inserter, `r` the start's spill replay): [`insert_query_prefix`], the process id,
-/// the role.
+/// inserter, `sw0`/`si0` those of the signals path, `r` the start's spill replay):
+/// [`insert_query_prefix`], the process id, the role.
 pub fn own_insert_query_prefix(database: &str, role: &str) -> String {
     format!(
         "{}{}-{role}-",

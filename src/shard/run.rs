@@ -4,6 +4,7 @@
 //!   receiver ──frame ring──► shard i: parse → validate → append ──seal──► sealed ring ──► writer
 //!                                    └─ unparseable → reject rows ─┘       ◄── free ring (pool)
 //!   refdata ──reference queue──► set_reference (top of each pass) ──► the validator's table
+//!   append ──► cache slot (latest tick, bars, history; seqlock, never waits) ──► Redis thread
 //! ```
 //!
 //! The loop drains up to [`FRAMES_PER_PASS`] frames, then does its periodic work: seal
@@ -22,6 +23,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::cache::ShardCache;
 use crate::model::quality::RejectReason;
 use crate::model::reference::ReferenceUpdate;
 use crate::model::Tick;
@@ -85,6 +87,13 @@ pub struct ShardStats {
     /// Reference-data updates refused because the validator's table was full
     /// (`validation.instruments_max`): those instruments go unchecked.
     pub references_refused_total: AtomicU64,
+    /// Cache updates that overwrote one the Redis thread had not written yet.
+    pub cache_conflated_total: AtomicU64,
+    /// Ticks and signals not cached: the shard's cache table was full
+    /// (`redis.instruments_max`, `redis.signals_max`).
+    pub cache_untracked_total: AtomicU64,
+    /// Good ticks for a cached bar older than the current one (ClickHouse has them).
+    pub cache_bars_late_total: AtomicU64,
 }
 
 /// Everything but the input ring, so the pop closure can borrow it while the ring is
@@ -105,6 +114,8 @@ struct State {
     free: rtrb::Consumer<SealedBlock>,
     /// Reference-data updates from the refdata thread.
     references: rtrb::Consumer<ReferenceUpdate>,
+    /// The hot cache's hand-off to the Redis thread, when Redis is on.
+    cache: Option<ShardCache>,
     stats: Arc<ShardStats>,
     waiter: Waiter,
     /// The stop-and-deadline signal: past the deadline the shard stops waiting for
@@ -187,6 +198,9 @@ impl State {
         let appended = self.ticks.append(&self.tick);
         debug_assert!(appended, "sealed above when full");
         self.ticks_appended += 1;
+        if let Some(cache) = &mut self.cache {
+            cache.ticks.update(&self.tick);
+        }
     }
 
     fn handle(&mut self, header: &FrameHeader, subject: &[u8], payload: &[u8], now_ms: i64) {
@@ -228,6 +242,9 @@ impl State {
                 let appended = self.signals.append(&self.signal, parsed.metadata(payload));
                 debug_assert!(appended, "sealed above when full");
                 self.signals_appended += 1;
+                if let Some(cache) = &mut self.cache {
+                    cache.signals.update(&self.signal);
+                }
             }
             Err(reason) => self.reject(header, subject, payload, reason),
         }
@@ -416,6 +433,17 @@ impl State {
         );
         s.input_queued_bytes
             .store(queued_bytes as u64, Ordering::Relaxed);
+        if let Some(cache) = &mut self.cache {
+            let take = std::mem::take;
+            let conflated = take(&mut cache.ticks.conflated) + take(&mut cache.signals.conflated);
+            let untracked = take(&mut cache.ticks.untracked) + take(&mut cache.signals.untracked);
+            s.cache_conflated_total
+                .fetch_add(conflated, Ordering::Relaxed);
+            s.cache_untracked_total
+                .fetch_add(untracked, Ordering::Relaxed);
+            s.cache_bars_late_total
+                .fetch_add(take(&mut cache.ticks.bars_late), Ordering::Relaxed);
+        }
     }
 }
 
@@ -449,6 +477,8 @@ pub struct ShardEdges {
     pub free: rtrb::Consumer<SealedBlock>,
     /// Reference-data updates from the refdata thread (see `refdata`).
     pub references: rtrb::Consumer<ReferenceUpdate>,
+    /// The hand-off to the Redis thread (see `cache`); `None` with Redis off.
+    pub cache: Option<ShardCache>,
     /// The receiver is done.
     pub input_done: Arc<AtomicBool>,
     /// This shard is done.
@@ -481,6 +511,7 @@ impl Shard {
                 sealed: edges.sealed,
                 free: edges.free,
                 references: edges.references,
+                cache: edges.cache,
                 stats,
                 waiter,
                 alert: edges.alert,

@@ -63,6 +63,7 @@ pub fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
         "ingest.block_rows_max=32768".into(),
         "nats.ack_wait_ms=5000".into(),
         "ingest.drain_timeout_ms=20000".into(),
+        format!("redis.key_prefix={}", db.redis_prefix()),
     ]
     .into_iter()
     .flat_map(|s| ["--set".to_string(), s])

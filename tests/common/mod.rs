@@ -68,6 +68,11 @@ impl TestDb {
         std::env::temp_dir().join(format!("alphapt-spill-{}", self.name))
     }
 
+    /// The test's own Redis key prefix (its keys are removed with the database).
+    pub fn redis_prefix(&self) -> String {
+        format!("{}:", self.name)
+    }
+
     /// A connection whose default database is this one.
     pub fn connect(&self, compression: Option<Method>) -> Connection {
         Connection::connect(&options(&self.name, compression)).unwrap()
@@ -106,6 +111,32 @@ impl Drop for TestDb {
             let _ = conn.execute(&format!("DROP DATABASE IF EXISTS {}", self.name));
         }
         let _ = std::fs::remove_dir_all(self.spill_dir());
+        redis_delete_prefix(&self.redis_prefix());
+    }
+}
+
+/// The Redis URL tests use.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes every Redis key that starts with `prefix`.
+pub fn redis_delete_prefix(prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return;
+    };
+    let keys: Vec<String> = match redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+    {
+        Ok(keys) => keys,
+        Err(_) => return,
+    };
+    for chunk in keys.chunks(512) {
+        let _: Result<u64, _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
     }
 }
 

@@ -1,0 +1,102 @@
+//! The Redis hot cache: the shards hand the latest state per instrument to one slow-path
+//! thread through conflating slot tables; that thread writes it to Redis in pipelines
+//! every `redis.flush_interval_ms`.
+//!
+//! ```text
+//!   shard[i] ── TickCache::update (seqlock slot + dirty bit, never waits) ──┐
+//!   signals shard ── SignalCache::update ────────────────────────────────────┤ SlotTables (sized once)
+//!   refdata thread ── instrument rows (bounded channel, latest wins) ───────┤
+//!                                                                           ▼
+//!   redis thread: every flush_interval_ms take the dirty slots ─► RESP pipeline ─► Redis
+//!       tick:{token}  tick:{token}:history  ohlc:{token}:{1m,5m,15m}  signal:{strategy}:{token}  instrument:{token}
+//!       failure: slots marked dirty again, reconnect with capped full-jitter backoff;
+//!       on return the latest state is written (not a replay of what was conflated away)
+//! ```
+//!
+//! Memory is fixed at start: per shard `redis.instruments_max` tick slots of
+//! [`tick::SLOT_WORDS`] words (~1 KiB) and `redis.signals_max` signal slots. A Redis
+//! outage costs no memory: changes overwrite their slot. Figures: lag (age of the
+//! oldest change not yet written), changes conflated away, write latency (HDR), keys
+//! written; see [`redis::CacheStats`].
+
+pub mod keys;
+pub mod redis;
+pub mod resp;
+pub mod signal;
+pub mod slots;
+pub mod tick;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::model::{Symbol, SYMBOL_BYTES_MAX};
+
+pub use keys::Keys;
+pub use signal::SignalCache;
+pub use slots::SlotTable;
+pub use tick::TickCache;
+
+/// A shard's writing ends.
+pub struct ShardCache {
+    /// Latest ticks, bars and history per instrument.
+    pub ticks: TickCache,
+    /// Latest signal per (strategy, instrument).
+    pub signals: SignalCache,
+}
+
+/// The Redis thread's reading ends: one tick and one signal table per shard.
+#[derive(Clone, Default)]
+pub struct CacheFeed {
+    /// Tick tables, one per shard.
+    pub ticks: Vec<Arc<SlotTable>>,
+    /// Signal tables, one per shard.
+    pub signals: Vec<Arc<SlotTable>>,
+}
+
+impl CacheFeed {
+    /// A shard's pair of tables, sized from `[redis]`; the feed keeps the reading ends.
+    /// Both tables exist on every shard (a shard handles whatever its subject brings);
+    /// the signal table is small: 4,096 pairs × 152 B by default.
+    pub fn add_shard(&mut self, config: &Config) -> ShardCache {
+        let ticks = Arc::new(TickCache::table(config.redis.instruments_max as usize));
+        let signals = Arc::new(SignalCache::table(config.redis.signals_max as usize));
+        self.ticks.push(ticks.clone());
+        self.signals.push(signals.clone());
+        ShardCache {
+            ticks: TickCache::new(ticks),
+            signals: SignalCache::new(signals),
+        }
+    }
+
+    /// Adds another pipeline's tables.
+    pub fn merge(&mut self, other: CacheFeed) {
+        self.ticks.extend(other.ticks);
+        self.signals.extend(other.signals);
+    }
+}
+
+/// A symbol as four words: length in the first byte, then the bytes.
+#[inline]
+pub(crate) fn pack_symbol(symbol: &Symbol) -> [u64; 4] {
+    let mut bytes = [0u8; 32];
+    let text = symbol.as_bytes();
+    bytes[0] = text.len() as u8;
+    bytes[1..1 + text.len()].copy_from_slice(text);
+    let mut words = [0u64; 4];
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    words
+}
+
+/// The inverse of [`pack_symbol`].
+pub(crate) fn unpack_symbol(words: &[u64]) -> Symbol {
+    let mut bytes = [0u8; 32];
+    for (i, w) in words.iter().take(4).enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    let len = (bytes[0] as usize).min(SYMBOL_BYTES_MAX);
+    Symbol::new(&bytes[1..1 + len]).unwrap_or_default()
+}

@@ -1,0 +1,827 @@
+//! The Redis thread: every `redis.flush_interval_ms` it takes the slots the shards
+//! changed, encodes one RESP pipeline and writes it; instrument rows from the refdata
+//! thread go out the same way.
+//!
+//! ```text
+//!   loop ─► drain instrument channel (always, Redis up or not)
+//!        ─► lag = now − oldest unwritten change (from the tables' dirty marks)
+//!        ─► connected? no: wait out the backoff (stop flag watched every 10 ms), connect;
+//!                          on success mark every slot and instrument for a rewrite
+//!        ─► flush: take dirty slots ─► HSET/ZADD/EXPIRE … ─► req_packed_commands (≤ 1 MiB a request)
+//!              ok: count, HDR the round trip
+//!              I/O error or a server-wide error (OOM, NOAUTH, READONLY, LOADING…): mark the
+//!              batch's slots dirty again, restore its history cursors, drop the connection
+//!              a per-key error (WRONGTYPE on a key someone else owns): counted as refused
+//!        ─► nothing to write for a second: PING (a Redis restarted empty is noticed)
+//!        ─► sleep to the next flush
+//! ```
+//!
+//! Must never: stall a shard (it only reads their tables), grow without bound (the
+//! tables are fixed; the instrument map holds one row per instrument), or lose the
+//! latest state to a dropped connection (the batch is marked again, and a reconnect
+//! rewrites everything, so a Redis that restarted empty is refilled at once).
+//!
+//! History: a slot's ring holds its last 8 ticks; the thread keeps, per slot, the
+//! index of the next entry to write. Entries it never saw (more than 8 between two
+//! reads, or an outage) would leave a hole in the sorted set, so then it deletes the
+//! set and starts it again from what the ring holds (`history_restarts_total`); the
+//! same happens on the first write of each instrument after start, as the set may end
+//! with ticks of an earlier run that this run never saw. A reader can thus trust that
+//! the set is every tick from its oldest entry on.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use redis::{ConnectionLike, Value};
+
+use crate::config::Config;
+use crate::model::{Price, Tick};
+use crate::runtime::clock::now_ms;
+use crate::runtime::Backoff;
+
+use super::keys::Keys;
+use super::resp::Pipeline;
+use super::signal;
+use super::tick::{TickSlot, BAR_LABELS, BAR_MS};
+use super::CacheFeed;
+
+/// Bytes of one pipelined request before it is sent and the next one started.
+const REQUEST_BYTES: usize = 1 << 20;
+
+/// Instrument rows queued from the refdata thread.
+pub const INSTRUMENT_QUEUE: usize = 1024;
+
+/// How often the latency percentiles are published.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// An idle connection is checked with a PING this often: a Redis that restarted
+/// empty while nothing changed is noticed and refilled.
+const IDLE_PING: Duration = Duration::from_secs(1);
+
+/// Longest sleep between two looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// Settings of the Redis thread.
+#[derive(Clone)]
+pub struct CacheConfig {
+    /// Server URL.
+    pub url: String,
+    /// Password sent with AUTH when the URL has none.
+    pub password: String,
+    /// Key names.
+    pub keys: Keys,
+    /// Time between flushes.
+    pub flush_interval: Duration,
+    /// Entries kept per history.
+    pub history_len: u32,
+    /// Expiries, s (0: none): ticks and histories, bars, signals, instruments.
+    pub ttl_s: [u64; 4],
+    /// Connect, read and write timeout.
+    pub timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+impl CacheConfig {
+    /// From `[redis]`.
+    pub fn from_config(config: &Config) -> CacheConfig {
+        let r = &config.redis;
+        CacheConfig {
+            url: r.url.clone(),
+            password: r.password.expose().to_owned(),
+            keys: Keys::from_config(r),
+            flush_interval: Duration::from_millis(r.flush_interval_ms),
+            history_len: r.history_len,
+            ttl_s: [
+                r.tick_ttl_s,
+                r.ohlc_ttl_s,
+                r.signal_ttl_s,
+                r.instrument_ttl_s,
+            ],
+            timeout: Duration::from_millis(r.timeout_ms),
+            backoff_initial: Duration::from_millis(r.backoff_initial_ms),
+            backoff_max: Duration::from_millis(r.backoff_max_ms),
+        }
+    }
+}
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("keys", &self.keys)
+            .field("flush_interval", &self.flush_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The thread's figures, read by the status line, the summary and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Connected and the last write went through.
+    pub up: AtomicBool,
+    /// Age of the oldest change not yet written, ms (0 when none waits).
+    pub lag_ms: AtomicU64,
+    /// Keys written (each HSET, ZADD or DEL counts one).
+    pub keys_written_total: AtomicU64,
+    /// Pipelined requests that went through.
+    pub requests_total: AtomicU64,
+    /// Failed requests and connects.
+    pub errors_total: AtomicU64,
+    /// Commands Redis refused for one key (e.g. WRONGTYPE): not retried.
+    pub refused_total: AtomicU64,
+    /// Histories deleted and started again (first write of a run, or a gap).
+    pub history_restarts_total: AtomicU64,
+    /// History entries overwritten in a ring before the thread read them.
+    pub history_missed_total: AtomicU64,
+    /// Write round trip percentiles, µs (HDR, published each second).
+    pub write_p50_us: AtomicU64,
+    /// 99th percentile.
+    pub write_p99_us: AtomicU64,
+    /// Largest.
+    pub write_max_us: AtomicU64,
+}
+
+/// One instrument row of PostgreSQL's `instruments`, as `instrument:{token}` holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstrumentMeta {
+    /// Token.
+    pub token: u32,
+    /// Trading symbol.
+    pub tradingsymbol: String,
+    /// Exchange.
+    pub exchange: String,
+    /// Segment.
+    pub segment: String,
+    /// Tick size, as PostgreSQL prints the numeric.
+    pub tick_size: String,
+    /// Lot size.
+    pub lot_size: i32,
+    /// Upper circuit limit, empty when none.
+    pub upper_circuit_limit: String,
+    /// Lower circuit limit, empty when none.
+    pub lower_circuit_limit: String,
+}
+
+/// What the refdata thread tells the Redis thread.
+#[derive(Debug)]
+pub enum InstrumentChange {
+    /// Every instrument, after a (re)load: replaces what the thread knew.
+    All(Vec<InstrumentMeta>),
+    /// One row inserted or updated.
+    Upsert(InstrumentMeta),
+    /// One row deleted.
+    Delete(u32),
+}
+
+/// The channel from refdata to the Redis thread.
+pub fn instrument_channel() -> (SyncSender<InstrumentChange>, Receiver<InstrumentChange>) {
+    std::sync::mpsc::sync_channel(INSTRUMENT_QUEUE)
+}
+
+/// Sends `change`, waiting while the queue is full (the Redis thread drains it every
+/// flush, Redis up or not) unless `stop` is raised; false when the thread is gone.
+pub fn send_instrument(
+    tx: &SyncSender<InstrumentChange>,
+    mut change: InstrumentChange,
+    stop: &AtomicBool,
+) -> bool {
+    loop {
+        match tx.try_send(change) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                change = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// A slot in a batch: where, and the history cursor to restore if the write fails.
+#[derive(Clone, Copy)]
+enum Item {
+    Tick {
+        table: usize,
+        slot: usize,
+        cursor: u64,
+        fresh: bool,
+    },
+    Signal {
+        table: usize,
+        slot: usize,
+    },
+}
+
+/// Opens a connection with the configured timeouts.
+pub fn connect(url: &str, password: &str, timeout: Duration) -> Result<redis::Connection, String> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| format!("bad Redis URL: {e}"))?;
+    if info.redis.password.is_none() && !password.is_empty() {
+        info.redis.password = Some(password.to_string());
+    }
+    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let conn = client
+        .get_connection_with_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|_| conn.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// The Redis thread.
+pub struct CacheWriter {
+    config: CacheConfig,
+    feed: CacheFeed,
+    instruments_rx: Option<Receiver<InstrumentChange>>,
+    stats: Arc<CacheStats>,
+    stop: Arc<AtomicBool>,
+    conn: Option<redis::Connection>,
+    /// Per tick table and slot: next history index to write; `u64::MAX` = not yet
+    /// written this run (the set is started again).
+    cursors: Vec<Vec<u64>>,
+    instruments: HashMap<u32, InstrumentMeta>,
+    instruments_pending: HashSet<u32>,
+    instruments_deleted: HashSet<u32>,
+    pipeline: Pipeline,
+    key: Vec<u8>,
+    batch: Vec<Item>,
+    dirty: Vec<(usize, usize)>,
+    slot: TickSlot,
+    signal_words: [u64; signal::SLOT_WORDS],
+    latency: Histogram<u64>,
+    keys_in_request: u64,
+    /// When the last request went through.
+    last_request: Instant,
+}
+
+/// Why a request failed as a whole.
+enum Failure {
+    Io(String),
+    Server(String),
+}
+
+impl CacheWriter {
+    /// A thread over the shards' tables and the refdata channel.
+    pub fn new(
+        config: CacheConfig,
+        feed: CacheFeed,
+        instruments_rx: Option<Receiver<InstrumentChange>>,
+        stats: Arc<CacheStats>,
+        stop: Arc<AtomicBool>,
+    ) -> CacheWriter {
+        let cursors = feed
+            .ticks
+            .iter()
+            .map(|t| vec![u64::MAX; t.slots()])
+            .collect();
+        CacheWriter {
+            config,
+            feed,
+            instruments_rx,
+            stats,
+            stop,
+            conn: None,
+            cursors,
+            instruments: HashMap::new(),
+            instruments_pending: HashSet::new(),
+            instruments_deleted: HashSet::new(),
+            pipeline: Pipeline::new(),
+            key: Vec::with_capacity(64),
+            batch: Vec::new(),
+            dirty: Vec::new(),
+            slot: TickSlot::new(),
+            signal_words: [0; signal::SLOT_WORDS],
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds"),
+            keys_in_request: 0,
+            last_request: Instant::now(),
+        }
+    }
+
+    /// Runs the thread on `core` (unpinned when `None`).
+    pub fn spawn(self, core: Option<usize>) -> std::io::Result<JoinHandle<()>> {
+        crate::runtime::spawn("redis", core, move || self.run())
+    }
+
+    /// Until the stop flag: flush, then one last flush when connected.
+    pub fn run(mut self) {
+        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut retry_at = Instant::now();
+        let mut outage = false;
+        let mut published = Instant::now();
+        loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            self.drain_instruments();
+            self.publish_lag();
+            if self.conn.is_none() && Instant::now() >= retry_at {
+                match connect(&self.config.url, &self.config.password, self.config.timeout) {
+                    Ok(conn) => {
+                        self.conn = Some(conn);
+                        self.mark_everything();
+                        if outage {
+                            tracing::info!(
+                                "Redis is back; rewriting the latest state of every instrument"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(&mut outage, &format!("connecting: {e}"));
+                        retry_at = Instant::now() + backoff.next_delay();
+                    }
+                }
+            }
+            if self.conn.is_some() {
+                match self.flush() {
+                    Ok(()) => {
+                        backoff.reset();
+                        outage = false;
+                        self.stats.up.store(true, Ordering::Relaxed);
+                    }
+                    Err(Failure::Io(e)) => {
+                        self.conn = None;
+                        self.fail(&mut outage, &e);
+                        retry_at = Instant::now() + backoff.next_delay();
+                    }
+                    Err(Failure::Server(e)) => {
+                        self.fail(&mut outage, &e);
+                        retry_at = Instant::now() + backoff.next_delay();
+                        self.conn = None;
+                    }
+                }
+            }
+            if published.elapsed() >= PUBLISH_EVERY || stopping {
+                self.publish_latency();
+                published = Instant::now();
+            }
+            if stopping {
+                self.publish_lag();
+                return;
+            }
+            let next = Instant::now() + self.config.flush_interval;
+            while Instant::now() < next && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(STOP_POLL.min(next.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
+
+    fn fail(&mut self, outage: &mut bool, error: &str) {
+        self.stats.errors_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.up.store(false, Ordering::Relaxed);
+        if !*outage {
+            tracing::warn!(
+                "Redis cache write failed ({error}); ingestion goes on, the cache catches up when Redis answers"
+            );
+            *outage = true;
+        }
+    }
+
+    fn drain_instruments(&mut self) {
+        let Some(rx) = &self.instruments_rx else {
+            return;
+        };
+        while let Ok(change) = rx.try_recv() {
+            match change {
+                InstrumentChange::All(rows) => {
+                    let fresh: HashSet<u32> = rows.iter().map(|r| r.token).collect();
+                    for gone in self.instruments.keys().filter(|t| !fresh.contains(t)) {
+                        self.instruments_deleted.insert(*gone);
+                    }
+                    self.instruments = rows.into_iter().map(|r| (r.token, r)).collect();
+                    self.instruments_pending = fresh;
+                }
+                InstrumentChange::Upsert(row) => {
+                    self.instruments_deleted.remove(&row.token);
+                    self.instruments_pending.insert(row.token);
+                    self.instruments.insert(row.token, row);
+                }
+                InstrumentChange::Delete(token) => {
+                    self.instruments.remove(&token);
+                    self.instruments_pending.remove(&token);
+                    self.instruments_deleted.insert(token);
+                }
+            }
+        }
+    }
+
+    fn publish_lag(&self) {
+        let oldest = self
+            .feed
+            .ticks
+            .iter()
+            .chain(&self.feed.signals)
+            .filter_map(|t| t.oldest_pending_ms())
+            .min();
+        let lag = oldest.map_or(0, |o| (now_ms() - o).max(0) as u64);
+        self.stats.lag_ms.store(lag, Ordering::Relaxed);
+    }
+
+    fn publish_latency(&self) {
+        let h = &self.latency;
+        if h.is_empty() {
+            return;
+        }
+        let r = Ordering::Relaxed;
+        self.stats.write_p50_us.store(h.value_at_quantile(0.5), r);
+        self.stats.write_p99_us.store(h.value_at_quantile(0.99), r);
+        self.stats.write_max_us.store(h.max(), r);
+    }
+
+    /// After a (re)connect: Redis may have restarted empty, so everything is written.
+    fn mark_everything(&mut self) {
+        for table in self.feed.ticks.iter().chain(&self.feed.signals) {
+            for slot in 0..table.slots() {
+                table.mark(slot);
+            }
+        }
+        self.instruments_pending = self.instruments.keys().copied().collect();
+    }
+
+    /// Writes every dirty slot and pending instrument.
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.dirty.clear();
+        for (t, table) in self.feed.ticks.iter().enumerate() {
+            let dirty = &mut self.dirty;
+            table.take_dirty(|slot| dirty.push((t, slot)));
+        }
+        let ticks_end = self.dirty.len();
+        for (t, table) in self.feed.signals.iter().enumerate() {
+            let dirty = &mut self.dirty;
+            table.take_dirty(|slot| dirty.push((t, slot)));
+        }
+        let mut result = Ok(());
+        for i in 0..self.dirty.len() {
+            let (t, slot) = self.dirty[i];
+            if result.is_err() {
+                // A failed request: the rest go back to the tables untouched.
+                let table = if i < ticks_end {
+                    &self.feed.ticks[t]
+                } else {
+                    &self.feed.signals[t]
+                };
+                table.mark(slot);
+                continue;
+            }
+            if i < ticks_end {
+                self.encode_tick(t, slot);
+            } else {
+                self.encode_signal(t, slot);
+            }
+            if self.pipeline.bytes().len() >= REQUEST_BYTES {
+                result = self.send();
+            }
+        }
+        if result.is_ok() {
+            self.encode_instruments();
+            if self.pipeline.commands() == 0 && self.last_request.elapsed() >= IDLE_PING {
+                self.pipeline.command(1).arg(b"PING");
+            }
+            result = self.send();
+        } else {
+            self.pipeline.clear();
+        }
+        result
+    }
+
+    fn ttl(&mut self, index: usize) {
+        let ttl = self.config.ttl_s[index];
+        if ttl > 0 {
+            self.pipeline
+                .command(3)
+                .arg(b"EXPIRE")
+                .arg(&self.key)
+                .arg_fmt(format_args!("{ttl}"));
+        }
+    }
+
+    fn encode_tick(&mut self, table: usize, slot: usize) {
+        let tables = &self.feed.ticks;
+        if !self.slot.read(&tables[table], slot) {
+            // The shard is rewriting it right now: next round.
+            tables[table].mark(slot);
+            return;
+        }
+        if !self.slot.in_use {
+            return;
+        }
+        let token = self.slot.token;
+        let cursor = self.cursors[table][slot];
+        let fresh = cursor == u64::MAX;
+        self.batch.push(Item::Tick {
+            table,
+            slot,
+            cursor,
+            fresh,
+        });
+        if let Some(tick) = self.slot.latest {
+            self.config.keys.tick_into(&mut self.key, token);
+            encode_tick_hash(&mut self.pipeline, &self.key, &tick);
+            self.keys_in_request += 1;
+            self.ttl(0);
+        }
+        // History: what is new since the cursor; a gap (or a first write) restarts it.
+        let head = self.slot.history_head;
+        let oldest_held = head.saturating_sub(super::tick::HISTORY_RING as u64);
+        let restart = fresh || cursor < oldest_held;
+        if !fresh && cursor < oldest_held {
+            self.stats
+                .history_missed_total
+                .fetch_add(oldest_held - cursor, Ordering::Relaxed);
+        }
+        let from = if restart { oldest_held } else { cursor };
+        self.config.keys.history_into(&mut self.key, token);
+        if restart {
+            self.pipeline.command(2).arg(b"DEL").arg(&self.key);
+            self.stats
+                .history_restarts_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if head > from {
+            let entries = (head - from) as usize;
+            self.pipeline
+                .command(2 + 2 * entries)
+                .arg(b"ZADD")
+                .arg(&self.key);
+            for n in from..head {
+                if let Some(e) = self.slot.history(n) {
+                    self.pipeline
+                        .arg_fmt(format_args!("{}", e.timestamp_ms))
+                        .arg_fmt(format_args!(
+                            "{{\"timestamp_ms\":{},\"last_price\":{},\"last_quantity\":{},\"volume_traded\":{},\"data_quality_score\":{},\"validation_flags\":{},\"stream_seq\":{}}}",
+                            e.timestamp_ms,
+                            e.last_price.to_f64(),
+                            e.last_quantity,
+                            e.volume_traded,
+                            e.data_quality_score,
+                            e.validation_flags,
+                            e.stream_seq
+                        ));
+                }
+            }
+            let keep = self.config.history_len;
+            self.pipeline
+                .command(4)
+                .arg(b"ZREMRANGEBYRANK")
+                .arg(&self.key)
+                .arg(b"0")
+                .arg_fmt(format_args!("-{}", u64::from(keep) + 1));
+            self.keys_in_request += 1;
+            self.ttl(0);
+        }
+        self.cursors[table][slot] = head;
+        for (b, label) in BAR_LABELS.iter().enumerate() {
+            let Some(bar) = self.slot.bars[b] else {
+                continue;
+            };
+            self.config.keys.ohlc_into(&mut self.key, token, label);
+            let p = &mut self.pipeline;
+            p.command(2 + 2 * 12).arg(b"HSET").arg(&self.key);
+            p.arg(b"instrument_token").arg_fmt(format_args!("{token}"));
+            p.arg(b"timeframe").arg(label.as_bytes());
+            p.arg(b"start").arg_iso(bar.start_ms);
+            p.arg(b"start_ms").arg_fmt(format_args!("{}", bar.start_ms));
+            p.arg(b"end_ms")
+                .arg_fmt(format_args!("{}", bar.start_ms + BAR_MS[b]));
+            price(p, b"open", bar.open);
+            price(p, b"high", bar.high);
+            price(p, b"low", bar.low);
+            price(p, b"close", bar.close);
+            p.arg(b"volume").arg_fmt(format_args!("{}", bar.volume));
+            p.arg(b"turnover").arg_fmt(format_args!("{}", bar.turnover));
+            p.arg(b"ticks").arg_fmt(format_args!("{}", bar.ticks));
+            self.keys_in_request += 1;
+            self.ttl(1);
+        }
+    }
+
+    fn encode_signal(&mut self, table: usize, slot: usize) {
+        let Some(s) = signal::read(&self.feed.signals[table], slot, &mut self.signal_words) else {
+            return;
+        };
+        self.batch.push(Item::Signal { table, slot });
+        self.config
+            .keys
+            .signal_into(&mut self.key, s.strategy_id.as_bytes(), s.instrument_token);
+        let p = &mut self.pipeline;
+        p.command(2 + 2 * 14).arg(b"HSET").arg(&self.key);
+        p.arg(b"strategy_id").arg(s.strategy_id.as_bytes());
+        p.arg(b"strategy_type")
+            .arg(s.strategy_type.as_str().as_bytes());
+        p.arg(b"instrument_token")
+            .arg_fmt(format_args!("{}", s.instrument_token));
+        p.arg(b"tradingsymbol").arg(s.tradingsymbol.as_bytes());
+        p.arg(b"signal_type").arg(s.signal_type.as_bytes());
+        p.arg(b"strength").arg_fmt(format_args!("{}", s.strength));
+        p.arg(b"confidence")
+            .arg_fmt(format_args!("{}", s.confidence));
+        price(p, b"price", s.price);
+        p.arg(b"quantity").arg_fmt(format_args!("{}", s.quantity));
+        p.arg(b"timestamp").arg_iso(s.timestamp_ms);
+        p.arg(b"timestamp_ms")
+            .arg_fmt(format_args!("{}", s.timestamp_ms));
+        p.arg(b"received_at").arg_iso(s.received_at_ms);
+        p.arg(b"received_at_ms")
+            .arg_fmt(format_args!("{}", s.received_at_ms));
+        p.arg(b"stream_seq")
+            .arg_fmt(format_args!("{}", s.stream_seq));
+        self.keys_in_request += 1;
+        self.ttl(2);
+    }
+
+    fn encode_instruments(&mut self) {
+        for token in self.instruments_deleted.drain() {
+            self.config.keys.instrument_into(&mut self.key, token);
+            self.pipeline.command(2).arg(b"DEL").arg(&self.key);
+            self.keys_in_request += 1;
+        }
+        let pending: Vec<u32> = self.instruments_pending.drain().collect();
+        for token in pending {
+            let Some(row) = self.instruments.get(&token) else {
+                continue;
+            };
+            self.config.keys.instrument_into(&mut self.key, token);
+            let p = &mut self.pipeline;
+            p.command(2 + 2 * 8).arg(b"HSET").arg(&self.key);
+            p.arg(b"instrument_token").arg_fmt(format_args!("{token}"));
+            p.arg(b"tradingsymbol").arg(row.tradingsymbol.as_bytes());
+            p.arg(b"exchange").arg(row.exchange.as_bytes());
+            p.arg(b"segment").arg(row.segment.as_bytes());
+            p.arg(b"tick_size").arg(row.tick_size.as_bytes());
+            p.arg(b"lot_size").arg_fmt(format_args!("{}", row.lot_size));
+            p.arg(b"upper_circuit_limit")
+                .arg(row.upper_circuit_limit.as_bytes());
+            p.arg(b"lower_circuit_limit")
+                .arg(row.lower_circuit_limit.as_bytes());
+            self.keys_in_request += 1;
+            self.ttl(3);
+        }
+    }
+
+    /// Sends the pipeline; on failure the batch goes back to the tables.
+    fn send(&mut self) -> Result<(), Failure> {
+        let commands = self.pipeline.commands();
+        if commands == 0 {
+            self.batch.clear();
+            return Ok(());
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            self.undo();
+            return Err(Failure::Io("not connected".to_owned()));
+        };
+        let started = Instant::now();
+        let outcome = conn.req_packed_commands(self.pipeline.bytes(), 0, commands);
+        let took = started.elapsed().as_micros() as u64;
+        let replies = match outcome {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.undo();
+                return Err(
+                    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                        Failure::Io(e.to_string())
+                    } else {
+                        Failure::Server(e.to_string())
+                    },
+                );
+            }
+        };
+        let mut refused = 0;
+        for reply in &replies {
+            if let Value::ServerError(error) = reply {
+                let code = error.code().to_owned();
+                if server_wide(&code) {
+                    self.undo();
+                    return Err(Failure::Server(format!(
+                        "Redis answered {code}: {}",
+                        error.details().unwrap_or("")
+                    )));
+                }
+                refused += 1;
+                tracing::debug!(code, "Redis refused a cache command");
+            }
+        }
+        let _ = self.latency.record(took.max(1));
+        let r = Ordering::Relaxed;
+        self.stats.requests_total.fetch_add(1, r);
+        self.stats.refused_total.fetch_add(refused, r);
+        self.stats
+            .keys_written_total
+            .fetch_add(self.keys_in_request, r);
+        self.keys_in_request = 0;
+        self.pipeline.clear();
+        self.batch.clear();
+        self.last_request = Instant::now();
+        Ok(())
+    }
+
+    /// Puts the batch back: slots marked dirty, history cursors as they were.
+    fn undo(&mut self) {
+        for item in self.batch.drain(..) {
+            match item {
+                Item::Tick {
+                    table,
+                    slot,
+                    cursor,
+                    fresh,
+                } => {
+                    self.cursors[table][slot] = if fresh { u64::MAX } else { cursor };
+                    self.feed.ticks[table].mark(slot);
+                }
+                Item::Signal { table, slot } => self.feed.signals[table].mark(slot),
+            }
+        }
+        // Instruments of the failed request are sent again after the reconnect, which
+        // marks every instrument.
+        self.pipeline.clear();
+        self.keys_in_request = 0;
+    }
+}
+
+/// Errors that say the server, not one key, is unable: the batch is retried.
+fn server_wide(code: &str) -> bool {
+    matches!(
+        code,
+        "OOM"
+            | "NOAUTH"
+            | "WRONGPASS"
+            | "READONLY"
+            | "LOADING"
+            | "MASTERDOWN"
+            | "BUSY"
+            | "TRYAGAIN"
+            | "CLUSTERDOWN"
+            | "NOPERM"
+            | "MISCONF"
+    )
+}
+
+fn price(p: &mut Pipeline, field: &[u8], value: Price) {
+    p.arg(field).arg_fmt(format_args!("{}", value.to_f64()));
+}
+
+/// `HSET tick:{token}` with every stored column plus both times.
+fn encode_tick_hash(p: &mut Pipeline, key: &[u8], t: &Tick) {
+    p.command(2 + 2 * 21).arg(b"HSET").arg(key);
+    p.arg(b"instrument_token")
+        .arg_fmt(format_args!("{}", t.instrument_token));
+    p.arg(b"exchange").arg(t.exchange.as_bytes());
+    p.arg(b"tradingsymbol").arg(t.tradingsymbol.as_bytes());
+    price(p, b"last_price", t.last_price);
+    p.arg(b"last_quantity")
+        .arg_fmt(format_args!("{}", t.last_quantity));
+    price(p, b"average_price", t.average_price);
+    p.arg(b"volume_traded")
+        .arg_fmt(format_args!("{}", t.volume_traded));
+    price(p, b"open", t.ohlc.open);
+    price(p, b"high", t.ohlc.high);
+    price(p, b"low", t.ohlc.low);
+    price(p, b"close", t.ohlc.close);
+    p.arg(b"oi").arg_fmt(format_args!("{}", t.oi));
+    p.arg(b"depth_buy")
+        .arg_fmt(format_args!("{}", DepthJson(&t.depth_buy)));
+    p.arg(b"depth_sell")
+        .arg_fmt(format_args!("{}", DepthJson(&t.depth_sell)));
+    p.arg(b"data_quality_score")
+        .arg_fmt(format_args!("{}", t.data_quality_score));
+    p.arg(b"validation_flags")
+        .arg_fmt(format_args!("{}", t.validation_flags));
+    p.arg(b"stream_seq")
+        .arg_fmt(format_args!("{}", t.stream_seq));
+    p.arg(b"timestamp").arg_iso(t.timestamp_ms);
+    p.arg(b"timestamp_ms")
+        .arg_fmt(format_args!("{}", t.timestamp_ms));
+    p.arg(b"received_at").arg_iso(t.received_at_ms);
+    p.arg(b"received_at_ms")
+        .arg_fmt(format_args!("{}", t.received_at_ms));
+}
+
+/// A depth side as a JSON array of `[price, quantity, orders]`.
+struct DepthJson<'a>(&'a crate::model::Depth);
+
+impl std::fmt::Display for DepthJson<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[")?;
+        for (i, level) in self.0.as_slice().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(
+                f,
+                "[{},{},{}]",
+                level.price.to_f64(),
+                level.quantity,
+                level.orders
+            )?;
+        }
+        f.write_str("]")
+    }
+}

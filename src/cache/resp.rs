@@ -1,0 +1,111 @@
+//! Commands encoded straight into one reusable buffer in RESP, Redis's wire format
+//! (`*argc\r\n` then `$len\r\narg\r\n` per argument), sent as one pipeline with
+//! `req_packed_commands`: no per-command allocation once the buffer has grown.
+
+use std::io::Write as _;
+
+/// A pipeline being built.
+#[derive(Default)]
+pub struct Pipeline {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    commands: usize,
+    /// Arguments the open command still expects: a miscount would desynchronise
+    /// the connection, so every command checks it.
+    missing: usize,
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Starts a command of `argc` arguments (the command name included).
+    pub fn command(&mut self, argc: usize) -> &mut Pipeline {
+        assert_eq!(self.missing, 0, "the previous command lacks arguments");
+        self.missing = argc;
+        let _ = write!(self.buf, "*{argc}\r\n");
+        self.commands += 1;
+        self
+    }
+
+    /// One argument.
+    pub fn arg(&mut self, bytes: &[u8]) -> &mut Pipeline {
+        assert!(
+            self.missing > 0,
+            "more arguments than the command announced"
+        );
+        self.missing -= 1;
+        let _ = write!(self.buf, "${}\r\n", bytes.len());
+        self.buf.extend_from_slice(bytes);
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// One argument, formatted.
+    pub fn arg_fmt(&mut self, args: std::fmt::Arguments<'_>) -> &mut Pipeline {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let _ = scratch.write_fmt(args);
+        self.arg(&scratch);
+        self.scratch = scratch;
+        self
+    }
+
+    /// One argument: Unix ms as ISO-8601 UTC with milliseconds.
+    pub fn arg_iso(&mut self, ms: i64) -> &mut Pipeline {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        crate::model::json::write_iso8601_ms(&mut scratch, ms);
+        self.arg(&scratch);
+        self.scratch = scratch;
+        self
+    }
+
+    /// Commands so far.
+    pub fn commands(&self) -> usize {
+        self.commands
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        assert_eq!(self.missing, 0, "the last command lacks arguments");
+        &self.buf
+    }
+
+    /// Empties it, keeping the memory.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.commands = 0;
+        self.missing = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_encode_as_resp_arrays_of_bulk_strings() {
+        let mut p = Pipeline::new();
+        p.command(3)
+            .arg(b"SET")
+            .arg(b"k")
+            .arg_fmt(format_args!("{}", 42));
+        p.command(1).arg(b"PING");
+        assert_eq!(p.commands(), 2);
+        assert_eq!(
+            p.bytes(),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n42\r\n*1\r\n$4\r\nPING\r\n"
+        );
+        p.clear();
+        assert!(p.bytes().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "more arguments")]
+    fn a_miscounted_command_is_caught() {
+        Pipeline::new().command(1).arg(b"PING").arg(b"x");
+    }
+}

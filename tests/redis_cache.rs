@@ -1,0 +1,507 @@
+//! The Redis hot cache on the real servers: after a feed through JetStream,
+//! `tick:{token}` is the last stored good tick of every instrument, the history holds
+//! the newest ticks in exchange-time order, the 1m bar equals ClickHouse's for the same
+//! minute (5m and 15m equal the raw ticks' bars), `signal:{strategy}:{token}` is the
+//! latest signal, and `instrument:{token}` follows PostgreSQL's `instruments` through
+//! an update and a delete. Then a private Redis is killed mid-feed and started again
+//! empty: every tick still reaches ClickHouse, the appliance's memory stays flat, and
+//! the cache is whole again within a second of Redis's return.
+
+mod common;
+mod ohlc_fixture;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alphapt_storage::native::Connection;
+use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
+use common::e2e::*;
+use common::pg::PgDb;
+use common::TestDb;
+
+const TICKS: u64 = 6_000;
+const HISTORY_LEN: usize = 50;
+
+fn redis(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap()
+}
+
+fn hgetall(conn: &mut redis::Connection, key: &str) -> HashMap<String, String> {
+    redis::cmd("HGETALL").arg(key).query(conn).unwrap()
+}
+
+/// The exchange time in ms, on either schema.
+fn ms(conn: &Connection) -> &'static str {
+    if conn.server().is_modern() {
+        "toUnixTimestamp64Milli(timestamp)"
+    } else {
+        "toInt64(toUnixTimestamp(timestamp)) * 1000 + timestamp_ms"
+    }
+}
+
+/// ClickHouse's last good tick per instrument: token → (stream_seq, price, volume).
+fn latest_good(conn: &mut Connection) -> BTreeMap<u32, (u64, f64, u64)> {
+    let ms = ms(conn);
+    let q = conn
+        .query(&format!(
+            "SELECT instrument_token AS t, argMax(stream_seq, ({ms}, stream_seq)) AS s, \
+             argMax(last_price, ({ms}, stream_seq)) AS p, argMax(volume_traded, ({ms}, stream_seq)) AS v \
+             FROM market_ticks WHERE bitAnd(validation_flags, 1086) = 0 GROUP BY t"
+        ))
+        .unwrap();
+    let (t, s, p, v) = (q.column("t"), q.column("s"), q.column("p"), q.column("v"));
+    (0..t.len())
+        .map(|i| {
+            (
+                t[i].as_u64().unwrap() as u32,
+                (
+                    s[i].as_u64().unwrap(),
+                    p[i].as_f64().unwrap(),
+                    v[i].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Tokens of every `tick:{token}` key (histories left out).
+fn cached_tokens(conn: &mut redis::Connection, prefix: &str) -> Vec<u32> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}tick:*"))
+        .query(conn)
+        .unwrap();
+    let mut tokens: Vec<u32> = keys
+        .iter()
+        .filter(|k| !k.ends_with(":history"))
+        .map(|k| k.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    tokens.sort_unstable();
+    tokens
+}
+
+/// Differences between the cached latest ticks and ClickHouse's (empty when equal).
+fn latest_mismatches(
+    redis_conn: &mut redis::Connection,
+    conn: &mut Connection,
+    prefix: &str,
+) -> Vec<String> {
+    let expected = latest_good(conn);
+    let mut wrong = Vec::new();
+    let cached = cached_tokens(redis_conn, prefix);
+    if cached != expected.keys().copied().collect::<Vec<_>>() {
+        wrong.push(format!(
+            "cached tokens {cached:?}, stored {:?}",
+            expected.keys()
+        ));
+    }
+    for (token, (seq, price, volume)) in &expected {
+        let h = hgetall(redis_conn, &format!("{prefix}tick:{token}"));
+        let got = (
+            h.get("stream_seq").and_then(|v| v.parse::<u64>().ok()),
+            h.get("last_price").and_then(|v| v.parse::<f64>().ok()),
+            h.get("volume_traded").and_then(|v| v.parse::<u64>().ok()),
+        );
+        if got != (Some(*seq), Some(*price), Some(*volume)) {
+            wrong.push(format!(
+                "{token}: cached {got:?}, stored {:?}",
+                (seq, price, volume)
+            ));
+        }
+    }
+    wrong
+}
+
+fn publish_signals(nats: &Nats) -> u64 {
+    let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    let js = JetStream::new(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while js
+        .stream_info(&mut publisher, &nats.signals_stream)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "signals stream never created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
+    let prefix = nats.signals_subjects.trim_end_matches(".>");
+    const SIGNALS: u64 = 300;
+    for i in 0..SIGNALS {
+        let strategy = ["mom", "rev"][(i % 2) as usize];
+        let token = 256_265 + (i % 10) * 7;
+        // Every 50th is stamped earlier than the ones before it: not the latest.
+        let ts = if i % 50 == 49 {
+            1_764_000_000_000 - 5_000
+        } else {
+            1_764_000_000_000 + i * 1_000
+        };
+        let payload = format!(
+            r#"{{"strategy_id":"{strategy}","strategy_type":"ml","instrument_token":{token},"tradingsymbol":"SYM","signal_type":"S{i}","strength":0.5,"confidence":0.75,"price":{}.05,"quantity":{i},"timestamp":{ts}}}"#,
+            1000 + i
+        );
+        window
+            .publish(
+                &mut publisher,
+                format!("{prefix}.{strategy}.{token}").as_bytes(),
+                payload.as_bytes(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+    }
+    window
+        .finish(&mut publisher, Duration::from_secs(10))
+        .unwrap();
+    SIGNALS
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_cache_holds_what_clickhouse_stored() {
+    let db = TestDb::new("rcache");
+    let mut conn = db.connect(None);
+    ohlc_fixture::migrate_all(&mut conn);
+    let pg = PgDb::new();
+    pg.execute(
+        "INSERT INTO instruments (instrument_token, tradingsymbol, exchange, segment, tick_size, lot_size, upper_circuit_limit, lower_circuit_limit) VALUES \
+         (9000001, 'INFY', 'NSE', 'NSE', 0.05, 1, 2000, 1000), (9000002, 'TCS', 'NSE', 'NSE', 0.05, 150, NULL, NULL)",
+    );
+    let prefix = db.redis_prefix();
+    let mut r = redis(&common::redis_url());
+    let nats = Nats::new("rcache");
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &format!("postgres.url={}", pg.url()),
+            "--set",
+            &format!("redis.history_len={HISTORY_LEN}"),
+        ],
+    );
+
+    // Reference data: loaded, then an update and a delete followed through NOTIFY.
+    let instrument =
+        |r: &mut redis::Connection, token: u32| hgetall(r, &format!("{prefix}instrument:{token}"));
+    wait_until("instrument:9000001", Duration::from_secs(20), || {
+        instrument(&mut r, 9_000_001)
+            .get("tradingsymbol")
+            .map(String::as_str)
+            == Some("INFY")
+    });
+    let tcs = instrument(&mut r, 9_000_002);
+    assert_eq!(tcs["lot_size"], "150");
+    assert_eq!(tcs["upper_circuit_limit"], "", "NULL is an empty field");
+    pg.execute("UPDATE instruments SET tradingsymbol = 'INFY-EQ' WHERE instrument_token = 9000001");
+    pg.execute("DELETE FROM instruments WHERE instrument_token = 9000002");
+    wait_until("the update and the delete", Duration::from_secs(10), || {
+        instrument(&mut r, 9_000_001)
+            .get("tradingsymbol")
+            .map(String::as_str)
+            == Some("INFY-EQ")
+            && instrument(&mut r, 9_000_002).is_empty()
+    });
+
+    // A feed gentle enough (30 ticks/s per instrument) that no history ring overflows.
+    let feed = feeder(&db, &nats, TICKS, 3_000, "json");
+    let signals = publish_signals(&nats);
+    feeder_done(feed);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    wait_until("signals stored", Duration::from_secs(60), || {
+        conn.query("SELECT count() FROM strategy_signals")
+            .unwrap()
+            .scalar()
+            .unwrap()
+            .as_u64()
+            == Some(signals)
+    });
+    let summary = drain(run);
+    assert!(summary.contains("redis cache: "), "{summary}");
+
+    // Latest good tick per instrument.
+    let wrong = latest_mismatches(&mut r, &mut conn, &prefix);
+    assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
+    let expected = latest_good(&mut conn);
+    let token = *expected.keys().next().unwrap();
+    let h = hgetall(&mut r, &format!("{prefix}tick:{token}"));
+    for field in [
+        "exchange",
+        "tradingsymbol",
+        "last_quantity",
+        "average_price",
+        "open",
+        "high",
+        "low",
+        "close",
+        "oi",
+        "depth_buy",
+        "depth_sell",
+        "data_quality_score",
+        "validation_flags",
+        "timestamp",
+        "timestamp_ms",
+        "received_at",
+        "received_at_ms",
+    ] {
+        assert!(h.contains_key(field), "tick hash lacks {field}: {h:?}");
+    }
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}tick:{token}"))
+        .query(&mut r)
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "ttl {ttl}");
+
+    // History: the newest HISTORY_LEN ticks, ascending exchange time.
+    let tokens: Vec<u32> = expected.keys().copied().collect();
+    let rows = alphapt_storage::query::ticks(
+        &mut conn,
+        &tokens,
+        30 * 24 * 60,
+        HISTORY_LEN as u64,
+        alphapt_storage::runtime::clock::now_ms() + 86_400_000,
+    )
+    .unwrap();
+    let mut newest: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+    for row in &rows {
+        newest
+            .entry(row.instrument_token)
+            .or_default()
+            .push((row.timestamp_ms, row.stream_seq));
+    }
+    for (token, mut stored) in newest {
+        let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{prefix}tick:{token}:history"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut r)
+            .unwrap();
+        assert_eq!(entries.len(), HISTORY_LEN.min(stored.len()), "{token}");
+        let cached: Vec<(i64, u64)> = entries
+            .iter()
+            .map(|(member, score)| {
+                let j: serde_json::Value = serde_json::from_str(member).unwrap();
+                assert_eq!(j["timestamp_ms"].as_i64(), Some(*score as i64));
+                (*score as i64, j["stream_seq"].as_u64().unwrap())
+            })
+            .collect();
+        assert!(cached.windows(2).all(|w| w[0].0 <= w[1].0), "{token} order");
+        stored.sort_unstable();
+        let times = |v: &[(i64, u64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(times(&cached), times(&stored), "{token} history times");
+    }
+
+    // Bars: 1m against ohlc_1m, 5m and 15m against the raw ticks.
+    let ms = ms(&conn);
+    for token in &tokens {
+        for (label, tf_ms) in [("1m", 60_000i64), ("5m", 300_000), ("15m", 900_000)] {
+            let bar = hgetall(&mut r, &format!("{prefix}ohlc:{token}:{label}"));
+            let start: i64 = bar["start_ms"].parse().unwrap();
+            let sql = if label == "1m" {
+                format!(
+                    "SELECT argMinMerge(open) AS o, maxMerge(high) AS h, minMerge(low) AS l, argMaxMerge(close) AS c, \
+                     sumMerge(volume) AS v, countMerge(tick_count) AS n FROM ohlc_1m \
+                     WHERE instrument_token = {token} AND minute = toDateTime({}, 'UTC')",
+                    start / 1000
+                )
+            } else {
+                format!(
+                    "SELECT argMin(last_price, ({ms}, stream_seq)) AS o, max(last_price) AS h, min(last_price) AS l, \
+                     argMax(last_price, ({ms}, stream_seq)) AS c, sum(toUInt64(last_quantity)) AS v, count() AS n \
+                     FROM market_ticks WHERE instrument_token = {token} AND bitAnd(validation_flags, 1086) = 0 \
+                     AND {ms} >= {start} AND {ms} < {}",
+                    start + tf_ms
+                )
+            };
+            let q = conn.query(&sql).unwrap();
+            let f = |name: &str| q.column(name)[0].as_f64().unwrap();
+            let u = |name: &str| q.column(name)[0].as_u64().unwrap();
+            let cached = |name: &str| bar[name].parse::<f64>().unwrap();
+            assert_eq!(
+                (
+                    cached("open"),
+                    cached("high"),
+                    cached("low"),
+                    cached("close")
+                ),
+                (f("o"), f("h"), f("l"), f("c")),
+                "{token} {label} prices"
+            );
+            assert_eq!(
+                (
+                    bar["volume"].parse::<u64>().unwrap(),
+                    bar["ticks"].parse::<u64>().unwrap()
+                ),
+                (u("v"), u("n")),
+                "{token} {label} volume and ticks"
+            );
+        }
+    }
+
+    // Latest signal per (strategy, token).
+    let q = conn
+        .query(
+            "SELECT strategy_id AS s, instrument_token AS t, argMax(stream_seq, (timestamp, stream_seq)) AS q \
+             FROM strategy_signals GROUP BY s, t",
+        )
+        .unwrap();
+    let (s, t, seq) = (q.column("s"), q.column("t"), q.column("q"));
+    assert_eq!(s.len(), 10, "strategy and token go together: 10 pairs");
+    for i in 0..s.len() {
+        let h = hgetall(
+            &mut r,
+            &format!(
+                "{prefix}signal:{}:{}",
+                s[i].as_str().unwrap(),
+                t[i].as_u64().unwrap()
+            ),
+        );
+        assert_eq!(
+            h.get("stream_seq").map(String::as_str),
+            Some(seq[i].as_u64().unwrap().to_string().as_str()),
+            "{h:?}"
+        );
+        assert_eq!(h["strategy_type"], "ml");
+    }
+}
+
+/// A redis-server of the test's own, to kill and start again empty.
+struct PrivateRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = PrivateRedis { child: None, port };
+        server.spawn();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (bash .ci/services.sh installs it)");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("private redis-server", Duration::from_secs(20), || {
+            redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .is_ok()
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Anonymous resident memory: the heap, not the spill's mapped file pages.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn redis_killed_mid_feed_costs_no_tick_and_the_cache_refills_on_return() {
+    const COUNT: u64 = 300_000;
+    let (db, mut conn) = tables("rdown");
+    let mut server = PrivateRedis::start();
+    let prefix = db.redis_prefix();
+    let nats = Nats::new("rdown");
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &format!("redis.url={}", server.url()),
+            "--set",
+            "redis.backoff_max_ms=200",
+            "--set",
+            "redis.timeout_ms=500",
+        ],
+    );
+    // 50k ticks/s for 6 s: the outage falls in the middle of it (the perf harness
+    // measures the flat-out rate with Redis down).
+    let feed = feeder(&db, &nats, COUNT, 50_000, "json");
+    wait_until("a first part stored", Duration::from_secs(60), || {
+        stored(&mut conn).0 > COUNT / 10
+    });
+    server.kill();
+    let at_kill = stored(&mut conn).0;
+    // Memory over two seconds of the outage, after the first second's warm-up of
+    // blocks and buffers: the cache tables are fixed, so nothing may pile up.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(run.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rss_kib(run.pid());
+    assert!(
+        stored(&mut conn).0 > at_kill || at_kill == COUNT,
+        "ingestion went on with Redis down"
+    );
+    assert!(
+        during < before + 16 * 1024,
+        "memory grew from {before} KiB to {during} KiB with Redis down"
+    );
+    feeder_done(feed);
+    wait_stored(&mut conn, COUNT, Duration::from_secs(120));
+    assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT));
+    // Back, empty: the latest state of every instrument is written again at once.
+    server.spawn();
+    let back = Instant::now();
+    let mut r = redis(&server.url());
+    let mut wrong = Vec::new();
+    while back.elapsed() < Duration::from_secs(5) {
+        wrong = latest_mismatches(&mut r, &mut conn, &prefix);
+        if wrong.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let caught_up = back.elapsed();
+    let summary = drain(run);
+    eprintln!("stored {at_kill} of {COUNT} at the kill; cache whole {caught_up:?} after Redis returned; anonymous RSS {before} -> {during} KiB\n{summary}");
+    assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
+    assert!(
+        caught_up < Duration::from_secs(2),
+        "cache whole again {caught_up:?} after Redis returned"
+    );
+    assert!(summary.contains("failed writes"), "{summary}");
+}
