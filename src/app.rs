@@ -305,7 +305,7 @@ pub struct CacheSnapshot {
     pub keys_written: u64,
     /// Failed requests and connects.
     pub errors: u64,
-    /// Changes overwritten before the Redis thread wrote them (shards' count).
+    /// Changes overwritten before the Redis thread wrote them.
     pub conflated: u64,
     /// Ticks and signals whose shard table was full.
     pub untracked: u64,
@@ -562,18 +562,14 @@ fn cache_snapshot(
         .shards
         .iter()
         .chain(signals.iter().flat_map(|s| s.shards.iter()));
-    let (mut conflated, mut untracked) = (0, 0);
-    for s in shards {
-        conflated += s.cache_conflated_total.load(r);
-        untracked += s.cache_untracked_total.load(r);
-    }
+    let untracked = shards.map(|s| s.cache_untracked_total.load(r)).sum();
     let s = &cache.stats;
     Some(CacheSnapshot {
         up: s.up.load(r),
         lag_ms: s.lag_ms.load(r),
         keys_written: s.keys_written_total.load(r),
         errors: s.errors_total.load(r),
-        conflated,
+        conflated: s.conflated_total.load(r),
         untracked,
         write_us: [
             s.write_p50_us.load(r),

@@ -29,7 +29,7 @@ pub mod tick;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::model::{Symbol, SYMBOL_BYTES_MAX};
+use crate::model::Symbol;
 
 pub use keys::Keys;
 pub use signal::SignalCache;
@@ -78,25 +78,14 @@ impl CacheFeed {
 /// A symbol as four words: length in the first byte, then the bytes.
 #[inline]
 pub(crate) fn pack_symbol(symbol: &Symbol) -> [u64; 4] {
-    let mut bytes = [0u8; 32];
-    let text = symbol.as_bytes();
-    bytes[0] = text.len() as u8;
-    bytes[1..1 + text.len()].copy_from_slice(text);
-    let mut words = [0u64; 4];
-    for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        *w = u64::from_le_bytes(b);
-    }
-    words
+    symbol.to_words()
 }
 
 /// The inverse of [`pack_symbol`].
 pub(crate) fn unpack_symbol(words: &[u64]) -> Symbol {
-    let mut bytes = [0u8; 32];
-    for (i, w) in words.iter().take(4).enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    let mut w = [0u64; 4];
+    for (o, i) in w.iter_mut().zip(words) {
+        *o = *i;
     }
-    let len = (bytes[0] as usize).min(SYMBOL_BYTES_MAX);
-    Symbol::new(&bytes[1..1 + len]).unwrap_or_default()
+    Symbol::from_words(w)
 }

@@ -137,6 +137,8 @@ pub struct CacheStats {
     pub errors_total: AtomicU64,
     /// Commands Redis refused for one key (e.g. WRONGTYPE): not retried.
     pub refused_total: AtomicU64,
+    /// Changes overwritten before the thread wrote them (only the latest is written).
+    pub conflated_total: AtomicU64,
     /// Histories deleted and started again (first write of a run, or a gap).
     pub history_restarts_total: AtomicU64,
     /// History entries overwritten in a ring before the thread read them.
@@ -208,19 +210,42 @@ pub fn send_instrument(
     }
 }
 
-/// A slot in a batch: where, and the history cursor to restore if the write fails.
+/// A slot in a batch: where, the sequence read, and the history cursor to restore if
+/// the write fails.
 #[derive(Clone, Copy)]
 enum Item {
     Tick {
         table: usize,
         slot: usize,
+        seq: u64,
         cursor: u64,
         fresh: bool,
     },
     Signal {
         table: usize,
         slot: usize,
+        seq: u64,
     },
+}
+
+/// Never a slot's sequence (those are even when readable): forces a rewrite.
+const REWRITE: u64 = u64::MAX;
+
+/// The reader's record of one table: what it wrote, and since when a change waits.
+struct Watch {
+    /// Per slot: the sequence last written to Redis ([`REWRITE`]: write it again).
+    written: Vec<u64>,
+    /// Per slot: when the thread first saw the waiting change (Unix ms; 0: none waits).
+    since_ms: Vec<i64>,
+}
+
+impl Watch {
+    fn new(slots: usize) -> Watch {
+        Watch {
+            written: vec![0; slots],
+            since_ms: vec![0; slots],
+        }
+    }
 }
 
 /// Opens a connection with the configured timeouts.
@@ -257,7 +282,10 @@ pub struct CacheWriter {
     pipeline: Pipeline,
     key: Vec<u8>,
     batch: Vec<Item>,
-    dirty: Vec<(usize, usize)>,
+    /// Slots to write this flush: (signal table?, table, slot).
+    dirty: Vec<(bool, usize, usize)>,
+    watch_ticks: Vec<Watch>,
+    watch_signals: Vec<Watch>,
     slot: TickSlot,
     signal_words: [u64; signal::SLOT_WORDS],
     latency: Histogram<u64>,
@@ -281,6 +309,8 @@ impl CacheWriter {
         stats: Arc<CacheStats>,
         stop: Arc<AtomicBool>,
     ) -> CacheWriter {
+        let watch_ticks = feed.ticks.iter().map(|t| Watch::new(t.slots())).collect();
+        let watch_signals = feed.signals.iter().map(|t| Watch::new(t.slots())).collect();
         let cursors = feed
             .ticks
             .iter()
@@ -301,6 +331,8 @@ impl CacheWriter {
             key: Vec::with_capacity(64),
             batch: Vec::new(),
             dirty: Vec::new(),
+            watch_ticks,
+            watch_signals,
             slot: TickSlot::new(),
             signal_words: [0; signal::SLOT_WORDS],
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds"),
@@ -414,16 +446,25 @@ impl CacheWriter {
         }
     }
 
-    fn publish_lag(&self) {
-        let oldest = self
-            .feed
-            .ticks
-            .iter()
-            .chain(&self.feed.signals)
-            .filter_map(|t| t.oldest_pending_ms())
-            .min();
-        let lag = oldest.map_or(0, |o| (now_ms() - o).max(0) as u64);
-        self.stats.lag_ms.store(lag, Ordering::Relaxed);
+    /// Notes when each waiting change was first seen, and publishes the lag: the age
+    /// of the oldest change not yet in Redis.
+    fn publish_lag(&mut self) {
+        let now = now_ms();
+        let mut oldest = now;
+        let tables = self.feed.ticks.iter().zip(&mut self.watch_ticks);
+        for (table, watch) in tables.chain(self.feed.signals.iter().zip(&mut self.watch_signals)) {
+            for slot in 0..table.used() {
+                if table.seq(slot) != watch.written[slot] {
+                    if watch.since_ms[slot] == 0 {
+                        watch.since_ms[slot] = now;
+                    }
+                    oldest = oldest.min(watch.since_ms[slot]);
+                }
+            }
+        }
+        self.stats
+            .lag_ms
+            .store((now - oldest).max(0) as u64, Ordering::Relaxed);
     }
 
     fn publish_latency(&self) {
@@ -439,43 +480,45 @@ impl CacheWriter {
 
     /// After a (re)connect: Redis may have restarted empty, so everything is written.
     fn mark_everything(&mut self) {
-        for table in self.feed.ticks.iter().chain(&self.feed.signals) {
-            for slot in 0..table.slots() {
-                table.mark(slot);
-            }
+        for watch in self.watch_ticks.iter_mut().chain(&mut self.watch_signals) {
+            watch.written.fill(REWRITE);
         }
         self.instruments_pending = self.instruments.keys().copied().collect();
     }
 
-    /// Writes every dirty slot and pending instrument.
+    /// Writes every changed slot and pending instrument.
     fn flush(&mut self) -> Result<(), Failure> {
         self.dirty.clear();
-        for (t, table) in self.feed.ticks.iter().enumerate() {
-            let dirty = &mut self.dirty;
-            table.take_dirty(|slot| dirty.push((t, slot)));
-        }
-        let ticks_end = self.dirty.len();
-        for (t, table) in self.feed.signals.iter().enumerate() {
-            let dirty = &mut self.dirty;
-            table.take_dirty(|slot| dirty.push((t, slot)));
+        let tables = self
+            .feed
+            .ticks
+            .iter()
+            .zip(&self.watch_ticks)
+            .map(|t| (false, t));
+        let signals = self
+            .feed
+            .signals
+            .iter()
+            .zip(&self.watch_signals)
+            .map(|t| (true, t));
+        for (t, (is_signal, (table, watch))) in tables.enumerate().chain(signals.enumerate()) {
+            for slot in 0..table.used() {
+                if table.seq(slot) != watch.written[slot] {
+                    self.dirty.push((is_signal, t, slot));
+                }
+            }
         }
         let mut result = Ok(());
         for i in 0..self.dirty.len() {
-            let (t, slot) = self.dirty[i];
             if result.is_err() {
-                // A failed request: the rest go back to the tables untouched.
-                let table = if i < ticks_end {
-                    &self.feed.ticks[t]
-                } else {
-                    &self.feed.signals[t]
-                };
-                table.mark(slot);
-                continue;
+                // A failed request: the rest stay unwritten, found again next time.
+                break;
             }
-            if i < ticks_end {
-                self.encode_tick(t, slot);
-            } else {
+            let (is_signal, t, slot) = self.dirty[i];
+            if is_signal {
                 self.encode_signal(t, slot);
+            } else {
+                self.encode_tick(t, slot);
             }
             if self.pipeline.bytes().len() >= REQUEST_BYTES {
                 result = self.send();
@@ -505,13 +548,12 @@ impl CacheWriter {
     }
 
     fn encode_tick(&mut self, table: usize, slot: usize) {
-        let tables = &self.feed.ticks;
-        if !self.slot.read(&tables[table], slot) {
-            // The shard is rewriting it right now: next round.
-            tables[table].mark(slot);
+        // None: the shard is rewriting it right now; it stays unwritten, next round.
+        let Some(seq) = self.slot.read(&self.feed.ticks[table], slot) else {
             return;
-        }
+        };
         if !self.slot.in_use {
+            self.watch_ticks[table].written[slot] = seq;
             return;
         }
         let token = self.slot.token;
@@ -520,6 +562,7 @@ impl CacheWriter {
         self.batch.push(Item::Tick {
             table,
             slot,
+            seq,
             cursor,
             fresh,
         });
@@ -605,10 +648,16 @@ impl CacheWriter {
     }
 
     fn encode_signal(&mut self, table: usize, slot: usize) {
-        let Some(s) = signal::read(&self.feed.signals[table], slot, &mut self.signal_words) else {
+        let Some((signal, seq)) =
+            signal::read(&self.feed.signals[table], slot, &mut self.signal_words)
+        else {
             return;
         };
-        self.batch.push(Item::Signal { table, slot });
+        let Some(s) = signal else {
+            self.watch_signals[table].written[slot] = seq;
+            return;
+        };
+        self.batch.push(Item::Signal { table, slot, seq });
         self.config
             .keys
             .signal_into(&mut self.key, s.strategy_id.as_bytes(), s.instrument_token);
@@ -718,25 +767,46 @@ impl CacheWriter {
             .fetch_add(self.keys_in_request, r);
         self.keys_in_request = 0;
         self.pipeline.clear();
-        self.batch.clear();
+        self.commit();
         self.last_request = Instant::now();
         Ok(())
+    }
+
+    /// Records the batch as written: its sequences, and the changes it conflated
+    /// (each change adds 2 to a slot's sequence; all but the last were never written).
+    fn commit(&mut self) {
+        let mut conflated = 0;
+        for item in self.batch.drain(..) {
+            let (watch, slot, seq) = match item {
+                Item::Tick {
+                    table, slot, seq, ..
+                } => (&mut self.watch_ticks[table], slot, seq),
+                Item::Signal { table, slot, seq } => (&mut self.watch_signals[table], slot, seq),
+            };
+            let before = watch.written[slot];
+            if before != REWRITE && seq > before {
+                conflated += (seq - before) / 2 - 1;
+            }
+            watch.written[slot] = seq;
+            watch.since_ms[slot] = 0;
+        }
+        self.stats
+            .conflated_total
+            .fetch_add(conflated, Ordering::Relaxed);
     }
 
     /// Puts the batch back: slots marked dirty, history cursors as they were.
     fn undo(&mut self) {
         for item in self.batch.drain(..) {
-            match item {
-                Item::Tick {
-                    table,
-                    slot,
-                    cursor,
-                    fresh,
-                } => {
-                    self.cursors[table][slot] = if fresh { u64::MAX } else { cursor };
-                    self.feed.ticks[table].mark(slot);
-                }
-                Item::Signal { table, slot } => self.feed.signals[table].mark(slot),
+            if let Item::Tick {
+                table,
+                slot,
+                cursor,
+                fresh,
+                ..
+            } = item
+            {
+                self.cursors[table][slot] = if fresh { u64::MAX } else { cursor };
             }
         }
         // Instruments of the failed request are sent again after the reconnect, which

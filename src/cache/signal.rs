@@ -27,8 +27,6 @@ pub struct SignalCache {
     index: HashMap<(u32, Symbol), u32>,
     /// Signals whose pair found no free slot.
     pub untracked: u64,
-    /// Signals whose previous state the Redis thread had not read yet.
-    pub conflated: u64,
 }
 
 impl SignalCache {
@@ -39,7 +37,6 @@ impl SignalCache {
             index: HashMap::with_capacity(table.slots()),
             table,
             untracked: 0,
-            conflated: 0,
         }
     }
 
@@ -56,6 +53,7 @@ impl SignalCache {
             None if self.index.len() < self.table.slots() => {
                 let slot = self.index.len();
                 self.index.insert(key, slot as u32);
+                self.table.set_used(slot + 1);
                 slot
             }
             None => {
@@ -63,14 +61,13 @@ impl SignalCache {
                 return;
             }
         };
-        let conflated = self.table.publish(slot, signal.received_at_ms, |w| {
+        self.table.publish::<SLOT_WORDS>(slot, |w| {
             let present = w.get(0) != 0;
             if present && (signal.timestamp_ms, signal.stream_seq) < (w.get(1) as i64, w.get(3)) {
                 return;
             }
             w.set_all(0, &pack(signal));
         });
-        self.conflated += u64::from(conflated);
     }
 }
 
@@ -89,16 +86,22 @@ fn pack(s: &Signal) -> [u64; SLOT_WORDS] {
     w
 }
 
-/// Reads `slot` of `table`: the signal, or `None` when empty or not readable now.
-pub fn read(table: &SlotTable, slot: usize, words: &mut [u64; SLOT_WORDS]) -> Option<Signal> {
-    if !table.read(slot, words) || words[0] == 0 {
-        return None;
+/// Reads `slot` of `table`: the signal and its sequence; `None` when not readable now
+/// (the shard kept rewriting it), `Some((None, seq))` when empty.
+pub fn read(
+    table: &SlotTable,
+    slot: usize,
+    words: &mut [u64; SLOT_WORDS],
+) -> Option<(Option<Signal>, u64)> {
+    let seq = table.read(slot, words)?;
+    if words[0] == 0 {
+        return Some((None, seq));
     }
     let w = words;
     // The price's top byte carries the strategy type; prices fit in 56 bits
     // (7.2e8 at 8 decimals), so sign-extend back from bit 55.
     let price = ((w[18] << 8) as i64) >> 8;
-    Some(Signal {
+    let signal = Signal {
         timestamp_ms: w[1] as i64,
         received_at_ms: w[2] as i64,
         stream_seq: w[3],
@@ -114,7 +117,8 @@ pub fn read(table: &SlotTable, slot: usize, words: &mut [u64; SLOT_WORDS]) -> Op
             .get((w[18] >> 56) as usize)
             .copied()
             .unwrap_or_default(),
-    })
+    };
+    Some((Some(signal), seq))
 }
 
 #[cfg(test)]
@@ -150,10 +154,8 @@ mod tests {
         cache.update(&signal("x", 8, 1_000, 8, 10.0));
         assert_eq!(cache.untracked, 1);
         let mut words = [0; SLOT_WORDS];
-        assert_eq!(read(&table, 0, &mut words), Some(newest));
-        assert_eq!(
-            read(&table, 1, &mut words).unwrap().strategy_id.as_bytes(),
-            b"rev"
-        );
+        assert_eq!(read(&table, 0, &mut words), Some((Some(newest), 6)));
+        let (rev, _) = read(&table, 1, &mut words).unwrap();
+        assert_eq!(rev.unwrap().strategy_id.as_bytes(), b"rev");
     }
 }

@@ -1,29 +1,29 @@
-//! The conflating hand-off: fixed slots of words, each behind a sequence lock, and a
-//! bitmap of the slots changed since the reader last looked.
+//! The conflating hand-off: fixed slots of words, each behind a sequence lock. The
+//! writer never waits and never does an atomic read-modify-write; the reader finds
+//! what changed by comparing each slot's sequence with the one it last wrote.
 //!
 //! ```text
 //!   shard (the one writer)                      Redis thread (the one reader)
-//!   publish(slot): seq odd ─ words ─ seq even   take_dirty(): swap each bitmap word to 0
-//!                  fetch_or dirty bit ────────► read(slot): copy words, retry while seq moves
-//!                  (bit already set = conflated)  mark(slot): a failed write sets it again
+//!   publish(slot): seq odd ─ words ─ seq even   for slot in 0..used(): seq(slot) ≠ written[slot]?
+//!   take a new slot: used += 1 (release)           read(slot): copy words, retry while seq moves
+//!                                                  written[slot] = seq read, once Redis took it
 //! ```
 //!
-//! Only the latest state of a slot matters, so a writer never waits: it overwrites
-//! the slot and sets its bit; if the bit was still set the reader had not yet seen the
-//! previous state, and that update is counted as conflated. Every word is an atomic
-//! written and read with relaxed ordering between the two sequence stores (the
-//! seqlock of Boehm, "Can seqlocks get along with programming language memory
-//! models?", 2012), so a torn read is detected, never undefined behaviour.
-//! The dirty bit is set with one `fetch_or` after the data: a reader that swaps the
-//! bit away before it is set simply sees it set again next time, and one that sees it
-//! reads the new data (the `fetch_or` releases, the swap acquires).
+//! Only the latest state of a slot matters, so the writer overwrites it; changes the
+//! reader never saw are conflated, and it counts them from the sequence: each change
+//! adds 2. Every word is an atomic written and read with relaxed ordering between the
+//! two sequence stores (the seqlock of Boehm, "Can seqlocks get along with programming
+//! language memory models?", 2012), so a torn read is detected, never undefined
+//! behaviour. On x86 all of the writer's operations are plain stores: an earlier
+//! design set a dirty bit with `fetch_or`, and that locked instruction, waiting for
+//! the slot's ~70 stores to drain, cost more than the whole update (benches/cache.rs).
 //!
 //! Memory is allocated once, at start: `slots × words` of `AtomicU64`.
 
-use std::sync::atomic::{fence, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 
 /// Times a reader tries one slot while its writer keeps changing it; then it leaves the
-/// slot marked for the next round (a slot written that often is written again soon).
+/// slot for the next round (a slot written that often is written again soon).
 pub const READ_TRIES: usize = 16;
 
 /// Slots of `words` words each, one writer, one reader.
@@ -31,10 +31,8 @@ pub struct SlotTable {
     words_per_slot: usize,
     words: Box<[AtomicU64]>,
     seqs: Box<[AtomicU64]>,
-    dirty: Box<[AtomicU64]>,
-    /// When each slot's oldest unwritten change arrived (receive time, Unix ms); set by
-    /// the writer when it sets a clear bit, read by the reader to report its lag.
-    since_ms: Box<[AtomicI64]>,
+    /// Slots handed out so far (the writer takes them in order).
+    used: AtomicUsize,
 }
 
 impl SlotTable {
@@ -45,8 +43,7 @@ impl SlotTable {
             words_per_slot,
             words: zeros(slots * words_per_slot),
             seqs: zeros(slots),
-            dirty: zeros(slots.div_ceil(64)),
-            since_ms: (0..slots).map(|_| AtomicI64::new(0)).collect(),
+            used: AtomicUsize::new(0),
         }
     }
 
@@ -60,77 +57,50 @@ impl SlotTable {
         self.words_per_slot
     }
 
+    /// Slots in use: `0..used()`.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Writer side: says slots `0..used` are in use (after their first publish).
+    pub fn set_used(&self, used: usize) {
+        self.used.store(used, Ordering::Release);
+    }
+
     fn slot_words(&self, slot: usize) -> &[AtomicU64] {
         let start = slot * self.words_per_slot;
         &self.words[start..start + self.words_per_slot]
     }
 
     /// Writer side: changes `slot` through `write` (which may read the words it wrote
-    /// before: only this thread writes them) and marks it dirty. Returns true when the
-    /// previous change had not been read yet (conflated). `now_ms` dates the change for
-    /// the lag figure. Only one thread may call this for a table.
+    /// before: only this thread writes them). Only one thread may call this. `N` is
+    /// the table's words per slot (checked once here, so constant offsets inside
+    /// `write` need no bounds checks).
     #[inline]
-    pub fn publish(&self, slot: usize, now_ms: i64, write: impl FnOnce(&SlotWords<'_>)) -> bool {
+    pub fn publish<const N: usize>(&self, slot: usize, write: impl FnOnce(&SlotWords<'_, N>)) {
+        let words: &[AtomicU64; N] = self
+            .slot_words(slot)
+            .try_into()
+            .expect("publish with the table's words per slot");
         let seq = &self.seqs[slot];
         let s = seq.load(Ordering::Relaxed);
         seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Orders the odd store before the data stores.
         fence(Ordering::Release);
-        write(&SlotWords(self.slot_words(slot)));
+        write(&SlotWords(words));
         seq.store(s.wrapping_add(2), Ordering::Release);
-        let bit = 1u64 << (slot % 64);
-        let before = self.dirty[slot / 64].fetch_or(bit, Ordering::AcqRel);
-        if before & bit != 0 {
-            return true;
-        }
-        self.since_ms[slot].store(now_ms, Ordering::Relaxed);
-        false
     }
 
-    /// Reader side: calls `each` with every slot marked since the last call, clearing
-    /// the marks first.
-    pub fn take_dirty(&self, mut each: impl FnMut(usize)) {
-        for (w, word) in self.dirty.iter().enumerate() {
-            if word.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                each(w * 64 + b);
-            }
-        }
-    }
-
-    /// Reader side: marks `slot` again (its write failed, or it was being written).
-    pub fn mark(&self, slot: usize) {
-        self.dirty[slot / 64].fetch_or(1 << (slot % 64), Ordering::AcqRel);
-    }
-
-    /// Reader side: the receive time of the oldest change not yet taken, if any.
-    pub fn oldest_pending_ms(&self) -> Option<i64> {
-        let mut oldest: Option<i64> = None;
-        for (w, word) in self.dirty.iter().enumerate() {
-            let mut bits = word.load(Ordering::Relaxed);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let since = self.since_ms[w * 64 + b].load(Ordering::Relaxed);
-                oldest = Some(oldest.map_or(since, |o| o.min(since)));
-            }
-        }
-        oldest
-    }
-
-    /// When `slot`'s change was first marked (Unix ms).
-    pub fn since_ms(&self, slot: usize) -> i64 {
-        self.since_ms[slot].load(Ordering::Relaxed)
+    /// Reader side: the slot's sequence now (odd while it is being written).
+    #[inline]
+    pub fn seq(&self, slot: usize) -> u64 {
+        self.seqs[slot].load(Ordering::Relaxed)
     }
 
     /// Reader side: copies `slot` into `out` (`words_per_slot` long) as one consistent
-    /// state; false when the writer kept changing it for [`READ_TRIES`] tries.
-    pub fn read(&self, slot: usize, out: &mut [u64]) -> bool {
+    /// state and returns its sequence; `None` when the writer kept changing it for
+    /// [`READ_TRIES`] tries.
+    pub fn read(&self, slot: usize, out: &mut [u64]) -> Option<u64> {
         let seq = &self.seqs[slot];
         let words = self.slot_words(slot);
         for _ in 0..READ_TRIES {
@@ -145,17 +115,17 @@ impl SlotTable {
             // Orders the data loads before the second sequence load.
             fence(Ordering::Acquire);
             if seq.load(Ordering::Relaxed) == before {
-                return true;
+                return Some(before);
             }
         }
-        false
+        None
     }
 }
 
-/// One slot's words, as the writer sees them inside [`SlotTable::publish`].
-pub struct SlotWords<'a>(&'a [AtomicU64]);
+/// One slot's `N` words, as the writer sees them inside [`SlotTable::publish`].
+pub struct SlotWords<'a, const N: usize>(&'a [AtomicU64; N]);
 
-impl SlotWords<'_> {
+impl<const N: usize> SlotWords<'_, N> {
     /// Word `i` as last written.
     #[inline]
     pub fn get(&self, i: usize) -> u64 {
@@ -183,34 +153,29 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn a_second_change_before_the_read_is_conflated() {
+    fn each_change_adds_two_to_the_sequence() {
         let table = SlotTable::new(130, 2);
-        assert!(!table.publish(129, 10, |w| w.set(0, 1)));
-        assert!(table.publish(129, 11, |w| w.set(0, 2)));
-        assert_eq!(table.oldest_pending_ms(), Some(10));
-        let mut seen = Vec::new();
-        table.take_dirty(|s| seen.push(s));
-        assert_eq!(seen, [129]);
+        table.publish::<2>(129, |w| w.set(0, 1));
+        table.publish::<2>(129, |w| w.set(0, 2));
         let mut out = [0; 2];
-        assert!(table.read(129, &mut out));
+        assert_eq!(table.read(129, &mut out), Some(4));
         assert_eq!(out, [2, 0]);
-        assert_eq!(table.oldest_pending_ms(), None);
-        assert!(!table.publish(129, 12, |w| w.set(1, 7)));
-        table.mark(3);
-        let mut seen = Vec::new();
-        table.take_dirty(|s| seen.push(s));
-        assert_eq!(seen, [3, 129]);
+        assert_eq!(table.seq(3), 0, "never written");
+        table.publish::<2>(129, |w| w.set(1, w.get(0) + 5));
+        assert_eq!(table.read(129, &mut out), Some(6));
+        assert_eq!(out, [2, 7]);
     }
 
     #[test]
     fn a_reader_never_sees_a_half_written_slot() {
         // Every write puts the same value in all words; a torn read would mix two.
         let table = Arc::new(SlotTable::new(4, 32));
+        table.set_used(4);
         let writer = {
             let table = table.clone();
             std::thread::spawn(move || {
                 for v in 1..=200_000u64 {
-                    table.publish((v % 4) as usize, 0, |w| {
+                    table.publish::<32>((v % 4) as usize, |w| {
                         for i in 0..32 {
                             w.set(i, v);
                         }
@@ -221,12 +186,12 @@ mod tests {
         let mut out = [0u64; 32];
         let mut reads = 0;
         while !writer.is_finished() || reads == 0 {
-            table.take_dirty(|slot| {
-                if table.read(slot, &mut out) {
+            for slot in 0..table.used() {
+                if table.read(slot, &mut out).is_some() {
                     assert!(out.iter().all(|w| *w == out[0]), "torn read {out:?}");
                     reads += 1;
                 }
-            });
+            }
         }
         writer.join().unwrap();
         assert!(reads > 0);

@@ -24,8 +24,8 @@
 //! overwritten: the reader sees the gap and restarts the instrument's history, so the
 //! sorted set never has holes (see `cache::redis`).
 //!
-//! Cost per tick on the shard: one probe of the token table, ~70 relaxed stores and
-//! one `fetch_or` (benches/cache.rs). No allocation after `new`.
+//! Cost per tick on the shard: one probe of the token table and ~70 plain stores
+//! (benches/cache.rs). No allocation after `new`.
 
 use crate::model::quality::FLAGS_HARD;
 use crate::model::{Depth, DepthLevel, Ohlc, Price, Tick, DEPTH_LEVELS};
@@ -44,17 +44,41 @@ pub const BAR_MS: [i64; 3] = [60_000, 300_000, 900_000];
 /// Labels of [`BAR_MS`], as in the `ohlc:{token}:{tf}` keys.
 pub const BAR_LABELS: [&str; 3] = ["1m", "5m", "15m"];
 
+// Slot layout, in words, by cache line (8 words) and by how often a tick writes them:
+//   0      header, history head, the tick's hot scalars         every tick
+//   1..4   more scalars, both depth sides                       every good tick
+//   4      exchange, tradingsymbol                              compared, written on change
+//   5      day OHLC, 1m bar's open                               every good tick / new bar
+//   6..9   each bar's hot words (bucket|count, close, high, low, volume, turnover)
+//   9      5m and 15m bars' open
+//   10..18 history ring, one entry a line
 const HEADER: usize = 0;
-const TICK: usize = 1;
-const TICK_WORDS: usize = 42;
-const BARS: usize = TICK + TICK_WORDS;
-const BAR_WORDS: usize = 12;
-const HISTORY_HEAD: usize = BARS + BAR_WORDS * BAR_MS.len();
-const HISTORY: usize = HISTORY_HEAD + 1;
-const ENTRY_WORDS: usize = 6;
+const HISTORY_HEAD: usize = 1;
+const T_TS: usize = 2;
+const T_RECEIVED: usize = 3;
+const T_SEQ: usize = 4;
+const T_TOKEN_QTY: usize = 5;
+const T_PRICE: usize = 6;
+const T_VOLUME: usize = 7;
+const T_AVERAGE: usize = 8;
+const T_OI: usize = 9;
+const T_SCORE_FLAGS: usize = 10;
+const T_DEPTH_LENS: usize = 11;
+const T_BUY: usize = 12;
+const T_SELL: usize = T_BUY + 2 * DEPTH_LEVELS;
+const T_EXCHANGE: usize = 32;
+const T_SYMBOL: usize = 36;
+const T_DAY_OHLC: usize = 40;
+/// Each bar: its hot line, then its three open words.
+const BAR_HOT: [usize; 3] = [48, 56, 64];
+const BAR_OPEN: [usize; 3] = [44, 72, 75];
+const HISTORY: usize = 80;
+const ENTRY_WORDS: usize = 8;
 
-/// Words of one instrument's slot.
+/// Words of one instrument's slot (a whole number of cache lines).
 pub const SLOT_WORDS: usize = HISTORY + ENTRY_WORDS * HISTORY_RING;
+
+const _: () = assert!(T_SELL + 2 * DEPTH_LEVELS <= T_EXCHANGE && SLOT_WORDS % 8 == 0);
 
 /// Header bit: the slot holds a good tick.
 const HAS_LATEST: u64 = 1 << 32;
@@ -62,31 +86,29 @@ const HAS_LATEST: u64 = 1 << 32;
 /// Header bit: the slot belongs to an instrument.
 const IN_USE: u64 = 1 << 33;
 
-// Bar word offsets.
-const B_BUCKET: usize = 0;
-const B_OPEN_TS: usize = 1;
-const B_OPEN_SEQ: usize = 2;
-const B_OPEN: usize = 3;
-const B_CLOSE_TS: usize = 4;
-const B_CLOSE_SEQ: usize = 5;
-const B_CLOSE: usize = 6;
-const B_HIGH: usize = 7;
-const B_LOW: usize = 8;
-const B_VOLUME: usize = 9;
-const B_TURNOVER: usize = 10;
-const B_COUNT: usize = 11;
+// A bar's hot words, from `BAR_HOT[b]`.
+const B_START_COUNT: usize = 0; // start minute (high 32 bits) | good ticks (low 32)
+const B_CLOSE_TS: usize = 1;
+const B_CLOSE_SEQ: usize = 2;
+const B_CLOSE: usize = 3;
+const B_HIGH: usize = 4;
+const B_LOW: usize = 5;
+const B_VOLUME: usize = 6;
+const B_TURNOVER: usize = 7;
+// A bar's open words, from `BAR_OPEN[b]`.
+const B_OPEN_TS: usize = 0;
+const B_OPEN_SEQ: usize = 1;
+const B_OPEN: usize = 2;
 
 /// The shard's side: its table and the token → slot index, both sized once.
 pub struct TickCache {
     table: std::sync::Arc<SlotTable>,
-    /// Open addressing, power-of-two length, twice the slots: token + 1, 0 = empty.
-    keys: Box<[u64]>,
-    values: Box<[u32]>,
+    /// Open addressing, power-of-two length, twice the slots; each entry is the
+    /// token (high half) and slot + 1 (low half), 0 = empty: one load per probe.
+    index: Box<[u64]>,
     used: usize,
     /// Ticks whose instrument found no free slot.
     pub untracked: u64,
-    /// Ticks whose previous state the Redis thread had not read yet.
-    pub conflated: u64,
     /// Good ticks for a bar older than the slot's current one.
     pub bars_late: u64,
 }
@@ -98,11 +120,9 @@ impl TickCache {
         let len = (table.slots() * 2).next_power_of_two();
         TickCache {
             table,
-            keys: vec![0; len].into_boxed_slice(),
-            values: vec![0; len].into_boxed_slice(),
+            index: vec![0; len].into_boxed_slice(),
             used: 0,
             untracked: 0,
-            conflated: 0,
             bars_late: 0,
         }
     }
@@ -115,23 +135,23 @@ impl TickCache {
     /// The slot of `token`, taking a free one on first sight; `None` when full.
     #[inline]
     fn slot_of(&mut self, token: u32) -> Option<usize> {
-        let mask = self.keys.len() - 1;
-        let key = u64::from(token) + 1;
+        let mask = self.index.len() - 1;
         let mut i = (u64::from(token).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
         loop {
-            match self.keys[i] {
-                k if k == key => return Some(self.values[i] as usize),
-                0 => {
-                    if self.used == self.table.slots() {
-                        return None;
-                    }
-                    self.keys[i] = key;
-                    self.values[i] = self.used as u32;
-                    self.used += 1;
-                    return Some(self.used - 1);
+            let entry = self.index[i];
+            if entry == 0 {
+                if self.used == self.table.slots() {
+                    return None;
                 }
-                _ => i = (i + 1) & mask,
+                self.index[i] = u64::from(token) << 32 | (self.used as u64 + 1);
+                self.used += 1;
+                self.table.set_used(self.used);
+                return Some(self.used - 1);
             }
+            if (entry >> 32) as u32 == token {
+                return Some((entry & 0xffff_ffff) as usize - 1);
+            }
+            i = (i + 1) & mask;
         }
     }
 
@@ -144,13 +164,13 @@ impl TickCache {
         };
         let good = tick.validation_flags & FLAGS_HARD == 0;
         let mut late = 0;
-        let conflated = self.table.publish(slot, tick.received_at_ms, |w| {
+        self.table.publish(slot, |w| {
             let header = w.get(HEADER);
             let has_latest = header & HAS_LATEST != 0;
             // The history takes every stored tick.
             let head = w.get(HISTORY_HEAD);
             let entry = HISTORY + (head as usize % HISTORY_RING) * ENTRY_WORDS;
-            w.set_all(entry, &history_entry(tick));
+            write_history_entry(w, entry, tick);
             w.set(HISTORY_HEAD, head + 1);
             if !good {
                 if !has_latest {
@@ -159,117 +179,145 @@ impl TickCache {
                 return;
             }
             let newer = !has_latest
-                || (tick.timestamp_ms, tick.stream_seq) >= (w.get(TICK) as i64, w.get(TICK + 2));
+                || (tick.timestamp_ms, tick.stream_seq) >= (w.get(T_TS) as i64, w.get(T_SEQ));
             if newer {
-                w.set_all(TICK, &pack_tick(tick));
-                w.set(
-                    HEADER,
-                    u64::from(tick.instrument_token) | IN_USE | HAS_LATEST,
-                );
+                write_tick(w, tick);
+                if !has_latest {
+                    w.set(
+                        HEADER,
+                        u64::from(tick.instrument_token) | IN_USE | HAS_LATEST,
+                    );
+                }
             }
+            // Once for the three bars.
+            let turnover = tick.last_price.to_f64() * f64::from(tick.last_quantity);
             for (b, tf) in BAR_MS.iter().enumerate() {
-                if !update_bar(w, BARS + b * BAR_WORDS, *tf, tick) {
+                if !update_bar(w, b, *tf, tick, turnover) {
                     late += 1;
                 }
             }
         });
-        self.conflated += u64::from(conflated);
         self.bars_late += late;
     }
 }
 
-/// Adds a good tick to the bar at `at`; false when the tick is for an older bar.
+/// Adds a good tick to bar `b`; false when the tick is for an older bar.
 #[inline]
-fn update_bar(w: &SlotWords<'_>, at: usize, tf_ms: i64, tick: &Tick) -> bool {
+fn update_bar(
+    w: &SlotWords<'_, SLOT_WORDS>,
+    b: usize,
+    tf_ms: i64,
+    tick: &Tick,
+    turnover: f64,
+) -> bool {
+    let (hot, open) = (BAR_HOT[b], BAR_OPEN[b]);
     let ts = tick.timestamp_ms;
-    let bucket = ts - ts.rem_euclid(tf_ms);
     let price = tick.last_price.0 as u64;
     let quantity = u64::from(tick.last_quantity);
-    let turnover = tick.last_price.to_f64() * tick.last_quantity as f64;
-    let count = w.get(at + B_COUNT);
-    let current = w.get(at + B_BUCKET) as i64;
+    let start_count = w.get(hot + B_START_COUNT);
+    let count = start_count & 0xffff_ffff;
+    // Bars start on whole minutes, so the start fits 32 bits as minutes since 1970.
+    let current = (start_count >> 32) as i64 * 60_000;
+    // Most ticks fall in the current bar: two compares, no division.
+    let bucket = if count > 0 && ts >= current && ts - current < tf_ms {
+        current
+    } else {
+        ts - ts.rem_euclid(tf_ms)
+    };
     if count == 0 || bucket > current {
-        w.set_all(
-            at,
-            &[
-                bucket as u64,
-                ts as u64,
-                tick.stream_seq,
-                price,
-                ts as u64,
-                tick.stream_seq,
-                price,
-                price,
-                price,
-                quantity,
-                turnover.to_bits(),
-                1,
-            ],
-        );
+        let start = ((bucket / 60_000) as u64) << 32;
+        let close = [ts as u64, tick.stream_seq, price, price, price, quantity];
+        w.set(hot + B_START_COUNT, start | 1);
+        w.set_all(hot + B_CLOSE_TS, &close);
+        w.set(hot + B_TURNOVER, turnover.to_bits());
+        w.set_all(open, &[ts as u64, tick.stream_seq, price]);
         return true;
     }
     if bucket < current {
         return false;
     }
     let key = (ts, tick.stream_seq);
-    if key < (w.get(at + B_OPEN_TS) as i64, w.get(at + B_OPEN_SEQ)) {
-        w.set_all(at + B_OPEN_TS, &[ts as u64, tick.stream_seq, price]);
+    if key < (w.get(open + B_OPEN_TS) as i64, w.get(open + B_OPEN_SEQ)) {
+        w.set_all(open, &[ts as u64, tick.stream_seq, price]);
     }
-    if key >= (w.get(at + B_CLOSE_TS) as i64, w.get(at + B_CLOSE_SEQ)) {
-        w.set_all(at + B_CLOSE_TS, &[ts as u64, tick.stream_seq, price]);
+    if key >= (w.get(hot + B_CLOSE_TS) as i64, w.get(hot + B_CLOSE_SEQ)) {
+        w.set_all(hot + B_CLOSE_TS, &[ts as u64, tick.stream_seq, price]);
     }
     let p = tick.last_price.0;
-    if p > w.get(at + B_HIGH) as i64 {
-        w.set(at + B_HIGH, price);
+    if p > w.get(hot + B_HIGH) as i64 {
+        w.set(hot + B_HIGH, price);
     }
-    if p < w.get(at + B_LOW) as i64 {
-        w.set(at + B_LOW, price);
+    if p < w.get(hot + B_LOW) as i64 {
+        w.set(hot + B_LOW, price);
     }
-    w.set(at + B_VOLUME, w.get(at + B_VOLUME) + quantity);
-    let sum = f64::from_bits(w.get(at + B_TURNOVER)) + turnover;
-    w.set(at + B_TURNOVER, sum.to_bits());
-    w.set(at + B_COUNT, count + 1);
+    w.set(hot + B_VOLUME, w.get(hot + B_VOLUME) + quantity);
+    let sum = f64::from_bits(w.get(hot + B_TURNOVER)) + turnover;
+    w.set(hot + B_TURNOVER, sum.to_bits());
+    w.set(hot + B_START_COUNT, start_count + 1);
     true
 }
 
 #[inline]
-fn history_entry(tick: &Tick) -> [u64; ENTRY_WORDS] {
-    [
-        tick.timestamp_ms as u64,
-        tick.stream_seq,
-        tick.last_price.0 as u64,
-        tick.volume_traded,
-        u64::from(tick.last_quantity) | u64::from(tick.validation_flags) << 32,
-        u64::from(tick.data_quality_score.to_bits()),
-    ]
+fn write_history_entry(w: &SlotWords<'_, SLOT_WORDS>, at: usize, tick: &Tick) {
+    w.set_all(
+        at,
+        &[
+            tick.timestamp_ms as u64,
+            tick.stream_seq,
+            tick.last_price.0 as u64,
+            tick.volume_traded,
+            u64::from(tick.last_quantity) | u64::from(tick.validation_flags) << 32,
+            u64::from(tick.data_quality_score.to_bits()),
+        ],
+    );
 }
 
+/// Writes the tick's words in place; the symbols only when they changed.
 #[inline]
-fn pack_tick(t: &Tick) -> [u64; TICK_WORDS] {
-    let mut w = [0u64; TICK_WORDS];
-    w[0] = t.timestamp_ms as u64;
-    w[1] = t.received_at_ms as u64;
-    w[2] = t.stream_seq;
-    w[3] = u64::from(t.instrument_token) | u64::from(t.last_quantity) << 32;
-    w[4..8].copy_from_slice(&pack_symbol(&t.exchange));
-    w[8..12].copy_from_slice(&pack_symbol(&t.tradingsymbol));
-    w[12] = t.last_price.0 as u64;
-    w[13] = t.average_price.0 as u64;
-    w[14] = t.volume_traded;
-    w[15] = t.ohlc.open.0 as u64;
-    w[16] = t.ohlc.high.0 as u64;
-    w[17] = t.ohlc.low.0 as u64;
-    w[18] = t.ohlc.close.0 as u64;
-    w[19] = t.oi;
-    w[20] = u64::from(t.data_quality_score.to_bits()) | u64::from(t.validation_flags) << 32;
-    w[21] = u64::from(t.depth_buy.len) | u64::from(t.depth_sell.len) << 8;
-    for (side, depth) in [(22, &t.depth_buy), (22 + 2 * DEPTH_LEVELS, &t.depth_sell)] {
+fn write_tick(w: &SlotWords<'_, SLOT_WORDS>, t: &Tick) {
+    w.set(T_TS, t.timestamp_ms as u64);
+    w.set(T_RECEIVED, t.received_at_ms as u64);
+    w.set(T_SEQ, t.stream_seq);
+    w.set(
+        T_TOKEN_QTY,
+        u64::from(t.instrument_token) | u64::from(t.last_quantity) << 32,
+    );
+    w.set(T_PRICE, t.last_price.0 as u64);
+    w.set(T_VOLUME, t.volume_traded);
+    w.set(T_AVERAGE, t.average_price.0 as u64);
+    w.set(T_OI, t.oi);
+    w.set(
+        T_SCORE_FLAGS,
+        u64::from(t.data_quality_score.to_bits()) | u64::from(t.validation_flags) << 32,
+    );
+    w.set(
+        T_DEPTH_LENS,
+        u64::from(t.depth_buy.len) | u64::from(t.depth_sell.len) << 8,
+    );
+    for (side, depth) in [(T_BUY, &t.depth_buy), (T_SELL, &t.depth_sell)] {
         for (i, level) in depth.levels.iter().enumerate() {
-            w[side + 2 * i] = level.price.0 as u64;
-            w[side + 2 * i + 1] = u64::from(level.quantity) | u64::from(level.orders) << 32;
+            w.set(side + 2 * i, level.price.0 as u64);
+            w.set(
+                side + 2 * i + 1,
+                u64::from(level.quantity) | u64::from(level.orders) << 32,
+            );
         }
     }
-    w
+    for (at, symbol) in [(T_EXCHANGE, &t.exchange), (T_SYMBOL, &t.tradingsymbol)] {
+        let packed = pack_symbol(symbol);
+        if (0..4).any(|i| w.get(at + i) != packed[i]) {
+            w.set_all(at, &packed);
+        }
+    }
+    w.set_all(
+        T_DAY_OHLC,
+        &[
+            t.ohlc.open.0 as u64,
+            t.ohlc.high.0 as u64,
+            t.ohlc.low.0 as u64,
+            t.ohlc.close.0 as u64,
+        ],
+    );
 }
 
 fn unpack_tick(w: &[u64]) -> Tick {
@@ -288,27 +336,27 @@ fn unpack_tick(w: &[u64]) -> Tick {
         }
     };
     Tick {
-        timestamp_ms: w[0] as i64,
-        received_at_ms: w[1] as i64,
-        stream_seq: w[2],
-        instrument_token: w[3] as u32,
-        last_quantity: (w[3] >> 32) as u32,
-        exchange: unpack_symbol(&w[4..8]),
-        tradingsymbol: unpack_symbol(&w[8..12]),
-        last_price: Price(w[12] as i64),
-        average_price: Price(w[13] as i64),
-        volume_traded: w[14],
+        timestamp_ms: w[T_TS] as i64,
+        received_at_ms: w[T_RECEIVED] as i64,
+        stream_seq: w[T_SEQ],
+        instrument_token: w[T_TOKEN_QTY] as u32,
+        last_quantity: (w[T_TOKEN_QTY] >> 32) as u32,
+        exchange: unpack_symbol(&w[T_EXCHANGE..T_EXCHANGE + 4]),
+        tradingsymbol: unpack_symbol(&w[T_SYMBOL..T_SYMBOL + 4]),
+        last_price: Price(w[T_PRICE] as i64),
+        average_price: Price(w[T_AVERAGE] as i64),
+        volume_traded: w[T_VOLUME],
         ohlc: Ohlc {
-            open: Price(w[15] as i64),
-            high: Price(w[16] as i64),
-            low: Price(w[17] as i64),
-            close: Price(w[18] as i64),
+            open: Price(w[T_DAY_OHLC] as i64),
+            high: Price(w[T_DAY_OHLC + 1] as i64),
+            low: Price(w[T_DAY_OHLC + 2] as i64),
+            close: Price(w[T_DAY_OHLC + 3] as i64),
         },
-        oi: w[19],
-        data_quality_score: f32::from_bits(w[20] as u32),
-        validation_flags: (w[20] >> 32) as u32,
-        depth_buy: depth(22, w[21] & 0xff),
-        depth_sell: depth(22 + 2 * DEPTH_LEVELS, (w[21] >> 8) & 0xff),
+        oi: w[T_OI],
+        data_quality_score: f32::from_bits(w[T_SCORE_FLAGS] as u32),
+        validation_flags: (w[T_SCORE_FLAGS] >> 32) as u32,
+        depth_buy: depth(T_BUY, w[T_DEPTH_LENS] & 0xff),
+        depth_sell: depth(T_SELL, (w[T_DEPTH_LENS] >> 8) & 0xff),
     }
 }
 
@@ -381,30 +429,30 @@ impl TickSlot {
         }
     }
 
-    /// Reads `slot` of `table`; false when it could not be read consistently.
-    pub fn read(&mut self, table: &SlotTable, slot: usize) -> bool {
-        if !table.read(slot, &mut self.words) {
-            return false;
-        }
+    /// Reads `slot` of `table`; its sequence, or `None` when it could not be read
+    /// consistently (the shard kept rewriting it).
+    pub fn read(&mut self, table: &SlotTable, slot: usize) -> Option<u64> {
+        let seq = table.read(slot, &mut self.words)?;
         let w = &self.words;
         self.in_use = w[HEADER] & IN_USE != 0;
         self.token = w[HEADER] as u32;
-        self.latest = (w[HEADER] & HAS_LATEST != 0).then(|| unpack_tick(&w[TICK..BARS]));
+        self.latest = (w[HEADER] & HAS_LATEST != 0).then(|| unpack_tick(w));
         for (b, bar) in self.bars.iter_mut().enumerate() {
-            let at = BARS + b * BAR_WORDS;
-            *bar = (w[at + B_COUNT] > 0).then(|| CachedBar {
-                start_ms: w[at + B_BUCKET] as i64,
-                open: Price(w[at + B_OPEN] as i64),
-                high: Price(w[at + B_HIGH] as i64),
-                low: Price(w[at + B_LOW] as i64),
-                close: Price(w[at + B_CLOSE] as i64),
-                volume: w[at + B_VOLUME],
-                turnover: f64::from_bits(w[at + B_TURNOVER]),
-                ticks: w[at + B_COUNT],
+            let (hot, open) = (BAR_HOT[b], BAR_OPEN[b]);
+            let start_count = w[hot + B_START_COUNT];
+            *bar = (start_count & 0xffff_ffff > 0).then(|| CachedBar {
+                start_ms: (start_count >> 32) as i64 * 60_000,
+                open: Price(w[open + B_OPEN] as i64),
+                high: Price(w[hot + B_HIGH] as i64),
+                low: Price(w[hot + B_LOW] as i64),
+                close: Price(w[hot + B_CLOSE] as i64),
+                volume: w[hot + B_VOLUME],
+                turnover: f64::from_bits(w[hot + B_TURNOVER]),
+                ticks: start_count & 0xffff_ffff,
             });
         }
         self.history_head = w[HISTORY_HEAD];
-        true
+        Some(seq)
     }
 
     /// The history entry with index `n` (0 = first ever), if still in the ring.
@@ -469,7 +517,7 @@ mod tests {
 
     fn read(table: &SlotTable, slot: usize) -> TickSlot {
         let mut s = TickSlot::new();
-        assert!(s.read(table, slot));
+        assert!(s.read(table, slot).is_some());
         s
     }
 
@@ -535,7 +583,7 @@ mod tests {
         cache.update(&tick(6, 1, 1, 10.0, 1));
         cache.update(&tick(7, 1, 1, 10.0, 1));
         assert_eq!(cache.untracked, 1);
-        assert_eq!(cache.conflated, 19);
+        assert_eq!(table.seq(0), 40, "20 changes");
         let s = read(&table, 0);
         assert_eq!(s.history_head, 20);
         assert!(s.history(11).is_none(), "overwritten");

@@ -148,6 +148,35 @@ impl Symbol {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// The symbol as four words (length, then the zero-padded bytes): fixed-size
+    /// loads, no copy of a variable length (the Redis hand-off writes these per tick).
+    #[inline]
+    pub fn to_words(&self) -> [u64; 4] {
+        let mut first = [0u8; 8];
+        first[0] = self.len;
+        first[1..].copy_from_slice(&self.bytes[..7]);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.bytes[7 + 8 * i..15 + 8 * i]);
+            u64::from_le_bytes(w)
+        };
+        [u64::from_le_bytes(first), word(0), word(1), word(2)]
+    }
+
+    /// The inverse of [`Symbol::to_words`]; a length past the maximum is cut to it,
+    /// and bytes past the length are dropped.
+    pub fn from_words(words: [u64; 4]) -> Symbol {
+        let first = words[0].to_le_bytes();
+        let mut bytes = [0u8; SYMBOL_BYTES_MAX];
+        bytes[..7].copy_from_slice(&first[1..]);
+        for i in 0..3 {
+            bytes[7 + 8 * i..15 + 8 * i].copy_from_slice(&words[1 + i].to_le_bytes());
+        }
+        let len = first[0].min(SYMBOL_BYTES_MAX as u8);
+        bytes[len as usize..].fill(0);
+        Symbol { len, bytes }
+    }
 }
 
 impl std::hash::Hash for Symbol {

@@ -87,8 +87,6 @@ pub struct ShardStats {
     /// Reference-data updates refused because the validator's table was full
     /// (`validation.instruments_max`): those instruments go unchecked.
     pub references_refused_total: AtomicU64,
-    /// Cache updates that overwrote one the Redis thread had not written yet.
-    pub cache_conflated_total: AtomicU64,
     /// Ticks and signals not cached: the shard's cache table was full
     /// (`redis.instruments_max`, `redis.signals_max`).
     pub cache_untracked_total: AtomicU64,
@@ -435,10 +433,7 @@ impl State {
             .store(queued_bytes as u64, Ordering::Relaxed);
         if let Some(cache) = &mut self.cache {
             let take = std::mem::take;
-            let conflated = take(&mut cache.ticks.conflated) + take(&mut cache.signals.conflated);
             let untracked = take(&mut cache.ticks.untracked) + take(&mut cache.signals.untracked);
-            s.cache_conflated_total
-                .fetch_add(conflated, Ordering::Relaxed);
             s.cache_untracked_total
                 .fetch_add(untracked, Ordering::Relaxed);
             s.cache_bars_late_total
