@@ -1,15 +1,22 @@
-//! `alphapt-storage query ticks|ohlc`: recent ticks and finished bars of some
-//! instruments ([`alphapt_storage::query`]).
+//! `alphapt-storage query ticks|ohlc`: recent ticks and bars of some instruments,
+//! Redis first, ClickHouse for the rest ([`alphapt_storage::query`]).
+//!
+//! Stderr, besides errors: one line when Redis cannot be reached or fails
+//! (`Redis unreachable (…); ClickHouse answered everything`), else, when Redis was
+//! asked, the hit rate (`cache: H of N instruments from Redis (P%)`) after the answer.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use alphapt_storage::cache::{self, Keys};
 use alphapt_storage::config::Config;
 use alphapt_storage::native::Connection;
+use alphapt_storage::ohlc::Timeframe;
 use alphapt_storage::quality::parse_tokens;
-use alphapt_storage::query::{self, Format, TIER_CLICKHOUSE};
+use alphapt_storage::query::{self, BarRow, BarWindow, CacheCount, Format, TickRow, Tier};
 use alphapt_storage::runtime::clock::now_ms;
 
 /// What `query` reads.
@@ -39,7 +46,8 @@ pub enum What {
         #[command(flatten)]
         output: Output,
     },
-    /// Finished bars of each instrument, oldest first.
+    /// Bars of each instrument, oldest first: finished ones, then the current one
+    /// (1m, 5m, 15m, from Redis).
     Ohlc {
         /// Instrument tokens, comma-separated.
         #[arg(long, value_name = "A,B")]
@@ -47,7 +55,7 @@ pub enum What {
         /// Bar length: 1m, 5m, 15m, 1h or 1d.
         #[arg(long, default_value = "1m", value_name = "TF")]
         timeframe: String,
-        /// The last L periods (one without ticks has no bar).
+        /// The last L periods, the current one included (one without ticks has no bar).
         #[arg(
             long,
             default_value = "20",
@@ -68,7 +76,7 @@ pub struct Output {
     format: String,
 }
 
-/// Checks the flags, reads, prints; exit 1 when no instrument asked for has data.
+/// Checks the flags, reads, prints; an error when no instrument asked for has data.
 pub fn run(config: &Config, what: What) -> anyhow::Result<ExitCode> {
     let (tokens, format) = match &what {
         What::Ticks { tokens, output, .. } | What::Ohlc { tokens, output, .. } => (
@@ -80,34 +88,24 @@ pub fn run(config: &Config, what: What) -> anyhow::Result<ExitCode> {
         ),
     };
     let now = now_ms();
-    let (text, found): (String, Vec<u32>) = match &what {
+    let (text, found, count): (String, Vec<u32>, Option<CacheCount>) = match &what {
         What::Ticks { minutes, limit, .. } => {
             let minutes = query::parse_minutes(minutes, config.clickhouse.retention_days)
                 .map_err(anyhow::Error::msg)?;
             let limit = query::parse_limit(limit).map_err(anyhow::Error::msg)?;
-            let rows = query::ticks(&mut connect(config)?, &tokens, minutes, limit, now)
-                .context("reading ticks from ClickHouse")?;
+            let (rows, count) = ticks(config, &tokens, minutes, limit, now)?;
             let found = rows.iter().map(|r| r.instrument_token).collect();
-            (query::render_ticks(&rows, TIER_CLICKHOUSE, format), found)
+            (query::render_ticks(&rows, format), found, count)
         }
         What::Ohlc {
             timeframe, limit, ..
         } => {
             let timeframe = query::parse_timeframe(timeframe).map_err(anyhow::Error::msg)?;
             let limit = query::parse_limit(limit).map_err(anyhow::Error::msg)?;
-            let bars = query::bars(
-                &mut connect(config)?,
-                &tokens,
-                timeframe,
-                limit,
-                now.div_euclid(1000),
-            )
-            .context("reading bars from ClickHouse")?;
-            let found = bars.iter().map(|b| b.instrument_token).collect();
-            (
-                query::render_bars(&bars, timeframe, TIER_CLICKHOUSE, format),
-                found,
-            )
+            let window = BarWindow::new(timeframe, limit, now.div_euclid(1000));
+            let (rows, count) = ohlc(config, &tokens, timeframe, &window)?;
+            let found = rows.iter().map(|r| r.bar.instrument_token).collect();
+            (query::render_bars(&rows, timeframe, format), found, count)
         }
     };
     let missing: Vec<String> = tokens
@@ -128,7 +126,125 @@ pub fn run(config: &Config, what: What) -> anyhow::Result<ExitCode> {
             missing.join(",")
         );
     }
+    if let Some(count) = count {
+        eprintln!("alphapt-storage: {}", count.line());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ticks: Redis answers the instruments whose history covers the window, one
+/// ClickHouse query the rest (no ClickHouse connection when none is left).
+fn ticks(
+    config: &Config,
+    tokens: &[u32],
+    minutes: u64,
+    limit: u64,
+    now_ms: i64,
+) -> anyhow::Result<(Vec<TickRow>, Option<CacheCount>)> {
+    let from_s = query::window_from_s(now_ms, minutes);
+    let mut answers: Vec<Option<Vec<TickRow>>> = vec![None; tokens.len()];
+    let mut count = None;
+    if let Some(mut redis) = Redis::open(config) {
+        match query::redis_ticks(&mut redis.conn, &redis.keys, tokens, from_s, limit) {
+            Ok(got) => {
+                answers = got;
+                let hits = answers.iter().filter(|a| a.is_some()).count() as u64;
+                count = Some(redis.record(tokens.len() as u64, hits));
+            }
+            Err(error) => redis_failed(&error.to_string()),
+        }
+    }
+    let rest: Vec<u32> = tokens
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.is_none())
+        .map(|(&token, _)| token)
+        .collect();
+    let mut rows: Vec<TickRow> = answers.into_iter().flatten().flatten().collect();
+    if !rest.is_empty() {
+        let more = query::ticks(&mut connect(config)?, &rest, minutes, limit, now_ms)
+            .context("reading ticks from ClickHouse")?;
+        rows.extend(more);
+        // Stable: each instrument's rows stay newest first, instruments ascending.
+        rows.sort_by_key(|r| r.instrument_token);
+    }
+    Ok((rows, count))
+}
+
+/// Bars: finished ones from ClickHouse, current ones (1m, 5m, 15m) from Redis.
+fn ohlc(
+    config: &Config,
+    tokens: &[u32],
+    timeframe: Timeframe,
+    window: &BarWindow,
+) -> anyhow::Result<(Vec<BarRow>, Option<CacheCount>)> {
+    // 1h and 1d bars are not cached: Redis is not asked.
+    let mut redis = query::cached(timeframe)
+        .then(|| Redis::open(config))
+        .flatten();
+    let mut current = Vec::new();
+    if let Some(r) = redis.as_mut() {
+        match query::redis_bars(&mut r.conn, &r.keys, tokens, timeframe) {
+            Ok(bars) => current = bars,
+            Err(error) => {
+                redis_failed(&error.to_string());
+                redis = None;
+            }
+        }
+    }
+    let finished = query::bars(&mut connect(config)?, tokens, timeframe, window)
+        .context("reading bars from ClickHouse")?;
+    let rows = query::merge_bars(finished, &current, window);
+    let count = redis.map(|mut r| {
+        // At most one current bar per instrument: its rows from Redis are its hits.
+        let hits = rows.iter().filter(|row| row.tier == Tier::Redis).count();
+        r.record(tokens.len() as u64, hits as u64)
+    });
+    Ok((rows, count))
+}
+
+/// The Redis tier of one run: the appliance's key scheme and a connection.
+struct Redis {
+    /// Key names, from `[redis]`.
+    keys: Keys,
+    /// Opened with `redis.timeout_ms` for connect, read and write.
+    conn: redis::Connection,
+}
+
+impl Redis {
+    /// `None` when `redis.enabled` is off (said nothing) or Redis cannot be reached
+    /// (said in one line).
+    fn open(config: &Config) -> Option<Redis> {
+        if !config.redis.enabled {
+            return None;
+        }
+        let timeout = Duration::from_millis(config.redis.timeout_ms);
+        match cache::redis::connect(&config.redis.url, config.redis.password.expose(), timeout) {
+            Ok(conn) => Some(Redis {
+                keys: Keys::from_config(&config.redis),
+                conn,
+            }),
+            Err(error) => {
+                redis_failed(&error);
+                None
+            }
+        }
+    }
+
+    /// Adds this run's hits and misses to the stats hash; a failure there costs
+    /// only the count, never the answer.
+    fn record(&mut self, asked: u64, hits: u64) -> CacheCount {
+        let count = CacheCount { asked, hits };
+        if let Err(error) = query::record_stats(&mut self.conn, &self.keys, count) {
+            tracing::debug!(error = %error, "Query stats not written");
+        }
+        count
+    }
+}
+
+/// The one line a Redis failure costs.
+fn redis_failed(error: &str) {
+    eprintln!("alphapt-storage: Redis unreachable ({error}); ClickHouse answered everything");
 }
 
 fn connect(config: &Config) -> anyhow::Result<Connection> {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The hot path's throughput with the slow paths up, with Redis down and with
+# PostgreSQL down (issue 15): the built-in synthetic source flat out (`run --synthetic
+# 0 --count N`, no NATS) into ClickHouse, the three modes alternating PASSES times in
+# one series so they share the box's state. "Down" is a closed port: the Redis thread
+# and the audit thread retry with backoff while the shards go on.
+#
+# Per run: a fresh database, the wall time of `run` (start-up and drain included, the
+# same in every mode), ticks/s = N / time, and in mode `up` the Redis keys written per
+# second from the summary. Appends one dated line per run to perf/records/slow_paths.tsv
+# and prints each mode's median.
+#
+# Env: N (1000000), PASSES (3), BIN (a copied binary; default: build this tree).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${N:-1000000}
+PASSES=${PASSES:-3}
+eval "$(bash .ci/services.sh env)"
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -q
+    BIN=target/release/alphapt-storage
+fi
+DB=alphapt_slowpaths
+PREFIX=perf-slowpaths:
+ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
+closed_port=1
+declare -A RATES
+for pass in $(seq 1 "$PASSES"); do
+    for mode in up redis_down postgres_down; do
+        ch --query "DROP DATABASE IF EXISTS $DB"
+        SETS=(--set "clickhouse.database=$DB" --set "redis.key_prefix=$PREFIX"
+              --set "spill.dir=.run/spill-slowpaths")
+        RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
+        case $mode in
+            redis_down) SETS+=(--set "redis.url=redis://127.0.0.1:$closed_port") ;;
+            postgres_down) SETS+=(--set "postgres.url=postgres://postgres@127.0.0.1:$closed_port/x") ;;
+        esac
+        rm -rf .run/spill-slowpaths
+        start=$(date +%s.%N)
+        summary=$(RUST_LOG=error $BIN "${SETS[@]}" run --synthetic 0 --count "$N" --quiet)
+        end=$(date +%s.%N)
+        stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
+        [ "$stored" -eq "$N" ] || { echo "$mode: stored $stored of $N: $summary" >&2; exit 1; }
+        seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+        rate=$(awk -v n="$N" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }')
+        keys=$(grep -o 'redis cache: [0-9]* keys written' <<<"$summary" | grep -o '[0-9]*' || echo 0)
+        keys_rate=$(awk -v k="$keys" -v s="$seconds" 'BEGIN { printf "%.0f", k / s }')
+        RATES[$mode]="${RATES[$mode]:-} $rate"
+        redis=$(grep -o 'redis cache: [^;]*' <<<"$summary" || true)
+        printf '%-14s pass %s: %s ticks/s (%s s), redis keys %s/s; %s\n' "$mode" "$pass" "$rate" "$seconds" "$keys_rate" "$redis"
+        printf '%s\t%s\t%s cores %s\tN=%s\tmode=%s\tticks_per_s=%s\tseconds=%s\tredis_keys_per_s=%s\t%s\n' \
+            "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" \
+            "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+            "$N" "$mode" "$rate" "$seconds" "$keys_rate" "$redis" >> perf/records/slow_paths.tsv
+    done
+done
+for mode in up redis_down postgres_down; do
+    median=$(tr ' ' '\n' <<<"${RATES[$mode]}" | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    echo "median $mode: $median ticks/s (runs:${RATES[$mode]})"
+done
+ch --query "DROP DATABASE IF EXISTS $DB"
+redis-cli --scan --pattern "$PREFIX*" | xargs -r redis-cli del >/dev/null
+rm -rf .run/spill-slowpaths
