@@ -63,6 +63,11 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// empty while nothing changed is noticed and refilled.
 const IDLE_PING: Duration = Duration::from_secs(1);
 
+/// A key's expiry is set when the thread first writes it, then refreshed at most this
+/// often (or at half the TTL if that is shorter): an EXPIRE per key per flush would be
+/// half the commands sent.
+const EXPIRE_REFRESH_MS: i64 = 60_000;
+
 /// Longest sleep between two looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(10);
 
@@ -220,11 +225,13 @@ enum Item {
         seq: u64,
         cursor: u64,
         fresh: bool,
+        expire: bool,
     },
     Signal {
         table: usize,
         slot: usize,
         seq: u64,
+        expire: bool,
     },
 }
 
@@ -237,6 +244,8 @@ struct Watch {
     written: Vec<u64>,
     /// Per slot: when the thread first saw the waiting change (Unix ms; 0: none waits).
     since_ms: Vec<i64>,
+    /// Per slot: when the slot's keys last got their EXPIRE (Unix ms; 0: never).
+    expired_ms: Vec<i64>,
 }
 
 impl Watch {
@@ -244,6 +253,7 @@ impl Watch {
         Watch {
             written: vec![0; slots],
             since_ms: vec![0; slots],
+            expired_ms: vec![0; slots],
         }
     }
 }
@@ -482,6 +492,7 @@ impl CacheWriter {
     fn mark_everything(&mut self) {
         for watch in self.watch_ticks.iter_mut().chain(&mut self.watch_signals) {
             watch.written.fill(REWRITE);
+            watch.expired_ms.fill(0);
         }
         self.instruments_pending = self.instruments.keys().copied().collect();
     }
@@ -536,9 +547,18 @@ impl CacheWriter {
         result
     }
 
-    fn ttl(&mut self, index: usize) {
+    /// Whether a slot whose keys last got an EXPIRE at `expired_ms` needs one now.
+    fn expire_due(&self, expired_ms: i64, now_ms: i64) -> bool {
+        let shortest = self.config.ttl_s.iter().filter(|t| **t > 0).min();
+        shortest.is_some_and(|ttl| {
+            let refresh = EXPIRE_REFRESH_MS.min(*ttl as i64 * 500);
+            now_ms - expired_ms >= refresh
+        })
+    }
+
+    fn ttl(&mut self, index: usize, due: bool) {
         let ttl = self.config.ttl_s[index];
-        if ttl > 0 {
+        if ttl > 0 && due {
             self.pipeline
                 .command(3)
                 .arg(b"EXPIRE")
@@ -559,18 +579,20 @@ impl CacheWriter {
         let token = self.slot.token;
         let cursor = self.cursors[table][slot];
         let fresh = cursor == u64::MAX;
+        let expire = self.expire_due(self.watch_ticks[table].expired_ms[slot], now_ms());
         self.batch.push(Item::Tick {
             table,
             slot,
             seq,
             cursor,
             fresh,
+            expire,
         });
         if let Some(tick) = self.slot.latest {
             self.config.keys.tick_into(&mut self.key, token);
             encode_tick_hash(&mut self.pipeline, &self.key, &tick);
             self.keys_in_request += 1;
-            self.ttl(0);
+            self.ttl(0, expire);
         }
         // History: what is new since the cursor; a gap (or a first write) restarts it.
         let head = self.slot.history_head;
@@ -619,7 +641,7 @@ impl CacheWriter {
                 .arg(b"0")
                 .arg_fmt(format_args!("-{}", u64::from(keep) + 1));
             self.keys_in_request += 1;
-            self.ttl(0);
+            self.ttl(0, expire || restart);
         }
         self.cursors[table][slot] = head;
         for (b, label) in BAR_LABELS.iter().enumerate() {
@@ -643,7 +665,7 @@ impl CacheWriter {
             p.arg(b"turnover").arg_fmt(format_args!("{}", bar.turnover));
             p.arg(b"ticks").arg_fmt(format_args!("{}", bar.ticks));
             self.keys_in_request += 1;
-            self.ttl(1);
+            self.ttl(1, expire);
         }
     }
 
@@ -657,7 +679,13 @@ impl CacheWriter {
             self.watch_signals[table].written[slot] = seq;
             return;
         };
-        self.batch.push(Item::Signal { table, slot, seq });
+        let expire = self.expire_due(self.watch_signals[table].expired_ms[slot], now_ms());
+        self.batch.push(Item::Signal {
+            table,
+            slot,
+            seq,
+            expire,
+        });
         self.config
             .keys
             .signal_into(&mut self.key, s.strategy_id.as_bytes(), s.instrument_token);
@@ -684,7 +712,7 @@ impl CacheWriter {
         p.arg(b"stream_seq")
             .arg_fmt(format_args!("{}", s.stream_seq));
         self.keys_in_request += 1;
-        self.ttl(2);
+        self.ttl(2, expire);
     }
 
     fn encode_instruments(&mut self) {
@@ -712,7 +740,7 @@ impl CacheWriter {
             p.arg(b"lower_circuit_limit")
                 .arg(row.lower_circuit_limit.as_bytes());
             self.keys_in_request += 1;
-            self.ttl(3);
+            self.ttl(3, true);
         }
     }
 
@@ -776,13 +804,26 @@ impl CacheWriter {
     /// (each change adds 2 to a slot's sequence; all but the last were never written).
     fn commit(&mut self) {
         let mut conflated = 0;
+        let now = now_ms();
         for item in self.batch.drain(..) {
-            let (watch, slot, seq) = match item {
+            let (watch, slot, seq, expire) = match item {
                 Item::Tick {
-                    table, slot, seq, ..
-                } => (&mut self.watch_ticks[table], slot, seq),
-                Item::Signal { table, slot, seq } => (&mut self.watch_signals[table], slot, seq),
+                    table,
+                    slot,
+                    seq,
+                    expire,
+                    ..
+                } => (&mut self.watch_ticks[table], slot, seq, expire),
+                Item::Signal {
+                    table,
+                    slot,
+                    seq,
+                    expire,
+                } => (&mut self.watch_signals[table], slot, seq, expire),
             };
+            if expire {
+                watch.expired_ms[slot] = now;
+            }
             let before = watch.written[slot];
             if before != REWRITE && seq > before {
                 conflated += (seq - before) / 2 - 1;
