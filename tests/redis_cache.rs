@@ -542,7 +542,9 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
         ],
     );
     let symbol = |r: &mut redis::Connection| {
-        hgetall(r, &format!("{prefix}instrument:9000003")).get("tradingsymbol").cloned()
+        hgetall(r, &format!("{prefix}instrument:9000003"))
+            .get("tradingsymbol")
+            .cloned()
     };
     wait_until("instrument:9000003", Duration::from_secs(20), || {
         symbol(&mut r).as_deref() == Some("WIPRO")
@@ -553,7 +555,9 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
     });
     proxy.down();
     let at_cut = stored(&mut conn).0;
-    pg.execute("UPDATE instruments SET tradingsymbol = 'WIPRO-EQ' WHERE instrument_token = 9000003");
+    pg.execute(
+        "UPDATE instruments SET tradingsymbol = 'WIPRO-EQ' WHERE instrument_token = 9000003",
+    );
     std::thread::sleep(Duration::from_secs(1));
     let before = rss_kib(run.pid());
     std::thread::sleep(Duration::from_secs(2));
@@ -568,9 +572,11 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
     );
     proxy.up();
     let back = Instant::now();
-    wait_until("the change after PostgreSQL's return", Duration::from_secs(10), || {
-        symbol(&mut r).as_deref() == Some("WIPRO-EQ")
-    });
+    wait_until(
+        "the change after PostgreSQL's return",
+        Duration::from_secs(10),
+        || symbol(&mut r).as_deref() == Some("WIPRO-EQ"),
+    );
     let caught_up = back.elapsed();
     feeder_done(feed);
     wait_stored(&mut conn, COUNT, Duration::from_secs(120));
@@ -586,5 +592,8 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(audited as u64, COUNT, "audit rows kept through the outage: {summary}");
+    assert_eq!(
+        audited as u64, COUNT,
+        "audit rows kept through the outage: {summary}"
+    );
 }
