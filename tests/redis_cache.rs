@@ -379,16 +379,26 @@ fn the_cache_holds_what_clickhouse_stored() {
 struct PrivateRedis {
     child: Option<Child>,
     port: u16,
+    /// `--requirepass`, when set.
+    password: Option<String>,
 }
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
+        PrivateRedis::start_with(None)
+    }
+
+    fn start_with(password: Option<&str>) -> PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut server = PrivateRedis { child: None, port };
+        let mut server = PrivateRedis {
+            child: None,
+            port,
+            password: password.map(str::to_owned),
+        };
         server.spawn();
         server
     }
@@ -398,9 +408,14 @@ impl PrivateRedis {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -596,4 +611,40 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
         audited as u64, COUNT,
         "audit rows kept through the outage: {summary}"
     );
+}
+
+/// Redis refusing our password (REDIS_PASSWORD wrong): every write is refused and
+/// retried with backoff, ClickHouse gets every tick, the summary says the cache is
+/// behind, and nothing was written.
+#[test]
+fn redis_refusing_auth_costs_no_tick_and_is_reported() {
+    const COUNT: u64 = 20_000;
+    let (db, mut conn) = tables("rauth");
+    let server = PrivateRedis::start_with(Some("right-one"));
+    let nats = Nats::new("rauth");
+    let run = start_run_env(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &format!("redis.url={}", server.url()),
+            "--set",
+            "redis.backoff_max_ms=100",
+        ],
+        &[("REDIS_PASSWORD", "wrong-one")],
+    );
+    let feed = feeder(&db, &nats, COUNT, 0, "json");
+    feeder_done(feed);
+    wait_stored(&mut conn, COUNT, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT));
+    assert!(summary.contains("failed writes"), "{summary}");
+    assert!(summary.contains("the cache is behind"), "{summary}");
+    assert!(
+        !summary.contains("wrong-one"),
+        "a secret in the output: {summary}"
+    );
+    let mut r = redis(&format!("redis://:right-one@127.0.0.1:{}", server.port));
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+    assert_eq!(keys, 0);
 }
