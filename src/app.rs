@@ -7,11 +7,13 @@
 //!           ─► quality snapshot thread ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
 //!           ─► audit thread (the writers' and inserters' audit rings of both paths)
 //!           ─► Redis thread (both paths' cache tables; refdata's instrument rows)
+//!           ─► control endpoint (/metrics /health /quality on http.addr; bind failure stops the start)
 //!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
 //!   drain:  ticks receiver ends (signal, --count, error) ─► refdata, quality stopped ─► stop for all
 //!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
 //!           ─► audit thread writes what the writers recorded (≤ 1 s), then stops
 //!           ─► Redis thread writes the shards' last state (one flush), then stops
+//!           ─► final snapshot ─► control endpoint stops
 //! ```
 //!
 //! The spill goes in before any receiver reads its resume point: those blocks were
@@ -31,6 +33,7 @@ use crate::cache::redis::{
 };
 use crate::cache::CacheFeed;
 use crate::config::{Config, Source};
+use crate::control::{Control, QualitySource};
 use crate::durable::mark::LocalMark;
 use crate::durable::stored::StreamTables;
 use crate::pipeline::{self, Destination, Joined, Pipeline, PipelineStats};
@@ -239,8 +242,10 @@ fn wait_for_killed_inserts(destination: &Destination) -> Result<(), ReplayError>
 pub struct Snapshot {
     /// Tick messages routed to shards.
     pub received: u64,
-    /// Rows stored in ClickHouse by the ticks path (market_ticks).
+    /// Rows stored in ClickHouse by the ticks path (market_ticks and its rejects).
     pub stored: u64,
+    /// Of those, rows of `market_ticks`.
+    pub ticks_stored: u64,
     /// Messages stored in rejected_messages.
     pub rejected: u64,
     /// Stored ticks with a validation flag.
@@ -311,6 +316,8 @@ pub struct CacheSnapshot {
     pub untracked: u64,
     /// Write round trip p50, p99, max, µs.
     pub write_us: [u64; 3],
+    /// `query`'s Redis hit rate, parts per million.
+    pub hit_rate_ppm: u64,
 }
 
 /// The outcome of a drained run.
@@ -345,10 +352,10 @@ struct SignalsPath {
 pub struct App {
     alert: Arc<Alert>,
     ticks: Pipeline,
-    ticks_stats: PipelineStats,
+    /// Every stats handle, for snapshots here and on the control thread.
+    stats: StatsSource,
     receiver: JoinHandle<Result<Outcome, NatsError>>,
     signals: Option<SignalsPath>,
-    signals_stats: Option<PipelineStats>,
     refdata: Option<JoinHandle<()>>,
     /// The quality snapshot thread, when `postgres.quality_snapshot_interval_ms` > 0.
     quality: Option<JoinHandle<()>>,
@@ -356,11 +363,10 @@ pub struct App {
     audit: AuditThread,
     /// The Redis thread, when `redis.enabled`; stopped like the audit thread.
     cache: Option<CacheThread>,
+    /// The control endpoint (`/metrics`, `/health`, `/quality`); stopped last.
+    control: Option<Control>,
     /// Stops both slow-path threads (refdata, quality).
     refdata_stop: Arc<AtomicBool>,
-    refdata_stats: Arc<RefdataStats>,
-    ring_bytes: u64,
-    journal_first: bool,
 }
 
 impl App {
@@ -508,21 +514,40 @@ impl App {
             }
             None => None,
         };
+        let stats = StatsSource {
+            ticks: ticks_stats,
+            signals: signals_stats,
+            refdata: refdata_stats,
+            audit: audit.stats.clone(),
+            audit_ring_dropped: audit.ring_dropped.clone(),
+            cache: cache.as_ref().map(|c| c.stats.clone()),
+            ring_bytes,
+            journal_first: config.spill.mode == crate::config::SpillMode::Always,
+        };
+        let control = Control::start(
+            config.http.addr,
+            stats.clone(),
+            QualitySource {
+                options: destination.options.clone(),
+                tick_subject_prefix: crate::quality::subject_prefix(&config.nats.subject_ticks),
+            },
+        )
+        .map_err(|source| AppError::Start {
+            what: "the control endpoint (is `http.addr` in use? another appliance, or set `--set http.addr=127.0.0.1:0` for any free port)",
+            source,
+        })?;
         Ok(App {
             alert,
+            stats,
+            control: Some(control),
             ticks,
-            ticks_stats,
             receiver,
             signals,
-            signals_stats,
             refdata,
             quality,
             audit,
             cache,
             refdata_stop,
-            refdata_stats,
-            ring_bytes,
-            journal_first: config.spill.mode == crate::config::SpillMode::Always,
         })
     }
 
@@ -533,26 +558,70 @@ impl App {
 
     /// Every counter now.
     pub fn snapshot(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// The stats handles, for a thread of its own.
+    pub fn stats_source(&self) -> StatsSource {
+        self.stats.clone()
+    }
+
+    /// Where the control endpoint listens.
+    pub fn control_addr(&self) -> Option<std::net::SocketAddr> {
+        self.control.as_ref().map(|c| c.addr)
+    }
+}
+
+/// Every stats handle of a running app: cheap to clone, read by the status line, the
+/// summary and the control endpoint; a snapshot is one relaxed load per counter.
+#[derive(Clone)]
+pub struct StatsSource {
+    ticks: PipelineStats,
+    signals: Option<PipelineStats>,
+    refdata: Arc<RefdataStats>,
+    audit: Arc<AuditStats>,
+    /// The audit rings' full counters.
+    audit_ring_dropped: Vec<Arc<AtomicU64>>,
+    cache: Option<Arc<CacheStats>>,
+    ring_bytes: u64,
+    journal_first: bool,
+}
+
+impl StatsSource {
+    /// Every counter now.
+    pub fn snapshot(&self) -> Snapshot {
         let mut now = snapshot(
-            &self.ticks_stats,
-            self.signals_stats.as_ref(),
-            &self.refdata_stats,
+            &self.ticks,
+            self.signals.as_ref(),
+            &self.refdata,
             self.ring_bytes,
             self.journal_first,
         );
-        now.audit_counts = self.audit.counts();
-        now.cache = cache_snapshot(
-            self.cache.as_ref(),
-            &self.ticks_stats,
-            self.signals_stats.as_ref(),
-        );
+        let r = Ordering::Relaxed;
+        let dropped = self.audit.dropped_total.load(r)
+            + self
+                .audit_ring_dropped
+                .iter()
+                .map(|d| d.load(r))
+                .sum::<u64>();
+        now.audit_counts = [
+            self.audit.written_total.load(r),
+            dropped,
+            self.audit.errors_total.load(r),
+        ];
+        now.cache = cache_snapshot(self.cache.as_ref(), &self.ticks, self.signals.as_ref());
         now
+    }
+
+    /// The ticks path's stats (per shard and writer).
+    pub fn ticks(&self) -> &PipelineStats {
+        &self.ticks
     }
 }
 
 /// The Redis thread's figures and the shards' cache counters.
 fn cache_snapshot(
-    cache: Option<&CacheThread>,
+    cache: Option<&Arc<CacheStats>>,
     ticks: &PipelineStats,
     signals: Option<&PipelineStats>,
 ) -> Option<CacheSnapshot> {
@@ -563,7 +632,7 @@ fn cache_snapshot(
         .iter()
         .chain(signals.iter().flat_map(|s| s.shards.iter()));
     let untracked = shards.map(|s| s.cache_untracked_total.load(r)).sum();
-    let s = &cache.stats;
+    let s = cache;
     Some(CacheSnapshot {
         up: s.up.load(r),
         lag_ms: s.lag_ms.load(r),
@@ -576,6 +645,7 @@ fn cache_snapshot(
             s.write_p99_us.load(r),
             s.write_max_us.load(r),
         ],
+        hit_rate_ppm: s.hit_rate_ppm.load(r),
     })
 }
 
@@ -630,19 +700,10 @@ impl App {
         if let Some(cache) = &mut self.cache {
             cache.stop();
         }
-        let mut end = snapshot(
-            &self.ticks_stats,
-            self.signals_stats.as_ref(),
-            &self.refdata_stats,
-            self.ring_bytes,
-            self.journal_first,
-        );
-        end.audit_counts = self.audit.counts();
-        end.cache = cache_snapshot(
-            self.cache.as_ref(),
-            &self.ticks_stats,
-            self.signals_stats.as_ref(),
-        );
+        let end = self.stats.snapshot();
+        if let Some(control) = &mut self.control {
+            control.stop();
+        }
         Ok(Finished {
             routed,
             stopped_by_signal,
@@ -718,6 +779,11 @@ fn snapshot(
     Snapshot {
         received: stats.source.messages_total.load(r),
         stored: sum(|w| &w.rows_total),
+        ticks_stored: stats
+            .writers
+            .iter()
+            .map(|w| w.table_rows_total[0].load(r))
+            .sum(),
         rejected: stats.shards.iter().map(|s| s.rejected_total.load(r)).sum(),
         flagged: stats.shards.iter().map(|s| s.flagged_total.load(r)).sum(),
         dropped: stats.source.dropped_total.load(r),
@@ -835,18 +901,6 @@ impl AuditThread {
 
     fn stop(&mut self) {
         stop_slow_path("audit", self.handle.take(), &self.stop, AUDIT_JOIN_WAIT);
-    }
-
-    /// Written, dropped, failed writes.
-    fn counts(&self) -> [u64; 3] {
-        let r = Ordering::Relaxed;
-        let dropped = self.stats.dropped_total.load(r)
-            + self.ring_dropped.iter().map(|d| d.load(r)).sum::<u64>();
-        [
-            self.stats.written_total.load(r),
-            dropped,
-            self.stats.errors_total.load(r),
-        ]
     }
 }
 

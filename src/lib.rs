@@ -55,6 +55,7 @@ pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod durable;
 pub mod feed;
 pub mod health;

@@ -11,14 +11,14 @@ mod common;
 mod ohlc_fixture;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Connection;
 use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
 use common::e2e::*;
 use common::pg::PgDb;
-use common::TestDb;
+use common::private_redis::PrivateRedis;
+use common::{wait_until, TestDb};
 
 const TICKS: u64 = 6_000;
 const HISTORY_LEN: usize = 50;
@@ -156,14 +156,6 @@ fn publish_signals(nats: &Nats) -> u64 {
         .finish(&mut publisher, Duration::from_secs(10))
         .unwrap();
     SIGNALS
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -372,75 +364,6 @@ fn the_cache_holds_what_clickhouse_stored() {
             "{h:?}"
         );
         assert_eq!(h["strategy_type"], "ml");
-    }
-}
-
-/// A redis-server of the test's own, to kill and start again empty.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-    /// `--requirepass`, when set.
-    password: Option<String>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        PrivateRedis::start_with(None)
-    }
-
-    fn start_with(password: Option<&str>) -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = PrivateRedis {
-            child: None,
-            port,
-            password: password.map(str::to_owned),
-        };
-        server.spawn();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"]);
-        if let Some(password) = &self.password {
-            command.args(["--requirepass", password]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (bash .ci/services.sh installs it)");
-        self.child = Some(child);
-        let url = self.url();
-        wait_until("private redis-server", Duration::from_secs(20), || {
-            redis::Client::open(url.as_str())
-                .unwrap()
-                .get_connection_with_timeout(Duration::from_millis(200))
-                .is_ok()
-        });
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -334,6 +334,7 @@ fn run_goes_on_without_postgres_and_says_so() {
         .args(["--set", "ingest.flush_interval_ms=50"])
         .args(["--set", "postgres.backoff_initial_ms=10"])
         .args(["--set", &format!("redis.key_prefix={}", ch.redis_prefix())])
+        .args(["--set", "http.addr=127.0.0.1:0"])
         .env("CLICKHOUSE_PORT", &port)
         .env("RUST_LOG", "warn")
         .env_remove("POSTGRES_URL")

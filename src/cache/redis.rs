@@ -148,6 +148,9 @@ pub struct CacheStats {
     pub history_restarts_total: AtomicU64,
     /// History entries overwritten in a ring before the thread read them.
     pub history_missed_total: AtomicU64,
+    /// Share of instruments `query` answered from Redis, parts per million, read each
+    /// second from `{prefix}query:stats` (which `query` keeps).
+    pub hit_rate_ppm: AtomicU64,
     /// Write round trip percentiles, µs (HDR, published each second).
     pub write_p50_us: AtomicU64,
     /// 99th percentile.
@@ -404,6 +407,7 @@ impl CacheWriter {
             }
             if published.elapsed() >= PUBLISH_EVERY || stopping {
                 self.publish_latency();
+                self.read_hit_rate();
                 published = Instant::now();
             }
             if stopping {
@@ -475,6 +479,26 @@ impl CacheWriter {
         self.stats
             .lag_ms
             .store((now - oldest).max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// The query path's hit rate, from the hash `query` increments; a failure here is
+    /// left to the next write to notice.
+    fn read_hit_rate(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let key = format!("{}query:stats", self.config.keys.prefix);
+        let counts: redis::RedisResult<(Option<u64>, Option<u64>)> = redis::cmd("HMGET")
+            .arg(key)
+            .arg("hits")
+            .arg("misses")
+            .query(conn);
+        if let Ok((hits, misses)) = counts {
+            let (hits, misses) = (hits.unwrap_or(0), misses.unwrap_or(0));
+            if let Some(rate) = (hits * 1_000_000).checked_div(hits + misses) {
+                self.stats.hit_rate_ppm.store(rate, Ordering::Relaxed);
+            }
+        }
     }
 
     fn publish_latency(&self) {

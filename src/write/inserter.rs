@@ -364,6 +364,14 @@ impl Inserter {
         let s = &self.stats;
         s.degraded.store(0, Ordering::Relaxed);
         s.rows_total.fetch_add(rows, Ordering::Relaxed);
+        if let Some(index) = batch.target {
+            let table = match self.targets[index].0.table {
+                RecordTable::MarketTicks => 0,
+                RecordTable::StrategySignals => 1,
+                RecordTable::RejectedMessages => 2,
+            };
+            s.table_rows_total[table].fetch_add(rows, Ordering::Relaxed);
+        }
         s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
         if blocks > 0 {
             s.inserts_total.fetch_add(1, Ordering::Relaxed);

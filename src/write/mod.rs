@@ -133,6 +133,9 @@ pub struct WriterInput {
 pub struct WriterStats {
     /// Rows committed.
     pub rows_total: AtomicU64,
+    /// Rows committed per table: `market_ticks`, `strategy_signals`,
+    /// `rejected_messages` (the order of [`crate::model::Table`]).
+    pub table_rows_total: [AtomicU64; 3],
     /// Blocks committed.
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
@@ -571,9 +574,11 @@ impl Writer {
         let now = now_ms();
         let input = &mut self.inputs[index];
         let (mut rows, mut raw, mut sent) = (0u64, 0u64, 0u64);
+        let mut table_rows = [0u64; 3];
         let blocks = self.batch.len() as u64;
         for block in self.batch.drain(..) {
             rows += u64::from(block.rows);
+            table_rows[block.table as usize] += u64::from(block.rows);
             raw += block.raw_bytes as u64;
             sent += block.bytes.len() as u64;
             let latency_us = (now - block.received_min_ms).max(0) as u64 * 1000;
@@ -623,6 +628,9 @@ impl Writer {
                 .store(self.spill_histogram.max(), Ordering::Relaxed);
         } else {
             s.rows_total.fetch_add(rows, Ordering::Relaxed);
+            for (total, rows) in s.table_rows_total.iter().zip(table_rows) {
+                total.fetch_add(rows, Ordering::Relaxed);
+            }
             s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
             s.inserts_total.fetch_add(1, Ordering::Relaxed);
             s.raw_bytes_total.fetch_add(raw, Ordering::Relaxed);

@@ -64,6 +64,8 @@ pub fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
         "nats.ack_wait_ms=5000".into(),
         "ingest.drain_timeout_ms=20000".into(),
         format!("redis.key_prefix={}", db.redis_prefix()),
+        // Any free port: parallel appliances must not share the control endpoint's.
+        "http.addr=127.0.0.1:0".into(),
     ]
     .into_iter()
     .flat_map(|s| ["--set".to_string(), s])

@@ -5,10 +5,11 @@
 
 pub mod e2e;
 pub mod pg;
+pub mod private_redis;
 pub mod proxy;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alphapt_storage::native::{Connection, Method, Options};
 
@@ -153,4 +154,13 @@ pub fn clickhouse_client(query: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Waits until `done`, at most `limit`, naming `what` when it gives up.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

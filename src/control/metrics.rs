@@ -1,0 +1,271 @@
+//! `/metrics` in the Prometheus text format (0.0.4), written from one [`Snapshot`]:
+//! the stages keep their own counters; nothing here touches the hot path.
+
+use std::fmt::Write as _;
+
+use crate::app::Snapshot;
+
+/// What a scrape shows besides the snapshot: the writers' states.
+pub struct Extra {
+    /// Writers whose ClickHouse connection is up (not retrying).
+    pub writers_up: u64,
+    /// Writers in all.
+    pub writers: u64,
+    /// Fill of each shard's frame ring, 0..1.
+    pub ring_fill: Vec<f64>,
+    /// The control endpoint's own counters: answered, refused, busy.
+    pub http: [u64; 3],
+}
+
+/// Renders the exposition.
+pub fn render(s: &Snapshot, extra: &Extra) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    };
+    let f = |v: u64| v as f64;
+    metric(
+        "alphapt_storage_ticks_received_total",
+        "counter",
+        "Tick messages taken off NATS (or the synthetic source) and routed to shards.",
+        &[("", f(s.received))],
+    );
+    metric(
+        "alphapt_storage_ticks_stored_total",
+        "counter",
+        "Rows stored in market_ticks (in ClickHouse).",
+        &[("", f(s.ticks_stored))],
+    );
+    metric(
+        "alphapt_storage_rejected_total",
+        "counter",
+        "Messages stored in rejected_messages.",
+        &[("", f(s.rejected))],
+    );
+    metric(
+        "alphapt_storage_flagged_total",
+        "counter",
+        "Stored ticks with at least one validation flag.",
+        &[("", f(s.flagged))],
+    );
+    metric(
+        "alphapt_storage_signals_stored_total",
+        "counter",
+        "Rows stored in strategy_signals.",
+        &[("", f(s.signal_rows))],
+    );
+    metric(
+        "alphapt_storage_dropped_total",
+        "counter",
+        "Core NATS messages dropped on a full ring (JetStream never drops).",
+        &[("", f(s.dropped))],
+    );
+    let secs = |us: u64| us as f64 / 1e6;
+    metric(
+        "alphapt_storage_latency_seconds",
+        "summary",
+        "Receive to durable (ClickHouse or the journal), per block; the largest per-writer quantile.",
+        &[
+            ("quantile=\"0.5\"", secs(s.latency_us[0])),
+            ("quantile=\"0.99\"", secs(s.latency_us[1])),
+            ("quantile=\"0.999\"", secs(s.latency_us[2])),
+            ("quantile=\"1\"", secs(s.latency_us[3])),
+        ],
+    );
+    metric(
+        "alphapt_storage_buffer_utilization_ratio",
+        "gauge",
+        "Bytes waiting in the shards' frame rings over their capacity.",
+        &[("", s.queued_bytes as f64 / s.ring_bytes.max(1) as f64)],
+    );
+    let rings: Vec<(String, f64)> = extra
+        .ring_fill
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("shard=\"{i}\""), *v))
+        .collect();
+    let rings: Vec<(&str, f64)> = rings.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "alphapt_storage_ring_utilization_ratio",
+        "gauge",
+        "Fill of each shard's frame ring.",
+        &rings,
+    );
+    metric(
+        "alphapt_storage_rows_open",
+        "gauge",
+        "Rows in blocks not sealed yet.",
+        &[("", f(s.open))],
+    );
+    metric(
+        "alphapt_clickhouse_connection_pool_active",
+        "gauge",
+        "Writer connections to ClickHouse that are up (not retrying).",
+        &[("", f(extra.writers_up))],
+    );
+    metric(
+        "alphapt_clickhouse_connection_pool_size",
+        "gauge",
+        "Writer connections to ClickHouse.",
+        &[("", f(extra.writers))],
+    );
+    metric(
+        "alphapt_clickhouse_inserts_total",
+        "counter",
+        "INSERTs committed by the ticks path.",
+        &[("", f(s.inserts))],
+    );
+    metric(
+        "alphapt_clickhouse_insert_errors_total",
+        "counter",
+        "Failed INSERTs (retried with backoff, or refused).",
+        &[("", f(s.errors))],
+    );
+    metric(
+        "alphapt_spill_rows_total",
+        "counter",
+        "Rows made durable in the spill journal.",
+        &[("", f(s.spilled_rows))],
+    );
+    metric(
+        "alphapt_spill_replayed_rows_total",
+        "counter",
+        "Spilled rows replayed into ClickHouse.",
+        &[("", f(s.replayed_rows))],
+    );
+    metric(
+        "alphapt_spill_pending_bytes",
+        "gauge",
+        "Bytes of journal records not yet in ClickHouse.",
+        &[("", f(s.spill_pending_bytes))],
+    );
+    metric(
+        "alphapt_spill_refusing",
+        "gauge",
+        "1 while a spill refuses blocks (full or failing): intake stopped.",
+        &[("", f(u64::from(s.spill_refusing)))],
+    );
+    metric(
+        "alphapt_storage_durable_watermark",
+        "gauge",
+        "Highest stream sequence acknowledged upstream.",
+        &[("", f(s.watermark))],
+    );
+    let cache = s.cache.unwrap_or_default();
+    metric(
+        "alphapt_redis_up",
+        "gauge",
+        "1 when the Redis thread's last write went through (0 too when the cache is off).",
+        &[("", f(u64::from(cache.up)))],
+    );
+    metric(
+        "alphapt_redis_lag_seconds",
+        "gauge",
+        "Age of the oldest change not yet written to Redis.",
+        &[("", cache.lag_ms as f64 / 1e3)],
+    );
+    metric(
+        "alphapt_redis_keys_written_total",
+        "counter",
+        "Keys written to Redis.",
+        &[("", f(cache.keys_written))],
+    );
+    metric(
+        "alphapt_redis_conflated_total",
+        "counter",
+        "Cache updates overwritten before a flush (only the latest state is written).",
+        &[("", f(cache.conflated))],
+    );
+    metric(
+        "alphapt_redis_write_errors_total",
+        "counter",
+        "Failed Redis requests and connects.",
+        &[("", f(cache.errors))],
+    );
+    metric(
+        "alphapt_redis_cache_hit_rate",
+        "gauge",
+        "Share of instruments `query` answered from Redis (its {prefix}query:stats hash), 0..1.",
+        &[("", cache.hit_rate_ppm as f64 / 1e6)],
+    );
+    metric(
+        "alphapt_postgres_up",
+        "gauge",
+        "1 when the reference-data thread is connected to PostgreSQL.",
+        &[("", f(u64::from(s.references_up)))],
+    );
+    let [written, dropped, errors] = s.audit_counts;
+    metric(
+        "alphapt_audit_rows_written_total",
+        "counter",
+        "ingest_audit rows written to PostgreSQL.",
+        &[("", f(written))],
+    );
+    metric(
+        "alphapt_audit_dropped_total",
+        "counter",
+        "Audit records dropped (rings full, rows refused, left at exit).",
+        &[("", f(dropped))],
+    );
+    metric(
+        "alphapt_audit_write_errors_total",
+        "counter",
+        "Failed audit writes (retried).",
+        &[("", f(errors))],
+    );
+    metric(
+        "alphapt_control_requests_total",
+        "counter",
+        "Control endpoint requests, by outcome.",
+        &[
+            ("outcome=\"ok\"", f(extra.http[0])),
+            ("outcome=\"refused\"", f(extra.http[1])),
+            ("outcome=\"busy\"", f(extra.http[2])),
+        ],
+    );
+    metric(
+        "alphapt_storage_build_info",
+        "gauge",
+        "The build: version.",
+        &[(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1.0)],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_is_name_labels_value() {
+        let snapshot = Snapshot {
+            received: 10,
+            ticks_stored: 9,
+            ..Snapshot::default()
+        };
+        let text = render(
+            &snapshot,
+            &Extra {
+                writers_up: 1,
+                writers: 2,
+                ring_fill: vec![0.5, 0.0],
+                http: [3, 1, 0],
+            },
+        );
+        assert!(text.contains("alphapt_storage_ticks_received_total 10\n"));
+        assert!(text.contains("alphapt_storage_ring_utilization_ratio{shard=\"0\"} 0.5\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(name.starts_with("alphapt_"), "{line}");
+        }
+    }
+}

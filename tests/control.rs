@@ -1,0 +1,238 @@
+//! The control endpoint of a running appliance: after a JetStream feed `/metrics`
+//! parses (every sample `name{labels} value`, HELP and TYPE before it) and its
+//! counters equal what ClickHouse holds; `/quality` counts the same rows; `/health`
+//! turns degraded with Redis killed and names the lag. Bad requests (garbage, a 1 MB
+//! head, one byte a second, 1,000 connections at once) are refused and counted while
+//! ingestion goes on.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::private_redis::PrivateRedis;
+use common::wait_until;
+
+/// The endpoint's address, from the run's log line.
+fn control_addr(run: &Running) -> SocketAddr {
+    let mut addr = None;
+    wait_until(
+        "the control endpoint's log line",
+        Duration::from_secs(20),
+        || {
+            addr = run
+                .output()
+                .lines()
+                .find(|l| l.contains("Control endpoint"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.parse().ok());
+            addr.is_some()
+        },
+    );
+    addr.unwrap()
+}
+
+/// One request, the whole response (status, body).
+fn request(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(raw);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The exposition as name{labels} → value, checking its shape on the way.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["counter", "gauge", "summary", "histogram"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "bad name: {line}"
+        );
+        assert!(typed.contains(name), "sample before its TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        samples.insert(series.to_owned(), value.parse::<f64>().unwrap());
+    }
+    samples
+}
+
+fn count(conn: &mut alphapt_storage::native::Connection, sql: &str) -> f64 {
+    conn.query(sql).unwrap().scalar().unwrap().as_u64().unwrap() as f64
+}
+
+#[test]
+fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("ctl");
+    let mut redis = PrivateRedis::start();
+    let nats = Nats::new("ctl");
+    let published = feed(
+        &db,
+        &nats,
+        &[
+            "--count",
+            &TICKS.to_string(),
+            "--bad-ratio",
+            "0.02",
+            "--instruments",
+            "50",
+        ],
+    );
+    assert!(
+        published.contains(&format!("acked {TICKS} errors 0")),
+        "{published}"
+    );
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &format!("redis.url={}", redis.url())],
+    );
+    let addr = control_addr(&run);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+
+    // Counters equal the store (the journal-first writer counts a row when journaled;
+    // wait for the inserter to have them all in ClickHouse first: done above).
+    let stored = count(&mut conn, "SELECT count() FROM market_ticks");
+    let rejected = count(&mut conn, "SELECT count() FROM rejected_messages");
+    let mut samples;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(addr, "/metrics");
+        assert_eq!(status, 200);
+        samples = parse_metrics(&body);
+        let shown = (
+            samples["alphapt_storage_ticks_stored_total"],
+            samples["alphapt_storage_rejected_total"],
+        );
+        if shown == (stored, rejected) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics say stored, rejected {shown:?}; ClickHouse has {:?}",
+            (stored, rejected)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        samples["alphapt_storage_ticks_received_total"],
+        TICKS as f64
+    );
+    assert_eq!(stored + rejected, TICKS as f64);
+    for name in [
+        "alphapt_storage_latency_seconds{quantile=\"0.99\"}",
+        "alphapt_storage_buffer_utilization_ratio",
+        "alphapt_clickhouse_connection_pool_active",
+        "alphapt_redis_cache_hit_rate",
+    ] {
+        assert!(samples.contains_key(name), "{name} missing");
+    }
+    let (status, body) = get(addr, "/quality");
+    assert_eq!(status, 200, "{body}");
+    let quality: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(quality["ticks_stored"].as_f64(), Some(stored), "{body}");
+
+    let (status, body) = get(addr, "/health");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["components"]["redis"]["healthy"], true, "{body}");
+
+    // Bad requests, each refused with its status while the appliance runs on.
+    assert_eq!(request(addr, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").0, 400);
+    assert_eq!(get(addr, "/nowhere").0, 404);
+    assert_eq!(request(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n").0, 405);
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX-Big: ".to_vec();
+    huge.resize(1 << 20, b'a');
+    assert_eq!(request(addr, &huge).0, 431);
+    let slow = {
+        let started = Instant::now();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut response = Vec::new();
+        for byte in b"GET /met" {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let _ = stream.read_to_end(&mut response);
+        (
+            String::from_utf8_lossy(&response).into_owned(),
+            started.elapsed(),
+        )
+    };
+    assert!(slow.0.starts_with("HTTP/1.1 408"), "{slow:?}");
+    let burst: Vec<TcpStream> = (0..1000)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(burst);
+    wait_until(
+        "the endpoint answers after the burst",
+        Duration::from_secs(10),
+        || get(addr, "/health").0 == 200,
+    );
+    let after = parse_metrics(&get(addr, "/metrics").1);
+    assert!(after["alphapt_control_requests_total{outcome=\"busy\"}"] > 0.0);
+    assert!(after["alphapt_control_requests_total{outcome=\"refused\"}"] >= 5.0);
+
+    // Redis killed: degraded, with the lag named.
+    redis.kill();
+    wait_until(
+        "health to say Redis is down",
+        Duration::from_secs(10),
+        || {
+            let health: serde_json::Value = serde_json::from_str(&get(addr, "/health").1).unwrap();
+            health["overall_status"] == "degraded"
+                && health["components"]["redis"]["healthy"] == false
+        },
+    );
+    let summary = drain(run);
+    assert!(summary.contains("redis cache"), "{summary}");
+}
