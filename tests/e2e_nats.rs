@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Value;
-use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
+use alphapt_storage::receive::nats::PublishWindow;
 use common::e2e::*;
 
 #[test]
@@ -106,18 +106,8 @@ fn strategy_signals_arrive_in_their_table_and_bad_ones_in_rejects() {
     let (db, mut conn) = tables("sig");
     let nats = Nats::new("sig");
     let run = start_run(&db, &nats, &[]);
-    let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
     // The appliance creates the signals stream; wait for it before publishing.
-    let js = JetStream::new(Duration::from_secs(2));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while js
-        .stream_info(&mut publisher, &nats.signals_stream)
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "signals stream never created");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut publisher = nats.signals_publisher();
     let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
     let prefix = nats.signals_subjects.trim_end_matches(".>");
     let mut bad = 0;

@@ -11,10 +11,11 @@ mod common;
 mod ohlc_fixture;
 
 use std::collections::{BTreeMap, HashMap};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Connection;
-use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
+use alphapt_storage::receive::nats::PublishWindow;
 use common::e2e::*;
 use common::pg::PgDb;
 use common::private_redis::PrivateRedis;
@@ -125,18 +126,38 @@ fn latest_mismatches(
     wrong
 }
 
-fn publish_signals(nats: &Nats) -> u64 {
-    let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
-    let js = JetStream::new(Duration::from_secs(2));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while js
-        .stream_info(&mut publisher, &nats.signals_stream)
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "signals stream never created");
+/// Feeds `count` ticks at 50k/s in the background and waits until a third is stored:
+/// the journal inserter has grown its buffers to a full second of blocks by then, so
+/// a fault from here on is measured, not the warm-up.
+fn feed_to_a_third(db: &TestDb, nats: &Nats, conn: &mut Connection, count: u64) -> Child {
+    let feed = feeder(db, nats, count, 50_000, "json");
+    wait_until("a third stored", Duration::from_secs(60), || {
+        stored(conn).0 > count / 3
+    });
+    feed
+}
+
+/// Polls until every cached latest tick matches ClickHouse, at most 5 s; what still
+/// differs, and how long it took.
+fn cache_whole(
+    r: &mut redis::Connection,
+    conn: &mut Connection,
+    prefix: &str,
+) -> (Vec<String>, Duration) {
+    let started = Instant::now();
+    let mut wrong = Vec::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        wrong = latest_mismatches(r, conn, prefix);
+        if wrong.is_empty() {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    (wrong, started.elapsed())
+}
+
+fn publish_signals(nats: &Nats) -> u64 {
+    let mut publisher = nats.signals_publisher();
     let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
     let prefix = nats.signals_subjects.trim_end_matches(".>");
     const SIGNALS: u64 = 300;
@@ -410,12 +431,7 @@ fn redis_killed_mid_feed_costs_no_tick_and_the_cache_refills_on_return() {
     );
     // 50k ticks/s for 6 s: the outage falls in the middle of it (the perf harness
     // measures the flat-out rate with Redis down).
-    let feed = feeder(&db, &nats, COUNT, 50_000, "json");
-    // A third in: the journal inserter has grown its buffers to a full second of
-    // blocks by then, so what follows measures the outage, not the warm-up.
-    wait_until("a first part stored", Duration::from_secs(60), || {
-        stored(&mut conn).0 > COUNT / 3
-    });
+    let feed = feed_to_a_third(&db, &nats, &mut conn, COUNT);
     server.kill();
     let at_kill = stored(&mut conn).0;
     // Memory over two seconds of the outage, after the first second's warm-up of
@@ -440,17 +456,8 @@ fn redis_killed_mid_feed_costs_no_tick_and_the_cache_refills_on_return() {
     assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT));
     // Back, empty: the latest state of every instrument is written again at once.
     server.spawn();
-    let back = Instant::now();
     let mut r = redis(&server.url());
-    let mut wrong = Vec::new();
-    while back.elapsed() < Duration::from_secs(5) {
-        wrong = latest_mismatches(&mut r, &mut conn, &prefix);
-        if wrong.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let caught_up = back.elapsed();
+    let (wrong, caught_up) = cache_whole(&mut r, &mut conn, &prefix);
     let summary = drain(run);
     eprintln!("stored {at_kill} of {COUNT} at the kill; cache whole {caught_up:?} after Redis returned; anonymous RSS {before} -> {during} KiB\n{summary}");
     assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
@@ -503,10 +510,7 @@ fn postgres_cut_mid_feed_costs_no_tick_and_the_slow_paths_catch_up() {
     wait_until("instrument:9000003", Duration::from_secs(20), || {
         symbol(&mut r).as_deref() == Some("WIPRO")
     });
-    let feed = feeder(&db, &nats, COUNT, 50_000, "json");
-    wait_until("a first part stored", Duration::from_secs(60), || {
-        stored(&mut conn).0 > COUNT / 3
-    });
+    let feed = feed_to_a_third(&db, &nats, &mut conn, COUNT);
     proxy.down();
     let at_cut = stored(&mut conn).0;
     pg.execute(
@@ -612,10 +616,7 @@ fn redis_hung_mid_feed_costs_no_tick_and_the_cache_catches_up() {
             "redis.backoff_max_ms=200",
         ],
     );
-    let feed = feeder(&db, &nats, COUNT, 50_000, "json");
-    wait_until("a first part stored", Duration::from_secs(60), || {
-        stored(&mut conn).0 > COUNT / 4
-    });
+    let feed = feed_to_a_third(&db, &nats, &mut conn, COUNT);
     let pid = server.pid().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
@@ -637,15 +638,7 @@ fn redis_hung_mid_feed_costs_no_tick_and_the_cache_catches_up() {
     wait_stored(&mut conn, COUNT, Duration::from_secs(120));
     assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT));
     let mut r = redis(&server.url());
-    let back = Instant::now();
-    let mut wrong = Vec::new();
-    while back.elapsed() < Duration::from_secs(5) {
-        wrong = latest_mismatches(&mut r, &mut conn, &prefix);
-        if wrong.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (wrong, _) = cache_whole(&mut r, &mut conn, &prefix);
     let summary = drain(run);
     assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
     assert!(summary.contains("failed writes"), "{summary}");

@@ -636,7 +636,10 @@ impl CacheWriter {
                 .fetch_add(1, Ordering::Relaxed);
         }
         if head > from {
-            let entries = (head - from) as usize;
+            // Counted the way they are written, so the command's length is always right.
+            let entries = (from..head)
+                .filter(|n| self.slot.history(*n).is_some())
+                .count();
             self.pipeline
                 .command(2 + 2 * entries)
                 .arg(b"ZADD")

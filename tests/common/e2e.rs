@@ -36,6 +36,24 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// A publisher connection once the appliance has created the signals stream.
+    pub fn signals_publisher(&self) -> NatsConn {
+        let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+        let js = JetStream::new(Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while js
+            .stream_info(&mut publisher, &self.signals_stream)
+            .unwrap()
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "signals stream never created");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        publisher
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         if let Ok(mut conn) = NatsConn::connect(&Nats::url(), Duration::from_secs(2)) {
