@@ -43,6 +43,7 @@ use crate::receive::receiver::{self, ReceiverConfig, ReceiverReport, StoreProbe}
 use crate::receive::synthetic::{self, SyntheticConfig};
 use crate::refdata::{Refdata, RefdataConfig, RefdataStats};
 use crate::ring::{Kind, RING_SLOT_BYTES};
+use crate::runtime::latency::LatencyTotals;
 use crate::runtime::{self, Alert};
 use crate::spill::replay::{replay_journal, ReplayError, ReplayReport};
 use crate::spill::{self, all_journal_dirs, Journal, JournalConfig, SpillError, SIGNALS_SUBDIR};
@@ -616,6 +617,21 @@ impl StatsSource {
     /// The ticks path's stats (per shard and writer).
     pub fn ticks(&self) -> &PipelineStats {
         &self.ticks
+    }
+
+    /// Latency histograms merged over every writer of both paths: `[durable,
+    /// committed]`, each per table (`market_ticks`, `strategy_signals`,
+    /// `rejected_messages`).
+    pub fn latency(&self) -> [[LatencyTotals; 3]; 2] {
+        let mut totals = [[LatencyTotals::default(); 3]; 2];
+        let signals = self.signals.iter().flat_map(|s| s.writers.iter());
+        for w in self.ticks.writers.iter().chain(signals) {
+            for table in 0..3 {
+                w.durable_latency[table].add_to(&mut totals[0][table]);
+                w.committed_latency[table].add_to(&mut totals[1][table]);
+            }
+        }
+        totals
     }
 }
 

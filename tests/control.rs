@@ -88,7 +88,11 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "bad name: {line}"
         );
-        assert!(typed.contains(name), "sample before its TYPE: {line}");
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|b| typed.contains(*b)))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "sample before its TYPE: {line}");
         if let Some(labels) = series.strip_prefix(name) {
             assert!(
                 labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
@@ -164,12 +168,25 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
     );
     assert_eq!(stored + rejected, TICKS as f64);
     for name in [
-        "alphapt_storage_latency_seconds{quantile=\"0.99\"}",
         "alphapt_storage_buffer_utilization_ratio",
         "alphapt_clickhouse_connection_pool_active",
         "alphapt_redis_cache_hit_rate",
     ] {
         assert!(samples.contains_key(name), "{name} missing");
+    }
+    // Latency: every stored tick counted once per stage, buckets cumulative.
+    for stage in ["durable", "committed"] {
+        let series = format!("stage=\"{stage}\",table=\"market_ticks\"");
+        let count = samples[&format!("alphapt_storage_latency_seconds_count{{{series}}}")];
+        assert_eq!(count, stored, "{stage}");
+        let inf =
+            samples[&format!("alphapt_storage_latency_seconds_bucket{{{series},le=\"+Inf\"}}")];
+        let tenth =
+            samples[&format!("alphapt_storage_latency_seconds_bucket{{{series},le=\"0.1\"}}")];
+        assert!(
+            tenth <= inf && inf == count,
+            "{stage}: {tenth} {inf} {count}"
+        );
     }
     let (status, body) = get(addr, "/quality");
     assert_eq!(status, 200, "{body}");

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::app::Snapshot;
+use crate::runtime::latency::{LatencyTotals, BOUNDS_US};
 
 /// What a scrape shows besides the snapshot: the writers' states.
 pub struct Extra {
@@ -15,6 +16,39 @@ pub struct Extra {
     pub ring_fill: Vec<f64>,
     /// The control endpoint's own counters: answered, refused, busy.
     pub http: [u64; 3],
+    /// Merged latency histograms, `[durable, committed]` × table.
+    pub latency: [[LatencyTotals; 3]; 2],
+}
+
+const TABLES: [&str; 3] = ["market_ticks", "strategy_signals", "rejected_messages"];
+const STAGES: [&str; 2] = ["durable", "committed"];
+
+/// The latency histogram: cumulative buckets per (stage, table), then sum and count.
+fn latency_histogram(out: &mut String, latency: &[[LatencyTotals; 3]; 2]) {
+    let name = "alphapt_storage_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Receive to durable (ClickHouse or the journal) and to committed in ClickHouse, per message (its block's oldest message's wait), merged over writers."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (stage, per_table) in STAGES.iter().zip(latency) {
+        for (table, totals) in TABLES.iter().zip(per_table) {
+            let labels = format!("stage=\"{stage}\",table=\"{table}\"");
+            let mut cumulative = 0;
+            for (bound, count) in BOUNDS_US.iter().zip(&totals.counts) {
+                cumulative += count;
+                let le = *bound as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                totals.count
+            );
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", totals.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", totals.count);
+        }
+    }
 }
 
 /// Renders the exposition.
@@ -67,18 +101,6 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         "counter",
         "Core NATS messages dropped on a full ring (JetStream never drops).",
         &[("", f(s.dropped))],
-    );
-    let secs = |us: u64| us as f64 / 1e6;
-    metric(
-        "alphapt_storage_latency_seconds",
-        "summary",
-        "Receive to durable (ClickHouse or the journal), per block; the largest per-writer quantile.",
-        &[
-            ("quantile=\"0.5\"", secs(s.latency_us[0])),
-            ("quantile=\"0.99\"", secs(s.latency_us[1])),
-            ("quantile=\"0.999\"", secs(s.latency_us[2])),
-            ("quantile=\"1\"", secs(s.latency_us[3])),
-        ],
     );
     metric(
         "alphapt_storage_buffer_utilization_ratio",
@@ -237,6 +259,7 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         "The build: version.",
         &[(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1.0)],
     );
+    latency_histogram(&mut out, &extra.latency);
     out
 }
 
@@ -258,6 +281,7 @@ mod tests {
                 writers: 2,
                 ring_fill: vec![0.5, 0.0],
                 http: [3, 1, 0],
+                latency: [[LatencyTotals::default(); 3]; 2],
             },
         );
         assert!(text.contains("alphapt_storage_ticks_received_total 10\n"));

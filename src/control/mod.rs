@@ -120,6 +120,7 @@ fn route(
                     http.refused_total.load(r),
                     http.busy_total.load(r),
                 ],
+                latency: source.latency(),
             };
             Response {
                 status: 200,

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod backoff;
 pub mod clock;
 pub mod crash;
+pub mod latency;
 pub mod sizes;
 pub mod wait;
 

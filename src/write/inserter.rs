@@ -370,6 +370,12 @@ impl Inserter {
                 RecordTable::StrategySignals => 1,
                 RecordTable::RejectedMessages => 2,
             };
+            // Latency before the row count: a scrape that sees the rows sees them timed.
+            let now = now_ms();
+            for i in (0..batch.len()).filter(|&i| !batch.stored[i]) {
+                let latency_us = (now - batch.received_min_ms[i]).max(0) as u64 * 1000;
+                s.committed_latency[table].observe(latency_us, u64::from(batch.rows[i]));
+            }
             s.table_rows_total[table].fetch_add(rows, Ordering::Relaxed);
         }
         s.blocks_total.fetch_add(blocks, Ordering::Relaxed);

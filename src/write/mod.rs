@@ -46,6 +46,7 @@ use crate::durable::DurableMarks;
 use crate::model::{SealedBlock, Table};
 use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
+use crate::runtime::latency::LatencyBuckets;
 use crate::runtime::sizes::{BLOCKS_PER_INSERT_MAX, POOL_BLOCKS, SEAL_GROUP_BLOCKS};
 use crate::runtime::{crash, Alert, Backoff, Waiter};
 use crate::spill::SharedJournal;
@@ -136,6 +137,10 @@ pub struct WriterStats {
     /// Rows committed per table: `market_ticks`, `strategy_signals`,
     /// `rejected_messages` (the order of [`crate::model::Table`]).
     pub table_rows_total: [AtomicU64; 3],
+    /// Receive to durable (ClickHouse, or the journal), per message, per table.
+    pub durable_latency: [LatencyBuckets; 3],
+    /// Receive to committed in ClickHouse, per message, per table.
+    pub committed_latency: [LatencyBuckets; 3],
     /// Blocks committed.
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
@@ -582,6 +587,11 @@ impl Writer {
             raw += block.raw_bytes as u64;
             sent += block.bytes.len() as u64;
             let latency_us = (now - block.received_min_ms).max(0) as u64 * 1000;
+            let table = block.table as usize;
+            self.stats.durable_latency[table].observe(latency_us, u64::from(block.rows));
+            if durable == Durable::ClickHouse {
+                self.stats.committed_latency[table].observe(latency_us, u64::from(block.rows));
+            }
             self.audit.record(AuditRecord {
                 table: spilling::record_table(block.table).name(),
                 destination: match durable {
