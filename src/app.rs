@@ -626,9 +626,10 @@ impl StatsSource {
         let mut totals = [[LatencyTotals::default(); 3]; 2];
         let signals = self.signals.iter().flat_map(|s| s.writers.iter());
         for w in self.ticks.writers.iter().chain(signals) {
-            for table in 0..3 {
-                w.durable_latency[table].add_to(&mut totals[0][table]);
-                w.committed_latency[table].add_to(&mut totals[1][table]);
+            let [durable, committed] = &mut totals;
+            for (table, (d, c)) in durable.iter_mut().zip(committed.iter_mut()).enumerate() {
+                w.durable_latency[table].add_to(d);
+                w.committed_latency[table].add_to(c);
             }
         }
         totals
