@@ -45,16 +45,23 @@ for pass in $(seq 1 "$PASSES"); do
         start=$(date +%s.%N)
         RUST_LOG=error $BIN "${SETS[@]}" run --synthetic 0 --count "$N" --quiet >"$out" &
         pid=$!
-        scrapes=0
+        scraper=
         if [ "$mode" = scraped ]; then
-            while kill -0 "$pid" 2>/dev/null; do
-                curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" && scrapes=$((scrapes + 1))
+            # In the background, so the run's end is timed when it ends, not at the
+            # scraper's next wake-up.
+            (while kill -0 "$pid" 2>/dev/null; do
+                curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" && echo >>"$out.scrapes"
                 curl -s -o /dev/null "http://127.0.0.1:$PORT/health" || true
                 sleep 1
-            done
+            done) &
+            scraper=$!
         fi
         wait "$pid"
         end=$(date +%s.%N)
+        [ -n "$scraper" ] && wait "$scraper"
+        scrapes=0
+        [ -f "$out.scrapes" ] && scrapes=$(wc -l <"$out.scrapes")
+        rm -f "$out.scrapes"
         summary=$(cat "$out")
         rm -f "$out"
         stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
