@@ -239,6 +239,17 @@ svc_chdb() {
     say "chdb: ready ($CHDB_PKG $CHDB_VERSION) at $VENV/bin/python [$state]"
 }
 
+# --- promtool (Debian's prometheus package: checks our metrics and alert rules) -----
+svc_promtool() {
+    local state=present
+    if ! have promtool; then
+        apt_install prometheus
+        state=installed
+    fi
+    have promtool || die "promtool not on PATH after installing prometheus"
+    say "promtool: ready ($(promtool --version 2>&1 | head -n 1)) [$state]"
+}
+
 print_env() {
     local kv
     for kv in \
@@ -268,6 +279,7 @@ all)
     svc_postgres
     svc_redis
     svc_nats
+    svc_promtool
     start_clickhouse
     # chdb's cache lives outside the repo; serialise its creation too.
     mkdir -p "$CACHE"

@@ -162,6 +162,11 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (ok, lint) = common::promtool(&["check", "metrics"], Some(&get(addr, "/metrics").1));
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics: {lint}"
+    );
     assert_eq!(
         samples["alphapt_storage_ticks_received_total"],
         TICKS as f64
