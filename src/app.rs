@@ -334,6 +334,9 @@ pub struct Finished {
     pub end: Snapshot,
     /// Seconds the ticks pipeline took to drain after its source ended.
     pub drain_seconds: f64,
+    /// Receive-to-durable per message, µs, merged over every writer of both paths
+    /// (empty when nothing was stored).
+    pub latency: hdrhistogram::Histogram<u64>,
 }
 
 /// What the ticks receiver thread ends with.
@@ -619,6 +622,22 @@ impl StatsSource {
         &self.ticks
     }
 
+    /// Every exited writer's per-message receive-to-durable histogram, merged (after
+    /// the pipelines joined: a writer hands its histogram over as it exits).
+    pub fn merged_latency(&self) -> hdrhistogram::Histogram<u64> {
+        let mut merged = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("valid histogram bounds");
+        let signals = self.signals.iter().flat_map(|s| s.writers.iter());
+        for w in self.ticks.writers.iter().chain(signals) {
+            if let Ok(slot) = w.messages_latency.lock() {
+                if let Some(h) = slot.as_ref() {
+                    let _ = merged.add(h);
+                }
+            }
+        }
+        merged
+    }
+
     /// Latency histograms merged over every writer of both paths: `[durable,
     /// committed]`, each per table (`market_ticks`, `strategy_signals`,
     /// `rejected_messages`).
@@ -721,12 +740,14 @@ impl App {
         if let Some(control) = &mut self.control {
             control.stop();
         }
+        let latency = self.stats.merged_latency();
         Ok(Finished {
             routed,
             stopped_by_signal,
             joined,
             end,
             drain_seconds: drain_started.elapsed().as_secs_f64(),
+            latency,
         })
     }
 }

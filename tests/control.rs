@@ -130,10 +130,16 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
         published.contains(&format!("acked {TICKS} errors 0")),
         "{published}"
     );
+    let report = std::env::temp_dir().join(format!("alphapt-latency-{}.hgrm", db.name));
     let run = start_run(
         &db,
         &nats,
-        &["--set", &format!("redis.url={}", redis.url())],
+        &[
+            "--set",
+            &format!("redis.url={}", redis.url()),
+            "--latency-report",
+            report.to_str().unwrap(),
+        ],
     );
     let addr = control_addr(&run);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
@@ -257,4 +263,23 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
     );
     let summary = drain(run);
     assert!(summary.contains("redis cache"), "{summary}");
+
+    // The exit report: HdrHistogram's percentile format, every stored message once.
+    let text = std::fs::read_to_string(&report).unwrap();
+    let _ = std::fs::remove_file(&report);
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| {
+            !l.trim().is_empty() && !l.starts_with('#') && !l.trim_start().starts_with("Value")
+        })
+        .map(|l| l.split_whitespace().map(|f| f.parse().unwrap()).collect())
+        .collect();
+    assert!(rows.len() >= 2, "{text}");
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1]),
+        "{text}"
+    );
+    let last = rows.last().unwrap();
+    assert_eq!((last[1], last[2]), (1.0, TICKS as f64), "{text}");
 }

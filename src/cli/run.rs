@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Print no status line.
     #[arg(long)]
     quiet: bool,
+    /// On exit, write the receive-to-durable distribution (every message, merged over
+    /// writers; HdrHistogram percentile format) to this file.
+    #[arg(long, value_name = "FILE")]
+    latency_report: Option<std::path::PathBuf>,
 }
 
 /// `--source` values.
@@ -120,6 +124,42 @@ fn redis_summary(now: &Snapshot) -> String {
         text.push_str("; Redis was unreachable at exit, the cache is behind");
     }
     text
+}
+
+/// The HdrHistogram percentile distribution (`Value Percentile TotalCount
+/// 1/(1-Percentile)`, values in ms), as HdrHistogram's own tools print and plot it.
+pub fn latency_report(h: &hdrhistogram::Histogram<u64>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# receive-to-durable per message, ms, merged over writers\n       Value     Percentile TotalCount 1/(1-Percentile)\n\n",
+    );
+    let mut total = 0;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let inverse = if q < 1.0 {
+            1.0 / (1.0 - q)
+        } else {
+            f64::INFINITY
+        };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {:14.2}",
+            v.value_iterated_to() as f64 / 1000.0,
+            q,
+            total,
+            inverse
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0,
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    out
 }
 
 /// The summary's words on the audit.
@@ -225,7 +265,14 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let finished = app.finish()?;
     let end = &finished.end;
-    let [p50, p99, p999, max] = end.latency_us.map(|us| us as f64 / 1000.0);
+    // Per message, merged over writers (the status line shows the worst writer's).
+    let h = &finished.latency;
+    let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q) as f64 / 1000.0);
+    let max = h.max() as f64 / 1000.0;
+    if let Some(path) = &args.latency_report {
+        std::fs::write(path, latency_report(h))
+            .with_context(|| format!("writing the latency report to {}", path.display()))?;
+    }
     let joined = &finished.joined;
     // A closed stdout (a pipe whose reader was interrupted with us) must not turn a
     // clean drain into a panic: the summary is best-effort.

@@ -141,6 +141,9 @@ pub struct WriterStats {
     pub durable_latency: [LatencyBuckets; 3],
     /// Receive to committed in ClickHouse, per message, per table.
     pub committed_latency: [LatencyBuckets; 3],
+    /// Receive-to-durable per message, µs: the writer's whole HDR histogram, handed
+    /// over when it exits (read once, after the join; never on the hot path).
+    pub messages_latency: std::sync::Mutex<Option<Histogram<u64>>>,
     /// Blocks committed.
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
@@ -242,6 +245,8 @@ pub struct Writer {
     alert: Arc<Alert>,
     /// Receive-to-durable per block, µs.
     histogram: Histogram<u64>,
+    /// Receive-to-durable per message (its block's wait), µs: the exit report's.
+    messages: Histogram<u64>,
     /// Receive-to-durable of the blocks the spill took, µs (a subset of `histogram`).
     spill_histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
@@ -293,6 +298,8 @@ impl Writer {
             alert,
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
+            messages: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
             spill_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
@@ -308,6 +315,18 @@ impl Writer {
     /// empty, or the drain deadline passed. Returns the number of blocks it did not
     /// store (0 on a clean drain); those were never acknowledged.
     pub fn run(mut self) -> usize {
+        let left = self.serve();
+        // Handed over once, at exit: `run --latency-report` merges every writer's.
+        if let Ok(mut slot) = self.stats.messages_latency.lock() {
+            *slot = Some(std::mem::replace(
+                &mut self.messages,
+                Histogram::new(1).expect("valid histogram"),
+            ));
+        }
+        left
+    }
+
+    fn serve(&mut self) -> usize {
         loop {
             let draining = self.alert.stopping();
             let mut worked = false;
@@ -608,6 +627,9 @@ impl Writer {
                 latency_ms: latency_us as f64 / 1000.0,
             });
             self.histogram.saturating_record(latency_us.max(1));
+            let _ = self
+                .messages
+                .record_n(latency_us.clamp(1, 3_600_000_000), u64::from(block.rows));
             if durable == Durable::Spill {
                 self.spill_histogram.saturating_record(latency_us.max(1));
             }
