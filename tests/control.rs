@@ -9,61 +9,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::e2e::*;
 use common::private_redis::PrivateRedis;
 use common::wait_until;
-
-/// The endpoint's address, from the run's log line.
-fn control_addr(run: &Running) -> SocketAddr {
-    let mut addr = None;
-    wait_until(
-        "the control endpoint's log line",
-        Duration::from_secs(20),
-        || {
-            addr = run
-                .output()
-                .lines()
-                .find(|l| l.contains("Control endpoint"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-                .and_then(|a| a.parse().ok());
-            addr.is_some()
-        },
-    );
-    addr.unwrap()
-}
-
-/// One request, the whole response (status, body).
-fn request(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = stream.write_all(raw);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    request(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
-    )
-}
 
 /// The exposition as name{labels} → value, checking its shape on the way.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {

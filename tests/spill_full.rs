@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::e2e::*;
 use common::proxy::Proxy;
+use common::wait_until;
 
 #[test]
 fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
@@ -101,8 +102,21 @@ fn full_spill(full: &Full) {
         "the spill took some ({in_clickhouse} in ClickHouse, acked {floor}) and then refused: {said}"
     );
     assert!(said.contains("Spill refuses blocks"), "{said}");
+    // Nothing can be stored now: the control endpoint says down, and why.
+    let addr = control_addr(&run);
+    let health: serde_json::Value = serde_json::from_str(&get(addr, "/health").1).unwrap();
+    assert_eq!(health["overall_status"], "down", "{health}");
+    assert_eq!(health["components"]["spill"]["healthy"], false, "{health}");
+    assert_eq!(
+        health["components"]["clickhouse"]["healthy"], false,
+        "{health}"
+    );
     proxy.up();
     wait_stored(&mut conn, ticks, Duration::from_secs(120));
+    wait_until("health to recover", Duration::from_secs(30), || {
+        let health: serde_json::Value = serde_json::from_str(&get(addr, "/health").1).unwrap();
+        health["overall_status"] != "down"
+    });
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (ticks, ticks, 1, ticks), "{summary}");
     assert!(summary.contains(full.summary_says), "{summary}");

@@ -3,6 +3,8 @@
 //! private nats-server to kill.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -496,4 +498,53 @@ pub fn feeder(db: &TestDb, nats: &Nats, count: u64, rate: u64, format: &str) -> 
 pub fn feeder_done(feeder: Child) {
     let (status, text) = wait_exit(feeder, Duration::from_secs(120), "feed");
     assert!(status.success(), "feed failed: {text}");
+}
+
+/// The endpoint's address, from the run's log line.
+pub fn control_addr(run: &Running) -> SocketAddr {
+    let mut addr = None;
+    super::wait_until(
+        "the control endpoint's log line",
+        Duration::from_secs(20),
+        || {
+            addr = run
+                .output()
+                .lines()
+                .find(|l| l.contains("Control endpoint"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.parse().ok());
+            addr.is_some()
+        },
+    );
+    addr.unwrap()
+}
+
+/// One request, the whole response (status, body).
+pub fn request(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(raw);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
 }
