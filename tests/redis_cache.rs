@@ -126,6 +126,23 @@ fn latest_mismatches(
     wrong
 }
 
+/// A run writing to `server`, with short Redis timeouts and backoff so a fault and
+/// the return are seen within a fraction of a second.
+fn start_on_private_redis(db: &TestDb, nats: &Nats, server: &PrivateRedis) -> Running {
+    start_run(
+        db,
+        nats,
+        &[
+            "--set",
+            &format!("redis.url={}", server.url()),
+            "--set",
+            "redis.timeout_ms=300",
+            "--set",
+            "redis.backoff_max_ms=200",
+        ],
+    )
+}
+
 /// Feeds `count` ticks at 50k/s in the background and waits until a third is stored:
 /// the journal inserter has grown its buffers to a full second of blocks by then, so
 /// a fault from here on is measured, not the warm-up.
@@ -417,18 +434,7 @@ fn redis_killed_mid_feed_costs_no_tick_and_the_cache_refills_on_return() {
     let mut server = PrivateRedis::start();
     let prefix = db.redis_prefix();
     let nats = Nats::new("rdown");
-    let run = start_run(
-        &db,
-        &nats,
-        &[
-            "--set",
-            &format!("redis.url={}", server.url()),
-            "--set",
-            "redis.backoff_max_ms=200",
-            "--set",
-            "redis.timeout_ms=500",
-        ],
-    );
+    let run = start_on_private_redis(&db, &nats, &server);
     // 50k ticks/s for 6 s: the outage falls in the middle of it (the perf harness
     // measures the flat-out rate with Redis down).
     let feed = feed_to_a_third(&db, &nats, &mut conn, COUNT);
@@ -604,18 +610,7 @@ fn redis_hung_mid_feed_costs_no_tick_and_the_cache_catches_up() {
     let server = PrivateRedis::start();
     let prefix = db.redis_prefix();
     let nats = Nats::new("rhung");
-    let run = start_run(
-        &db,
-        &nats,
-        &[
-            "--set",
-            &format!("redis.url={}", server.url()),
-            "--set",
-            "redis.timeout_ms=300",
-            "--set",
-            "redis.backoff_max_ms=200",
-        ],
-    );
+    let run = start_on_private_redis(&db, &nats, &server);
     let feed = feed_to_a_third(&db, &nats, &mut conn, COUNT);
     let pid = server.pid().to_string();
     let signal = |name: &str| {
