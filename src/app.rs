@@ -251,6 +251,10 @@ pub struct Snapshot {
     pub rejected: u64,
     /// Stored ticks with a validation flag.
     pub flagged: u64,
+    /// Rejected messages per reason (ticks path), in `RejectReason::ALL` order.
+    pub rejected_by_reason: Vec<u64>,
+    /// Ticks carrying each flag, in `model::quality::FLAGS` order.
+    pub flagged_by_flag: Vec<u64>,
     /// Core NATS messages dropped on a full ring.
     pub dropped: u64,
     /// Rows in open (unsealed) blocks.
@@ -824,6 +828,24 @@ fn snapshot(
             .sum(),
         rejected: stats.shards.iter().map(|s| s.rejected_total.load(r)).sum(),
         flagged: stats.shards.iter().map(|s| s.flagged_total.load(r)).sum(),
+        rejected_by_reason: (0..crate::model::quality::RejectReason::ALL.len())
+            .map(|i| {
+                stats
+                    .shards
+                    .iter()
+                    .map(|s| s.rejected_by_reason[i].load(r))
+                    .sum()
+            })
+            .collect(),
+        flagged_by_flag: (0..crate::model::quality::FLAGS.len())
+            .map(|i| {
+                stats
+                    .shards
+                    .iter()
+                    .map(|s| s.flagged_by_flag[i].load(r))
+                    .sum()
+            })
+            .collect(),
         dropped: stats.source.dropped_total.load(r),
         open: stats.shards.iter().map(|s| s.rows_open.load(r)).sum(),
         queued_bytes: stats

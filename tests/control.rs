@@ -136,6 +136,36 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
     ] {
         assert!(samples.contains_key(name), "{name} missing");
     }
+    // Rejects by reason add up, each as ClickHouse counts it; flags by kind likewise.
+    let by_reason: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("alphapt_storage_rejected_by_reason_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_reason, rejected);
+    let q = conn
+        .query("SELECT reason, count() AS n FROM rejected_messages GROUP BY reason")
+        .unwrap();
+    for (reason, n) in q.column("reason").iter().zip(q.column("n")) {
+        let series = format!(
+            "alphapt_storage_rejected_by_reason_total{{reason=\"{}\"}}",
+            reason.as_str().unwrap()
+        );
+        assert_eq!(
+            samples.get(&series),
+            Some(&(n.as_u64().unwrap() as f64)),
+            "{series}"
+        );
+    }
+    for (bit, name, _) in alphapt_storage::model::quality::FLAGS {
+        let in_clickhouse = count(
+            &mut conn,
+            &format!("SELECT count() FROM market_ticks WHERE bitAnd(validation_flags, {bit}) != 0"),
+        );
+        let series = format!("alphapt_storage_flagged_by_flag_total{{flag=\"{name}\"}}");
+        assert_eq!(samples[&series], in_clickhouse, "{series}");
+    }
+
     // Latency: every stored tick counted once per stage, buckets cumulative.
     for stage in ["durable", "committed"] {
         let series = format!("stage=\"{stage}\",table=\"market_ticks\"");

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::app::Snapshot;
+use crate::model::quality::{RejectReason, FLAGS};
 use crate::runtime::latency::{LatencyTotals, BOUNDS_US};
 
 /// What a scrape shows besides the snapshot: the writers' states.
@@ -83,6 +84,30 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         "counter",
         "Messages stored in rejected_messages.",
         &[("", f(s.rejected))],
+    );
+    let by_reason: Vec<(String, f64)> = RejectReason::ALL
+        .iter()
+        .zip(s.rejected_by_reason.iter().chain(std::iter::repeat(&0)))
+        .map(|(reason, n)| (format!("reason=\"{}\"", reason.as_str()), *n as f64))
+        .collect();
+    let by_reason: Vec<(&str, f64)> = by_reason.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "alphapt_storage_rejected_by_reason_total",
+        "counter",
+        "Messages stored in rejected_messages, by reason.",
+        &by_reason,
+    );
+    let by_flag: Vec<(String, f64)> = FLAGS
+        .iter()
+        .zip(s.flagged_by_flag.iter().chain(std::iter::repeat(&0)))
+        .map(|((_, name, _), n)| (format!("flag=\"{name}\""), *n as f64))
+        .collect();
+    let by_flag: Vec<(&str, f64)> = by_flag.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "alphapt_storage_flagged_by_flag_total",
+        "counter",
+        "Stored ticks carrying each validation flag (a tick may carry several).",
+        &by_flag,
     );
     metric(
         "alphapt_storage_flagged_total",

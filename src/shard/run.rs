@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cache::ShardCache;
-use crate::model::quality::RejectReason;
+use crate::model::quality::{RejectReason, FLAGS};
 use crate::model::reference::ReferenceUpdate;
 use crate::model::Tick;
 use crate::native::Method;
@@ -92,6 +92,10 @@ pub struct ShardStats {
     pub cache_untracked_total: AtomicU64,
     /// Good ticks for a cached bar older than the current one (ClickHouse has them).
     pub cache_bars_late_total: AtomicU64,
+    /// Rejected messages per reason, in [`RejectReason::ALL`] order.
+    pub rejected_by_reason: [AtomicU64; RejectReason::ALL.len()],
+    /// Stored ticks carrying each flag, in [`FLAGS`] order.
+    pub flagged_by_flag: [AtomicU64; FLAGS.len()],
 }
 
 /// Everything but the input ring, so the pop closure can borrow it while the ring is
@@ -122,6 +126,8 @@ struct State {
     /// Set when the drain deadline made the shard give up: nothing more is appended.
     abandoned: bool,
     /// Local counters, published per pass.
+    rejected_reasons: [u64; RejectReason::ALL.len()],
+    flag_counts: [u64; FLAGS.len()],
     frames: u64,
     ticks_appended: u64,
     signals_appended: u64,
@@ -176,6 +182,7 @@ impl State {
         });
         debug_assert!(appended, "sealed above when full");
         self.rejected += 1;
+        self.rejected_reasons[reason as usize] += 1;
     }
 
     /// Validates the parsed scratch tick and appends it, sealing first when full.
@@ -189,6 +196,10 @@ impl State {
         self.validator.validate(&mut self.tick, info, now_ms);
         if self.tick.validation_flags != 0 {
             self.flagged += 1;
+            // Flagged ticks are the few: a loop over the flags only for them.
+            for (count, (bit, _, _)) in self.flag_counts.iter_mut().zip(FLAGS) {
+                *count += u64::from(self.tick.validation_flags & bit != 0);
+            }
         }
         if self.ticks.is_full() {
             self.seal_all(self.completed_seq);
@@ -425,6 +436,16 @@ impl State {
             std::mem::take(&mut self.references_refused),
             Ordering::Relaxed,
         );
+        for (total, local) in s.rejected_by_reason.iter().zip(&mut self.rejected_reasons) {
+            if *local > 0 {
+                total.fetch_add(std::mem::take(local), Ordering::Relaxed);
+            }
+        }
+        for (total, local) in s.flagged_by_flag.iter().zip(&mut self.flag_counts) {
+            if *local > 0 {
+                total.fetch_add(std::mem::take(local), Ordering::Relaxed);
+            }
+        }
         s.rows_open.store(
             (self.ticks.rows() + self.signals.rows() + self.rejects.rows()) as u64,
             Ordering::Relaxed,
@@ -511,6 +532,8 @@ impl Shard {
                 waiter,
                 alert: edges.alert,
                 abandoned: false,
+                rejected_reasons: [0; RejectReason::ALL.len()],
+                flag_counts: [0; FLAGS.len()],
                 frames: 0,
                 ticks_appended: 0,
                 signals_appended: 0,
