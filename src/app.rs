@@ -3,11 +3,11 @@
 //! coming metrics endpoint) read.
 //!
 //! ```text
-//!   start:  tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
+//!   start:  bind http.addr (before any thread) ─► tables (Destination) ─► replay every spill journal ─► ticks pipeline ─► refdata thread
 //!           ─► quality snapshot thread ─► signals path (pipeline + receiver, NATS only) ─► ticks receiver (NATS or synthetic)
 //!           ─► audit thread (the writers' and inserters' audit rings of both paths)
 //!           ─► Redis thread (both paths' cache tables; refdata's instrument rows)
-//!           ─► control endpoint (/metrics /health /quality on http.addr; bind failure stops the start)
+//!           ─► control endpoint serves (/metrics /health /quality on the socket bound first)
 //!   run:    snapshot() at any time: one read of every counter, no locks on the hot path
 //!   drain:  ticks receiver ends (signal, --count, error) ─► refdata, quality stopped ─► stop for all
 //!           ─► signals path joined ─► ticks pipeline joined (shards seal, writers store or spill)
@@ -323,6 +323,12 @@ pub struct CacheSnapshot {
     pub write_us: [u64; 3],
     /// `query`'s Redis hit rate, parts per million.
     pub hit_rate_ppm: u64,
+    /// Commands Redis refused for one key (not retried).
+    pub refused: u64,
+    /// History entries overwritten before the Redis thread read them.
+    pub history_missed: u64,
+    /// Good ticks for a bar older than the cached one (left to ClickHouse).
+    pub bars_late: u64,
 }
 
 /// The outcome of a drained run.
@@ -386,6 +392,11 @@ impl App {
         count: Option<u64>,
         alert: Arc<Alert>,
     ) -> Result<App, AppError> {
+        // First: a port in use must stop the start before any thread runs.
+        let control = Control::bind(config.http.addr).map_err(|source| AppError::Start {
+            what: "the control endpoint: `http.addr` is in use or not this host's (another appliance? set `--set http.addr=127.0.0.1:0` for any free port)",
+            source,
+        })?;
         let options = crate::native::Options::from_config(config, true);
         let destination = Destination::resolve(&options).map_err(AppError::Tables)?;
         tracing::info!(
@@ -532,18 +543,18 @@ impl App {
             ring_bytes,
             journal_first: config.spill.mode == crate::config::SpillMode::Always,
         };
-        let control = Control::start(
-            config.http.addr,
-            stats.clone(),
-            QualitySource {
-                options: destination.options.clone(),
-                tick_subject_prefix: crate::quality::subject_prefix(&config.nats.subject_ticks),
-            },
-        )
-        .map_err(|source| AppError::Start {
-            what: "the control endpoint (is `http.addr` in use? another appliance, or set `--set http.addr=127.0.0.1:0` for any free port)",
-            source,
-        })?;
+        let control = control
+            .start(
+                stats.clone(),
+                QualitySource {
+                    options: destination.options.clone(),
+                    tick_subject_prefix: crate::quality::subject_prefix(&config.nats.subject_ticks),
+                },
+            )
+            .map_err(|source| AppError::Start {
+                what: "the control endpoint thread",
+                source,
+            })?;
         Ok(App {
             alert,
             stats,
@@ -567,11 +578,6 @@ impl App {
     /// Every counter now.
     pub fn snapshot(&self) -> Snapshot {
         self.stats.snapshot()
-    }
-
-    /// The stats handles, for a thread of its own.
-    pub fn stats_source(&self) -> StatsSource {
-        self.stats.clone()
     }
 
     /// Where the control endpoint listens.
@@ -671,7 +677,11 @@ fn cache_snapshot(
         .shards
         .iter()
         .chain(signals.iter().flat_map(|s| s.shards.iter()));
-    let untracked = shards.map(|s| s.cache_untracked_total.load(r)).sum();
+    let (mut untracked, mut bars_late) = (0, 0);
+    for shard in shards {
+        untracked += shard.cache_untracked_total.load(r);
+        bars_late += shard.cache_bars_late_total.load(r);
+    }
     let s = cache;
     Some(CacheSnapshot {
         up: s.up.load(r),
@@ -686,6 +696,9 @@ fn cache_snapshot(
             s.write_max_us.load(r),
         ],
         hit_rate_ppm: s.hit_rate_ppm.load(r),
+        refused: s.refused_total.load(r),
+        history_missed: s.history_missed_total.load(r),
+        bars_late,
     })
 }
 

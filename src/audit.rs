@@ -391,13 +391,18 @@ enum WriteError {
 }
 
 /// The batch as one INSERT. Every value is a number or one of our own table and
-/// destination names, so the literals need no escaping.
+/// destination names, so the literals need no escaping. A row whose block (table,
+/// destination, sequence range) is already recorded is left out: a connection cut
+/// after PostgreSQL committed but before the reply came makes the thread send the
+/// batch again, and that retry must not count the blocks twice.
 fn insert_sql(batch: &[AuditRecord]) -> String {
     use std::fmt::Write as _;
-    let mut sql = String::with_capacity(64 + batch.len() * 160);
+    let mut sql = String::with_capacity(512 + batch.len() * 160);
     sql.push_str(
         "INSERT INTO ingest_audit (table_name, destination, rows, stream_seq_first, stream_seq_last, \
-         timestamp_min, timestamp_max, raw_bytes, compressed_bytes, latency_ms) VALUES ",
+         timestamp_min, timestamp_max, raw_bytes, compressed_bytes, latency_ms) \
+         SELECT v.t, v.d, v.r, v.f, v.l, v.tmin::timestamptz, v.tmax::timestamptz, v.raw, v.comp, v.lat \
+         FROM (VALUES ",
     );
     let time = |ms: Option<i64>| {
         ms.map_or_else(
@@ -426,6 +431,11 @@ fn insert_sql(batch: &[AuditRecord]) -> String {
             }
         );
     }
+    sql.push_str(
+        ") AS v(t, d, r, f, l, tmin, tmax, raw, comp, lat) WHERE NOT EXISTS \
+         (SELECT 1 FROM ingest_audit a WHERE a.stream_seq_last = v.l AND a.stream_seq_first = v.f \
+         AND a.table_name = v.t AND a.destination = v.d)",
+    );
     sql
 }
 

@@ -210,17 +210,8 @@ pub fn probe_nats(url: &str) -> Component {
 /// Redis: PING and the server version from INFO.
 pub fn probe_redis(url: &str, password: &str) -> Component {
     let (outcome, latency_ms) = timed(|| {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| format!("bad Redis URL: {e}"))?;
-        if !password.is_empty() {
-            info.redis.password = Some(password.to_string());
-        }
-        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
-        let mut conn = client
-            .get_connection_with_timeout(PROBE_TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(PROBE_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        // The appliance's own connect: same URL and password rules, same timeouts.
+        let mut conn = crate::cache::redis::connect(url, password, PROBE_TIMEOUT)?;
         let pong: String = redis::cmd("PING")
             .query(&mut conn)
             .map_err(|e| e.to_string())?;

@@ -24,22 +24,7 @@ fn feed_and_run(
 ) -> (common::TestDb, alphapt_storage::native::Connection, String) {
     let (db, mut conn) = tables(tag);
     let nats = Nats::new(tag);
-    let published = feed(
-        &db,
-        &nats,
-        &[
-            "--count",
-            &TICKS.to_string(),
-            "--bad-ratio",
-            "0.01",
-            "--instruments",
-            "50",
-        ],
-    );
-    assert!(
-        published.contains(&format!("acked {TICKS} errors 0")),
-        "{published}"
-    );
+    feed_all(&db, &nats, TICKS, "0.01", "50");
     let run = start_run(&db, &nats, extra);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);

@@ -316,3 +316,36 @@ fn a_closed_stdout_ends_the_report_without_a_panic() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `http.addr` in use: the start stops at once, before any thread or server is
+/// touched, with one line naming the key and the fix.
+#[test]
+fn a_control_port_in_use_stops_the_start_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http.addr={}", taken.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "run",
+            "--synthetic",
+            "1",
+            "--count",
+            "1",
+            "--quiet",
+            "--set",
+            &addr,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("http.addr") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

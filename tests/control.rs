@@ -65,22 +65,7 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
     let (db, mut conn) = tables("ctl");
     let mut redis = PrivateRedis::start();
     let nats = Nats::new("ctl");
-    let published = feed(
-        &db,
-        &nats,
-        &[
-            "--count",
-            &TICKS.to_string(),
-            "--bad-ratio",
-            "0.02",
-            "--instruments",
-            "50",
-        ],
-    );
-    assert!(
-        published.contains(&format!("acked {TICKS} errors 0")),
-        "{published}"
-    );
+    feed_all(&db, &nats, TICKS, "0.02", "50");
     let report = std::env::temp_dir().join(format!("alphapt-latency-{}.hgrm", db.name));
     let run = start_run(
         &db,

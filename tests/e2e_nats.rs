@@ -16,7 +16,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Value;
-use alphapt_storage::receive::nats::PublishWindow;
 use common::e2e::*;
 
 #[test]
@@ -106,35 +105,24 @@ fn strategy_signals_arrive_in_their_table_and_bad_ones_in_rejects() {
     let (db, mut conn) = tables("sig");
     let nats = Nats::new("sig");
     let run = start_run(&db, &nats, &[]);
-    // The appliance creates the signals stream; wait for it before publishing.
-    let mut publisher = nats.signals_publisher();
-    let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
-    let prefix = nats.signals_subjects.trim_end_matches(".>");
     let mut bad = 0;
-    for i in 0..SIGNALS {
-        let token = 256_265 + (i % 20) * 7;
-        let payload = if i % 100 == 99 {
-            bad += 1;
-            format!(r#"{{"strategy_id":"mom","instrument_token":{token}}}"#)
-        } else {
-            let kind = ["traditional", "ml", "hybrid"][(i % 3) as usize];
-            format!(
-                r#"{{"strategy_id":"mom","strategy_type":"{kind}","instrument_token":{token},"tradingsymbol":"SYM","signal_type":"BUY","strength":0.5,"confidence":0.75,"price":1234.05,"quantity":10,"metadata":{{"i":{i}}},"timestamp":1764000000000}}"#
-            )
-        };
-        let subject = format!("{prefix}.mom.{token}");
-        window
-            .publish(
-                &mut publisher,
-                subject.as_bytes(),
-                payload.as_bytes(),
-                Duration::from_secs(10),
-            )
-            .unwrap();
-    }
-    window
-        .finish(&mut publisher, Duration::from_secs(10))
-        .unwrap();
+    let messages: Vec<(String, String)> = (0..SIGNALS)
+        .map(|i| {
+            let token = 256_265 + (i % 20) * 7;
+            let payload = if i % 100 == 99 {
+                bad += 1;
+                format!(r#"{{"strategy_id":"mom","instrument_token":{token}}}"#)
+            } else {
+                let kind = ["traditional", "ml", "hybrid"][(i % 3) as usize];
+                format!(
+                    r#"{{"strategy_id":"mom","strategy_type":"{kind}","instrument_token":{token},"tradingsymbol":"SYM","signal_type":"BUY","strength":0.5,"confidence":0.75,"price":1234.05,"quantity":10,"metadata":{{"i":{i}}},"timestamp":1764000000000}}"#
+                )
+            };
+            (format!("mom.{token}"), payload)
+        })
+        .collect();
+    // Waits for the appliance to create the signals stream first.
+    nats.publish_signals(messages);
     let deadline = Instant::now() + Duration::from_secs(60);
     let count = |conn: &mut alphapt_storage::native::Connection, sql: &str| {
         conn.query(sql).unwrap().scalar().unwrap().as_u64().unwrap()

@@ -59,19 +59,7 @@ fn ticks_and_bars_come_back_from_clickhouse_and_bad_flags_are_refused() {
     // Three finished minutes, ending at the last whole minute before now.
     let now_s = alphapt_storage::runtime::clock::now_ms() / 1000;
     let start_s = now_s - now_s.rem_euclid(60) - 180;
-    let mut ticks = Vec::new();
-    for token in [11u32, 12] {
-        for i in 0..30i64 {
-            ticks.push(RawTick {
-                token,
-                ts_ms: (start_s + i * 6) * 1000 + i,
-                price: 100.0 + f64::from(token) + (i % 7) as f64 * 0.05,
-                quantity: 1 + i as u32,
-                seq: 0,
-                flags: 0,
-            });
-        }
-    }
+    let mut ticks = three_minutes(&[11, 12], start_s);
     // A print at 0 inside the second minute: listed with its flag, not in a bar.
     ticks.push(RawTick {
         token: 11,

@@ -15,7 +15,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Connection;
-use alphapt_storage::receive::nats::PublishWindow;
 use common::e2e::*;
 use common::pg::PgDb;
 use common::private_redis::PrivateRedis;
@@ -174,11 +173,8 @@ fn cache_whole(
 }
 
 fn publish_signals(nats: &Nats) -> u64 {
-    let mut publisher = nats.signals_publisher();
-    let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
-    let prefix = nats.signals_subjects.trim_end_matches(".>");
     const SIGNALS: u64 = 300;
-    for i in 0..SIGNALS {
+    nats.publish_signals((0..SIGNALS).map(|i| {
         let strategy = ["mom", "rev"][(i % 2) as usize];
         let token = 256_265 + (i % 10) * 7;
         // Every 50th is stamped earlier than the ones before it: not the latest.
@@ -191,18 +187,8 @@ fn publish_signals(nats: &Nats) -> u64 {
             r#"{{"strategy_id":"{strategy}","strategy_type":"ml","instrument_token":{token},"tradingsymbol":"SYM","signal_type":"S{i}","strength":0.5,"confidence":0.75,"price":{}.05,"quantity":{i},"timestamp":{ts}}}"#,
             1000 + i
         );
-        window
-            .publish(
-                &mut publisher,
-                format!("{prefix}.{strategy}.{token}").as_bytes(),
-                payload.as_bytes(),
-                Duration::from_secs(10),
-            )
-            .unwrap();
-    }
-    window
-        .finish(&mut publisher, Duration::from_secs(10))
-        .unwrap();
+        (format!("{strategy}.{token}"), payload)
+    }));
     SIGNALS
 }
 

@@ -75,17 +75,7 @@ impl CacheFeed {
     }
 }
 
-/// A symbol as four words: length in the first byte, then the bytes.
-#[inline]
-pub(crate) fn pack_symbol(symbol: &Symbol) -> [u64; 4] {
-    symbol.to_words()
-}
-
-/// The inverse of [`pack_symbol`].
-pub(crate) fn unpack_symbol(words: &[u64]) -> Symbol {
-    let mut w = [0u64; 4];
-    for (o, i) in w.iter_mut().zip(words) {
-        *o = *i;
-    }
-    Symbol::from_words(w)
+/// A symbol from its four words in a slot (see `Symbol::to_words`).
+pub(crate) fn symbol_at(words: &[u64], at: usize) -> Symbol {
+    Symbol::from_words([words[at], words[at + 1], words[at + 2], words[at + 3]])
 }

@@ -136,8 +136,6 @@ pub struct CacheStats {
     pub lag_ms: AtomicU64,
     /// Keys written (each HSET, ZADD or DEL counts one).
     pub keys_written_total: AtomicU64,
-    /// Pipelined requests that went through.
-    pub requests_total: AtomicU64,
     /// Failed requests and connects.
     pub errors_total: AtomicU64,
     /// Commands Redis refused for one key (e.g. WRONGTYPE): not retried.
@@ -815,7 +813,6 @@ impl CacheWriter {
         }
         let _ = self.latency.record(took.max(1));
         let r = Ordering::Relaxed;
-        self.stats.requests_total.fetch_add(1, r);
         self.stats.refused_total.fetch_add(refused, r);
         self.stats
             .keys_written_total

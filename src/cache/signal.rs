@@ -78,9 +78,9 @@ fn pack(s: &Signal) -> [u64; SLOT_WORDS] {
     w[2] = s.received_at_ms as u64;
     w[3] = s.stream_seq;
     w[4] = u64::from(s.instrument_token) | u64::from(s.quantity) << 32;
-    w[5..9].copy_from_slice(&super::pack_symbol(&s.strategy_id));
-    w[9..13].copy_from_slice(&super::pack_symbol(&s.tradingsymbol));
-    w[13..17].copy_from_slice(&super::pack_symbol(&s.signal_type));
+    w[5..9].copy_from_slice(&s.strategy_id.to_words());
+    w[9..13].copy_from_slice(&s.tradingsymbol.to_words());
+    w[13..17].copy_from_slice(&s.signal_type.to_words());
     w[17] = u64::from(s.strength.to_bits()) | u64::from(s.confidence.to_bits()) << 32;
     w[18] = s.price.0 as u64 & 0x00ff_ffff_ffff_ffff | (s.strategy_type as u64) << 56;
     w
@@ -107,9 +107,9 @@ pub fn read(
         stream_seq: w[3],
         instrument_token: w[4] as u32,
         quantity: (w[4] >> 32) as u32,
-        strategy_id: super::unpack_symbol(&w[5..9]),
-        tradingsymbol: super::unpack_symbol(&w[9..13]),
-        signal_type: super::unpack_symbol(&w[13..17]),
+        strategy_id: super::symbol_at(w, 5),
+        tradingsymbol: super::symbol_at(w, 9),
+        signal_type: super::symbol_at(w, 13),
         strength: f32::from_bits(w[17] as u32),
         confidence: f32::from_bits((w[17] >> 32) as u32),
         price: Price(price),

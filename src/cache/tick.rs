@@ -31,7 +31,7 @@ use crate::model::quality::FLAGS_HARD;
 use crate::model::{Depth, DepthLevel, Ohlc, Price, Tick, DEPTH_LEVELS};
 
 use super::slots::{SlotTable, SlotWords};
-use super::{pack_symbol, unpack_symbol};
+use super::symbol_at;
 
 /// Ticks each slot's history ring holds between two reads (5 ms apart by default: an
 /// instrument ticking faster than ~1,600 times a second loses history entries,
@@ -304,7 +304,7 @@ fn write_tick(w: &SlotWords<'_, SLOT_WORDS>, t: &Tick) {
         }
     }
     for (at, symbol) in [(T_EXCHANGE, &t.exchange), (T_SYMBOL, &t.tradingsymbol)] {
-        let packed = pack_symbol(symbol);
+        let packed = symbol.to_words();
         if (0..4).any(|i| w.get(at + i) != packed[i]) {
             w.set_all(at, &packed);
         }
@@ -341,8 +341,8 @@ fn unpack_tick(w: &[u64]) -> Tick {
         stream_seq: w[T_SEQ],
         instrument_token: w[T_TOKEN_QTY] as u32,
         last_quantity: (w[T_TOKEN_QTY] >> 32) as u32,
-        exchange: unpack_symbol(&w[T_EXCHANGE..T_EXCHANGE + 4]),
-        tradingsymbol: unpack_symbol(&w[T_SYMBOL..T_SYMBOL + 4]),
+        exchange: symbol_at(w, T_EXCHANGE),
+        tradingsymbol: symbol_at(w, T_SYMBOL),
         last_price: Price(w[T_PRICE] as i64),
         average_price: Price(w[T_AVERAGE] as i64),
         volume_traded: w[T_VOLUME],

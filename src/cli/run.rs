@@ -269,10 +269,6 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let h = &finished.latency;
     let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q) as f64 / 1000.0);
     let max = h.max() as f64 / 1000.0;
-    if let Some(path) = &args.latency_report {
-        std::fs::write(path, latency_report(h))
-            .with_context(|| format!("writing the latency report to {}", path.display()))?;
-    }
     let joined = &finished.joined;
     // A closed stdout (a pipe whose reader was interrupted with us) must not turn a
     // clean drain into a panic: the summary is best-effort.
@@ -299,6 +295,16 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         spill_note(end),
         if joined.is_clean() { String::new() } else { format!("; {}", not_stored_note(joined)) },
     );
+    // After the summary: a report that cannot be written fails the run, but the
+    // summary of what was stored is printed first.
+    if let Some(path) = &args.latency_report {
+        std::fs::write(path, latency_report(h)).with_context(|| {
+            format!(
+                "writing the latency report to {} (the run itself finished; see the summary above)",
+                path.display()
+            )
+        })?;
+    }
     if !joined.is_clean() {
         // The last line says what happened to what was not stored.
         let upstream = if args.synthetic.is_some() {

@@ -232,6 +232,24 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         &[("", f(cache.conflated))],
     );
     metric(
+        "alphapt_redis_refused_total",
+        "counter",
+        "Commands Redis refused for one key (e.g. WRONGTYPE), not retried.",
+        &[("", f(cache.refused))],
+    );
+    metric(
+        "alphapt_redis_history_missed_total",
+        "counter",
+        "History entries overwritten in a shard's ring before the Redis thread read them.",
+        &[("", f(cache.history_missed))],
+    );
+    metric(
+        "alphapt_redis_bars_late_total",
+        "counter",
+        "Good ticks for a bar older than the cached one (ClickHouse has them).",
+        &[("", f(cache.bars_late))],
+    );
+    metric(
         "alphapt_redis_write_errors_total",
         "counter",
         "Failed Redis requests and connects.",

@@ -50,14 +50,21 @@ pub struct QualitySource {
     pub tick_subject_prefix: String,
 }
 
+/// The endpoint's socket, bound before anything else starts (a port in use stops the
+/// start before a thread runs), served once the stats exist.
+pub struct Bound(Server);
+
 impl Control {
-    /// Binds `addr` and starts serving `source`.
-    pub fn start(
-        addr: SocketAddr,
-        source: StatsSource,
-        quality: QualitySource,
-    ) -> std::io::Result<Control> {
-        let server = Server::bind(addr)?;
+    /// Binds `addr` (port 0: any free port).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+        Server::bind(addr).map(Bound)
+    }
+}
+
+impl Bound {
+    /// Starts serving `source`.
+    pub fn start(self, source: StatsSource, quality: QualitySource) -> std::io::Result<Control> {
+        let server = self.0;
         let addr = server.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ServerStats::default());
@@ -72,7 +79,9 @@ impl Control {
             stats,
         })
     }
+}
 
+impl Control {
     /// Stops the thread (it notices within 50 ms).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

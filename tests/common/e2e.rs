@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alphapt_storage::receive::nats::{JetStream, NatsConn};
+use alphapt_storage::receive::nats::{JetStream, NatsConn, PublishWindow};
 
 use super::{suffix, TestDb};
 
@@ -39,8 +39,9 @@ impl Nats {
 }
 
 impl Nats {
-    /// A publisher connection once the appliance has created the signals stream.
-    pub fn signals_publisher(&self) -> NatsConn {
+    /// Publishes `(subject tail, payload)` signals to JetStream once the appliance
+    /// has created the signals stream, each acknowledged by the server.
+    pub fn publish_signals(&self, messages: impl IntoIterator<Item = (String, String)>) {
         let mut publisher = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
         let js = JetStream::new(Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -52,7 +53,22 @@ impl Nats {
             assert!(Instant::now() < deadline, "signals stream never created");
             std::thread::sleep(Duration::from_millis(50));
         }
-        publisher
+        let mut window = PublishWindow::new(&mut publisher, 256).unwrap();
+        let prefix = self.signals_subjects.trim_end_matches(".>");
+        for (tail, payload) in messages {
+            let subject = format!("{prefix}.{tail}");
+            window
+                .publish(
+                    &mut publisher,
+                    subject.as_bytes(),
+                    payload.as_bytes(),
+                    Duration::from_secs(10),
+                )
+                .unwrap();
+        }
+        window
+            .finish(&mut publisher, Duration::from_secs(10))
+            .unwrap();
     }
 }
 
@@ -110,6 +126,27 @@ pub fn feed(db: &TestDb, nats: &Nats, extra: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// Publishes `count` ticks (`bad_ratio` of them deliberately bad) over `instruments`
+/// instruments to JetStream and checks every one was acknowledged.
+pub fn feed_all(db: &TestDb, nats: &Nats, count: u64, bad_ratio: &str, instruments: &str) {
+    let published = feed(
+        db,
+        nats,
+        &[
+            "--count",
+            &count.to_string(),
+            "--bad-ratio",
+            bad_ratio,
+            "--instruments",
+            instruments,
+        ],
+    );
+    assert!(
+        published.contains(&format!("acked {count} errors 0")),
+        "{published}"
+    );
 }
 
 /// A running appliance; killed if the test fails before draining it, and then its
