@@ -419,3 +419,74 @@ fn a_silent_peer_times_out_instead_of_hanging() {
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.is_retriable());
 }
+
+/// An INSERT whose connection is lost mid-block while the server's side stays open
+/// (a half-open peer): the server goes on running it. The client must not run its
+/// next request, which after a cut is "which blocks are stored", until the server has
+/// ended that INSERT; otherwise a block committed a moment later is sent twice.
+#[test]
+fn a_cut_insert_still_running_on_the_server_is_settled_before_the_next_request() {
+    let db = TestDb::new("settle");
+    let mut admin = db.connect(None);
+    admin
+        .execute("CREATE TABLE t (x UInt64) ENGINE = MergeTree ORDER BY x")
+        .unwrap();
+    let proxy = common::proxy::Proxy::start(options("", None).port);
+    let prefix = format!("alphapt-{}-settle-", db.name);
+    let mut through = options(&db.name, None);
+    through.port = proxy.port;
+    through.query_id_prefix = prefix.clone();
+    through.io_timeout = Duration::from_secs(5);
+    let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
+    let mut client = Client::new(through, backoff, Duration::from_secs(60), 1);
+    client.run(|c| c.query("SELECT 1")).unwrap();
+    // 2 MB of one block: the stall lands inside it, the server waits for the rest.
+    let rows: Vec<u64> = (0..250_000).collect();
+    let block = Block::new(vec![Column::new("x", "UInt64", Values::U64(rows)).unwrap()]).unwrap();
+    proxy.stall_after(200_000);
+    let cut = client.run(|c| c.insert_block("t", &block)).unwrap_err();
+    assert!(cut.is_retriable(), "{cut}");
+    let running = |admin: &mut Connection| {
+        admin
+            .query(&format!(
+                "SELECT count() FROM system.processes WHERE startsWith(query_id, '{prefix}')"
+            ))
+            .unwrap()
+            .scalar()
+    };
+    // Either the server let the kill end it, or the client refuses to go on.
+    match client.run(|c| c.query("SELECT 2")) {
+        Ok(_) => assert_eq!(running(&mut admin), Some(Value::UInt(0))),
+        Err(error) => {
+            assert!(
+                matches!(error, Error::Unsettled { .. }) && error.is_retriable(),
+                "{error}"
+            );
+            assert_eq!(running(&mut admin), Some(Value::UInt(1)));
+            proxy.release();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.run(|c| c.query("SELECT 2")) {
+                    Ok(_) => break,
+                    Err(error) if Instant::now() < deadline => {
+                        assert!(matches!(error, Error::Unsettled { .. }), "{error}")
+                    }
+                    Err(error) => panic!("still unsettled after the release: {error}"),
+                }
+            }
+            assert_eq!(running(&mut admin), Some(Value::UInt(0)));
+        }
+    }
+    // The cut block is whole or absent (one block is one part), and the next INSERT
+    // through the same client goes through.
+    let stored = admin.query("SELECT count() FROM t").unwrap().scalar();
+    assert!(
+        matches!(stored, Some(Value::UInt(0 | 250_000))),
+        "{stored:?}"
+    );
+    let one = Block::new(vec![
+        Column::new("x", "UInt64", Values::U64(vec![7])).unwrap()
+    ])
+    .unwrap();
+    client.run(|c| c.insert_block("t", &one)).unwrap();
+}

@@ -1,11 +1,25 @@
 //! A connection that heals itself: reconnects with the shared capped, jittered
 //! backoff (`runtime::backoff`), and pings before reusing a connection that sat idle.
+//!
+//! An INSERT cut mid-way (socket reset, timeout) may still be running on the server:
+//! it goes on writing the blocks that arrived until it reads the cut. Whoever asks
+//! next which blocks are stored must not ask before it ends, or a block it commits a
+//! moment later is sent again. So the client remembers the cut INSERT's query id and,
+//! before any request on a new connection, settles it: asks the server to kill it
+//! and waits until `system.processes` no longer lists it, at most [`SETTLE_WAIT`]
+//! per attempt (a retriable error after that; the caller backs off and tries again).
 
 use std::time::Duration;
 
 use super::connection::{Connection, Options};
 use super::Error;
 use crate::runtime::backoff::Backoff;
+
+/// How long one request waits for a cut INSERT to end on the server before it gives
+/// up with a retriable error. A closed socket ends the server's read at once; a
+/// half-open one only after the server's own receive timeout, so this is a bound on
+/// one attempt, not on the wait.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// A lazily connected, self-reconnecting ClickHouse client.
 pub struct Client {
@@ -19,6 +33,9 @@ pub struct Client {
     ping_after: Duration,
     /// Attempts per call before the last error is returned.
     attempts_max: u32,
+    /// The query id of an INSERT a broken connection left unanswered, until the
+    /// server is seen to have ended it.
+    unsettled: Option<String>,
 }
 
 impl Client {
@@ -36,6 +53,7 @@ impl Client {
             backoff,
             ping_after,
             attempts_max,
+            unsettled: None,
         }
     }
 
@@ -54,10 +72,24 @@ impl Client {
             None => true,
         };
         if stale {
-            self.connection = None;
+            self.drop_connection();
             self.connection = Some(Connection::connect(&self.options)?);
         }
-        Ok(self.connection.as_mut().expect("set above"))
+        let connection = self.connection.as_mut().expect("set above");
+        if let Some(query_id) = &self.unsettled {
+            settle(connection, query_id, SETTLE_WAIT)?;
+            self.unsettled = None;
+        }
+        Ok(connection)
+    }
+
+    /// Drops the connection, keeping the id of an INSERT it left open.
+    fn drop_connection(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            if let Some(query_id) = connection.take_open_insert() {
+                self.unsettled = Some(query_id);
+            }
+        }
     }
 
     /// Runs `work` on a connection, reconnecting and retrying retriable failures with
@@ -74,13 +106,18 @@ impl Client {
                     self.backoff.reset();
                     return Ok(value);
                 }
-                Err(error) if !error.is_retriable() => return Err(error),
+                Err(error) if !error.is_retriable() => {
+                    if self.connection.as_ref().is_some_and(Connection::is_broken) {
+                        self.drop_connection();
+                    }
+                    return Err(error);
+                }
                 Err(error) => {
                     if attempt < self.attempts_max {
                         tracing::warn!(error = %error, attempt, "ClickHouse request failed; retrying");
                     }
                     if self.connection.as_ref().is_some_and(Connection::is_broken) {
-                        self.connection = None;
+                        self.drop_connection();
                     }
                     last = Some(error);
                     // No sleep after the last attempt: the caller paces its own retries.
@@ -91,5 +128,41 @@ impl Client {
             }
         }
         Err(last.expect("at least one attempt ran"))
+    }
+}
+
+/// Waits until the server no longer runs the INSERT `query_id` (see the module doc):
+/// kills it first (a cut INSERT has nothing left worth finishing; the blocks it
+/// already wrote stay, and the stored-block check finds them), then polls
+/// `system.processes`. A retriable timeout when `limit` passes first.
+fn settle(connection: &mut Connection, query_id: &str, limit: Duration) -> Result<(), Error> {
+    let quoted = query_id.replace('\\', "\\\\").replace('\'', "\\'");
+    if let Err(error) = connection.execute(&format!("KILL QUERY WHERE query_id = '{quoted}' ASYNC"))
+    {
+        if connection.is_broken() {
+            return Err(error);
+        }
+        // A user without the right to kill still waits for the query to end.
+        tracing::debug!(%error, query_id, "Cannot kill a cut INSERT; waiting for it to end");
+    }
+    let sql = format!("SELECT count() FROM system.processes WHERE query_id = '{quoted}'");
+    let deadline = std::time::Instant::now() + limit;
+    // Bound: the deadline.
+    loop {
+        let running = connection
+            .query(&sql)?
+            .scalar()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if running == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Unsettled {
+                query_id: query_id.to_string(),
+                waited_ms: limit.as_millis() as u64,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -12,6 +12,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
@@ -30,6 +31,10 @@ const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// Packets accepted while waiting for one answer (Progress, Log, ...). A server
 /// that sends more without answering is misbehaving.
 const PACKETS_PER_ANSWER_MAX: usize = 1 << 20;
+/// Numbers query ids across every connection of the process: a reconnect must never
+/// reuse the id of a query the server may still be running (it refuses the second
+/// with "already running", and the settle step could not tell the two apart).
+static QUERY_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -170,8 +175,12 @@ pub struct Connection {
     last_used: Instant,
     /// `Options::query_id_prefix`.
     query_id_prefix: String,
-    /// Queries sent, numbering the query ids.
-    queries: u64,
+    /// The id of the last query sent (empty when the server assigns ids).
+    query_id: String,
+    /// The id of an INSERT that was sent and has not ended (no EndOfStream or
+    /// Exception read yet). When the connection breaks with one open, the server may
+    /// still be writing its blocks: see [`Self::take_open_insert`].
+    open_insert: Option<String>,
 }
 
 impl Connection {
@@ -209,7 +218,8 @@ impl Connection {
             broken: false,
             last_used: Instant::now(),
             query_id_prefix: options.query_id_prefix.clone(),
-            queries: 0,
+            query_id: String::new(),
+            open_insert: None,
         };
         connection.handshake(options)?;
         Ok(connection)
@@ -240,6 +250,18 @@ impl Connection {
     /// Whether an earlier failure left this connection unusable.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// The query id of an INSERT this broken connection left without an answer: the
+    /// server may still be running it (reading what arrived, writing parts), so
+    /// nothing may ask which blocks are stored until it has ended (`Client` settles
+    /// it). `None` while the connection is usable or the INSERT's end was read, and
+    /// when the server assigns ids (there is then no way to find the query).
+    pub fn take_open_insert(&mut self) -> Option<String> {
+        if !self.broken {
+            return None;
+        }
+        self.open_insert.take().filter(|id| !id.is_empty())
     }
 
     /// Time since the last request finished.
@@ -376,17 +398,17 @@ impl Connection {
     fn start_query_with(&mut self, sql: &str, settings: &[(&str, &str)]) -> Result<(), Error> {
         self.check_usable()?;
         self.scratch.clear();
-        self.queries += 1;
         // One small string per query, never per row.
-        let query_id = if self.query_id_prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}{}", self.query_id_prefix, self.queries)
-        };
+        self.query_id.clear();
+        if !self.query_id_prefix.is_empty() {
+            use std::fmt::Write as _;
+            let serial = QUERY_SERIAL.fetch_add(1, Ordering::Relaxed) + 1;
+            let _ = write!(self.query_id, "{}{serial}", self.query_id_prefix);
+        }
         protocol::write_query(
             &mut self.scratch,
             self.server.revision,
-            &query_id,
+            &self.query_id,
             sql,
             self.compression.is_some(),
             settings,
@@ -460,11 +482,19 @@ impl Connection {
         sql: &str,
         settings: &[(&str, &str)],
     ) -> Result<Vec<(String, String)>, Error> {
-        self.start_query_with(sql, settings)?;
+        self.check_usable()?;
+        let started = self.start_query_with(sql, settings);
+        // Open from the Query packet on: even a send that failed part-way may have
+        // started the INSERT on the server.
+        self.open_insert = Some(self.query_id.clone());
+        started?;
         for _ in 0..PACKETS_PER_ANSWER_MAX {
             match self.read_packet()? {
                 ServerPacket::Data(block) => return Ok(block.header()),
-                ServerPacket::Exception(e) => return Err(self.after_exception(e)),
+                ServerPacket::Exception(e) => {
+                    self.open_insert = None;
+                    return Err(self.after_exception(e));
+                }
                 ServerPacket::TableColumns
                 | ServerPacket::Log(_)
                 | ServerPacket::Progress(_)
@@ -491,12 +521,16 @@ impl Connection {
         for _ in 0..PACKETS_PER_ANSWER_MAX {
             match self.read_packet()? {
                 ServerPacket::EndOfStream => {
+                    self.open_insert = None;
                     self.last_used = Instant::now();
                     return Ok(());
                 }
                 // After our end marker the stream is at a packet boundary on every
                 // server, but one rule for all Exceptions mid-INSERT keeps this simple.
-                ServerPacket::Exception(e) => return Err(self.fail(Error::Server(e))),
+                ServerPacket::Exception(e) => {
+                    self.open_insert = None;
+                    return Err(self.fail(Error::Server(e)));
+                }
                 ServerPacket::Progress(_)
                 | ServerPacket::ProfileEvents(_)
                 | ServerPacket::Log(_)

@@ -73,6 +73,15 @@ pub enum Error {
     /// What we would send does not match what the table expects.
     #[error("schema mismatch: {0}")]
     SchemaMismatch(String),
+    /// An INSERT cut mid-way is still running on the server: nothing may ask which
+    /// blocks are stored until it ends (see [`Client`]).
+    #[error("an INSERT cut mid-way (query id {query_id}) still runs on the server after {waited_ms} ms; retrying after it ends (the server's receive_timeout ends it at the latest)")]
+    Unsettled {
+        /// The cut INSERT's query id.
+        query_id: String,
+        /// How long this attempt waited.
+        waited_ms: u64,
+    },
     /// The connection failed earlier and is closed.
     #[error("ClickHouse connection was closed after an earlier failure; reconnect")]
     Broken,
@@ -98,6 +107,7 @@ impl Error {
             | Error::Timeout { .. }
             | Error::Protocol(_)
             | Error::Frame(_)
+            | Error::Unsettled { .. }
             | Error::Broken => true,
             Error::Server(e) => e.is_retriable(),
             Error::UnsupportedType { .. } | Error::SchemaMismatch(_) => false,

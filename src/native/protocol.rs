@@ -123,6 +123,7 @@ impl ServerException {
                 | 202 // TOO_MANY_SIMULTANEOUS_QUERIES
                 | 209 // SOCKET_TIMEOUT
                 | 210 // NETWORK_ERROR
+                | 216 // QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING (an earlier cut one ending)
                 | 241 // MEMORY_LIMIT_EXCEEDED
                 | 242 // TABLE_IS_READ_ONLY
                 | 252 // TOO_MANY_PARTS

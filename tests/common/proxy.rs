@@ -1,6 +1,7 @@
 //! A TCP proxy in front of ClickHouse that a test can take down (every connection cut,
 //! new ones refused) and bring back, or arm to cut the next connection after a number
-//! of client bytes (an INSERT cut mid-way). Lets a test "stop ClickHouse" without
+//! of client bytes (an INSERT cut mid-way), or to stall one (the client's side cut,
+//! the server's left open as a half-open peer would). Lets a test "stop ClickHouse" without
 //! touching the server the other tests use.
 #![allow(dead_code)]
 
@@ -19,6 +20,10 @@ struct State {
     cut_after_bytes: AtomicU64,
     /// Connections cut by `cut_after_bytes`.
     cuts: AtomicU64,
+    /// Whether the next `cut_after_bytes` cut leaves the server's side open.
+    stall: AtomicBool,
+    /// Server sides a stall left open, until `release`.
+    stalled: Mutex<Vec<TcpStream>>,
     /// Live sockets, to cut on `down`.
     sockets: Mutex<Vec<TcpStream>>,
     /// Set on drop: the accept loop ends.
@@ -81,6 +86,20 @@ impl Proxy {
         self.state.cut_after_bytes.store(bytes, Ordering::Release);
     }
 
+    /// Like [`Self::cut_after`], but only the client's side is cut: the server keeps
+    /// a connection that sends nothing more (a half-open peer) until [`Self::release`].
+    pub fn stall_after(&self, bytes: u64) {
+        self.state.stall.store(true, Ordering::Release);
+        self.cut_after(bytes);
+    }
+
+    /// Closes the server sides that stalls left open.
+    pub fn release(&self) {
+        for socket in self.state.stalled.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Connections cut by `cut_after`.
     pub fn cuts(&self) -> u64 {
         self.state.cuts.load(Ordering::Acquire)
@@ -91,6 +110,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.state.closed.store(true, Ordering::Release);
         self.down();
+        self.release();
     }
 }
 
@@ -121,8 +141,12 @@ fn pump(state: &Arc<State>, client: TcpStream, server: TcpStream) {
                 let _ = server_write.write_all(&buffer[..keep]);
                 up.cut_after_bytes.store(0, Ordering::Release);
                 up.cuts.fetch_add(1, Ordering::AcqRel);
-                let _ = server_write.shutdown(Shutdown::Both);
                 let _ = client_read.shutdown(Shutdown::Both);
+                if up.stall.swap(false, Ordering::AcqRel) {
+                    up.stalled.lock().unwrap().push(server_write);
+                    return;
+                }
+                let _ = server_write.shutdown(Shutdown::Both);
                 break;
             }
             if server_write.write_all(&buffer[..n]).is_err() {
