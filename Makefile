@@ -7,7 +7,7 @@ SERVICES := bash .ci/services.sh
 # Exports CLICKHOUSE_*, NATS_URL, REDIS_URL, POSTGRES_URL, ALPHAPT_* for the command after it.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: help services build test lint bench python-stack run clean-run
+.PHONY: help services build test lint bench python-stack run run-synthetic clean-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -32,11 +32,30 @@ bench: services ## cargo bench against the local services
 python-stack: services ## the appliance vs the platform's Python stack, same messages (perf/python_stack.sh)
 	perf/python_stack.sh
 
-# The built-in synthetic feed: realistic JSON ticks for 500 instruments at a modest rate.
+# The real path at a modest rate: `feed` publishes realistic JSON ticks for 500
+# instruments (one in a thousand deliberately bad) to JetStream in the background while
+# the appliance consumes them; Ctrl-C stops the feed and drains the appliance. What the
+# feed published after the appliance stopped is consumed by the next `make run`.
 RUN_RATE ?= 20000
-run: services ## migrate, then run the appliance on the built-in synthetic feed (Ctrl-C drains)
-	$(WITH_ENV) cargo run --release -- --config tuning/default.toml migrate up && \
-	cargo run --release -- --config tuning/default.toml run --synthetic $(RUN_RATE)
+APP = target/release/alphapt-storage --config tuning/default.toml
+# A stream `make run` creates holds at most 2 GiB (about 2.5 M ticks, two minutes at the
+# default rate); the oldest are discarded past it.
+RUN_STREAM = --set nats.stream_max_bytes=2147483648
+run: services ## migrate, then run the appliance on JetStream with the feed publishing beside it (Ctrl-C drains)
+	$(WITH_ENV) cargo build --release -q; \
+	$(APP) migrate up; \
+	mkdir -p .run; \
+	$(APP) $(RUN_STREAM) feed --rate $(RUN_RATE) --count $$(( $(RUN_RATE) * 86400 )) --instruments 500 \
+	  --bad-ratio 0.001 >.run/feed.log 2>&1 & \
+	feed=$$!; \
+	trap 'kill $$feed 2>/dev/null || true' EXIT; \
+	echo "feed: $(RUN_RATE) ticks/s to JetStream in the background (log: .run/feed.log)"; \
+	$(APP) $(RUN_STREAM) run
+
+run-synthetic: services ## the same without NATS: the built-in synthetic source at RUN_RATE
+	$(WITH_ENV) cargo build --release -q; \
+	$(APP) migrate up; \
+	$(APP) run --synthetic $(RUN_RATE)
 
 clean-run: ## stop our ClickHouse and delete .run/
 	$(SERVICES) stop-clickhouse

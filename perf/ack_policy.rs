@@ -381,7 +381,7 @@ fn main() {
     let mut control = NatsConn::connect(&url(), timeout).expect("NATS is up (services.sh)");
     let js = JetStream::new(timeout);
     let _ = js.delete_stream(&mut control, STREAM);
-    js.ensure_stream(&mut control, STREAM, &[SUBJECTS])
+    js.ensure_stream(&mut control, STREAM, &[SUBJECTS], 0)
         .expect("stream");
     let options = FeedOptions {
         count: n,

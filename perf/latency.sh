@@ -8,7 +8,9 @@
 # For each FLUSH_MS in the list: a fresh database, `run --synthetic RATE --count N`,
 # and the HDR percentiles the writers kept (per block, from its oldest message's
 # receive time to the end of its INSERT: an upper bound for every message in it).
-# Appends a dated line per run to perf/records/latency.tsv.
+# Appends a dated line per run to perf/records/latency.tsv, writes each run's full
+# per-message distribution (`run --latency-report`) to perf/records/latency-<FLUSH>ms.hgrm
+# and plots them together into perf/records/latency.png (perf/plot_latency.py).
 #
 # Env: RATE (100000), N (RATE * 10), FLUSH_MS ("10", the default; a list runs each),
 # BLOCK_ROWS (65536), SPILL_MODE ("always", the default, journal-first: the durable point
@@ -35,7 +37,10 @@ fi
 DB=alphapt_latency
 ch() { clickhouse-client --host 127.0.0.1 --port "$CLICKHOUSE_PORT" "$@"; }
 
+reports=()
 for flush in $FLUSH_LIST; do
+    report=perf/records/latency-${flush}ms.hgrm
+    reports+=("$report")
     ch --query "DROP DATABASE IF EXISTS $DB"
     SETS=(--set "clickhouse.database=$DB" --set "ingest.flush_interval_ms=$flush"
           --set "ingest.block_rows_max=$BLOCK_ROWS" --set "spill.mode=$SPILL_MODE"
@@ -47,7 +52,8 @@ for flush in $FLUSH_LIST; do
         # A short I/O timeout: the stop is seen at once, not after 30 s.
         SETS+=(--set "clickhouse.io_timeout_ms=500" --set "clickhouse.connect_timeout_ms=200")
         out=$(mktemp)
-        RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet >"$out" &
+        RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet \
+            --latency-report "$report" >"$out" &
         pid=$!
         sleep "$CH_DOWN_AFTER_S"
         bash .ci/services.sh stop-clickhouse >/dev/null
@@ -57,7 +63,8 @@ for flush in $FLUSH_LIST; do
         bash .ci/services.sh start-clickhouse >/dev/null
         RUST_LOG=warn $BIN "${SETS[@]}" spill replay >/dev/null
     else
-        summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet)
+        summary=$(RUST_LOG=warn $BIN "${SETS[@]}" run --synthetic "$RATE" --count "$N" --quiet \
+            --latency-report "$report")
     fi
     latency=$(grep -o 'receive-to-durable ms[^;]*' <<<"$summary")
     spill=$(grep -o 'receive-to-spill-durable ms[^)]*' <<<"$summary" || true)
@@ -75,3 +82,13 @@ for flush in $FLUSH_LIST; do
         "$N" "$RATE" "$flush" "$BLOCK_ROWS" "$latency${down}" >> perf/records/latency.tsv
 done
 ch --query "DROP DATABASE IF EXISTS $DB"
+# The .hgrm text is the record and the PNG a view of it: with no venv (no PyPI) the run
+# still counts, so a failed plot only warns.
+title="receive-to-durable at $RATE ticks/s, spill.mode $SPILL_MODE${down:-}"
+if err=$( { py=$(bash perf/plot_env.sh) \
+        && "$py" perf/plot_latency.py "${reports[@]}" -o perf/records/latency.png --title "$title"; } \
+        2>&1 >/dev/null); then
+    echo "plot: perf/records/latency.png (${reports[*]})"
+else
+    echo "warning: no perf/records/latency.png: ${err##*$'\n'}" >&2
+fi

@@ -116,6 +116,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         ack_none: false,
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
+        stream_max_bytes: 0,
         count: None,
         store: None,
     };
@@ -167,7 +168,7 @@ fn main() {
     let mut conn = NatsConn::connect(&url(), timeout).expect("NATS is up (make services)");
     let js = JetStream::new(timeout);
     let _ = js.delete_stream(&mut conn, STREAM);
-    js.ensure_stream(&mut conn, STREAM, &[SUBJECTS])
+    js.ensure_stream(&mut conn, STREAM, &[SUBJECTS], 0)
         .expect("stream");
     let options = FeedOptions {
         count: n,

@@ -302,6 +302,23 @@ pub struct Snapshot {
     pub audit_counts: [u64; 3],
     /// The Redis cache, when on.
     pub cache: Option<CacheSnapshot>,
+    /// Blocks committed in ClickHouse and the bytes sent for them (ticks path).
+    pub blocks: u64,
+    /// Bytes sent to ClickHouse in INSERTs (ticks path).
+    pub sent_bytes: u64,
+    /// Raw and encoded bytes of the blocks made durable (ticks path): their ratio is
+    /// the compression ratio.
+    pub durable_bytes: [u64; 2],
+    /// Blocks made durable in the spill, and spilled blocks replayed.
+    pub spill_blocks: [u64; 2],
+    /// JetStream: the ticks consumer's undelivered backlog (newest delivery's view).
+    pub jetstream_pending: u64,
+    /// JetStream: redeliveries received, both paths.
+    pub redelivered: u64,
+    /// Reconnections per server: NATS, ClickHouse, Redis, PostgreSQL.
+    pub reconnects: [u64; 4],
+    /// The ticks receiver's NATS session (`pipeline::NATS_*`).
+    pub nats_state: u8,
 }
 
 /// The Redis cache's figures in a [`Snapshot`].
@@ -478,6 +495,7 @@ impl App {
                         config.clickhouse.connect_timeout_ms.max(2_000),
                     ),
                     drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
+                    stream_max_bytes: config.nats.stream_max_bytes,
                     count,
                     store: Some(StoreProbe {
                         options: destination.options.clone(),
@@ -624,6 +642,13 @@ impl StatsSource {
             self.audit.errors_total.load(r),
         ];
         now.cache = cache_snapshot(self.cache.as_ref(), &self.ticks, self.signals.as_ref());
+        let again = |connects: u64| connects.saturating_sub(1);
+        now.reconnects[2] = self
+            .cache
+            .as_ref()
+            .map_or(0, |c| again(c.connects_total.load(r)));
+        now.reconnects[3] =
+            again(self.refdata.connects_total.load(r)) + again(self.audit.connects_total.load(r));
         now
     }
 
@@ -900,6 +925,33 @@ fn snapshot(
         // Filled in by the App, which holds the audit and Redis threads.
         audit_counts: [0; 3],
         cache: None,
+        blocks: sum(|w| &w.blocks_total),
+        sent_bytes: sum(|w| &w.sent_bytes_total),
+        durable_bytes: [
+            sum(|w| &w.durable_raw_bytes_total),
+            sum(|w| &w.encoded_bytes_total),
+        ],
+        spill_blocks: [
+            sum(|w| &w.spilled_blocks_total),
+            sum(|w| &w.replayed_blocks_total),
+        ],
+        jetstream_pending: stats.source.jetstream_pending.load(r),
+        nats_state: stats.source.nats_state.load(r),
+        redelivered: stats.source.redelivered_total.load(r)
+            + signals.map_or(0, |s| s.source.redelivered_total.load(r)),
+        reconnects: [
+            stats.source.reconnects_total.load(r)
+                + signals.map_or(0, |s| s.source.reconnects_total.load(r)),
+            stats
+                .writers
+                .iter()
+                .chain(signal_writers)
+                .map(|w| w.reconnects_total.load(r))
+                .sum(),
+            // Redis and PostgreSQL: filled in by the App.
+            0,
+            0,
+        ],
     }
 }
 

@@ -185,6 +185,8 @@ impl AuditFeed {
 /// Counters of the audit thread.
 #[derive(Debug, Default)]
 pub struct AuditStats {
+    /// Connections made to PostgreSQL, the first included.
+    pub connects_total: AtomicU64,
     /// Rows written to `ingest_audit`.
     pub written_total: AtomicU64,
     /// Records still waiting when the process stopped, or refused by PostgreSQL for
@@ -364,6 +366,7 @@ impl Auditor {
                 )
                 .map_err(WriteError::Retry)?,
             );
+            self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
         }
         let client = self.client.as_mut().expect("connected above");
         let sql = insert_sql(&self.batch);

@@ -10,7 +10,6 @@ const EXIT_PANIC: i32 = 70;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse_all();
-    cli::init_logging();
     // A panic anywhere is a bug that leaves the pipeline half-wired (a shard with no
     // writer spins on its pool): stop the whole process, naming the thread, instead of
     // leaving orphans. Nothing unstored was ever acknowledged, so JetStream redelivers it.

@@ -72,7 +72,24 @@ pub struct SourceStats {
     pub watermark: AtomicU64,
     /// Highest sequence routed.
     pub received_seq: AtomicU64,
+    /// JetStream: messages in the stream not yet delivered to the consumer, as the
+    /// newest delivery's ack subject tells (the consumer's backlog).
+    pub jetstream_pending: AtomicU64,
+    /// JetStream: deliveries that were redeliveries (delivery count above 1).
+    pub redelivered_total: AtomicU64,
+    /// Connections to NATS after the first (a lost connection, reconnected).
+    pub reconnects_total: AtomicU64,
+    /// The NATS session: [`NATS_NONE`] (no NATS source, or not connected yet),
+    /// [`NATS_UP`] or [`NATS_DOWN`] (lost, reconnecting).
+    pub nats_state: std::sync::atomic::AtomicU8,
 }
+
+/// [`SourceStats::nats_state`]: no NATS session yet (or a synthetic source).
+pub const NATS_NONE: u8 = 0;
+/// [`SourceStats::nats_state`]: a session is consuming.
+pub const NATS_UP: u8 = 1;
+/// [`SourceStats::nats_state`]: the connection was lost; reconnecting.
+pub const NATS_DOWN: u8 = 2;
 
 /// The source's handle on the shards: routes messages, tracks what is durable.
 pub struct Router {

@@ -163,6 +163,8 @@ impl ReferenceFeed {
 /// each is a number on its own, read by the control side only.
 #[derive(Debug, Default)]
 pub struct RefdataStats {
+    /// Sessions opened with PostgreSQL, the first included.
+    pub connects_total: AtomicU64,
     /// Connected, LISTENing, and the last load complete.
     pub connected: AtomicBool,
     /// Instruments whose reference data the shards have been sent (a gauge).
@@ -418,6 +420,7 @@ impl Refdata {
             return Err(Halt::Stop);
         }
         let mut client = self.connect()?;
+        self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
         // LISTEN before loading: a change committed during the load is then
         // notified too, rather than falling between the two.
         client

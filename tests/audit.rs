@@ -190,3 +190,81 @@ fn rows_postgres_refuses_are_dropped_and_the_audit_goes_on() {
         "the second feed's blocks are audited, the refused ones are not: {spilled}"
     );
 }
+
+/// Journal-first, JSON logs at debug: every `market_ticks` block sealed is logged by its
+/// id, then journaled (`Block durable`), then inserted from the journal, and its two
+/// `ingest_audit` rows carry the same id: one block can be followed end to end.
+#[test]
+fn each_block_is_followed_by_its_id_from_seal_to_the_audit_in_json_logs() {
+    const N: u64 = 6_000;
+    let (db, mut conn) = tables("audit_trace");
+    let nats = Nats::new("audit_trace");
+    feed_all(&db, &nats, N, "0", "20");
+    let pg = PgDb::new();
+    let url = format!("postgres.url={}", pg.url());
+    let settings = [
+        "--set",
+        &url,
+        "--set",
+        "log.format=json",
+        "--set",
+        "log.level=info,alphapt_storage=debug",
+        "--set",
+        "ingest.block_rows_max=1024",
+    ];
+    // An empty RUST_LOG counts as unset: `log.level` decides.
+    let run = start_run_env(&db, &nats, &settings, &[("RUST_LOG", "")]);
+    wait_stored(&mut conn, N, Duration::from_secs(120));
+    let log = drain(run);
+    // stderr is all JSON; stdout (the summary) is the rest.
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "Appliance running; Ctrl-C drains"),
+        "{log}"
+    );
+    let ids = |message: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["message"] == message)
+            .filter_map(|e| e["block"].as_str())
+            .filter(|id| id.starts_with("market_ticks/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let sealed = ids("Block sealed");
+    let rows: u64 = events
+        .iter()
+        .filter(|e| e["message"] == "Block sealed")
+        .filter(|e| {
+            e["block"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("market_ticks/"))
+        })
+        .map(|e| e["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, N, "{sealed:?}");
+    assert!(sealed.len() >= 6, "{sealed:?}");
+    let (journaled, inserted) = (ids("Block durable"), ids("Journaled block inserted"));
+    let mut client = pg.client();
+    for id in &sealed {
+        assert!(journaled.contains(id), "{id} never journaled");
+        assert!(inserted.contains(id), "{id} never inserted");
+        let mut destinations: Vec<String> = client
+            .query(
+                "SELECT destination FROM ingest_audit WHERE block_id = $1",
+                &[id],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        destinations.sort();
+        assert_eq!(destinations, ["clickhouse", "spill"], "{id}");
+    }
+}

@@ -174,6 +174,41 @@ fn metrics_health_and_quality_tell_the_truth_and_bad_requests_are_refused() {
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["components"]["redis"]["healthy"], true, "{body}");
+    let nats_health = &health["components"]["nats"];
+    assert_eq!(nats_health["healthy"], true, "{body}");
+    assert!(
+        nats_health["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("consuming"),
+        "{body}"
+    );
+
+    // The NATS session, the bytes and blocks written, the threads' CPU.
+    let (_, body) = get(addr, "/metrics");
+    let samples = parse_metrics(&body);
+    assert_eq!(samples["alphapt_nats_up"], 1.0, "{body}");
+    assert_eq!(
+        samples["alphapt_nats_jetstream_pending"], 0.0,
+        "all delivered"
+    );
+    assert_eq!(samples["alphapt_nats_redelivered_total"], 0.0);
+    assert_eq!(samples["alphapt_reconnects_total{server=\"nats\"}"], 0.0);
+    assert_eq!(
+        samples["alphapt_reconnects_total{server=\"clickhouse\"}"],
+        0.0
+    );
+    assert!(samples["alphapt_clickhouse_blocks_written_total"] > 0.0);
+    let raw = samples["alphapt_storage_block_bytes_total{form=\"raw\"}"];
+    let compressed = samples["alphapt_storage_block_bytes_total{form=\"compressed\"}"];
+    assert!(
+        raw > compressed && compressed > 0.0,
+        "LZ4: {raw} > {compressed}"
+    );
+    assert!(
+        samples.contains_key("alphapt_storage_thread_cpu_seconds_total{thread=\"receiver\"}"),
+        "{body}"
+    );
 
     // Bad requests, each refused with its status while the appliance runs on.
     assert_eq!(request(addr, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").0, 400);

@@ -221,15 +221,46 @@ fn nats_server_killed_mid_stream_reconnects_and_stores_each_message_once() {
         &nats,
         &["--set", &url, "--set", "ingest.block_rows_max=8192"],
     );
+    let addr = control_addr(&run);
     wait_stored(&mut conn, 30_000, Duration::from_secs(120));
     assert!(stored(&mut conn).0 < TICKS, "the kill must land mid-stream");
     server.kill();
+    // While the server is away, /health and /metrics say so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = get(addr, "/health");
+        let (_, metrics) = get(addr, "/metrics");
+        if health.contains("connection lost, reconnecting") {
+            assert!(metrics.contains("\nalphapt_nats_up 0\n"), "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never saw NATS away: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     server.spawn();
     let deadline = Instant::now() + Duration::from_secs(300);
     while stored(&mut conn).0 < TICKS && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The reconnect may come after the last store (all was routed before the kill).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let (_, metrics) = get(addr, "/metrics");
+        if metrics.contains("\nalphapt_nats_up 1\n") {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "never reconnected: {metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reconnects = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("alphapt_reconnects_total{server=\"nats\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(reconnects.is_some_and(|n| n >= 1.0), "{metrics}");
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
     assert!(

@@ -245,7 +245,7 @@ fn up_to_a_version_stops_there() {
     assert_eq!(ran.len(), 4);
     let status = migrate::status(&fx.settings()).unwrap();
     assert_eq!(status.targets[0].versions(State::Applied), [1, 2]);
-    assert_eq!(status.targets[1].versions(State::Pending), [3]);
+    assert_eq!(status.targets[1].versions(State::Pending), [3, 4]);
 }
 
 #[test]
@@ -400,17 +400,17 @@ fn a_failing_statement_stops_the_run_and_records_nothing_for_its_file() {
     assert!(err.to_string().contains("statement 2"), "{err}");
     let status = migrate::status(&fx.settings()).unwrap();
     assert_eq!(status.targets[0].versions(State::Pending), [90, 91]);
-    assert_eq!(status.targets[1].versions(State::Pending), [1, 2, 3]);
+    assert_eq!(status.targets[1].versions(State::Pending), [1, 2, 3, 4]);
     let tables = fx.clickhouse_tables();
     assert!(!tables.contains(&"after_failure".to_string()));
     assert!(!tables.contains(&"never_created".to_string()));
 
-    // Fix ClickHouse; break PostgreSQL 004 at its second statement.
+    // Fix ClickHouse; break PostgreSQL 005 at its second statement.
     for name in ["090_broken.sql", "090_broken.legacy.sql", "091_after.sql"] {
         std::fs::remove_file(fx.file("clickhouse", name)).unwrap();
     }
     std::fs::write(
-        fx.file("postgres", "004_broken.sql"),
+        fx.file("postgres", "005_broken.sql"),
         "CREATE TABLE pg_before_failure (x int);\nSELECT 'a;b' FROM no_such_table;\n",
     )
     .unwrap();
@@ -428,8 +428,8 @@ fn a_failing_statement_stops_the_run_and_records_nothing_for_its_file() {
     );
     assert!(err.to_string().contains("no_such_table"), "{err}");
     let status = migrate::status(&fx.settings()).unwrap();
-    assert_eq!(status.targets[1].versions(State::Applied), [1, 2, 3]);
-    assert_eq!(status.targets[1].versions(State::Pending), [4]);
+    assert_eq!(status.targets[1].versions(State::Applied), [1, 2, 3, 4]);
+    assert_eq!(status.targets[1].versions(State::Pending), [5]);
     assert!(!fx
         .postgres_objects()
         .contains(&"pg_before_failure".to_string()));

@@ -18,6 +18,7 @@ fn exposition() -> String {
         received: 5,
         ticks_stored: 4,
         cache: Some(CacheSnapshot::default()),
+        nats_state: alphapt_storage::pipeline::NATS_UP,
         ..Snapshot::default()
     };
     render(
@@ -28,6 +29,7 @@ fn exposition() -> String {
             ring_fill: vec![0.25],
             http: [1, 0, 0],
             latency: [[LatencyTotals::default(); 3]; 2],
+            threads: vec![("shard-0".into(), 1.0)],
         },
     )
 }

@@ -38,7 +38,7 @@ impl TestStream {
             prefix: format!("t{suffix}.ticks"),
         };
         let (info, created) = JetStream::new(TIMEOUT)
-            .ensure_stream(conn, &stream.name, &[&stream.subjects()])
+            .ensure_stream(conn, &stream.name, &[&stream.subjects()], 0)
             .unwrap();
         assert!(created);
         assert_eq!(info.messages, 0);
@@ -134,12 +134,12 @@ fn provisioning_is_idempotent_and_the_ack_window_is_what_we_set() {
     let stream = TestStream::new(&mut conn);
     let js = JetStream::new(TIMEOUT);
     let (again, created) = js
-        .ensure_stream(&mut conn, &stream.name, &[&stream.subjects()])
+        .ensure_stream(&mut conn, &stream.name, &[&stream.subjects()], 0)
         .unwrap();
     assert!(!created);
     assert_eq!(again.subjects, vec![stream.subjects()]);
     let mismatch = js
-        .ensure_stream(&mut conn, &stream.name, &["elsewhere.>"])
+        .ensure_stream(&mut conn, &stream.name, &["elsewhere.>"], 0)
         .unwrap_err();
     assert!(
         matches!(mismatch, NatsError::StreamMismatch { .. }),

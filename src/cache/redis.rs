@@ -130,6 +130,8 @@ impl std::fmt::Debug for CacheConfig {
 /// The thread's figures, read by the status line, the summary and tests.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Connections made to Redis, the first included.
+    pub connects_total: AtomicU64,
     /// Connected and the last write went through.
     pub up: AtomicBool,
     /// Age of the oldest change not yet written, ms (0 when none waits).
@@ -371,6 +373,7 @@ impl CacheWriter {
                 match connect(&self.config.url, &self.config.password, self.config.timeout) {
                     Ok(conn) => {
                         self.conn = Some(conn);
+                        self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
                         self.mark_everything();
                         if outage {
                             tracing::info!(

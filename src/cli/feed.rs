@@ -85,6 +85,7 @@ pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
             &mut conn,
             &nats.stream_ticks,
             &[nats.subject_ticks.as_str()],
+            nats.stream_max_bytes,
         )
         .with_context(|| format!("ensuring stream {}", nats.stream_ticks))?;
     tracing::info!(

@@ -122,18 +122,36 @@ fn set_values(raw: impl IntoIterator<Item = String>) -> Vec<String> {
     values
 }
 
-/// Logs go to stderr; `RUST_LOG` filters (default: info). Colours only on a terminal:
-/// a log file or journald gets plain `key=value` text that grep finds.
-pub fn init_logging() {
+/// Logs go to stderr, filtered by `RUST_LOG` or else `log.level` (validated with the
+/// config; a bad `RUST_LOG` is named and `log.level` used). Text gets colours only on a
+/// terminal: a log file or journald gets plain `key=value` text that grep finds. JSON
+/// is one object a line with the event's fields at the top level.
+fn init_logging(log: &alphapt_storage::config::LogConfig) {
+    use alphapt_storage::config::LogFormat;
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad_env) = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => match EnvFilter::builder().parse(&env) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new(&log.level), Some(format!("{env:?}: {e}"))),
+        },
+        _ => (EnvFilter::new(&log.level), None),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    if let Some(bad) = bad_env {
+        tracing::warn!(level = %log.level, "RUST_LOG {bad}; using log.level instead");
+    }
 }
 
 /// Loads the layered config.
@@ -150,6 +168,7 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 /// Runs the chosen subcommand.
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
+    init_logging(&config.log);
     if args.print_config {
         say!(raw config.to_toml_redacted());
         return Ok(ExitCode::SUCCESS);

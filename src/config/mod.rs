@@ -99,6 +99,40 @@ pub struct Config {
     pub http: HttpConfig,
     /// The on-disk spill of blocks that ClickHouse cannot take right now.
     pub spill: SpillConfig,
+    /// Logs on stderr: level and format.
+    pub log: LogConfig,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` text, one event a line, for people and grep.
+    #[default]
+    Text,
+    /// One JSON object a line (timestamp, level, message, fields, spans), for a log
+    /// shipper.
+    Json,
+}
+
+/// Logs on stderr.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Which events are written, as `RUST_LOG` directives (`info`,
+    /// `warn,alphapt_storage=debug`); `RUST_LOG`, when set, wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 /// Block compression on the ClickHouse native protocol.
@@ -215,6 +249,10 @@ pub struct NatsConfig {
     /// The JetStream consumer's ack policy: `all` (acknowledged at the durable watermark)
     /// or `none` (never acknowledged; the store alone decides where delivery resumes).
     pub ack_policy: AckPolicy,
+    /// Most bytes a stream the appliance (or `feed`) creates may hold, oldest messages
+    /// discarded past it; 0 = unlimited. Applies at creation only: an existing stream
+    /// keeps its own limits.
+    pub stream_max_bytes: u64,
 }
 
 /// How the JetStream consumer acknowledges.
@@ -247,6 +285,7 @@ impl Default for NatsConfig {
             ack_wait_ms: 30_000,
             max_ack_pending: 0,
             ack_policy: AckPolicy::All,
+            stream_max_bytes: 0,
         }
     }
 }
@@ -265,6 +304,7 @@ impl fmt::Debug for NatsConfig {
             .field("ack_wait_ms", &self.ack_wait_ms)
             .field("max_ack_pending", &self.max_ack_pending)
             .field("ack_policy", &self.ack_policy)
+            .field("stream_max_bytes", &self.stream_max_bytes)
             .finish()
     }
 }

@@ -911,3 +911,36 @@ fn redis_cache_settings_are_checked_with_the_fix() {
     assert!(config.redis.hash_tags);
     assert_eq!(config.redis.key_prefix, "prod:");
 }
+
+#[test]
+fn log_settings_load_and_bad_ones_are_refused() {
+    let config = load(
+        "",
+        &[],
+        &["log.format=json", "log.level=warn,alphapt_storage=debug"],
+    )
+    .unwrap();
+    assert_eq!(config.log.format, crate::config::LogFormat::Json);
+    assert_eq!(config.log.level, "warn,alphapt_storage=debug");
+    assert_eq!(load("", &[], &[]).unwrap().log.level, "info");
+    for (toml, key, says) in [
+        ("[log]\nformat = \"xml\"\n", "log.format", "`json`"),
+        ("[log]\nlevel = \"loud\"\n", "log.level", "not a log filter"),
+        ("[log]\nlevel = \"\"\n", "log.level", "empty"),
+    ] {
+        let text = refused(toml, &[], &[]).to_string();
+        assert!(text.contains(key) && text.contains(says), "{toml}: {text}");
+    }
+}
+
+#[test]
+fn stream_max_bytes_is_zero_or_at_least_a_mebibyte() {
+    assert_eq!(load("", &[], &[]).unwrap().nats.stream_max_bytes, 0);
+    let config = load("", &[], &["nats.stream_max_bytes=2147483648"]).unwrap();
+    assert_eq!(config.nats.stream_max_bytes, 2 << 30);
+    let text = refused("[nats]\nstream_max_bytes = 1000\n", &[], &[]).to_string();
+    assert!(
+        text.contains("nats.stream_max_bytes") && text.contains("1048576"),
+        "{text}"
+    );
+}

@@ -166,7 +166,33 @@ impl Config {
         self.validate_ingest()?;
         self.validate_validation()?;
         self.validate_spill()?;
+        self.validate_log()?;
         self.validate_threads(host_cores)
+    }
+
+    /// Checks `[log]`: a level, or comma-separated `target=level` directives (a bare
+    /// word is a level here: the filter would take it as a target at trace, which is
+    /// never what a misspelt level meant).
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let level = &self.log.level;
+        non_empty("log.level", level)?;
+        let bad = |what: String| {
+            invalid(
+                "log.level",
+                format!("{level:?} is not a log filter: {what}; use a level (error, warn, info, debug, trace) or directives like \"warn,alphapt_storage=debug\""),
+            )
+        };
+        for directive in level.split(',').map(str::trim) {
+            let level_part = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+            if !LEVELS.contains(&level_part.to_ascii_lowercase().as_str()) {
+                return Err(bad(format!("`{level_part}` is not a level")));
+            }
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map(|_| ())
+            .map_err(|e| bad(e.to_string()))
     }
 
     /// Checks `[clickhouse]`.
@@ -240,6 +266,16 @@ impl Config {
     fn validate_nats(&self) -> Result<(), ConfigError> {
         let n = &self.nats;
         url("nats.url", &n.url, &["nats", "tls"], true)?;
+        if n.stream_max_bytes != 0 && !(1 << 20..=i64::MAX as u64).contains(&n.stream_max_bytes) {
+            return Err(invalid(
+                "nats.stream_max_bytes",
+                format!(
+                    "is {}; use 0 (unlimited) or 1048576 (1 MiB) to {} bytes: a smaller stream would discard messages before the appliance could read them",
+                    n.stream_max_bytes,
+                    i64::MAX
+                ),
+            ));
+        }
         jetstream_name("nats.stream_ticks", &n.stream_ticks)?;
         jetstream_name("nats.stream_signals", &n.stream_signals)?;
         jetstream_name("nats.durable", &n.durable)?;

@@ -130,6 +130,7 @@ fn route(
                     http.busy_total.load(r),
                 ],
                 latency: source.latency(),
+                threads: metrics::thread_cpu_seconds(),
             };
             Response {
                 status: 200,
@@ -189,9 +190,24 @@ pub fn health(s: &Snapshot) -> Json {
         json!({ "ring_utilization": fill }),
     );
     let nats = component(
-        true,
-        format!("durable through sequence {}", s.watermark),
-        json!({ "watermark": s.watermark }),
+        s.nats_state != crate::pipeline::NATS_DOWN,
+        match s.nats_state {
+            crate::pipeline::NATS_UP => format!(
+                "consuming; durable through sequence {}, {} pending in the stream, {} redelivered",
+                s.watermark, s.jetstream_pending, s.redelivered
+            ),
+            crate::pipeline::NATS_DOWN => format!(
+                "connection lost, reconnecting ({} reconnects); durable through sequence {}",
+                s.reconnects[0], s.watermark
+            ),
+            _ => "no NATS session (starting, or the synthetic source)".to_owned(),
+        },
+        json!({
+            "watermark": s.watermark,
+            "jetstream_pending": s.jetstream_pending,
+            "redelivered": s.redelivered,
+            "reconnects": s.reconnects[0],
+        }),
     );
     let redis = match &s.cache {
         None => component(true, "cache off".to_owned(), json!({})),
@@ -298,5 +314,26 @@ mod tests {
         s.degraded = true;
         s.spill_refusing = true;
         assert_eq!(health(&s)["overall_status"], "down");
+    }
+
+    #[test]
+    fn a_lost_nats_connection_degrades_health() {
+        let mut s = Snapshot {
+            references_up: true,
+            ring_bytes: 100,
+            nats_state: crate::pipeline::NATS_UP,
+            jetstream_pending: 12,
+            ..Snapshot::default()
+        };
+        let h = health(&s);
+        assert_eq!(h["overall_status"], "healthy");
+        assert_eq!(h["components"]["nats"]["jetstream_pending"], 12);
+        s.nats_state = crate::pipeline::NATS_DOWN;
+        s.reconnects[0] = 3;
+        let h = health(&s);
+        assert_eq!(h["overall_status"], "degraded");
+        assert_eq!(h["components"]["nats"]["healthy"], false);
+        let detail = h["components"]["nats"]["detail"].as_str().unwrap();
+        assert!(detail.contains("reconnecting (3 reconnects)"), "{detail}");
     }
 }

@@ -32,6 +32,38 @@ pub enum Table {
     Rejects,
 }
 
+impl Table {
+    /// The ClickHouse table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Ticks => "market_ticks",
+            Table::Signals => "strategy_signals",
+            Table::Rejects => "rejected_messages",
+        }
+    }
+}
+
+/// A block's id, the same in every log line about it (seal, INSERT, spill, replay)
+/// and in `ingest_audit.block_id`: `<table>/<first stream seq>-<last stream seq>`.
+/// Made from what the block already carries, so a journaled record, a replay and a
+/// restart's re-sealing of the same redelivered messages all name it alike; a stream's
+/// sequence is in one table's blocks only, so no two blocks share an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockId {
+    /// The table's name.
+    pub table: &'static str,
+    /// Lowest stream sequence.
+    pub first: u64,
+    /// Highest stream sequence.
+    pub last: u64,
+}
+
+impl std::fmt::Display for BlockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}-{}", self.table, self.first, self.last)
+    }
+}
+
 /// A sealed block: the bytes a writer sends, and what the durability tracker and
 /// audit need to know about them.
 #[derive(Debug)]
@@ -63,4 +95,15 @@ pub struct SealedBlock {
     pub compression: Option<Method>,
     /// Ready-to-send bytes.
     pub bytes: Vec<u8>,
+}
+
+impl SealedBlock {
+    /// The block's id in logs and the audit.
+    pub fn id(&self) -> BlockId {
+        BlockId {
+            table: self.table.name(),
+            first: self.seq_min,
+            last: self.seq_max,
+        }
+    }
 }

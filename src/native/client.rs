@@ -9,6 +9,8 @@
 //! and waits until `system.processes` no longer lists it, at most [`SETTLE_WAIT`]
 //! per attempt (a retriable error after that; the caller backs off and tries again).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{Connection, Options};
@@ -36,6 +38,10 @@ pub struct Client {
     /// The query id of an INSERT a broken connection left unanswered, until the
     /// server is seen to have ended it.
     unsettled: Option<String>,
+    /// Whether a connection was ever made (the next one is a reconnect).
+    connected_once: bool,
+    /// Connections made after the first, shared with whoever publishes the count.
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -54,7 +60,14 @@ impl Client {
             ping_after,
             attempts_max,
             unsettled: None,
+            connected_once: false,
+            reconnects: Arc::default(),
         }
+    }
+
+    /// Counts reconnections into `counter` (a stats field) from now on.
+    pub fn count_reconnects(&mut self, counter: Arc<AtomicU64>) {
+        self.reconnects = counter;
     }
 
     /// The connection options.
@@ -74,6 +87,10 @@ impl Client {
         if stale {
             self.drop_connection();
             self.connection = Some(Connection::connect(&self.options)?);
+            if self.connected_once {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            self.connected_once = true;
         }
         let connection = self.connection.as_mut().expect("set above");
         if let Some(query_id) = &self.unsettled {

@@ -48,6 +48,7 @@
 //! resubscribes; what was published meanwhile is gone.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::pipeline::Router;
@@ -125,6 +126,8 @@ pub struct ReceiverConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the last acks when draining.
     pub drain_timeout: Duration,
+    /// `nats.stream_max_bytes`: the limit of a stream this receiver creates.
+    pub stream_max_bytes: u64,
     /// Stop after routing this many messages, then drain (benchmarks, replays of a
     /// known range); `None` runs until a drain request.
     pub count: Option<u64>,
@@ -327,6 +330,11 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
         }
         let delay = backoff.next_delay();
         if established {
+            let stats = router.stats();
+            stats.reconnects_total.fetch_add(1, Ordering::Relaxed);
+            stats
+                .nats_state
+                .store(crate::pipeline::NATS_DOWN, Ordering::Relaxed);
             tracing::warn!(%error, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64,
                 "NATS connection lost; reconnecting");
         } else {
@@ -495,7 +503,12 @@ fn start_session(
     config: &ReceiverConfig,
     state: &mut JsState,
 ) -> Result<ConsumerInfo, NatsError> {
-    let (stream, _) = js.ensure_stream(conn, &config.stream, &[config.subject.as_str()])?;
+    let (stream, _) = js.ensure_stream(
+        conn,
+        &config.stream,
+        &[config.subject.as_str()],
+        config.stream_max_bytes,
+    )?;
     let spec = ConsumerSpec {
         stream: &config.stream,
         durable: &config.durable,
@@ -643,6 +656,10 @@ fn run_jetstream(
     let inbox = conn.new_inbox("pull");
     let sid = conn.subscribe(&inbox, None)?;
     state.established = true;
+    router
+        .stats()
+        .nats_state
+        .store(crate::pipeline::NATS_UP, Ordering::Relaxed);
 
     // Ack subjects of an earlier connection may name a consumer since recreated.
     state.marks.clear();
@@ -692,6 +709,8 @@ fn run_jetstream(
     // whether the last poll ended on one.
     let mut held: Option<(usize, usize, usize)> = None;
     let mut holding = false;
+    // Counters for the control plane (one relaxed store per delivery, no lock).
+    let source_stats = router.stats();
     // The stage's main loop: ends when drained and acked, or at the drain deadline.
     loop {
         let remaining = config
@@ -770,6 +789,14 @@ fn run_jetstream(
                     max: ACK_SUBJECT_BYTES_MAX,
                 });
                 return true;
+            }
+            source_stats
+                .jetstream_pending
+                .store(ack_info.pending, Ordering::Relaxed);
+            if ack_info.delivered > 1 {
+                source_stats
+                    .redelivered_total
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let seq = ack_info.stream_seq;
             let (verdict, gap) = position.judge(&ack_info);
@@ -893,6 +920,10 @@ fn run_core(
 ) -> Result<(), NatsError> {
     let sid = conn.subscribe(&config.subject, None)?;
     state.established = true;
+    router
+        .stats()
+        .nats_state
+        .store(crate::pipeline::NATS_UP, Ordering::Relaxed);
     let CoreState {
         report,
         seq,

@@ -384,6 +384,8 @@ impl State {
                 block.shard = self.config.index as u16;
                 block.durable_through = (Some(position) == last).then_some(durable_through);
                 assert!(block.rows > 0, "sealed an empty block");
+                tracing::debug!(shard = self.config.index, block = %block.id(), rows = block.rows,
+                    raw_bytes = block.raw_bytes, bytes = block.bytes.len(), "Block sealed");
                 // The sealed ring holds the whole pool, so it always has room.
                 if self.sealed.push(block).is_err() {
                     panic!(

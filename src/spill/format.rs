@@ -164,6 +164,17 @@ pub struct RecordHeader {
     pub received_min_ms: i64,
 }
 
+impl RecordHeader {
+    /// The block's id, as it was logged when sealed (`model::BlockId`).
+    pub fn block_id(&self) -> crate::model::BlockId {
+        crate::model::BlockId {
+            table: self.table.name(),
+            first: self.seq_first,
+            last: self.seq_last,
+        }
+    }
+}
+
 /// One record decoded from a buffer, borrowing its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record<'a> {

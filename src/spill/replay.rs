@@ -101,9 +101,11 @@ pub fn replay_record(
     debug_assert_eq!(target.table, record.header.table);
     let last = record.header.seq_last;
     if !stored_last_seqs(conn, target.table.name(), &[last])?.is_empty() {
+        tracing::debug!(block = %record.header.block_id(), "Spilled block already stored; marked");
         return Ok(Replayed::AlreadyStored);
     }
     conn.insert_encoded(&target.sql, &target.header, &[record.payload])?;
+    tracing::debug!(block = %record.header.block_id(), rows = record.header.rows, "Spilled block replayed");
     Ok(Replayed::Inserted)
 }
 

@@ -142,6 +142,7 @@ impl Inserter {
             config.backoff_initial,
             config.backoff_max,
             config.ping_after,
+            &stats,
         );
         Inserter {
             config,
@@ -372,9 +373,17 @@ impl Inserter {
             };
             // Latency before the row count: a scrape that sees the rows sees them timed.
             let now = now_ms();
+            let name = self.targets[index].0.table.name();
             for i in (0..batch.len()).filter(|&i| !batch.stored[i]) {
                 let latency_us = (now - batch.received_min_ms[i]).max(0) as u64 * 1000;
                 s.committed_latency[table].observe(latency_us, u64::from(batch.rows[i]));
+                let block = crate::model::BlockId {
+                    table: name,
+                    first: batch.seq_first[i],
+                    last: batch.seq_last[i],
+                };
+                tracing::debug!(writer = self.config.index, %block, rows = batch.rows[i],
+                    latency_ms = latency_us / 1000, "Journaled block inserted");
             }
             s.table_rows_total[table].fetch_add(rows, Ordering::Relaxed);
         }

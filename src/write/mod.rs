@@ -59,15 +59,18 @@ pub fn dedup_token(table: &str, first: u64, last: u64, blocks: usize) -> String 
 }
 
 /// A ClickHouse client that makes one attempt per call, connecting lazily, and the
-/// backoff its owner paces retries with (writer and inserter alike).
+/// backoff its owner paces retries with (writer and inserter alike); its reconnects
+/// are counted in `stats`.
 fn paced_client(
     options: &Options,
     initial: Duration,
     max: Duration,
     ping_after: Duration,
+    stats: &WriterStats,
 ) -> (Client, Backoff) {
     let backoff = Backoff::new(initial, max);
-    let client = Client::new(options.clone(), backoff.clone(), ping_after, 1);
+    let mut client = Client::new(options.clone(), backoff.clone(), ping_after, 1);
+    client.count_reconnects(stats.reconnects_total.clone());
     (client, backoff)
 }
 
@@ -166,6 +169,13 @@ pub struct WriterStats {
     pub degraded: AtomicU64,
     /// 1 while a permanent error (schema, type) holds the writer's blocks.
     pub refused: AtomicU64,
+    /// Connections to ClickHouse after the writer's first.
+    pub reconnects_total: Arc<AtomicU64>,
+    /// Raw bytes of the blocks made durable (ClickHouse or the journal), with
+    /// `encoded_bytes_total` the compression ratio.
+    pub durable_raw_bytes_total: AtomicU64,
+    /// Encoded (compressed when on) bytes of the blocks made durable.
+    pub encoded_bytes_total: AtomicU64,
     /// Blocks found already stored before a re-send, so not sent again.
     pub resend_skipped_total: AtomicU64,
     /// The last error's text, for health and the status line (written on failure only).
@@ -285,6 +295,7 @@ impl Writer {
             config.backoff_initial,
             config.backoff_max,
             config.ping_after,
+            &stats,
         );
         Writer {
             config,
@@ -626,6 +637,9 @@ impl Writer {
                 compressed_bytes: block.bytes.len() as u64,
                 latency_ms: latency_us as f64 / 1000.0,
             });
+            tracing::debug!(writer = self.config.index, block = %block.id(), rows = block.rows,
+                durable = match durable { Durable::Spill => "spill", Durable::ClickHouse => "clickhouse" },
+                latency_ms = latency_us / 1000, "Block durable");
             self.histogram.saturating_record(latency_us.max(1));
             let _ = self
                 .messages
@@ -645,6 +659,8 @@ impl Writer {
             }
         }
         let s = &self.stats;
+        s.durable_raw_bytes_total.fetch_add(raw, Ordering::Relaxed);
+        s.encoded_bytes_total.fetch_add(sent, Ordering::Relaxed);
         if durable == Durable::Spill {
             s.spilled_rows_total.fetch_add(rows, Ordering::Relaxed);
             s.spilled_blocks_total.fetch_add(blocks, Ordering::Relaxed);

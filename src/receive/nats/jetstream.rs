@@ -371,14 +371,16 @@ impl JetStream {
         }
     }
 
-    /// The stream, created on file storage with limits retention when absent. An existing
-    /// stream with other subjects is an error, not silently changed. Returns its state and
-    /// whether it was created.
+    /// The stream, created on file storage with limits retention when absent (at most
+    /// `max_bytes`, oldest discarded; 0 = unlimited). An existing stream with other
+    /// subjects is an error, not silently changed; its limits are left as they are.
+    /// Returns its state and whether it was created.
     pub fn ensure_stream(
         &self,
         conn: &mut NatsConn,
         stream: &str,
         subjects: &[&str],
+        max_bytes: u64,
     ) -> Result<(StreamInfo, bool), NatsError> {
         if let Some(info) = self.stream_info(conn, stream)? {
             let mut found = info.subjects.clone();
@@ -402,7 +404,7 @@ impl JetStream {
             "discard": "old",
             "num_replicas": 1,
             "max_msgs": -1,
-            "max_bytes": -1,
+            "max_bytes": if max_bytes == 0 { -1 } else { max_bytes.min(i64::MAX as u64) as i64 },
             "max_age": 0,
         });
         let subject = format!("$JS.API.STREAM.CREATE.{stream}");
