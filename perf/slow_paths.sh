@@ -49,8 +49,11 @@ for pass in $(seq 1 "$PASSES"); do
         if [ "$mode" = scraped ]; then
             # In the background, so the run's end is timed when it ends, not at the
             # scraper's next wake-up.
+            # The last /metrics body is kept: its control-thread CPU over the scrapes
+            # is the appliance's own cost of being scraped.
             (while kill -0 "$pid" 2>/dev/null; do
-                curl -s -o /dev/null "http://127.0.0.1:$PORT/metrics" && echo >>"$out.scrapes"
+                curl -s -o "$out.metrics.new" "http://127.0.0.1:$PORT/metrics" \
+                    && mv "$out.metrics.new" "$out.metrics" && echo >>"$out.scrapes"
                 curl -s -o /dev/null "http://127.0.0.1:$PORT/health" || true
                 sleep 1
             done) &
@@ -62,6 +65,12 @@ for pass in $(seq 1 "$PASSES"); do
         scrapes=0
         [ -f "$out.scrapes" ] && scrapes=$(wc -l <"$out.scrapes")
         rm -f "$out.scrapes"
+        scrape_cost=
+        if [ -f "$out.metrics" ] && [ "$scrapes" -gt 0 ]; then
+            control_s=$(sed -n 's/^alphapt_storage_thread_cpu_seconds_total{thread="control"} //p' "$out.metrics")
+            scrape_cost=$(awk -v c="${control_s:-0}" -v n="$scrapes" 'BEGIN { printf "control thread %.2f ms CPU per /metrics + /health", c * 1000 / n }')
+        fi
+        rm -f "$out.metrics" "$out.metrics.new"
         summary=$(cat "$out")
         rm -f "$out"
         stored=$(ch --query "SELECT count() FROM $DB.market_ticks")
@@ -72,11 +81,11 @@ for pass in $(seq 1 "$PASSES"); do
         keys_rate=$(awk -v k="$keys" -v s="$seconds" 'BEGIN { printf "%.0f", k / s }')
         RATES[$mode]="${RATES[$mode]:-} $rate"
         redis=$(grep -o 'redis cache: [^;]*' <<<"$summary" || true)
-        printf '%-14s pass %s: %s ticks/s (%s s), redis keys %s/s, %s scrapes; %s\n' "$mode" "$pass" "$rate" "$seconds" "$keys_rate" "$scrapes" "$redis"
+        printf '%-14s pass %s: %s ticks/s (%s s), redis keys %s/s, %s scrapes%s; %s\n' "$mode" "$pass" "$rate" "$seconds" "$keys_rate" "$scrapes" "${scrape_cost:+ ($scrape_cost)}" "$redis"
         printf '%s\t%s\t%s cores %s\tN=%s\tmode=%s\tticks_per_s=%s\tseconds=%s\tredis_keys_per_s=%s\t%s\n' \
             "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$(nproc)" \
             "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-            "$N" "$mode" "$rate" "$seconds" "$keys_rate" "$redis" >> perf/records/slow_paths.tsv
+            "$N" "$mode" "$rate" "$seconds" "$keys_rate" "$redis${scrape_cost:+; $scrape_cost}" >> perf/records/slow_paths.tsv
     done
 done
 for mode in $MODES; do
