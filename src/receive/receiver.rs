@@ -435,6 +435,9 @@ fn read_resume(
     let mut read_from = floor;
     let stored = match &config.store {
         Some(store) => {
+            // Said before the store is asked: a start that stalls here (a ClickHouse
+            // busy behind a lock) shows where in its log.
+            tracing::info!(stream = %config.stream, ack_floor = floor, "Reading the resume point from the store");
             let mut ch = crate::native::Connection::connect(&store.options)
                 .map_err(|e| unreadable(e.to_string()))?;
             let settled = wait_for_killed_inserts(&mut ch, &store.options.database)
