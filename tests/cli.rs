@@ -11,6 +11,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.args(args).env("RUST_LOG", "warn");
     for var in [
         "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_PASSWORD_FILE",
+        "CREDENTIALS_DIRECTORY",
         "REDIS_PASSWORD",
         "MARKET_DATA_BATCH_SIZE",
         "MARKET_DATA_FLUSH_INTERVAL",
@@ -348,4 +350,54 @@ fn a_control_port_in_use_stops_the_start_naming_the_key() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// A password from a file reaches ClickHouse (the test server's `alphapt` user takes
+/// `secret-pw`), and neither the output nor `--print-config` shows it; a file others
+/// can read is warned about; a wrong password in the file fails as a wrong password.
+#[test]
+fn a_password_from_a_file_works_and_is_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = std::env::var("CLICKHOUSE_PORT").unwrap_or_else(|_| "9000".into());
+    let dir = std::env::temp_dir().join(format!("alphapt-pwfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clickhouse.password");
+    std::fs::write(&file, "secret-pw\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let file = file.to_str().unwrap();
+    let env = [
+        ("CLICKHOUSE_PORT", port.as_str()),
+        ("CLICKHOUSE_USERNAME", "alphapt"),
+        ("CLICKHOUSE_PASSWORD_FILE", file),
+    ];
+    let out = run(
+        &["health", "--json", "--set", "clickhouse.database=default"],
+        &env,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["components"][0]["status"], "up", "{report} {stderr}");
+    assert!(stderr.contains("readable by group or others"), "{stderr}");
+    let printed = run(&["--print-config", "health"], &env);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&printed.stdout),
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    assert!(printed.contains("password_file"), "{printed}");
+    for text in [&*stdout, &*stderr, &printed] {
+        assert!(!text.contains("secret-pw"), "shown: {text}");
+    }
+    std::fs::write(file, "wrong-pw\n").unwrap();
+    let out = run(
+        &["health", "--json", "--set", "clickhouse.database=default"],
+        &env,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["components"][0]["status"], "down", "{report}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wrong-pw"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

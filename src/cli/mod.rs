@@ -169,6 +169,9 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
     init_logging(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if args.print_config {
         say!(raw config.to_toml_redacted());
         return Ok(ExitCode::SUCCESS);

@@ -30,7 +30,7 @@ enum Reading {
 }
 
 /// The variables that map one-to-one onto a key, with how each is read.
-const VARIABLES: [(&str, &str, Reading); 15] = [
+const VARIABLES: [(&str, &str, Reading); 18] = [
     ("CLICKHOUSE_HOST", "clickhouse.host", Reading::Text),
     ("CLICKHOUSE_PORT", "clickhouse.port", Reading::Port),
     ("CLICKHOUSE_DATABASE", "clickhouse.database", Reading::Text),
@@ -65,6 +65,17 @@ const VARIABLES: [(&str, &str, Reading); 15] = [
     ("NATS_URL", "nats.url", Reading::Url),
     ("POSTGRES_URL", "postgres.url", Reading::Url),
     ("ALPHAPT_HTTP_ADDR", "http.addr", Reading::Address),
+    (
+        "CLICKHOUSE_PASSWORD_FILE",
+        "clickhouse.password_file",
+        Reading::Text,
+    ),
+    ("REDIS_PASSWORD_FILE", "redis.password_file", Reading::Text),
+    (
+        "POSTGRES_PASSWORD_FILE",
+        "postgres.password_file",
+        Reading::Text,
+    ),
     (
         "ALPHAPT_RETENTION_DAYS",
         "clickhouse.retention_days",

@@ -39,6 +39,14 @@
 //! | `NATS_URL` | `nats.url` | |
 //! | `POSTGRES_URL` | `postgres.url` | may hold a password; shown redacted |
 //! | `ALPHAPT_HTTP_ADDR` | `http.addr` | `IP:PORT` |
+//! | `CLICKHOUSE_PASSWORD_FILE` | `clickhouse.password_file` | a file holding the password |
+//! | `REDIS_PASSWORD_FILE` | `redis.password_file` | a file holding the password |
+//! | `POSTGRES_PASSWORD_FILE` | `postgres.password_file` | a file holding the password |
+//!
+//! Passwords can come from files (`*_file` keys, the `*_PASSWORD_FILE` variables), and
+//! under systemd from its credentials: with `$CREDENTIALS_DIRECTORY` set, a credential
+//! named `clickhouse_password`, `redis_password` or `postgres_password` is read when no
+//! password or file is configured (see `secret_files`).
 //!
 //! A variable set to the empty string counts as unset, except the two passwords, where
 //! empty means "no password". `ENABLE_COMPRESSION=true` with no `COMPRESSION_METHOD`
@@ -56,6 +64,7 @@ mod env;
 mod error;
 mod layer;
 mod secret;
+mod secret_files;
 mod validate;
 mod validation;
 
@@ -101,6 +110,10 @@ pub struct Config {
     pub spill: SpillConfig,
     /// Logs on stderr: level and format.
     pub log: LogConfig,
+    /// What loading found worth a warning but not a refusal (a secret file others can
+    /// read): logged once logging is set up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// How log lines are written.
@@ -186,6 +199,9 @@ pub struct ClickHouseConfig {
     pub username: String,
     /// Password for `username`; empty for none.
     pub password: Secret,
+    /// A file holding the password (one line; a trailing newline is dropped), read at
+    /// start instead of `password`: for secrets kept out of config and environment.
+    pub password_file: String,
     /// Compression of the blocks on the wire.
     pub compression: Compression,
     /// Longest wait for a TCP connect plus handshake, in milliseconds.
@@ -211,6 +227,7 @@ impl Default for ClickHouseConfig {
             database: "alphapt".to_owned(),
             username: "default".to_owned(),
             password: Secret::default(),
+            password_file: String::new(),
             compression: Compression::Lz4,
             connect_timeout_ms: 2_000,
             io_timeout_ms: 30_000,
@@ -317,6 +334,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Password sent with AUTH when the URL holds none; empty for none.
     pub password: Secret,
+    /// A file holding the password, read at start instead of `password`.
+    pub password_file: String,
     /// Most connections the slow-path thread opens.
     pub max_connections: u32,
     /// Text put before every key this appliance writes; empty for none.
@@ -354,6 +373,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
             password: Secret::default(),
+            password_file: String::new(),
             max_connections: 4,
             key_prefix: String::new(),
             enabled: true,
@@ -378,6 +398,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
             .field("password", &self.password)
+            .field("password_file", &self.password_file)
             .field("max_connections", &self.max_connections)
             .field("key_prefix", &self.key_prefix)
             .field("enabled", &self.enabled)
@@ -407,6 +428,9 @@ impl fmt::Debug for RedisConfig {
 pub struct PostgresConfig {
     /// Connection URL, `postgres://` or `postgresql://`; may embed a password (shown redacted).
     pub url: String,
+    /// A file holding the password, read at start and put into `url` (which must name
+    /// a user and hold no password of its own).
+    pub password_file: String,
     /// Longest wait for a TCP connect plus startup and authentication, in milliseconds.
     pub connect_timeout_ms: u64,
     /// First ceiling of the reconnect delay after a failure, in milliseconds; doubles each try.
@@ -422,6 +446,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            password_file: String::new(),
             connect_timeout_ms: 2_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
@@ -434,6 +459,7 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
@@ -542,12 +568,16 @@ impl Default for ThreadsConfig {
 pub struct HttpConfig {
     /// Address and port `/metrics`, `/health` and `/quality` are served on.
     pub addr: SocketAddr,
+    /// Allow an `addr` other than loopback. The endpoint has no authentication, so
+    /// serving it beyond this host is a decision, not a default.
+    pub allow_remote: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9464)),
+            allow_remote: false,
         }
     }
 }
@@ -634,7 +664,8 @@ impl Config {
         overrides: &[String],
         host_cores: usize,
     ) -> Result<Config, ConfigError> {
-        let (config, origins) = layer::resolve(file, env, overrides)?;
+        let (mut config, origins) = layer::resolve(file, env, overrides)?;
+        secret_files::apply(&mut config, env)?;
         config
             .validate(host_cores)
             .map_err(|error| origins.attribute(error, env))?;
@@ -653,7 +684,9 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &[String],
     ) -> Result<Config, ConfigError> {
-        layer::resolve(file, env, overrides).map(|(config, _)| config)
+        let (mut config, _) = layer::resolve(file, env, overrides)?;
+        secret_files::apply(&mut config, env)?;
+        Ok(config)
     }
 
     /// Returns the effective configuration as TOML with every password and URL password

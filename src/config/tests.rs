@@ -172,7 +172,7 @@ fn every_env_variable_reaches_its_key() {
         ("POSTGRES_URL", "postgresql://pg-1/db"),
         ("ALPHAPT_HTTP_ADDR", "0.0.0.0:9000"),
     ];
-    let config = load("", &env, &[]).expect("loads");
+    let config = load("", &env, &["http.allow_remote=true"]).expect("loads");
     assert_eq!(config.clickhouse.host, "ch-1");
     assert_eq!(config.clickhouse.port, 9440);
     assert_eq!(config.clickhouse.database, "ticks");
@@ -943,4 +943,146 @@ fn stream_max_bytes_is_zero_or_at_least_a_mebibyte() {
         text.contains("nats.stream_max_bytes") && text.contains("1048576"),
         "{text}"
     );
+}
+
+/// A password file with `mode`, for the secret-file tests.
+fn secret_file(text: &str, mode: u32) -> TempFile {
+    use std::os::unix::fs::PermissionsExt;
+    let file = TempFile::new(text);
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    file
+}
+
+#[test]
+fn passwords_come_from_files_keys_variables_and_systemd_credentials() {
+    let ch = secret_file("ch-pw-1\n", 0o600);
+    let ch_path = ch.path().to_str().unwrap().to_owned();
+    let set = format!("clickhouse.password_file={ch_path}");
+    let config = load("", &[], &[&set]).unwrap();
+    assert_eq!(config.clickhouse.password.expose(), "ch-pw-1");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // Never shown: not in Debug, not in --print-config.
+    assert!(!format!("{config:?}").contains("ch-pw-1"));
+    assert!(!config.to_toml_redacted().contains("ch-pw-1"));
+
+    let redis = secret_file("r-pw\r\n", 0o644);
+    let config = load(
+        "",
+        &[("REDIS_PASSWORD_FILE", redis.path().to_str().unwrap())],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.redis.password.expose(), "r-pw");
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("redis.password_file") && w.contains("chmod 600")),
+        "{:?}",
+        config.warnings
+    );
+
+    let pg = secret_file("p@ss word", 0o400);
+    let config = load(
+        "",
+        &[("POSTGRES_PASSWORD_FILE", pg.path().to_str().unwrap())],
+        &["postgres.url=postgres://app@127.0.0.1:5432/x"],
+    )
+    .unwrap();
+    assert_eq!(
+        config.postgres.url,
+        "postgres://app:p%40ss%20word@127.0.0.1:5432/x"
+    );
+    assert!(!config.to_toml_redacted().contains("p%40ss"));
+
+    // systemd: a credential is read when nothing else names a password.
+    let dir = std::env::temp_dir().join(format!("alphapt-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("clickhouse_password"), "from-systemd\n").unwrap();
+    let creds = [("CREDENTIALS_DIRECTORY", dir.to_str().unwrap())];
+    let config = load("", &creds, &[]).unwrap();
+    assert_eq!(config.clickhouse.password.expose(), "from-systemd");
+    let config = load("", &creds, &["clickhouse.password=given"]).unwrap();
+    assert_eq!(config.clickhouse.password.expose(), "given");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_password_files_are_refused_naming_the_key_and_file_never_the_content() {
+    let good = secret_file("hunter2", 0o600);
+    let good_path = good.path().to_str().unwrap().to_owned();
+    let empty = secret_file("\n", 0o600);
+    let two_lines = secret_file("hunter2\nmore\n", 0o600);
+    let big = secret_file(&"x".repeat(5000), 0o600);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["clickhouse.password_file=/no/such/file".into()],
+            "cannot read it",
+        ),
+        (
+            vec![format!(
+                "clickhouse.password_file={}",
+                empty.path().display()
+            )],
+            "is empty",
+        ),
+        (
+            vec![format!(
+                "clickhouse.password_file={}",
+                two_lines.path().display()
+            )],
+            "more than one line",
+        ),
+        (
+            vec![format!("clickhouse.password_file={}", big.path().display())],
+            "at most 4096 bytes",
+        ),
+        (
+            vec![
+                format!("clickhouse.password_file={good_path}"),
+                "clickhouse.password=also".into(),
+            ],
+            "keep one of them",
+        ),
+        (
+            vec![
+                format!("postgres.password_file={good_path}"),
+                "postgres.url=postgres://127.0.0.1/x".into(),
+            ],
+            "name a user",
+        ),
+        (
+            vec![
+                format!("postgres.password_file={good_path}"),
+                "postgres.url=postgres://u:pw@127.0.0.1/x".into(),
+            ],
+            "keep one of them",
+        ),
+    ];
+    for (overrides, says) in cases {
+        let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        let text = refused("", &[], &overrides).to_string();
+        assert!(
+            text.contains("password_file") && text.contains(says),
+            "{overrides:?}: {text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+#[test]
+fn a_remote_control_address_needs_allow_remote() {
+    let text = refused("", &[("ALPHAPT_HTTP_ADDR", "0.0.0.0:9464")], &[]).to_string();
+    assert!(
+        text.contains("http.addr") && text.contains("http.allow_remote = true"),
+        "{text}"
+    );
+    let config = load(
+        "",
+        &[("ALPHAPT_HTTP_ADDR", "0.0.0.0:9464")],
+        &["http.allow_remote=true"],
+    )
+    .unwrap();
+    assert!(config.http.allow_remote);
+    assert!(load("", &[], &["http.addr=[::1]:9464"]).is_ok());
 }

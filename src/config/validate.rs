@@ -167,7 +167,23 @@ impl Config {
         self.validate_validation()?;
         self.validate_spill()?;
         self.validate_log()?;
+        self.validate_http()?;
         self.validate_threads(host_cores)
+    }
+
+    /// Checks `[http]`: a non-loopback address only when asked for.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        if !h.addr.ip().is_loopback() && !h.allow_remote {
+            return Err(invalid(
+                "http.addr",
+                format!(
+                    "is {}, beyond this host, and /metrics, /health and /quality have no authentication; bind 127.0.0.1, or set http.allow_remote = true and firewall the port to the monitoring network",
+                    h.addr
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `[log]`: a level, or comma-separated `target=level` directives (a bare
