@@ -167,6 +167,12 @@ ch_starting_ok() {
 }
 start_clickhouse() {
     local state="already running" pid
+    # A running server re-reads users.xml when it changes (18.16 checks every few
+    # seconds): keep it current without a restart.
+    if [ -s "$CH_RUN/users.xml" ] && ! cmp -s "$CI_DIR/clickhouse/users.xml" "$CH_RUN/users.xml"; then
+        cp -f "$CI_DIR/clickhouse/users.xml" "$CH_RUN/users.xml.new"
+        mv -f "$CH_RUN/users.xml.new" "$CH_RUN/users.xml"
+    fi
     if ! have clickhouse-server || ! have clickhouse-client; then
         apt_install clickhouse-server clickhouse-client
     fi

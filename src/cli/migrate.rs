@@ -33,6 +33,13 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Print the statements that give the running appliance's user (ClickHouse) and
+    /// role (PostgreSQL) the least privileges `run` needs; connects to nothing.
+    Grants {
+        /// The user and role name.
+        #[arg(long, value_name = "NAME", default_value = "alphapt_app")]
+        user: String,
+    },
     /// Revert applied migrations above version N, newest first (N = 0: everything).
     Down {
         /// Keep versions up to and including N.
@@ -100,6 +107,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
                 );
             }
         }
+        Action::Grants { user } => return grants(config, &user),
         Action::Status { json } => {
             let status = migrate::status(&settings).context("migrate status")?;
             if json {
@@ -109,6 +117,32 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate grants`: the statements for `user`, for the configured databases.
+fn grants(config: &Config, user: &str) -> anyhow::Result<ExitCode> {
+    use alphapt_storage::migrate::grants;
+    anyhow::ensure!(
+        grants::is_plain_identifier(user),
+        "--user {user:?} is not a plain name; use letters, digits and _ (not first a digit), at most 63 bytes"
+    );
+    let database = &config.clickhouse.database;
+    anyhow::ensure!(
+        grants::is_plain_identifier(database),
+        "clickhouse.database {database:?} is not a plain name the statements can hold; quote it by hand"
+    );
+    let pg: postgres::Config = config
+        .postgres
+        .url
+        .parse()
+        .context("postgres.url is not a connection URL")?;
+    let pg_database = pg.get_dbname().or(pg.get_user()).unwrap_or("postgres");
+    anyhow::ensure!(
+        grants::is_plain_identifier(pg_database),
+        "the PostgreSQL database {pg_database:?} is not a plain name the statements can hold; quote it by hand"
+    );
+    say!(raw grants::text(user, database, pg_database));
     Ok(ExitCode::SUCCESS)
 }
 

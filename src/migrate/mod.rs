@@ -22,6 +22,7 @@
 
 pub mod clickhouse;
 pub mod files;
+pub mod grants;
 pub mod postgres;
 pub mod split;
 
