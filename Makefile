@@ -7,7 +7,7 @@ SERVICES := bash .ci/services.sh
 # Exports CLICKHOUSE_*, NATS_URL, REDIS_URL, POSTGRES_URL, ALPHAPT_* for the command after it.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: help services build test lint bench python-stack run run-synthetic clean-run
+.PHONY: help services build package install test lint bench python-stack run run-synthetic clean-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -17,6 +17,16 @@ services: ## start PostgreSQL, Redis, NATS, ClickHouse 18.16 and the chdb venv (
 
 build: ## cargo build --release
 	cargo build --release
+
+# The .deb for bare metal (docs/bare-metal.md): binary, systemd unit, config in /etc, the
+# migrations and the tuning references. cargo-deb comes from crates.io when missing.
+package: ## build the .deb (cargo deb)
+	cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
+	deb=$$(cargo deb); echo "package: $$deb"
+
+install: package ## build and install the .deb on this host (dpkg -i)
+	deb=$$(ls -t target/debian/alphapt-storage_*.deb | head -n 1); \
+	$$([ "$$(id -u)" = 0 ] || echo sudo) dpkg -i "$$deb"
 
 test: services ## unit + integration tests against the local services
 	$(WITH_ENV) cargo test --all-targets --no-fail-fast

@@ -1134,6 +1134,12 @@ fn start_signals(
     alert: Arc<Alert>,
 ) -> Result<SignalsPath, AppError> {
     let mut small = config.clone();
+    // The ticks path owns the pinned cores (`[threads]` counts its threads only): the
+    // signals path's trickle runs unpinned, and never spins on a core it shares.
+    small.threads.pin = false;
+    if small.threads.wait == crate::config::WaitStrategy::Spin {
+        small.threads.wait = crate::config::WaitStrategy::Hybrid;
+    }
     small.ingest.shards = 1;
     small.ingest.writers = 1;
     small.ingest.block_rows_max = pipeline::SIGNAL_ROWS_MAX as u32;

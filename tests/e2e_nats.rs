@@ -383,3 +383,44 @@ fn insert_linger_gathers_blocks_into_fewer_inserts() {
     ));
     assert!((2..=4).contains(&parts), "{parts} parts: {text}");
 }
+
+/// Pinned, with the spin wait: the ticks path's threads go to their cores and the
+/// signals path's (named `sig-…`) to none, so no two spinning threads share a core;
+/// the feed is stored all the same.
+#[test]
+fn pinning_places_the_ticks_path_and_leaves_the_signals_path_unpinned() {
+    const TICKS: u64 = 2_000;
+    let (db, mut conn) = tables("pin");
+    let nats = Nats::new("pin");
+    feed_all(&db, &nats, TICKS, "0", "20");
+    let settings = [
+        "--set",
+        "threads.pin=true",
+        "--set",
+        "threads.receiver_core=0",
+        "--set",
+        "threads.shard_cores=1",
+        "--set",
+        "threads.writer_cores=0",
+        "--set",
+        "threads.wait=hybrid",
+    ];
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let log = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{log}");
+    let placed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Pinned thread") || l.contains("Could not pin thread"))
+        .collect();
+    // Once each: the signals path's shard and writer must not land on these cores too.
+    for name in ["thread=receiver ", "thread=shard-0 ", "thread=writer-0 "] {
+        let times = placed.iter().filter(|l| l.contains(name)).count();
+        assert_eq!(times, 1, "{name}: {placed:?}");
+    }
+    assert!(
+        !placed.iter().any(|l| l.contains("thread=sig-")),
+        "the signals path was pinned: {placed:?}"
+    );
+    assert!(log.contains("Reading the resume point"), "{log}");
+}
