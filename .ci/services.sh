@@ -21,6 +21,9 @@ RUN="$ROOT/.run"
 CH_RUN="$RUN/clickhouse"
 CH_PORT=${CLICKHOUSE_PORT:-9000}
 CH_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
+CH_SECURE_PORT=${CLICKHOUSE_SECURE_PORT:-9440}
+# A throwaway CA and a server certificate for 127.0.0.1/localhost, for the TLS tests.
+TLS_DIR="$RUN/tls"
 CH_LOG_LEVEL=${CLICKHOUSE_LOG_LEVEL:-warning}
 CH_PID="$CH_RUN/clickhouse-server.pid"
 CH_ERRLOG="$CH_RUN/log/clickhouse-server.err.log"
@@ -149,9 +152,28 @@ ch_pid() {
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q clickhouse || return 1
     printf '%s\n' "$pid"
 }
+# The test CA (ca.pem), a server certificate for 127.0.0.1 and localhost signed by it
+# (server.pem, server.key) and DH parameters (18.16's TLS port needs them): made once.
+tls_files() {
+    [ -s "$TLS_DIR/dh.pem" ] && return 0
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=alphapt test CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile server.ext -out server.pem
+        openssl dhparam -dsaparam -out dh.pem.new 2048 && mv dh.pem.new dh.pem
+        chmod 600 ca.key server.key
+    ) >"$TLS_DIR/openssl.log" 2>&1 || die "making the test certificates failed; see $TLS_DIR/openssl.log"
+}
 ch_render() {
     mkdir -p "$CH_RUN"/{data,tmp,user_files,format_schemas,log}
+    tls_files
     sed -e "s|@RUN_DIR@|$CH_RUN|g" -e "s|@TCP_PORT@|$CH_PORT|g" \
+        -e "s|@TLS_DIR@|$TLS_DIR|g" -e "s|@TCP_SECURE_PORT@|$CH_SECURE_PORT|g" \
         -e "s|@HTTP_PORT@|$CH_HTTP_PORT|g" -e "s|@LOG_LEVEL@|$CH_LOG_LEVEL|g" \
         "$CI_DIR/clickhouse/config.xml" >"$CH_RUN/config.xml.new"
     mv -f "$CH_RUN/config.xml.new" "$CH_RUN/config.xml"
@@ -262,6 +284,8 @@ print_env() {
         "CLICKHOUSE_HOST=127.0.0.1" \
         "CLICKHOUSE_PORT=$CH_PORT" \
         "CLICKHOUSE_HTTP_PORT=$CH_HTTP_PORT" \
+        "CLICKHOUSE_SECURE_PORT=$CH_SECURE_PORT" \
+        "ALPHAPT_TEST_TLS_DIR=$TLS_DIR" \
         "ALPHAPT_CHDB_PYTHON=$VENV/bin/python" \
         "NATS_URL=nats://127.0.0.1:4222" \
         "REDIS_URL=redis://127.0.0.1:6379" \

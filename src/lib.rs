@@ -72,4 +72,5 @@ pub mod ring;
 pub mod runtime;
 pub mod shard;
 pub mod spill;
+pub mod tls;
 pub mod write;

@@ -202,6 +202,16 @@ pub struct ClickHouseConfig {
     /// A file holding the password (one line; a trailing newline is dropped), read at
     /// start instead of `password`: for secrets kept out of config and environment.
     pub password_file: String,
+    /// TLS to the server's secure native port (`tcp_port_secure`, often 9440).
+    pub tls: bool,
+    /// PEM file of the CA to trust; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate, for a server that asks for one; empty: none.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
+    /// The name the server's certificate must carry; empty: `host`.
+    pub tls_server_name: String,
     /// Compression of the blocks on the wire.
     pub compression: Compression,
     /// Longest wait for a TCP connect plus handshake, in milliseconds.
@@ -228,6 +238,11 @@ impl Default for ClickHouseConfig {
             username: "default".to_owned(),
             password: Secret::default(),
             password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_server_name: String::new(),
             compression: Compression::Lz4,
             connect_timeout_ms: 2_000,
             io_timeout_ms: 30_000,
@@ -558,6 +573,19 @@ impl Default for ThreadsConfig {
             spin_count: 100,
             yield_count: 10,
             park_timeout_us: 1_000,
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// The `tls*` keys as the TLS module takes them.
+    pub fn tls_settings(&self) -> crate::tls::Settings {
+        crate::tls::Settings {
+            enabled: self.tls,
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: self.tls_server_name.clone(),
         }
     }
 }

@@ -214,6 +214,25 @@ impl Config {
     /// Checks `[clickhouse]`.
     fn validate_clickhouse(&self) -> Result<(), ConfigError> {
         let c = &self.clickhouse;
+        // The files are read now, so a bad one stops the start with its name.
+        if let Err(error) = c.tls_settings().client("clickhouse", &c.host) {
+            return Err(invalid("clickhouse.tls", error.to_string()));
+        }
+        if !c.tls
+            && [
+                &c.tls_ca_file,
+                &c.tls_cert_file,
+                &c.tls_key_file,
+                &c.tls_server_name,
+            ]
+            .iter()
+            .any(|v| !v.is_empty())
+        {
+            return Err(invalid(
+                "clickhouse.tls",
+                "is false but tls_* files or names are set; set clickhouse.tls = true to use them, or remove them".to_owned(),
+            ));
+        }
         non_empty("clickhouse.host", &c.host)?;
         if c.host.contains("://") || c.host.contains(char::is_whitespace) {
             return Err(invalid(

@@ -23,6 +23,7 @@ use super::compress::{compress_frames, compress_table, Method};
 use super::protocol::{self, ServerException, ServerHello, ServerPacket, CLIENT_REVISION};
 use super::Error;
 use crate::runtime::crash;
+use crate::tls::Socket;
 
 /// Socket read buffer: large enough for a SELECT frame burst, small enough per writer.
 const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -59,6 +60,9 @@ pub struct Options {
     /// `system.processes` tells whose queries are still running (see
     /// `durable::stored::wait_for_other_inserts`).
     pub query_id_prefix: String,
+    /// TLS: `None` plaintext; `Some(Err)` a TLS setup that failed (the reason, given at
+    /// every connect: never a fallback to plaintext).
+    pub tls: Option<Result<crate::tls::Client, String>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -76,6 +80,7 @@ impl std::fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
             .field("query_id_prefix", &self.query_id_prefix)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -92,6 +97,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(30),
             query_id_prefix: String::new(),
+            tls: None,
         }
     }
 }
@@ -156,9 +162,9 @@ impl QueryResult {
 /// A live, handshaken connection.
 pub struct Connection {
     /// Buffered reader over the socket.
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Socket>,
     /// Buffered writer over a clone of the socket.
-    writer: BufWriter<TcpStream>,
+    writer: BufWriter<Socket>,
     /// Server identity and negotiated revision.
     server: ServerInfo,
     /// Compression of Data blocks for every query on this connection.
@@ -193,6 +199,17 @@ impl Connection {
             })?;
         configure(&stream, options.io_timeout)
             .map_err(|source| Error::io("configure socket", source))?;
+        let tls = match &options.tls {
+            None => None,
+            Some(Ok(client)) => Some(client),
+            Some(Err(reason)) => return Err(Error::Tls(reason.clone())),
+        };
+        let stream = Socket::open(stream, tls).map_err(|source| match source.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::ConnectionAborted => {
+                Error::Tls(format!("{}:{}: {source}", options.host, options.port))
+            }
+            _ => with_timeout(Error::io("TLS handshake", source), options.io_timeout),
+        })?;
         let read_half = stream
             .try_clone()
             .map_err(|source| Error::io("clone socket", source))?;
@@ -234,7 +251,15 @@ impl Connection {
             &options.password,
         );
         self.send_scratch()?;
-        let hello = protocol::read_hello(&mut self.reader).map_err(|e| self.fail(e))?;
+        let plaintext = options.tls.is_none();
+        let hello = protocol::read_hello(&mut self.reader).map_err(|e| match e {
+            // A TLS-only port drops a plaintext Hello without a word.
+            Error::Io { source, .. } if plaintext => self.fail(Error::Io {
+                op: "read the server's Hello (a TLS-only port? then set clickhouse.tls = true)",
+                source,
+            }),
+            other => self.fail(other),
+        })?;
         self.server = ServerInfo {
             revision: hello.revision.min(CLIENT_REVISION),
             hello,

@@ -82,6 +82,9 @@ pub enum Error {
         /// How long this attempt waited.
         waited_ms: u64,
     },
+    /// TLS could not be set up, or the handshake failed (certificate, protocol).
+    #[error("ClickHouse TLS: {0}")]
+    Tls(String),
     /// The connection failed earlier and is closed.
     #[error("ClickHouse connection was closed after an earlier failure; reconnect")]
     Broken,
@@ -110,6 +113,9 @@ impl Error {
             | Error::Unsettled { .. }
             | Error::Broken => true,
             Error::Server(e) => e.is_retriable(),
+            // A certificate or a TLS mismatch does not heal by itself; but a server
+            // restarting with a new certificate might: retried like a refused connect.
+            Error::Tls(_) => true,
             Error::UnsupportedType { .. } | Error::SchemaMismatch(_) => false,
         }
     }
@@ -137,6 +143,11 @@ impl Options {
             connect_timeout: std::time::Duration::from_millis(ch.connect_timeout_ms),
             io_timeout: std::time::Duration::from_millis(ch.io_timeout_ms),
             query_id_prefix: String::new(),
+            tls: ch
+                .tls_settings()
+                .client("clickhouse", &ch.host)
+                .map_err(|e| e.to_string())
+                .transpose(),
         }
     }
 }

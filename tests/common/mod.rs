@@ -28,6 +28,7 @@ pub fn options(database: &str, compression: Option<Method>) -> Options {
         connect_timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(20),
         query_id_prefix: String::new(),
+        tls: None,
     }
 }
 

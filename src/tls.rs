@@ -1,0 +1,300 @@
+//! TLS for the blocking clients the appliance writes itself (ClickHouse's native
+//! protocol): rustls with the ring provider, trust from a CA file or the system's
+//! roots, an optional client certificate, and a socket the connection's buffered
+//! reader and writer can share.
+//!
+//! ```text
+//!   [clickhouse] tls, tls_ca_file, tls_cert_file, tls_key_file, tls_server_name
+//!        │ Settings::client (once, at start: files read and checked here)
+//!        ▼
+//!   Client ── connect(tcp) ── handshake (to completion, errors named) ──► Socket::Tls
+//!                                                     BufReader ◄──┴──► BufWriter
+//! ```
+//!
+//! A certificate that does not verify, a server that does not speak TLS, or a TLS
+//! client on a plaintext port each end the connect with one line naming the server
+//! and the reason; there is never a fallback to plaintext. The two halves of a TLS
+//! socket share one rustls stream behind a mutex: one thread uses a connection, so
+//! the lock is never contended, and it is taken once per buffered read or write, not
+//! per message.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// How one server is reached over TLS, as configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// TLS on.
+    pub enabled: bool,
+    /// PEM file of the CA(s) to trust; empty: the system's roots.
+    pub ca_file: String,
+    /// PEM client certificate chain, for servers that ask for one; empty: none.
+    pub cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub key_file: String,
+    /// The name the server's certificate must carry; empty: the host connected to.
+    pub server_name: String,
+}
+
+/// Why TLS could not be set up or a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A configured file could not be used.
+    #[error("{key} {path}: {reason}")]
+    File {
+        /// The config key naming the file.
+        key: String,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The name to verify is not a DNS name or IP address.
+    #[error("{key} {name:?} is not a host name or IP address")]
+    Name {
+        /// The config key (or the host key).
+        key: String,
+        /// The name.
+        name: String,
+    },
+    /// rustls refused the configuration (a key that does not match its certificate).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A ready client side: the rustls config and the name to verify.
+#[derive(Clone)]
+pub struct Client {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tls::Client")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The client for `host`, or `None` when TLS is off. `section` prefixes the keys in
+    /// messages (`clickhouse` → `clickhouse.tls_ca_file`).
+    pub fn client(&self, section: &str, host: &str) -> Result<Option<Client>, TlsError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots(section, &self.ca_file)?);
+        let config = if self.cert_file.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let key = format!("{section}.tls_cert_file");
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(&self.cert_file)
+                    .and_then(|certs| certs.collect())
+                    .map_err(|e| file_error(&key, &self.cert_file, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(file_error(
+                    &key,
+                    &self.cert_file,
+                    "holds no PEM certificate".into(),
+                ));
+            }
+            let key_key = format!("{section}.tls_key_file");
+            let private = PrivateKeyDer::from_pem_file(&self.key_file)
+                .map_err(|e| file_error(&key_key, &self.key_file, e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|e| TlsError::Config(format!("{key} and {key_key}: {e}")))?
+        };
+        let (name_key, name) = if self.server_name.is_empty() {
+            (format!("{section}.host"), host)
+        } else {
+            (
+                format!("{section}.tls_server_name"),
+                self.server_name.as_str(),
+            )
+        };
+        let server_name = ServerName::try_from(name.to_owned()).map_err(|_| TlsError::Name {
+            key: name_key,
+            name: name.to_owned(),
+        })?;
+        Ok(Some(Client {
+            config: Arc::new(config),
+            server_name,
+        }))
+    }
+}
+
+fn file_error(key: &str, path: &str, reason: String) -> TlsError {
+    TlsError::File {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// The CAs in `ca_file`, or the system's roots when it is empty.
+fn roots(section: &str, ca_file: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    if ca_file.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(TlsError::Config(format!(
+                "{section}.tls is on with no {section}.tls_ca_file, and the system has no CA certificates; name the server's CA in {section}.tls_ca_file"
+            )));
+        }
+        return Ok(roots);
+    }
+    let key = format!("{section}.tls_ca_file");
+    if !Path::new(ca_file).is_file() {
+        return Err(file_error(&key, ca_file, "is not a readable file".into()));
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| file_error(&key, ca_file, e.to_string()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(file_error(
+            &key,
+            ca_file,
+            "holds no usable PEM certificate".into(),
+        ));
+    }
+    Ok(roots)
+}
+
+/// A connected socket, plain or TLS; `try_clone` gives the other half of the same
+/// connection.
+pub enum Socket {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, both halves sharing the stream.
+    Tls(Arc<Mutex<StreamOwned<ClientConnection, TcpStream>>>),
+}
+
+impl Socket {
+    /// `tcp` as is, or after a completed TLS handshake with `tls`. A failed handshake
+    /// is an `InvalidData` or `ConnectionAborted` error whose text says why (see
+    /// [`describe`]).
+    pub fn open(tcp: TcpStream, tls: Option<&Client>) -> io::Result<Socket> {
+        let Some(tls) = tls else {
+            return Ok(Socket::Plain(tcp));
+        };
+        let connection = ClientConnection::new(tls.config.clone(), tls.server_name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, describe(&e)))?;
+        let mut stream = StreamOwned::new(connection, tcp);
+        // Bound: each pass moves handshake bytes or fails (socket timeouts apply).
+        while stream.conn.is_handshaking() {
+            if let Err(error) = stream.conn.complete_io(&mut stream.sock) {
+                return Err(handshake_error(error));
+            }
+        }
+        Ok(Socket::Tls(Arc::new(Mutex::new(stream))))
+    }
+
+    /// The other half of the same connection.
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        match self {
+            Socket::Plain(tcp) => tcp.try_clone().map(Socket::Plain),
+            Socket::Tls(stream) => Ok(Socket::Tls(stream.clone())),
+        }
+    }
+
+    /// Whether this is a TLS socket.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+}
+
+fn locked<T>(
+    stream: &Mutex<StreamOwned<ClientConnection, TcpStream>>,
+    work: impl FnOnce(&mut StreamOwned<ClientConnection, TcpStream>) -> io::Result<T>,
+) -> io::Result<T> {
+    // A poisoned lock means the other half panicked mid-call; the stream is unusable.
+    let mut guard = stream
+        .lock()
+        .map_err(|_| io::Error::other("TLS stream poisoned"))?;
+    work(&mut guard)
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.read(buf),
+            Socket::Tls(stream) => locked(stream, |s| s.read(buf)),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(tcp) => tcp.write(buf),
+            Socket::Tls(stream) => locked(stream, |s| s.write(buf)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Plain(tcp) => tcp.flush(),
+            Socket::Tls(stream) => locked(stream, |s| s.flush()),
+        }
+    }
+}
+
+/// A handshake failure as an error whose text names the cause and the fix.
+fn handshake_error(error: io::Error) -> io::Error {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .map(describe);
+    match inner {
+        Some(text) => io::Error::new(io::ErrorKind::InvalidData, text),
+        None => match error.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted => io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the server closed the connection during the TLS handshake ({error}); is the port a TLS port?"),
+            ),
+            _ => error,
+        },
+    }
+}
+
+/// What a rustls error means for an operator.
+fn describe(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(cause) => {
+            let why = match cause {
+                C::UnknownIssuer => "is not signed by a trusted CA (check tls_ca_file)".to_owned(),
+                C::Expired | C::ExpiredContext { .. } => "has expired".to_owned(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet (check the clocks)".to_owned(),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "does not name the host connected to (set tls_server_name to a name it carries)".to_owned()
+                }
+                C::Revoked => "is revoked".to_owned(),
+                C::BadSignature => "has a bad signature".to_owned(),
+                other => format!("does not verify ({other:?})"),
+            };
+            format!("the server's certificate {why}")
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the server did not answer in TLS: the port looks like a plaintext one (use the TLS port, or tls = false)".to_owned()
+        }
+        other => format!("{other}"),
+    }
+}

@@ -1,0 +1,222 @@
+//! TLS to ClickHouse's native port, against the test server's TLS-only port
+//! (`tcp_port_secure`, certificates from `.ci/services.sh`: a throwaway CA and a
+//! certificate for 127.0.0.1). Queries and INSERTs go through; a feed goes end to end
+//! with the appliance on the TLS port; and every way it can be wrong fails at connect
+//! with one line saying why: an untrusted CA, an expired certificate, a name the
+//! certificate does not carry, plaintext to the TLS port, TLS to the plaintext port.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alphapt_storage::native::{Block, Column, Connection, Options, Values};
+use alphapt_storage::tls::Settings;
+use common::e2e::*;
+use common::{options, TestDb};
+
+fn secure_port() -> u16 {
+    std::env::var("CLICKHOUSE_SECURE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9440)
+}
+
+/// The test CA `.ci/services.sh` made.
+fn test_ca() -> String {
+    let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+    format!("{dir}/ca.pem")
+}
+
+fn tls_options(database: &str, port: u16, settings: Settings) -> Options {
+    Options {
+        port,
+        tls: settings
+            .client("clickhouse", "127.0.0.1")
+            .map_err(|e| e.to_string())
+            .transpose(),
+        ..options(database, None)
+    }
+}
+
+fn trusting(ca_file: &str) -> Settings {
+    Settings {
+        enabled: true,
+        ca_file: ca_file.to_owned(),
+        ..Settings::default()
+    }
+}
+
+fn refusal(options: &Options) -> String {
+    match Connection::connect(options) {
+        Ok(_) => panic!("connected: {options:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// A file in the temp directory holding `text`.
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("alphapt-tls-{}-{name}", common::suffix()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn queries_and_inserts_go_through_the_tls_port() {
+    let db = TestDb::new("tls");
+    let mut conn =
+        Connection::connect(&tls_options(&db.name, secure_port(), trusting(&test_ca()))).unwrap();
+    conn.execute("CREATE TABLE t (x UInt64) ENGINE = MergeTree ORDER BY x")
+        .unwrap();
+    let rows: Vec<u64> = (0..100_000).collect();
+    let block = Block::new(vec![Column::new("x", "UInt64", Values::U64(rows)).unwrap()]).unwrap();
+    conn.insert_block("t", &block).unwrap();
+    let sum = conn.query("SELECT sum(x) FROM t").unwrap().scalar();
+    assert_eq!(sum.and_then(|v| v.as_u64()), Some(100_000 * 99_999 / 2));
+}
+
+#[test]
+fn every_wrong_setup_fails_at_connect_saying_why() {
+    // A CA that did not sign the server's certificate.
+    let other_ca = rcgen::generate_simple_self_signed(vec!["other CA".into()]).unwrap();
+    let other = temp_file("other-ca.pem", &other_ca.cert.pem());
+    let text = refusal(&tls_options(
+        "",
+        secure_port(),
+        trusting(other.to_str().unwrap()),
+    ));
+    assert!(text.contains("not signed by a trusted CA"), "{text}");
+    let _ = std::fs::remove_file(other);
+
+    // A name the certificate does not carry.
+    let text = refusal(&tls_options(
+        "",
+        secure_port(),
+        Settings {
+            server_name: "db.example.com".into(),
+            ..trusting(&test_ca())
+        },
+    ));
+    assert!(text.contains("does not name the host"), "{text}");
+
+    // Plaintext to the TLS-only port.
+    let text = refusal(&Options {
+        port: secure_port(),
+        ..options("", None)
+    });
+    assert!(text.contains("set clickhouse.tls = true"), "{text}");
+
+    // TLS to the plaintext port.
+    let plain = common::options("", None).port;
+    let text = refusal(&tls_options("", plain, trusting(&test_ca())));
+    assert!(
+        text.contains("did not answer in TLS") || text.contains("is the port a TLS port"),
+        "{text}"
+    );
+    assert!(text.contains("TLS"), "{text}");
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+
+    // A TLS server presenting it; the client fails in the handshake, before ClickHouse.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            if stream.conn.complete_io(&mut stream.sock).is_err() {
+                break;
+            }
+        }
+    });
+    let ca_file = temp_file("expired-ca.pem", &ca.pem());
+    let text = refusal(&tls_options("", port, trusting(ca_file.to_str().unwrap())));
+    assert!(text.contains("has expired"), "{text}");
+    server.join().unwrap();
+    let _ = std::fs::remove_file(ca_file);
+}
+
+#[test]
+fn a_missing_or_empty_ca_file_is_refused_when_the_config_loads() {
+    let empty = temp_file("empty.pem", "");
+    for (file, says) in [
+        ("/no/such/ca.pem".to_owned(), "not a readable file"),
+        (
+            empty.to_str().unwrap().to_owned(),
+            "no usable PEM certificate",
+        ),
+    ] {
+        let out = binary(&[
+            "--set".into(),
+            "clickhouse.tls=true".into(),
+            "--set".into(),
+            format!("clickhouse.tls_ca_file={file}"),
+            "--print-config".into(),
+            "health".into(),
+        ])
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("clickhouse.tls_ca_file") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_file(empty);
+    // TLS files without `tls = true` are a contradiction, not ignored.
+    let out = binary(&[
+        "--set".into(),
+        format!("clickhouse.tls_ca_file={}", test_ca()),
+        "--print-config".into(),
+        "health".into(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clickhouse.tls = true"));
+}
+
+#[test]
+fn a_feed_goes_end_to_end_over_tls() {
+    const TICKS: u64 = 5_000;
+    let (db, mut conn) = tables("tlse2e");
+    let nats = Nats::new("tlse2e");
+    feed_all(&db, &nats, TICKS, "0.02", "20");
+    let port = format!("clickhouse.port={}", secure_port());
+    let ca = format!("clickhouse.tls_ca_file={}", test_ca());
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &port, "--set", "clickhouse.tls=true", "--set", &ca],
+    );
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    // Nothing went around TLS: the run only knew the secure port.
+    assert!(!summary.contains("ClickHouse TLS"), "{summary}");
+}
