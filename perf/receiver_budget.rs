@@ -117,6 +117,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         stream_max_bytes: 0,
+        tls: None,
         count: None,
         store: None,
     };

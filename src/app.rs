@@ -110,6 +110,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// TLS for a server could not be set up (a file gone since the config loaded).
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// A thread panicked (the process's panic hook normally ends it first).
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
@@ -496,6 +499,11 @@ impl App {
                     ),
                     drain_timeout: Duration::from_millis(config.ingest.drain_timeout_ms),
                     stream_max_bytes: config.nats.stream_max_bytes,
+                    // Validated when the config loaded; a file gone since is an error.
+                    tls: config
+                        .nats
+                        .tls_client()
+                        .map_err(|e| AppError::Tls(format!("nats: {e}")))?,
                     count,
                     store: Some(StoreProbe {
                         options: destination.options.clone(),

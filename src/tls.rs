@@ -216,6 +216,24 @@ impl Socket {
     pub fn is_tls(&self) -> bool {
         matches!(self, Socket::Tls(_))
     }
+
+    /// Sets the read timeout of the TCP socket underneath.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Socket::Plain(tcp) => tcp.set_read_timeout(timeout),
+            Socket::Tls(stream) => locked(stream, |s| s.sock.set_read_timeout(timeout)),
+        }
+    }
+
+    /// Upgrades a plain socket to TLS in place (protocols that start in plaintext, as
+    /// NATS does with its INFO). A TLS socket is left as it is.
+    pub fn upgrade(&mut self, tls: &Client) -> io::Result<()> {
+        if let Socket::Plain(tcp) = self {
+            // The clone shares the connection; the original handle closes nothing.
+            *self = Socket::open(tcp.try_clone()?, Some(tls))?;
+        }
+        Ok(())
+    }
 }
 
 fn locked<T>(

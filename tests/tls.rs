@@ -4,6 +4,7 @@
 //! with the appliance on the TLS port; and every way it can be wrong fails at connect
 //! with one line saying why: an untrusted CA, an expired certificate, a name the
 //! certificate does not carry, plaintext to the TLS port, TLS to the plaintext port.
+//! Likewise NATS, against a private TLS-only nats-server with the same certificates.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alphapt_storage::native::{Block, Column, Connection, Options, Values};
+use alphapt_storage::receive::nats::NatsConn;
 use alphapt_storage::tls::Settings;
 use common::e2e::*;
 use common::{options, TestDb};
@@ -219,4 +221,72 @@ fn a_feed_goes_end_to_end_over_tls() {
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
     // Nothing went around TLS: the run only knew the secure port.
     assert!(!summary.contains("ClickHouse TLS"), "{summary}");
+}
+
+fn tls_nats() -> PrivateNats {
+    let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+    PrivateNats::start_tls(NatsTls {
+        cert: format!("{dir}/server.pem"),
+        key: format!("{dir}/server.key"),
+        ca: test_ca(),
+    })
+}
+
+/// A TLS-only nats-server: the feed publishes and the appliance consumes over TLS
+/// (upgraded after INFO, as NATS does), every tick stored once.
+#[test]
+fn a_feed_goes_end_to_end_through_a_tls_only_nats_server() {
+    const TICKS: u64 = 5_000;
+    let server = tls_nats();
+    let (db, mut conn) = tables("tlsnats");
+    let nats = Nats::new("tlsnats");
+    let url = format!("nats.url={}", server.url());
+    let ca = format!("nats.tls_ca_file={}", test_ca());
+    let published = feed(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &url,
+            "--set",
+            &ca,
+            "--count",
+            "5000",
+            "--instruments",
+            "20",
+        ],
+    );
+    assert!(published.contains("acked 5000 errors 0"), "{published}");
+    let run = start_run(&db, &nats, &["--set", &url, "--set", &ca]);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+}
+
+#[test]
+fn a_tls_only_nats_server_refuses_plaintext_and_an_untrusted_ca_clearly() {
+    let server = tls_nats();
+    let plain = format!("nats://127.0.0.1:{}", server.port);
+    let Err(error) = NatsConn::connect(&plain, Duration::from_secs(2)) else {
+        panic!("plaintext accepted by a TLS-only server");
+    };
+    let error = error.to_string();
+    assert!(error.contains("requires TLS"), "{error}");
+
+    let other_ca = rcgen::generate_simple_self_signed(vec!["other CA".into()]).unwrap();
+    let other = temp_file("nats-other-ca.pem", &other_ca.cert.pem());
+    let client = Settings {
+        enabled: true,
+        ca_file: other.to_str().unwrap().to_owned(),
+        ..Settings::default()
+    }
+    .client("nats", "127.0.0.1")
+    .unwrap();
+    let Err(error) = NatsConn::connect_with(&server.url(), Duration::from_secs(2), client.as_ref())
+    else {
+        panic!("an untrusted CA accepted");
+    };
+    let error = error.to_string();
+    assert!(error.contains("not signed by a trusted CA"), "{error}");
+    let _ = std::fs::remove_file(other);
 }

@@ -73,7 +73,9 @@ pub fn run(config: &Config, args: &FeedArgs) -> anyhow::Result<ExitCode> {
     };
     options.validate()?;
     let timeout = Duration::from_secs(5);
-    let mut conn = NatsConn::connect(&nats.url, timeout).context("connecting to NATS")?;
+    let tls = nats.tls_client().context("nats.tls")?;
+    let mut conn =
+        NatsConn::connect_with(&nats.url, timeout, tls.as_ref()).context("connecting to NATS")?;
     if args.fresh_stream {
         let deleted = JetStream::new(timeout)
             .delete_stream(&mut conn, &nats.stream_ticks)

@@ -285,6 +285,16 @@ pub struct NatsConfig {
     /// discarded past it; 0 = unlimited. Applies at creation only: an existing stream
     /// keeps its own limits.
     pub stream_max_bytes: u64,
+    /// TLS after the server's INFO (a `tls://` URL turns it on too).
+    pub tls: bool,
+    /// PEM file of the CA to trust; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate, for a server that verifies clients; empty: none.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
+    /// The name the server's certificate must carry; empty: the URL's host.
+    pub tls_server_name: String,
 }
 
 /// How the JetStream consumer acknowledges.
@@ -318,6 +328,11 @@ impl Default for NatsConfig {
             max_ack_pending: 0,
             ack_policy: AckPolicy::All,
             stream_max_bytes: 0,
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_server_name: String::new(),
         }
     }
 }
@@ -337,6 +352,11 @@ impl fmt::Debug for NatsConfig {
             .field("max_ack_pending", &self.max_ack_pending)
             .field("ack_policy", &self.ack_policy)
             .field("stream_max_bytes", &self.stream_max_bytes)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_server_name", &self.tls_server_name)
             .finish()
     }
 }
@@ -587,6 +607,32 @@ impl ClickHouseConfig {
             key_file: self.tls_key_file.clone(),
             server_name: self.tls_server_name.clone(),
         }
+    }
+}
+
+impl NatsConfig {
+    /// The `tls*` keys as the TLS module takes them; a `tls://` URL turns TLS on.
+    pub fn tls_settings(&self) -> crate::tls::Settings {
+        crate::tls::Settings {
+            enabled: self.tls || self.url.starts_with("tls://"),
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: self.tls_server_name.clone(),
+        }
+    }
+
+    /// The URL's host, for the certificate check when no `tls_server_name` is set.
+    pub fn host(&self) -> String {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "127.0.0.1".to_owned())
+    }
+
+    /// The TLS client for the NATS connection, `None` without TLS.
+    pub fn tls_client(&self) -> Result<Option<crate::tls::Client>, crate::tls::TlsError> {
+        self.tls_settings().client("nats", &self.host())
     }
 }
 

@@ -53,6 +53,32 @@ pub const WAIT_STEPS_MAX: u32 = 1_000_000;
 /// most (the spill must hold them: `spill_bytes_max`).
 pub const INSERT_INTERVAL_MS_MAX: u64 = 60_000;
 
+/// Checks one section's `tls*` keys: the files are read now (`built`), so a bad one
+/// stops the start with its name, and files named with TLS off are a contradiction.
+fn tls_keys(
+    section: &str,
+    settings: &crate::tls::Settings,
+    built: Result<(), crate::tls::TlsError>,
+) -> Result<(), ConfigError> {
+    let key = format!("{section}.tls");
+    if let Err(error) = built {
+        return Err(invalid(&key, error.to_string()));
+    }
+    let named = [
+        &settings.ca_file,
+        &settings.cert_file,
+        &settings.key_file,
+        &settings.server_name,
+    ];
+    if !settings.enabled && named.iter().any(|v| !v.is_empty()) {
+        return Err(invalid(
+            &key,
+            format!("is off but tls_* files or names are set; set {section}.tls = true to use them, or remove them"),
+        ));
+    }
+    Ok(())
+}
+
 /// Shorthand for an [`ConfigError::Invalid`] about `key`.
 fn invalid(key: &str, message: String) -> ConfigError {
     ConfigError::Invalid {
@@ -214,25 +240,11 @@ impl Config {
     /// Checks `[clickhouse]`.
     fn validate_clickhouse(&self) -> Result<(), ConfigError> {
         let c = &self.clickhouse;
-        // The files are read now, so a bad one stops the start with its name.
-        if let Err(error) = c.tls_settings().client("clickhouse", &c.host) {
-            return Err(invalid("clickhouse.tls", error.to_string()));
-        }
-        if !c.tls
-            && [
-                &c.tls_ca_file,
-                &c.tls_cert_file,
-                &c.tls_key_file,
-                &c.tls_server_name,
-            ]
-            .iter()
-            .any(|v| !v.is_empty())
-        {
-            return Err(invalid(
-                "clickhouse.tls",
-                "is false but tls_* files or names are set; set clickhouse.tls = true to use them, or remove them".to_owned(),
-            ));
-        }
+        tls_keys(
+            "clickhouse",
+            &c.tls_settings(),
+            c.tls_settings().client("clickhouse", &c.host).map(|_| ()),
+        )?;
         non_empty("clickhouse.host", &c.host)?;
         if c.host.contains("://") || c.host.contains(char::is_whitespace) {
             return Err(invalid(
@@ -301,6 +313,7 @@ impl Config {
     fn validate_nats(&self) -> Result<(), ConfigError> {
         let n = &self.nats;
         url("nats.url", &n.url, &["nats", "tls"], true)?;
+        tls_keys("nats", &n.tls_settings(), n.tls_client().map(|_| ()))?;
         if n.stream_max_bytes != 0 && !(1 << 20..=i64::MAX as u64).contains(&n.stream_max_bytes) {
             return Err(invalid(
                 "nats.stream_max_bytes",

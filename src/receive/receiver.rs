@@ -126,6 +126,8 @@ pub struct ReceiverConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the last acks when draining.
     pub drain_timeout: Duration,
+    /// TLS to NATS (`nats.tls*`, or a `tls://` URL); `None`: plaintext.
+    pub tls: Option<crate::tls::Client>,
     /// `nats.stream_max_bytes`: the limit of a stream this receiver creates.
     pub stream_max_bytes: u64,
     /// Stop after routing this many messages, then drain (benchmarks, replays of a
@@ -297,14 +299,15 @@ pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverRepor
     // The stage's reconnect loop: one pass per connection.
     let outcome = loop {
         let session =
-            NatsConn::connect(&config.url, config.connect_timeout).and_then(|mut conn| {
-                backoff.reset();
-                if config.jetstream {
-                    run_jetstream(router, config, &mut conn, &mut jetstream)
-                } else {
-                    run_core(router, config, &mut conn, &mut core)
-                }
-            });
+            NatsConn::connect_with(&config.url, config.connect_timeout, config.tls.as_ref())
+                .and_then(|mut conn| {
+                    backoff.reset();
+                    if config.jetstream {
+                        run_jetstream(router, config, &mut conn, &mut jetstream)
+                    } else {
+                        run_core(router, config, &mut conn, &mut core)
+                    }
+                });
         let established = jetstream.established || core.established;
         let error = match session {
             Ok(()) => break Ok(()),

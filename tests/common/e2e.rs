@@ -421,6 +421,15 @@ pub struct PrivateNats {
     pub child: Option<Child>,
     pub port: u16,
     pub dir: std::path::PathBuf,
+    /// TLS only: the server's certificate and key, and the CA clients trust.
+    pub tls: Option<NatsTls>,
+}
+
+/// The files of a TLS-only private nats-server.
+pub struct NatsTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }
 
 impl PrivateNats {
@@ -435,17 +444,53 @@ impl PrivateNats {
             child: None,
             port,
             dir,
+            tls: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server that takes TLS connections only.
+    pub fn start_tls(tls: NatsTls) -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("alphapt-nats-{}", suffix()));
+        let mut server = PrivateNats {
+            child: None,
+            port,
+            dir,
+            tls: Some(tls),
         };
         server.spawn();
         server
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for this server: TLS with its CA when it is TLS-only.
+    pub fn connect(&self) -> Result<NatsConn, alphapt_storage::receive::nats::NatsError> {
+        let tls = self.tls.as_ref().map(|t| {
+            alphapt_storage::tls::Settings {
+                enabled: true,
+                ca_file: t.ca.clone(),
+                ..Default::default()
+            }
+            .client("nats", "127.0.0.1")
+            .unwrap()
+            .unwrap()
+        });
+        NatsConn::connect_with(&self.url(), Duration::from_secs(1), tls.as_ref())
     }
 
     pub fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -454,14 +499,18 @@ impl PrivateNats {
                 "-js",
                 "-sd",
             ])
-            .arg(&self.dir)
+            .arg(&self.dir);
+        if let Some(tls) = &self.tls {
+            command.args(["--tls", "--tlscert", &tls.cert, "--tlskey", &tls.key]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server on PATH (bash .ci/services.sh installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while NatsConn::connect(&self.url(), Duration::from_secs(1)).is_err() {
+        while self.connect().is_err() {
             assert!(
                 Instant::now() < deadline,
                 "private nats-server did not start"

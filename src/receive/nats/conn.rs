@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::error::NatsError;
 use super::wire::{self, ConnectOptions, ServerOp, CONTROL_LINE_BYTES_MAX};
+use crate::tls::Socket;
 
 /// Read buffer size. It must hold one whole operation, so it bounds the largest message
 /// we accept: the server default `max_payload` is 1 MiB, its ceiling 64 MiB; 4 MiB holds
@@ -52,12 +53,14 @@ pub struct ServerInfo {
     pub jetstream: bool,
     /// Protocol version.
     pub proto: u32,
+    /// The server takes TLS connections only.
+    pub tls_required: bool,
 }
 
 /// A blocking NATS client connection.
 pub struct NatsConn {
-    /// The TCP socket, with read and write timeouts set.
-    stream: TcpStream,
+    /// The socket (TLS after the INFO when asked for), with read and write timeouts set.
+    stream: Socket,
     /// Bytes read from the socket; `[head..tail)` is not yet parsed. Allocated once.
     read_buf: Box<[u8]>,
     /// Start of the unparsed bytes; advanced by `drain`, reset by compaction.
@@ -99,20 +102,48 @@ impl NatsConn {
     /// PING, and waits for PONG; `-ERR` (e.g. bad credentials) is an error. `timeout`
     /// bounds the TCP connect, the handshake, and every later write.
     pub fn connect(url: &str, timeout: Duration) -> Result<NatsConn, NatsError> {
+        Self::connect_with(url, timeout, None)
+    }
+
+    /// [`NatsConn::connect`] with TLS settings: `tls` (from `nats.tls*`) upgrades the
+    /// connection after the server's INFO, as NATS does. A `tls://` URL without them
+    /// trusts the system's CAs; a server that requires TLS refuses a plaintext client
+    /// with an error saying so.
+    pub fn connect_with(
+        url: &str,
+        timeout: Duration,
+        tls: Option<&crate::tls::Client>,
+    ) -> Result<NatsConn, NatsError> {
         let parsed = url::Url::parse(url).map_err(|e| NatsError::BadUrl {
             url: crate::config::redact_url(url),
             reason: e.to_string(),
         })?;
-        if parsed.scheme() != "nats" {
+        if parsed.scheme() != "nats" && parsed.scheme() != "tls" {
             return Err(NatsError::BadUrl {
                 url: crate::config::redact_url(url),
                 reason: format!(
-                    "scheme {}:// is not supported by the built-in client (no TLS)",
+                    "scheme {}:// is not one of nats:// and tls://",
                     parsed.scheme()
                 ),
             });
         }
         let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+        let default_tls;
+        let tls = match tls {
+            Some(tls) => Some(tls),
+            None if parsed.scheme() == "tls" => {
+                default_tls = crate::tls::Settings {
+                    enabled: true,
+                    ..crate::tls::Settings::default()
+                }
+                .client("nats", &host)
+                .map_err(|e| NatsError::Handshake {
+                    reason: format!("TLS: {e}"),
+                })?;
+                default_tls.as_ref()
+            }
+            None => None,
+        };
         let port = parsed.port().unwrap_or(4222);
         let address = (host.as_str(), port)
             .to_socket_addrs()
@@ -135,7 +166,7 @@ impl NatsConn {
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let mut conn = NatsConn {
-            stream,
+            stream: Socket::Plain(stream),
             read_buf: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
             read_head: 0,
             read_tail: 0,
@@ -149,12 +180,17 @@ impl NatsConn {
             read_timeout: timeout,
             io_timeout: timeout,
         };
-        conn.handshake(&parsed, timeout)?;
+        conn.handshake(&parsed, timeout, tls)?;
         Ok(conn)
     }
 
     /// Reads INFO, checks its limits, sends CONNECT + PING, and waits for PONG.
-    fn handshake(&mut self, url: &url::Url, timeout: Duration) -> Result<(), NatsError> {
+    fn handshake(
+        &mut self,
+        url: &url::Url,
+        timeout: Duration,
+        tls: Option<&crate::tls::Client>,
+    ) -> Result<(), NatsError> {
         let deadline = Instant::now() + timeout;
         let mut info: Option<Result<ServerInfo, String>> = None;
         while info.is_none() {
@@ -179,6 +215,24 @@ impl NatsConn {
                 ),
             });
         }
+        match (tls, info.tls_required) {
+            (None, true) => {
+                return Err(NatsError::Handshake {
+                    reason:
+                        "the server requires TLS; use a tls:// URL (nats.tls_ca_file names its CA)"
+                            .to_owned(),
+                })
+            }
+            (Some(tls), _) => {
+                // Nothing follows INFO until the client speaks: the buffer is empty.
+                self.read_head = 0;
+                self.read_tail = 0;
+                self.stream.upgrade(tls).map_err(|e| NatsError::Handshake {
+                    reason: format!("TLS: {e}"),
+                })?;
+            }
+            (None, false) => {}
+        }
         self.payload_bytes_max = info.max_payload;
         self.info = info;
         // Worst case queued at once: a flush's worth plus one largest message and its line.
@@ -189,6 +243,7 @@ impl NatsConn {
             name: "alphapt-storage",
             user: (!user.is_empty()).then_some(user.as_str()),
             pass: pass.as_deref(),
+            tls_required: self.stream.is_tls(),
         };
         wire::encode_connect(&mut self.write_buf, &options);
         self.round_trip(deadline.saturating_duration_since(Instant::now()))
@@ -579,11 +634,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_tls_and_bad_urls() {
+    fn refuses_bad_urls_without_showing_the_password() {
         let error =
-            NatsConn::connect("tls://u:secret@h:4222", Duration::from_millis(10)).unwrap_err();
+            NatsConn::connect("http://u:secret@h:4222", Duration::from_millis(10)).unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("no TLS"), "{text}");
+        assert!(text.contains("nats:// and tls://"), "{text}");
         assert!(!text.contains("secret"), "{text}");
         assert!(NatsConn::connect("not a url", Duration::from_millis(10)).is_err());
     }

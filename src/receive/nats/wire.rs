@@ -375,6 +375,8 @@ pub struct ConnectOptions<'a> {
     pub user: Option<&'a str>,
     /// Password from the URL, if any.
     pub pass: Option<&'a str>,
+    /// The connection is TLS.
+    pub tls_required: bool,
 }
 
 /// Appends `CONNECT {json}\r\n`: verbose off (no `+OK` per op), headers on (JetStream
@@ -397,6 +399,9 @@ pub fn encode_connect(out: &mut Vec<u8>, options: &ConnectOptions<'_>) {
     }
     if let Some(pass) = options.pass {
         json["pass"] = pass.into();
+    }
+    if options.tls_required {
+        json["tls_required"] = true.into();
     }
     out.extend_from_slice(b"CONNECT ");
     out.extend_from_slice(json.to_string().as_bytes());

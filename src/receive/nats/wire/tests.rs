@@ -219,6 +219,7 @@ UNSUB 12 5\r\nUNSUB 13\r\nPING\r\nPONG\r\n"
         name: "t",
         user: Some("u"),
         pass: Some("p"),
+        tls_required: false,
     };
     encode_connect(&mut out, &options);
     assert!(out.starts_with(b"CONNECT {"));
