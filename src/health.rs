@@ -67,7 +67,11 @@ pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
     let components = vec![
         probe_clickhouse(clickhouse, &config.clickhouse.database),
         probe_nats(&config.nats.url),
-        probe_redis(&config.redis.url, config.redis.password.expose()),
+        probe_redis(
+            &config.redis.url,
+            config.redis.password.expose(),
+            &config.redis.tls_settings(),
+        ),
         probe_postgres(&config.postgres.url),
     ];
     let status = if components[0].status == Status::Down {
@@ -208,10 +212,10 @@ pub fn probe_nats(url: &str) -> Component {
 }
 
 /// Redis: PING and the server version from INFO.
-pub fn probe_redis(url: &str, password: &str) -> Component {
+pub fn probe_redis(url: &str, password: &str, tls: &crate::tls::Settings) -> Component {
     let (outcome, latency_ms) = timed(|| {
         // The appliance's own connect: same URL and password rules, same timeouts.
-        let mut conn = crate::cache::redis::connect(url, password, PROBE_TIMEOUT)?;
+        let mut conn = crate::cache::redis::connect(url, password, tls, PROBE_TIMEOUT)?;
         let pong: String = redis::cmd("PING")
             .query(&mut conn)
             .map_err(|e| e.to_string())?;

@@ -290,3 +290,104 @@ fn a_tls_only_nats_server_refuses_plaintext_and_an_untrusted_ca_clearly() {
     assert!(error.contains("not signed by a trusted CA"), "{error}");
     let _ = std::fs::remove_file(other);
 }
+
+/// A redis-server taking TLS only (its own port, the test certificates).
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &format!("{dir}/server.pem")])
+            .args(["--tls-key-file", &format!("{dir}/server.key")])
+            .args(["--tls-ca-cert-file", &format!("{dir}/ca.pem")])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let server = TlsRedis { child, port };
+        common::wait_until("TLS redis-server", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        server
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hot cache over TLS: the appliance writes a feed's latest ticks to a TLS-only
+/// Redis; plaintext and an untrusted CA are refused, named.
+#[test]
+fn the_redis_cache_is_written_over_tls_and_plaintext_is_refused() {
+    use alphapt_storage::cache::redis::connect;
+    const TICKS: u64 = 2_000;
+    let redis = TlsRedis::start();
+    let trusted = Settings {
+        enabled: true,
+        ca_file: test_ca(),
+        ..Settings::default()
+    };
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let mut conn = connect(&url, "", &trusted, Duration::from_secs(2)).unwrap();
+    let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
+    assert_eq!(pong, "PONG");
+
+    let plain = format!("redis://127.0.0.1:{}", redis.port);
+    let refused =
+        connect(&plain, "", &Settings::default(), Duration::from_secs(2)).and_then(|mut c| {
+            redis::cmd("PING")
+                .query::<String>(&mut c)
+                .map_err(|e| e.to_string())
+        });
+    assert!(refused.is_err(), "plaintext answered: {refused:?}");
+    let other_ca = rcgen::generate_simple_self_signed(vec!["other CA".into()]).unwrap();
+    let other = temp_file("redis-other-ca.pem", &other_ca.cert.pem());
+    let untrusted = Settings {
+        ca_file: other.to_str().unwrap().to_owned(),
+        ..trusted.clone()
+    };
+    let Err(error) = connect(&url, "", &untrusted, Duration::from_secs(2)) else {
+        panic!("an untrusted CA accepted");
+    };
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    let _ = std::fs::remove_file(other);
+
+    // The appliance's Redis thread over TLS.
+    let (db, mut ch) = tables("tlsredis");
+    let nats = Nats::new("tlsredis");
+    feed_all(&db, &nats, TICKS, "0", "20");
+    let url_set = format!("redis.url={url}");
+    let ca = format!("redis.tls_ca_file={}", test_ca());
+    let run = start_run(&db, &nats, &["--set", &url_set, "--set", &ca]);
+    wait_stored(&mut ch, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", db.redis_prefix()))
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.len() >= 20, "{} keys: {summary}", keys.len());
+    assert!(summary.contains("redis cache:"), "{summary}");
+}

@@ -78,6 +78,8 @@ pub struct CacheConfig {
     pub url: String,
     /// Password sent with AUTH when the URL has none.
     pub password: String,
+    /// TLS (`redis.tls*`, or a `rediss://` URL).
+    pub tls: crate::tls::Settings,
     /// Key names.
     pub keys: Keys,
     /// Time between flushes.
@@ -101,6 +103,7 @@ impl CacheConfig {
         CacheConfig {
             url: r.url.clone(),
             password: r.password.expose().to_owned(),
+            tls: r.tls_settings(),
             keys: Keys::from_config(r),
             flush_interval: Duration::from_millis(r.flush_interval_ms),
             history_len: r.history_len,
@@ -261,14 +264,57 @@ impl Watch {
     }
 }
 
-/// Opens a connection with the configured timeouts.
-pub fn connect(url: &str, password: &str, timeout: Duration) -> Result<redis::Connection, String> {
+/// Opens a connection with the configured timeouts; with `tls` on (`redis.tls` or a
+/// `rediss://` URL), over TLS verified against `tls.ca_file` (empty: the system's CAs)
+/// with the client certificate when one is named. Never falls back to plaintext.
+pub fn connect(
+    url: &str,
+    password: &str,
+    tls: &crate::tls::Settings,
+    timeout: Duration,
+) -> Result<redis::Connection, String> {
     let mut info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| format!("bad Redis URL: {e}"))?;
     if info.redis.password.is_none() && !password.is_empty() {
         info.redis.password = Some(password.to_string());
     }
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let client = if tls.enabled {
+        if let redis::ConnectionAddr::Tcp(host, port) = &info.addr {
+            // `redis.tls` on a redis:// URL: the same server, over TLS.
+            info.addr = redis::ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
+            };
+        }
+        let read = |key: &str, path: &str| {
+            std::fs::read(path).map_err(|e| format!("redis.{key} {path}: {e}"))
+        };
+        let root_cert = if tls.ca_file.is_empty() {
+            None
+        } else {
+            Some(read("tls_ca_file", &tls.ca_file)?)
+        };
+        let client_tls = if tls.cert_file.is_empty() {
+            None
+        } else {
+            Some(redis::ClientTlsConfig {
+                client_cert: read("tls_cert_file", &tls.cert_file)?,
+                client_key: read("tls_key_file", &tls.key_file)?,
+            })
+        };
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| format!("Redis TLS: {e}"))?
+    } else {
+        redis::Client::open(info).map_err(|e| e.to_string())?
+    };
     let conn = client
         .get_connection_with_timeout(timeout)
         .map_err(|e| e.to_string())?;
@@ -370,7 +416,12 @@ impl CacheWriter {
             self.drain_instruments();
             self.publish_lag();
             if self.conn.is_none() && Instant::now() >= retry_at {
-                match connect(&self.config.url, &self.config.password, self.config.timeout) {
+                match connect(
+                    &self.config.url,
+                    &self.config.password,
+                    &self.config.tls,
+                    self.config.timeout,
+                ) {
                     Ok(conn) => {
                         self.conn = Some(conn);
                         self.stats.connects_total.fetch_add(1, Ordering::Relaxed);

@@ -219,7 +219,12 @@ impl Redis {
             return None;
         }
         let timeout = Duration::from_millis(config.redis.timeout_ms);
-        match cache::redis::connect(&config.redis.url, config.redis.password.expose(), timeout) {
+        match cache::redis::connect(
+            &config.redis.url,
+            config.redis.password.expose(),
+            &config.redis.tls_settings(),
+            timeout,
+        ) {
             Ok(conn) => Some(Redis {
                 keys: Keys::from_config(&config.redis),
                 conn,

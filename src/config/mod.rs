@@ -371,6 +371,14 @@ pub struct RedisConfig {
     pub password: Secret,
     /// A file holding the password, read at start instead of `password`.
     pub password_file: String,
+    /// TLS (a `rediss://` URL turns it on too).
+    pub tls: bool,
+    /// PEM file of the CA to trust; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate, for a server with `tls-auth-clients yes`; empty: none.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
     /// Most connections the slow-path thread opens.
     pub max_connections: u32,
     /// Text put before every key this appliance writes; empty for none.
@@ -409,6 +417,10 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             password: Secret::default(),
             password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             max_connections: 4,
             key_prefix: String::new(),
             enabled: true,
@@ -434,6 +446,10 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact_url(&self.url))
             .field("password", &self.password)
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("max_connections", &self.max_connections)
             .field("key_prefix", &self.key_prefix)
             .field("enabled", &self.enabled)
@@ -633,6 +649,20 @@ impl NatsConfig {
     /// The TLS client for the NATS connection, `None` without TLS.
     pub fn tls_client(&self) -> Result<Option<crate::tls::Client>, crate::tls::TlsError> {
         self.tls_settings().client("nats", &self.host())
+    }
+}
+
+impl RedisConfig {
+    /// The `tls*` keys as the TLS module takes them; a `rediss://` URL turns TLS on.
+    /// The certificate is checked against the URL's host (redis-rs takes no other name).
+    pub fn tls_settings(&self) -> crate::tls::Settings {
+        crate::tls::Settings {
+            enabled: self.tls || self.url.starts_with("rediss://"),
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: String::new(),
+        }
     }
 }
 

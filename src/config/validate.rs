@@ -380,6 +380,16 @@ impl Config {
     /// Checks the hot-cache settings of `[redis]`.
     fn validate_redis_cache(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
+        let host = url::Url::parse(&r.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        tls_keys(
+            "redis",
+            &r.tls_settings(),
+            r.tls_settings().client("redis", &host).map(|_| ()),
+        )?;
+        let r = &self.redis;
         bounded(
             "redis.flush_interval_ms",
             r.flush_interval_ms,
