@@ -207,6 +207,8 @@ pub struct AuditConfig {
     pub backoff_initial: Duration,
     /// `postgres.backoff_max_ms`.
     pub backoff_max: Duration,
+    /// `postgres.tls*`.
+    pub tls: crate::tls::Settings,
 }
 
 impl AuditConfig {
@@ -218,6 +220,7 @@ impl AuditConfig {
             connect_timeout: Duration::from_millis(p.connect_timeout_ms),
             backoff_initial: Duration::from_millis(p.backoff_initial_ms),
             backoff_max: Duration::from_millis(p.backoff_max_ms),
+            tls: p.tls_settings(),
         }
     }
 }
@@ -361,6 +364,7 @@ impl Auditor {
             self.client = Some(
                 slow_path_client(
                     &self.config.url,
+                    &self.config.tls,
                     self.config.connect_timeout,
                     APPLICATION_NAME,
                 )

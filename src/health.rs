@@ -72,7 +72,7 @@ pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
             config.redis.password.expose(),
             &config.redis.tls_settings(),
         ),
-        probe_postgres(&config.postgres.url),
+        probe_postgres(&config.postgres.url, &config.postgres.tls_settings()),
     ];
     let status = if components[0].status == Status::Down {
         Status::Down
@@ -235,13 +235,14 @@ pub fn probe_redis(url: &str, password: &str, tls: &crate::tls::Settings) -> Com
 }
 
 /// PostgreSQL: connect and read `server_version`.
-pub fn probe_postgres(url: &str) -> Component {
+pub fn probe_postgres(url: &str, tls: &crate::tls::Settings) -> Component {
     let (outcome, latency_ms) = timed(|| {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| format!("bad PostgreSQL URL: {e}"))?;
         config.connect_timeout(PROBE_TIMEOUT);
-        let mut client = config.connect(postgres::NoTls).map_err(|e| e.to_string())?;
+        let mut client = crate::tls::connect_postgres(&mut config, tls)
+            .map_err(|e| crate::refdata::connect_message(&e))?;
         let row = client
             .query_one("SHOW server_version", &[])
             .map_err(|e| e.to_string())?;

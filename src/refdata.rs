@@ -196,6 +196,8 @@ pub struct RefdataConfig {
     pub backoff_max: Duration,
     /// Longest wait on the notification socket before looking at the stop flag.
     pub poll: Duration,
+    /// `postgres.tls*`.
+    pub tls: crate::tls::Settings,
 }
 
 impl RefdataConfig {
@@ -208,6 +210,7 @@ impl RefdataConfig {
             backoff_initial: Duration::from_millis(p.backoff_initial_ms),
             backoff_max: Duration::from_millis(p.backoff_max_ms),
             poll: POLL_INTERVAL,
+            tls: p.tls_settings(),
         }
     }
 }
@@ -457,11 +460,12 @@ impl Refdata {
                     message: error.to_string(),
                 })?;
         slow_path_settings(&mut pg, self.config.connect_timeout, APPLICATION_NAME);
-        let mut client = pg
-            .connect(postgres::NoTls)
-            .map_err(|error| RefdataError::Connect {
-                url: url(),
-                message: with_causes(&error),
+        let mut client =
+            crate::tls::connect_postgres(&mut pg, &self.config.tls).map_err(|error| {
+                RefdataError::Connect {
+                    url: url(),
+                    message: connect_message(&error),
+                }
             })?;
         client
             .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
@@ -680,6 +684,7 @@ pub(crate) fn slow_path_settings(
 /// with the URL redacted.
 pub(crate) fn slow_path_client(
     url: &str,
+    tls: &crate::tls::Settings,
     connect_timeout: Duration,
     application_name: &str,
 ) -> Result<postgres::Client, String> {
@@ -688,13 +693,20 @@ pub(crate) fn slow_path_client(
         .parse()
         .map_err(|e: postgres::Error| format!("PostgreSQL URL {shown}: {e}"))?;
     slow_path_settings(&mut pg, connect_timeout, application_name);
-    let mut client = pg
-        .connect(postgres::NoTls)
-        .map_err(|e| format!("PostgreSQL at {shown}: {}", with_causes(&e)))?;
+    let mut client = crate::tls::connect_postgres(&mut pg, tls)
+        .map_err(|e| format!("PostgreSQL at {shown}: {}", connect_message(&e)))?;
     client
         .batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
         .map_err(|e| format!("PostgreSQL at {shown}: {}", with_causes(&e)))?;
     Ok(client)
+}
+
+/// A connect error as one line: the TLS setup's, or the driver's with its causes.
+pub(crate) fn connect_message(error: &crate::tls::ConnectError) -> String {
+    match error {
+        crate::tls::ConnectError::Tls(text) => format!("TLS: {text}"),
+        crate::tls::ConnectError::Postgres(error) => with_causes(error),
+    }
 }
 
 /// The driver's error with its causes: "error connecting to server" alone does not

@@ -83,6 +83,53 @@ impl std::fmt::Debug for Client {
     }
 }
 
+impl Client {
+    /// The rustls configuration, for connectors that build their own streams.
+    pub fn rustls_config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+}
+
+/// Connects a PostgreSQL client: plaintext when `tls` is off; with it on, TLS is
+/// required (`sslmode=require`, never a plaintext fallback) and the certificate is
+/// verified against `tls.ca_file` for the URL's host (verify-full). Errors are the
+/// driver's, or a TLS setup error as text.
+pub fn connect_postgres(
+    pg: &mut postgres::Config,
+    tls: &Settings,
+) -> Result<postgres::Client, ConnectError> {
+    if !tls.enabled {
+        return pg.connect(postgres::NoTls).map_err(ConnectError::Postgres);
+    }
+    let host = pg
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            postgres::config::Host::Tcp(name) => Some(name.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let client = tls
+        .client("postgres", &host)
+        .map_err(|e| ConnectError::Tls(e.to_string()))?
+        .ok_or_else(|| ConnectError::Tls("TLS is off".to_owned()))?;
+    pg.ssl_mode(postgres::config::SslMode::Require);
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*client.config).clone());
+    pg.connect(connector).map_err(ConnectError::Postgres)
+}
+
+/// Why [`connect_postgres`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TLS could not be set up (a file).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The driver's error (connect, handshake, certificate, authentication).
+    #[error(transparent)]
+    Postgres(postgres::Error),
+}
+
 impl Settings {
     /// The client for `host`, or `None` when TLS is off. `section` prefixes the keys in
     /// messages (`clickhouse` → `clickhouse.tls_ca_file`).

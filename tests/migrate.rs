@@ -76,6 +76,7 @@ impl Fixture {
         Settings {
             clickhouse: common::options(&self.clickhouse_db, None),
             postgres_url: url_for(&self.postgres_db),
+            postgres_tls: Default::default(),
             dir: self.dir.clone(),
             retention_days: 30,
             lock_key: migrate::LOCK_KEY,

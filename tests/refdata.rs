@@ -44,6 +44,7 @@ fn refdata_config(url: String) -> RefdataConfig {
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(200),
         poll: Duration::from_millis(100),
+        tls: Default::default(),
     }
 }
 

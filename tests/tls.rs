@@ -391,3 +391,179 @@ fn the_redis_cache_is_written_over_tls_and_plaintext_is_refused() {
     assert!(keys.len() >= 20, "{} keys: {summary}", keys.len());
     assert!(summary.contains("redis cache:"), "{summary}");
 }
+
+/// A PostgreSQL cluster of the test's own taking TLS connections only (pg_hba:
+/// `hostssl` trust, `hostnossl` reject), with the test certificates; stopped on drop.
+struct TlsPostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl TlsPostgres {
+    fn start() -> TlsPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL installed (bash .ci/services.sh installs it)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").is_file())
+            .expect("initdb");
+        let tls = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+        let dir = std::env::temp_dir().join(format!("alphapt-pgtls-{}", common::suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(format!("{tls}/{file}"), dir.join(file)).unwrap();
+        }
+        let as_postgres = |args: &[&str]| {
+            let status = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{args:?}");
+        };
+        let d = dir.to_str().unwrap().to_owned();
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres", &d])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let initdb = bin.join("initdb");
+        as_postgres(&[
+            initdb.to_str().unwrap(),
+            "-D",
+            &format!("{d}/data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        std::fs::write(
+            dir.join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={d} -c ssl=on \
+             -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key"
+        );
+        let pg_ctl = bin.join("pg_ctl");
+        as_postgres(&[
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            &format!("{d}/data"),
+            "-o",
+            &options,
+            "-l",
+            &format!("{d}/log"),
+            "-w",
+            "start",
+        ]);
+        TlsPostgres { dir, bin, port }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                &format!("{}/data", self.dir.display()),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PostgreSQL over TLS (verify-full): migrations and the appliance's audit go through
+/// a TLS-only server; plaintext and an untrusted CA are refused, named.
+#[test]
+fn postgres_is_reached_over_tls_only_and_plaintext_is_refused() {
+    use alphapt_storage::tls::connect_postgres;
+    const TICKS: u64 = 2_000;
+    let pg = TlsPostgres::start();
+    let trusted = trusting(&test_ca());
+    let mut config: postgres::Config = pg.url().parse().unwrap();
+    let mut client = connect_postgres(&mut config, &trusted).unwrap();
+    let on: String = client.query_one("SHOW ssl", &[]).unwrap().get(0);
+    assert_eq!(on, "on");
+    drop(client);
+
+    let plain = connect_postgres(&mut pg.url().parse().unwrap(), &Settings::default());
+    let error = format!("{:?}", plain.err().expect("plaintext refused"));
+    assert!(
+        error.contains("no encryption") || error.contains("pg_hba"),
+        "{error}"
+    );
+    let other_ca = rcgen::generate_simple_self_signed(vec!["other CA".into()]).unwrap();
+    let other = temp_file("pg-other-ca.pem", &other_ca.cert.pem());
+    let untrusted = connect_postgres(
+        &mut pg.url().parse().unwrap(),
+        &trusting(other.to_str().unwrap()),
+    );
+    let error = format!("{:?}", untrusted.err().expect("untrusted CA refused"));
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("certificate"),
+        "{error}"
+    );
+    let _ = std::fs::remove_file(other);
+
+    // Migrations and the appliance's audit over TLS.
+    let url = format!("postgres.url={}", pg.url());
+    let ca = format!("postgres.tls_ca_file={}", test_ca());
+    let (db, mut ch) = tables("tlspg");
+    let nats = Nats::new("tlspg");
+    let migrated = binary(&[
+        "--set".into(),
+        url.clone(),
+        "--set".into(),
+        "postgres.tls=true".into(),
+        "--set".into(),
+        ca.clone(),
+        "--set".into(),
+        format!("clickhouse.database={}", db.name),
+        "migrate".into(),
+        "up".into(),
+    ])
+    .output()
+    .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    feed_all(&db, &nats, TICKS, "0", "20");
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &url, "--set", "postgres.tls=true", "--set", &ca],
+    );
+    wait_stored(&mut ch, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    let mut config: postgres::Config = pg.url().parse().unwrap();
+    let mut client = connect_postgres(&mut config, &trusted).unwrap();
+    let audited: i64 = client
+        .query_one("SELECT count(*) FROM ingest_audit", &[])
+        .unwrap()
+        .get(0);
+    assert!(audited > 0, "{summary}");
+}

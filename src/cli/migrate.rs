@@ -71,6 +71,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
     let settings = migrate::Settings {
         clickhouse: super::clickhouse_options(config, true),
         postgres_url: config.postgres.url.clone(),
+        postgres_tls: config.postgres.tls_settings(),
         dir: common.dir,
         retention_days,
         lock_key: migrate::LOCK_KEY,

@@ -482,6 +482,14 @@ pub struct PostgresConfig {
     /// A file holding the password, read at start and put into `url` (which must name
     /// a user and hold no password of its own).
     pub password_file: String,
+    /// TLS required, the certificate verified for the URL's host (verify-full).
+    pub tls: bool,
+    /// PEM file of the CA to trust; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// PEM client certificate, for `hostssl ... cert` in pg_hba.conf; empty: none.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
     /// Longest wait for a TCP connect plus startup and authentication, in milliseconds.
     pub connect_timeout_ms: u64,
     /// First ceiling of the reconnect delay after a failure, in milliseconds; doubles each try.
@@ -498,6 +506,10 @@ impl Default for PostgresConfig {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
             password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             connect_timeout_ms: 2_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
@@ -511,6 +523,10 @@ impl fmt::Debug for PostgresConfig {
         f.debug_struct("PostgresConfig")
             .field("url", &redact_url(&self.url))
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
@@ -658,6 +674,19 @@ impl RedisConfig {
     pub fn tls_settings(&self) -> crate::tls::Settings {
         crate::tls::Settings {
             enabled: self.tls || self.url.starts_with("rediss://"),
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: String::new(),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The `tls*` keys as the TLS module takes them (verify-full: the URL's host).
+    pub fn tls_settings(&self) -> crate::tls::Settings {
+        crate::tls::Settings {
+            enabled: self.tls,
             ca_file: self.tls_ca_file.clone(),
             cert_file: self.tls_cert_file.clone(),
             key_file: self.tls_key_file.clone(),

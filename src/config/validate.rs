@@ -461,6 +461,16 @@ impl Config {
 
     /// Checks `[redis]` and `[postgres]`.
     fn validate_slow_path(&self) -> Result<(), ConfigError> {
+        let p = &self.postgres;
+        let host = url::Url::parse(&p.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".to_owned());
+        tls_keys(
+            "postgres",
+            &p.tls_settings(),
+            p.tls_settings().client("postgres", &host).map(|_| ()),
+        )?;
         url("redis.url", &self.redis.url, &["redis", "rediss"], true)?;
         bounded(
             "redis.max_connections",

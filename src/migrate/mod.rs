@@ -53,6 +53,8 @@ pub struct Settings {
     pub clickhouse: native::Options,
     /// PostgreSQL URL; its database is the one migrated and the one the lock lives in.
     pub postgres_url: String,
+    /// `postgres.tls*`.
+    pub postgres_tls: crate::tls::Settings,
     /// Directory holding `clickhouse/` and `postgres/`.
     pub dir: PathBuf,
     /// Value of `{{retention_days}}` in the files, 1..=[`RETENTION_DAYS_MAX`].
@@ -410,7 +412,8 @@ impl Session {
         }
         let clickhouse_files = files::load_dir(&settings.dir.join("clickhouse"))?;
         let postgres_files = files::load_dir(&settings.dir.join("postgres"))?;
-        let mut postgres = postgres::PostgresTarget::connect(&settings.postgres_url)?;
+        let mut postgres =
+            postgres::PostgresTarget::connect_with(&settings.postgres_url, &settings.postgres_tls)?;
         if lock {
             postgres.lock(settings.lock_key, settings.lock_wait)?;
         }

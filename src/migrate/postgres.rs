@@ -55,16 +55,26 @@ fn pg_error(op: impl Into<String>) -> impl FnOnce(postgres::Error) -> Error {
 }
 
 impl PostgresTarget {
-    /// Connects to the database named in `url`.
+    /// Connects to the database named in `url`, in plaintext.
     pub fn connect(url: &str) -> Result<PostgresTarget, Error> {
+        Self::connect_with(url, &crate::tls::Settings::default())
+    }
+
+    /// Connects to the database named in `url`, over TLS when `tls` says so.
+    pub fn connect_with(url: &str, tls: &crate::tls::Settings) -> Result<PostgresTarget, Error> {
         let mut config: postgres::Config = url.parse().map_err(pg_error("parsing POSTGRES_URL"))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("alphapt-storage migrate");
         // `IF NOT EXISTS` notices ("already exists, skipping") are expected on every run.
         config.options("-c client_min_messages=warning");
-        let mut client = config
-            .connect(postgres::NoTls)
-            .map_err(pg_error("connect"))?;
+        let mut client =
+            crate::tls::connect_postgres(&mut config, tls).map_err(|error| Error::Postgres {
+                op: "connect".to_owned(),
+                message: match error {
+                    crate::tls::ConnectError::Postgres(error) => message(&error),
+                    other => other.to_string(),
+                },
+            })?;
         let server: String = client
             .query_one("SHOW server_version", &[])
             .map_err(pg_error("SHOW server_version"))?

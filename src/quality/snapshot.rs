@@ -61,6 +61,8 @@ pub struct SnapshotConfig {
     pub options: Options,
     /// `postgres.url` (never logged unredacted).
     pub pg_url: String,
+    /// `postgres.tls*`.
+    pub pg_tls: crate::tls::Settings,
     /// `postgres.connect_timeout_ms`.
     pub pg_connect_timeout: Duration,
     /// Literal start of tick subjects (for rejected messages).
@@ -86,6 +88,7 @@ impl SnapshotConfig {
             lag: Duration::from_millis(ingest_delay_ms) + LAG_MARGIN,
             options,
             pg_url: config.postgres.url.clone(),
+            pg_tls: config.postgres.tls_settings(),
             pg_connect_timeout: Duration::from_millis(config.postgres.connect_timeout_ms),
             tick_subject_prefix: subject_prefix(&config.nats.subject_ticks),
         })
@@ -191,6 +194,7 @@ impl Snapshotter {
         if !usable {
             self.postgres = Some(slow_path_client(
                 &self.config.pg_url,
+                &self.config.pg_tls,
                 self.config.pg_connect_timeout,
                 APPLICATION_NAME,
             )?);
