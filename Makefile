@@ -7,7 +7,7 @@ SERVICES := bash .ci/services.sh
 # Exports CLICKHOUSE_*, NATS_URL, REDIS_URL, POSTGRES_URL, ALPHAPT_* for the command after it.
 WITH_ENV := eval "$$($(SERVICES) env)" &&
 
-.PHONY: help services build package install test lint bench python-stack run run-synthetic clean-run
+.PHONY: help services build package install test lint bench fuzz python-stack run run-synthetic clean-run
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ test: services ## unit + integration tests against the local services
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
+
+# Every reader of untrusted bytes under cargo-fuzz (fuzz/; needs nightly and cargo-fuzz),
+# one target after another; non-zero on a finding (inputs kept in fuzz/artifacts/).
+FUZZ_SECONDS ?= 30
+fuzz: ## fuzz the parsers of untrusted bytes, FUZZ_SECONDS (30) per target (fuzz/run.sh)
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: services ## cargo bench against the local services
 	$(WITH_ENV) cargo bench

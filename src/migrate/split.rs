@@ -121,7 +121,12 @@ pub fn split(sql: &str, dialect: Dialect) -> Result<Vec<Statement>, SplitError> 
 fn push(statements: &mut Vec<Statement>, text: &str, first_token_line: Option<usize>) {
     if let Some(line) = first_token_line {
         statements.push(Statement {
-            text: text.trim().to_string(),
+            // Trimmed by the same rule that found its tokens (ASCII whitespace): a
+            // Unicode space or a vertical tab counts as text here as it did there, so a
+            // kept statement is never empty (cargo-fuzz: a file of one U+00A0).
+            text: text
+                .trim_matches(|c: char| c.is_ascii_whitespace())
+                .to_string(),
             line,
         });
     }
@@ -240,6 +245,19 @@ mod tests {
             texts("SELECT 1;\n\nSELECT 2 ;;  \nSELECT 3", Dialect::ClickHouse),
             ["SELECT 1", "SELECT 2", "SELECT 3"]
         );
+    }
+
+    #[test]
+    fn a_kept_statement_is_never_empty() {
+        // Found by cargo-fuzz: Unicode whitespace and a vertical tab are text to the
+        // tokenizer, so they are kept as text, not trimmed into an empty statement.
+        for sql in ["\u{a0}", "\u{0b}", "\u{a0}-- c", " \u{3000} ;"] {
+            for dialect in [Dialect::ClickHouse, Dialect::Postgres] {
+                for statement in split(sql, dialect).unwrap() {
+                    assert!(!statement.text.is_empty(), "{sql:?}");
+                }
+            }
+        }
     }
 
     #[test]

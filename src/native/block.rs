@@ -206,6 +206,27 @@ mod tests {
     //! Block framing: the end marker bytes and a round trip in both formats.
     use super::*;
 
+    /// Inputs cargo-fuzz found (hex): a few bytes whose header claims 2^26 rows of
+    /// UInt64 (512 MiB) or of FixedString(1048576) (64 TiB). Each must fail on the
+    /// missing bytes, having allocated only about what arrived.
+    #[test]
+    fn a_header_claiming_huge_columns_costs_only_what_arrived() {
+        fn bytes(hex: &str) -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        for hex in [
+            "0400018080802001610655496e743634",
+            "040001808080200161144669786564537472696e67283130343835373629",
+        ] {
+            let input = bytes(hex);
+            let result = Block::decode(BlockFormat::File, &mut input.as_slice());
+            assert!(result.is_err(), "{hex}");
+        }
+    }
+
     #[test]
     fn end_marker_bytes_match_the_notes() {
         let mut out = Vec::new();

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use super::types::{decimal_width, ColumnType};
-use super::wire::{get_array, get_bytes, get_u8, get_varuint, put_str, read_exact};
+use super::wire::{get_array, get_bytes, get_u8, get_varuint, put_str, read_received};
 use super::Error;
 
 /// Most rows (or array elements) one column may hold in a block we read: 64 Mi.
@@ -208,8 +208,7 @@ fn read_fixed<const N: usize, T, R: Read + ?Sized>(
     rows: usize,
     convert: fn([u8; N]) -> T,
 ) -> Result<Vec<T>, Error> {
-    let mut raw = vec![0u8; rows * N];
-    read_exact(input, &mut raw)?;
+    let raw = read_received(input, rows * N)?;
     Ok(raw
         .chunks_exact(N)
         .map(|chunk| convert(chunk.try_into().expect("chunks_exact yields N bytes")))
@@ -242,11 +241,7 @@ pub fn read_body<R: Read + ?Sized>(
 ) -> Result<Values, Error> {
     let n = check_rows(rows, "column")?;
     Ok(match ty {
-        ColumnType::UInt8 | ColumnType::Bool => {
-            let mut v = vec![0u8; n];
-            read_exact(input, &mut v)?;
-            Values::U8(v)
-        }
+        ColumnType::UInt8 | ColumnType::Bool => Values::U8(read_received(input, n)?),
         ColumnType::UInt16 | ColumnType::Date => {
             Values::U16(read_fixed(input, n, u16::from_le_bytes)?)
         }
@@ -285,17 +280,14 @@ pub fn read_body<R: Read + ?Sized>(
             Values::Bytes(v)
         }
         ColumnType::FixedString(width) => {
-            let mut raw = vec![
-                0u8;
-                n.checked_mul(*width)
-                    .ok_or_else(|| unsupported(ty, "too large"))?
-            ];
-            read_exact(input, &mut raw)?;
+            let len = n
+                .checked_mul(*width)
+                .ok_or_else(|| unsupported(ty, "too large"))?;
+            let raw = read_received(input, len)?;
             Values::Bytes(raw.chunks_exact(*width).map(<[u8]>::to_vec).collect())
         }
         ColumnType::Nullable(inner) => {
-            let mut nulls = vec![0u8; n];
-            read_exact(input, &mut nulls)?;
+            let nulls = read_received(input, n)?;
             Values::Nullable(nulls, Box::new(read_body(inner, rows, input)?))
         }
         ColumnType::Array(inner) => {

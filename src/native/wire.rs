@@ -71,6 +71,22 @@ pub fn get_array<const N: usize, R: Read + ?Sized>(input: &mut R) -> Result<[u8;
     Ok(bytes)
 }
 
+/// Bytes read (and so allocated) at a time by [`read_received`].
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads `len` bytes, allocating only as they arrive, a chunk at a time: a header that
+/// claims more rows than the server sends costs what it sent, not what it claimed
+/// (cargo-fuzz built 20 bytes that asked for 64 TiB at once).
+pub fn read_received<R: Read + ?Sized>(input: &mut R, len: usize) -> Result<Vec<u8>, Error> {
+    let mut raw = Vec::with_capacity(len.min(READ_CHUNK_BYTES));
+    while raw.len() < len {
+        let start = raw.len();
+        raw.resize(start + (len - start).min(READ_CHUNK_BYTES), 0);
+        read_exact(input, &mut raw[start..])?;
+    }
+    Ok(raw)
+}
+
 /// Reads a length-prefixed byte string, refusing lengths above `STRING_BYTES_MAX`.
 pub fn get_bytes<R: Read + ?Sized>(input: &mut R) -> Result<Vec<u8>, Error> {
     let len = get_varuint(input)?;
@@ -79,9 +95,7 @@ pub fn get_bytes<R: Read + ?Sized>(input: &mut R) -> Result<Vec<u8>, Error> {
             "string of {len} bytes exceeds the {STRING_BYTES_MAX}-byte limit; the stream is corrupt"
         )));
     }
-    let mut bytes = vec![0u8; len as usize];
-    read_exact(input, &mut bytes)?;
-    Ok(bytes)
+    read_received(input, len as usize)
 }
 
 /// Reads a length-prefixed string as UTF-8 (lossy: server text is for humans).

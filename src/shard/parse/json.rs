@@ -1396,7 +1396,9 @@ impl<'a> Scanner<'a> {
         // Fast loop: digits while 19 significant ones fit (every real price).
         while let Some(&b) = self.bytes.get(pos) {
             let d = b.wrapping_sub(b'0');
-            if d > 9 || count == 19 {
+            // `>=`: an integer part may have taken a 20th digit (slow loop below),
+            // and its fraction must then go straight to the slow loop too.
+            if d > 9 || count >= 19 {
                 break;
             }
             pos += 1;
@@ -1408,7 +1410,7 @@ impl<'a> Scanner<'a> {
             }
         }
         (self.pos, n.mantissa, *significant, n.exp10) = (pos, mantissa, count, exp10);
-        debug_assert!(*significant <= 19);
+        debug_assert!(*significant <= 20);
         // Slow loop: a 20th integer digit while it fits in u64, then dropped digits.
         while let Some(&b) = self.bytes.get(self.pos) {
             let d = b.wrapping_sub(b'0');

@@ -83,6 +83,18 @@ fn prices_are_exact_fixed_point() {
     assert_eq!(price_of("1e11"), Err(BadNumber));
     assert_eq!(price_of("1e99999"), Err(BadNumber));
     assert_eq!(price_of("123456789012345678901234567890"), Err(BadNumber));
+    // A 20-digit integer part that fits a u64, then a fraction (found by cargo-fuzz):
+    // the fraction must not be multiplied into the full mantissa (a panic in debug, a
+    // wrapped price such as 0.9 in release).
+    assert_eq!(price_of("11068046444225730970.5"), Err(BadNumber));
+    assert_eq!(
+        price_of("10000000000000000000.5e-9"),
+        Ok(Price(1_000_000_000_000_000_000))
+    );
+    assert!(parse(
+        br#"{"s": 10525023007999991052.5, "instrument_token":1,"timestamp":0,"last_price":1}"#
+    )
+    .is_ok());
     for bad in [
         "01", "1.", ".5", "-", "1e", "1e+", "+1", "0x10", "NaN", "1.2.3",
     ] {
