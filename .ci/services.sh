@@ -22,8 +22,10 @@ CH_RUN="$RUN/clickhouse"
 CH_PORT=${CLICKHOUSE_PORT:-9000}
 CH_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
 CH_SECURE_PORT=${CLICKHOUSE_SECURE_PORT:-9440}
-# A throwaway CA and a server certificate for 127.0.0.1/localhost, for the TLS tests.
-TLS_DIR="$RUN/tls"
+# A throwaway CA and a server certificate for 127.0.0.1/localhost, for the TLS tests:
+# outside the checkout, so every checkout on the machine (and the ClickHouse one of them
+# started) uses the same files.
+TLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/alphapt-storage/tls"
 CH_LOG_LEVEL=${CLICKHOUSE_LOG_LEVEL:-warning}
 CH_PID="$CH_RUN/clickhouse-server.pid"
 CH_ERRLOG="$CH_RUN/log/clickhouse-server.err.log"
@@ -156,6 +158,7 @@ ch_pid() {
 # (server.pem, server.key) and DH parameters (18.16's TLS port needs them): made once.
 tls_files() {
     [ -s "$TLS_DIR/dh.pem" ] && return 0
+    have openssl || apt_install openssl
     mkdir -p "$TLS_DIR"
     (
         cd "$TLS_DIR"
@@ -306,6 +309,7 @@ cmd=${1:-all}
 case "$cmd" in
 all)
     lock
+    tls_files
     svc_postgres
     svc_redis
     svc_nats

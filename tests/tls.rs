@@ -25,9 +25,16 @@ fn secure_port() -> u16 {
         .unwrap_or(9440)
 }
 
+/// Where `.ci/services.sh` put the test CA and the server certificate.
+fn tls_dir() -> String {
+    std::env::var("ALPHAPT_TEST_TLS_DIR").expect(
+        "ALPHAPT_TEST_TLS_DIR is set by `eval \"$(bash .ci/services.sh env)\"` (make test does)",
+    )
+}
+
 /// The test CA `.ci/services.sh` made.
 fn test_ca() -> String {
-    let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+    let dir = tls_dir();
     format!("{dir}/ca.pem")
 }
 
@@ -224,7 +231,7 @@ fn a_feed_goes_end_to_end_over_tls() {
 }
 
 fn tls_nats() -> PrivateNats {
-    let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+    let dir = tls_dir();
     PrivateNats::start_tls(NatsTls {
         cert: format!("{dir}/server.pem"),
         key: format!("{dir}/server.key"),
@@ -299,7 +306,7 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start() -> TlsRedis {
-        let dir = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+        let dir = tls_dir();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -408,7 +415,7 @@ impl TlsPostgres {
             .map(|e| e.path().join("bin"))
             .find(|p| p.join("initdb").is_file())
             .expect("initdb");
-        let tls = std::env::var("ALPHAPT_TEST_TLS_DIR").unwrap_or_else(|_| ".run/tls".into());
+        let tls = tls_dir();
         let dir = std::env::temp_dir().join(format!("alphapt-pgtls-{}", common::suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         for file in ["server.pem", "server.key"] {
