@@ -434,24 +434,15 @@ pub struct NatsTls {
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("alphapt-nats-{}", suffix()));
-        let mut server = PrivateNats {
-            child: None,
-            port,
-            dir,
-            tls: None,
-        };
-        server.spawn();
-        server
+        PrivateNats::start_with(None)
     }
 
     /// A server that takes TLS connections only.
     pub fn start_tls(tls: NatsTls) -> PrivateNats {
+        PrivateNats::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<NatsTls>) -> PrivateNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -462,7 +453,7 @@ impl PrivateNats {
             child: None,
             port,
             dir,
-            tls: Some(tls),
+            tls,
         };
         server.spawn();
         server
