@@ -642,6 +642,13 @@ impl ClickHouseConfig {
     }
 }
 
+/// The host named in a server URL, for checking its certificate.
+pub(crate) fn url_host(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+}
+
 impl NatsConfig {
     /// The `tls*` keys as the TLS module takes them; a `tls://` URL turns TLS on.
     pub fn tls_settings(&self) -> crate::tls::Settings {
@@ -656,10 +663,7 @@ impl NatsConfig {
 
     /// The URL's host, for the certificate check when no `tls_server_name` is set.
     pub fn host(&self) -> String {
-        url::Url::parse(&self.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "127.0.0.1".to_owned())
+        url_host(&self.url).unwrap_or_else(|| "127.0.0.1".to_owned())
     }
 
     /// The TLS client for the NATS connection, `None` without TLS.

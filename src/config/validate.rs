@@ -380,10 +380,7 @@ impl Config {
     /// Checks the hot-cache settings of `[redis]`.
     fn validate_redis_cache(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
-        let host = url::Url::parse(&r.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
+        let host = super::url_host(&r.url).unwrap_or_default();
         tls_keys(
             "redis",
             &r.tls_settings(),
@@ -462,10 +459,7 @@ impl Config {
     /// Checks `[redis]` and `[postgres]`.
     fn validate_slow_path(&self) -> Result<(), ConfigError> {
         let p = &self.postgres;
-        let host = url::Url::parse(&p.url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "localhost".to_owned());
+        let host = super::url_host(&p.url).unwrap_or_else(|| "localhost".to_owned());
         tls_keys(
             "postgres",
             &p.tls_settings(),
