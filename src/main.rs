@@ -13,20 +13,39 @@ fn main() -> ExitCode {
     // A panic anywhere is a bug that leaves the pipeline half-wired (a shard with no
     // writer spins on its pool): stop the whole process, naming the thread, instead of
     // leaving orphans. Nothing unstored was ever acknowledged, so JetStream redelivers it.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
+    // The message goes through the secret scrubber (config::scrub): a bug that formats
+    // a password into a panic must still not print it.
+    std::panic::set_hook(Box::new(|info| {
         let name = std::thread::current()
             .name()
             .unwrap_or("unnamed")
             .to_string();
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a panic without a message)");
+        let location = info
+            .location()
+            .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+        let report = format!("thread '{name}' panicked at {location}:\n{message}");
+        eprintln!("{}", alphapt_storage::config::scrub(&report));
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{}", alphapt_storage::config::scrub(&backtrace.to_string()));
+        }
         eprintln!("alphapt-storage: thread '{name}' panicked; stopping the process (what was not stored was not acknowledged, JetStream redelivers it)");
         std::process::exit(EXIT_PANIC);
     }));
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("alphapt-storage: error: {error:#}");
+            let text = format!("{error:#}");
+            eprintln!(
+                "alphapt-storage: error: {}",
+                alphapt_storage::config::scrub(&text)
+            );
             ExitCode::from(2)
         }
     }

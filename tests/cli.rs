@@ -401,3 +401,38 @@ fn a_password_from_a_file_works_and_is_never_shown() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("wrong-pw"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A bug that formats clear-text credentials into a panic (the `panic` crash point does
+/// it on purpose) prints `***` in their place, written or percent-decoded; the process
+/// still stops with exit 70, naming the thread.
+#[test]
+fn a_panic_carrying_secrets_prints_stars_instead() {
+    let env = [
+        ("ALPHAPT_CRASH_AT", "panic:1"),
+        ("CLICKHOUSE_PASSWORD", "ch-Pw-41x"),
+        ("REDIS_PASSWORD", "redis-Pw-93z"),
+        ("NATS_URL", "nats://app:nats-Pw-58y@127.0.0.1:4222"),
+        (
+            "POSTGRES_URL",
+            "postgres://app:pg-P%40ss-77w@127.0.0.1:5432/x",
+        ),
+    ];
+    let out = run(&["run", "--synthetic", "1000", "--count", "10"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(stderr.contains("thread 'main' panicked at"), "{stderr}");
+    assert!(stderr.contains("ALPHAPT_CRASH_AT reached"), "{stderr}");
+    assert!(stderr.contains("clickhouse.password=***"), "{stderr}");
+    assert!(stderr.contains("nats://app:***@127.0.0.1:4222"), "{stderr}");
+    for secret in [
+        "ch-Pw-41x",
+        "redis-Pw-93z",
+        "nats-Pw-58y",
+        "pg-P%40ss-77w",
+        "pg-P@ss-77w",
+    ] {
+        assert!(!stderr.contains(secret), "{secret} shown: {stderr}");
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+}

@@ -139,7 +139,7 @@ fn init_logging(log: &alphapt_storage::config::LogConfig) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| ScrubbedStderr)
         .with_target(false);
     match log.format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -151,6 +151,28 @@ fn init_logging(log: &alphapt_storage::config::LogConfig) {
     }
     if let Some(bad) = bad_env {
         tracing::warn!(level = %log.level, "RUST_LOG {bad}; using log.level instead");
+    }
+}
+
+/// Standard error through the secret scrubber: each log line is written whole, with
+/// any remembered secret shown as `***` (see `config::scrub`). A line with nothing to
+/// hide is written as it came, without a copy.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        match alphapt_storage::config::scrub(&text) {
+            std::borrow::Cow::Borrowed(_) => std::io::stderr().write_all(buf)?,
+            std::borrow::Cow::Owned(scrubbed) => {
+                std::io::stderr().write_all(scrubbed.as_bytes())?
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -168,6 +190,7 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 /// Runs the chosen subcommand.
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
+    alphapt_storage::config::remember(config.secrets());
     init_logging(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");

@@ -219,6 +219,19 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
             crash::CRASH_AT_VAR
         );
     }
+    if crash::armed(crash::Point::Panic) {
+        // On purpose, the bug the panic hook's scrubber is there for: credentials in
+        // clear text inside a panic message. The test reads `***` in their place.
+        panic!(
+            "{} reached: nats.url={} redis.url={} postgres.url={} clickhouse.password={} redis.password={}",
+            crash::CRASH_AT_VAR,
+            config.nats.url,
+            config.redis.url,
+            config.postgres.url,
+            config.clickhouse.password.expose(),
+            config.redis.password.expose()
+        );
+    }
     let alert = Arc::new(Alert::new(Duration::from_millis(
         config.ingest.drain_timeout_ms,
     )));

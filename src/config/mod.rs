@@ -78,7 +78,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
-pub use secret::{redact_url, Secret, REDACTED};
+pub use secret::{redact_url, remember, scrub, scrub_with, url_secrets, Secret, REDACTED};
 pub use validate::{
     BLOCK_ROWS_MAX, DURATION_MS_MAX, FETCH_BATCH_MAX, PARK_TIMEOUT_US_MAX, PAYLOAD_BYTES_MAX,
     REDIS_CONNECTIONS_MAX, RING_SLOTS_MAX, SHARDS_MAX, WAIT_STEPS_MAX, WRITERS_MAX,
@@ -824,6 +824,22 @@ impl Config {
         let (mut config, _) = layer::resolve(file, env, overrides)?;
         secret_files::apply(&mut config, env)?;
         Ok(config)
+    }
+
+    /// Every secret this config holds in clear text: the passwords, and the credentials
+    /// inside the NATS, Redis and PostgreSQL URLs (as written and percent-decoded). For
+    /// [`remember`], so that [`scrub`] can hide them wherever text leaves the process.
+    #[must_use]
+    pub fn secrets(&self) -> Vec<String> {
+        let mut found = vec![
+            self.clickhouse.password.expose().to_owned(),
+            self.redis.password.expose().to_owned(),
+        ];
+        for url in [&self.nats.url, &self.redis.url, &self.postgres.url] {
+            found.extend(url_secrets(url));
+        }
+        found.retain(|secret| !secret.is_empty());
+        found
     }
 
     /// Returns the effective configuration as TOML with every password and URL password

@@ -1086,3 +1086,41 @@ fn a_remote_control_address_needs_allow_remote() {
     assert!(config.http.allow_remote);
     assert!(load("", &[], &["http.addr=[::1]:9464"]).is_ok());
 }
+
+#[test]
+fn url_secrets_are_found_as_written_and_decoded() {
+    assert_eq!(url_secrets("nats://u:pw@h"), ["pw"]);
+    assert_eq!(url_secrets("postgres://u:p%40ss@h/db"), ["p%40ss", "p@ss"]);
+    assert_eq!(
+        url_secrets("postgres://u@h/db?sslmode=require&password=x%2Fy"),
+        ["x%2Fy", "x/y"]
+    );
+    assert!(url_secrets("redis://host:6379").is_empty());
+    assert!(url_secrets("postgres://u@h/db?password=").is_empty());
+    // A broken escape is kept as written (nothing to decode).
+    assert_eq!(url_secrets("redis://:a%zz@h"), ["a%zz"]);
+}
+
+#[test]
+fn scrub_hides_each_secret_longest_first() {
+    let secrets = vec!["hunter22".to_owned(), "hunter2".to_owned()];
+    assert_eq!(
+        scrub_with("pw=hunter22 and hunter2", &secrets),
+        "pw=*** and ***"
+    );
+    let untouched = scrub_with("nothing here", &secrets);
+    assert!(matches!(untouched, std::borrow::Cow::Borrowed(_)));
+    assert_eq!(scrub_with("hunter2", &[]), "hunter2");
+}
+
+#[test]
+fn config_secrets_lists_passwords_and_url_credentials() {
+    let mut config = Config::default();
+    config.clickhouse.password = Secret::new("ch");
+    config.redis.password = Secret::new("rd");
+    config.nats.url = "nats://u:nt@h:4222".to_owned();
+    config.postgres.url = "postgres://u:p%21@h/db".to_owned();
+    let mut secrets = config.secrets();
+    secrets.sort();
+    assert_eq!(secrets, ["ch", "nt", "p!", "p%21", "rd"]);
+}

@@ -7,6 +7,7 @@
 //!   writer: INSERT sent part-way ──► reached(MidInsert)       ─┐  the n-th pass of the
 //!   writer: INSERT committed     ──► reached(InsertCommitted) ─┼─ armed point: SIGKILL
 //!   writer: spill synced         ──► reached(SpillSynced)     ─┘  to itself
+//!   run: start                   ──► armed(Panic) ──► panic! with clear-text secrets
 //! ```
 //!
 //! Each point sits between a durable step and the step that acknowledges it, where a
@@ -28,12 +29,16 @@ pub enum Point {
     InsertCommitted = 2,
     /// A batch is synced into the spill; not yet marked durable (not acked).
     SpillSynced = 3,
+    /// At the start of `run`: a panic whose message holds the connection settings in
+    /// clear text, the worst a bug could print; the test checks they come out as `***`.
+    Panic = 4,
 }
 
-const POINTS: [(Point, &str); 3] = [
+const POINTS: [(Point, &str); 4] = [
     (Point::MidInsert, "mid_insert"),
     (Point::InsertCommitted, "insert_committed"),
     (Point::SpillSynced, "spill_synced"),
+    (Point::Panic, "panic"),
 ];
 
 /// Armed point in the high 32 bits, passes left before the crash in the low 32; 0 when
