@@ -155,21 +155,30 @@ ch_pid() {
     printf '%s\n' "$pid"
 }
 # The test CA (ca.pem), a server certificate for 127.0.0.1 and localhost signed by it
-# (server.pem, server.key) and DH parameters (18.16's TLS port needs them): made once.
+# (server.pem, server.key), DH parameters (18.16's TLS port needs them) and a client
+# certificate signed by the same CA (client.pem, client.key; the TLS servers of the
+# tests require one): made once, the client pair added to a directory made before it.
 tls_files() {
-    [ -s "$TLS_DIR/dh.pem" ] && return 0
+    [ -s "$TLS_DIR/dh.pem" ] && [ -s "$TLS_DIR/client.pem" ] && return 0
     have openssl || apt_install openssl
     mkdir -p "$TLS_DIR"
     (
         cd "$TLS_DIR"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=alphapt test CA" \
-            -keyout ca.key -out ca.pem
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-            -extfile server.ext -out server.pem
-        openssl dhparam -dsaparam -out dh.pem.new 2048 && mv dh.pem.new dh.pem
-        chmod 600 ca.key server.key
+        if [ ! -s dh.pem ]; then
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=alphapt test CA" \
+                -keyout ca.key -out ca.pem
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile server.ext -out server.pem
+            openssl dhparam -dsaparam -out dh.pem.new 2048 && mv dh.pem.new dh.pem
+        fi
+        # CN postgres: PostgreSQL's clientcert=verify-full matches it to the user name.
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=postgres" -keyout client.key -out client.csr
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile client.ext -out client.pem.new && mv client.pem.new client.pem
+        chmod 600 ca.key server.key client.key
     ) >"$TLS_DIR/openssl.log" 2>&1 || die "making the test certificates failed; see $TLS_DIR/openssl.log"
 }
 ch_render() {

@@ -703,10 +703,7 @@ pub(crate) fn slow_path_client(
 
 /// A connect error as one line: the TLS setup's, or the driver's with its causes.
 pub(crate) fn connect_message(error: &crate::tls::ConnectError) -> String {
-    match error {
-        crate::tls::ConnectError::Tls(text) => format!("TLS: {text}"),
-        crate::tls::ConnectError::Postgres(error) => with_causes(error),
-    }
+    error.to_string()
 }
 
 /// The driver's error with its causes: "error connecting to server" alone does not

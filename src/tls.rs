@@ -116,17 +116,22 @@ pub fn connect_postgres(
         .ok_or_else(|| ConnectError::Tls("TLS is off".to_owned()))?;
     pg.ssl_mode(postgres::config::SslMode::Require);
     let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*client.config).clone());
-    pg.connect(connector).map_err(ConnectError::Postgres)
+    // A TLS failure (an untrusted CA, a refused client certificate) is named by what
+    // it means; anything else stays the driver's own error.
+    pg.connect(connector)
+        .map_err(|e| explain(&e).map_or(ConnectError::Postgres(e), ConnectError::Tls))
 }
 
 /// Why [`connect_postgres`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// TLS could not be set up (a file).
+    /// TLS could not be set up (a file), or the handshake failed (what it means).
     #[error("TLS: {0}")]
     Tls(String),
-    /// The driver's error (connect, handshake, certificate, authentication).
-    #[error(transparent)]
+    /// The driver's error (connect, handshake, certificate, authentication), shown
+    /// with the server's message and causes: the driver's own text is often only
+    /// "db error".
+    #[error("{}", crate::refdata::with_causes(.0))]
     Postgres(postgres::Error),
 }
 
@@ -298,8 +303,69 @@ impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Plain(tcp) => tcp.read(buf),
-            Socket::Tls(stream) => locked(stream, |s| s.read(buf)),
+            // Under TLS 1.3 a server judges the client certificate after the client
+            // has finished its side of the handshake: the refusal is an alert on the
+            // first read, named here like a handshake failure.
+            Socket::Tls(stream) => locked(stream, |s| s.read(buf)).map_err(named_tls_error),
         }
+    }
+}
+
+/// What a TLS alert from the server means, by the alert's name as rustls spells it.
+fn describe_alert(name: &str) -> String {
+    match name {
+        "CertificateRequired" => "the server requires a client certificate: set tls_cert_file and tls_key_file to one signed by a CA it trusts".to_owned(),
+        "BadCertificate" | "UnknownCA" | "CertificateUnknown" | "UnsupportedCertificate"
+        | "CertificateExpired" | "CertificateRevoked" | "AccessDenied" => format!(
+            "the server refused the client certificate ({name}): tls_cert_file must be current and signed by a CA the server trusts"
+        ),
+        "HandshakeFailure" => "the server ended the TLS handshake (HandshakeFailure): no protocol or cipher in common, or it requires a client certificate (set tls_cert_file and tls_key_file)".to_owned(),
+        other => format!("the server sent the TLS alert {other}"),
+    }
+}
+
+/// [`explain`] for a client that keeps only the text of the TLS error (redis-rs turns
+/// it into a string): a server's alert, as rustls prints it, named by what it means.
+pub fn explain_text(text: &str) -> Option<String> {
+    const ALERT: &str = "received fatal alert: ";
+    let at = text.find(ALERT)? + ALERT.len();
+    let name: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    (!name.is_empty()).then(|| describe_alert(&name))
+}
+
+/// What a TLS failure somewhere in `error`'s source chain means for an operator (the
+/// text of [`describe`]), or `None` when no rustls error is in the chain.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(describe(tls));
+        }
+        // io::Error's source() skips the error it wraps; look inside it.
+        if let Some(tls) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(describe(tls));
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// An I/O error that carries a rustls error, with its text replaced by what it means
+/// ([`describe`]); any other error as it is.
+fn named_tls_error(error: io::Error) -> io::Error {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => io::Error::new(error.kind(), describe(tls)),
+        None => error,
     }
 }
 
@@ -357,6 +423,7 @@ fn describe(error: &rustls::Error) -> String {
             };
             format!("the server's certificate {why}")
         }
+        rustls::Error::AlertReceived(alert) => describe_alert(&format!("{alert:?}")),
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
             "the server did not answer in TLS: the port looks like a plaintext one (use the TLS port, or tls = false)".to_owned()
         }

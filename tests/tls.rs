@@ -49,12 +49,36 @@ fn tls_options(database: &str, port: u16, settings: Settings) -> Options {
     }
 }
 
+/// TLS trusting `ca_file`, presenting the test client certificate (every TLS server of
+/// these tests requires one signed by the test CA).
 fn trusting(ca_file: &str) -> Settings {
+    let dir = tls_dir();
     Settings {
         enabled: true,
         ca_file: ca_file.to_owned(),
+        cert_file: format!("{dir}/client.pem"),
+        key_file: format!("{dir}/client.key"),
         ..Settings::default()
     }
+}
+
+/// `--set` flags for the binary: `section`'s CA, client certificate and key.
+fn tls_files(section: &str) -> Vec<String> {
+    let dir = tls_dir();
+    let mut flags = Vec::new();
+    for (key, file) in [
+        ("tls_ca_file", "ca.pem"),
+        ("tls_cert_file", "client.pem"),
+        ("tls_key_file", "client.key"),
+    ] {
+        flags.push("--set".to_owned());
+        flags.push(format!("{section}.{key}={dir}/{file}"));
+    }
+    flags
+}
+
+fn strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
 }
 
 fn refusal(options: &Options) -> String {
@@ -217,12 +241,10 @@ fn a_feed_goes_end_to_end_over_tls() {
     let nats = Nats::new("tlse2e");
     feed_all(&db, &nats, TICKS, "0.02", "20");
     let port = format!("clickhouse.port={}", secure_port());
-    let ca = format!("clickhouse.tls_ca_file={}", test_ca());
-    let run = start_run(
-        &db,
-        &nats,
-        &["--set", &port, "--set", "clickhouse.tls=true", "--set", &ca],
-    );
+    let files = tls_files("clickhouse");
+    let mut flags = vec!["--set", &port, "--set", "clickhouse.tls=true"];
+    flags.extend(strs(&files));
+    let run = start_run(&db, &nats, &flags);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
@@ -236,6 +258,8 @@ fn tls_nats() -> PrivateNats {
         cert: format!("{dir}/server.pem"),
         key: format!("{dir}/server.key"),
         ca: test_ca(),
+        client_cert: format!("{dir}/client.pem"),
+        client_key: format!("{dir}/client.key"),
     })
 }
 
@@ -248,23 +272,14 @@ fn a_feed_goes_end_to_end_through_a_tls_only_nats_server() {
     let (db, mut conn) = tables("tlsnats");
     let nats = Nats::new("tlsnats");
     let url = format!("nats.url={}", server.url());
-    let ca = format!("nats.tls_ca_file={}", test_ca());
-    let published = feed(
-        &db,
-        &nats,
-        &[
-            "--set",
-            &url,
-            "--set",
-            &ca,
-            "--count",
-            "5000",
-            "--instruments",
-            "20",
-        ],
-    );
+    let files = tls_files("nats");
+    let mut flags = vec!["--set", &url];
+    flags.extend(strs(&files));
+    let mut feed_flags = flags.clone();
+    feed_flags.extend(["--count", "5000", "--instruments", "20"]);
+    let published = feed(&db, &nats, &feed_flags);
     assert!(published.contains("acked 5000 errors 0"), "{published}");
-    let run = start_run(&db, &nats, &["--set", &url, "--set", &ca]);
+    let run = start_run(&db, &nats, &flags);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
@@ -298,7 +313,8 @@ fn a_tls_only_nats_server_refuses_plaintext_and_an_untrusted_ca_clearly() {
     let _ = std::fs::remove_file(other);
 }
 
-/// A redis-server taking TLS only (its own port, the test certificates).
+/// A redis-server taking TLS only (its own port, the test certificates), requiring a
+/// client certificate signed by the test CA.
 struct TlsRedis {
     child: std::process::Child,
     port: u16,
@@ -320,7 +336,7 @@ impl TlsRedis {
             .args(["--tls-ca-cert-file", &format!("{dir}/ca.pem")])
             .args([
                 "--tls-auth-clients",
-                "no",
+                "yes",
                 "--save",
                 "",
                 "--appendonly",
@@ -352,11 +368,7 @@ fn the_redis_cache_is_written_over_tls_and_plaintext_is_refused() {
     use alphapt_storage::cache::redis::connect;
     const TICKS: u64 = 2_000;
     let redis = TlsRedis::start();
-    let trusted = Settings {
-        enabled: true,
-        ca_file: test_ca(),
-        ..Settings::default()
-    };
+    let trusted = trusting(&test_ca());
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     let mut conn = connect(&url, "", &trusted, Duration::from_secs(2)).unwrap();
     let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
@@ -387,8 +399,10 @@ fn the_redis_cache_is_written_over_tls_and_plaintext_is_refused() {
     let nats = Nats::new("tlsredis");
     feed_all(&db, &nats, TICKS, "0", "20");
     let url_set = format!("redis.url={url}");
-    let ca = format!("redis.tls_ca_file={}", test_ca());
-    let run = start_run(&db, &nats, &["--set", &url_set, "--set", &ca]);
+    let files = tls_files("redis");
+    let mut flags = vec!["--set", &url_set];
+    flags.extend(strs(&files));
+    let run = start_run(&db, &nats, &flags);
     wait_stored(&mut ch, TICKS, Duration::from_secs(120));
     let summary = drain(run);
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -400,7 +414,9 @@ fn the_redis_cache_is_written_over_tls_and_plaintext_is_refused() {
 }
 
 /// A PostgreSQL cluster of the test's own taking TLS connections only (pg_hba:
-/// `hostssl` trust, `hostnossl` reject), with the test certificates; stopped on drop.
+/// `hostssl` trust with `clientcert=verify-full`, so a client certificate signed by the
+/// test CA and naming the user is required; `hostnossl` reject), with the test
+/// certificates; stopped on drop.
 struct TlsPostgres {
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
@@ -418,7 +434,7 @@ impl TlsPostgres {
         let tls = tls_dir();
         let dir = std::env::temp_dir().join(format!("alphapt-pgtls-{}", common::suffix()));
         std::fs::create_dir_all(&dir).unwrap();
-        for file in ["server.pem", "server.key"] {
+        for file in ["server.pem", "server.key", "ca.pem"] {
             std::fs::copy(format!("{tls}/{file}"), dir.join(file)).unwrap();
         }
         let as_postgres = |args: &[&str]| {
@@ -454,7 +470,7 @@ impl TlsPostgres {
         ]);
         std::fs::write(
             dir.join("data/pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust clientcert=verify-full\nhostnossl all all 127.0.0.1/32 reject\n",
         )
         .unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -464,7 +480,7 @@ impl TlsPostgres {
             .port();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={d} -c ssl=on \
-             -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key"
+             -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key -c ssl_ca_file={d}/ca.pem"
         );
         let pg_ctl = bin.join("pg_ctl");
         as_postgres(&[
@@ -540,30 +556,22 @@ fn postgres_is_reached_over_tls_only_and_plaintext_is_refused() {
 
     // Migrations and the appliance's audit over TLS.
     let url = format!("postgres.url={}", pg.url());
-    let ca = format!("postgres.tls_ca_file={}", test_ca());
+    let files = tls_files("postgres");
     let (db, mut ch) = tables("tlspg");
     let nats = Nats::new("tlspg");
-    let migrated = binary(&[
-        "--set".into(),
-        url.clone(),
-        "--set".into(),
-        "postgres.tls=true".into(),
-        "--set".into(),
-        ca.clone(),
+    let mut flags = vec!["--set", &url, "--set", "postgres.tls=true"];
+    flags.extend(strs(&files));
+    let mut migrate: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    migrate.extend([
         "--set".into(),
         format!("clickhouse.database={}", db.name),
         "migrate".into(),
         "up".into(),
-    ])
-    .output()
-    .unwrap();
+    ]);
+    let migrated = binary(&migrate).output().unwrap();
     assert!(migrated.status.success(), "{migrated:?}");
     feed_all(&db, &nats, TICKS, "0", "20");
-    let run = start_run(
-        &db,
-        &nats,
-        &["--set", &url, "--set", "postgres.tls=true", "--set", &ca],
-    );
+    let run = start_run(&db, &nats, &flags);
     wait_stored(&mut ch, TICKS, Duration::from_secs(120));
     let summary = drain(run);
     let mut config: postgres::Config = pg.url().parse().unwrap();
@@ -573,4 +581,77 @@ fn postgres_is_reached_over_tls_only_and_plaintext_is_refused() {
         .unwrap()
         .get(0);
     assert!(audited > 0, "{summary}");
+}
+
+/// Every TLS server of these tests requires a client certificate signed by the test
+/// CA. Without one, or with one the server's CA did not sign, each of the four refuses
+/// and the error says it is about the client certificate.
+#[test]
+fn a_missing_or_untrusted_client_certificate_is_refused_by_each_server() {
+    use alphapt_storage::tls::connect_postgres;
+    let no_cert = Settings {
+        enabled: true,
+        ca_file: test_ca(),
+        ..Settings::default()
+    };
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger".into()]).unwrap();
+    let cert = temp_file("stranger.pem", &stranger.cert.pem());
+    let key = temp_file("stranger.key", &stranger.key_pair.serialize_pem());
+    let untrusted = Settings {
+        cert_file: cert.to_str().unwrap().to_owned(),
+        key_file: key.to_str().unwrap().to_owned(),
+        ..no_cert.clone()
+    };
+    let cases = [
+        ("no client certificate", &no_cert),
+        ("an untrusted one", &untrusted),
+    ];
+
+    for (case, settings) in cases {
+        let text = refusal(&tls_options("", secure_port(), settings.clone()));
+        assert!(
+            text.contains("client certificate"),
+            "ClickHouse, {case}: {text}"
+        );
+    }
+
+    let nats = tls_nats();
+    for (case, settings) in cases {
+        let client = settings.client("nats", "127.0.0.1").unwrap();
+        let text =
+            match NatsConn::connect_with(&nats.url(), Duration::from_secs(2), client.as_ref()) {
+                Ok(_) => panic!("NATS, {case}: connected"),
+                Err(error) => error.to_string(),
+            };
+        assert!(text.contains("client certificate"), "NATS, {case}: {text}");
+    }
+
+    let redis = TlsRedis::start();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    for (case, settings) in cases {
+        let text =
+            alphapt_storage::cache::redis::connect(&url, "", settings, Duration::from_secs(2))
+                .and_then(|mut c| {
+                    redis::cmd("PING")
+                        .query::<String>(&mut c)
+                        .map_err(|e| e.to_string())
+                })
+                .expect_err(case);
+        assert!(text.contains("client certificate"), "Redis, {case}: {text}");
+    }
+
+    let pg = TlsPostgres::start();
+    for (case, settings) in cases {
+        let mut config: postgres::Config = pg.url().parse().unwrap();
+        let text = match connect_postgres(&mut config, settings) {
+            Ok(_) => panic!("PostgreSQL, {case}: connected"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            text.contains("client certificate"),
+            "PostgreSQL, {case}: {text}"
+        );
+    }
+    let _ = std::fs::remove_file(cert);
+    let _ = std::fs::remove_file(key);
 }

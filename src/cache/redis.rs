@@ -315,12 +315,27 @@ pub fn connect(
     } else {
         redis::Client::open(info).map_err(|e| e.to_string())?
     };
-    let conn = client
+    // A TLS failure is named by what it means (an untrusted CA, a refused client
+    // certificate) rather than by the alert's bare name.
+    // redis-rs keeps a TLS error's text only (its wrapped I/O error is reachable
+    // through the deprecated, non-'static `cause`), so the text is what is read.
+    let described = |e: redis::RedisError| {
+        let text = e.to_string();
+        crate::tls::explain_text(&text).unwrap_or(text)
+    };
+    let mut conn = client
         .get_connection_with_timeout(timeout)
-        .map_err(|e| e.to_string())?;
+        .map_err(described)?;
     conn.set_read_timeout(Some(timeout))
         .and_then(|_| conn.set_write_timeout(Some(timeout)))
-        .map_err(|e| e.to_string())?;
+        .map_err(described)?;
+    if tls.enabled {
+        // Under TLS 1.3 the server judges a client certificate after the handshake:
+        // one PING here makes a refusal an error of connect, not of the first write.
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .map_err(described)?;
+    }
     Ok(conn)
 }
 

@@ -425,11 +425,15 @@ pub struct PrivateNats {
     pub tls: Option<NatsTls>,
 }
 
-/// The files of a TLS-only private nats-server.
+/// The files of a TLS-only private nats-server. With a client pair set, the server
+/// requires a client certificate signed by `ca` (`--tlsverify`) and [`PrivateNats::connect`]
+/// presents this one.
 pub struct NatsTls {
     pub cert: String,
     pub key: String,
     pub ca: String,
+    pub client_cert: String,
+    pub client_key: String,
 }
 
 impl PrivateNats {
@@ -470,6 +474,8 @@ impl PrivateNats {
             alphapt_storage::tls::Settings {
                 enabled: true,
                 ca_file: t.ca.clone(),
+                cert_file: t.client_cert.clone(),
+                key_file: t.client_key.clone(),
                 ..Default::default()
             }
             .client("nats", "127.0.0.1")
@@ -493,6 +499,9 @@ impl PrivateNats {
             .arg(&self.dir);
         if let Some(tls) = &self.tls {
             command.args(["--tls", "--tlscert", &tls.cert, "--tlskey", &tls.key]);
+            if !tls.client_cert.is_empty() {
+                command.args(["--tlsverify", "--tlscacert", &tls.ca]);
+            }
         }
         let child = command
             .stdout(Stdio::null())
