@@ -38,7 +38,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 # one target after another; non-zero on a finding (inputs kept in fuzz/artifacts/).
 FUZZ_SECONDS ?= 30
 fuzz: ## fuzz the parsers of untrusted bytes, FUZZ_SECONDS (30) per target (fuzz/run.sh)
-	fuzz/run.sh $(FUZZ_SECONDS)
+	FUZZ_MALLOC_LIMIT_MB=$${FUZZ_MALLOC_LIMIT_MB:-257} fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: services ## cargo bench against the local services
 	$(WITH_ENV) cargo bench
