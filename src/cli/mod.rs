@@ -18,6 +18,7 @@ macro_rules! say {
 mod feed;
 mod health;
 mod migrate;
+mod partitions;
 mod quality;
 mod query;
 mod run;
@@ -84,6 +85,9 @@ enum Command {
         #[command(subcommand)]
         what: query::What,
     },
+    /// The nats-server subject mapping that spreads instruments over N partitions, and
+    /// the partition of given tokens.
+    Partitions(partitions::PartitionsArgs),
     /// Read-only views of the spill journals under `spill.dir`: inspect, verify.
     Spill {
         /// inspect or verify.
@@ -205,6 +209,7 @@ pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         Command::Migrate { action, common } => migrate::run(&config, action, common),
         Command::Feed(feed_args) => feed::run(&config, &feed_args),
         Command::Spill { action } => spill::run(&config, action),
+        Command::Partitions(args) => partitions::run(&config, &args),
         Command::Quality(args) => quality::run(&config, &args),
         Command::Query { what } => query::run(&config, what),
     }

@@ -7,6 +7,8 @@
 //! ```
 //!
 //! - [`nats`]: a small blocking NATS client (zero-copy wire parser, JetStream API).
+//! - [`partition`]: nats-server's partition function and the subject mapping that
+//!   spreads instruments over partitions (DESIGN §8).
 //! - [`position`]: which deliveries to route, pass over (stored, routed) or step over
 //!   (gaps in the stream), from JetStream's delivery metadata.
 //! - [`receiver`]: the receiver loop over JetStream (acks at the watermark) or core NATS.
@@ -14,6 +16,7 @@
 //!   fixed open-loop rate (for `make run`, demos and isolating the appliance in perf).
 
 pub mod nats;
+pub mod partition;
 pub mod position;
 pub mod receiver;
 pub mod synthetic;

@@ -423,6 +423,8 @@ pub struct PrivateNats {
     pub dir: std::path::PathBuf,
     /// TLS only: the server's certificate and key, and the CA clients trust.
     pub tls: Option<NatsTls>,
+    /// A config file the server reads (`-c`), such as subject mappings.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// The files of a TLS-only private nats-server. With a client pair set, the server
@@ -446,18 +448,34 @@ impl PrivateNats {
         PrivateNats::start_with(Some(tls))
     }
 
+    /// A server that also reads `config` (nats-server's config syntax) from a file.
+    pub fn start_with_config(config: &str) -> PrivateNats {
+        PrivateNats::start_configured(None, Some(config))
+    }
+
     fn start_with(tls: Option<NatsTls>) -> PrivateNats {
+        PrivateNats::start_configured(tls, None)
+    }
+
+    fn start_configured(tls: Option<NatsTls>, config: Option<&str>) -> PrivateNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let dir = std::env::temp_dir().join(format!("alphapt-nats-{}", suffix()));
+        let config_file = config.map(|text| {
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("nats-server.conf");
+            std::fs::write(&file, text).unwrap();
+            file
+        });
         let mut server = PrivateNats {
             child: None,
             port,
             dir,
             tls,
+            config_file,
         };
         server.spawn();
         server
@@ -497,6 +515,9 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(&self.dir);
+        if let Some(file) = &self.config_file {
+            command.arg("-c").arg(file);
+        }
         if let Some(tls) = &self.tls {
             command.args(["--tls", "--tlscert", &tls.cert, "--tlskey", &tls.key]);
             if !tls.client_cert.is_empty() {
