@@ -109,6 +109,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         kind: alphapt_storage::ring::Kind::TickJson,
         stream: STREAM.into(),
         subject: SUBJECTS.into(),
+        filter_subject: String::new(),
         durable: durable.into(),
         fetch_batch_max: 1000,
         ack_wait: Duration::from_secs(60),

@@ -489,7 +489,11 @@ impl App {
                     kind: Kind::TickJson,
                     stream: config.nats.stream_ticks.clone(),
                     subject: config.nats.subject_ticks.clone(),
-                    durable: config.nats.durable.clone(),
+                    filter_subject: config
+                        .nats
+                        .filter_subject(&config.nats.subject_ticks)
+                        .unwrap_or_default(),
+                    durable: config.nats.durable_name(),
                     fetch_batch_max: config.nats.fetch_batch_max,
                     ack_wait: Duration::from_millis(config.nats.ack_wait_ms),
                     max_ack_pending: pipeline::max_ack_pending(config),
@@ -515,7 +519,8 @@ impl App {
                         mark: local_mark(config, &config.nats.stream_ticks),
                     }),
                 };
-                tracing::info!(jetstream, url = %crate::config::redact_url(&config.nats.url), "Source: NATS");
+                tracing::info!(jetstream, url = %crate::config::redact_url(&config.nats.url),
+                    partition = ?config.nats.partition(), of = config.nats.partitions, "Source: NATS");
                 signals = Some(start_signals(
                     config,
                     &destination,
@@ -1177,6 +1182,10 @@ fn start_signals(
         kind: Kind::SignalJson,
         stream: config.nats.stream_signals.clone(),
         subject: config.nats.subject_signals.clone(),
+        filter_subject: config
+            .nats
+            .filter_subject(&config.nats.subject_signals)
+            .unwrap_or_default(),
         max_ack_pending: pipeline::max_ack_pending(&small),
         store: ticks.store.as_ref().map(|probe| StoreProbe {
             options: probe.options.clone(),
@@ -1209,7 +1218,7 @@ fn local_mark(config: &Config, stream: &str) -> Option<LocalMark> {
             std::path::Path::new(&config.spill.dir),
             &config.clickhouse.database,
             stream,
-            &config.nats.durable,
+            &config.nats.durable_name(),
         )
     })
 }

@@ -195,6 +195,10 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
     alphapt_storage::config::remember(config.secrets());
+    if let Some(id) = config.nats.partition() {
+        // Before any INSERT: the query ids of this process name its partition.
+        alphapt_storage::durable::stored::serve_partition(id);
+    }
     init_logging(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");

@@ -295,6 +295,47 @@ pub struct NatsConfig {
     pub tls_key_file: String,
     /// The name the server's certificate must carry; empty: the URL's host.
     pub tls_server_name: String,
+    /// Subject partitions (DESIGN §8): 0 = off; N = nats-server maps
+    /// `<prefix>.<exchange>.<token>` over N partitions by token (`alphapt-storage
+    /// partitions N` prints the mapping) and this appliance consumes only its own.
+    pub partitions: u32,
+    /// The partition this appliance consumes, as a list of one (one partition per
+    /// process in this version): a durable consumer `<durable>-p<id>` per stream,
+    /// filtering `<prefix>.<id>.*.*`.
+    pub partition_ids: Vec<u32>,
+}
+
+/// Longest suffix a partition adds to the durable name: `-p1023`.
+pub const PARTITION_SUFFIX_BYTES_MAX: usize = 6;
+
+impl NatsConfig {
+    /// The partition this appliance serves, when partitions are on.
+    #[must_use]
+    pub fn partition(&self) -> Option<u32> {
+        if self.partitions == 0 {
+            return None;
+        }
+        self.partition_ids.first().copied()
+    }
+
+    /// The durable consumer's name: `durable`, or `<durable>-p<id>` for a partition.
+    #[must_use]
+    pub fn durable_name(&self) -> String {
+        match self.partition() {
+            Some(id) => format!("{}-p{id}", self.durable),
+            None => self.durable.clone(),
+        }
+    }
+
+    /// The filter subject of this appliance's consumer on a stream of `subject`
+    /// (`market.ticks.>` → `market.ticks.<id>.*.*`); `None` without partitions or for
+    /// a subject the mapping cannot take (refused when the config is validated).
+    #[must_use]
+    pub fn filter_subject(&self, subject: &str) -> Option<String> {
+        let id = self.partition()?;
+        let mapping = crate::receive::partition::Mapping::new(subject, self.partitions).ok()?;
+        Some(mapping.filter_subject(id))
+    }
 }
 
 /// How the JetStream consumer acknowledges.
@@ -333,6 +374,8 @@ impl Default for NatsConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_server_name: String::new(),
+            partitions: 0,
+            partition_ids: Vec::new(),
         }
     }
 }
@@ -357,6 +400,8 @@ impl fmt::Debug for NatsConfig {
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
             .field("tls_server_name", &self.tls_server_name)
+            .field("partitions", &self.partitions)
+            .field("partition_ids", &self.partition_ids)
             .finish()
     }
 }

@@ -1124,3 +1124,44 @@ fn config_secrets_lists_passwords_and_url_credentials() {
     secrets.sort();
     assert_eq!(secrets, ["ch", "nt", "p!", "p%21", "rd"]);
 }
+
+#[test]
+fn partitions_name_the_durable_and_the_filter() {
+    let config = load("[nats]\npartitions = 12\npartition_ids = [7]\n", &[], &[]).expect("loads");
+    assert_eq!(config.nats.partition(), Some(7));
+    assert_eq!(config.nats.durable_name(), "alphapt-storage-p7");
+    assert_eq!(
+        config.nats.filter_subject("market.ticks.>").as_deref(),
+        Some("market.ticks.7.*.*")
+    );
+    let set = load("", &[], &["nats.partitions=2", "nats.partition_ids=1"]).expect("loads");
+    assert_eq!(set.nats.partition(), Some(1));
+    let off = load("", &[], &[]).expect("loads");
+    assert_eq!(off.nats.partition(), None);
+    assert_eq!(off.nats.durable_name(), "alphapt-storage");
+    assert_eq!(off.nats.filter_subject("market.ticks.>"), None);
+}
+
+#[test]
+fn bad_partitions_are_refused_saying_why() {
+    for (text, says) in [
+        ("[nats]\npartition_ids = [1]\n", "`nats.partitions` is 0"),
+        ("[nats]\npartitions = 4\n", "is empty"),
+        ("[nats]\npartitions = 4\npartition_ids = [4]\n", "0 to 3"),
+        (
+            "[nats]\npartitions = 4\npartition_ids = [0, 1]\n",
+            "one partition per process",
+        ),
+        (
+            "[nats]\npartitions = 2000\npartition_ids = [0]\n",
+            "1 to 1024",
+        ),
+        (
+            "[nats]\npartitions = 4\npartition_ids = [0]\nsubject_ticks = \"ticks\"\n",
+            "cannot be partitioned",
+        ),
+    ] {
+        let error = refused(text, &[], &[]).to_string();
+        assert!(error.contains(says), "{text}: {error}");
+    }
+}

@@ -331,7 +331,13 @@ impl Config {
             ("nats.stream_ticks", &n.stream_ticks),
             ("nats.stream_signals", &n.stream_signals),
         ] {
-            let bytes = stream.len() + n.durable.len();
+            // A partition's consumer is named `<durable>-p<id>`.
+            let suffix = if n.partitions > 0 {
+                super::PARTITION_SUFFIX_BYTES_MAX
+            } else {
+                0
+            };
+            let bytes = stream.len() + n.durable.len() + suffix;
             if bytes > super::JETSTREAM_NAMES_BYTES_MAX {
                 return Err(invalid(
                     "nats.durable",
@@ -356,6 +362,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_partitions()?;
         bounded(
             "nats.fetch_batch_max",
             u64::from(n.fetch_batch_max),
@@ -373,6 +380,69 @@ impl Config {
                     n.ack_wait_ms, self.ingest.flush_interval_ms
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks `nats.partitions` and `nats.partition_ids` (DESIGN §8).
+    fn validate_partitions(&self) -> Result<(), ConfigError> {
+        use crate::receive::partition::{Mapping, PARTITIONS_MAX};
+        let n = &self.nats;
+        if n.partitions == 0 {
+            if !n.partition_ids.is_empty() {
+                return Err(invalid(
+                    "nats.partition_ids",
+                    format!(
+                        "is {:?} but `nats.partitions` is 0 (off); set `nats.partitions` to the count the nats-server mapping uses, or remove the ids",
+                        n.partition_ids
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if n.partitions > PARTITIONS_MAX {
+            return Err(invalid(
+                "nats.partitions",
+                format!("is {}; give 1 to {PARTITIONS_MAX} (0: off)", n.partitions),
+            ));
+        }
+        match n.partition_ids.as_slice() {
+            [] => {
+                return Err(invalid(
+                    "nats.partition_ids",
+                    format!(
+                        "is empty; with `nats.partitions = {}` name the partition this appliance consumes, as `[id]` with id 0 to {}",
+                        n.partitions,
+                        n.partitions - 1
+                    ),
+                ))
+            }
+            [id] if *id >= n.partitions => {
+                return Err(invalid(
+                    "nats.partition_ids",
+                    format!(
+                        "names partition {id}, but there are {} (0 to {})",
+                        n.partitions,
+                        n.partitions - 1
+                    ),
+                ))
+            }
+            [_] => {}
+            more => {
+                return Err(invalid(
+                    "nats.partition_ids",
+                    format!(
+                        "is {more:?}; this version consumes one partition per process: run one appliance per partition (docs/scale-out.md)"
+                    ),
+                ))
+            }
+        }
+        for (key, subject) in [
+            ("nats.subject_ticks", &n.subject_ticks),
+            ("nats.subject_signals", &n.subject_signals),
+        ] {
+            Mapping::new(subject, n.partitions)
+                .map_err(|e| invalid(key, format!("cannot be partitioned: {e}")))?;
         }
         Ok(())
     }

@@ -404,7 +404,20 @@ pub const OTHER_INSERTS_WAIT: std::time::Duration = std::time::Duration::from_se
 /// its process id and index, so a starting appliance can wait for the INSERTs a killed
 /// one left running on the server ([`wait_for_other_inserts`]).
 pub fn insert_query_prefix(database: &str) -> String {
-    format!("alphapt-{database}-")
+    let partition = PARTITION_TAG.get().map_or("", String::as_str);
+    format!("alphapt-{database}-{partition}")
+}
+
+/// `p<id>-` once this process serves a subject partition (see [`serve_partition`]).
+static PARTITION_TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Puts the subject partition this process serves into its INSERT query ids (set once,
+/// at start, before any INSERT). Appliances on other partitions of the same database
+/// insert all the time; a start waits only for a killed INSERT of its own partition
+/// (the one its resume point and spill depend on), not for theirs. An appliance
+/// without partitions still waits for every appliance's INSERTs.
+pub fn serve_partition(id: u32) {
+    let _ = PARTITION_TAG.set(format!("p{id}-"));
 }
 
 /// The query-id prefix of this process's INSERTs of one `role` (`w0` a writer, `i0` an

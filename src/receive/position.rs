@@ -130,6 +130,13 @@ impl Position {
         self.contiguous = seq;
     }
 
+    /// A jump `judge` reported as a gap was the stream's other subject partitions (a
+    /// filtered consumer never sees them): take it back out of the gap counts.
+    pub fn not_ours(&mut self, gap: Gap) {
+        self.gaps_total -= 1;
+        self.gap_seqs_total -= gap.last - gap.first + 1;
+    }
+
     /// The consumer's delivery restarts at `start_seq`: what lies below is routed,
     /// acked, stored or absent. Never moves the position back.
     pub fn restart_at(&mut self, start_seq: u64) {

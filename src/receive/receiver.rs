@@ -110,6 +110,11 @@ pub struct ReceiverConfig {
     pub stream: String,
     /// Subjects of the stream (and the core subscription).
     pub subject: String,
+    /// The consumer's filter (and the core subscription) when this appliance serves
+    /// one subject partition (`<prefix>.<id>.*.*`, DESIGN §8); empty: the whole stream.
+    /// The stream's other partitions then show as jumps in the delivered sequences,
+    /// stepped over like gaps but neither logged nor counted as gaps.
+    pub filter_subject: String,
     /// Durable consumer name.
     pub durable: String,
     /// Most messages per pull request.
@@ -518,7 +523,7 @@ fn start_session(
     let spec = ConsumerSpec {
         stream: &config.stream,
         durable: &config.durable,
-        filter_subject: "",
+        filter_subject: &config.filter_subject,
         ack_wait: config.ack_wait,
         max_ack_pending: config.max_ack_pending,
         ack_none: config.ack_none,
@@ -807,7 +812,12 @@ fn run_jetstream(
             let seq = ack_info.stream_seq;
             let (verdict, gap) = position.judge(&ack_info);
             if let Some(gap) = gap {
-                log_gap(gap, position);
+                if config.filter_subject.is_empty() {
+                    log_gap(gap, position);
+                } else {
+                    // Other partitions' messages, not a gap.
+                    position.not_ours(gap);
+                }
             }
             match verdict {
                 Verdict::Pass => {
@@ -924,7 +934,12 @@ fn run_core(
     conn: &mut NatsConn,
     state: &mut CoreState,
 ) -> Result<(), NatsError> {
-    let sid = conn.subscribe(&config.subject, None)?;
+    let subject = if config.filter_subject.is_empty() {
+        &config.subject
+    } else {
+        &config.filter_subject
+    };
+    let sid = conn.subscribe(subject, None)?;
     state.established = true;
     router
         .stats()

@@ -177,7 +177,7 @@ pub enum NatsError {
     },
     /// Another client pulls from the durable: two appliances on one durable would
     /// acknowledge each other's messages (AckAll covers every sequence below).
-    #[error("another client is pulling from durable {durable} of stream {stream} ({waiting} pull requests waiting): two appliances on one durable acknowledge each other's messages, so this one does not start; stop the other, or give this one its own nats.durable and database")]
+    #[error("another client is pulling from durable {durable} of stream {stream} ({waiting} pull requests waiting): two appliances on one durable acknowledge each other's messages, so this one does not start; stop the other, or give this one another partition (nats.partition_ids) or its own nats.durable and database")]
     DurableInUse {
         /// The stream name.
         stream: String,
