@@ -39,6 +39,32 @@ pub struct Component {
     pub version: Option<String>,
     /// What went wrong, or what was checked.
     pub detail: String,
+    /// NATS: the appliance's durable consumers (every partition's, with partitions on)
+    /// and how far each is behind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerLag>,
+}
+
+/// One durable consumer of the appliance, as JetStream reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsumerLag {
+    /// The stream.
+    pub stream: String,
+    /// The durable's name.
+    pub durable: String,
+    /// Its subject partition, with partitions on.
+    pub partition: Option<u32>,
+    /// Whether the consumer exists (an appliance created it); a partition whose
+    /// consumer is missing has never been served.
+    pub exists: bool,
+    /// Messages of its subjects not yet delivered: the lag.
+    pub pending: u64,
+    /// Delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Highest stream sequence acknowledged with everything below it.
+    pub ack_floor: u64,
+    /// Pull requests waiting: above 0, an appliance is serving it now.
+    pub waiting: u64,
 }
 
 /// The whole report.
@@ -64,9 +90,29 @@ impl Report {
 
 /// Probes every component the config names.
 pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
+    let mut nats = probe_nats(&config.nats.url);
+    if nats.status == Status::Up {
+        match consumer_lags(config) {
+            Ok(lags) => {
+                let missing = lags.iter().filter(|l| !l.exists).count();
+                if missing > 0 && config.nats.partitions > 0 {
+                    nats.status = Status::Degraded;
+                    nats.detail = format!(
+                        "{}; {missing} of {} partition consumers missing (a partition no appliance has served)",
+                        nats.detail,
+                        lags.len()
+                    );
+                }
+                nats.consumers = lags;
+            }
+            Err(error) => {
+                nats.detail = format!("{}; consumers unreadable: {error}", nats.detail);
+            }
+        }
+    }
     let components = vec![
         probe_clickhouse(clickhouse, &config.clickhouse.database),
-        probe_nats(&config.nats.url),
+        nats,
         probe_redis(
             &config.redis.url,
             config.redis.password.expose(),
@@ -102,6 +148,7 @@ fn component(
             latency_ms,
             version: Some(version),
             detail,
+            consumers: Vec::new(),
         },
         Err(detail) => Component {
             name,
@@ -109,6 +156,7 @@ fn component(
             latency_ms,
             version: None,
             detail,
+            consumers: Vec::new(),
         },
     }
 }
@@ -209,6 +257,54 @@ pub fn probe_nats(url: &str) -> Component {
         Err("no PONG from server".into())
     });
     component("nats", outcome, latency_ms)
+}
+
+/// The appliance's durable consumers on both streams: the one durable, or with
+/// partitions on every partition's (`<durable>-p<id>` for id 0 to N-1, whichever
+/// appliance serves it), each with its lag. A stream not created yet lists nothing.
+pub fn consumer_lags(config: &Config) -> Result<Vec<ConsumerLag>, String> {
+    use crate::receive::nats::jetstream::JetStream;
+    use crate::receive::nats::NatsConn;
+    let nats = &config.nats;
+    let tls = nats.tls_client().map_err(|e| e.to_string())?;
+    let mut conn = NatsConn::connect_with(&nats.url, PROBE_TIMEOUT, tls.as_ref())
+        .map_err(|e| e.to_string())?;
+    let js = JetStream::new(PROBE_TIMEOUT);
+    let partitions: Vec<Option<u32>> = if nats.partitions > 0 {
+        (0..nats.partitions).map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let mut lags = Vec::new();
+    for stream in [&nats.stream_ticks, &nats.stream_signals] {
+        if js
+            .stream_info(&mut conn, stream)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            continue;
+        }
+        for &partition in &partitions {
+            let durable = match partition {
+                Some(id) => format!("{}-p{id}", nats.durable),
+                None => nats.durable.clone(),
+            };
+            let info = js
+                .consumer_info(&mut conn, stream, &durable)
+                .map_err(|e| e.to_string())?;
+            lags.push(ConsumerLag {
+                stream: stream.clone(),
+                durable,
+                partition,
+                exists: info.is_some(),
+                pending: info.as_ref().map_or(0, |i| i.num_pending),
+                unacked: info.as_ref().map_or(0, |i| i.num_ack_pending),
+                ack_floor: info.as_ref().map_or(0, |i| i.ack_floor.stream_seq),
+                waiting: info.as_ref().map_or(0, |i| i.num_waiting),
+            });
+        }
+    }
+    Ok(lags)
 }
 
 /// Redis: PING and the server version from INFO.

@@ -205,6 +205,42 @@ fn two_appliances_on_two_partitions_store_every_tick_once() {
         .sum();
     // Rejected rows have no token to check; the feed here sends none.
     assert_eq!(on_a, from_a, "appliance 0 took exactly partition 0's ticks");
+
+    // `health` lists every partition's consumer with its lag: both caught up.
+    let mut args = sets(&db, &nats);
+    args.extend(partition_flags(&db, &server, 0));
+    args.extend(["health".into(), "--json".into()]);
+    let out = binary(&args).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nats_report = &report["components"][1];
+    assert_eq!(nats_report["status"], "up", "{report}");
+    let consumers = nats_report["consumers"].as_array().unwrap();
+    assert_eq!(consumers.len(), 4, "two streams, two partitions: {report}");
+    for consumer in consumers
+        .iter()
+        .filter(|c| c["stream"] == nats.stream.as_str())
+    {
+        assert_eq!(consumer["exists"], true, "{consumer}");
+        assert_eq!(consumer["pending"], 0, "{consumer}");
+        assert_eq!(consumer["unacked"], 0, "{consumer}");
+        assert_eq!(
+            consumer["ack_floor"].as_u64().unwrap() > 0,
+            true,
+            "{consumer}"
+        );
+    }
+    // Asked about three partitions, the third (never served) is missing: degraded.
+    args.extend(["--set".into(), "nats.partitions=3".into()]);
+    let out = binary(&args).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["components"][1]["status"], "degraded", "{report}");
+    assert!(
+        report["components"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 of 6 partition consumers missing"),
+        "{report}"
+    );
 }
 
 #[test]

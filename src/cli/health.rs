@@ -32,6 +32,20 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 c.version.as_deref().unwrap_or("-"),
                 c.detail
             );
+            for lag in &c.consumers {
+                let state = if !lag.exists {
+                    "missing".to_owned()
+                } else {
+                    format!(
+                        "{} pending, {} unacked, ack floor {}{}",
+                        lag.pending,
+                        lag.unacked,
+                        lag.ack_floor,
+                        if lag.waiting > 0 { ", served" } else { "" }
+                    )
+                };
+                say!("  consumer {} on {}: {state}", lag.durable, lag.stream);
+            }
         }
     }
     Ok(ExitCode::from(report.exit_code()))
