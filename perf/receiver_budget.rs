@@ -110,6 +110,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         stream: STREAM.into(),
         subject: SUBJECTS.into(),
         filter_subject: String::new(),
+        partition: None,
         durable: durable.into(),
         fetch_batch_max: 1000,
         ack_wait: Duration::from_secs(60),

@@ -322,6 +322,8 @@ pub struct Snapshot {
     pub reconnects: [u64; 4],
     /// The ticks receiver's NATS session (`pipeline::NATS_*`).
     pub nats_state: u8,
+    /// The subject partition consumed, with partitions on.
+    pub nats_partition: Option<u32>,
 }
 
 /// The Redis cache's figures in a [`Snapshot`].
@@ -493,6 +495,7 @@ impl App {
                         .nats
                         .filter_subject(&config.nats.subject_ticks)
                         .unwrap_or_default(),
+                    partition: config.nats.partition(),
                     durable: config.nats.durable_name(),
                     fetch_batch_max: config.nats.fetch_batch_max,
                     ack_wait: Duration::from_millis(config.nats.ack_wait_ms),
@@ -950,6 +953,10 @@ fn snapshot(
         ],
         jetstream_pending: stats.source.jetstream_pending.load(r),
         nats_state: stats.source.nats_state.load(r),
+        nats_partition: match stats.source.nats_partition.load(r) {
+            0 => None,
+            plus_one => u32::try_from(plus_one - 1).ok(),
+        },
         redelivered: stats.source.redelivered_total.load(r)
             + signals.map_or(0, |s| s.source.redelivered_total.load(r)),
         reconnects: [

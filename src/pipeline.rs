@@ -79,6 +79,8 @@ pub struct SourceStats {
     pub redelivered_total: AtomicU64,
     /// Connections to NATS after the first (a lost connection, reconnected).
     pub reconnects_total: AtomicU64,
+    /// The subject partition consumed (DESIGN §8), plus one; 0 without partitions.
+    pub nats_partition: AtomicU64,
     /// The NATS session: [`NATS_NONE`] (no NATS source, or not connected yet),
     /// [`NATS_UP`] or [`NATS_DOWN`] (lost, reconnecting).
     pub nats_state: std::sync::atomic::AtomicU8,

@@ -376,15 +376,20 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
             ("event=\"replayed\"", f(s.spill_blocks[1])),
         ],
     );
+    // With subject partitions on, the NATS series name the one this appliance serves.
+    let partition = s
+        .nats_partition
+        .map_or_else(String::new, |id| format!("partition=\"{id}\""));
+    let partition = partition.as_str();
     metric(
         "alphapt_nats_jetstream_pending",
         "gauge",
         "Messages in the ticks stream not yet delivered to the consumer (the backlog).",
-        &[("", f(s.jetstream_pending))],
+        &[(partition, f(s.jetstream_pending))],
     );
     let nats_up: Vec<(&str, f64)> = match s.nats_state {
-        crate::pipeline::NATS_UP => vec![("", 1.0)],
-        crate::pipeline::NATS_DOWN => vec![("", 0.0)],
+        crate::pipeline::NATS_UP => vec![(partition, 1.0)],
+        crate::pipeline::NATS_DOWN => vec![(partition, 0.0)],
         // No session yet, or the synthetic source: no sample rather than a false 0.
         _ => Vec::new(),
     };
@@ -398,7 +403,7 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         "alphapt_nats_redelivered_total",
         "counter",
         "JetStream deliveries that were redeliveries (not acknowledged in time, or after a restart).",
-        &[("", f(s.redelivered))],
+        &[(partition, f(s.redelivered))],
     );
     metric(
         "alphapt_reconnects_total",
@@ -464,6 +469,42 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert!(name.starts_with("alphapt_"), "{line}");
         }
+    }
+
+    #[test]
+    fn nats_series_name_the_partition_served() {
+        let extra = Extra {
+            writers_up: 1,
+            writers: 1,
+            ring_fill: vec![0.0],
+            http: [0; 3],
+            latency: [[LatencyTotals::default(); 3]; 2],
+            threads: Vec::new(),
+        };
+        let served = Snapshot {
+            nats_state: crate::pipeline::NATS_UP,
+            nats_partition: Some(7),
+            jetstream_pending: 4,
+            ..Snapshot::default()
+        };
+        let text = render(&served, &extra);
+        assert!(
+            text.contains("alphapt_nats_up{partition=\"7\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alphapt_nats_jetstream_pending{partition=\"7\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alphapt_nats_redelivered_total{partition=\"7\"} 0\n"),
+            "{text}"
+        );
+        let whole = Snapshot {
+            nats_state: crate::pipeline::NATS_UP,
+            ..Snapshot::default()
+        };
+        assert!(render(&whole, &extra).contains("alphapt_nats_up 1\n"));
     }
 
     #[test]

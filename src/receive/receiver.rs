@@ -115,6 +115,8 @@ pub struct ReceiverConfig {
     /// The stream's other partitions then show as jumps in the delivered sequences,
     /// stepped over like gaps but neither logged nor counted as gaps.
     pub filter_subject: String,
+    /// The partition `filter_subject` selects, for metrics and logs.
+    pub partition: Option<u32>,
     /// Durable consumer name.
     pub durable: String,
     /// Most messages per pull request.
@@ -297,6 +299,10 @@ fn destination(router: &Router, kind: Kind, subject: &[u8]) -> (usize, Kind) {
 /// about the connection, ends the run. So does a stream that comes
 /// back shorter than what was routed (recreated meanwhile): its sequences are new.
 pub fn run(router: &mut Router, config: &ReceiverConfig) -> Result<ReceiverReport, NatsError> {
+    router.stats().nats_partition.store(
+        config.partition.map_or(0, |id| u64::from(id) + 1),
+        Ordering::Relaxed,
+    );
     let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut jetstream = JsState::default();
     let mut core = CoreState::default();
