@@ -113,7 +113,9 @@ pub struct ReceiverConfig {
     /// The consumer's filter (and the core subscription) when this appliance serves
     /// one subject partition (`<prefix>.<id>.*.*`, DESIGN §8); empty: the whole stream.
     /// The stream's other partitions then show as jumps in the delivered sequences,
-    /// stepped over like gaps but neither logged nor counted as gaps.
+    /// stepped over like gaps but neither logged nor counted as gaps (a message of its
+    /// own partition deleted from the stream looks the same, and is stepped over
+    /// unlogged too).
     pub filter_subject: String,
     /// The partition `filter_subject` selects, for metrics and logs.
     pub partition: Option<u32>,
