@@ -655,3 +655,102 @@ fn a_missing_or_untrusted_client_certificate_is_refused_by_each_server() {
     let _ = std::fs::remove_file(cert);
     let _ = std::fs::remove_file(key);
 }
+
+/// A new server certificate signed by the test CA, made with openssl into a temp
+/// directory: (certificate, key) paths.
+fn rotated_server_certificate() -> (String, String) {
+    let dir = tls_dir();
+    let out = std::env::temp_dir().join(format!("alphapt-tls-rotated-{}", common::suffix()));
+    std::fs::create_dir_all(&out).unwrap();
+    let o = out.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (bash .ci/services.sh installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        out.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=rotated",
+        "-keyout",
+        &format!("{o}/server.key"),
+        "-out",
+        &format!("{o}/server.csr"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{o}/server.csr"),
+        "-CA",
+        &format!("{dir}/ca.pem"),
+        "-CAkey",
+        &format!("{dir}/ca.key"),
+        "-CAcreateserial",
+        "-CAserial",
+        &format!("{o}/ca.srl"),
+        "-days",
+        "2",
+        "-extfile",
+        &format!("{o}/ext"),
+        "-out",
+        &format!("{o}/server.pem"),
+    ]);
+    (format!("{o}/server.pem"), format!("{o}/server.key"))
+}
+
+/// The TLS-only nats-server killed under a running appliance and started again with a
+/// rotated certificate (same CA, same store): the receiver reconnects over TLS,
+/// presenting its client certificate again, and takes what is published after the
+/// restart; every message of both halves is stored once.
+#[test]
+fn a_tls_nats_server_restarted_with_a_rotated_certificate_is_reconnected_to() {
+    const HALF: u64 = 20_000;
+    let mut server = tls_nats();
+    let (db, mut conn) = tables("tlsrotate");
+    let nats = Nats::new("tlsrotate");
+    let url = format!("nats.url={}", server.url());
+    let files = tls_files("nats");
+    let mut flags = vec!["--set", &url];
+    flags.extend(strs(&files));
+    let mut feed_flags = flags.clone();
+    feed_flags.extend(["--count", "20000", "--instruments", "200"]);
+    let published = feed(&db, &nats, &feed_flags);
+    assert!(published.contains("acked 20000 errors 0"), "{published}");
+    let run = start_run(&db, &nats, &flags);
+    wait_stored(&mut conn, HALF, Duration::from_secs(120));
+
+    server.kill();
+    let (cert, key) = rotated_server_certificate();
+    let tls = server.tls.as_mut().unwrap();
+    tls.cert = cert.clone();
+    tls.key = key;
+    std::thread::sleep(Duration::from_millis(500));
+    server.spawn();
+    let published = feed(&db, &nats, &feed_flags);
+    assert!(published.contains("acked 20000 errors 0"), "{published}");
+    wait_stored(&mut conn, 2 * HALF, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored(&mut conn),
+        (2 * HALF, 2 * HALF, 1, 2 * HALF),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("NATS connection lost; reconnecting"),
+        "{summary}"
+    );
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&cert).parent().unwrap());
+}
