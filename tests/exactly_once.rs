@@ -15,7 +15,10 @@
 //! - an INSERT cut mid-way and retried stores no block twice;
 //! - a schema ClickHouse refuses mid-run: the blocks are held, not retried, and a
 //!   restart with the schema fixed stores them once;
-//! - a durable name too long for JetStream's ack subjects is refused at start.
+//! - a durable name too long for JetStream's ack subjects is refused at start;
+//! - SIGTERM just after a nats-server restart, with what was routed before it not yet
+//!   durable: the drain pulls those again (passed over) and acks them, so the consumer
+//!   is settled at the end and the stop is clean.
 //!
 //! "ClickHouse down" and "cut mid-INSERT" are a TCP proxy in front of the shared
 //! server (tests/common/proxy.rs), so the other tests' server is never touched.
@@ -179,6 +182,92 @@ fn a_durable_too_long_for_ack_subjects_is_refused_at_start() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("nats.durable"), "{stderr}");
     assert!(stderr.contains("acknowledged"), "{stderr}");
+}
+
+/// CI saw the consumer left 44,000 messages behind the store: a drain right after a
+/// reconnect waited for acks that only redeliveries could carry, and pulled none.
+#[test]
+fn a_drain_right_after_a_nats_restart_acks_what_was_routed_before_it() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("catchup");
+    let mut server = PrivateNats::start();
+    let nats = Nats::new("catchup");
+    let url = format!("nats.url={}", server.url());
+    let publish = |count: &str| {
+        let out = feed(
+            &db,
+            &nats,
+            &["--set", &url, "--count", count, "--instruments", "100"],
+        );
+        assert!(out.contains("errors 0"), "{out}");
+    };
+    publish("2000");
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            &url,
+            "--set",
+            &port,
+            "--set",
+            "ingest.drain_timeout_ms=20000",
+            "--set",
+            "ingest.block_rows_max=2048",
+            // Overflow with a spill too small for a block: while ClickHouse is away
+            // nothing routed becomes durable, so nothing above the floor is acked.
+            "--set",
+            "spill.mode=overflow",
+            "--set",
+            "spill.segment_bytes=65536",
+            "--set",
+            "spill.spill_bytes_max=131072",
+        ],
+    );
+    let addr = control_addr(&run);
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    publish("18000");
+    let metric = |name: &str| {
+        let (_, text) = get(addr, "/metrics");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0) as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric("alphapt_storage_ticks_received_total ") < TICKS {
+        assert!(Instant::now() < deadline, "not everything was routed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let floor_before = ack_floor_at(&server.url(), &nats);
+    assert!(
+        floor_before < TICKS,
+        "acked {floor_before} with ClickHouse away"
+    );
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    server.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric("alphapt_reconnects_total{server=\"nats\"} ") < 1
+        || metric("alphapt_nats_up ") != 1
+    {
+        assert!(Instant::now() < deadline, "never reconnected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Signalled at once: the redeliveries of what was routed have not come yet.
+    run.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.up();
+    let (status, text) = run.exit_within(Duration::from_secs(60), "drain");
+    assert!(status.success(), "run exited {status}: {text}");
+    assert!(!text.contains("Drain timeout"), "{text}");
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{text}");
+    consumer_settled_at(&server.url(), &nats, TICKS);
 }
 
 #[test]

@@ -42,10 +42,14 @@
 //!
 //! Reconnects: a connection lost after start is re-established with capped, jittered
 //! backoff. The position carries over; the consumer restarts delivery after what this
-//! run acked, deliveries already routed are passed over, so a nats-server restart
-//! neither loses nor doubles a message. A stream with another creation time is a new
-//! stream: the run stops with an error (a restart reads the store again). Core NATS
-//! resubscribes; what was published meanwhile is gone.
+//! run made durable (acked, or durable while the connection was away), deliveries
+//! already routed are passed over, so a nats-server restart neither loses nor doubles
+//! a message. Those passed-over deliveries are the only ack points for what was routed
+//! before the restart: a drain that comes before they do goes on pulling them (never
+//! routing them) up to what was routed, so a clean stop leaves the consumer settled.
+//! A stream with another creation time is a new stream: the run stops with an error (a
+//! restart reads the store again). Core NATS resubscribes; what was published
+//! meanwhile is gone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -521,6 +525,7 @@ fn start_session(
     conn: &mut NatsConn,
     config: &ReceiverConfig,
     state: &mut JsState,
+    durable: u64,
 ) -> Result<ConsumerInfo, NatsError> {
     let (stream, _) = js.ensure_stream(
         conn,
@@ -579,8 +584,10 @@ fn start_session(
                     was_ms: state.stream_created_ms,
                 });
             }
-            // What this run acked is durable; above it, what it routed is skipped.
-            let start = state.report.acked + 1;
+            // What this run acked is durable, and so is what became durable while
+            // the connection was away (the writers went on): delivery restarts after
+            // both, and above that what it routed is passed over.
+            let start = state.report.acked.max(durable) + 1;
             position.restart_at(start);
             start
         }
@@ -671,7 +678,12 @@ fn run_jetstream(
     state: &mut JsState,
 ) -> Result<(), NatsError> {
     let mut js = JetStream::new(config.connect_timeout);
-    let info = start_session(&js, conn, config, state)?;
+    // Durable through here: everything routed up to it is stored or journaled.
+    let durable = state
+        .position
+        .as_ref()
+        .map_or(0, |position| router.watermark().min(position.contiguous()));
+    let info = start_session(&js, conn, config, state, durable)?;
     let inbox = conn.new_inbox("pull");
     let sid = conn.subscribe(&inbox, None)?;
     state.established = true;
@@ -720,6 +732,14 @@ fn run_jetstream(
     // A router whose watermark starts where delivery does: what is below is durable.
     router.pass(position.contiguous());
     let mut outstanding: u64 = 0;
+    // The highest stream sequence this session's consumer has delivered (or started
+    // past). After a reconnect it trails what was routed: the deliveries in between
+    // are passed over, and only they carry ack subjects for it.
+    let mut delivered_top = report.acked;
+    // Draining: the catch-up's last pull and what had been delivered when it went out
+    // (a pull that brings nothing new ends the catch-up).
+    let mut catch_up_pulled_at: Option<u64> = None;
+    let mut catch_up_dry = false;
     let mut pull_expires_at = Instant::now();
     let mut last_ack = Instant::now();
     let mut failure: Option<NatsError> = None;
@@ -737,6 +757,37 @@ fn run_jetstream(
             .map_or(u64::MAX, |count| count.saturating_sub(report.routed));
         if (router.stopping() || remaining == 0) && drain_started.is_none() {
             *drain_started = Some(Instant::now());
+        }
+        // A drain right after a reconnect: what was routed before it is durable (or
+        // becomes so) but can only be acknowledged through its redelivery, so the drain
+        // goes on pulling those (passed over, never routed) up to what was routed.
+        let catching_up = drain_started.is_some()
+            && !config.ack_none
+            && !catch_up_dry
+            && delivered_top < router.received_last();
+        if catching_up && outstanding == 0 && !holding {
+            if catch_up_pulled_at.is_some_and(|at| at == delivered_top) {
+                catch_up_dry = true;
+                tracing::info!(delivered = delivered_top, routed = router.received_last(),
+                    "Drain: JetStream delivers no more of what was routed before the reconnect; the next start passes over the rest from the store");
+            } else {
+                let unacked = router.received_last().saturating_sub(report.acked);
+                let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
+                let batch = (router.received_last() - delivered_top)
+                    .min(u64::from(config.fetch_batch_max))
+                    .min(room.max(1));
+                js.pull(
+                    conn,
+                    &config.stream,
+                    &config.durable,
+                    batch as u32,
+                    PULL_EXPIRES,
+                    &inbox,
+                )?;
+                outstanding = batch;
+                pull_expires_at = Instant::now() + PULL_EXPIRES;
+                catch_up_pulled_at = Some(delivered_top);
+            }
         }
         // No pull while a delivery is held: what is buffered must go first.
         if drain_started.is_none() && outstanding == 0 && !holding {
@@ -818,6 +869,7 @@ fn run_jetstream(
                     .fetch_add(1, Ordering::Relaxed);
             }
             let seq = ack_info.stream_seq;
+            delivered_top = delivered_top.max(seq);
             let (verdict, gap) = position.judge(&ack_info);
             if let Some(gap) = gap {
                 if config.filter_subject.is_empty() {
@@ -881,7 +933,12 @@ fn run_jetstream(
         // Draining: every delivery of the last pull is routed (it ends within
         // PULL_EXPIRES; a held one is routed or refused first), then the shards may
         // seal for good.
-        if drain_started.is_some() && outstanding == 0 && !holding && !*input_finished {
+        if drain_started.is_some()
+            && outstanding == 0
+            && !holding
+            && !*input_finished
+            && !catching_up
+        {
             router.finish_input();
             *input_finished = true;
         }
@@ -909,7 +966,14 @@ fn run_jetstream(
             // there after we leave. Redeliveries of stored messages that come in this
             // window are passed over and acknowledged like any other.
             let pull_over = Instant::now() >= pull_expires_at + PULL_GRACE;
-            if *input_finished && report.acked >= router.received_last() && pull_over {
+            // Everything routed, or, once a catch-up ran dry, everything delivered:
+            // only deliveries carry ack subjects.
+            let ack_target = if catch_up_dry {
+                router.received_last().min(delivered_top)
+            } else {
+                router.received_last()
+            };
+            if *input_finished && report.acked >= ack_target && pull_over {
                 keep_mark(report.acked, true);
                 return Ok(());
             }

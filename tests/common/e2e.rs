@@ -565,7 +565,12 @@ pub fn clickhouse_port() -> u16 {
 
 /// The consumer's ack floor now.
 pub fn ack_floor(nats: &Nats) -> u64 {
-    let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    ack_floor_at(&Nats::url(), nats)
+}
+
+/// The consumer's ack floor now, on the server at `url`.
+pub fn ack_floor_at(url: &str, nats: &Nats) -> u64 {
+    let mut nc = NatsConn::connect(url, Duration::from_secs(2)).unwrap();
     let js = JetStream::new(Duration::from_secs(2));
     js.consumer_info(&mut nc, &nats.stream, &nats.durable)
         .unwrap()
