@@ -338,6 +338,11 @@ pub fn decode_record(buf: &[u8]) -> Result<Record<'_>, RecordError> {
     if head[6] & !FLAG_LZ4 != 0 {
         return corrupt("unknown flag bits");
     }
+    // Writers put zeros there; anything else is not a record this format wrote (the
+    // fuzzer forged a CRC over such a header), so it never re-encodes the same.
+    if !is_zero(&head[10..12]) || !is_zero(&head[64..68]) {
+        return corrupt("reserved header bytes not zero");
+    }
     let header = RecordHeader {
         table,
         lz4: head[6] & FLAG_LZ4 != 0,
@@ -423,6 +428,9 @@ pub fn decode_segment_header(buf: &[u8]) -> Result<SegmentHeader, SegmentHeaderE
     }
     if u32_at(head, 4) != u32::from(FORMAT_VERSION) {
         return bad("unknown segment format version");
+    }
+    if !is_zero(&head[32..SEGMENT_CRC_OFFSET]) {
+        return bad("reserved segment header bytes not zero");
     }
     let header = SegmentHeader {
         segment_seq: u64_at(head, 8),
@@ -636,6 +644,53 @@ mod tests {
         let mut out = vec![0u8; record_bytes(payload.len())];
         assert_eq!(encode_record(header, payload, &mut out), out.len());
         out
+    }
+
+    /// The fuzzer's find (fuzz/artifacts, spill_record): nonzero reserved bytes under a
+    /// CRC made to match were taken as a header that re-encodes to other bytes.
+    #[test]
+    fn nonzero_reserved_bytes_under_a_matching_crc_are_refused() {
+        let mut segment = [0u8; SEGMENT_HEADER_BYTES];
+        let header = SegmentHeader {
+            segment_seq: 1,
+            created_ms: 1_764_000_000_000,
+            segment_bytes: 1 << 20,
+        };
+        encode_segment_header(&header, &mut segment);
+        assert_eq!(decode_segment_header(&segment).unwrap(), header);
+        segment[47] = 1;
+        let crc = crc32c::crc32c(&segment[..SEGMENT_CRC_OFFSET]);
+        segment[SEGMENT_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&segment).unwrap_err().reason,
+            "reserved segment header bytes not zero"
+        );
+
+        let (payload, offsets) = (b"block", [10usize, 11, 64, 67]);
+        for offset in offsets {
+            let header = RecordHeader {
+                table: RecordTable::MarketTicks,
+                lz4: false,
+                shard: 0,
+                rows: 1,
+                seq_first: 1,
+                seq_last: 1,
+                durable_through: 0,
+                schema_hash: 7,
+                received_min_ms: 0,
+            };
+            let mut buf = encoded(&header, payload);
+            buf[offset] = 1;
+            let crc = header_crc(&buf[..RECORD_HEADER_BYTES]);
+            buf[HEADER_CRC_OFFSET..HEADER_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_record(&buf).unwrap_err(),
+                RecordError::Corrupt {
+                    reason: "reserved header bytes not zero"
+                },
+                "byte {offset}"
+            );
+        }
     }
 
     proptest! {
