@@ -155,21 +155,29 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     let signals_root = root.join(SIGNALS_SUBDIR);
     let targets = destination.replay_targets();
     let mut replay = SpillReplay::default();
-    let mut waited = false;
+    let mut waited = vec![false; destination.targets.len()];
     let dirs = all_journal_dirs(&root).map_err(|source| AppError::SpillOpen {
         dir: root.clone(),
         source,
     })?;
-    // Its INSERTs carry this process's query-id prefix like the writers': a run killed
-    // while it replays leaves INSERTs the next start must see and wait for.
-    let replay_options = crate::native::Options {
-        query_id_prefix: crate::durable::stored::own_insert_query_prefix(
-            &destination.options.database,
-            "r",
-        ),
-        ..destination.options.clone()
-    };
     for dir in dirs {
+        // `writer-<w>` held writer w's blocks: in a cluster they go back to its shard.
+        let writer = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.rsplit('-').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        let target = writer % destination.targets.len();
+        // Its INSERTs carry this process's query-id prefix like the writers': a run
+        // killed while it replays leaves INSERTs the next start must see and wait for.
+        let replay_options = crate::native::Options {
+            query_id_prefix: crate::durable::stored::own_insert_query_prefix(
+                &destination.options.database,
+                "r",
+            ),
+            ..destination.targets[target].clone()
+        };
         let journal_config = JournalConfig {
             dir: dir.clone(),
             segment_bytes: config.spill.segment_bytes,
@@ -190,12 +198,12 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         if journal.records_pending() == 0 {
             continue;
         }
-        if !waited {
-            wait_for_killed_inserts(destination).map_err(|source| AppError::SpillReplay {
+        if !waited[target] {
+            wait_for_killed_inserts(&replay_options).map_err(|source| AppError::SpillReplay {
                 dir: dir.clone(),
                 source,
             })?;
-            waited = true;
+            waited[target] = true;
         }
         let audit = &mut replay.audit;
         let report = replay_journal(
@@ -226,13 +234,26 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     Ok(replay)
 }
 
+/// One server per ClickHouse shard of `clickhouse.shards` (empty for one server).
+pub fn cluster_targets(config: &Config) -> Vec<crate::native::Options> {
+    if config.clickhouse.shards.is_empty() {
+        return Vec::new();
+    }
+    config
+        .clickhouse
+        .targets()
+        .iter()
+        .map(|(host, port)| crate::native::Options::from_config_at(config, true, host, *port))
+        .collect()
+}
+
 /// Waits for INSERTs a killed run left on the server before the replay looks for its
 /// records (else it finds them missing and stores them twice: the random kill -9 test
 /// did).
-fn wait_for_killed_inserts(destination: &Destination) -> Result<(), ReplayError> {
+fn wait_for_killed_inserts(options: &crate::native::Options) -> Result<(), ReplayError> {
     use crate::durable::stored::OTHER_INSERTS_WAIT;
-    let mut conn = crate::native::Connection::connect(&destination.options)?;
-    if !crate::durable::stored::wait_for_killed_inserts(&mut conn, &destination.options.database)? {
+    let mut conn = crate::native::Connection::connect(options)?;
+    if !crate::durable::stored::wait_for_killed_inserts(&mut conn, &options.database)? {
         tracing::warn!(waited_s = OTHER_INSERTS_WAIT.as_secs(),
             "Another appliance keeps inserting into this database; replaying the spill anyway (two appliances on one database and spill are not supported)");
     }
@@ -420,7 +441,9 @@ impl App {
             source,
         })?;
         let options = crate::native::Options::from_config(config, true);
-        let destination = Destination::resolve(&options).map_err(AppError::Tables)?;
+        let destination = Destination::resolve(&options)
+            .and_then(|d| d.with_targets(cluster_targets(config)))
+            .map_err(AppError::Tables)?;
         tracing::info!(
             "Server-side insert deduplication: {}",
             destination.dedup.describe()
@@ -514,6 +537,7 @@ impl App {
                     count,
                     store: Some(StoreProbe {
                         options: destination.options.clone(),
+                        other_shards: destination.targets[1..].to_vec(),
                         tables: StreamTables {
                             rows_table: "market_ticks",
                             subject_filter: config.nats.subject_ticks.clone(),
@@ -1196,6 +1220,7 @@ fn start_signals(
         max_ack_pending: pipeline::max_ack_pending(&small),
         store: ticks.store.as_ref().map(|probe| StoreProbe {
             options: probe.options.clone(),
+            other_shards: probe.other_shards.clone(),
             tables: StreamTables {
                 rows_table: "strategy_signals",
                 subject_filter: config.nats.subject_signals.clone(),

@@ -28,7 +28,7 @@ use crate::native::{Method, Options};
 use crate::refdata::{reference_queue, ReferenceFeed};
 use crate::ring::RING_SLOT_BYTES;
 use crate::ring::{frame_ring, FrameHeader, FrameProducer, Kind};
-use crate::runtime::sizes::POOL_BLOCKS;
+use crate::runtime::sizes::{Sharding, POOL_BLOCKS};
 use crate::runtime::{self, Alert, Waiter};
 use crate::shard::rejects::{RejectColumns, RejectSchema};
 use crate::shard::run::{Builders, Shard, ShardConfig, ShardEdges, ShardStats};
@@ -111,12 +111,26 @@ pub struct Router {
     stats: Arc<SourceStats>,
     /// Tells the shards no more frames will come.
     input_done: Arc<AtomicBool>,
+    /// Which shard owns which instrument.
+    sharding: Sharding,
 }
 
 impl Router {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.rings.len()
+    }
+
+    /// The shard that owns instrument `token` (and, in a ClickHouse cluster, the
+    /// writer of its ClickHouse shard).
+    #[inline]
+    pub fn shard_of(&self, token: u32) -> usize {
+        self.sharding.shard_of(token)
+    }
+
+    /// How instruments spread over the shards.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding
     }
 
     /// True once a drain was requested: stop pulling, keep acking.
@@ -310,8 +324,12 @@ pub struct Pipeline {
 /// ClickHouse settings resolved at start: connection and both tables' shapes.
 #[derive(Clone, Debug)]
 pub struct Destination {
-    /// Connection options (with the database).
+    /// Connection options (with the database): the server the schema was read from,
+    /// the first ClickHouse shard's in a cluster.
     pub options: Options,
+    /// One server per ClickHouse shard, in shard order (`clickhouse.shards`); just
+    /// `options` for a single server. Writer `w` inserts into `targets[w % len]`.
+    pub targets: Vec<Options>,
     /// `market_ticks` as the server has it.
     pub tick_schema: TickSchema,
     /// `strategy_signals` as the server has it.
@@ -435,11 +453,59 @@ impl Destination {
         let dedup = Dedup::read(&mut conn)?;
         Ok(Destination {
             options: options.clone(),
+            targets: vec![options.clone()],
             tick_schema,
             signal_schema,
             reject_schema,
             dedup,
         })
+    }
+
+    /// The same tables in a cluster of ClickHouse shards, one server each. Every
+    /// shard must carry the same migrations: each server's INSERT headers are read and
+    /// compared with the first's, so a shard left behind is an error at start naming
+    /// it, not blocks held later. Empty `targets` keeps the single server.
+    pub fn with_targets(
+        mut self,
+        targets: Vec<Options>,
+    ) -> Result<Destination, crate::native::Error> {
+        if targets.is_empty() {
+            return Ok(self);
+        }
+        let mut first: Option<Vec<Vec<(String, String)>>> = None;
+        for (index, options) in targets.iter().enumerate() {
+            let mut conn = crate::native::Connection::connect(options)?;
+            let mut headers = Vec::with_capacity(3);
+            for table in ["market_ticks", "strategy_signals", "rejected_messages"] {
+                headers.push(conn.insert_header(table).map_err(|e| {
+                    crate::native::Error::SchemaMismatch(format!(
+                        "ClickHouse shard {} ({}:{}): {e}; run `alphapt-storage migrate up` with the same `clickhouse.shards`",
+                        index + 1,
+                        options.host,
+                        options.port
+                    ))
+                })?);
+            }
+            match &first {
+                None => first = Some(headers),
+                Some(expected) if *expected != headers => {
+                    return Err(crate::native::Error::SchemaMismatch(format!(
+                        "ClickHouse shard {} ({}:{}) has other columns than shard 1 in market_ticks, strategy_signals or rejected_messages; run `alphapt-storage migrate up` with the same `clickhouse.shards` so every shard has the same migrations",
+                        index + 1,
+                        options.host,
+                        options.port
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        self.targets = targets;
+        Ok(self)
+    }
+
+    /// The server writer (or journal) `writer` inserts into.
+    pub fn target_of_writer(&self, writer: usize) -> &Options {
+        &self.targets[writer % self.targets.len()]
     }
 
     /// Where spilled blocks of each table go on replay.
@@ -496,6 +562,10 @@ pub fn start_path(
 ) -> std::io::Result<(Pipeline, Router)> {
     let shards = usize::from(config.ingest.shards);
     let writers = usize::from(config.ingest.writers).min(shards);
+    // A ClickHouse cluster: writer w inserts into shard w % targets; validation holds
+    // the ticks path's shards and writers to multiples of the target count.
+    let targets = destination.targets.len().max(1);
+    let sharding = Sharding::new(shards, targets);
     let rows_max = config.ingest.block_rows_max as usize;
     let ring_bytes = config.ingest.ring_slots as usize * RING_SLOT_BYTES;
     let compression = destination.options.compression;
@@ -621,7 +691,7 @@ pub fn start_path(
                         &destination.options.database,
                         &format!("{path}w{index}"),
                     ),
-                    ..destination.options.clone()
+                    ..destination.target_of_writer(index).clone()
                 },
                 backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
                 backoff_max: Duration::from_millis(ch.backoff_max_ms),
@@ -670,9 +740,10 @@ pub fn start_path(
         alert: alert.clone(),
         stats: source_stats.clone(),
         input_done,
+        sharding,
     };
     let pipeline = Pipeline {
-        references: Some(ReferenceFeed::new(reference_producers)),
+        references: Some(ReferenceFeed::with_sharding(reference_producers, sharding)),
         stats: PipelineStats {
             source: source_stats,
             shards: shard_stats,
@@ -825,6 +896,7 @@ pub fn discarding(
         alert,
         stats: Arc::new(SourceStats::default()),
         input_done,
+        sharding: Sharding::new(shards, 1),
     };
     (router, handles)
 }
@@ -859,7 +931,7 @@ fn inserter_options(destination: &Destination, path: &str, index: usize) -> Opti
             &destination.options.database,
             &format!("{path}i{index}"),
         ),
-        ..destination.options.clone()
+        ..destination.target_of_writer(index).clone()
     }
 }
 
@@ -977,6 +1049,7 @@ mod tests {
             alert: Arc::new(Alert::new(std::time::Duration::from_secs(1))),
             stats: Arc::new(SourceStats::default()),
             input_done: Arc::new(AtomicBool::new(false)),
+            sharding: Sharding::new(1, 1),
         };
         let payload = [b'x'; 1000];
         let mut seq = 0;

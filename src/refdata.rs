@@ -54,7 +54,7 @@ use crate::cache::redis::{send_instrument, InstrumentChange, InstrumentMeta};
 use crate::config::{redact_url, Config};
 use crate::model::reference::{Reference, ReferenceUpdate};
 use crate::model::{DecimalError, Price};
-use crate::runtime::sizes::shard_of;
+use crate::runtime::sizes::Sharding;
 use crate::runtime::Backoff;
 
 /// Updates each shard's queue holds: 4,096 × 32 B = 128 KiB per shard. A full load
@@ -112,6 +112,8 @@ pub fn reference_queue() -> (
 pub struct ReferenceFeed {
     /// One producer per shard, in shard order.
     queues: Vec<rtrb::Producer<ReferenceUpdate>>,
+    /// Which shard owns which instrument: as the source routes its ticks.
+    sharding: Sharding,
 }
 
 impl ReferenceFeed {
@@ -121,7 +123,17 @@ impl ReferenceFeed {
     /// When `queues` is empty: there is always at least one shard.
     pub fn new(queues: Vec<rtrb::Producer<ReferenceUpdate>>) -> ReferenceFeed {
         assert!(!queues.is_empty(), "a reference feed needs a shard");
-        ReferenceFeed { queues }
+        let sharding = Sharding::new(queues.len(), 1);
+        ReferenceFeed { queues, sharding }
+    }
+
+    /// [`ReferenceFeed::new`] for shards laid out by `sharding` (a ClickHouse cluster).
+    pub fn with_sharding(
+        queues: Vec<rtrb::Producer<ReferenceUpdate>>,
+        sharding: Sharding,
+    ) -> ReferenceFeed {
+        assert_eq!(queues.len(), sharding.shards(), "one queue per shard");
+        ReferenceFeed { queues, sharding }
     }
 
     /// Number of shards fed.
@@ -137,7 +149,7 @@ impl ReferenceFeed {
         stop: &AtomicBool,
         stats: &RefdataStats,
     ) -> Result<(), Halt> {
-        let shard = shard_of(update.token, self.queues.len());
+        let shard = self.sharding.shard_of(update.token);
         let queue = &mut self.queues[shard];
         let mut waited = false;
         // Bounded by the stop flag, and by the shard draining or exiting.
@@ -739,6 +751,7 @@ mod tests {
     //! the column), notification payloads, and routing. PostgreSQL itself is
     //! exercised in `tests/refdata.rs`.
     use super::*;
+    use crate::runtime::sizes::shard_of;
 
     #[test]
     fn rows_convert_exactly() {

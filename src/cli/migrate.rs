@@ -26,6 +26,11 @@ pub enum Action {
         /// config key `clickhouse.retention_days` (env ALPHAPT_RETENTION_DAYS).
         #[arg(long, value_name = "N")]
         retention_days: Option<u32>,
+        /// With `clickhouse.shards`: also create a `Distributed` table `<table>_all`
+        /// over the servers' cluster NAME (their `<remote_servers>`) on every shard,
+        /// for readers (docs/scale-out.md).
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
     },
     /// Show applied, pending and drifted migrations of both databases.
     Status {
@@ -68,16 +73,85 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         } => *days,
         _ => config.clickhouse.retention_days,
     };
+    // A cluster: the same migrations on every shard's server, one after another (the
+    // PostgreSQL half is applied by the first and found up to date by the others).
+    let servers: Vec<(String, u16)> = config.clickhouse.targets();
+    let sharded = !config.clickhouse.shards.is_empty();
+    if let Action::Up {
+        cluster: Some(name),
+        ..
+    } = &action
+    {
+        anyhow::ensure!(
+            migrate::cluster::is_cluster_name(name),
+            "--cluster {name:?} is not a plain name; use letters, digits and _ (not first a digit), as in the servers' <remote_servers>"
+        );
+        anyhow::ensure!(
+            sharded,
+            "--cluster {name} needs `clickhouse.shards` (the servers of the cluster, one per shard, in its order); it is empty"
+        );
+    }
+    if let Action::Grants { user } = &action {
+        return grants(config, user);
+    }
+    let json = matches!(action, Action::Status { json: true });
+    let mut code = ExitCode::SUCCESS;
+    // `status --json` on a cluster prints one document per shard, in shard order.
+    for (index, (host, port)) in servers.iter().enumerate() {
+        if sharded && !json {
+            say!(
+                "ClickHouse shard {} of {} ({host}:{port}):",
+                index + 1,
+                servers.len()
+            );
+        }
+        let options = alphapt_storage::native::Options::from_config_at(config, true, host, *port);
+        code = run_on(config, &action, &common, retention_days, options)?;
+    }
+    if let Action::Up {
+        cluster: Some(name),
+        ..
+    } = &action
+    {
+        for (host, port) in &servers {
+            let options =
+                alphapt_storage::native::Options::from_config_at(config, true, host, *port);
+            let created = migrate::cluster::create_distributed(&options, name)
+                .with_context(|| format!("migrate up --cluster {name}"))?;
+            say!(
+                "distributed on {host}:{port}: {} over cluster {name}",
+                created.join(", ")
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// One `migrate` action against one ClickHouse server (and the PostgreSQL database).
+fn run_on(
+    config: &Config,
+    action: &Action,
+    common: &Common,
+    retention_days: u32,
+    clickhouse: alphapt_storage::native::Options,
+) -> anyhow::Result<ExitCode> {
+    if let Action::Down { to: 0 } = action {
+        // The Distributed tables read the local ones: they go first.
+        let dropped = migrate::cluster::drop_distributed(&clickhouse).context("migrate down")?;
+        if !dropped.is_empty() {
+            say!("dropped  {}", dropped.join(", "));
+        }
+    }
     let settings = migrate::Settings {
-        clickhouse: super::clickhouse_options(config, true),
+        clickhouse,
         postgres_url: config.postgres.url.clone(),
         postgres_tls: config.postgres.tls_settings(),
-        dir: common.dir,
+        dir: common.dir.clone(),
         retention_days,
         lock_key: migrate::LOCK_KEY,
         lock_wait: Duration::from_secs(common.lock_wait_s),
     };
-    match action {
+    match *action {
         Action::Up {
             to, allow_drift, ..
         } => {
@@ -108,7 +182,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
                 );
             }
         }
-        Action::Grants { user } => return grants(config, &user),
+        Action::Grants { ref user } => return grants(config, user),
         Action::Status { json } => {
             let status = migrate::status(&settings).context("migrate status")?;
             if json {

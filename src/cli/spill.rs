@@ -50,9 +50,12 @@ pub fn run(config: &Config, action: Action) -> anyhow::Result<ExitCode> {
     let root = PathBuf::from(&config.spill.dir);
     if let Action::Replay = action {
         let options = super::clickhouse_options(config, true);
-        let destination = Destination::resolve(&options).context(
-            "cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)",
-        )?;
+        let destination = Destination::resolve(&options)
+            .context(
+                "cannot prepare the ClickHouse tables (run `alphapt-storage migrate up` first)",
+            )?
+            .with_targets(alphapt_storage::app::cluster_targets(config))
+            .context("the ClickHouse shards of `clickhouse.shards` differ")?;
         let report = replay_all(config, &destination)?;
         say!(
             "replayed {} blocks ({} rows), {} already stored, {} left for another schema",

@@ -110,6 +110,8 @@ enum Kind {
     Float,
     /// A list of integers (the core lists).
     IntegerList,
+    /// A list of lists of `host:port` (`clickhouse.shards`).
+    ServerLists,
     /// Not in the defaults (an `Option` that defaults to absent, or an unknown key).
     Unknown,
 }
@@ -309,6 +311,9 @@ fn is_dotted_key(key: &str) -> bool {
 /// Returns the TOML type of `key` in the defaults.
 fn kind_of(schema: &Table, key: &str) -> Kind {
     let (section, name) = key.split_once('.').unwrap_or(("", key));
+    if key == "clickhouse.shards" {
+        return Kind::ServerLists;
+    }
     match schema.get(section).and_then(|keys| keys.get(name)) {
         Some(Value::String(_)) => Kind::Text,
         Some(Value::Integer(_)) => Kind::Integer,
@@ -322,7 +327,7 @@ fn kind_of(schema: &Table, key: &str) -> Kind {
 /// Converts `text` to a TOML value of `kind`; `Ok(None)` (empty text for a non-string key)
 /// means "remove the key", restoring its default. `Err` holds what the key takes.
 fn convert(kind: Kind, text: &str) -> Result<Option<Value>, &'static str> {
-    if text.is_empty() && !matches!(kind, Kind::Text | Kind::IntegerList) {
+    if text.is_empty() && !matches!(kind, Kind::Text | Kind::IntegerList | Kind::ServerLists) {
         return Ok(None);
     }
     let value = match kind {
@@ -332,6 +337,9 @@ fn convert(kind: Kind, text: &str) -> Result<Option<Value>, &'static str> {
         Kind::Float => Value::Float(text.parse().map_err(|_| "a number")?),
         Kind::IntegerList => {
             parse_integer_list(text).ok_or("a comma-separated list of integers")?
+        }
+        Kind::ServerLists => {
+            parse_server_lists(text).ok_or("shards separated by `;`, servers by `,`")?
         }
         Kind::Unknown => infer(text),
     };
@@ -373,6 +381,28 @@ fn parse_integer_list(text: &str) -> Option<Value> {
     Some(Value::Array(items))
 }
 
+/// Reads `a:9000,b:9000;c:9000` (shards by `;`, a shard's servers by `,`; empty for
+/// none) as a TOML array of arrays of strings. Entries are checked by validation.
+fn parse_server_lists(text: &str) -> Option<Value> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some(Value::Array(Vec::new()));
+    }
+    let mut shards = Vec::new();
+    for shard in text.split(';') {
+        if shards.len() == CORE_LIST_ENTRIES_MAX {
+            return None;
+        }
+        let servers: Vec<Value> = shard
+            .split(',')
+            .map(|server| Value::String(server.trim().to_owned()))
+            .take(CORE_LIST_ENTRIES_MAX)
+            .collect();
+        shards.push(Value::Array(servers));
+    }
+    Some(Value::Array(shards))
+}
+
 /// Types a value for a key the defaults do not show: integer, then boolean, then float,
 /// then string. Wrong guesses are caught by deserialization, which names the key.
 fn infer(text: &str) -> Value {
@@ -394,6 +424,7 @@ fn example_of(kind: Kind, key: &str) -> String {
         Kind::Boolean => format!("{key}=true"),
         Kind::Float => format!("{key}=0.5"),
         Kind::IntegerList => format!("{key}=2,3"),
+        Kind::ServerLists => format!("{key}=ch-1:9000;ch-2:9000"),
         Kind::Text => format!("{key}=text"),
     }
 }

@@ -227,7 +227,18 @@ pub struct ClickHouseConfig {
     /// Days of raw rows kept by the tables' TTL (modern servers; `migrate up` writes it
     /// into the schema).
     pub retention_days: u32,
+    /// A sharded ClickHouse cluster (DESIGN §8): one list per shard, each of
+    /// `host:port` servers (one per shard in this version). Each instrument's rows go
+    /// to shard `intHash64(instrument_token) % shards`, as a `Distributed` table over
+    /// them reads. Empty: the one server at `host:port`. In a `--set` or the
+    /// environment: shards separated by `;`, a shard's servers by `,`.
+    pub shards: Vec<Vec<String>>,
 }
+
+/// Most ClickHouse shards in `clickhouse.shards`.
+pub const CLICKHOUSE_SHARDS_MAX: usize = 64;
+/// Most servers listed for one shard.
+pub const CLICKHOUSE_REPLICAS_MAX: usize = 8;
 
 impl Default for ClickHouseConfig {
     fn default() -> Self {
@@ -250,6 +261,7 @@ impl Default for ClickHouseConfig {
             backoff_max_ms: 5_000,
             ping_interval_ms: 10_000,
             retention_days: 90,
+            shards: Vec::new(),
         }
     }
 }
@@ -684,6 +696,39 @@ impl ClickHouseConfig {
             key_file: self.tls_key_file.clone(),
             server_name: self.tls_server_name.clone(),
         }
+    }
+
+    /// The server each ClickHouse shard is written to, in shard order: the first of
+    /// each `shards` entry, or `host:port` alone when `shards` is empty. Validation
+    /// has checked every entry, so one that does not parse is left out here, never a
+    /// panic.
+    pub fn targets(&self) -> Vec<(String, u16)> {
+        if self.shards.is_empty() {
+            return vec![(self.host.clone(), self.port)];
+        }
+        self.shards
+            .iter()
+            .filter_map(|replicas| replicas.first().and_then(|r| parse_host_port(r).ok()))
+            .collect()
+    }
+}
+
+/// Reads `host:port` (a bracketed `[v6]:port` too); `Err` says what is wrong.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("\"{text}\" has no port; write host:port, e.g. ch-1:9000"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains("://") || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "\"{text}\" has no usable host; write a bare host name or IP and the port, e.g. ch-1:9000"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok((host.to_owned(), port)),
+        _ => Err(format!(
+            "\"{text}\" has port \"{port}\"; give the native-protocol port, 1 to 65535 (usually 9000)"
+        )),
     }
 }
 

@@ -1165,3 +1165,93 @@ fn bad_partitions_are_refused_saying_why() {
         assert!(error.contains(says), "{text}: {error}");
     }
 }
+
+#[test]
+fn clickhouse_shards_come_from_the_file_or_a_set() {
+    let file = "[clickhouse]\nshards = [[\"ch-1:9000\"], [\"ch-2:9001\"]]\n[ingest]\nshards = 4\nwriters = 2\n";
+    let config = load(file, &[], &[]).expect("loads");
+    assert_eq!(
+        config.clickhouse.targets(),
+        [("ch-1".to_owned(), 9000), ("ch-2".to_owned(), 9001)]
+    );
+    let set = load(
+        "",
+        &[],
+        &[
+            "clickhouse.shards=ch-1:9000; [::1]:9002",
+            "ingest.shards=2",
+            "ingest.writers=2",
+        ],
+    )
+    .expect("loads");
+    assert_eq!(
+        set.clickhouse.targets(),
+        [("ch-1".to_owned(), 9000), ("::1".to_owned(), 9002)]
+    );
+    // Empty: the one server of host and port.
+    let single = load("", &[], &["clickhouse.shards="]).expect("loads");
+    assert_eq!(
+        single.clickhouse.targets(),
+        [("127.0.0.1".to_owned(), 9000)]
+    );
+}
+
+#[test]
+fn bad_clickhouse_shards_are_refused_saying_why() {
+    let two = ["ingest.shards=2", "ingest.writers=2"];
+    for (set, says) in [
+        ("clickhouse.shards=ch-1", "has no port"),
+        ("clickhouse.shards=ch-1:0;ch-2:9000", "1 to 65535"),
+        ("clickhouse.shards=:9000;ch-2:9000", "no usable host"),
+        (
+            "clickhouse.shards=http://ch:9000;ch-2:9000",
+            "no usable host",
+        ),
+        (
+            "clickhouse.shards=ch-1:9000;ch-1:9000",
+            "names ch-1:9000 twice",
+        ),
+        (
+            "clickhouse.shards=ch-1:9000,ch-3:9000;ch-2:9000",
+            "one server per shard",
+        ),
+        (
+            "clickhouse.shards=ch-1:9000;;ch-2:9000",
+            "shard 2: \"\" has no port",
+        ),
+    ] {
+        let mut sets = vec![set];
+        sets.extend(two);
+        let error = refused("", &[], &sets).to_string();
+        assert!(error.contains("clickhouse.shards"), "{set}: {error}");
+        assert!(error.contains(says), "{set}: {error}");
+    }
+    let error = refused(
+        "",
+        &[],
+        &[
+            "clickhouse.shards=a:1;b:2",
+            "ingest.shards=3",
+            "ingest.writers=2",
+        ],
+    )
+    .to_string();
+    assert!(
+        error.contains("ingest.shards") && error.contains("set it to 4"),
+        "{error}"
+    );
+    let error = refused(
+        "",
+        &[],
+        &[
+            "clickhouse.shards=a:1;b:2",
+            "ingest.shards=2",
+            "ingest.writers=1",
+        ],
+    )
+    .to_string();
+    assert!(
+        error.contains("ingest.writers") && error.contains("set it to 2"),
+        "{error}"
+    );
+}

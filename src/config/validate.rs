@@ -258,6 +258,7 @@ impl Config {
                 "is 0; give the native-protocol port, usually 9000".to_owned(),
             ));
         }
+        self.validate_clickhouse_shards()?;
         let database_ok = c.database.bytes().enumerate().all(|(index, byte)| {
             byte == b'_' || byte.is_ascii_alphabetic() || (index > 0 && byte.is_ascii_digit())
         });
@@ -378,6 +379,88 @@ impl Config {
                 format!(
                     "is {} ms, not longer than `ingest.flush_interval_ms` ({} ms), so JetStream would redeliver ticks before their block is stored; raise it to several flush intervals (the default is 30000)",
                     n.ack_wait_ms, self.ingest.flush_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `clickhouse.shards` (DESIGN §8): every entry `host:port`, no server
+    /// twice, one server per shard, and pipeline shards and writers that divide among
+    /// the ClickHouse shards (each writer serves one of them).
+    fn validate_clickhouse_shards(&self) -> Result<(), ConfigError> {
+        use super::{parse_host_port, CLICKHOUSE_REPLICAS_MAX, CLICKHOUSE_SHARDS_MAX};
+        let shards = &self.clickhouse.shards;
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let key = "clickhouse.shards";
+        if shards.len() > CLICKHOUSE_SHARDS_MAX {
+            return Err(invalid(
+                key,
+                format!(
+                    "lists {} shards; at most {CLICKHOUSE_SHARDS_MAX}",
+                    shards.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, replicas) in shards.iter().enumerate() {
+            let number = index + 1;
+            if replicas.is_empty() {
+                return Err(invalid(
+                    key,
+                    format!("shard {number} lists no server; give at least one host:port"),
+                ));
+            }
+            if replicas.len() > CLICKHOUSE_REPLICAS_MAX {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "shard {number} lists {} servers; at most {CLICKHOUSE_REPLICAS_MAX}",
+                        replicas.len()
+                    ),
+                ));
+            }
+            if replicas.len() > 1 {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "shard {number} lists {} servers ({}); this version writes one server per shard (replicas need ReplicatedMergeTree tables, not created yet): list one",
+                        replicas.len(),
+                        replicas.join(", ")
+                    ),
+                ));
+            }
+            for replica in replicas {
+                let (host, port) = parse_host_port(replica)
+                    .map_err(|e| invalid(key, format!("shard {number}: {e}")))?;
+                if !seen.insert((host.to_ascii_lowercase(), port)) {
+                    return Err(invalid(
+                        key,
+                        format!("names {replica} twice; each server belongs to one shard"),
+                    ));
+                }
+            }
+        }
+        let count = shards.len();
+        let i = &self.ingest;
+        if usize::from(i.shards) % count != 0 {
+            return Err(invalid(
+                "ingest.shards",
+                format!(
+                    "is {}, not a multiple of the {count} ClickHouse shards in `clickhouse.shards`; each pipeline shard writes to one ClickHouse shard: set it to {}",
+                    i.shards,
+                    count * usize::from(i.shards).div_ceil(count)
+                ),
+            ));
+        }
+        if usize::from(i.writers).min(usize::from(i.shards)) % count != 0 {
+            return Err(invalid(
+                "ingest.writers",
+                format!(
+                    "is {}, not a multiple of the {count} ClickHouse shards in `clickhouse.shards`; each writer inserts into one ClickHouse shard: set it to {count}",
+                    i.writers
                 ),
             ));
         }

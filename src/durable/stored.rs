@@ -125,6 +125,13 @@ impl SeqSet {
         }
     }
 
+    /// Adds every sequence of `other` (the stored sets of a cluster's shards).
+    pub fn union(&mut self, other: &SeqSet) {
+        for &(first, last) in &other.ranges {
+            self.insert_range(first, last);
+        }
+    }
+
     /// Whether `seq` is in the set: a binary search, no allocation.
     pub fn contains(&self, seq: u64) -> bool {
         let at = self.ranges.partition_point(|&(_, last)| last < seq);

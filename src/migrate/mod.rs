@@ -21,6 +21,7 @@
 //! running it again after the fix is safe) and its record is not written.
 
 pub mod clickhouse;
+pub mod cluster;
 pub mod files;
 pub mod grants;
 pub mod postgres;

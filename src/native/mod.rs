@@ -124,11 +124,29 @@ impl Error {
 impl Options {
     /// Options from the `[clickhouse]` section; `with_database` false connects to the
     /// server's default database (health, `migrate` creating the database).
+    /// With `clickhouse.shards` set, the server of the first shard.
     pub fn from_config(config: &crate::config::Config, with_database: bool) -> Options {
+        let (host, port) = config
+            .clickhouse
+            .targets()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| (config.clickhouse.host.clone(), config.clickhouse.port));
+        Options::from_config_at(config, with_database, &host, port)
+    }
+
+    /// [`Options::from_config`] for the server at `host:port` (one shard of a cluster):
+    /// its TLS name is checked against `host` unless `tls_server_name` says otherwise.
+    pub fn from_config_at(
+        config: &crate::config::Config,
+        with_database: bool,
+        host: &str,
+        port: u16,
+    ) -> Options {
         let ch = &config.clickhouse;
         Options {
-            host: ch.host.clone(),
-            port: ch.port,
+            host: host.to_owned(),
+            port,
             database: if with_database {
                 ch.database.clone()
             } else {
@@ -145,7 +163,7 @@ impl Options {
             query_id_prefix: String::new(),
             tls: ch
                 .tls_settings()
-                .client("clickhouse", &ch.host)
+                .client("clickhouse", host)
                 .map_err(|e| e.to_string())
                 .transpose(),
         }

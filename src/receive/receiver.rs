@@ -57,7 +57,6 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline::Router;
 use crate::ring::Kind;
-use crate::runtime::sizes::shard_of;
 use crate::runtime::Backoff;
 
 use crate::durable::mark::{LocalMark, MARK_INTERVAL};
@@ -156,6 +155,10 @@ pub struct ReceiverConfig {
 pub struct StoreProbe {
     /// ClickHouse connection (with the database).
     pub options: crate::native::Options,
+    /// The other shards' servers of a ClickHouse cluster: the stored set is the union
+    /// of what every shard holds (a message's rows are on one shard, and the spill
+    /// replays each block to the shard it was sealed for).
+    pub other_shards: Vec<crate::native::Options>,
     /// The tables the stream's messages end in.
     pub tables: StreamTables,
     /// Read the store from the stream's start, not from the ack floor: the spill had
@@ -291,7 +294,7 @@ pub fn subject_token(subject: &[u8]) -> Option<u32> {
 /// The shard and frame kind of a message, from its subject alone.
 fn destination(router: &Router, kind: Kind, subject: &[u8]) -> (usize, Kind) {
     match subject_token(subject) {
-        Some(token) => (shard_of(token, router.shards()), kind),
+        Some(token) => (router.shard_of(token), kind),
         // Unroutable messages are still data: shard 0 stores them as rejected.
         None => (0, Kind::Unknown),
     }
@@ -458,21 +461,28 @@ fn read_resume(
             // Said before the store is asked: a start that stalls here (a ClickHouse
             // busy behind a lock) shows where in its log.
             tracing::info!(stream = %config.stream, ack_floor = floor, "Reading the resume point from the store");
-            let mut ch = crate::native::Connection::connect(&store.options)
-                .map_err(|e| unreadable(e.to_string()))?;
-            let settled = wait_for_killed_inserts(&mut ch, &store.options.database)
-                .map_err(|e| unreadable(e.to_string()))?;
-            if !settled {
-                tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
-                    "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
-            }
             if store.reread_all {
                 tracing::warn!(stream = %config.stream, ack_floor = floor,
                     "The spill held damaged records of this stream; reading the whole store so that JetStream delivers again what they held");
                 read_from = 0;
             }
-            read_stored(&mut ch, &store.tables, read_from, stream.created_ms)
-                .map_err(|e| unreadable(e.to_string()))?
+            let mut stored = SeqSet::new();
+            for options in std::iter::once(&store.options).chain(&store.other_shards) {
+                let server = |e: crate::native::Error| {
+                    unreadable(format!("{}:{}: {e}", options.host, options.port))
+                };
+                let mut ch = crate::native::Connection::connect(options).map_err(server)?;
+                let settled =
+                    wait_for_killed_inserts(&mut ch, &options.database).map_err(server)?;
+                if !settled {
+                    tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
+                        "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
+                }
+                let shard = read_stored(&mut ch, &store.tables, read_from, stream.created_ms)
+                    .map_err(server)?;
+                stored.union(&shard);
+            }
+            stored
         }
         None => SeqSet::new(),
     };

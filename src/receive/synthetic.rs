@@ -10,7 +10,6 @@ use crate::model::json::write_tick_json;
 use crate::model::synthetic::SyntheticTicks;
 use crate::pipeline::Router;
 use crate::ring::Kind;
-use crate::runtime::sizes::shard_of;
 
 /// What to generate.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +36,7 @@ pub fn run(router: &mut Router, config: SyntheticConfig) -> u64 {
     let mut feed = SyntheticTicks::new(config.instruments, config.seed);
     let mut payload = Vec::with_capacity(2048);
     let mut subject = Vec::with_capacity(64);
-    let shards = router.shards();
+
     let start = Instant::now();
     let limit = config.count.unwrap_or(u64::MAX);
     let mut seq = 0u64;
@@ -59,7 +58,7 @@ pub fn run(router: &mut Router, config: SyntheticConfig) -> u64 {
         write_tick_json(&mut payload, &tick);
         subject.clear();
         let _ = write!(subject, "market.ticks.NSE.{}", tick.instrument_token);
-        let shard = shard_of(tick.instrument_token, shards);
+        let shard = router.shard_of(tick.instrument_token);
         if !router.route(shard, Kind::TickJson, seq, received_ns, &subject, &payload) {
             seq -= 1;
             break;

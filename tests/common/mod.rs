@@ -5,6 +5,7 @@
 
 pub mod e2e;
 pub mod pg;
+pub mod private_clickhouse;
 pub mod private_redis;
 pub mod proxy;
 

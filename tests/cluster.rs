@@ -1,0 +1,202 @@
+//! Scale-out into a sharded ClickHouse cluster (DESIGN §8): two private ClickHouse
+//! 18.16 servers, one shard each, defining the cluster in their `<remote_servers>`.
+//!
+//! - `migrate up --cluster` migrates both servers and gives each a `Distributed`
+//!   `<table>_all` over the cluster;
+//! - the appliance, with `clickhouse.shards` naming both, writes each instrument's rows
+//!   to the shard `intHash64(instrument_token) % 2`, which the server's own hash says;
+//! - kill -9 mid-feed and a restart: the stored set is read from both shards, so every
+//!   message is stored once cluster-wide (read through the `Distributed` tables);
+//! - a shard whose schema lags the first is refused at start, naming it.
+//!
+//! Each test has its own cluster, database, streams and durable, removed afterwards.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use alphapt_storage::native::Connection;
+use common::e2e::*;
+use common::pg::PgDb;
+use common::private_clickhouse::PrivateCluster;
+use common::TestDb;
+
+const CLUSTER: &str = "alphapt_ct";
+
+/// `--set` flags for the cluster: both servers, two pipeline shards and two writers
+/// (one per ClickHouse shard), and the test's PostgreSQL database.
+fn cluster_sets(cluster: &PrivateCluster, pg: &PgDb) -> Vec<String> {
+    [
+        format!("clickhouse.shards={}", cluster.addrs().join(";")),
+        "ingest.shards=2".into(),
+        "ingest.writers=2".into(),
+        format!("postgres.url={}", pg.url()),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect()
+}
+
+fn migrate(db: &TestDb, nats: &Nats, extra: &[String], action: &[&str]) -> (bool, String) {
+    let mut args = sets(db, nats);
+    args.extend(extra.iter().cloned());
+    args.push("migrate".into());
+    args.extend(action.iter().map(|s| s.to_string()));
+    let out = binary(&args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `(count, distinct, min, max)` of stream sequences over ticks and rejects, read
+/// through the `Distributed` tables.
+fn stored_cluster_wide(conn: &mut Connection) -> (u64, u64, u64, u64) {
+    let q = conn
+        .query(
+            "SELECT count() AS c, uniqExact(s) AS u, min(s) AS lo, max(s) AS hi FROM \
+             (SELECT stream_seq AS s FROM market_ticks_all UNION ALL SELECT stream_seq AS s FROM rejected_messages_all)",
+        )
+        .unwrap();
+    let get = |name: &str| q.column(name)[0].as_u64().unwrap();
+    (get("c"), get("u"), get("lo"), get("hi"))
+}
+
+fn scalar(conn: &mut Connection, sql: &str) -> u64 {
+    conn.query(sql)
+        .unwrap()
+        .scalar()
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("{sql}: no number"))
+}
+
+fn wait_cluster_stored(conn: &mut Connection, expected: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while stored_cluster_wide(conn).0 < expected {
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} of {expected} stored",
+            stored_cluster_wide(conn)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn each_instrument_lands_on_its_shard_once_across_a_kill_and_restart() {
+    const HALF: u64 = 10_000;
+    let cluster = PrivateCluster::start(CLUSTER, 2);
+    let db = TestDb::new("cluster");
+    let nats = Nats::new("cluster");
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", CLUSTER]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("distributed on").count(), 2, "{text}");
+    assert!(text.contains("market_ticks_all"), "{text}");
+
+    let mut feed_args = extra_refs.clone();
+    feed_args.extend([
+        "--count",
+        "10000",
+        "--instruments",
+        "200",
+        "--bad-ratio",
+        "0.02",
+    ]);
+    assert!(feed(&db, &nats, &feed_args).contains("errors 0"));
+    let mut reader = cluster.servers[0].connect(&db.name);
+    let run = start_run(&db, &nats, &extra_refs);
+    wait_cluster_stored(&mut reader, 2_000, Duration::from_secs(120));
+    let killed = kill(run);
+    let mid = stored_cluster_wide(&mut reader);
+    assert_eq!(
+        mid.0, mid.1,
+        "nothing doubled before the kill: {mid:?} {killed}"
+    );
+
+    assert!(feed(&db, &nats, &feed_args).contains("errors 0"));
+    let run = start_run(&db, &nats, &extra_refs);
+    wait_cluster_stored(&mut reader, 2 * HALF, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored_cluster_wide(&mut reader),
+        (2 * HALF, 2 * HALF, 1, 2 * HALF),
+        "{summary}"
+    );
+    consumer_settled(&nats, 2 * HALF);
+
+    // Each server holds only the instruments the server's own hash gives it, and
+    // both hold some.
+    for (index, server) in cluster.servers.iter().enumerate() {
+        let mut conn = server.connect(&db.name);
+        let misplaced = scalar(
+            &mut conn,
+            &format!(
+                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {index}"
+            ),
+        );
+        assert_eq!(
+            misplaced, 0,
+            "shard {index} holds other shards' instruments"
+        );
+        let held = scalar(&mut conn, "SELECT count() FROM market_ticks");
+        assert!(held > 2_000, "shard {index} holds only {held} ticks");
+    }
+    // Migrated down, nothing is left on either server, the Distributed tables first.
+    let (ok, text) = migrate(&db, &nats, &extra, &["down", "--to", "0"]);
+    assert!(ok, "{text}");
+    for server in &cluster.servers {
+        let mut conn = server.connect("");
+        let left = scalar(
+            &mut conn,
+            &format!(
+                "SELECT count() FROM system.tables WHERE database = '{}'",
+                db.name
+            ),
+        );
+        assert_eq!(left, 0, "{text}");
+    }
+}
+
+#[test]
+fn a_shard_behind_the_first_is_refused_at_start_naming_it() {
+    let cluster = PrivateCluster::start("alphapt_ct_lag", 2);
+    let db = TestDb::new("clusterlag");
+    let nats = Nats::new("clusterlag");
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let (ok, text) = migrate(&db, &nats, &extra, &["up"]);
+    assert!(ok, "{text}");
+    // The second shard loses a column the first has.
+    let mut second = cluster.servers[1].connect(&db.name);
+    second
+        .execute("ALTER TABLE rejected_messages DROP COLUMN detail")
+        .unwrap();
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut args = sets(&db, &nats);
+    args.extend(extra.iter().cloned());
+    args.extend(["run".to_string(), "--count".into(), "1".into()]);
+    let child = binary(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "refuse the lagging shard");
+    assert!(!status.success(), "{text}");
+    let second_addr = &cluster.addrs()[1];
+    assert!(
+        text.contains("ClickHouse shard 2") && text.contains(second_addr.as_str()),
+        "{text}"
+    );
+    assert!(text.contains("migrate up"), "{text}");
+    drop(extra_refs);
+    // `--cluster` names a cluster the servers do not define: refused, saying so.
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "nope"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("defines no cluster `nope`"), "{text}");
+}
