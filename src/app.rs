@@ -607,6 +607,7 @@ impl App {
                 QualitySource {
                     options: destination.options.clone(),
                     tick_subject_prefix: crate::quality::subject_prefix(&config.nats.subject_ticks),
+                    distributed: !config.clickhouse.shards.is_empty(),
                 },
             )
             .map_err(|source| AppError::Start {

@@ -43,6 +43,26 @@ pub struct Component {
     /// and how far each is behind.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ConsumerLag>,
+    /// ClickHouse with `clickhouse.shards`: every shard's server, probed alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardServer>,
+}
+
+/// One server of a ClickHouse cluster (`clickhouse.shards`), as probed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardServer {
+    /// The shard, from 1, in `clickhouse.shards` order.
+    pub shard: usize,
+    /// `host:port`.
+    pub server: String,
+    /// The verdict for this server.
+    pub status: Status,
+    /// Round trip of the probe, ms.
+    pub latency_ms: f64,
+    /// Server version, when it answered.
+    pub version: Option<String>,
+    /// What went wrong, or what was checked.
+    pub detail: String,
 }
 
 /// One durable consumer of the appliance, as JetStream reports it.
@@ -110,8 +130,13 @@ pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
             }
         }
     }
+    let clickhouse = if config.clickhouse.shards.is_empty() {
+        probe_clickhouse(clickhouse, &config.clickhouse.database)
+    } else {
+        probe_cluster(config, clickhouse)
+    };
     let components = vec![
-        probe_clickhouse(clickhouse, &config.clickhouse.database),
+        clickhouse,
         nats,
         probe_redis(
             &config.redis.url,
@@ -149,6 +174,7 @@ fn component(
             version: Some(version),
             detail,
             consumers: Vec::new(),
+            shards: Vec::new(),
         },
         Err(detail) => Component {
             name,
@@ -157,6 +183,7 @@ fn component(
             version: None,
             detail,
             consumers: Vec::new(),
+            shards: Vec::new(),
         },
     }
 }
@@ -193,6 +220,60 @@ pub fn probe_clickhouse(options: &native::Options, database: &str) -> Component 
         })
     });
     component("clickhouse", outcome, latency_ms)
+}
+
+/// A ClickHouse cluster: each shard's server probed as [`probe_clickhouse`] does; down
+/// when no shard answers (nothing can be stored), degraded when some do not (their
+/// instruments' blocks go to the spill meanwhile), up when all do.
+fn probe_cluster(config: &Config, template: &native::Options) -> Component {
+    let mut servers = Vec::new();
+    for (index, (host, port)) in config.clickhouse.targets().into_iter().enumerate() {
+        let options = native::Options {
+            host: host.clone(),
+            port,
+            ..template.clone()
+        };
+        let probe = probe_clickhouse(&options, &config.clickhouse.database);
+        servers.push(ShardServer {
+            shard: index + 1,
+            server: format!("{host}:{port}"),
+            status: probe.status,
+            latency_ms: probe.latency_ms,
+            version: probe.version,
+            detail: probe.detail,
+        });
+    }
+    let up = servers.iter().filter(|s| s.status == Status::Up).count();
+    let down = servers.iter().filter(|s| s.status == Status::Down).count();
+    let status = if down == servers.len() {
+        Status::Down
+    } else if up == servers.len() {
+        Status::Up
+    } else {
+        Status::Degraded
+    };
+    let mut versions: Vec<&str> = servers
+        .iter()
+        .filter_map(|s| s.version.as_deref())
+        .collect();
+    versions.dedup();
+    Component {
+        name: "clickhouse",
+        status,
+        latency_ms: servers.iter().map(|s| s.latency_ms).fold(0.0, f64::max),
+        version: (versions.len() == 1).then(|| versions[0].to_owned()),
+        detail: format!(
+            "{up} of {} shards up{}",
+            servers.len(),
+            if down > 0 {
+                format!("; {down} down: their instruments' blocks spill until they are back")
+            } else {
+                String::new()
+            }
+        ),
+        consumers: Vec::new(),
+        shards: servers,
+    }
 }
 
 /// NATS: read the server's INFO line, then PING/PONG for a round trip.

@@ -117,6 +117,8 @@ pub struct BarQuery {
     pub from_s: i64,
     /// Only bars that ended at or before this time, Unix seconds (usually now).
     pub until_s: i64,
+    /// Read `ohlc_1m_all`, the `Distributed` table over a cluster's shards.
+    pub distributed: bool,
 }
 
 /// Reading bars failed.
@@ -154,10 +156,11 @@ pub fn bars_1m_sql(query: &BarQuery) -> String {
                 argMinMerge(open) AS open, maxMerge(high) AS high, minMerge(low) AS low,
                 argMaxMerge(close) AS close, sumMerge(volume) AS volume,
                 sumMerge(turnover) AS turnover, countMerge(tick_count) AS tick_count
-         FROM ohlc_1m
+         FROM {table}
          WHERE {tokens}minute >= toDateTime({from}, 'UTC') AND minute <= toDateTime({last}, 'UTC')
          GROUP BY instrument_token, minute
          ORDER BY instrument_token, minute",
+        table = crate::migrate::cluster::reader_table("ohlc_1m", query.distributed),
         from = query.from_s.max(0),
         // A minute bar is finished when minute + 60 <= until.
         last = (query.until_s - 60).max(-1),
@@ -359,6 +362,7 @@ mod tests {
             tokens: vec![3, 5],
             from_s: 120,
             until_s: 600,
+            distributed: false,
         });
         assert!(sql.contains("instrument_token IN (3, 5)"));
         assert!(sql.contains("minute <= toDateTime(540, 'UTC')"));

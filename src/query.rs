@@ -160,12 +160,14 @@ fn sort_newest_first(rows: &mut [TickRow]) {
 /// The newest `limit` ticks of each of `tokens` with an exchange time in the last
 /// `minutes` before `now_ms` (from [`window_from_s`], as Redis is asked), newest first
 /// per instrument, instruments in ascending order; from ClickHouse.
+/// `distributed`: read `market_ticks_all` (a cluster's shards) instead.
 pub fn ticks(
     conn: &mut Connection,
     tokens: &[u32],
     minutes: u64,
     limit: u64,
     now_ms: i64,
+    distributed: bool,
 ) -> Result<Vec<TickRow>, native::Error> {
     let from_s = window_from_s(now_ms, minutes);
     let millis = if conn.server().is_modern() {
@@ -177,9 +179,10 @@ pub fn ticks(
     let result = conn.query(&format!(
         "SELECT instrument_token, {millis} AS ms, last_price, toUInt64(last_quantity) AS q, \
          volume_traded, toFloat64(data_quality_score) AS score, toUInt64(validation_flags) AS flags, stream_seq \
-         FROM market_ticks WHERE instrument_token IN ({}) AND timestamp >= toDateTime({from_s}, 'UTC') \
+         FROM {table} WHERE instrument_token IN ({}) AND timestamp >= toDateTime({from_s}, 'UTC') \
          ORDER BY instrument_token, ms DESC, stream_seq DESC LIMIT {limit} BY instrument_token",
-        list.join(", ")
+        list.join(", "),
+        table = crate::migrate::cluster::reader_table("market_ticks", distributed),
     ))?;
     let column = |name: &str| result.column(name);
     let (token, ms, price, quantity, volume, score, flags, seq) = (
@@ -469,16 +472,19 @@ impl BarWindow {
 
 /// The finished bars of `timeframe` of each of `tokens` in `window` (a period
 /// without ticks has no bar), oldest first per instrument; from ClickHouse.
+/// `distributed`: read `ohlc_1m_all` (a cluster's shards) instead.
 pub fn bars(
     conn: &mut Connection,
     tokens: &[u32],
     timeframe: Timeframe,
     window: &BarWindow,
+    distributed: bool,
 ) -> Result<Vec<Bar>, ohlc::OhlcError> {
     let query = BarQuery {
         tokens: tokens.to_vec(),
         from_s: window.from_s,
         until_s: window.current_s,
+        distributed,
     };
     ohlc::bars(conn, &query, timeframe)
 }

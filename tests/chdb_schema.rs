@@ -108,6 +108,7 @@ fn modern_migrations_views_and_ohlc_work_in_chdb() {
         tokens: Vec::new(),
         from_s: BASE_S,
         until_s: BASE_S + MINUTES * 60,
+        distributed: false,
     };
     steps.push(step("bars_1m", ohlc::bars_1m_sql(&query), true));
 

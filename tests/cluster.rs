@@ -7,6 +7,8 @@
 //!   to the shard `intHash64(instrument_token) % 2`, which the server's own hash says;
 //! - kill -9 mid-feed and a restart: the stored set is read from both shards, so every
 //!   message is stored once cluster-wide (read through the `Distributed` tables);
+//! - `quality`, `query` and `health` read the cluster: the `Distributed` tables, and
+//!   each shard's server (one killed makes ClickHouse degraded, naming it);
 //! - a shard whose schema lags the first is refused at start, naming it.
 //!
 //! Each test has its own cluster, database, streams and durable, removed afterwards.
@@ -147,6 +149,60 @@ fn each_instrument_lands_on_its_shard_once_across_a_kill_and_restart() {
         let held = scalar(&mut conn, "SELECT count() FROM market_ticks");
         assert!(held > 2_000, "shard {index} holds only {held} ticks");
     }
+    // Readers go through the Distributed tables: the quality report counts both
+    // shards, and `query` finds an instrument of the second shard.
+    let cli = |args: &[&str]| {
+        let mut all = sets(&db, &nats);
+        all.extend(extra.iter().cloned());
+        all.extend(["--set".to_string(), "redis.enabled=false".into()]);
+        all.extend(args.iter().map(|s| s.to_string()));
+        let out = binary(&all).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let report: serde_json::Value =
+        serde_json::from_str(&cli(&["quality", "--json", "--since", "1h"])).unwrap();
+    assert_eq!(report["ticks_received"], 2 * HALF, "{report}");
+    let token = scalar(
+        &mut cluster.servers[1].connect(&db.name),
+        "SELECT toUInt64(any(instrument_token)) FROM market_ticks",
+    );
+    let rows = cli(&[
+        "query",
+        "ticks",
+        "--tokens",
+        &token.to_string(),
+        "--minutes",
+        "1440",
+        "--limit",
+        "3",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        rows.lines()
+            .filter(|l| l.starts_with(&format!("{token},")))
+            .count(),
+        3,
+        "{rows}"
+    );
+    let health: serde_json::Value = serde_json::from_str(&cli(&["health", "--json"])).unwrap();
+    let shards = &health["components"][0]["shards"];
+    assert_eq!(shards.as_array().map(Vec::len), Some(2), "{health}");
+    assert!(
+        shards
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "up"),
+        "{health}"
+    );
+
     // Migrated down, nothing is left on either server, the Distributed tables first.
     let (ok, text) = migrate(&db, &nats, &extra, &["down", "--to", "0"]);
     assert!(ok, "{text}");
@@ -164,14 +220,37 @@ fn each_instrument_lands_on_its_shard_once_across_a_kill_and_restart() {
 }
 
 #[test]
-fn a_shard_behind_the_first_is_refused_at_start_naming_it() {
-    let cluster = PrivateCluster::start("alphapt_ct_lag", 2);
+fn a_shard_down_or_behind_is_named_by_health_and_at_start() {
+    let mut cluster = PrivateCluster::start("alphapt_ct_lag", 2);
     let db = TestDb::new("clusterlag");
     let nats = Nats::new("clusterlag");
     let pg = PgDb::new();
     let extra = cluster_sets(&cluster, &pg);
     let (ok, text) = migrate(&db, &nats, &extra, &["up"]);
     assert!(ok, "{text}");
+    // `health` names each shard's server; one killed makes ClickHouse degraded, not
+    // down (the other shard still stores).
+    let health = |cluster: &PrivateCluster| {
+        let mut args = sets(&db, &nats);
+        args.extend(cluster_sets(cluster, &pg));
+        args.extend(["health".to_string(), "--json".into()]);
+        let out = binary(&args).output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), report["components"][0].clone())
+    };
+    let (_, up) = health(&cluster);
+    assert_eq!(up["status"], "up", "{up}");
+    cluster.servers[1].kill();
+    let (code, degraded) = health(&cluster);
+    assert_eq!(code, Some(1), "{degraded}");
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
+    assert_eq!(degraded["shards"][1]["status"], "down", "{degraded}");
+    assert_eq!(
+        degraded["shards"][1]["server"],
+        cluster.addrs()[1],
+        "{degraded}"
+    );
+    cluster.servers[1].spawn();
     // The second shard loses a column the first has.
     let mut second = cluster.servers[1].connect(&db.name);
     second

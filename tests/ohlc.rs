@@ -29,6 +29,7 @@ fn bars_match_the_reference_across_shuffled_inserts() {
         tokens: Vec::new(),
         from_s: BASE_S,
         until_s: BASE_S + MINUTES * 60,
+        distributed: false,
     };
     let minutes = ohlc::bars(&mut conn, &query, Timeframe::M1).unwrap();
     assert_bars_match("1m", &minutes, &reference(&ticks, 60));
@@ -53,6 +54,7 @@ fn unfinished_bars_and_other_instruments_are_left_out() {
         tokens: vec![3, 7],
         from_s: BASE_S,
         until_s: BASE_S + 10 * 60 + 30,
+        distributed: false,
     };
     let bars = ohlc::bars(&mut conn, &query, Timeframe::M1).unwrap();
     let kept: Vec<RawTick> = ticks[..2_000]

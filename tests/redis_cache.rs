@@ -296,6 +296,7 @@ fn the_cache_holds_what_clickhouse_stored() {
         30 * 24 * 60,
         HISTORY_LEN as u64,
         alphapt_storage::runtime::clock::now_ms() + 86_400_000,
+        false,
     )
     .unwrap();
     let mut newest: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();

@@ -46,6 +46,21 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 };
                 say!("  consumer {} on {}: {state}", lag.durable, lag.stream);
             }
+            for shard in &c.shards {
+                let status = match shard.status {
+                    Status::Up => "up",
+                    Status::Degraded => "degraded",
+                    Status::Down => "down",
+                };
+                say!(
+                    "  shard {} {}: {status}, {:.1} ms, {} ({})",
+                    shard.shard,
+                    shard.server,
+                    shard.latency_ms,
+                    shard.version.as_deref().unwrap_or("-"),
+                    shard.detail
+                );
+            }
         }
     }
     Ok(ExitCode::from(report.exit_code()))

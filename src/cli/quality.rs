@@ -39,12 +39,13 @@ pub fn run(config: &Config, args: &QualityArgs) -> anyhow::Result<ExitCode> {
         until_s,
         tokens,
         tick_subject_prefix: quality::subject_prefix(&config.nats.subject_ticks),
+        distributed: !config.clickhouse.shards.is_empty(),
     };
     let options = super::clickhouse_options(config, true);
     let mut conn = Connection::connect(&options).with_context(|| {
         format!(
             "connecting to ClickHouse at {}:{} for the quality report (is it up? `alphapt-storage health`)",
-            config.clickhouse.host, config.clickhouse.port
+            options.host, options.port
         )
     })?;
     let report = quality::report(&mut conn, &window).context(

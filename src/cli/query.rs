@@ -162,8 +162,16 @@ fn ticks(
         .collect();
     let mut rows: Vec<TickRow> = answers.into_iter().flatten().flatten().collect();
     if !rest.is_empty() {
-        let more = query::ticks(&mut connect(config)?, &rest, minutes, limit, now_ms)
-            .context("reading ticks from ClickHouse")?;
+        let distributed = !config.clickhouse.shards.is_empty();
+        let more = query::ticks(
+            &mut connect(config)?,
+            &rest,
+            minutes,
+            limit,
+            now_ms,
+            distributed,
+        )
+        .context("reading ticks from ClickHouse")?;
         rows.extend(more);
         // Stable: each instrument's rows stay newest first, instruments ascending.
         rows.sort_by_key(|r| r.instrument_token);
@@ -192,8 +200,15 @@ fn ohlc(
             }
         }
     }
-    let finished = query::bars(&mut connect(config)?, tokens, timeframe, window)
-        .context("reading bars from ClickHouse")?;
+    let distributed = !config.clickhouse.shards.is_empty();
+    let finished = query::bars(
+        &mut connect(config)?,
+        tokens,
+        timeframe,
+        window,
+        distributed,
+    )
+    .context("reading bars from ClickHouse")?;
     let rows = query::merge_bars(finished, &current, window);
     let count = redis.map(|mut r| {
         // At most one current bar per instrument: its rows from Redis are its hits.
@@ -253,10 +268,11 @@ fn redis_failed(error: &str) {
 }
 
 fn connect(config: &Config) -> anyhow::Result<Connection> {
-    Connection::connect(&super::clickhouse_options(config, true)).with_context(|| {
+    let options = super::clickhouse_options(config, true);
+    Connection::connect(&options).with_context(|| {
         format!(
             "connecting to ClickHouse at {}:{} (is it up? `alphapt-storage health`)",
-            config.clickhouse.host, config.clickhouse.port
+            options.host, options.port
         )
     })
 }

@@ -48,6 +48,8 @@ pub struct QualitySource {
     pub options: Options,
     /// The ticks subject pattern (rejects are attributed by it).
     pub tick_subject_prefix: String,
+    /// A cluster (`clickhouse.shards`): read the `Distributed` `_all` tables.
+    pub distributed: bool,
 }
 
 /// The endpoint's socket, bound before anything else starts (a port in use stops the
@@ -276,6 +278,7 @@ fn quality_report(source: &QualitySource) -> Response {
         until_s,
         tokens: Vec::new(),
         tick_subject_prefix: source.tick_subject_prefix.clone(),
+        distributed: source.distributed,
     };
     let report = crate::native::Connection::connect(&source.options)
         .and_then(|mut conn| quality::report(&mut conn, &window));

@@ -33,6 +33,16 @@ pub const READER_TABLES: [&str; 6] = [
 /// Suffix of the `Distributed` tables.
 pub const DISTRIBUTED_SUFFIX: &str = "_all";
 
+/// The table readers query: `table` itself, or its `Distributed` `<table>_all` on a
+/// cluster (`clickhouse.shards`), which reads every shard.
+pub fn reader_table(table: &str, distributed: bool) -> String {
+    if distributed {
+        format!("{table}{DISTRIBUTED_SUFFIX}")
+    } else {
+        table.to_owned()
+    }
+}
+
 /// Whether `name` can stand unquoted in the statements: letters, digits and `_`, not
 /// starting with a digit, at most 63 bytes.
 pub fn is_cluster_name(name: &str) -> bool {

@@ -33,6 +33,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value as Json};
 
+use crate::migrate::cluster::reader_table;
 use crate::model::quality::{RejectReason, CHECKS, FLAGS};
 use crate::native::{self, Connection, QueryResult};
 
@@ -53,6 +54,8 @@ pub struct Window {
     pub tokens: Vec<u32>,
     /// Subjects of tick messages start with this (rejected signals are not ticks).
     pub tick_subject_prefix: String,
+    /// Read the `Distributed` `_all` tables over a cluster's shards.
+    pub distributed: bool,
 }
 
 /// One instrument of the worst list.
@@ -325,6 +328,7 @@ pub fn subject_prefix(pattern: &str) -> String {
 /// Computes the report of `window` from ClickHouse (three SELECTs).
 pub fn report(conn: &mut Connection, window: &Window) -> Result<Report, native::Error> {
     let ticks_where = ticks_where(window);
+    let ticks_table = reader_table("market_ticks", window.distributed);
     let mut flag_columns = String::new();
     for (i, (bit, _, _)) in FLAGS.iter().enumerate() {
         let _ = write!(
@@ -342,7 +346,7 @@ pub fn report(conn: &mut Connection, window: &Window) -> Result<Report, native::
     let totals = conn.query(&format!(
         "SELECT count() AS ticks, sum(toFloat64(data_quality_score)) AS score_sum, \
          countIf(validation_flags != 0) AS flagged{flag_columns}{check_columns} \
-         FROM market_ticks WHERE {ticks_where}"
+         FROM {ticks_table} WHERE {ticks_where}"
     ))?;
     let mut report = Report {
         window: window.clone(),
@@ -366,7 +370,7 @@ pub fn report(conn: &mut Connection, window: &Window) -> Result<Report, native::
     let worst = conn.query(&format!(
         "SELECT instrument_token, count() AS ticks, countIf(validation_flags != 0) AS flagged, \
          avg(toFloat64(data_quality_score)) AS score{flag_columns} \
-         FROM market_ticks WHERE {ticks_where} GROUP BY instrument_token HAVING flagged > 0 \
+         FROM {ticks_table} WHERE {ticks_where} GROUP BY instrument_token HAVING flagged > 0 \
          ORDER BY score ASC, flagged DESC, instrument_token ASC LIMIT {WORST_MAX}"
     ))?;
     for row in 0..worst.rows() as usize {
@@ -390,7 +394,8 @@ pub fn report(conn: &mut Connection, window: &Window) -> Result<Report, native::
     }
 
     let rejected = conn.query(&format!(
-        "SELECT reason, count() AS n FROM rejected_messages WHERE {} GROUP BY reason",
+        "SELECT reason, count() AS n FROM {} WHERE {} GROUP BY reason",
+        reader_table("rejected_messages", window.distributed),
         rejected_where(window)
     ))?;
     let reasons = rejected.column("reason");
@@ -534,6 +539,7 @@ mod tests {
                 until_s: 60,
                 tokens: Vec::new(),
                 tick_subject_prefix: "market.ticks.".into(),
+                distributed: false,
             },
             ticks_stored: 8,
             ticks_rejected: 2,

@@ -67,6 +67,8 @@ pub struct SnapshotConfig {
     pub pg_connect_timeout: Duration,
     /// Literal start of tick subjects (for rejected messages).
     pub tick_subject_prefix: String,
+    /// A cluster (`clickhouse.shards`): read the `Distributed` `_all` tables.
+    pub distributed: bool,
 }
 
 impl SnapshotConfig {
@@ -91,6 +93,7 @@ impl SnapshotConfig {
             pg_tls: config.postgres.tls_settings(),
             pg_connect_timeout: Duration::from_millis(config.postgres.connect_timeout_ms),
             tick_subject_prefix: subject_prefix(&config.nats.subject_ticks),
+            distributed: !config.clickhouse.shards.is_empty(),
         })
     }
 }
@@ -172,6 +175,7 @@ impl Snapshotter {
             until_s,
             tokens: Vec::new(),
             tick_subject_prefix: self.config.tick_subject_prefix.clone(),
+            distributed: self.config.distributed,
         };
         let report = self.read(&window).inspect_err(|_| self.clickhouse = None)?;
         self.write(&report).inspect_err(|_| self.postgres = None)?;
