@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bring up, on loopback, every service the tests and `make run` need:
 # PostgreSQL, Redis, NATS (JetStream), ClickHouse 18.16 (our own process,
-# config and data under .run/clickhouse/) and a Python venv with chdb.
+# config and data under .run/clickhouse/) and a Python venv with chdb; installs
+# promtool and ZooKeeper's jars (no ZooKeeper service: tests start their own).
 # Idempotent: a service that already answers is left alone.
 #
 #   services.sh [all]            everything (default)
@@ -290,6 +291,25 @@ svc_promtool() {
     say "promtool: ready ($(promtool --version 2>&1 | head -n 1)) [$state]"
 }
 
+# --- ZooKeeper (Debian's package: only its jars; tests start their own servers) -------
+# ReplicatedMergeTree on 18.16 needs ZooKeeper. No system service is started or relied
+# on: tests/common/private_clickhouse.rs runs a private one per test as a java process.
+# The tests' classpath: zookeeper.jar (its manifest names its dependencies) and
+# slf4j-simple.jar (libslf4j-java, one of them) for its log.
+ZK_JAR=/usr/share/java/zookeeper.jar
+ZK_LOG_JAR=/usr/share/java/slf4j-simple.jar
+svc_zookeeper() {
+    local state=present ver
+    if [ ! -e "$ZK_JAR" ] || [ ! -e "$ZK_LOG_JAR" ] || ! have java; then
+        apt_install zookeeper
+        state=installed
+    fi
+    [ -e "$ZK_JAR" ] && [ -e "$ZK_LOG_JAR" ] || die "$ZK_JAR or $ZK_LOG_JAR missing after installing zookeeper"
+    # shellcheck disable=SC2016 # a dpkg-query format, not a shell expansion
+    ver=$(dpkg-query -W -f '${Version}' libzookeeper-java 2>/dev/null || echo unknown)
+    say "zookeeper: ready ($ver) at $ZK_JAR, not a service: tests start their own [$state]"
+}
+
 print_env() {
     local kv
     for kv in \
@@ -323,6 +343,7 @@ all)
     svc_redis
     svc_nats
     svc_promtool
+    svc_zookeeper
     start_clickhouse
     # chdb's cache lives outside the repo; serialise its creation too.
     mkdir -p "$CACHE"

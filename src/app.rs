@@ -234,16 +234,23 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
     Ok(replay)
 }
 
-/// One server per ClickHouse shard of `clickhouse.shards` (empty for one server).
-pub fn cluster_targets(config: &Config) -> Vec<crate::native::Options> {
+/// Every ClickHouse shard's replicas of `clickhouse.shards` (empty for one server).
+pub fn cluster_targets(config: &Config) -> Vec<Vec<crate::native::Options>> {
     if config.clickhouse.shards.is_empty() {
         return Vec::new();
     }
     config
         .clickhouse
-        .targets()
+        .replicas()
         .iter()
-        .map(|(host, port)| crate::native::Options::from_config_at(config, true, host, *port))
+        .map(|replicas| {
+            replicas
+                .iter()
+                .map(|(host, port)| {
+                    crate::native::Options::from_config_at(config, true, host, *port)
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -537,7 +544,7 @@ impl App {
                     count,
                     store: Some(StoreProbe {
                         options: destination.options.clone(),
-                        other_shards: destination.targets[1..].to_vec(),
+                        cluster: destination.replicas.clone(),
                         tables: StreamTables {
                             rows_table: "market_ticks",
                             subject_filter: config.nats.subject_ticks.clone(),
@@ -1221,7 +1228,7 @@ fn start_signals(
         max_ack_pending: pipeline::max_ack_pending(&small),
         store: ticks.store.as_ref().map(|probe| StoreProbe {
             options: probe.options.clone(),
-            other_shards: probe.other_shards.clone(),
+            cluster: probe.cluster.clone(),
             tables: StreamTables {
                 rows_table: "strategy_signals",
                 subject_filter: config.nats.subject_signals.clone(),

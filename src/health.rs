@@ -222,30 +222,38 @@ pub fn probe_clickhouse(options: &native::Options, database: &str) -> Component 
     component("clickhouse", outcome, latency_ms)
 }
 
-/// A ClickHouse cluster: each shard's server probed as [`probe_clickhouse`] does; down
-/// when no shard answers (nothing can be stored), degraded when some do not (their
-/// instruments' blocks go to the spill meanwhile), up when all do.
+/// A ClickHouse cluster: every replica of every shard probed as [`probe_clickhouse`]
+/// does; down when no shard has a replica that answers (nothing can be stored),
+/// degraded when any server does not answer (a shard without one spills its
+/// instruments' blocks; one with another fails over), up when all do.
 fn probe_cluster(config: &Config, template: &native::Options) -> Component {
     let mut servers = Vec::new();
-    for (index, (host, port)) in config.clickhouse.targets().into_iter().enumerate() {
-        let options = native::Options {
-            host: host.clone(),
-            port,
-            ..template.clone()
-        };
-        let probe = probe_clickhouse(&options, &config.clickhouse.database);
-        servers.push(ShardServer {
-            shard: index + 1,
-            server: format!("{host}:{port}"),
-            status: probe.status,
-            latency_ms: probe.latency_ms,
-            version: probe.version,
-            detail: probe.detail,
-        });
+    let shards = config.clickhouse.replicas();
+    let mut shards_down = 0;
+    for (index, replicas) in shards.iter().enumerate() {
+        let mut any_up = false;
+        for (host, port) in replicas {
+            let options = native::Options {
+                host: host.clone(),
+                port: *port,
+                ..template.clone()
+            };
+            let probe = probe_clickhouse(&options, &config.clickhouse.database);
+            any_up |= probe.status != Status::Down;
+            servers.push(ShardServer {
+                shard: index + 1,
+                server: format!("{host}:{port}"),
+                status: probe.status,
+                latency_ms: probe.latency_ms,
+                version: probe.version,
+                detail: probe.detail,
+            });
+        }
+        shards_down += usize::from(!any_up);
     }
     let up = servers.iter().filter(|s| s.status == Status::Up).count();
     let down = servers.iter().filter(|s| s.status == Status::Down).count();
-    let status = if down == servers.len() {
+    let status = if shards_down == shards.len() {
         Status::Down
     } else if up == servers.len() {
         Status::Up
@@ -263,12 +271,15 @@ fn probe_cluster(config: &Config, template: &native::Options) -> Component {
         latency_ms: servers.iter().map(|s| s.latency_ms).fold(0.0, f64::max),
         version: (versions.len() == 1).then(|| versions[0].to_owned()),
         detail: format!(
-            "{up} of {} shards up{}",
+            "{up} of {} servers up in {} shards{}",
             servers.len(),
-            if down > 0 {
-                format!("; {down} down: their instruments' blocks spill until they are back")
-            } else {
-                String::new()
+            shards.len(),
+            match (down, shards_down) {
+                (0, _) => String::new(),
+                (_, 0) => format!("; {down} down, every shard still has a replica"),
+                _ => format!(
+                    "; {down} down, {shards_down} shards without a replica: their instruments' blocks spill until one is back"
+                ),
             }
         ),
         consumers: Vec::new(),

@@ -330,6 +330,9 @@ pub struct Destination {
     /// One server per ClickHouse shard, in shard order (`clickhouse.shards`); just
     /// `options` for a single server. Writer `w` inserts into `targets[w % len]`.
     pub targets: Vec<Options>,
+    /// Every shard's replicas (`clickhouse.shards`), `targets[s]` among them; empty
+    /// for a single server.
+    pub replicas: Vec<Vec<Options>>,
     /// `market_ticks` as the server has it.
     pub tick_schema: TickSchema,
     /// `strategy_signals` as the server has it.
@@ -454,6 +457,7 @@ impl Destination {
         Ok(Destination {
             options: options.clone(),
             targets: vec![options.clone()],
+            replicas: Vec::new(),
             tick_schema,
             signal_schema,
             reject_schema,
@@ -461,20 +465,28 @@ impl Destination {
         })
     }
 
-    /// The same tables in a cluster of ClickHouse shards, one server each. Every
-    /// shard must carry the same migrations: each server's INSERT headers are read and
-    /// compared with the first's, so a shard left behind is an error at start naming
-    /// it, not blocks held later. Empty `targets` keeps the single server.
+    /// The same tables in a cluster of ClickHouse shards (`shards[s]`: the shard's
+    /// replicas, in config order). Every shard must carry the same migrations: the
+    /// INSERT headers of each shard's first replica that answers are compared with the
+    /// first shard's, so a shard left behind is an error at start naming it, not
+    /// blocks held later; a shard none of whose replicas answers is an error too (as
+    /// one server down at start is). Empty `shards` keeps the single server.
     pub fn with_targets(
         mut self,
-        targets: Vec<Options>,
+        shards: Vec<Vec<Options>>,
     ) -> Result<Destination, crate::native::Error> {
-        if targets.is_empty() {
+        if shards.is_empty() {
             return Ok(self);
         }
         let mut first: Option<Vec<Vec<(String, String)>>> = None;
-        for (index, options) in targets.iter().enumerate() {
-            let mut conn = crate::native::Connection::connect(options)?;
+        let mut targets = Vec::with_capacity(shards.len());
+        for (index, replicas) in shards.iter().enumerate() {
+            let (options, mut conn) = first_live(replicas).map_err(|e| {
+                crate::native::Error::SchemaMismatch(format!(
+                    "ClickHouse shard {}: no replica answers ({e})",
+                    index + 1
+                ))
+            })?;
             let mut headers = Vec::with_capacity(3);
             for table in ["market_ticks", "strategy_signals", "rejected_messages"] {
                 headers.push(conn.insert_header(table).map_err(|e| {
@@ -498,14 +510,25 @@ impl Destination {
                 }
                 Some(_) => {}
             }
+            targets.push(options.clone());
         }
         self.targets = targets;
+        self.replicas = shards;
         Ok(self)
     }
 
-    /// The server writer (or journal) `writer` inserts into.
+    /// The server writer (or journal) `writer` inserts into: its shard's replica that
+    /// answered at start.
     pub fn target_of_writer(&self, writer: usize) -> &Options {
         &self.targets[writer % self.targets.len()]
+    }
+
+    /// Every replica of writer `writer`'s shard, for failover (empty: one server).
+    pub fn replicas_of_writer(&self, writer: usize) -> &[Options] {
+        if self.replicas.is_empty() {
+            return &[];
+        }
+        &self.replicas[writer % self.replicas.len()]
     }
 
     /// Where spilled blocks of each table go on replay.
@@ -664,6 +687,14 @@ pub fn start_path(
                     index,
                     interval: Duration::from_millis(config.spill.insert_interval_ms),
                     flush_bytes,
+                    replicas: destination
+                        .replicas_of_writer(index)
+                        .iter()
+                        .map(|replica| Options {
+                            query_id_prefix: options.query_id_prefix.clone(),
+                            ..replica.clone()
+                        })
+                        .collect(),
                     options,
                     backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
                     backoff_max: Duration::from_millis(ch.backoff_max_ms),
@@ -683,16 +714,23 @@ pub fn start_path(
                 move || inserter.run(),
             )?);
         }
+        let writer_prefix =
+            own_insert_query_prefix(&destination.options.database, &format!("{path}w{index}"));
         let writer = Writer::new(
             WriterConfig {
                 index,
                 options: crate::native::Options {
-                    query_id_prefix: own_insert_query_prefix(
-                        &destination.options.database,
-                        &format!("{path}w{index}"),
-                    ),
+                    query_id_prefix: writer_prefix.clone(),
                     ..destination.target_of_writer(index).clone()
                 },
+                replicas: destination
+                    .replicas_of_writer(index)
+                    .iter()
+                    .map(|replica| Options {
+                        query_id_prefix: writer_prefix.clone(),
+                        ..replica.clone()
+                    })
+                    .collect(),
                 backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
                 backoff_max: Duration::from_millis(ch.backoff_max_ms),
                 ping_after: Duration::from_millis(ch.ping_interval_ms),
@@ -933,6 +971,21 @@ fn inserter_options(destination: &Destination, path: &str, index: usize) -> Opti
         ),
         ..destination.target_of_writer(index).clone()
     }
+}
+
+/// The first of `replicas` that answers, with its connection; the last error when
+/// none does.
+pub fn first_live(
+    replicas: &[Options],
+) -> Result<(&Options, crate::native::Connection), crate::native::Error> {
+    let mut last = None;
+    for options in replicas {
+        match crate::native::Connection::connect(options) {
+            Ok(conn) => return Ok((options, conn)),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| crate::native::Error::Protocol("no server listed".into())))
 }
 
 /// One spill journal per writer, `<spill.dir>/writer-<index>`, each with an even share

@@ -9,7 +9,10 @@
 //!   message is stored once cluster-wide (read through the `Distributed` tables);
 //! - `quality`, `query` and `health` read the cluster: the `Distributed` tables, and
 //!   each shard's server (one killed makes ClickHouse degraded, naming it);
-//! - a shard whose schema lags the first is refused at start, naming it.
+//! - a shard whose schema lags the first is refused at start, naming it;
+//! - replicas (ReplicatedMergeTree over a private ZooKeeper): the replica a writer
+//!   inserts into killed mid-feed, the writer fails over to its twin, every message
+//!   is stored once, and the killed replica catches up when it is back.
 //!
 //! Each test has its own cluster, database, streams and durable, removed afterwards.
 
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use alphapt_storage::native::Connection;
 use common::e2e::*;
 use common::pg::PgDb;
-use common::private_clickhouse::PrivateCluster;
+use common::private_clickhouse::{PrivateCluster, PrivateZooKeeper};
 use common::TestDb;
 
 const CLUSTER: &str = "alphapt_ct";
@@ -28,8 +31,13 @@ const CLUSTER: &str = "alphapt_ct";
 /// `--set` flags for the cluster: both servers, two pipeline shards and two writers
 /// (one per ClickHouse shard), and the test's PostgreSQL database.
 fn cluster_sets(cluster: &PrivateCluster, pg: &PgDb) -> Vec<String> {
+    let shards: Vec<String> = cluster
+        .shard_addrs()
+        .iter()
+        .map(|replicas| replicas.join(","))
+        .collect();
     [
-        format!("clickhouse.shards={}", cluster.addrs().join(";")),
+        format!("clickhouse.shards={}", shards.join(";")),
         "ingest.shards=2".into(),
         "ingest.writers=2".into(),
         format!("postgres.url={}", pg.url()),
@@ -278,4 +286,83 @@ fn a_shard_down_or_behind_is_named_by_health_and_at_start() {
     let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "nope"]);
     assert!(!ok, "{text}");
     assert!(text.contains("defines no cluster `nope`"), "{text}");
+}
+
+#[test]
+fn a_replica_killed_mid_feed_fails_over_and_nothing_is_lost_or_doubled() {
+    const TICKS: u64 = 20_000;
+    let zookeeper = PrivateZooKeeper::start();
+    // Shard 1 has two replicas (servers 0 and 1), shard 2 one (server 2).
+    let mut cluster = PrivateCluster::start_replicated("alphapt_ctr", &[2, 1], &zookeeper);
+    let db = TestDb::new("replicas");
+    let nats = Nats::new("replicas");
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ctr"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("distributed on").count(), 3, "{text}");
+    let engine = scalar_text(
+        &mut cluster.servers[1].connect(&db.name),
+        "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'market_ticks'",
+    );
+    assert_eq!(engine, "ReplicatedMergeTree", "{text}");
+
+    let feeder = feeder(&db, &nats, TICKS, 4_000, "json");
+    let run = start_run(&db, &nats, &extra_refs);
+    let mut reader = cluster.servers[2].connect(&db.name);
+    wait_cluster_stored(&mut reader, 3_000, Duration::from_secs(120));
+    // The replica shard 1's writer inserts into: the first listed. Writes go on
+    // through its twin (what it alone held when killed reaches the twin once it is
+    // back: a block a replica committed is in ZooKeeper, so a resend is dropped).
+    cluster.servers[0].kill();
+    wait_cluster_stored(&mut reader, 12_000, Duration::from_secs(120));
+    feeder_done(feeder);
+    cluster.servers[0].spawn();
+    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(180));
+    let summary = drain(run);
+    assert_eq!(
+        stored_cluster_wide(&mut reader),
+        (TICKS, TICKS, 1, TICKS),
+        "{summary}"
+    );
+    assert!(summary.contains("ClickHouse replica failover"), "{summary}");
+    consumer_settled(&nats, TICKS);
+
+    // Back, the killed replica fetches what its twin took meanwhile.
+    let mut twin = cluster.servers[1].connect(&db.name);
+    let expected = scalar(&mut twin, "SELECT count() FROM market_ticks");
+    let mut back = cluster.servers[0].connect(&db.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = scalar(&mut back, "SELECT count() FROM market_ticks");
+        if held == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica caught up to {held} of {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (server, shard) in [(0, 0), (2, 1)] {
+        let mut conn = cluster.servers[server].connect(&db.name);
+        let misplaced = scalar(
+            &mut conn,
+            &format!(
+                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {shard}"
+            ),
+        );
+        assert_eq!(
+            misplaced, 0,
+            "server {server} holds other shards' instruments"
+        );
+    }
+}
+
+fn scalar_text(conn: &mut Connection, sql: &str) -> String {
+    match conn.query(sql).unwrap().scalar() {
+        Some(alphapt_storage::native::Value::Bytes(bytes)) => String::from_utf8(bytes).unwrap(),
+        other => panic!("{sql}: {other:?}"),
+    }
 }

@@ -81,6 +81,7 @@ impl Fixture {
             retention_days: 30,
             lock_key: migrate::LOCK_KEY,
             lock_wait: Duration::from_secs(30),
+            replicated: false,
         }
     }
 

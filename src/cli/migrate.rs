@@ -73,9 +73,19 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         } => *days,
         _ => config.clickhouse.retention_days,
     };
-    // A cluster: the same migrations on every shard's server, one after another (the
-    // PostgreSQL half is applied by the first and found up to date by the others).
-    let servers: Vec<(String, u16)> = config.clickhouse.targets();
+    // A cluster: the same migrations on every server of every shard, replicas
+    // included, one after another (the PostgreSQL half is applied by the first and
+    // found up to date by the others).
+    let shards = config.clickhouse.replicas();
+    let servers: Vec<(usize, String, u16)> = shards
+        .iter()
+        .enumerate()
+        .flat_map(|(shard, replicas)| {
+            replicas
+                .iter()
+                .map(move |(host, port)| (shard, host.clone(), *port))
+        })
+        .collect();
     let sharded = !config.clickhouse.shards.is_empty();
     if let Action::Up {
         cluster: Some(name),
@@ -96,13 +106,13 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
     }
     let json = matches!(action, Action::Status { json: true });
     let mut code = ExitCode::SUCCESS;
-    // `status --json` on a cluster prints one document per shard, in shard order.
-    for (index, (host, port)) in servers.iter().enumerate() {
+    // `status --json` on a cluster prints one document per server, in shard order.
+    for (shard, host, port) in &servers {
         if sharded && !json {
             say!(
                 "ClickHouse shard {} of {} ({host}:{port}):",
-                index + 1,
-                servers.len()
+                shard + 1,
+                shards.len()
             );
         }
         let options = alphapt_storage::native::Options::from_config_at(config, true, host, *port);
@@ -113,7 +123,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         ..
     } = &action
     {
-        for (host, port) in &servers {
+        for (_, host, port) in &servers {
             let options =
                 alphapt_storage::native::Options::from_config_at(config, true, host, *port);
             let created = migrate::cluster::create_distributed(&options, name)
@@ -150,6 +160,7 @@ fn run_on(
         retention_days,
         lock_key: migrate::LOCK_KEY,
         lock_wait: Duration::from_secs(common.lock_wait_s),
+        replicated: config.clickhouse.replicas().iter().any(|r| r.len() > 1),
     };
     match *action {
         Action::Up {

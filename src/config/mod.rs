@@ -227,8 +227,9 @@ pub struct ClickHouseConfig {
     /// Days of raw rows kept by the tables' TTL (modern servers; `migrate up` writes it
     /// into the schema).
     pub retention_days: u32,
-    /// A sharded ClickHouse cluster (DESIGN §8): one list per shard, each of
-    /// `host:port` servers (one per shard in this version). Each instrument's rows go
+    /// A sharded ClickHouse cluster (DESIGN §8): one list per shard, each of its
+    /// replicas' `host:port` (the writer fails over between them; more than one makes
+    /// `migrate up` create `ReplicatedMergeTree` tables). Each instrument's rows go
     /// to shard `intHash64(instrument_token) % shards`, as a `Distributed` table over
     /// them reads. Empty: the one server at `host:port`. In a `--set` or the
     /// environment: shards separated by `;`, a shard's servers by `,`.
@@ -709,6 +710,23 @@ impl ClickHouseConfig {
         self.shards
             .iter()
             .filter_map(|replicas| replicas.first().and_then(|r| parse_host_port(r).ok()))
+            .collect()
+    }
+
+    /// Every shard's servers (its replicas), in shard order; `host:port` alone when
+    /// `shards` is empty.
+    pub fn replicas(&self) -> Vec<Vec<(String, u16)>> {
+        if self.shards.is_empty() {
+            return vec![vec![(self.host.clone(), self.port)]];
+        }
+        self.shards
+            .iter()
+            .map(|replicas| {
+                replicas
+                    .iter()
+                    .filter_map(|r| parse_host_port(r).ok())
+                    .collect()
+            })
             .collect()
     }
 }

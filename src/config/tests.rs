@@ -1212,8 +1212,8 @@ fn bad_clickhouse_shards_are_refused_saying_why() {
             "names ch-1:9000 twice",
         ),
         (
-            "clickhouse.shards=ch-1:9000,ch-3:9000;ch-2:9000",
-            "one server per shard",
+            "clickhouse.shards=ch-1:9000,a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8;ch-2:9000",
+            "at most 8",
         ),
         (
             "clickhouse.shards=ch-1:9000;;ch-2:9000",

@@ -386,8 +386,9 @@ impl Config {
     }
 
     /// Checks `clickhouse.shards` (DESIGN §8): every entry `host:port`, no server
-    /// twice, one server per shard, and pipeline shards and writers that divide among
-    /// the ClickHouse shards (each writer serves one of them).
+    /// twice, at most [`super::CLICKHOUSE_REPLICAS_MAX`] replicas a shard, and
+    /// pipeline shards and writers that divide among the ClickHouse shards (each
+    /// writer serves one of them).
     fn validate_clickhouse_shards(&self) -> Result<(), ConfigError> {
         use super::{parse_host_port, CLICKHOUSE_REPLICAS_MAX, CLICKHOUSE_SHARDS_MAX};
         let shards = &self.clickhouse.shards;
@@ -419,16 +420,6 @@ impl Config {
                     format!(
                         "shard {number} lists {} servers; at most {CLICKHOUSE_REPLICAS_MAX}",
                         replicas.len()
-                    ),
-                ));
-            }
-            if replicas.len() > 1 {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "shard {number} lists {} servers ({}); this version writes one server per shard (replicas need ReplicatedMergeTree tables, not created yet): list one",
-                        replicas.len(),
-                        replicas.join(", ")
                     ),
                 ));
             }

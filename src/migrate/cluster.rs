@@ -43,6 +43,105 @@ pub fn reader_table(table: &str, distributed: bool) -> String {
     }
 }
 
+/// `sql` with a `CREATE TABLE`'s `ENGINE = <Kind>MergeTree` (arguments, if any,
+/// kept) made `Replicated<Kind>MergeTree('/clickhouse/tables/{shard}/<db>/<table>',
+/// '{replica}', ...)`: every replica of a shard (the servers' `{shard}` macro) shares
+/// the table's ZooKeeper path, and each registers under its `{replica}` macro. Any
+/// other statement, or a table whose engine is not a MergeTree, comes back as it was.
+pub fn replicated(sql: &str, database: &str) -> String {
+    let Some(table) = created_table(sql) else {
+        return sql.to_owned();
+    };
+    let Some(at) = find_word(sql, "ENGINE") else {
+        return sql.to_owned();
+    };
+    let after = &sql[at + "ENGINE".len()..];
+    let trimmed = after.trim_start();
+    let Some(rest) = trimmed.strip_prefix('=') else {
+        return sql.to_owned();
+    };
+    let rest = rest.trim_start();
+    let name_len = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    let engine = &rest[..name_len];
+    if !engine.ends_with("MergeTree") || engine.starts_with("Replicated") {
+        return sql.to_owned();
+    }
+    let mut args = format!("'/clickhouse/tables/{{shard}}/{database}/{table}', '{{replica}}'");
+    let mut tail = &rest[name_len..];
+    if let Some(inner) = tail.strip_prefix('(') {
+        if let Some(close) = inner.find(')') {
+            let given = inner[..close].trim();
+            if !given.is_empty() {
+                args.push_str(", ");
+                args.push_str(given);
+            }
+            tail = &inner[close + 1..];
+        }
+    }
+    let head_len = sql.len() - rest.len();
+    format!("{}Replicated{engine}({args}){tail}", &sql[..head_len])
+}
+
+/// The name in `CREATE TABLE [IF NOT EXISTS] [db.]name`, without the database.
+fn created_table(sql: &str) -> Option<&str> {
+    let words: Vec<&str> = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .flat_map(str::split_whitespace)
+        .take(6)
+        .collect();
+    let rest = match words.as_slice() {
+        [c, t, rest @ ..]
+            if c.eq_ignore_ascii_case("CREATE") && t.eq_ignore_ascii_case("TABLE") =>
+        {
+            rest
+        }
+        _ => return None,
+    };
+    let name = match rest {
+        [i, n, e, name, ..]
+            if i.eq_ignore_ascii_case("IF")
+                && n.eq_ignore_ascii_case("NOT")
+                && e.eq_ignore_ascii_case("EXISTS") =>
+        {
+            name
+        }
+        [name, ..] => name,
+        [] => return None,
+    };
+    let name = name.split('(').next().unwrap_or(name);
+    let name = name.rsplit('.').next().unwrap_or(name);
+    (!name.is_empty()).then_some(name)
+}
+
+/// Byte offset of `word` in `sql` as a whole word outside `--` comments, ASCII case
+/// insensitive.
+fn find_word(sql: &str, word: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in sql.split_inclusive('\n') {
+        let code = line.split("--").next().unwrap_or(line);
+        let upper = code.to_ascii_uppercase();
+        let mut from = 0;
+        while let Some(i) = upper[from..].find(word) {
+            let start = from + i;
+            let end = start + word.len();
+            let before = upper[..start].bytes().last();
+            let after = upper.as_bytes().get(end).copied();
+            let boundary =
+                |b: Option<u8>| b.map_or(true, |b| !(b.is_ascii_alphanumeric() || b == b'_'));
+            if boundary(before) && boundary(after) {
+                return Some(offset + start);
+            }
+            from = end;
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// Whether `name` can stand unquoted in the statements: letters, digits and `_`, not
 /// starting with a digit, at most 63 bytes.
 pub fn is_cluster_name(name: &str) -> bool {
@@ -134,6 +233,38 @@ pub fn drop_distributed(options: &native::Options) -> Result<Vec<String>, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_tree_engines_become_replicated_with_the_shards_path() {
+        let sql = "CREATE TABLE IF NOT EXISTS market_ticks\n(\n    k UInt32 -- ENGINE = Memory in a comment\n)\nENGINE = MergeTree\nPARTITION BY toYYYYMMDD(t)\nORDER BY k";
+        let out = replicated(sql, "alphapt");
+        assert!(
+            out.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/alphapt/market_ticks', '{replica}')\nPARTITION BY"),
+            "{out}"
+        );
+        assert!(out.contains("-- ENGINE = Memory in a comment"), "{out}");
+        let agg = replicated(
+            "CREATE TABLE db.ohlc_1m (k UInt32) ENGINE = AggregatingMergeTree() ORDER BY k",
+            "d",
+        );
+        assert!(
+            agg.contains("ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/d/ohlc_1m', '{replica}') ORDER BY k"),
+            "{agg}"
+        );
+        let with_args = replicated(
+            "CREATE TABLE r (k UInt32, v UInt64) ENGINE = ReplacingMergeTree(v) ORDER BY k",
+            "d",
+        );
+        assert!(with_args.contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/d/r', '{replica}', v) ORDER BY k"), "{with_args}");
+        for unchanged in [
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS mv TO ohlc_1m AS SELECT 1",
+            "ALTER TABLE market_ticks MODIFY TTL t + INTERVAL 1 DAY",
+            "CREATE TABLE m (k UInt32) ENGINE = Memory",
+            "CREATE TABLE x (k UInt32) ENGINE = ReplicatedMergeTree('/p', 'r') ORDER BY k",
+        ] {
+            assert_eq!(replicated(unchanged, "d"), unchanged);
+        }
+    }
 
     #[test]
     fn cluster_names_are_plain_identifiers() {

@@ -64,6 +64,9 @@ pub struct Settings {
     pub lock_key: i64,
     /// How long a second migrator waits for the lock before giving up.
     pub lock_wait: Duration,
+    /// A cluster with replicas: every `*MergeTree` table is created as its
+    /// `Replicated*` twin (see [`cluster::replicated`]); the servers need ZooKeeper.
+    pub replicated: bool,
 }
 
 /// Which database a migration belongs to.
@@ -486,7 +489,13 @@ pub fn up(settings: &Settings, to: Option<u32>, allow_drift: bool) -> Result<Vec
                 continue;
             };
             let script = migration.up_for(target.legacy());
-            let statements = statements(script, target.kind(), settings.retention_days)?;
+            let mut statements = statements(script, target.kind(), settings.retention_days)?;
+            if settings.replicated && target.kind() == TargetKind::ClickHouse {
+                for statement in &mut statements {
+                    statement.text =
+                        cluster::replicated(&statement.text, &settings.clickhouse.database);
+                }
+            }
             let duration_ms = target.apply(
                 migration,
                 &script.file_name(),

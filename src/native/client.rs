@@ -8,6 +8,12 @@
 //! before any request on a new connection, settles it: asks the server to kill it
 //! and waits until `system.processes` no longer lists it, at most [`SETTLE_WAIT`]
 //! per attempt (a retriable error after that; the caller backs off and tries again).
+//!
+//! Replicas: a client given several servers (one ClickHouse shard's replicas) keeps
+//! to the one that answered last and, when it does not answer, tries the others in
+//! turn before the connect fails. An INSERT cut on one replica cannot be settled on
+//! another; a block it committed there reaches the new one by replication, and a
+//! resend of the same bytes is dropped by ReplicatedMergeTree's block deduplication.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,8 +31,12 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// A lazily connected, self-reconnecting ClickHouse client.
 pub struct Client {
-    /// How to connect.
+    /// How to connect: the replica in use.
     options: Options,
+    /// Every replica of the shard, `options` among them; empty for one server.
+    replicas: Vec<Options>,
+    /// Index in `replicas` of the one in use.
+    current: usize,
     /// The live connection, if any.
     connection: Option<Connection>,
     /// Reconnect pacing.
@@ -55,6 +65,8 @@ impl Client {
         assert!(attempts_max > 0, "attempts_max must be at least 1");
         Client {
             options,
+            replicas: Vec::new(),
+            current: 0,
             connection: None,
             backoff,
             ping_after,
@@ -63,6 +75,43 @@ impl Client {
             connected_once: false,
             reconnects: Arc::default(),
         }
+    }
+
+    /// Fails over between `replicas` (one shard's servers, the first tried first): a
+    /// connect that fails on the one in use goes on to the next before it errs.
+    pub fn with_replicas(mut self, replicas: Vec<Options>) -> Client {
+        if replicas.len() > 1 {
+            self.options = replicas[0].clone();
+            self.replicas = replicas;
+            self.current = 0;
+        }
+        self
+    }
+
+    /// Connects to the replica in use or, when it does not answer, to the next ones in
+    /// turn; the one that answers stays in use.
+    fn connect(&mut self) -> Result<Connection, Error> {
+        if self.replicas.len() < 2 {
+            return Connection::connect(&self.options);
+        }
+        let mut last = None;
+        for step in 0..self.replicas.len() {
+            let index = (self.current + step) % self.replicas.len();
+            match Connection::connect(&self.replicas[index]) {
+                Ok(connection) => {
+                    if index != self.current {
+                        let (from, to) = (&self.replicas[self.current], &self.replicas[index]);
+                        tracing::warn!(from = %format!("{}:{}", from.host, from.port),
+                            to = %format!("{}:{}", to.host, to.port), "ClickHouse replica failover");
+                        self.current = index;
+                        self.options = self.replicas[index].clone();
+                    }
+                    return Ok(connection);
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.expect("at least one replica"))
     }
 
     /// Counts reconnections into `counter` (a stats field) from now on.
@@ -86,7 +135,7 @@ impl Client {
         };
         if stale {
             self.drop_connection();
-            self.connection = Some(Connection::connect(&self.options)?);
+            self.connection = Some(self.connect()?);
             if self.connected_once {
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
             }

@@ -155,10 +155,12 @@ pub struct ReceiverConfig {
 pub struct StoreProbe {
     /// ClickHouse connection (with the database).
     pub options: crate::native::Options,
-    /// The other shards' servers of a ClickHouse cluster: the stored set is the union
-    /// of what every shard holds (a message's rows are on one shard, and the spill
-    /// replays each block to the shard it was sealed for).
-    pub other_shards: Vec<crate::native::Options>,
+    /// A ClickHouse cluster's shards, each its replicas (empty: `options` alone). The
+    /// stored set is the union of what every live replica of every shard holds: a
+    /// message's rows are on one shard (the spill replays each block to the shard it
+    /// was sealed for), and a replica may not have fetched its peers' newest parts
+    /// yet. A shard none of whose replicas answers stops the start.
+    pub cluster: Vec<Vec<crate::native::Options>>,
     /// The tables the stream's messages end in.
     pub tables: StreamTables,
     /// Read the store from the stream's start, not from the ack floor: the spill had
@@ -467,20 +469,41 @@ fn read_resume(
                 read_from = 0;
             }
             let mut stored = SeqSet::new();
-            for options in std::iter::once(&store.options).chain(&store.other_shards) {
-                let server = |e: crate::native::Error| {
-                    unreadable(format!("{}:{}: {e}", options.host, options.port))
-                };
-                let mut ch = crate::native::Connection::connect(options).map_err(server)?;
-                let settled =
-                    wait_for_killed_inserts(&mut ch, &options.database).map_err(server)?;
-                if !settled {
-                    tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
+            let single = [vec![store.options.clone()]];
+            let shards = if store.cluster.is_empty() {
+                &single[..]
+            } else {
+                &store.cluster[..]
+            };
+            for (shard, replicas) in shards.iter().enumerate() {
+                let mut read_any = None;
+                for options in replicas {
+                    let server = |e: crate::native::Error| {
+                        unreadable(format!("{}:{}: {e}", options.host, options.port))
+                    };
+                    let mut ch = match crate::native::Connection::connect(options) {
+                        Ok(ch) => ch,
+                        // Another replica of the shard may answer; one must.
+                        Err(e) if replicas.len() > 1 => {
+                            tracing::warn!(shard = shard + 1, server = %format!("{}:{}", options.host, options.port),
+                            error = %e, "A ClickHouse replica does not answer; reading its shard's others");
+                            read_any.get_or_insert(Err(server(e)));
+                            continue;
+                        }
+                        Err(e) => return Err(server(e)),
+                    };
+                    let settled =
+                        wait_for_killed_inserts(&mut ch, &options.database).map_err(server)?;
+                    if !settled {
+                        tracing::warn!(stream = %config.stream, waited_s = OTHER_INSERTS_WAIT.as_secs(),
                         "Another appliance keeps inserting into this database; reading the store anyway (two appliances on one durable are not supported)");
+                    }
+                    let held = read_stored(&mut ch, &store.tables, read_from, stream.created_ms)
+                        .map_err(server)?;
+                    stored.union(&held);
+                    read_any = Some(Ok(()));
                 }
-                let shard = read_stored(&mut ch, &store.tables, read_from, stream.created_ms)
-                    .map_err(server)?;
-                stored.union(&shard);
+                read_any.unwrap_or(Ok(()))?;
             }
             stored
         }

@@ -63,6 +63,9 @@ pub struct InserterConfig {
     pub flush_bytes: u64,
     /// ClickHouse connection (its compression is the writer's, so the records' too).
     pub options: Options,
+    /// Every replica of its ClickHouse shard, `options` first, for failover; empty
+    /// for one server.
+    pub replicas: Vec<Options>,
     /// Retry pacing.
     pub backoff_initial: Duration,
     /// Retry pacing ceiling.
@@ -139,6 +142,7 @@ impl Inserter {
             .collect();
         let (client, backoff) = super::paced_client(
             &config.options,
+            &config.replicas,
             config.backoff_initial,
             config.backoff_max,
             config.ping_after,

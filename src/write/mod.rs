@@ -63,13 +63,15 @@ pub fn dedup_token(table: &str, first: u64, last: u64, blocks: usize) -> String 
 /// are counted in `stats`.
 fn paced_client(
     options: &Options,
+    replicas: &[Options],
     initial: Duration,
     max: Duration,
     ping_after: Duration,
     stats: &WriterStats,
 ) -> (Client, Backoff) {
     let backoff = Backoff::new(initial, max);
-    let mut client = Client::new(options.clone(), backoff.clone(), ping_after, 1);
+    let mut client = Client::new(options.clone(), backoff.clone(), ping_after, 1)
+        .with_replicas(replicas.to_vec());
     client.count_reconnects(stats.reconnects_total.clone());
     (client, backoff)
 }
@@ -218,6 +220,9 @@ pub struct WriterConfig {
     pub index: usize,
     /// ClickHouse connection.
     pub options: Options,
+    /// Every replica of its ClickHouse shard, `options` first, for failover; empty
+    /// for one server.
+    pub replicas: Vec<Options>,
     /// Reconnect pacing.
     pub backoff_initial: Duration,
     /// Reconnect pacing ceiling.
@@ -292,6 +297,7 @@ impl Writer {
     ) -> Writer {
         let (client, backoff) = paced_client(
             &config.options,
+            &config.replicas,
             config.backoff_initial,
             config.backoff_max,
             config.ping_after,
