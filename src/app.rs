@@ -607,6 +607,7 @@ impl App {
             cache: cache.as_ref().map(|c| c.stats.clone()),
             ring_bytes,
             journal_first: config.spill.mode == crate::config::SpillMode::Always,
+            clickhouse_replicas: config.clickhouse.shards.clone(),
         };
         let control = control
             .start(
@@ -665,6 +666,8 @@ pub struct StatsSource {
     cache: Option<Arc<CacheStats>>,
     ring_bytes: u64,
     journal_first: bool,
+    /// `clickhouse.shards` as configured (empty for one server).
+    clickhouse_replicas: Vec<Vec<String>>,
 }
 
 impl StatsSource {
@@ -703,6 +706,34 @@ impl StatsSource {
     /// The ticks path's stats (per shard and writer).
     pub fn ticks(&self) -> &PipelineStats {
         &self.ticks
+    }
+
+    /// A ClickHouse cluster's series, per shard (writer `w` serves shard `w % S`);
+    /// empty for one server.
+    pub fn clickhouse_shards(&self) -> Vec<crate::control::metrics::ShardSeries> {
+        let r = Ordering::Relaxed;
+        let count = self.clickhouse_replicas.len();
+        let mut shards: Vec<crate::control::metrics::ShardSeries> = self
+            .clickhouse_replicas
+            .iter()
+            .map(|replicas| crate::control::metrics::ShardSeries {
+                up: true,
+                inserts: 0,
+                replicas: replicas.iter().map(|r| (r.clone(), false)).collect(),
+            })
+            .collect();
+        for (index, writer) in self.ticks.writers.iter().enumerate() {
+            let Some(shard) = shards.get_mut(index % count.max(1)) else {
+                break;
+            };
+            shard.up &= writer.degraded.load(r) == 0;
+            shard.inserts += writer.inserts_total.load(r);
+            let used = writer.replica_in_use.load(r) as usize;
+            if let Some(replica) = shard.replicas.get_mut(used) {
+                replica.1 = true;
+            }
+        }
+        shards
     }
 
     /// Every exited writer's per-message receive-to-durable histogram, merged (after

@@ -317,6 +317,19 @@ fn a_replica_killed_mid_feed_fails_over_and_nothing_is_lost_or_doubled() {
     // back: a block a replica committed is in ZooKeeper, so a resend is dropped).
     cluster.servers[0].kill();
     wait_cluster_stored(&mut reader, 12_000, Duration::from_secs(120));
+    // /metrics names the replica the writer moved to.
+    let (_, metrics) = get(control_addr(&run), "/metrics");
+    let twin_addr = &cluster.shard_addrs()[0][1];
+    assert!(
+        metrics.contains(&format!(
+            "alphapt_clickhouse_replica_in_use{{shard=\"1\",replica=\"{twin_addr}\"}} 1\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("alphapt_clickhouse_shard_up{shard=\"2\"} 1\n"),
+        "{metrics}"
+    );
     feeder_done(feeder);
     cluster.servers[0].spawn();
     wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(180));

@@ -30,6 +30,12 @@ fn exposition() -> String {
             http: [1, 0, 0],
             latency: [[LatencyTotals::default(); 3]; 2],
             threads: vec![("shard-0".into(), 1.0)],
+            // A cluster's series too, so promtool checks them.
+            clickhouse_shards: vec![alphapt_storage::control::metrics::ShardSeries {
+                up: true,
+                inserts: 3,
+                replicas: vec![("ch-1a:9000".into(), true), ("ch-1b:9000".into(), false)],
+            }],
         },
     )
 }

@@ -21,6 +21,20 @@ pub struct Extra {
     pub latency: [[LatencyTotals; 3]; 2],
     /// CPU seconds per thread name ([`thread_cpu_seconds`]).
     pub threads: Vec<(String, f64)>,
+    /// A ClickHouse cluster (`clickhouse.shards`), per shard in order; empty for one
+    /// server.
+    pub clickhouse_shards: Vec<ShardSeries>,
+}
+
+/// One ClickHouse shard's series: its writers, and which replica they insert into.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardSeries {
+    /// Every writer of the shard reaches ClickHouse.
+    pub up: bool,
+    /// INSERTs its writers committed.
+    pub inserts: u64,
+    /// Its replicas (`host:port`), each with whether a writer inserts into it now.
+    pub replicas: Vec<(String, bool)>,
 }
 
 /// CPU time (user + system) of each of the process's threads, by thread name, from
@@ -226,6 +240,48 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         "Failed INSERTs (retried with backoff, or refused).",
         &[("", f(s.errors))],
     );
+    if !extra.clickhouse_shards.is_empty() {
+        // A cluster: `shard` is the ClickHouse shard, 1-based as in `clickhouse.shards`
+        // and `health`; `replica` its `host:port` from the config: small fixed sets.
+        let mut up = Vec::new();
+        let mut inserts = Vec::new();
+        let mut in_use = Vec::new();
+        for (index, shard) in extra.clickhouse_shards.iter().enumerate() {
+            let label = format!("shard=\"{}\"", index + 1);
+            up.push((label.clone(), f(u64::from(shard.up))));
+            inserts.push((label.clone(), f(shard.inserts)));
+            for (replica, used) in &shard.replicas {
+                let replica = replica.replace('\\', "\\\\").replace('"', "\\\"");
+                in_use.push((
+                    format!("{label},replica=\"{replica}\""),
+                    f(u64::from(*used)),
+                ));
+            }
+        }
+        for (name, kind, help, samples) in [
+            (
+                "alphapt_clickhouse_shard_up",
+                "gauge",
+                "1 when every writer of the ClickHouse shard reaches one of its replicas.",
+                &up,
+            ),
+            (
+                "alphapt_clickhouse_shard_inserts_total",
+                "counter",
+                "INSERTs committed into the ClickHouse shard by the ticks path.",
+                &inserts,
+            ),
+            (
+                "alphapt_clickhouse_replica_in_use",
+                "gauge",
+                "1 for the replica of its shard a writer inserts into (failover moves it).",
+                &in_use,
+            ),
+        ] {
+            let samples: Vec<(&str, f64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            metric(name, kind, help, &samples);
+        }
+    }
     metric(
         "alphapt_spill_rows_total",
         "counter",
@@ -458,6 +514,7 @@ mod tests {
                 http: [3, 1, 0],
                 latency: [[LatencyTotals::default(); 3]; 2],
                 threads: vec![("shard-0".into(), 1.5), ("we\"ird".into(), 0.0)],
+                clickhouse_shards: Vec::new(),
             },
         );
         assert!(text.contains("alphapt_storage_ticks_received_total 10\n"));
@@ -472,6 +529,46 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_has_series_per_shard_and_replica() {
+        let extra = Extra {
+            writers_up: 1,
+            writers: 2,
+            ring_fill: vec![0.0],
+            http: [0; 3],
+            latency: [[LatencyTotals::default(); 3]; 2],
+            threads: Vec::new(),
+            clickhouse_shards: vec![
+                ShardSeries {
+                    up: true,
+                    inserts: 5,
+                    replicas: vec![("ch-1a:9000".into(), false), ("ch-1b:9000".into(), true)],
+                },
+                ShardSeries {
+                    up: false,
+                    inserts: 2,
+                    replicas: vec![("ch-2:9000".into(), true)],
+                },
+            ],
+        };
+        let text = render(&Snapshot::default(), &extra);
+        for line in [
+            "alphapt_clickhouse_shard_up{shard=\"1\"} 1\n",
+            "alphapt_clickhouse_shard_up{shard=\"2\"} 0\n",
+            "alphapt_clickhouse_shard_inserts_total{shard=\"1\"} 5\n",
+            "alphapt_clickhouse_replica_in_use{shard=\"1\",replica=\"ch-1a:9000\"} 0\n",
+            "alphapt_clickhouse_replica_in_use{shard=\"1\",replica=\"ch-1b:9000\"} 1\n",
+            "alphapt_clickhouse_replica_in_use{shard=\"2\",replica=\"ch-2:9000\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+        let single = Extra {
+            clickhouse_shards: Vec::new(),
+            ..extra
+        };
+        assert!(!render(&Snapshot::default(), &single).contains("alphapt_clickhouse_shard_up"));
+    }
+
+    #[test]
     fn nats_series_name_the_partition_served() {
         let extra = Extra {
             writers_up: 1,
@@ -480,6 +577,7 @@ mod tests {
             http: [0; 3],
             latency: [[LatencyTotals::default(); 3]; 2],
             threads: Vec::new(),
+            clickhouse_shards: Vec::new(),
         };
         let served = Snapshot {
             nats_state: crate::pipeline::NATS_UP,

@@ -133,6 +133,7 @@ fn route(
                 ],
                 latency: source.latency(),
                 threads: metrics::thread_cpu_seconds(),
+                clickhouse_shards: source.clickhouse_shards(),
             };
             Response {
                 status: 200,

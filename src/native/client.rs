@@ -52,6 +52,8 @@ pub struct Client {
     connected_once: bool,
     /// Connections made after the first, shared with whoever publishes the count.
     reconnects: Arc<AtomicU64>,
+    /// The index in `replicas` of the one in use, for whoever publishes it.
+    replica_in_use: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -74,6 +76,7 @@ impl Client {
             unsettled: None,
             connected_once: false,
             reconnects: Arc::default(),
+            replica_in_use: Arc::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Client {
                             to = %format!("{}:{}", to.host, to.port), "ClickHouse replica failover");
                         self.current = index;
                         self.options = self.replicas[index].clone();
+                        self.replica_in_use.store(index as u64, Ordering::Relaxed);
                     }
                     return Ok(connection);
                 }
@@ -112,6 +116,12 @@ impl Client {
             }
         }
         Err(last.expect("at least one replica"))
+    }
+
+    /// Keeps the index of the replica in use in `counter` (a stats field).
+    pub fn report_replica(&mut self, counter: Arc<AtomicU64>) {
+        counter.store(self.current as u64, Ordering::Relaxed);
+        self.replica_in_use = counter;
     }
 
     /// Counts reconnections into `counter` (a stats field) from now on.

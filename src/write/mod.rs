@@ -73,6 +73,7 @@ fn paced_client(
     let mut client = Client::new(options.clone(), backoff.clone(), ping_after, 1)
         .with_replicas(replicas.to_vec());
     client.count_reconnects(stats.reconnects_total.clone());
+    client.report_replica(stats.replica_in_use.clone());
     (client, backoff)
 }
 
@@ -173,6 +174,9 @@ pub struct WriterStats {
     pub refused: AtomicU64,
     /// Connections to ClickHouse after the writer's first.
     pub reconnects_total: Arc<AtomicU64>,
+    /// Index, among its ClickHouse shard's replicas, of the one it inserts into (0
+    /// for one server); moved by failover.
+    pub replica_in_use: Arc<AtomicU64>,
     /// Raw bytes of the blocks made durable (ClickHouse or the journal), with
     /// `encoded_bytes_total` the compression ratio.
     pub durable_raw_bytes_total: AtomicU64,
