@@ -98,7 +98,7 @@ pub fn run(config: &Config, action: Action, common: Common) -> anyhow::Result<Ex
         );
         anyhow::ensure!(
             sharded,
-            "--cluster {name} needs `clickhouse.shards` (the servers of the cluster, one per shard, in its order); it is empty"
+            "--cluster {name} needs `clickhouse.shards` (each shard's servers, in the cluster's order); it is empty"
         );
     }
     if let Action::Grants { user } = &action {
@@ -145,7 +145,7 @@ fn run_on(
     retention_days: u32,
     clickhouse: alphapt_storage::native::Options,
 ) -> anyhow::Result<ExitCode> {
-    if let Action::Down { to: 0 } = action {
+    if matches!(action, Action::Down { to: 0 }) && !config.clickhouse.shards.is_empty() {
         // The Distributed tables read the local ones: they go first.
         let dropped = migrate::cluster::drop_distributed(&clickhouse).context("migrate down")?;
         if !dropped.is_empty() {
