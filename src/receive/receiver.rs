@@ -198,8 +198,6 @@ pub struct ReceiverReport {
 #[derive(Clone, Copy)]
 struct AckMark {
     seq: u64,
-    /// The delivery's consumer sequence: deliveries of this consumer up to it.
-    consumer_seq: u64,
     len: u8,
     subject: [u8; ACK_SUBJECT_BYTES_MAX],
 }
@@ -225,18 +223,16 @@ impl AckMarks {
             marks: VecDeque::with_capacity(ACK_MARKS_MAX),
             latest: AckMark {
                 seq: 0,
-                consumer_seq: 0,
                 len: 0,
                 subject: [0; ACK_SUBJECT_BYTES_MAX],
             },
         }
     }
 
-    fn note(&mut self, seq: u64, consumer_seq: u64, reply: &[u8]) {
+    fn note(&mut self, seq: u64, reply: &[u8]) {
         // The caller refused longer subjects with an error.
         assert!(reply.len() <= ACK_SUBJECT_BYTES_MAX, "ack subject too long");
         self.latest.seq = seq;
-        self.latest.consumer_seq = consumer_seq;
         self.latest.len = reply.len() as u8;
         self.latest.subject[..reply.len()].copy_from_slice(reply);
         if seq % ACK_MARK_EVERY == 0 {
@@ -773,11 +769,6 @@ fn run_jetstream(
     // past). After a reconnect it trails what was routed: the deliveries in between
     // are passed over, and only they carry ack subjects for it.
     let mut delivered_top = report.acked;
-    // The pull window in this consumer's deliveries: its newest delivery and the one
-    // last acknowledged, by consumer sequence (the session starts settled: nothing it
-    // delivered is unacknowledged).
-    let mut delivered_consumer_seq = info.delivered.consumer_seq;
-    let mut acked_consumer_seq = info.delivered.consumer_seq;
     // Draining: the catch-up's last pull and what had been delivered when it went out
     // (a pull that brings nothing new ends the catch-up).
     let mut catch_up_pulled_at: Option<u64> = None;
@@ -813,7 +804,7 @@ fn run_jetstream(
                 tracing::info!(delivered = delivered_top, routed = router.received_last(),
                     "Drain: JetStream delivers no more of what was routed before the reconnect; the next start passes over the rest from the store");
             } else {
-                let unacked = delivered_consumer_seq.saturating_sub(acked_consumer_seq);
+                let unacked = router.received_last().saturating_sub(report.acked);
                 let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
                 let batch = (router.received_last() - delivered_top)
                     .min(u64::from(config.fetch_batch_max))
@@ -833,15 +824,7 @@ fn run_jetstream(
         }
         // No pull while a delivery is held: what is buffered must go first.
         if drain_started.is_none() && outstanding == 0 && !holding {
-            // In flight: AckAll counts this consumer's deliveries since the one acked
-            // (consumer sequences: with a partition filter, the stream's sequences of
-            // the other partitions would shrink the window N-fold); AckNone has no
-            // acked delivery and counts stream sequences above the watermark.
-            let unacked = if config.ack_none {
-                router.received_last().saturating_sub(report.acked)
-            } else {
-                delivered_consumer_seq.saturating_sub(acked_consumer_seq)
-            };
+            let unacked = router.received_last().saturating_sub(report.acked);
             let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
             // Never pull past `count`: what is delivered but not routed would wait
             // out ack_wait on the server.
@@ -920,7 +903,6 @@ fn run_jetstream(
             }
             let seq = ack_info.stream_seq;
             delivered_top = delivered_top.max(seq);
-            delivered_consumer_seq = delivered_consumer_seq.max(ack_info.consumer_seq);
             let (verdict, gap) = position.judge(&ack_info);
             if let Some(gap) = gap {
                 if config.filter_subject.is_empty() {
@@ -937,7 +919,7 @@ fn run_jetstream(
                     // serve as an ack point (out-of-order points are ignored).
                     router.pass(seq);
                     if !config.ack_none {
-                        marks.note(seq, ack_info.consumer_seq, reply);
+                        marks.note(seq, reply);
                     }
                 }
                 Verdict::Reposition => {
@@ -955,7 +937,7 @@ fn run_jetstream(
                     position.routed(seq);
                     report.routed += 1;
                     if !config.ack_none {
-                        marks.note(seq, ack_info.consumer_seq, reply);
+                        marks.note(seq, reply);
                     }
                 }
             }
@@ -1007,7 +989,6 @@ fn run_jetstream(
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
                 report.acked = mark.seq;
-                acked_consumer_seq = acked_consumer_seq.max(mark.consumer_seq);
                 router.acked(mark.seq);
             }
             last_ack = Instant::now();
@@ -1128,11 +1109,7 @@ mod tests {
     fn ack_marks_pick_the_newest_point_below_the_watermark() {
         let mut marks = AckMarks::new();
         for seq in 1..=1000u64 {
-            marks.note(
-                seq,
-                seq,
-                format!("$JS.ACK.S.C.1.{seq}.{seq}.0.0").as_bytes(),
-            );
+            marks.note(seq, format!("$JS.ACK.S.C.1.{seq}.{seq}.0.0").as_bytes());
         }
         marks.end_of_poll();
         let mark = marks.take_through(700).unwrap();
@@ -1151,7 +1128,7 @@ mod tests {
         let mut marks = AckMarks::new();
         let total = (ACK_MARKS_MAX as u64 + 10) * ACK_MARK_EVERY;
         for seq in 1..=total {
-            marks.note(seq, seq, b"$JS.ACK.S.C.1.1.1.0.0");
+            marks.note(seq, b"$JS.ACK.S.C.1.1.1.0.0");
         }
         assert_eq!(marks.marks.len(), ACK_MARKS_MAX);
         assert!(marks.take_through(5 * ACK_MARK_EVERY).is_none());
