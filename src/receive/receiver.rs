@@ -794,6 +794,11 @@ fn run_jetstream(
         // A drain right after a reconnect: what was routed before it is durable (or
         // becomes so) but can only be acknowledged through its redelivery, so the drain
         // goes on pulling those (passed over, never routed) up to what was routed.
+        // Room in the unacknowledged window (stream sequences routed past the ack).
+        let received_last = router.received_last();
+        let room = |acked: u64| {
+            u64::from(config.max_ack_pending).saturating_sub(received_last.saturating_sub(acked))
+        };
         let catching_up = drain_started.is_some()
             && !config.ack_none
             && !catch_up_dry
@@ -804,42 +809,24 @@ fn run_jetstream(
                 tracing::info!(delivered = delivered_top, routed = router.received_last(),
                     "Drain: JetStream delivers no more of what was routed before the reconnect; the next start passes over the rest from the store");
             } else {
-                let unacked = router.received_last().saturating_sub(report.acked);
-                let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
                 let batch = (router.received_last() - delivered_top)
                     .min(u64::from(config.fetch_batch_max))
-                    .min(room.max(1));
-                js.pull(
-                    conn,
-                    &config.stream,
-                    &config.durable,
-                    batch as u32,
-                    PULL_EXPIRES,
-                    &inbox,
-                )?;
+                    .min(room(report.acked).max(1));
+                pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
-                pull_expires_at = Instant::now() + PULL_EXPIRES;
                 catch_up_pulled_at = Some(delivered_top);
             }
         }
         // No pull while a delivery is held: what is buffered must go first.
         if drain_started.is_none() && outstanding == 0 && !holding {
-            let unacked = router.received_last().saturating_sub(report.acked);
-            let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
             // Never pull past `count`: what is delivered but not routed would wait
             // out ack_wait on the server.
-            let batch = room.min(u64::from(config.fetch_batch_max)).min(remaining);
+            let batch = room(report.acked)
+                .min(u64::from(config.fetch_batch_max))
+                .min(remaining);
             if batch > 0 {
-                js.pull(
-                    conn,
-                    &config.stream,
-                    &config.durable,
-                    batch as u32,
-                    PULL_EXPIRES,
-                    &inbox,
-                )?;
+                pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
-                pull_expires_at = Instant::now() + PULL_EXPIRES;
             }
         } else if outstanding > 0 && Instant::now() >= pull_expires_at {
             // The server has expired the request by now (its clock started later than
@@ -1021,6 +1008,26 @@ fn run_jetstream(
             }
         }
     }
+}
+
+/// Asks for up to `batch` messages, delivered to `inbox`; returns when the request
+/// expires on our clock.
+fn pull(
+    js: &mut JetStream,
+    conn: &mut NatsConn,
+    config: &ReceiverConfig,
+    inbox: &str,
+    batch: u64,
+) -> Result<Instant, NatsError> {
+    js.pull(
+        conn,
+        &config.stream,
+        &config.durable,
+        batch as u32,
+        PULL_EXPIRES,
+        inbox,
+    )?;
+    Ok(Instant::now() + PULL_EXPIRES)
 }
 
 /// What the core receiver knows across connections.
