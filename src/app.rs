@@ -375,6 +375,8 @@ pub struct CacheSnapshot {
     pub hit_rate_ppm: u64,
     /// Commands Redis refused for one key (not retried).
     pub refused: u64,
+    /// MOVED/ASK redirections followed (Redis Cluster).
+    pub redirects: u64,
     /// History entries overwritten before the Redis thread read them.
     pub history_missed: u64,
     /// Good ticks for a bar older than the cached one (left to ClickHouse).
@@ -801,6 +803,7 @@ fn cache_snapshot(
         ],
         hit_rate_ppm: s.hit_rate_ppm.load(r),
         refused: s.refused_total.load(r),
+        redirects: s.redirects_total.load(r),
         history_missed: s.history_missed_total.load(r),
         bars_late,
     })

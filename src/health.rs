@@ -142,6 +142,7 @@ pub fn check(config: &Config, clickhouse: &native::Options) -> Report {
             &config.redis.url,
             config.redis.password.expose(),
             &config.redis.tls_settings(),
+            config.redis.cluster,
         ),
         probe_postgres(&config.postgres.url, &config.postgres.tls_settings()),
     ];
@@ -400,10 +401,18 @@ pub fn consumer_lags(config: &Config) -> Result<Vec<ConsumerLag>, String> {
 }
 
 /// Redis: PING and the server version from INFO.
-pub fn probe_redis(url: &str, password: &str, tls: &crate::tls::Settings) -> Component {
+pub fn probe_redis(
+    url: &str,
+    password: &str,
+    tls: &crate::tls::Settings,
+    cluster: bool,
+) -> Component {
     let (outcome, latency_ms) = timed(|| {
         // The appliance's own connect: same URL and password rules, same timeouts.
         let mut conn = crate::cache::redis::connect(url, password, tls, PROBE_TIMEOUT)?;
+        if cluster {
+            return probe_redis_cluster(url, password, tls, &mut conn);
+        }
         let pong: String = redis::cmd("PING")
             .query(&mut conn)
             .map_err(|e| e.to_string())?;
@@ -420,6 +429,66 @@ pub fn probe_redis(url: &str, password: &str, tls: &crate::tls::Settings) -> Com
         Ok((version, Status::Up, format!("PING answered {pong}")))
     });
     component("redis", outcome, latency_ms)
+}
+
+/// A Redis Cluster through its seed `conn`: up when `cluster_state` is ok and every
+/// master owning slots answers PING; degraded when the seed answers but the cluster
+/// does not (a master down and not yet replaced, slots unassigned).
+fn probe_redis_cluster(
+    url: &str,
+    password: &str,
+    tls: &crate::tls::Settings,
+    conn: &mut redis::Connection,
+) -> Result<(String, Status, String), String> {
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(conn)
+        .map_err(|e| format!("CLUSTER INFO: {e} (is `redis.cluster` right for this server?)"))?;
+    let state = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_state:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let version: String = redis::cmd("INFO")
+        .arg("server")
+        .query::<String>(conn)
+        .map_err(|e| e.to_string())?
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let link = crate::cache::redis::Link::connect(url, password, tls, PROBE_TIMEOUT, true, &[])?;
+    let masters = link.nodes();
+    let mut down = Vec::new();
+    let mut link = link;
+    for (i, addr) in masters.iter().enumerate() {
+        let answered = link.conn(i).and_then(|c| {
+            redis::cmd("PING")
+                .query::<String>(c)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = answered {
+            down.push(format!("{addr} ({e})"));
+        }
+    }
+    let detail = format!(
+        "cluster_state:{state}; {} of {} masters answer PING{}",
+        masters.len() - down.len(),
+        masters.len(),
+        if down.is_empty() {
+            String::new()
+        } else {
+            format!("; down: {}", down.join(", "))
+        }
+    );
+    let status = if state == "ok" && down.is_empty() {
+        Status::Up
+    } else {
+        Status::Degraded
+    };
+    Ok((version, status, detail))
 }
 
 /// PostgreSQL: connect and read `server_version`.

@@ -19,6 +19,7 @@
 //! oldest change not yet written), changes conflated away, write latency (HDR), keys
 //! written; see [`redis::CacheStats`].
 
+pub mod cluster;
 pub mod keys;
 pub mod redis;
 pub mod resp;

@@ -44,6 +44,7 @@ use crate::model::{Price, Tick};
 use crate::runtime::clock::now_ms;
 use crate::runtime::Backoff;
 
+use super::cluster::Cluster;
 use super::keys::Keys;
 use super::resp::Pipeline;
 use super::signal;
@@ -82,6 +83,8 @@ pub struct CacheConfig {
     pub tls: crate::tls::Settings,
     /// Key names.
     pub keys: Keys,
+    /// `url` is a seed of a Redis Cluster (`redis.cluster`).
+    pub cluster: bool,
     /// Time between flushes.
     pub flush_interval: Duration,
     /// Entries kept per history.
@@ -105,6 +108,7 @@ impl CacheConfig {
             password: r.password.expose().to_owned(),
             tls: r.tls_settings(),
             keys: Keys::from_config(r),
+            cluster: r.cluster,
             flush_interval: Duration::from_millis(r.flush_interval_ms),
             history_len: r.history_len,
             ttl_s: [
@@ -145,6 +149,8 @@ pub struct CacheStats {
     pub errors_total: AtomicU64,
     /// Commands Redis refused for one key (e.g. WRONGTYPE): not retried.
     pub refused_total: AtomicU64,
+    /// MOVED/ASK redirections followed (a Redis Cluster resharding or failing over).
+    pub redirects_total: AtomicU64,
     /// Changes overwritten before the thread wrote them (only the latest is written).
     pub conflated_total: AtomicU64,
     /// Histories deleted and started again (first write of a run, or a gap).
@@ -273,8 +279,18 @@ pub fn connect(
     tls: &crate::tls::Settings,
     timeout: Duration,
 ) -> Result<redis::Connection, String> {
-    let mut info = redis::IntoConnectionInfo::into_connection_info(url)
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|e| format!("bad Redis URL: {e}"))?;
+    connect_info(info, password, tls, timeout)
+}
+
+/// [`connect`] to an address already parsed (a cluster node's).
+fn connect_info(
+    mut info: redis::ConnectionInfo,
+    password: &str,
+    tls: &crate::tls::Settings,
+    timeout: Duration,
+) -> Result<redis::Connection, String> {
     if info.redis.password.is_none() && !password.is_empty() {
         info.redis.password = Some(password.to_string());
     }
@@ -339,6 +355,96 @@ pub fn connect(
     Ok(conn)
 }
 
+/// Where the cache's commands go: one server, or a Redis Cluster's masters
+/// (`redis.cluster`, see [`super::cluster`]).
+pub enum Link {
+    /// One server.
+    Single(redis::Connection),
+    /// A cluster, its slot map read at connect.
+    Cluster(Cluster),
+}
+
+impl Link {
+    /// Connects to `url`; with `cluster`, reads the slot map from `url` or, when it
+    /// does not answer, from one of `seeds` (`host:port`, e.g. the last map's masters).
+    pub fn connect(
+        url: &str,
+        password: &str,
+        tls: &crate::tls::Settings,
+        timeout: Duration,
+        cluster: bool,
+        seeds: &[String],
+    ) -> Result<Link, String> {
+        if !cluster {
+            return connect(url, password, tls, timeout).map(Link::Single);
+        }
+        let first = super::cluster::url_addr(url)?;
+        let mut all = vec![first.clone()];
+        all.extend(seeds.iter().filter(|s| **s != first).cloned());
+        let (url, password, tls) = (url.to_owned(), password.to_owned(), tls.clone());
+        let open: super::cluster::Opener = Box::new(move |addr: &str| {
+            connect_info(
+                super::cluster::node_info(&url, addr)?,
+                &password,
+                &tls,
+                timeout,
+            )
+        });
+        Cluster::connect(&all, open).map(Link::Cluster)
+    }
+
+    /// Sends a pipeline; one reply per command, in order.
+    pub fn request(&mut self, pipeline: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Link::Single(conn) => {
+                conn.req_packed_commands(pipeline.bytes(), 0, pipeline.commands())
+            }
+            Link::Cluster(cluster) => cluster.request(pipeline.bytes(), pipeline.starts()),
+        }
+    }
+
+    /// The connection that serves `key`.
+    pub fn conn_for_key(&mut self, key: &[u8]) -> Result<&mut redis::Connection, String> {
+        match self {
+            Link::Single(conn) => Ok(conn),
+            Link::Cluster(cluster) => cluster.conn_for_key(key),
+        }
+    }
+
+    /// Which connection serves `key`: 0 for one server, else the owning node's index
+    /// (`None`: no node owns its slot).
+    pub fn node_of(&self, key: &[u8]) -> Option<usize> {
+        match self {
+            Link::Single(_) => Some(0),
+            Link::Cluster(cluster) => cluster.node_of(key),
+        }
+    }
+
+    /// Connection `node` of [`Link::node_of`].
+    pub fn conn(&mut self, node: usize) -> Result<&mut redis::Connection, String> {
+        match self {
+            Link::Single(conn) => Ok(conn),
+            Link::Cluster(cluster) => cluster.conn(node),
+        }
+    }
+
+    /// Redirections followed since the last call (0 for one server).
+    pub fn take_redirects(&mut self) -> u64 {
+        match self {
+            Link::Single(_) => 0,
+            Link::Cluster(cluster) => cluster.take_redirects(),
+        }
+    }
+
+    /// The cluster's nodes (`host:port`), to seed the next connect; empty for one server.
+    pub fn nodes(&self) -> Vec<String> {
+        match self {
+            Link::Single(_) => Vec::new(),
+            Link::Cluster(cluster) => cluster.map().nodes().to_vec(),
+        }
+    }
+}
+
 /// The Redis thread.
 pub struct CacheWriter {
     config: CacheConfig,
@@ -346,7 +452,10 @@ pub struct CacheWriter {
     instruments_rx: Option<Receiver<InstrumentChange>>,
     stats: Arc<CacheStats>,
     stop: Arc<AtomicBool>,
-    conn: Option<redis::Connection>,
+    link: Option<Link>,
+    /// A cluster's nodes as last seen: where to read the slot map when the seed URL
+    /// does not answer.
+    seeds: Vec<String>,
     /// Per tick table and slot: next history index to write; `u64::MAX` = not yet
     /// written this run (the set is started again).
     cursors: Vec<Vec<u64>>,
@@ -396,7 +505,8 @@ impl CacheWriter {
             instruments_rx,
             stats,
             stop,
-            conn: None,
+            link: None,
+            seeds: Vec::new(),
             cursors,
             instruments: HashMap::new(),
             instruments_pending: HashSet::new(),
@@ -430,15 +540,21 @@ impl CacheWriter {
             let stopping = self.stop.load(Ordering::Relaxed);
             self.drain_instruments();
             self.publish_lag();
-            if self.conn.is_none() && Instant::now() >= retry_at {
-                match connect(
+            if self.link.is_none() && Instant::now() >= retry_at {
+                match Link::connect(
                     &self.config.url,
                     &self.config.password,
                     &self.config.tls,
                     self.config.timeout,
+                    self.config.cluster,
+                    &self.seeds,
                 ) {
-                    Ok(conn) => {
-                        self.conn = Some(conn);
+                    Ok(link) => {
+                        let nodes = link.nodes();
+                        if !nodes.is_empty() {
+                            self.seeds = nodes;
+                        }
+                        self.link = Some(link);
                         self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
                         self.mark_everything();
                         if outage {
@@ -453,7 +569,7 @@ impl CacheWriter {
                     }
                 }
             }
-            if self.conn.is_some() {
+            if self.link.is_some() {
                 match self.flush() {
                     Ok(()) => {
                         backoff.reset();
@@ -461,14 +577,14 @@ impl CacheWriter {
                         self.stats.up.store(true, Ordering::Relaxed);
                     }
                     Err(Failure::Io(e)) => {
-                        self.conn = None;
+                        self.link = None;
                         self.fail(&mut outage, &e);
                         retry_at = Instant::now() + backoff.next_delay();
                     }
                     Err(Failure::Server(e)) => {
                         self.fail(&mut outage, &e);
                         retry_at = Instant::now() + backoff.next_delay();
-                        self.conn = None;
+                        self.link = None;
                     }
                 }
             }
@@ -551,10 +667,10 @@ impl CacheWriter {
     /// The query path's hit rate, from the hash `query` increments; a failure here is
     /// left to the next write to notice.
     fn read_hit_rate(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
+        let key = format!("{}query:stats", self.config.keys.prefix);
+        let Some(Ok(conn)) = self.link.as_mut().map(|l| l.conn_for_key(key.as_bytes())) else {
             return;
         };
-        let key = format!("{}query:stats", self.config.keys.prefix);
         let counts: redis::RedisResult<(Option<u64>, Option<u64>)> = redis::cmd("HMGET")
             .arg(key)
             .arg("hits")
@@ -845,13 +961,16 @@ impl CacheWriter {
             self.batch.clear();
             return Ok(());
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(link) = self.link.as_mut() else {
             self.undo();
             return Err(Failure::Io("not connected".to_owned()));
         };
         let started = Instant::now();
-        let outcome = conn.req_packed_commands(self.pipeline.bytes(), 0, commands);
+        let outcome = link.request(&self.pipeline);
         let took = started.elapsed().as_micros() as u64;
+        self.stats
+            .redirects_total
+            .fetch_add(link.take_redirects(), Ordering::Relaxed);
         let replies = match outcome {
             Ok(replies) => replies,
             Err(e) => {

@@ -10,6 +10,8 @@ pub struct Pipeline {
     buf: Vec<u8>,
     scratch: Vec<u8>,
     commands: usize,
+    /// Where each command starts in `buf` (a cluster splits the pipeline by them).
+    starts: Vec<usize>,
     /// Arguments the open command still expects: a miscount would desynchronise
     /// the connection, so every command checks it.
     missing: usize,
@@ -25,6 +27,7 @@ impl Pipeline {
     pub fn command(&mut self, argc: usize) -> &mut Pipeline {
         assert_eq!(self.missing, 0, "the previous command lacks arguments");
         self.missing = argc;
+        self.starts.push(self.buf.len());
         let _ = write!(self.buf, "*{argc}\r\n");
         self.commands += 1;
         self
@@ -74,12 +77,40 @@ impl Pipeline {
         &self.buf
     }
 
+    /// Where each command starts in [`Pipeline::bytes`].
+    pub fn starts(&self) -> &[usize] {
+        &self.starts
+    }
+
     /// Empties it, keeping the memory.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.starts.clear();
         self.commands = 0;
         self.missing = 0;
     }
+}
+
+/// The key of one encoded command (its second argument), `None` for a command of one
+/// argument (PING) or bytes that are not one RESP array of bulk strings.
+pub fn command_key(command: &[u8]) -> Option<&[u8]> {
+    let (argc, mut rest) = header(command, b'*')?;
+    if argc < 2 {
+        return None;
+    }
+    // The command's name, then its key.
+    let (len, after) = header(rest, b'$')?;
+    rest = after.get(len + 2..)?;
+    let (len, after) = header(rest, b'$')?;
+    after.get(..len)
+}
+
+/// `<marker><decimal>\r\n` at the start of `bytes`: the number and what follows.
+fn header(bytes: &[u8], marker: u8) -> Option<(usize, &[u8])> {
+    let rest = bytes.strip_prefix(&[marker])?;
+    let end = rest.iter().position(|&b| b == b'\r')?;
+    let n = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((n, rest.get(end + 2..)?))
 }
 
 #[cfg(test)]
@@ -95,12 +126,18 @@ mod tests {
             .arg_fmt(format_args!("{}", 42));
         p.command(1).arg(b"PING");
         assert_eq!(p.commands(), 2);
+        assert_eq!(p.starts(), [0, 28]);
+        assert_eq!(command_key(&p.bytes()[..28]), Some(&b"k"[..]));
+        assert_eq!(command_key(&p.bytes()[28..]), None);
+        assert_eq!(command_key(b"*2\r\n$3\r\nDEL"), None);
+        assert_eq!(command_key(b"garbage"), None);
         assert_eq!(
             p.bytes(),
             b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n42\r\n*1\r\n$4\r\nPING\r\n"
         );
         p.clear();
         assert!(p.bytes().is_empty());
+        assert!(p.starts().is_empty());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use alphapt_storage::cache::{self, Keys};
+use alphapt_storage::cache::redis::Link;
+use alphapt_storage::cache::Keys;
 use alphapt_storage::config::Config;
 use alphapt_storage::native::Connection;
 use alphapt_storage::ohlc::Timeframe;
@@ -145,9 +146,14 @@ fn ticks(
     let mut answers: Vec<Option<Vec<TickRow>>> = vec![None; tokens.len()];
     let mut count = None;
     if let Some(mut redis) = Redis::open(config) {
-        match query::redis_ticks(&mut redis.conn, &redis.keys, tokens, from_s, limit) {
+        let asked = redis.by_node(tokens, |conn, keys, some| {
+            query::redis_ticks(conn, keys, some, from_s, limit)
+        });
+        match asked {
             Ok(got) => {
-                answers = got;
+                for (at, answer) in got {
+                    answers[at] = answer;
+                }
                 let hits = answers.iter().filter(|a| a.is_some()).count() as u64;
                 count = Some(redis.record(tokens.len() as u64, hits));
             }
@@ -192,8 +198,11 @@ fn ohlc(
         .flatten();
     let mut current = Vec::new();
     if let Some(r) = redis.as_mut() {
-        match query::redis_bars(&mut r.conn, &r.keys, tokens, timeframe) {
-            Ok(bars) => current = bars,
+        match r.by_node(tokens, |conn, keys, some| {
+            // One list of bars per group; `by_node` hands them back whole.
+            query::redis_bars(conn, keys, some, timeframe).map(|bars| vec![bars])
+        }) {
+            Ok(groups) => current = groups.into_iter().flat_map(|(_, bars)| bars).collect(),
             Err(error) => {
                 redis_failed(&error.to_string());
                 redis = None;
@@ -218,12 +227,13 @@ fn ohlc(
     Ok((rows, count))
 }
 
-/// The Redis tier of one run: the appliance's key scheme and a connection.
+/// The Redis tier of one run: the appliance's key scheme and a connection (to each
+/// master of a Redis Cluster, as its slots need).
 struct Redis {
     /// Key names, from `[redis]`.
     keys: Keys,
     /// Opened with `redis.timeout_ms` for connect, read and write.
-    conn: redis::Connection,
+    link: Link,
 }
 
 impl Redis {
@@ -234,15 +244,17 @@ impl Redis {
             return None;
         }
         let timeout = Duration::from_millis(config.redis.timeout_ms);
-        match cache::redis::connect(
+        match Link::connect(
             &config.redis.url,
             config.redis.password.expose(),
             &config.redis.tls_settings(),
             timeout,
+            config.redis.cluster,
+            &[],
         ) {
-            Ok(conn) => Some(Redis {
+            Ok(link) => Some(Redis {
                 keys: Keys::from_config(&config.redis),
-                conn,
+                link,
             }),
             Err(error) => {
                 redis_failed(&error);
@@ -251,11 +263,50 @@ impl Redis {
         }
     }
 
+    /// Runs `ask` once per connection, on the tokens whose keys it serves (all of
+    /// them for one server; a cluster's instrument keys share a slot through
+    /// `redis.hash_tags`). Each answer comes back with its token's place in `tokens`
+    /// (for `ask` returning one answer per token), or with the group's first place.
+    fn by_node<T>(
+        &mut self,
+        tokens: &[u32],
+        mut ask: impl FnMut(&mut redis::Connection, &Keys, &[u32]) -> redis::RedisResult<Vec<T>>,
+    ) -> Result<Vec<(usize, T)>, String> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (at, &token) in tokens.iter().enumerate() {
+            let node = self
+                .link
+                .node_of(self.keys.tick(token).as_bytes())
+                .ok_or_else(|| format!("no Redis Cluster node owns the slot of token {token}"))?;
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, places)) => places.push(at),
+                None => groups.push((node, vec![at])),
+            }
+        }
+        let mut out = Vec::with_capacity(tokens.len());
+        for (node, places) in groups {
+            let some: Vec<u32> = places.iter().map(|&at| tokens[at]).collect();
+            let conn = self.link.conn(node)?;
+            let answers = ask(conn, &self.keys, &some).map_err(|e| e.to_string())?;
+            for (i, answer) in answers.into_iter().enumerate() {
+                out.push((places.get(i).copied().unwrap_or(places[0]), answer));
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds this run's hits and misses to the stats hash; a failure there costs
     /// only the count, never the answer.
     fn record(&mut self, asked: u64, hits: u64) -> CacheCount {
         let count = CacheCount { asked, hits };
-        if let Err(error) = query::record_stats(&mut self.conn, &self.keys, count) {
+        let key = format!("{}query:stats", self.keys.prefix);
+        let written = self
+            .link
+            .conn(self.link.node_of(key.as_bytes()).unwrap_or(0))
+            .and_then(|conn| {
+                query::record_stats(conn, &self.keys, count).map_err(|e| e.to_string())
+            });
+        if let Err(error) = written {
             tracing::debug!(error = %error, "Query stats not written");
         }
         count

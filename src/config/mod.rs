@@ -453,6 +453,9 @@ pub struct RedisConfig {
     pub signals_max: u32,
     /// Wrap the token in `{}` so all keys of one instrument share a Redis Cluster slot.
     pub hash_tags: bool,
+    /// `url` is one node of a Redis Cluster: commands go to the master owning each
+    /// key's slot, following MOVED/ASK (needs `hash_tags`).
+    pub cluster: bool,
     /// Expiry of `tick:` keys and histories, s; 0 for none.
     pub tick_ttl_s: u64,
     /// Expiry of `ohlc:` keys, s; 0 for none.
@@ -487,6 +490,7 @@ impl Default for RedisConfig {
             instruments_max: 8_192,
             signals_max: 4_096,
             hash_tags: false,
+            cluster: false,
             tick_ttl_s: 86_400,
             ohlc_ttl_s: 86_400,
             signal_ttl_s: 86_400,
@@ -516,6 +520,7 @@ impl fmt::Debug for RedisConfig {
             .field("instruments_max", &self.instruments_max)
             .field("signals_max", &self.signals_max)
             .field("hash_tags", &self.hash_tags)
+            .field("cluster", &self.cluster)
             .field("tick_ttl_s", &self.tick_ttl_s)
             .field("ohlc_ttl_s", &self.ohlc_ttl_s)
             .field("signal_ttl_s", &self.signal_ttl_s)

@@ -871,7 +871,7 @@ fn expected_fields_load_as_names_and_a_wrong_name_is_refused() {
 
 #[test]
 fn redis_cache_settings_are_checked_with_the_fix() {
-    let cases: [(&[&str], &str, &str); 6] = [
+    let cases: [(&[&str], &str, &str); 7] = [
         (
             &["redis.flush_interval_ms=0"],
             "redis.flush_interval_ms",
@@ -902,6 +902,11 @@ fn redis_cache_settings_are_checked_with_the_fix() {
             "redis.backoff_initial_ms",
             "above `redis.backoff_max_ms`",
         ),
+        (
+            &["redis.cluster=true"],
+            "redis.cluster",
+            "set `redis.hash_tags = true`",
+        ),
     ];
     for (sets, key, fix) in cases {
         let text = refused("", &[], sets).to_string();
@@ -910,6 +915,8 @@ fn redis_cache_settings_are_checked_with_the_fix() {
     let config = load("", &[], &["redis.hash_tags=true", "redis.key_prefix=prod:"]).unwrap();
     assert!(config.redis.hash_tags);
     assert_eq!(config.redis.key_prefix, "prod:");
+    let cluster = load("", &[], &["redis.cluster=true", "redis.hash_tags=true"]).unwrap();
+    assert!(cluster.redis.cluster);
 }
 
 #[test]

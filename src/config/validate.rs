@@ -569,6 +569,12 @@ impl Config {
             "ms",
         )?;
         backoff_in_order("redis", r.backoff_initial_ms, r.backoff_max_ms)?;
+        if r.cluster && !r.hash_tags {
+            return Err(invalid(
+                "redis.cluster",
+                "is on but `redis.hash_tags` is off; set `redis.hash_tags = true` so every key of one instrument shares a slot (readers fetch them in one transaction, which Redis Cluster allows on one slot only)".to_owned(),
+            ));
+        }
         for (key, ttl) in [
             ("redis.tick_ttl_s", r.tick_ttl_s),
             ("redis.ohlc_ttl_s", r.ohlc_ttl_s),

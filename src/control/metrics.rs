@@ -344,6 +344,12 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         &[("", f(cache.refused))],
     );
     metric(
+        "alphapt_redis_redirects_total",
+        "counter",
+        "MOVED/ASK redirections followed (a Redis Cluster resharding or failing over).",
+        &[("", f(cache.redirects))],
+    );
+    metric(
         "alphapt_redis_history_missed_total",
         "counter",
         "History entries overwritten in a shard's ring before the Redis thread read them.",

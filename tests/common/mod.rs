@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod pg;
 pub mod private_clickhouse;
 pub mod private_redis;
+pub mod private_redis_cluster;
 pub mod proxy;
 
 use std::process::Command;
