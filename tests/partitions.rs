@@ -10,6 +10,9 @@
 //!   each taking only its own instruments; one killed with -9 mid-feed and started
 //!   again resumes its partition exactly once while the other runs on; a third started
 //!   on a served partition is refused, naming why.
+//! - The pull window counts the partition's own deliveries: with ClickHouse away, a
+//!   partition's consumer fills `max_ack_pending` of its own messages, not the share
+//!   of it the other partitions' stream sequences would leave.
 
 mod common;
 
@@ -17,8 +20,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use alphapt_storage::receive::nats::wire::ServerOp;
+use alphapt_storage::receive::nats::JetStream;
 use alphapt_storage::receive::partition::{partition_of, Mapping};
 use common::e2e::*;
+use common::proxy::Proxy;
 
 const PARTITIONS: u32 = 12;
 
@@ -279,4 +284,71 @@ fn a_partition_killed_mid_feed_resumes_exactly_once_beside_the_other() {
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let (a, b) = (drain(a), drain(b));
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{a}\n{b}");
+}
+
+#[test]
+fn a_partition_fills_its_own_window_not_a_share_of_the_stream() {
+    const WINDOW: u64 = 2_000;
+    let (db, mut conn) = tables("window");
+    let nats = Nats::new("window");
+    let server = partitioned_server(&db, &nats, 2);
+    let url = format!("nats.url={}", server.url());
+    let publish = |count: &str| {
+        let out = feed(
+            &db,
+            &nats,
+            &["--set", &url, "--count", count, "--instruments", "200"],
+        );
+        assert!(out.contains("errors 0"), "{out}");
+    };
+    publish("2000");
+    let proxy = Proxy::start(clickhouse_port());
+    let mut flags = partition_flags(&db, &server, 0);
+    for set in [
+        format!("clickhouse.port={}", proxy.port),
+        format!("nats.max_ack_pending={WINDOW}"),
+        // Overflow with a spill too small for a block: with ClickHouse away nothing
+        // routed becomes durable, so nothing is acknowledged and the window fills.
+        "spill.mode=overflow".into(),
+        "spill.segment_bytes=65536".into(),
+        "spill.spill_bytes_max=131072".into(),
+    ] {
+        flags.extend(["--set".to_owned(), set]);
+    }
+    let run = start_run(&db, &nats, &strs(&flags));
+    wait_stored(&mut conn, 500, Duration::from_secs(60));
+    proxy.down();
+    // Both partitions' messages, interleaved in the stream: ~10,000 of partition 0.
+    publish("20000");
+    let durable = format!("{}-p0", nats.durable);
+    let js = JetStream::new(Duration::from_secs(2));
+    let mut nc = server.connect().unwrap();
+    let mut pending = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let info = js
+            .consumer_info(&mut nc, &nats.stream, &durable)
+            .unwrap()
+            .expect("the partition's durable exists");
+        pending = info.num_ack_pending;
+        if pending >= WINDOW * 9 / 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Counted in stream sequences, the other partition's half of them would hold
+    // this at about WINDOW / 2.
+    assert!(
+        pending >= WINDOW * 9 / 10,
+        "partition 0 holds only {pending} unacknowledged of a {WINDOW} window"
+    );
+    assert!(
+        pending <= WINDOW,
+        "{pending} pending over a {WINDOW} window"
+    );
+    proxy.up();
+    let summary = drain(run);
+    let routed = routed(&summary);
+    let (count, distinct, _, _) = stored(&mut conn);
+    assert_eq!((count, distinct), (routed, routed), "{summary}");
 }

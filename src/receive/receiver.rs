@@ -198,6 +198,11 @@ pub struct ReceiverReport {
 #[derive(Clone, Copy)]
 struct AckMark {
     seq: u64,
+    /// The delivery's consumer sequence.
+    consumer_seq: u64,
+    /// Messages this session delivered for the first time, up to this one: what an
+    /// ack of it leaves in flight is the session's count minus this.
+    ordinal: u64,
     len: u8,
     subject: [u8; ACK_SUBJECT_BYTES_MAX],
 }
@@ -209,6 +214,9 @@ struct AckMarks {
     /// Overwritten in place for every delivery: building a whole mark per message
     /// would copy ~400 bytes where the reply subject is ~100.
     latest: AckMark,
+    /// The newest ack point noted, by stream and by consumer sequence.
+    top_seq: u64,
+    top_consumer_seq: u64,
 }
 
 impl Default for AckMarks {
@@ -223,16 +231,34 @@ impl AckMarks {
             marks: VecDeque::with_capacity(ACK_MARKS_MAX),
             latest: AckMark {
                 seq: 0,
+                consumer_seq: 0,
+                ordinal: 0,
                 len: 0,
                 subject: [0; ACK_SUBJECT_BYTES_MAX],
             },
+            top_seq: 0,
+            top_consumer_seq: 0,
         }
     }
 
-    fn note(&mut self, seq: u64, reply: &[u8]) {
+    /// A delivery that may serve as an ack point. nats-server (2.9 to current) applies
+    /// an AckAll only when its consumer sequence and its stream sequence are both
+    /// above the last one applied. A redelivery carries a new, higher consumer
+    /// sequence for an older stream sequence: acked, it would make every first
+    /// delivery above it (lower consumer sequences) unackable, and the server's ack
+    /// floor would stop there while ours moved on. So only a delivery newest in both
+    /// sequences becomes a point (the first delivery of each message is).
+    fn note(&mut self, seq: u64, consumer_seq: u64, ordinal: u64, reply: &[u8]) {
         // The caller refused longer subjects with an error.
         assert!(reply.len() <= ACK_SUBJECT_BYTES_MAX, "ack subject too long");
+        if seq <= self.top_seq || consumer_seq <= self.top_consumer_seq {
+            return;
+        }
+        self.top_seq = seq;
+        self.top_consumer_seq = consumer_seq;
         self.latest.seq = seq;
+        self.latest.consumer_seq = consumer_seq;
+        self.latest.ordinal = ordinal;
         self.latest.len = reply.len() as u8;
         self.latest.subject[..reply.len()].copy_from_slice(reply);
         if seq % ACK_MARK_EVERY == 0 {
@@ -241,7 +267,11 @@ impl AckMarks {
     }
 
     fn keep(&mut self, mark: AckMark) {
-        if self.marks.back().is_some_and(|m| m.seq >= mark.seq) {
+        if self
+            .marks
+            .back()
+            .is_some_and(|m| m.seq >= mark.seq || m.consumer_seq >= mark.consumer_seq)
+        {
             return;
         }
         if self.marks.len() == ACK_MARKS_MAX {
@@ -256,6 +286,8 @@ impl AckMarks {
     fn clear(&mut self) {
         self.marks.clear();
         self.latest.seq = 0;
+        self.top_seq = 0;
+        self.top_consumer_seq = 0;
     }
 
     fn end_of_poll(&mut self) {
@@ -769,6 +801,12 @@ fn run_jetstream(
     // past). After a reconnect it trails what was routed: the deliveries in between
     // are passed over, and only they carry ack subjects for it.
     let mut delivered_top = report.acked;
+    // The pull window under AckAll: messages this session delivered for the first
+    // time, and how many of them the last ack covered. Counted in this consumer's
+    // messages, not stream sequences: with a partition filter the other partitions'
+    // sequences would shrink the window N-fold. Redeliveries are not new messages.
+    let mut delivered_new: u64 = 0;
+    let mut acked_new: u64 = 0;
     // Draining: the catch-up's last pull and what had been delivered when it went out
     // (a pull that brings nothing new ends the catch-up).
     let mut catch_up_pulled_at: Option<u64> = None;
@@ -794,11 +832,16 @@ fn run_jetstream(
         // A drain right after a reconnect: what was routed before it is durable (or
         // becomes so) but can only be acknowledged through its redelivery, so the drain
         // goes on pulling those (passed over, never routed) up to what was routed.
-        // Room in the unacknowledged window (stream sequences routed past the ack).
-        let received_last = router.received_last();
-        let room = |acked: u64| {
-            u64::from(config.max_ack_pending).saturating_sub(received_last.saturating_sub(acked))
+        // Room in the unacknowledged window. AckAll counts this consumer's deliveries
+        // since the one acked (consumer sequences: with a partition filter, the
+        // stream's sequences of the other partitions would shrink the window N-fold);
+        // AckNone has no acked delivery and counts stream sequences above the watermark.
+        let unacked = if config.ack_none {
+            router.received_last().saturating_sub(report.acked)
+        } else {
+            delivered_new.saturating_sub(acked_new)
         };
+        let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
         let catching_up = drain_started.is_some()
             && !config.ack_none
             && !catch_up_dry
@@ -811,7 +854,7 @@ fn run_jetstream(
             } else {
                 let batch = (router.received_last() - delivered_top)
                     .min(u64::from(config.fetch_batch_max))
-                    .min(room(report.acked).max(1));
+                    .min(room.max(1));
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
                 catch_up_pulled_at = Some(delivered_top);
@@ -821,9 +864,7 @@ fn run_jetstream(
         if drain_started.is_none() && outstanding == 0 && !holding {
             // Never pull past `count`: what is delivered but not routed would wait
             // out ack_wait on the server.
-            let batch = room(report.acked)
-                .min(u64::from(config.fetch_batch_max))
-                .min(remaining);
+            let batch = room.min(u64::from(config.fetch_batch_max)).min(remaining);
             if batch > 0 {
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
@@ -889,7 +930,10 @@ fn run_jetstream(
                     .fetch_add(1, Ordering::Relaxed);
             }
             let seq = ack_info.stream_seq;
-            delivered_top = delivered_top.max(seq);
+            if seq > delivered_top {
+                delivered_new += 1;
+                delivered_top = seq;
+            }
             let (verdict, gap) = position.judge(&ack_info);
             if let Some(gap) = gap {
                 if config.filter_subject.is_empty() {
@@ -906,7 +950,7 @@ fn run_jetstream(
                     // serve as an ack point (out-of-order points are ignored).
                     router.pass(seq);
                     if !config.ack_none {
-                        marks.note(seq, reply);
+                        marks.note(seq, ack_info.consumer_seq, delivered_new, reply);
                     }
                 }
                 Verdict::Reposition => {
@@ -924,7 +968,7 @@ fn run_jetstream(
                     position.routed(seq);
                     report.routed += 1;
                     if !config.ack_none {
-                        marks.note(seq, reply);
+                        marks.note(seq, ack_info.consumer_seq, delivered_new, reply);
                     }
                 }
             }
@@ -976,6 +1020,7 @@ fn run_jetstream(
                 ack(conn, &mark.subject[..mark.len as usize])?;
                 conn.flush()?;
                 report.acked = mark.seq;
+                acked_new = acked_new.max(mark.ordinal);
                 router.acked(mark.seq);
             }
             last_ack = Instant::now();
@@ -1116,7 +1161,12 @@ mod tests {
     fn ack_marks_pick_the_newest_point_below_the_watermark() {
         let mut marks = AckMarks::new();
         for seq in 1..=1000u64 {
-            marks.note(seq, format!("$JS.ACK.S.C.1.{seq}.{seq}.0.0").as_bytes());
+            marks.note(
+                seq,
+                seq,
+                seq,
+                format!("$JS.ACK.S.C.1.{seq}.{seq}.0.0").as_bytes(),
+            );
         }
         marks.end_of_poll();
         let mark = marks.take_through(700).unwrap();
@@ -1131,11 +1181,53 @@ mod tests {
     }
 
     #[test]
+    fn a_redelivery_below_the_newest_message_is_never_an_ack_point() {
+        // First deliveries 1..=300 (consumer sequence = stream sequence), then
+        // redeliveries of 100..=300 at consumer sequences 301..=501, then new
+        // messages 301..=400 at 502..=601.
+        let subject = |s: u64, c: u64| format!("$JS.ACK.S.C.1.{s}.{c}.0.0");
+        let mut marks = AckMarks::new();
+        for seq in 1..=300u64 {
+            marks.note(seq, seq, seq, subject(seq, seq).as_bytes());
+        }
+        for (i, seq) in (100..=299u64).enumerate() {
+            let c = 301 + i as u64;
+            marks.note(seq, c, 300, subject(seq, c).as_bytes());
+        }
+        marks.end_of_poll();
+        // A redelivery of the newest message adds nothing: its first delivery is a point.
+        marks.note(300, 501, 300, subject(300, 501).as_bytes());
+        marks.end_of_poll();
+        for (i, seq) in (301..=400u64).enumerate() {
+            let c = 502 + i as u64;
+            marks.note(seq, c, seq, subject(seq, c).as_bytes());
+        }
+        marks.end_of_poll();
+        // Acks go out in order, each above the last in both sequences.
+        let mut last = (0, 0);
+        for watermark in [150, 256, 299, 300, 350, 400] {
+            if let Some(m) = marks.take_through(watermark) {
+                assert!(m.seq > last.0 && m.consumer_seq > last.1, "{watermark}");
+                last = (m.seq, m.consumer_seq);
+            }
+        }
+        assert_eq!(last, (400, 601));
+        marks.clear();
+        marks.note(5, 1, 1, subject(5, 1).as_bytes());
+        marks.end_of_poll();
+        assert_eq!(
+            marks.take_through(5).map(|m| m.seq),
+            Some(5),
+            "a new consumer starts over"
+        );
+    }
+
+    #[test]
     fn full_mark_ring_drops_oldest_points_only() {
         let mut marks = AckMarks::new();
         let total = (ACK_MARKS_MAX as u64 + 10) * ACK_MARK_EVERY;
         for seq in 1..=total {
-            marks.note(seq, b"$JS.ACK.S.C.1.1.1.0.0");
+            marks.note(seq, seq, seq, b"$JS.ACK.S.C.1.1.1.0.0");
         }
         assert_eq!(marks.marks.len(), ACK_MARKS_MAX);
         assert!(marks.take_through(5 * ACK_MARK_EVERY).is_none());
