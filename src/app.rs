@@ -449,9 +449,17 @@ impl App {
             what: "the control endpoint: `http.addr` is in use or not this host's (another appliance? set `--set http.addr=127.0.0.1:0` for any free port)",
             source,
         })?;
-        let options = crate::native::Options::from_config(config, true);
+        // The schema is read from one server; in a cluster, the first of them that
+        // answers (every shard's is compared with it next), so a restart while a
+        // replica is down starts. Quality snapshots and `/quality` read through it too.
+        let targets = cluster_targets(config);
+        let all: Vec<crate::native::Options> = targets.iter().flatten().cloned().collect();
+        let options = match crate::pipeline::first_live(&all) {
+            Ok((live, _)) => live.clone(),
+            Err(_) => crate::native::Options::from_config(config, true),
+        };
         let destination = Destination::resolve(&options)
-            .and_then(|d| d.with_targets(cluster_targets(config)))
+            .and_then(|d| d.with_targets(targets))
             .map_err(AppError::Tables)?;
         tracing::info!(
             "Server-side insert deduplication: {}",

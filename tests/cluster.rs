@@ -14,6 +14,13 @@
 //!   inserts into killed mid-feed, the writer fails over to its twin, every message
 //!   is stored once, and the killed replica catches up when it is back.
 //!
+//! - a shard whose only server dies mid-feed spills its blocks while the other shard
+//!   stores on, and catches up when the server is back;
+//! - the whole scale-out at once: two partitioned appliances into a replicated
+//!   cluster, a replica killed and one appliance killed with -9 and restarted (while
+//!   that replica is still down): every message once, each instrument on its shard,
+//!   received in stream order.
+//!
 //! Each test has its own cluster, database, streams and durable, removed afterwards.
 
 mod common;
@@ -378,4 +385,177 @@ fn scalar_text(conn: &mut Connection, sql: &str) -> String {
         Some(alphapt_storage::native::Value::Bytes(bytes)) => String::from_utf8(bytes).unwrap(),
         other => panic!("{sql}: {other:?}"),
     }
+}
+
+/// The whole scale-out at once (issue 18's check): a nats-server mapping the ticks over
+/// two partitions, two appliances with one partition each, a ClickHouse cluster of two
+/// shards whose first is a replicated pair. Mid-feed the replica in use is killed, then
+/// one appliance dies with -9 and is started again. Every message is stored once
+/// cluster-wide (through the `Distributed` tables), each instrument on the shard the
+/// server's hash gives it, and each instrument's rows were received in stream order.
+#[test]
+fn two_partitioned_appliances_into_a_replicated_cluster_store_each_tick_once() {
+    const TICKS: u64 = 40_000;
+    let zookeeper = PrivateZooKeeper::start();
+    let mut cluster = PrivateCluster::start_replicated("alphapt_ctp", &[2, 1], &zookeeper);
+    let db = TestDb::new("scaleout");
+    let nats = Nats::new("scaleout");
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ctp"]);
+    assert!(ok, "{text}");
+    let server = partitioned_server(&db, &nats, 2);
+    let appliance = |id: u32| {
+        let mut flags = extra.clone();
+        flags.extend(partition_flags(&db, &server, id));
+        flags
+    };
+    let (a_flags, b_flags) = (appliance(0), appliance(1));
+    let mut args = sets(&db, &nats);
+    args.extend(["--set".into(), format!("nats.url={}", server.url())]);
+    args.extend(
+        [
+            "feed",
+            "--count",
+            &TICKS.to_string(),
+            "--rate",
+            "8000",
+            "--instruments",
+            "2000",
+        ]
+        .map(String::from),
+    );
+    let feeder = binary(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let a = start_run(&db, &nats, &strs(&a_flags));
+    let b = start_run(&db, &nats, &strs(&b_flags));
+    let mut reader = cluster.servers[2].connect(&db.name);
+    wait_cluster_stored(&mut reader, 6_000, Duration::from_secs(120));
+    cluster.servers[0].kill();
+    wait_cluster_stored(&mut reader, 12_000, Duration::from_secs(120));
+    let killed = kill(a);
+    let at_kill = stored_cluster_wide(&mut reader);
+    assert_eq!(
+        at_kill.0, at_kill.1,
+        "nothing doubled before the kill: {killed}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let a = start_run(&db, &nats, &strs(&a_flags));
+    feeder_done(feeder);
+    cluster.servers[0].spawn();
+    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(180));
+    let (a, b) = (drain(a), drain(b));
+    assert_eq!(
+        stored_cluster_wide(&mut reader),
+        (TICKS, TICKS, 1, TICKS),
+        "{a}\n{b}"
+    );
+    assert!(
+        a.contains("ClickHouse replica failover") || b.contains("ClickHouse replica failover"),
+        "{a}\n{b}"
+    );
+    for id in 0..2 {
+        let durable = format!("{}-p{id}", nats.durable);
+        let floor = ack_floor_of(&server, &nats, &durable);
+        assert!(floor > 0, "partition {id} acked nothing");
+    }
+    let instruments = scalar(
+        &mut reader,
+        "SELECT toUInt64(uniqExact(instrument_token)) FROM market_ticks_all",
+    );
+    assert_eq!(instruments, 2_000);
+    for (server, shard) in [(1, 0), (2, 1)] {
+        let misplaced = scalar(
+            &mut cluster.servers[server].connect(&db.name),
+            &format!(
+                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {shard}"
+            ),
+        );
+        assert_eq!(
+            misplaced, 0,
+            "server {server} holds other shards' instruments"
+        );
+    }
+    // Per instrument, sorted by stream sequence, the receive times never go back:
+    // one appliance received each instrument's messages in stream order.
+    let out_of_order = scalar(
+        &mut reader,
+        "SELECT count() FROM (SELECT arraySort((r, s) -> s, groupArray(toUInt64(received_at) * 1000 + received_at_ms), groupArray(stream_seq)) AS rs \
+         FROM market_ticks_all GROUP BY instrument_token) \
+         WHERE arrayExists((r, i) -> i > 1 AND r < rs[i - 1], rs, arrayEnumerate(rs))",
+    );
+    assert_eq!(out_of_order, 0, "instruments received out of stream order");
+}
+
+/// The ack floor of `durable` on `server`.
+fn ack_floor_of(server: &PrivateNats, nats: &Nats, durable: &str) -> u64 {
+    let js = alphapt_storage::receive::nats::JetStream::new(Duration::from_secs(2));
+    let mut nc = server.connect().unwrap();
+    js.consumer_info(&mut nc, &nats.stream, durable)
+        .unwrap()
+        .expect("the partition's durable exists")
+        .ack_floor
+        .stream_seq
+}
+
+/// A shard whose only server dies mid-feed: its instruments' blocks wait in the
+/// spill journal while the other shard goes on storing its own, `/metrics` shows the
+/// shard down; when the server is back, the journal drains into it and every message
+/// is stored once cluster-wide.
+#[test]
+fn a_shard_with_no_live_replica_spills_and_catches_up_when_back() {
+    const TICKS: u64 = 20_000;
+    let mut cluster = PrivateCluster::start("alphapt_ct_spill", 2);
+    let db = TestDb::new("clusterspill");
+    let nats = Nats::new("clusterspill");
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ct_spill"]);
+    assert!(ok, "{text}");
+    let feeder = feeder(&db, &nats, TICKS, 4_000, "json");
+    // Overflow mode: a block reaches the journal only when its shard cannot take it.
+    let mut flags = extra_refs.clone();
+    flags.extend(["--set", "spill.mode=overflow"]);
+    let run = start_run(&db, &nats, &flags);
+    let mut first = cluster.servers[0].connect(&db.name);
+    let local = |conn: &mut Connection| scalar(conn, "SELECT count() FROM market_ticks");
+    common::wait_until("the first shard stores", Duration::from_secs(60), || {
+        local(&mut first) > 1_000
+    });
+    cluster.servers[1].kill();
+    let at_kill = local(&mut first);
+    // The live shard is not held back by the dead one.
+    common::wait_until(
+        "the first shard stores on with the second down",
+        Duration::from_secs(60),
+        || local(&mut first) > at_kill + 3_000,
+    );
+    let (_, metrics) = get(control_addr(&run), "/metrics");
+    assert!(
+        metrics.contains("alphapt_clickhouse_shard_up{shard=\"2\"} 0\n"),
+        "{metrics}"
+    );
+    let pending = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("alphapt_spill_pending_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        pending > 0.0,
+        "the second shard's blocks wait in the journal: {metrics}"
+    );
+    feeder_done(feeder);
+    cluster.servers[1].spawn();
+    let mut reader = cluster.servers[0].connect(&db.name);
+    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored_cluster_wide(&mut reader),
+        (TICKS, TICKS, 1, TICKS),
+        "{summary}"
+    );
+    consumer_settled(&nats, TICKS);
 }

@@ -107,34 +107,6 @@ fn a_bad_partition_count_is_refused_with_one_line() {
     }
 }
 
-/// A private nats-server running the partition mapping for `nats`'s subjects.
-fn partitioned_server(db: &common::TestDb, nats: &Nats, partitions: u32) -> PrivateNats {
-    let mut args = sets(db, nats);
-    args.extend(["partitions".into(), partitions.to_string()]);
-    let printed = binary(&args).output().unwrap();
-    assert!(printed.status.success(), "{printed:?}");
-    PrivateNats::start_with_config(&String::from_utf8(printed.stdout).unwrap())
-}
-
-/// The flags of an appliance serving partition `id` of 2 on `server`, with a spill
-/// directory of its own.
-fn partition_flags(db: &common::TestDb, server: &PrivateNats, id: u32) -> Vec<String> {
-    let spill = db.spill_dir().join(format!("p{id}"));
-    [
-        format!("nats.url={}", server.url()),
-        "nats.partitions=2".to_owned(),
-        format!("nats.partition_ids={id}"),
-        format!("spill.dir={}", spill.display()),
-    ]
-    .into_iter()
-    .flat_map(|set| ["--set".to_owned(), set])
-    .collect()
-}
-
-fn strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
-}
-
 /// Messages the run routed, from its summary ("... after N messages: ...").
 fn routed(summary: &str) -> u64 {
     let at = summary.find(" messages: ").expect(summary);

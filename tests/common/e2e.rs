@@ -660,3 +660,31 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     )
 }
+
+/// A private nats-server running the partition mapping for `nats`'s subjects.
+pub fn partitioned_server(db: &super::TestDb, nats: &Nats, partitions: u32) -> PrivateNats {
+    let mut args = sets(db, nats);
+    args.extend(["partitions".into(), partitions.to_string()]);
+    let printed = binary(&args).output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    PrivateNats::start_with_config(&String::from_utf8(printed.stdout).unwrap())
+}
+
+/// The flags of an appliance serving partition `id` of 2 on `server`, with a spill
+/// directory of its own.
+pub fn partition_flags(db: &super::TestDb, server: &PrivateNats, id: u32) -> Vec<String> {
+    let spill = db.spill_dir().join(format!("p{id}"));
+    [
+        format!("nats.url={}", server.url()),
+        "nats.partitions=2".to_owned(),
+        format!("nats.partition_ids={id}"),
+        format!("spill.dir={}", spill.display()),
+    ]
+    .into_iter()
+    .flat_map(|set| ["--set".to_owned(), set])
+    .collect()
+}
+
+pub fn strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
