@@ -102,6 +102,9 @@ pub enum AppError {
         /// What failed.
         source: ReplayError,
     },
+    /// The spill holds blocks written for another ClickHouse shard count.
+    #[error("{0}")]
+    SpillLayout(String),
     /// A thread could not be started.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -198,6 +201,7 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         if journal.records_pending() == 0 {
             continue;
         }
+        check_spill_layout(&root, destination.targets.len())?;
         if !waited[target] {
             wait_for_killed_inserts(&replay_options).map_err(|source| AppError::SpillReplay {
                 dir: dir.clone(),
@@ -231,7 +235,60 @@ pub fn replay_spills(config: &Config, destination: &Destination) -> Result<Spill
         total.already_stored += report.already_stored;
         total.other_schema += report.other_schema;
     }
+    // What is journaled from here on is written for this shard count.
+    let layout = root.join(SPILL_LAYOUT_FILE);
+    std::fs::create_dir_all(&root)
+        .and_then(|()| std::fs::write(&layout, format!("{}\n", destination.targets.len())))
+        .map_err(|e| AppError::SpillOpen {
+            dir: root.clone(),
+            source: SpillError::Io {
+                action: "cannot write",
+                path: layout,
+                source: e,
+            },
+        })?;
     Ok(replay)
+}
+
+/// Under `spill.dir`: how many ClickHouse shards the journals were written for. A
+/// writer's blocks hold only the instruments of its shard (`w % S`), and a block
+/// replays to its writer's shard, so the same `S` must read them back.
+pub const SPILL_LAYOUT_FILE: &str = "clickhouse-shards";
+
+/// Refuses to replay journals written for another shard count into `shards` shards
+/// (one server takes any: every instrument is its own).
+fn check_spill_layout(root: &std::path::Path, shards: usize) -> Result<(), AppError> {
+    if shards <= 1 {
+        return Ok(());
+    }
+    let written = std::fs::read_to_string(root.join(SPILL_LAYOUT_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    if written == Some(shards) {
+        return Ok(());
+    }
+    let was = match written {
+        Some(n) => format!("{n} ClickHouse shard(s)"),
+        None => {
+            "an unknown ClickHouse layout (a single server, or a version that did not record it)"
+                .to_owned()
+        }
+    };
+    Err(AppError::SpillLayout(format!(
+        "the spill under {} holds blocks written for {was}, and `clickhouse.shards` now lists {shards}: \
+         each would replay to its writer's shard under the new count, not the shard its instruments hash to. \
+         Replay it with the config that wrote it first (`alphapt-storage spill replay` with the old \
+         `clickhouse.shards`), then start with the new one{}",
+        root.display(),
+        if written.is_none() {
+            format!(
+                ". If they were written for these {shards} shards, put `{shards}` in {}",
+                root.join(SPILL_LAYOUT_FILE).display()
+            )
+        } else {
+            String::new()
+        }
+    )))
 }
 
 /// Every ClickHouse shard's replicas of `clickhouse.shards` (empty for one server).

@@ -559,3 +559,77 @@ fn a_shard_with_no_live_replica_spills_and_catches_up_when_back() {
     );
     consumer_settled(&nats, TICKS);
 }
+
+/// A spill journaled for one shard count, started with another: refused (each block
+/// would go to its writer's shard under the new count, not its instruments' shard),
+/// naming the fix; replayed with the config that wrote it, the new layout starts and
+/// every message is stored once.
+#[test]
+fn a_spill_written_for_another_shard_count_is_refused_until_replayed() {
+    const TICKS: u64 = 10_000;
+    let mut cluster = PrivateCluster::start("alphapt_ct_layout", 2);
+    let db = TestDb::new("clusterlayout");
+    let nats = Nats::new("clusterlayout");
+    let pg = PgDb::new();
+    let two = cluster_sets(&cluster, &pg);
+    let (ok, text) = migrate(&db, &nats, &two, &["up", "--cluster", "alphapt_ct_layout"]);
+    assert!(ok, "{text}");
+    let one: Vec<String> = [
+        format!("clickhouse.shards={}", cluster.addrs()[0]),
+        format!("postgres.url={}", pg.url()),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect();
+    // One shard: its server dies mid-feed, blocks stay journaled, the appliance is
+    // killed.
+    let feeder = feeder(&db, &nats, TICKS, 2_500, "json");
+    let run = start_run(&db, &nats, &strs(&one));
+    let mut first = cluster.servers[0].connect(&db.name);
+    common::wait_until("some stored", Duration::from_secs(60), || {
+        scalar(&mut first, "SELECT count() FROM market_ticks") > 1_000
+    });
+    cluster.servers[0].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = kill(run);
+    feeder_done(feeder);
+    cluster.servers[0].spawn();
+
+    // Two shards over that journal: refused, naming the way out.
+    let mut args = sets(&db, &nats);
+    args.extend(two.iter().cloned());
+    args.extend(["run".to_string(), "--quiet".into()]);
+    let child = binary(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, text) = wait_exit(child, Duration::from_secs(60), "the other layout");
+    assert!(!status.success(), "{text}\n{killed}");
+    assert!(
+        text.contains("written for 1 ClickHouse shard(s)") && text.contains("spill replay"),
+        "{text}"
+    );
+
+    // Replayed with the config that wrote it, then the two-shard run finishes the job.
+    let mut args = sets(&db, &nats);
+    args.extend(one.iter().cloned());
+    args.extend(["spill".to_string(), "replay".into()]);
+    let out = binary(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = start_run(&db, &nats, &strs(&two));
+    let mut reader = cluster.servers[0].connect(&db.name);
+    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored_cluster_wide(&mut reader),
+        (TICKS, TICKS, 1, TICKS),
+        "{summary}"
+    );
+    consumer_settled(&nats, TICKS);
+}
