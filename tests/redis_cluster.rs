@@ -8,6 +8,9 @@
 //!   of a feed, every instrument's cached latest tick still equals ClickHouse's, the
 //!   writer counted the redirections it followed and no command was refused; `query`
 //!   answers from the cluster, and `health` counts the masters (one killed: degraded).
+//! - With a replica per master, the master `redis.url` names is killed mid-feed: its
+//!   replica takes over, the writer reads the new map from another node, and the
+//!   cache ends equal to ClickHouse.
 //!
 //! Each test has its own cluster, database, streams and key prefix.
 
@@ -162,7 +165,8 @@ fn a_pipeline_goes_to_each_slot_owner_and_follows_ask_then_moved() {
     assert_eq!(link.take_redirects(), 0);
 }
 
-/// `HGETALL key` from whichever master owns it (the others answer MOVED).
+/// `HGETALL key` from whichever master owns it (the others answer MOVED; a dead
+/// node does not answer).
 fn hgetall(cluster: &PrivateRedisCluster, key: &str) -> HashMap<String, String> {
     cluster
         .nodes
@@ -170,10 +174,38 @@ fn hgetall(cluster: &PrivateRedisCluster, key: &str) -> HashMap<String, String> 
         .find_map(|n| {
             redis::cmd("HGETALL")
                 .arg(key)
-                .query::<HashMap<String, String>>(&mut n.conn())
+                .query::<HashMap<String, String>>(&mut n.try_conn().ok()?)
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// Polls until every instrument's cached latest tick is ClickHouse's (at most 10 s);
+/// what still differs.
+fn cache_mismatches(
+    cluster: &PrivateRedisCluster,
+    conn: &mut Connection,
+    prefix: &str,
+) -> Vec<String> {
+    let expected = latest_good(conn);
+    assert_eq!(expected.len(), 100);
+    let started = Instant::now();
+    let mut wrong = Vec::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        wrong = expected
+            .iter()
+            .filter_map(|(token, seq)| {
+                let h = hgetall(cluster, &format!("{prefix}tick:{{{token}}}"));
+                let got = h.get("stream_seq").and_then(|s| s.parse::<u64>().ok());
+                (got != Some(*seq)).then(|| format!("{token}: cached {got:?}, stored {seq}"))
+            })
+            .collect();
+        if wrong.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wrong
 }
 
 /// ClickHouse's last good tick per instrument: token → stream_seq.
@@ -218,9 +250,10 @@ fn the_cache_follows_a_reshard_mid_feed_and_query_and_health_read_the_cluster() 
         .collect();
     let run = start_run(&db, &nats, &redis_args);
     let control = control_addr(&run);
-    // 5,000 ticks/s over 100 instruments: every instrument is written again after
-    // the reshard, so its cached tick can only be right if the writer followed it.
-    let feed = feeder(&db, &nats, COUNT, 5_000, "json");
+    // 3,000 ticks/s over 100 instruments for 10 s: every instrument is written again
+    // after the reshard (a few seconds), so its cached tick can only be right if the
+    // writer followed it.
+    let feed = feeder(&db, &nats, COUNT, 3_000, "json");
     wait_until_stored(&mut conn, COUNT / 4);
     let (from, to) = (&cluster.nodes[0], &cluster.nodes[1]);
     let prefix = db.redis_prefix();
@@ -250,25 +283,9 @@ fn the_cache_follows_a_reshard_mid_feed_and_query_and_health_read_the_cluster() 
     wait_stored(&mut conn, COUNT, Duration::from_secs(120));
 
     // Every instrument's cached latest tick is ClickHouse's, wherever its slot went.
-    let expected = latest_good(&mut conn);
-    assert_eq!(expected.len(), 100);
-    let started = Instant::now();
-    let mut wrong = Vec::new();
-    while started.elapsed() < Duration::from_secs(5) {
-        wrong = expected
-            .iter()
-            .filter_map(|(token, seq)| {
-                let h = hgetall(&cluster, &format!("{prefix}tick:{{{token}}}"));
-                let got = h.get("stream_seq").and_then(|s| s.parse::<u64>().ok());
-                (got != Some(*seq)).then(|| format!("{token}: cached {got:?}, stored {seq}"))
-            })
-            .collect();
-        if wrong.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wrong = cache_mismatches(&cluster, &mut conn, &prefix);
     assert!(wrong.is_empty(), "{wrong:#?}");
+    let expected = latest_good(&mut conn);
     let moved = on_from
         .iter()
         .filter(|t| keys_in_slot(to, slot_of(t)) > 0 && keys_in_slot(from, slot_of(t)) == 0)
@@ -351,4 +368,56 @@ fn wait_until_stored(conn: &mut Connection, at_least: u64) {
     common::wait_until("a quarter stored", Duration::from_secs(60), || {
         stored(conn).0 >= at_least
     });
+}
+
+/// The seed master (the node `redis.url` names) killed mid-feed: its replica takes
+/// over, the writer reads the new map from another node and rewrites every
+/// instrument, and the cache ends equal to ClickHouse; no tick is lost to ClickHouse.
+#[test]
+fn the_seed_master_killed_mid_feed_fails_over_to_its_replica() {
+    const COUNT: u64 = 30_000;
+    let (db, mut conn) = tables("rclfail");
+    let mut cluster = PrivateRedisCluster::start_with_replicas(3, 1);
+    assert_eq!(cluster.nodes[0].role(), "master");
+    let nats = Nats::new("rclfail");
+    let sets_redis = [
+        format!("redis.url={}", cluster.url()),
+        "redis.cluster=true".into(),
+        "redis.hash_tags=true".into(),
+        "redis.timeout_ms=500".into(),
+        "redis.backoff_max_ms=200".into(),
+    ];
+    let args: Vec<&str> = sets_redis
+        .iter()
+        .flat_map(|s| ["--set", s.as_str()])
+        .collect();
+    let run = start_run(&db, &nats, &args);
+    let control = control_addr(&run);
+    // 10 s of feed: the failover (2 s node timeout, then an election) ends inside it.
+    let feed = feeder(&db, &nats, COUNT, 3_000, "json");
+    wait_until_stored(&mut conn, COUNT / 4);
+    let errors_before = metric(control, "alphapt_redis_write_errors_total");
+    cluster.nodes[0].kill();
+    // The replica of the dead master is promoted (cluster-node-timeout 2 s).
+    let survivors: Vec<&Node> = cluster.nodes[1..].iter().collect();
+    common::wait_until(
+        "a replica took over the dead master's slots",
+        Duration::from_secs(30),
+        || survivors.iter().filter(|n| n.role() == "master").count() == 3,
+    );
+    cluster.wait_ok_on(&survivors);
+    let promoted_at = stored(&mut conn).0;
+    feeder_done(feed);
+    wait_stored(&mut conn, COUNT, Duration::from_secs(120));
+    let wrong = cache_mismatches(&cluster, &mut conn, &db.redis_prefix());
+    let errors = metric(control, "alphapt_redis_write_errors_total") - errors_before;
+    let summary = drain(run);
+    eprintln!("failover done at {promoted_at} of {COUNT} stored; {errors} failed writes during it");
+    assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
+    assert!(
+        promoted_at < COUNT,
+        "the failover ended after the feed: {promoted_at}"
+    );
+    assert!(errors > 0, "the dead master was noticed");
+    assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT), "{summary}");
 }

@@ -30,8 +30,14 @@ fn free_port() -> u16 {
 
 impl PrivateRedisCluster {
     pub fn start(masters: usize) -> PrivateRedisCluster {
+        PrivateRedisCluster::start_with_replicas(masters, 0)
+    }
+
+    /// `masters` masters with `replicas` replicas each (listed after the masters in
+    /// `nodes` only until a failover: read roles from the servers).
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> PrivateRedisCluster {
         let mut nodes = Vec::new();
-        for _ in 0..masters {
+        for _ in 0..masters * (1 + replicas) {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!("alphapt-rcluster-{}", super::suffix()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -50,7 +56,7 @@ impl PrivateRedisCluster {
             create.arg(format!("127.0.0.1:{}", node.port));
         }
         let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli on PATH (bash .ci/services.sh installs it)");
         assert!(
@@ -60,13 +66,32 @@ impl PrivateRedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_ok();
+        if replicas > 0 {
+            wait_until("every replica synced", Duration::from_secs(30), || {
+                cluster.nodes.iter().all(|n| {
+                    let Ok(mut c) = n.try_conn() else {
+                        return false;
+                    };
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            });
+        }
         cluster
     }
 
     /// Until every node says `cluster_state:ok`.
     pub fn wait_ok(&self) {
+        self.wait_ok_on(&self.nodes.iter().collect::<Vec<_>>());
+    }
+
+    /// Until each of `nodes` says `cluster_state:ok`.
+    pub fn wait_ok_on(&self, nodes: &[&Node]) {
         wait_until("Redis Cluster state ok", Duration::from_secs(30), || {
-            self.nodes.iter().all(|n| {
+            nodes.iter().all(|n| {
                 let Ok(mut c) = n.try_conn() else {
                     return false;
                 };
@@ -97,6 +122,19 @@ impl Node {
         self.try_conn().expect("cluster node answers")
     }
 
+    /// `master` or `slave`, as the node says now.
+    pub fn role(&self) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("role:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    }
+
     /// The node's cluster id.
     pub fn id(&self) -> String {
         redis::cmd("CLUSTER")
@@ -114,6 +152,10 @@ impl Node {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "no"])
+            // A replica syncs at once, not after the 5 s wait for more replicas: one
+            // that never synced refuses to fail over ("disconnected from master for
+            // longer than allowed").
+            .args(["--repl-diskless-sync-delay", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
