@@ -426,6 +426,17 @@ pub fn probe_redis(
             .unwrap_or("unknown")
             .trim()
             .to_string();
+        let cluster_info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut conn)
+            .unwrap_or_default();
+        if cluster_info.contains("cluster_enabled:1") {
+            return Ok((
+                version,
+                Status::Degraded,
+                "the server is a Redis Cluster node but `redis.cluster` is off: keys of other nodes' slots are refused (MOVED); set `redis.cluster = true` and `redis.hash_tags = true`".to_owned(),
+            ));
+        }
         Ok((version, Status::Up, format!("PING answered {pong}")))
     });
     component("redis", outcome, latency_ms)

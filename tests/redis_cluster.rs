@@ -421,3 +421,47 @@ fn the_seed_master_killed_mid_feed_fails_over_to_its_replica() {
     assert!(errors > 0, "the dead master was noticed");
     assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT), "{summary}");
 }
+
+/// A cluster node configured as one server (`redis.cluster` off): the writer stops at
+/// the first MOVED and says which setting is wrong, instead of counting every other
+/// node's key as refused for ever; `health` says the same.
+#[test]
+fn a_cluster_node_written_as_one_server_is_named_as_a_misconfiguration() {
+    const COUNT: u64 = 2_000;
+    let (db, mut conn) = tables("rclmis");
+    let cluster = PrivateRedisCluster::start(3);
+    let nats = Nats::new("rclmis");
+    let url = format!("redis.url={}", cluster.url());
+    let run = start_run(
+        &db,
+        &nats,
+        &["--set", &url, "--set", "redis.backoff_max_ms=200"],
+    );
+    feed_all(&db, &nats, COUNT, "0", "100");
+    wait_stored(&mut conn, COUNT, Duration::from_secs(60));
+    common::wait_until(
+        "the misconfiguration logged",
+        Duration::from_secs(10),
+        || run.output().contains("set `redis.cluster = true`"),
+    );
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (COUNT, COUNT, 1, COUNT), "{summary}");
+    let mut args = sets(&db, &nats);
+    args.extend(["--set".into(), url, "health".into(), "--json".into()]);
+    let out = binary(&args).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let redis = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "redis")
+        .unwrap();
+    assert_eq!(redis["status"], "degraded", "{redis}");
+    assert!(
+        redis["detail"]
+            .as_str()
+            .unwrap()
+            .contains("redis.cluster = true"),
+        "{redis}"
+    );
+}

@@ -988,6 +988,14 @@ impl CacheWriter {
         for reply in &replies {
             if let Value::ServerError(error) = reply {
                 let code = error.code().to_owned();
+                if matches!(code.as_str(), "MOVED" | "ASK") && !self.config.cluster {
+                    // A cluster node written as one server: every key it does not own
+                    // would be refused one by one, for ever.
+                    self.undo();
+                    return Err(Failure::Server(format!(
+                        "Redis answered {code}: the server is a Redis Cluster node; set `redis.cluster = true` (and `redis.hash_tags = true`)"
+                    )));
+                }
                 if server_wide(&code) {
                     self.undo();
                     return Err(Failure::Server(format!(
