@@ -416,16 +416,7 @@ pub fn probe_redis(
         let pong: String = redis::cmd("PING")
             .query(&mut conn)
             .map_err(|e| e.to_string())?;
-        let text: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut conn)
-            .map_err(|e| e.to_string())?;
-        let version = text
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_string();
+        let version = redis_info(&mut conn, "server", "redis_version")?;
         let cluster_info: String = redis::cmd("INFO")
             .arg("cluster")
             .query(&mut conn)
@@ -442,6 +433,24 @@ pub fn probe_redis(
     component("redis", outcome, latency_ms)
 }
 
+/// `field` of `INFO <section>`, `unknown` when absent.
+fn redis_info(conn: &mut redis::Connection, section: &str, field: &str) -> Result<String, String> {
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query(conn)
+        .map_err(|e| e.to_string())?;
+    Ok(info_field(&text, field))
+}
+
+/// `field:value` lines (INFO, CLUSTER INFO): the value, `unknown` when absent.
+fn info_field(text: &str, field: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned()
+}
+
 /// A Redis Cluster through its seed `conn`: up when `cluster_state` is ok and every
 /// master owning slots answers PING; degraded when the seed answers but the cluster
 /// does not (a master down and not yet replaced, slots unassigned).
@@ -455,21 +464,8 @@ fn probe_redis_cluster(
         .arg("INFO")
         .query(conn)
         .map_err(|e| format!("CLUSTER INFO: {e} (is `redis.cluster` right for this server?)"))?;
-    let state = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cluster_state:"))
-        .unwrap_or("unknown")
-        .trim()
-        .to_owned();
-    let version: String = redis::cmd("INFO")
-        .arg("server")
-        .query::<String>(conn)
-        .map_err(|e| e.to_string())?
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("unknown")
-        .trim()
-        .to_owned();
+    let state = info_field(&info, "cluster_state");
+    let version = redis_info(conn, "server", "redis_version")?;
     let link = crate::cache::redis::Link::connect(url, password, tls, PROBE_TIMEOUT, true, &[])?;
     let masters = link.nodes();
     let mut down = Vec::new();

@@ -101,6 +101,82 @@ fn wait_cluster_stored(conn: &mut Connection, expected: u64, limit: Duration) {
     }
 }
 
+/// Waits for `count` messages cluster-wide, drains `run`, and checks each is stored
+/// once and the consumer settled.
+fn drain_stored_once_cluster_wide(reader: &mut Connection, run: Running, nats: &Nats, count: u64) {
+    wait_cluster_stored(reader, count, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(
+        stored_cluster_wide(reader),
+        (count, count, 1, count),
+        "{summary}"
+    );
+    consumer_settled(nats, count);
+}
+
+/// Rows on `conn`'s server whose instrument the server's own hash gives another of
+/// two shards than `shard`.
+fn misplaced(conn: &mut Connection, shard: usize) -> u64 {
+    scalar(
+        conn,
+        &format!(
+            "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {shard}"
+        ),
+    )
+}
+
+/// A private cluster migrated with `migrate up --cluster`, and the test's database,
+/// streams and PostgreSQL.
+struct Setup {
+    // Dropped after the servers that use it.
+    cluster: PrivateCluster,
+    _zookeeper: Option<PrivateZooKeeper>,
+    db: TestDb,
+    nats: Nats,
+    pg: PgDb,
+    extra: Vec<String>,
+}
+
+/// Two shards of one server each.
+fn sharded(name: &str, tag: &str) -> Setup {
+    migrated(PrivateCluster::start(name, 2), None, name, tag)
+}
+
+/// Shards [2 replicas, 1] over a private ZooKeeper: shard 1 is servers 0 and 1, shard 2
+/// is server 2.
+fn replicated(name: &str, tag: &str) -> Setup {
+    let zookeeper = PrivateZooKeeper::start();
+    let cluster = PrivateCluster::start_replicated(name, &[2, 1], &zookeeper);
+    migrated(cluster, Some(zookeeper), name, tag)
+}
+
+fn migrated(
+    cluster: PrivateCluster,
+    zookeeper: Option<PrivateZooKeeper>,
+    name: &str,
+    tag: &str,
+) -> Setup {
+    let db = TestDb::new(tag);
+    let nats = Nats::new(tag);
+    let pg = PgDb::new();
+    let extra = cluster_sets(&cluster, &pg);
+    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", name]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("distributed on").count(),
+        cluster.servers.len(),
+        "{text}"
+    );
+    Setup {
+        cluster,
+        _zookeeper: zookeeper,
+        db,
+        nats,
+        pg,
+        extra,
+    }
+}
+
 #[test]
 fn each_instrument_lands_on_its_shard_once_across_a_kill_and_restart() {
     const HALF: u64 = 10_000;
@@ -151,14 +227,9 @@ fn each_instrument_lands_on_its_shard_once_across_a_kill_and_restart() {
     // both hold some.
     for (index, server) in cluster.servers.iter().enumerate() {
         let mut conn = server.connect(&db.name);
-        let misplaced = scalar(
-            &mut conn,
-            &format!(
-                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {index}"
-            ),
-        );
         assert_eq!(
-            misplaced, 0,
+            misplaced(&mut conn, index),
+            0,
             "shard {index} holds other shards' instruments"
         );
         let held = scalar(&mut conn, "SELECT count() FROM market_ticks");
@@ -298,22 +369,21 @@ fn a_shard_down_or_behind_is_named_by_health_and_at_start() {
 #[test]
 fn a_replica_killed_mid_feed_fails_over_and_nothing_is_lost_or_doubled() {
     const TICKS: u64 = 20_000;
-    let zookeeper = PrivateZooKeeper::start();
-    // Shard 1 has two replicas (servers 0 and 1), shard 2 one (server 2).
-    let mut cluster = PrivateCluster::start_replicated("alphapt_ctr", &[2, 1], &zookeeper);
-    let db = TestDb::new("replicas");
-    let nats = Nats::new("replicas");
-    let pg = PgDb::new();
-    let extra = cluster_sets(&cluster, &pg);
+    // Every field bound: what a pattern leaves out is dropped at once (ZooKeeper).
+    let Setup {
+        mut cluster,
+        _zookeeper,
+        db,
+        nats,
+        pg: _pg,
+        extra,
+    } = replicated("alphapt_ctr", "replicas");
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ctr"]);
-    assert!(ok, "{text}");
-    assert_eq!(text.matches("distributed on").count(), 3, "{text}");
     let engine = scalar_text(
         &mut cluster.servers[1].connect(&db.name),
         "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'market_ticks'",
     );
-    assert_eq!(engine, "ReplicatedMergeTree", "{text}");
+    assert_eq!(engine, "ReplicatedMergeTree");
 
     let feeder = feeder(&db, &nats, TICKS, 4_000, "json");
     let run = start_run(&db, &nats, &extra_refs);
@@ -367,14 +437,9 @@ fn a_replica_killed_mid_feed_fails_over_and_nothing_is_lost_or_doubled() {
     }
     for (server, shard) in [(0, 0), (2, 1)] {
         let mut conn = cluster.servers[server].connect(&db.name);
-        let misplaced = scalar(
-            &mut conn,
-            &format!(
-                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {shard}"
-            ),
-        );
         assert_eq!(
-            misplaced, 0,
+            misplaced(&mut conn, shard),
+            0,
             "server {server} holds other shards' instruments"
         );
     }
@@ -396,14 +461,15 @@ fn scalar_text(conn: &mut Connection, sql: &str) -> String {
 #[test]
 fn two_partitioned_appliances_into_a_replicated_cluster_store_each_tick_once() {
     const TICKS: u64 = 40_000;
-    let zookeeper = PrivateZooKeeper::start();
-    let mut cluster = PrivateCluster::start_replicated("alphapt_ctp", &[2, 1], &zookeeper);
-    let db = TestDb::new("scaleout");
-    let nats = Nats::new("scaleout");
-    let pg = PgDb::new();
-    let extra = cluster_sets(&cluster, &pg);
-    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ctp"]);
-    assert!(ok, "{text}");
+    // Every field bound: what a pattern leaves out is dropped at once (ZooKeeper).
+    let Setup {
+        mut cluster,
+        _zookeeper,
+        db,
+        nats,
+        pg: _pg,
+        extra,
+    } = replicated("alphapt_ctp", "scaleout");
     let server = partitioned_server(&db, &nats, 2);
     let appliance = |id: u32| {
         let mut flags = extra.clone();
@@ -467,14 +533,10 @@ fn two_partitioned_appliances_into_a_replicated_cluster_store_each_tick_once() {
     );
     assert_eq!(instruments, 2_000);
     for (server, shard) in [(1, 0), (2, 1)] {
-        let misplaced = scalar(
-            &mut cluster.servers[server].connect(&db.name),
-            &format!(
-                "SELECT count() FROM market_ticks WHERE intHash64(instrument_token) % 2 != {shard}"
-            ),
-        );
+        let mut conn = cluster.servers[server].connect(&db.name);
         assert_eq!(
-            misplaced, 0,
+            misplaced(&mut conn, shard),
+            0,
             "server {server} holds other shards' instruments"
         );
     }
@@ -507,14 +569,15 @@ fn ack_floor_of(server: &PrivateNats, nats: &Nats, durable: &str) -> u64 {
 #[test]
 fn a_shard_with_no_live_replica_spills_and_catches_up_when_back() {
     const TICKS: u64 = 20_000;
-    let mut cluster = PrivateCluster::start("alphapt_ct_spill", 2);
-    let db = TestDb::new("clusterspill");
-    let nats = Nats::new("clusterspill");
-    let pg = PgDb::new();
-    let extra = cluster_sets(&cluster, &pg);
+    let Setup {
+        mut cluster,
+        _zookeeper,
+        db,
+        nats,
+        pg: _pg,
+        extra,
+    } = sharded("alphapt_ct_spill", "clusterspill");
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let (ok, text) = migrate(&db, &nats, &extra, &["up", "--cluster", "alphapt_ct_spill"]);
-    assert!(ok, "{text}");
     let feeder = feeder(&db, &nats, TICKS, 4_000, "json");
     // Overflow mode: a block reaches the journal only when its shard cannot take it.
     let mut flags = extra_refs.clone();
@@ -550,14 +613,7 @@ fn a_shard_with_no_live_replica_spills_and_catches_up_when_back() {
     feeder_done(feeder);
     cluster.servers[1].spawn();
     let mut reader = cluster.servers[0].connect(&db.name);
-    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(120));
-    let summary = drain(run);
-    assert_eq!(
-        stored_cluster_wide(&mut reader),
-        (TICKS, TICKS, 1, TICKS),
-        "{summary}"
-    );
-    consumer_settled(&nats, TICKS);
+    drain_stored_once_cluster_wide(&mut reader, run, &nats, TICKS);
 }
 
 /// A spill journaled for one shard count, started with another: refused (each block
@@ -567,13 +623,14 @@ fn a_shard_with_no_live_replica_spills_and_catches_up_when_back() {
 #[test]
 fn a_spill_written_for_another_shard_count_is_refused_until_replayed() {
     const TICKS: u64 = 10_000;
-    let mut cluster = PrivateCluster::start("alphapt_ct_layout", 2);
-    let db = TestDb::new("clusterlayout");
-    let nats = Nats::new("clusterlayout");
-    let pg = PgDb::new();
-    let two = cluster_sets(&cluster, &pg);
-    let (ok, text) = migrate(&db, &nats, &two, &["up", "--cluster", "alphapt_ct_layout"]);
-    assert!(ok, "{text}");
+    let Setup {
+        mut cluster,
+        _zookeeper,
+        db,
+        nats,
+        pg,
+        extra: two,
+    } = sharded("alphapt_ct_layout", "clusterlayout");
     let one: Vec<String> = [
         format!("clickhouse.shards={}", cluster.addrs()[0]),
         format!("postgres.url={}", pg.url()),
@@ -624,12 +681,5 @@ fn a_spill_written_for_another_shard_count_is_refused_until_replayed() {
     );
     let run = start_run(&db, &nats, &strs(&two));
     let mut reader = cluster.servers[0].connect(&db.name);
-    wait_cluster_stored(&mut reader, TICKS, Duration::from_secs(120));
-    let summary = drain(run);
-    assert_eq!(
-        stored_cluster_wide(&mut reader),
-        (TICKS, TICKS, 1, TICKS),
-        "{summary}"
-    );
-    consumer_settled(&nats, TICKS);
+    drain_stored_once_cluster_wide(&mut reader, run, &nats, TICKS);
 }

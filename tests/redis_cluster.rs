@@ -38,6 +38,23 @@ fn link(cluster: &PrivateRedisCluster) -> Link {
     .expect("cluster link")
 }
 
+/// The appliance's `[redis]` for `cluster`, with short timeouts so a fault and the
+/// return are seen within a fraction of a second.
+fn cluster_sets(cluster: &PrivateRedisCluster) -> Vec<String> {
+    vec![
+        format!("redis.url={}", cluster.url()),
+        "redis.cluster=true".into(),
+        "redis.hash_tags=true".into(),
+        "redis.timeout_ms=500".into(),
+        "redis.backoff_max_ms=200".into(),
+    ]
+}
+
+/// `--set` before each of `sets`.
+fn flags(sets: &[String]) -> Vec<&str> {
+    sets.iter().flat_map(|s| ["--set", s.as_str()]).collect()
+}
+
 fn keys_in_slot(node: &Node, slot: u16) -> u64 {
     redis::cmd("CLUSTER")
         .arg("COUNTKEYSINSLOT")
@@ -237,18 +254,8 @@ fn the_cache_follows_a_reshard_mid_feed_and_query_and_health_read_the_cluster() 
     let (db, mut conn) = tables("rclus");
     let mut cluster = PrivateRedisCluster::start(3);
     let nats = Nats::new("rclus");
-    let redis_sets = [
-        format!("redis.url={}", cluster.url()),
-        "redis.cluster=true".into(),
-        "redis.hash_tags=true".into(),
-        "redis.timeout_ms=500".into(),
-        "redis.backoff_max_ms=200".into(),
-    ];
-    let redis_args: Vec<&str> = redis_sets
-        .iter()
-        .flat_map(|s| ["--set", s.as_str()])
-        .collect();
-    let run = start_run(&db, &nats, &redis_args);
+    let redis_sets = cluster_sets(&cluster);
+    let run = start_run(&db, &nats, &flags(&redis_sets));
     let control = control_addr(&run);
     // 3,000 ticks/s over 100 instruments for 10 s: every instrument is written again
     // after the reshard (a few seconds), so its cached tick can only be right if the
@@ -380,18 +387,7 @@ fn the_seed_master_killed_mid_feed_fails_over_to_its_replica() {
     let mut cluster = PrivateRedisCluster::start_with_replicas(3, 1);
     assert_eq!(cluster.nodes[0].role(), "master");
     let nats = Nats::new("rclfail");
-    let sets_redis = [
-        format!("redis.url={}", cluster.url()),
-        "redis.cluster=true".into(),
-        "redis.hash_tags=true".into(),
-        "redis.timeout_ms=500".into(),
-        "redis.backoff_max_ms=200".into(),
-    ];
-    let args: Vec<&str> = sets_redis
-        .iter()
-        .flat_map(|s| ["--set", s.as_str()])
-        .collect();
-    let run = start_run(&db, &nats, &args);
+    let run = start_run(&db, &nats, &flags(&cluster_sets(&cluster)));
     let control = control_addr(&run);
     // 10 s of feed: the failover (2 s node timeout, then an election) ends inside it.
     let feed = feeder(&db, &nats, COUNT, 3_000, "json");
