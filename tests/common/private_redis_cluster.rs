@@ -20,12 +20,19 @@ pub struct PrivateRedisCluster {
     pub nodes: Vec<Node>,
 }
 
+/// A free port whose cluster bus port (port + 10,000, fixed by Redis) is free too: the
+/// kernel's ephemeral ports reach 60,999, whose bus port would not exist.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl PrivateRedisCluster {
