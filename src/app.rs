@@ -537,11 +537,17 @@ impl App {
             .spill_bytes_max
             .saturating_sub(signals_spill_bytes(config))
             .max(config.spill.segment_bytes);
-        let (mut ticks, mut router) = pipeline::start(&ticks_config, &destination, alert.clone())
-            .map_err(|source| AppError::Start {
-            what: "the ticks path",
-            source,
-        })?;
+        // One group of shards and one receiver per subject partition served.
+        let served = match source {
+            TickSource::Nats { .. } => config.nats.served(),
+            TickSource::Synthetic { .. } => vec![None],
+        };
+        let (mut ticks, mut routers) =
+            pipeline::start_path(&ticks_config, &destination, alert.clone(), "", served.len())
+                .map_err(|source| AppError::Start {
+                    what: "the ticks path",
+                    source,
+                })?;
         let ticks_stats = ticks.stats.clone();
         let refdata_stats = Arc::new(RefdataStats::default());
         let refdata_stop = Arc::new(AtomicBool::new(false));
@@ -574,6 +580,7 @@ impl App {
                     seed: 0x5eed,
                 };
                 tracing::info!(rate, instruments, "Source: built-in synthetic feed");
+                let mut router = routers.remove(0);
                 runtime::spawn("receiver", receiver_core, move || {
                     Ok(Outcome::Synthetic(synthetic::run(
                         &mut router,
@@ -617,11 +624,11 @@ impl App {
                             subject_filter: config.nats.subject_ticks.clone(),
                         },
                         reread_all: replay.damaged_ticks,
-                        mark: local_mark(config, &config.nats.stream_ticks),
+                        mark: local_mark(config, &config.nats.stream_ticks, &config.nats.durable_name()),
                     }),
                 };
                 tracing::info!(jetstream, url = %crate::config::redact_url(&config.nats.url),
-                    partition = ?config.nats.partition(), of = config.nats.partitions, "Source: NATS");
+                    partitions = ?config.nats.partition_ids, of = config.nats.partitions, "Source: NATS");
                 signals = Some(start_signals(
                     config,
                     &destination,
@@ -629,8 +636,9 @@ impl App {
                     replay.damaged_signals,
                     alert.clone(),
                 )?);
+                let configs = per_partition(config, &receiver_config, &config.nats.subject_ticks);
                 runtime::spawn("receiver", receiver_core, move || {
-                    receiver::run(&mut router, &receiver_config).map(Outcome::Nats)
+                    receive_all(routers, configs).map(Outcome::Nats)
                 })
             }
         }
@@ -1004,7 +1012,7 @@ fn snapshot(
         .filter(|w| w.refused.load(r) != 0)
         .find_map(|w| w.last_error.lock().ok().map(|e| e.clone()));
     Snapshot {
-        received: stats.source.messages_total.load(r),
+        received: source_sum(stats, |s| &s.messages_total),
         stored: sum(|w| &w.rows_total),
         ticks_stored: stats
             .writers
@@ -1031,7 +1039,7 @@ fn snapshot(
                     .sum()
             })
             .collect(),
-        dropped: stats.source.dropped_total.load(r),
+        dropped: source_sum(stats, |s| &s.dropped_total),
         open: stats.shards.iter().map(|s| s.rows_open.load(r)).sum(),
         queued_bytes: stats
             .shards
@@ -1059,7 +1067,11 @@ fn snapshot(
         ],
         replayed_rows: sum(|w| &w.replayed_rows_total),
         spill_pending_bytes: sum(|w| &w.spill_pending_bytes),
-        watermark: stats.source.watermark.load(r),
+        // Several partitions: the lowest (each partition's own stream sequences).
+        watermark: sources(stats)
+            .map(|s| s.watermark.load(r))
+            .min()
+            .unwrap_or(0),
         signal_rows: signals.map_or(0, |s| s.writers.iter().map(|w| w.rows_total.load(r)).sum()),
         references: refdata.instruments.load(r),
         references_up: refdata.connected.load(r),
@@ -1082,17 +1094,21 @@ fn snapshot(
             sum(|w| &w.spilled_blocks_total),
             sum(|w| &w.replayed_blocks_total),
         ],
-        jetstream_pending: stats.source.jetstream_pending.load(r),
-        nats_state: stats.source.nats_state.load(r),
+        jetstream_pending: source_sum(stats, |s| &s.jetstream_pending),
+        // The worst of the partitions' sessions: down, else up, else none.
+        nats_state: sources(stats)
+            .map(|s| s.nats_state.load(r))
+            .max()
+            .unwrap_or(crate::pipeline::NATS_NONE),
         nats_partition: match stats.source.nats_partition.load(r) {
             0 => None,
             plus_one => u32::try_from(plus_one - 1).ok(),
         },
-        redelivered: stats.source.redelivered_total.load(r)
-            + signals.map_or(0, |s| s.source.redelivered_total.load(r)),
+        redelivered: source_sum(stats, |s| &s.redelivered_total)
+            + signals.map_or(0, |s| source_sum(s, |s| &s.redelivered_total)),
         reconnects: [
-            stats.source.reconnects_total.load(r)
-                + signals.map_or(0, |s| s.source.reconnects_total.load(r)),
+            source_sum(stats, |s| &s.reconnects_total)
+                + signals.map_or(0, |s| source_sum(s, |s| &s.reconnects_total)),
             stats
                 .writers
                 .iter()
@@ -1260,6 +1276,21 @@ fn start_quality(
     Ok(Some(handle))
 }
 
+/// A path's sources: one, or one per subject partition served.
+fn sources(stats: &PipelineStats) -> impl Iterator<Item = &Arc<crate::pipeline::SourceStats>> {
+    std::iter::once(&stats.source).chain(&stats.more_sources)
+}
+
+/// A counter summed over a path's sources.
+fn source_sum(
+    stats: &PipelineStats,
+    counter: impl Fn(&crate::pipeline::SourceStats) -> &AtomicU64,
+) -> u64 {
+    sources(stats)
+        .map(|s| counter(s).load(Ordering::Relaxed))
+        .sum()
+}
+
 /// Stops a slow-path thread, waiting at most `wait`.
 fn stop_slow_path(name: &str, handle: Option<JoinHandle<()>>, stop: &AtomicBool, wait: Duration) {
     stop.store(true, Ordering::Relaxed);
@@ -1309,12 +1340,13 @@ fn start_signals(
         .display()
         .to_string();
     small.spill.spill_bytes_max = signals_spill_bytes(config);
-    let (pipeline, mut router) =
-        pipeline::start_path(&small, destination, alert, "s").map_err(|source| {
-            AppError::Start {
-                what: "the signals path",
-                source,
-            }
+    // One shard per subject partition served: each receiver's own.
+    let groups = config.nats.served().len();
+    small.ingest.shards = groups as u16;
+    let (pipeline, routers) = pipeline::start_path(&small, destination, alert, "s", groups)
+        .map_err(|source| AppError::Start {
+            what: "the signals path",
+            source,
         })?;
     let receiver_config = ReceiverConfig {
         kind: Kind::SignalJson,
@@ -1333,14 +1365,19 @@ fn start_signals(
                 subject_filter: config.nats.subject_signals.clone(),
             },
             reread_all,
-            mark: local_mark(config, &config.nats.stream_signals),
+            mark: local_mark(
+                config,
+                &config.nats.stream_signals,
+                &config.nats.durable_name(),
+            ),
         }),
         // Signals run until the ticks path ends, whatever `--count` says of ticks.
         count: None,
         ..ticks.clone()
     };
+    let configs = per_partition(config, &receiver_config, &config.nats.subject_signals);
     let receiver = runtime::spawn("receiver-signals", None, move || {
-        receiver::run(&mut router, &receiver_config)
+        receive_all(routers, configs)
     })
     .map_err(|source| AppError::Start {
         what: "the signals receiver thread",
@@ -1351,14 +1388,112 @@ fn start_signals(
 
 /// AckNone's local durable mark of `stream`, in the spill directory (see
 /// `durable::mark`); none under AckAll, whose ack floor is on the server.
-fn local_mark(config: &Config, stream: &str) -> Option<LocalMark> {
+fn local_mark(config: &Config, stream: &str, durable: &str) -> Option<LocalMark> {
     (config.nats.ack_policy == crate::config::AckPolicy::None).then(|| {
         LocalMark::new(
             std::path::Path::new(&config.spill.dir),
             &config.clickhouse.database,
             stream,
-            &config.nats.durable_name(),
+            durable,
         )
+    })
+}
+
+/// `base` once per subject partition served (`[None]`: the whole stream): each its
+/// durable consumer, filter subject and local mark.
+fn per_partition(config: &Config, base: &ReceiverConfig, subject: &str) -> Vec<ReceiverConfig> {
+    let served = config.nats.served();
+    // A window sized from the path's rings covers every group: each partition gets its
+    // group's share (a configured `nats.max_ack_pending` is per consumer as given).
+    let window = if config.nats.max_ack_pending == 0 {
+        (base.max_ack_pending / served.len() as u32).max(1)
+    } else {
+        base.max_ack_pending
+    };
+    served
+        .into_iter()
+        .map(|partition| {
+            let durable = config.nats.durable_of(partition);
+            ReceiverConfig {
+                filter_subject: config
+                    .nats
+                    .filter_of(subject, partition)
+                    .unwrap_or_default(),
+                partition,
+                store: base.store.as_ref().map(|probe| StoreProbe {
+                    mark: local_mark(config, &base.stream, &durable),
+                    ..probe.clone()
+                }),
+                durable,
+                max_ack_pending: window,
+                ..base.clone()
+            }
+        })
+        .collect()
+}
+
+/// Runs one receiver per partition, each on a thread of its own over its own group of
+/// shards, and adds up their reports. A receiver that fails stops the others (the
+/// process drains); the first error is returned.
+fn receive_all(
+    routers: Vec<crate::pipeline::Router>,
+    configs: Vec<ReceiverConfig>,
+) -> Result<ReceiverReport, NatsError> {
+    if routers.len() == 1 {
+        let (mut router, config) = (routers.into_iter().next(), configs.into_iter().next());
+        return match (router.as_mut(), config) {
+            (Some(router), Some(config)) => receiver::run(router, &config),
+            _ => Ok(ReceiverReport::default()),
+        };
+    }
+    let Some(stop) = routers.first().map(|r| r.alert().clone()) else {
+        return Ok(ReceiverReport::default());
+    };
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(routers.len());
+        for (mut router, config) in routers.into_iter().zip(configs) {
+            let name = format!(
+                "recv-p{}",
+                config.partition.map_or(String::new(), |p| p.to_string())
+            );
+            let alert = router.alert().clone();
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    let outcome = receiver::run(&mut router, &config);
+                    if outcome.is_err() {
+                        alert.request_stop();
+                    }
+                    outcome
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(source) => {
+                    // Those started see the stop and drain; the scope waits for them.
+                    stop.request_stop();
+                    return Err(NatsError::Io {
+                        during: "starting a partition's receiver thread",
+                        source,
+                    });
+                }
+            }
+        }
+        let mut total = ReceiverReport::default();
+        let mut first_error = None;
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(report)) => {
+                    total.routed += report.routed;
+                    total.acked = total.acked.max(report.acked);
+                    total.dropped += report.dropped;
+                }
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first_error.map_or(Ok(total), Err)
     })
 }
 

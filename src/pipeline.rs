@@ -22,7 +22,7 @@ use crate::audit::AuditFeed;
 use crate::cache::CacheFeed;
 use crate::config::{Config, SpillMode};
 use crate::durable::stored::own_insert_query_prefix;
-use crate::durable::{watermark, DurableMarks};
+use crate::durable::{watermark_of_group, DurableMarks};
 use crate::model::SealedBlock;
 use crate::native::{Method, Options};
 use crate::refdata::{reference_queue, ReferenceFeed};
@@ -101,8 +101,11 @@ pub struct Router {
     routed_last: Vec<u64>,
     /// Highest sequence routed anywhere.
     received_last: u64,
-    /// Per-shard durable sequences from the writers.
+    /// Per-shard durable sequences from the writers (every shard of the path).
     marks: Arc<DurableMarks>,
+    /// The path's index of this router's first shard: with several partitions each
+    /// receiver routes to a group of shards of its own.
+    base: usize,
     /// How the source waits for ring space.
     waiter: Waiter,
     /// The stop-and-deadline signal: a drain asked for, and when waiting must end.
@@ -259,7 +262,12 @@ impl Router {
 
     /// The durable watermark now.
     pub fn watermark(&self) -> u64 {
-        let mark = watermark(self.received_last, &self.routed_last, &self.marks);
+        let mark = watermark_of_group(
+            self.received_last,
+            &self.routed_last,
+            &self.marks,
+            self.base,
+        );
         self.stats.watermark.store(mark, Ordering::Relaxed);
         self.stats
             .received_seq
@@ -291,8 +299,10 @@ impl Router {
 /// Stats of every stage, for the status line, metrics and tests.
 #[derive(Clone)]
 pub struct PipelineStats {
-    /// The source.
+    /// The source (the first partition's, with several).
     pub source: Arc<SourceStats>,
+    /// The other partitions' sources, with several in one process.
+    pub more_sources: Vec<Arc<SourceStats>>,
     /// Per shard.
     pub shards: Vec<Arc<ShardStats>>,
     /// Per writer.
@@ -571,31 +581,44 @@ pub fn start(
     destination: &Destination,
     alert: Arc<Alert>,
 ) -> std::io::Result<(Pipeline, Router)> {
-    start_path(config, destination, alert, "")
+    let (pipeline, mut routers) = start_path(config, destination, alert, "", 1)?;
+    Ok((pipeline, routers.remove(0)))
 }
 
 /// [`start`] for a second path in the same process (the signals path, `path` =
 /// `"s"`): its writers' and inserters' query ids carry the path, so two paths'
 /// first INSERTs never share an id (ClickHouse refuses a query id already running).
+///
+/// `groups` sources (several subject partitions, one receiver each) get a router each
+/// over a group of `shards / groups` consecutive shards of their own: a shard then
+/// sees one source's sequences, in order, which the durable watermark needs.
 pub fn start_path(
     config: &Config,
     destination: &Destination,
     alert: Arc<Alert>,
     path: &str,
-) -> std::io::Result<(Pipeline, Router)> {
+    groups: usize,
+) -> std::io::Result<(Pipeline, Vec<Router>)> {
     let shards = usize::from(config.ingest.shards);
+    let groups = groups.clamp(1, shards);
+    // Config validation holds shards to a multiple of groups × ClickHouse shards.
+    let group_size = shards / groups;
     let writers = usize::from(config.ingest.writers).min(shards);
     // A ClickHouse cluster: writer w inserts into shard w % targets; validation holds
     // the ticks path's shards and writers to multiples of the target count.
     let targets = destination.targets.len().max(1);
-    let sharding = Sharding::new(shards, targets);
+    let sharding = Sharding::new(group_size, targets);
     let rows_max = config.ingest.block_rows_max as usize;
     let ring_bytes = config.ingest.ring_slots as usize * RING_SLOT_BYTES;
     let compression = destination.options.compression;
     let pin = config.threads.pin;
     let marks = Arc::new(DurableMarks::new(shards));
-    let input_done = Arc::new(AtomicBool::new(false));
-    let source_stats = Arc::new(SourceStats::default());
+    let input_done: Vec<Arc<AtomicBool>> = (0..groups)
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let sources: Vec<Arc<SourceStats>> = (0..groups)
+        .map(|_| Arc::new(SourceStats::default()))
+        .collect();
     // Before any thread starts: a spill directory in use is an error with nothing to undo.
     let mut journals = open_journals(config, writers)?;
 
@@ -642,7 +665,7 @@ pub fn start_path(
                 free: free_rx,
                 references: reference_rx,
                 cache: config.redis.enabled.then(|| cache_feed.add_shard(config)),
-                input_done: input_done.clone(),
+                input_done: input_done[index / group_size].clone(),
                 finished,
                 alert: alert.clone(),
             },
@@ -769,21 +792,30 @@ pub fn start_path(
         )?);
     }
 
-    let router = Router {
-        rings,
-        routed_last: vec![0; shards],
-        received_last: 0,
-        marks,
-        waiter: waiter(config),
-        alert: alert.clone(),
-        stats: source_stats.clone(),
-        input_done,
-        sharding,
-    };
+    let mut rings = rings.into_iter();
+    let routers = (0..groups)
+        .map(|group| Router {
+            rings: rings.by_ref().take(group_size).collect(),
+            routed_last: vec![0; group_size],
+            received_last: 0,
+            marks: marks.clone(),
+            base: group * group_size,
+            waiter: waiter(config),
+            alert: alert.clone(),
+            stats: sources[group].clone(),
+            input_done: input_done[group].clone(),
+            sharding,
+        })
+        .collect();
     let pipeline = Pipeline {
-        references: Some(ReferenceFeed::with_sharding(reference_producers, sharding)),
+        references: Some(ReferenceFeed::with_sharding(
+            reference_producers,
+            sharding,
+            groups,
+        )),
         stats: PipelineStats {
-            source: source_stats,
+            source: sources[0].clone(),
+            more_sources: sources[1..].to_vec(),
             shards: shard_stats,
             writers: writer_stats,
         },
@@ -794,7 +826,7 @@ pub fn start_path(
         cache: config.redis.enabled.then_some(cache_feed),
         alert: alert.clone(),
     };
-    Ok((pipeline, router))
+    Ok((pipeline, routers))
 }
 
 impl Pipeline {
@@ -930,6 +962,7 @@ pub fn discarding(
         routed_last: vec![0; shards],
         received_last: 0,
         marks,
+        base: 0,
         waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
         alert,
         stats: Arc::new(SourceStats::default()),
@@ -1098,6 +1131,7 @@ mod tests {
             routed_last: vec![0],
             received_last: 0,
             marks: Arc::new(DurableMarks::new(1)),
+            base: 0,
             waiter: Waiter::new(crate::config::WaitStrategy::Spin, 0, 0, 0),
             alert: Arc::new(Alert::new(std::time::Duration::from_secs(1))),
             stats: Arc::new(SourceStats::default()),

@@ -112,8 +112,11 @@ pub fn reference_queue() -> (
 pub struct ReferenceFeed {
     /// One producer per shard, in shard order.
     queues: Vec<rtrb::Producer<ReferenceUpdate>>,
-    /// Which shard owns which instrument: as the source routes its ticks.
+    /// Which shard of a group owns which instrument: as the sources route their ticks.
     sharding: Sharding,
+    /// Groups of `sharding.shards()` shards, one per source (subject partition): an
+    /// instrument's partition is not known here, so each group's owner gets the row.
+    groups: usize,
 }
 
 impl ReferenceFeed {
@@ -124,16 +127,30 @@ impl ReferenceFeed {
     pub fn new(queues: Vec<rtrb::Producer<ReferenceUpdate>>) -> ReferenceFeed {
         assert!(!queues.is_empty(), "a reference feed needs a shard");
         let sharding = Sharding::new(queues.len(), 1);
-        ReferenceFeed { queues, sharding }
+        ReferenceFeed {
+            queues,
+            sharding,
+            groups: 1,
+        }
     }
 
-    /// [`ReferenceFeed::new`] for shards laid out by `sharding` (a ClickHouse cluster).
+    /// [`ReferenceFeed::new`] for `groups` groups of shards, each laid out by
+    /// `sharding` (a ClickHouse cluster; several partitions).
     pub fn with_sharding(
         queues: Vec<rtrb::Producer<ReferenceUpdate>>,
         sharding: Sharding,
+        groups: usize,
     ) -> ReferenceFeed {
-        assert_eq!(queues.len(), sharding.shards(), "one queue per shard");
-        ReferenceFeed { queues, sharding }
+        assert_eq!(
+            queues.len(),
+            sharding.shards() * groups,
+            "one queue per shard"
+        );
+        ReferenceFeed {
+            queues,
+            sharding,
+            groups,
+        }
     }
 
     /// Number of shards fed.
@@ -149,7 +166,20 @@ impl ReferenceFeed {
         stop: &AtomicBool,
         stats: &RefdataStats,
     ) -> Result<(), Halt> {
-        let shard = self.sharding.shard_of(update.token);
+        let local = self.sharding.shard_of(update.token);
+        for group in 0..self.groups {
+            self.push_to(group * self.sharding.shards() + local, update, stop, stats)?;
+        }
+        Ok(())
+    }
+
+    fn push_to(
+        &mut self,
+        shard: usize,
+        update: ReferenceUpdate,
+        stop: &AtomicBool,
+        stats: &RefdataStats,
+    ) -> Result<(), Halt> {
         let queue = &mut self.queues[shard];
         let mut waited = false;
         // Bounded by the stop flag, and by the shard draining or exiting.

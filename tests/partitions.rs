@@ -218,15 +218,30 @@ fn two_appliances_on_two_partitions_store_every_tick_once() {
 
 #[test]
 fn a_partition_killed_mid_feed_resumes_exactly_once_beside_the_other() {
-    const TICKS: u64 = 40_000;
     let (db, mut conn) = tables("partkill");
     let nats = Nats::new("partkill");
     let server = partitioned_server(&db, &nats, 2);
     let a_flags = partition_flags(&db, &server, 0);
     let b_flags = partition_flags(&db, &server, 1);
-    let a = start_run(&db, &nats, &strs(&a_flags));
-    let b = start_run(&db, &nats, &strs(&b_flags));
-    let mut args = sets(&db, &nats);
+    kill_one_mid_feed(&db, &nats, &server, &mut conn, &a_flags, &b_flags);
+}
+
+/// Two appliances (`a_flags`, `b_flags`) on `server` under a feed of 40,000 ticks at
+/// 10,000/s over 200 instruments: the first is killed with -9 when a fifth is stored
+/// (nothing doubled by then) and started again; every tick ends stored once. Returns
+/// both drained summaries.
+fn kill_one_mid_feed(
+    db: &common::TestDb,
+    nats: &Nats,
+    server: &PrivateNats,
+    conn: &mut alphapt_storage::native::Connection,
+    a_flags: &[String],
+    b_flags: &[String],
+) -> (String, String) {
+    const TICKS: u64 = 40_000;
+    let a = start_run(db, nats, &strs(a_flags));
+    let b = start_run(db, nats, &strs(b_flags));
+    let mut args = sets(db, nats);
     args.extend(["--set".into(), format!("nats.url={}", server.url())]);
     args.extend(
         [
@@ -241,21 +256,20 @@ fn a_partition_killed_mid_feed_resumes_exactly_once_beside_the_other() {
         .map(String::from),
     );
     let feeder = binary(&args).stdout(Stdio::piped()).spawn().unwrap();
-    // Mid-feed: partition 0's appliance dies without a drain or a last ack.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stored(&mut conn).0 < 8_000 {
-        assert!(Instant::now() < deadline, "nothing stored");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Mid-feed: the first appliance dies without a drain or a last ack.
+    common::wait_until("a fifth stored", Duration::from_secs(60), || {
+        stored(conn).0 >= TICKS / 5
+    });
     let killed = kill(a);
     assert!(!killed.contains("panicked"), "{killed}");
-    let (count, distinct, _, _) = stored(&mut conn);
+    let (count, distinct, _, _) = stored(conn);
     assert_eq!(count, distinct, "doubled before the restart");
-    let a = start_run(&db, &nats, &strs(&a_flags));
+    let a = start_run(db, nats, &strs(a_flags));
     feeder_done(feeder);
-    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    wait_stored(conn, TICKS, Duration::from_secs(120));
     let (a, b) = (drain(a), drain(b));
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{a}\n{b}");
+    assert_eq!(stored(conn), (TICKS, TICKS, 1, TICKS), "{a}\n{b}");
+    (a, b)
 }
 
 #[test]
@@ -323,4 +337,48 @@ fn a_partition_fills_its_own_window_not_a_share_of_the_stream() {
     let routed = routed(&summary);
     let (count, distinct, _, _) = stored(&mut conn);
     assert_eq!((count, distinct), (routed, routed), "{summary}");
+}
+
+/// Two appliances with two partitions each (of four): each process runs a receiver
+/// and a group of shards per partition. One is killed with -9 mid-feed and started
+/// again: every tick is stored once, each appliance took exactly its partitions'
+/// instruments, and every partition's consumer ends settled.
+#[test]
+fn appliances_serving_two_partitions_each_store_every_tick_once_across_a_kill() {
+    let (db, mut conn) = tables("partmulti");
+    let nats = Nats::new("partmulti");
+    let server = partitioned_server(&db, &nats, 4);
+    let a_flags = partitions_flags(&db, &server, 4, &[0, 2]);
+    let b_flags = partitions_flags(&db, &server, 4, &[1, 3]);
+    let (_, b) = kill_one_mid_feed(&db, &nats, &server, &mut conn, &a_flags, &b_flags);
+    // The second appliance was never stopped: it routed exactly its partitions' ticks.
+    let tokens = conn
+        .query("SELECT toUInt64(instrument_token) AS t, toUInt64(count()) AS n FROM market_ticks GROUP BY instrument_token")
+        .unwrap();
+    let on_b: u64 = tokens
+        .column("t")
+        .iter()
+        .zip(tokens.column("n"))
+        .filter(|(t, _)| partition_of(t.as_u64().unwrap() as u32, 4) % 2 == 1)
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(on_b, routed(&b), "{b}");
+    // Every partition's consumer of the ticks stream is settled.
+    let mut args = sets(&db, &nats);
+    args.extend(partitions_flags(&db, &server, 4, &[0]));
+    args.extend(["health".into(), "--json".into()]);
+    let out = binary(&args).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let consumers: Vec<&serde_json::Value> = report["components"][1]["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["stream"] == nats.stream.as_str())
+        .collect();
+    assert_eq!(consumers.len(), 4, "{report}");
+    for consumer in consumers {
+        assert_eq!(consumer["exists"], true, "{consumer}");
+        assert_eq!(consumer["pending"], 0, "{consumer}");
+        assert_eq!(consumer["unacked"], 0, "{consumer}");
+    }
 }

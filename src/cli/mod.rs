@@ -195,9 +195,9 @@ pub fn clickhouse_options(config: &Config, with_database: bool) -> native::Optio
 pub fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
     let config = load_config(&args)?;
     alphapt_storage::config::remember(config.secrets());
-    if let Some(id) = config.nats.partition() {
-        // Before any INSERT: the query ids of this process name its partition.
-        alphapt_storage::durable::stored::serve_partition(id);
+    if config.nats.partitions > 0 {
+        // Before any INSERT: the query ids of this process name its partitions.
+        alphapt_storage::durable::stored::serve_partitions(&config.nats.partition_ids);
     }
     init_logging(&config.log);
     for warning in &config.warnings {

@@ -312,9 +312,9 @@ pub struct NatsConfig {
     /// `<prefix>.<exchange>.<token>` over N partitions by token (`alphapt-storage
     /// partitions N` prints the mapping) and this appliance consumes only its own.
     pub partitions: u32,
-    /// The partition this appliance consumes, as a list of one (one partition per
-    /// process in this version): a durable consumer `<durable>-p<id>` per stream,
-    /// filtering `<prefix>.<id>.*.*`.
+    /// The partitions this appliance consumes: per partition and stream a durable
+    /// consumer `<durable>-p<id>` filtering `<prefix>.<id>.*.*`, with a receiver thread
+    /// and a group of `ingest.shards / len` shards of its own.
     pub partition_ids: Vec<u32>,
 }
 
@@ -322,30 +322,50 @@ pub struct NatsConfig {
 pub const PARTITION_SUFFIX_BYTES_MAX: usize = 6;
 
 impl NatsConfig {
-    /// The partition this appliance serves, when partitions are on.
+    /// The first partition this appliance serves, when partitions are on.
     #[must_use]
     pub fn partition(&self) -> Option<u32> {
-        if self.partitions == 0 {
-            return None;
-        }
-        self.partition_ids.first().copied()
+        self.served().first().copied().flatten()
     }
 
-    /// The durable consumer's name: `durable`, or `<durable>-p<id>` for a partition.
+    /// What this appliance consumes, one entry per consumer of a stream: its
+    /// partitions, or `[None]` (the whole stream) without partitions.
+    #[must_use]
+    pub fn served(&self) -> Vec<Option<u32>> {
+        if self.partitions == 0 || self.partition_ids.is_empty() {
+            return vec![None];
+        }
+        self.partition_ids.iter().copied().map(Some).collect()
+    }
+
+    /// The durable consumer's name: `durable`, or `<durable>-p<id>` for the first
+    /// partition.
     #[must_use]
     pub fn durable_name(&self) -> String {
-        match self.partition() {
+        self.durable_of(self.partition())
+    }
+
+    /// The durable consumer's name for `partition`: `durable`, or `<durable>-p<id>`.
+    #[must_use]
+    pub fn durable_of(&self, partition: Option<u32>) -> String {
+        match partition {
             Some(id) => format!("{}-p{id}", self.durable),
             None => self.durable.clone(),
         }
     }
 
-    /// The filter subject of this appliance's consumer on a stream of `subject`
+    /// The filter subject of the first partition's consumer on a stream of `subject`
     /// (`market.ticks.>` → `market.ticks.<id>.*.*`); `None` without partitions or for
     /// a subject the mapping cannot take (refused when the config is validated).
     #[must_use]
     pub fn filter_subject(&self, subject: &str) -> Option<String> {
-        let id = self.partition()?;
+        self.filter_of(subject, self.partition())
+    }
+
+    /// [`NatsConfig::filter_subject`] for `partition`.
+    #[must_use]
+    pub fn filter_of(&self, subject: &str, partition: Option<u32>) -> Option<String> {
+        let id = partition?;
         let mapping = crate::receive::partition::Mapping::new(subject, self.partitions).ok()?;
         Some(mapping.filter_subject(id))
     }

@@ -1143,7 +1143,20 @@ fn partitions_name_the_durable_and_the_filter() {
     );
     let set = load("", &[], &["nats.partitions=2", "nats.partition_ids=1"]).expect("loads");
     assert_eq!(set.nats.partition(), Some(1));
+    let two = load(
+        "[nats]\npartitions = 4\npartition_ids = [3, 1]\n[ingest]\nshards = 2\n",
+        &[],
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(two.nats.served(), [Some(3), Some(1)]);
+    assert_eq!(two.nats.durable_of(Some(1)), "alphapt-storage-p1");
+    assert_eq!(
+        two.nats.filter_of("market.ticks.>", Some(1)).as_deref(),
+        Some("market.ticks.1.*.*")
+    );
     let off = load("", &[], &[]).expect("loads");
+    assert_eq!(off.nats.served(), [None]);
     assert_eq!(off.nats.partition(), None);
     assert_eq!(off.nats.durable_name(), "alphapt-storage");
     assert_eq!(off.nats.filter_subject("market.ticks.>"), None);
@@ -1156,9 +1169,14 @@ fn bad_partitions_are_refused_saying_why() {
         ("[nats]\npartitions = 4\n", "is empty"),
         ("[nats]\npartitions = 4\npartition_ids = [4]\n", "0 to 3"),
         (
-            "[nats]\npartitions = 4\npartition_ids = [0, 1]\n",
-            "one partition per process",
+            "[nats]\npartitions = 4\npartition_ids = [0, 1]\n[ingest]\nshards = 3\n",
+            "multiple of 2",
         ),
+        (
+            "[nats]\npartitions = 4\npartition_ids = [1, 3, 1]\n",
+            "names a partition twice",
+        ),
+        ("[nats]\npartitions = 4\npartition_ids = [1, 4]\n", "0 to 3"),
         (
             "[nats]\npartitions = 2000\npartition_ids = [0]\n",
             "1 to 1024",

@@ -491,24 +491,41 @@ impl Config {
                     ),
                 ))
             }
-            [id] if *id >= n.partitions => {
-                return Err(invalid(
-                    "nats.partition_ids",
-                    format!(
-                        "names partition {id}, but there are {} (0 to {})",
-                        n.partitions,
-                        n.partitions - 1
-                    ),
-                ))
-            }
-            [_] => {}
-            more => {
-                return Err(invalid(
-                    "nats.partition_ids",
-                    format!(
-                        "is {more:?}; this version consumes one partition per process: run one appliance per partition (docs/scale-out.md)"
-                    ),
-                ))
+            ids => {
+                if let Some(id) = ids.iter().find(|id| **id >= n.partitions) {
+                    return Err(invalid(
+                        "nats.partition_ids",
+                        format!(
+                            "names partition {id}, but there are {} (0 to {})",
+                            n.partitions,
+                            n.partitions - 1
+                        ),
+                    ));
+                }
+                let mut sorted = ids.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != ids.len() {
+                    return Err(invalid(
+                        "nats.partition_ids",
+                        format!("is {ids:?}: it names a partition twice; list each once"),
+                    ));
+                }
+                // Each partition has a group of shards of its own (its sequences in
+                // order per shard), each group a multiple of the ClickHouse shards.
+                let per = ids.len() as u64 * self.clickhouse.shards.len().max(1) as u64;
+                if u64::from(self.ingest.shards) % per != 0 {
+                    return Err(invalid(
+                        "ingest.shards",
+                        format!(
+                            "is {}; with {} partitions and {} ClickHouse shard(s) it must be a multiple of {per} (each partition gets a group of shards of its own); use {}",
+                            self.ingest.shards,
+                            ids.len(),
+                            self.clickhouse.shards.len().max(1),
+                            per.max(u64::from(self.ingest.shards).div_ceil(per) * per)
+                        ),
+                    ));
+                }
             }
         }
         for (key, subject) in [

@@ -74,9 +74,21 @@ impl DurableMarks {
 /// anywhere) and `routed_last[s]` (highest routed to shard `s`).
 pub fn watermark(receiver_last: u64, routed_last: &[u64], marks: &DurableMarks) -> u64 {
     debug_assert_eq!(routed_last.len(), marks.len());
+    watermark_of_group(receiver_last, routed_last, marks, 0)
+}
+
+/// [`watermark`] of one source's group of shards, `base..base + routed_last.len()`
+/// (several partitions in one process: each receiver routes to shards of its own).
+pub fn watermark_of_group(
+    receiver_last: u64,
+    routed_last: &[u64],
+    marks: &DurableMarks,
+    base: usize,
+) -> u64 {
+    debug_assert!(base + routed_last.len() <= marks.len());
     let mut mark = receiver_last;
     for (shard, &routed) in routed_last.iter().enumerate() {
-        let durable = marks.get(shard);
+        let durable = marks.get(base + shard);
         if routed > durable {
             mark = mark.min(durable);
         }

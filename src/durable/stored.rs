@@ -415,16 +415,22 @@ pub fn insert_query_prefix(database: &str) -> String {
     format!("alphapt-{database}-{partition}")
 }
 
-/// `p<id>-` once this process serves a subject partition (see [`serve_partition`]).
+/// `p<id>-` (`p<id>.<id>-` for several) once this process serves subject partitions
+/// (see [`serve_partitions`]).
 static PARTITION_TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// Puts the subject partition this process serves into its INSERT query ids (set once,
-/// at start, before any INSERT). Appliances on other partitions of the same database
-/// insert all the time; a start waits only for a killed INSERT of its own partition
-/// (the one its resume point and spill depend on), not for theirs. An appliance
-/// without partitions still waits for every appliance's INSERTs.
-pub fn serve_partition(id: u32) {
-    let _ = PARTITION_TAG.set(format!("p{id}-"));
+/// Puts the subject partitions this process serves into its INSERT query ids (set
+/// once, at start, before any INSERT). Appliances on other partitions of the same
+/// database insert all the time; a start waits only for a killed INSERT of its own
+/// partitions (the ones its resume point and spill depend on), not for theirs. An
+/// appliance without partitions still waits for every appliance's INSERTs. A restart
+/// must serve the same set: the tag names the set, not each partition.
+pub fn serve_partitions(ids: &[u32]) {
+    if ids.is_empty() {
+        return;
+    }
+    let names: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let _ = PARTITION_TAG.set(format!("p{}-", names.join(".")));
 }
 
 /// The query-id prefix of this process's INSERTs of one `role` (`w0` a writer, `i0` an

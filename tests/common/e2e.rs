@@ -673,16 +673,31 @@ pub fn partitioned_server(db: &super::TestDb, nats: &Nats, partitions: u32) -> P
 /// The flags of an appliance serving partition `id` of 2 on `server`, with a spill
 /// directory of its own.
 pub fn partition_flags(db: &super::TestDb, server: &PrivateNats, id: u32) -> Vec<String> {
-    let spill = db.spill_dir().join(format!("p{id}"));
-    [
+    partitions_flags(db, server, 2, &[id])
+}
+
+/// The flags of an appliance serving partitions `ids` of `count` on `server`, with a
+/// spill directory of its own and, for several, one shard per partition.
+pub fn partitions_flags(
+    db: &super::TestDb,
+    server: &PrivateNats,
+    count: u32,
+    ids: &[u32],
+) -> Vec<String> {
+    let names: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let spill = db.spill_dir().join(format!("p{}", names.join("-")));
+    let mut sets = vec![
         format!("nats.url={}", server.url()),
-        "nats.partitions=2".to_owned(),
-        format!("nats.partition_ids={id}"),
+        format!("nats.partitions={count}"),
+        format!("nats.partition_ids={}", names.join(",")),
         format!("spill.dir={}", spill.display()),
-    ]
-    .into_iter()
-    .flat_map(|set| ["--set".to_owned(), set])
-    .collect()
+    ];
+    if ids.len() > 1 {
+        sets.push(format!("ingest.shards={}", ids.len()));
+    }
+    sets.into_iter()
+        .flat_map(|set| ["--set".to_owned(), set])
+        .collect()
 }
 
 pub fn strs(flags: &[String]) -> Vec<&str> {
