@@ -30,14 +30,8 @@ COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
 RATE=${RATE:-0}
 eval "$(bash .ci/services.sh env)"
-# The record names what ran: this tree's commit, or the BIN given (another build).
-if [ -z "${BIN:-}" ]; then
-    cargo build --release -q
-    BIN=target/release/alphapt-storage
-    BUILD=$(git rev-parse --short HEAD)
-else
-    BUILD="bin:$(basename "$BIN")"
-fi
+# shellcheck source=perf/build.sh
+. perf/build.sh
 DB=alphapt_perf
 SETS=(--set "clickhouse.database=$DB" --set nats.stream_ticks=PERF_TICKS --set 'nats.subject_ticks=perf.ticks.>'
       --set nats.durable=perf --set "clickhouse.compression=$COMPRESSION" --set "ingest.shards=$SHARDS"

@@ -23,13 +23,8 @@ N=${N:-1000000}
 APPLIANCES=${APPLIANCES:-2}
 NATS_PORT=${NATS_PORT:-4333}
 eval "$(bash .ci/services.sh env)"
-if [ -z "${BIN:-}" ]; then
-    cargo build --release -q
-    BIN=target/release/alphapt-storage
-    BUILD=$(git rev-parse --short HEAD)
-else
-    BUILD="bin:$(basename "$BIN")"
-fi
+# shellcheck source=perf/build.sh
+. perf/build.sh
 DB=alphapt_perf_so
 RUN=.run/perf/scale_out
 mkdir -p "$RUN"

@@ -1436,19 +1436,16 @@ fn per_partition(config: &Config, base: &ReceiverConfig, subject: &str) -> Vec<R
 /// shards, and adds up their reports. A receiver that fails stops the others (the
 /// process drains); the first error is returned.
 fn receive_all(
-    routers: Vec<crate::pipeline::Router>,
+    mut routers: Vec<crate::pipeline::Router>,
     configs: Vec<ReceiverConfig>,
 ) -> Result<ReceiverReport, NatsError> {
-    if routers.len() == 1 {
-        let (mut router, config) = (routers.into_iter().next(), configs.into_iter().next());
-        return match (router.as_mut(), config) {
-            (Some(router), Some(config)) => receiver::run(router, &config),
-            _ => Ok(ReceiverReport::default()),
-        };
-    }
     let Some(stop) = routers.first().map(|r| r.alert().clone()) else {
         return Ok(ReceiverReport::default());
     };
+    if let ([router], [config]) = (&mut routers[..], &configs[..]) {
+        // One partition, or none: on this (pinned) thread.
+        return receiver::run(router, config);
+    }
     std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(routers.len());
         for (mut router, config) in routers.into_iter().zip(configs) {

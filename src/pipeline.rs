@@ -808,11 +808,7 @@ pub fn start_path(
         })
         .collect();
     let pipeline = Pipeline {
-        references: Some(ReferenceFeed::with_sharding(
-            reference_producers,
-            sharding,
-            groups,
-        )),
+        references: Some(ReferenceFeed::with_sharding(reference_producers, sharding)),
         stats: PipelineStats {
             source: sources[0].clone(),
             more_sources: sources[1..].to_vec(),

@@ -113,10 +113,10 @@ pub struct ReferenceFeed {
     /// One producer per shard, in shard order.
     queues: Vec<rtrb::Producer<ReferenceUpdate>>,
     /// Which shard of a group owns which instrument: as the sources route their ticks.
+    /// The queues are groups of `sharding.shards()`, one per source (subject
+    /// partition): an instrument's partition is not known here, so each group's owner
+    /// gets the row.
     sharding: Sharding,
-    /// Groups of `sharding.shards()` shards, one per source (subject partition): an
-    /// instrument's partition is not known here, so each group's owner gets the row.
-    groups: usize,
 }
 
 impl ReferenceFeed {
@@ -127,30 +127,20 @@ impl ReferenceFeed {
     pub fn new(queues: Vec<rtrb::Producer<ReferenceUpdate>>) -> ReferenceFeed {
         assert!(!queues.is_empty(), "a reference feed needs a shard");
         let sharding = Sharding::new(queues.len(), 1);
-        ReferenceFeed {
-            queues,
-            sharding,
-            groups: 1,
-        }
+        ReferenceFeed { queues, sharding }
     }
 
-    /// [`ReferenceFeed::new`] for `groups` groups of shards, each laid out by
-    /// `sharding` (a ClickHouse cluster; several partitions).
+    /// [`ReferenceFeed::new`] for groups of shards each laid out by `sharding` (a
+    /// ClickHouse cluster; several partitions).
     pub fn with_sharding(
         queues: Vec<rtrb::Producer<ReferenceUpdate>>,
         sharding: Sharding,
-        groups: usize,
     ) -> ReferenceFeed {
-        assert_eq!(
-            queues.len(),
-            sharding.shards() * groups,
-            "one queue per shard"
+        assert!(
+            !queues.is_empty() && queues.len() % sharding.shards() == 0,
+            "whole groups of shards"
         );
-        ReferenceFeed {
-            queues,
-            sharding,
-            groups,
-        }
+        ReferenceFeed { queues, sharding }
     }
 
     /// Number of shards fed.
@@ -166,9 +156,9 @@ impl ReferenceFeed {
         stop: &AtomicBool,
         stats: &RefdataStats,
     ) -> Result<(), Halt> {
-        let local = self.sharding.shard_of(update.token);
-        for group in 0..self.groups {
-            self.push_to(group * self.sharding.shards() + local, update, stop, stats)?;
+        let (local, per_group) = (self.sharding.shard_of(update.token), self.sharding.shards());
+        for base in (0..self.queues.len()).step_by(per_group) {
+            self.push_to(base + local, update, stop, stats)?;
         }
         Ok(())
     }
@@ -865,5 +855,30 @@ mod tests {
         }
         assert!(matches!(feed.push(update, &stop, &stats), Err(Halt::Stop)));
         assert_eq!(stats.queue_full_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn grouped_feed_gives_each_partition_group_its_owner_a_copy() {
+        // Two groups (partitions) of two shards: a row goes to the owner in each group,
+        // the shard a group's receiver routes the instrument's ticks to.
+        let (producers, mut consumers): (Vec<_>, Vec<_>) =
+            (0..4).map(|_| reference_queue()).unzip();
+        let mut feed = ReferenceFeed::with_sharding(producers, Sharding::new(2, 1));
+        let (stats, stop) = (RefdataStats::default(), AtomicBool::new(false));
+        for token in 0..20 {
+            let update = ReferenceUpdate {
+                token,
+                reference: Reference::default(),
+            };
+            feed.push(update, &stop, &stats).unwrap();
+        }
+        let mut per_group = [0, 0];
+        for (shard, consumer) in consumers.iter_mut().enumerate() {
+            while let Ok(update) = consumer.pop() {
+                assert_eq!(shard_of(update.token, 2), shard % 2);
+                per_group[shard / 2] += 1;
+            }
+        }
+        assert_eq!(per_group, [20, 20]);
     }
 }

@@ -271,16 +271,6 @@ impl Cluster {
         Ok(self.conns[i].as_mut().expect("opened above"))
     }
 
-    /// The connection to the node owning `key`'s slot.
-    pub fn conn_for_key(&mut self, key: &[u8]) -> Result<&mut redis::Connection, String> {
-        let slot = key_slot(key);
-        let node = self
-            .map
-            .owner(slot)
-            .ok_or_else(|| format!("slot {slot} has no owner (CLUSTERDOWN)"))?;
-        self.conn(node)
-    }
-
     /// The node owning `key`'s slot.
     pub fn node_of(&self, key: &[u8]) -> Option<usize> {
         self.map.owner(key_slot(key))

@@ -405,10 +405,13 @@ impl Link {
 
     /// The connection that serves `key`.
     pub fn conn_for_key(&mut self, key: &[u8]) -> Result<&mut redis::Connection, String> {
-        match self {
-            Link::Single(conn) => Ok(conn),
-            Link::Cluster(cluster) => cluster.conn_for_key(key),
-        }
+        let node = self.node_of(key).ok_or_else(|| {
+            format!(
+                "no Redis Cluster node owns slot {} (CLUSTERDOWN)",
+                super::cluster::key_slot(key)
+            )
+        })?;
+        self.conn(node)
     }
 
     /// Which connection serves `key`: 0 for one server, else the owning node's index

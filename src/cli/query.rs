@@ -300,12 +300,9 @@ impl Redis {
     fn record(&mut self, asked: u64, hits: u64) -> CacheCount {
         let count = CacheCount { asked, hits };
         let key = format!("{}query:stats", self.keys.prefix);
-        let written = self
-            .link
-            .conn(self.link.node_of(key.as_bytes()).unwrap_or(0))
-            .and_then(|conn| {
-                query::record_stats(conn, &self.keys, count).map_err(|e| e.to_string())
-            });
+        let written = self.link.conn_for_key(key.as_bytes()).and_then(|conn| {
+            query::record_stats(conn, &self.keys, count).map_err(|e| e.to_string())
+        });
         if let Err(error) = written {
             tracing::debug!(error = %error, "Query stats not written");
         }
