@@ -208,8 +208,20 @@ pub fn data_quality_score(flags: u32) -> f32 {
             penalty += weight;
         }
     }
-    100u32.saturating_sub(penalty) as f32 / 100.0
+    SCORES[100u32.saturating_sub(penalty) as usize]
 }
+
+/// `SCORES[n]` is `n as f32 / 100.0`, computed once: a table read where a division
+/// sat on every flagged tick's path (`divss` was ~10% of the validator's samples).
+const SCORES: [f32; 101] = {
+    let mut table = [0.0; 101];
+    let mut n = 0;
+    while n < table.len() {
+        table[n] = n as f32 / 100.0;
+        n += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -231,6 +243,13 @@ mod tests {
                     .count(),
                 1
             );
+        }
+    }
+
+    #[test]
+    fn score_table_is_the_division() {
+        for n in 0..=100u32 {
+            assert_eq!(SCORES[n as usize].to_bits(), (n as f32 / 100.0).to_bits());
         }
     }
 

@@ -1072,11 +1072,26 @@ fn canonical_ticks_take_the_fast_paths() {
                 }
                 TickKey::Ohlc => assert!(plain_ohlc(&mut scan).is_some()),
                 TickKey::Depth => {
+                    // Both the whole-side path and the level-by-level one (which
+                    // reads a side the whole-side path gave back) take these sides.
+                    let start = scan.pos;
+                    let mut side = Depth::default();
+                    assert!(scan.eat(b"{\"buy\": "));
+                    assert!(plain_side(&mut scan, &mut side));
+                    assert!(side.len > 0);
+                    assert!(scan.eat(b", \"sell\": "));
+                    side = Depth::default();
+                    assert!(plain_side(&mut scan, &mut side));
+                    assert!(side.len > 0);
+                    assert!(scan.eat(b"}"));
+                    let end = scan.pos;
+                    scan.pos = start;
                     assert!(scan.eat(b"{\"buy\": ["));
                     plain_levels(&mut scan);
                     assert!(scan.eat(b", \"sell\": ["));
                     plain_levels(&mut scan);
                     assert!(scan.eat(b"}"));
+                    assert_eq!(scan.pos, end);
                 }
                 TickKey::Timestamp => assert!(scan.plain_timestamp().is_some()),
                 TickKey::LastPrice | TickKey::AveragePrice => assert!(scan.plain_price().is_some()),
