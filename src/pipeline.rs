@@ -710,6 +710,7 @@ pub fn start_path(
                     index,
                     interval: Duration::from_millis(config.spill.insert_interval_ms),
                     flush_bytes,
+                    flush_rows: config.spill.insert_rows,
                     replicas: destination
                         .replicas_of_writer(index)
                         .iter()

@@ -62,6 +62,40 @@ fn journal_first_stores_every_tick_once_and_empties_the_journal() {
     assert!(parts < 25, "{parts} level-0 parts for 25 blocks: {summary}");
 }
 
+/// The two rules that make an INSERT from the journal due, each tried against the
+/// other: below `spill.insert_rows` nothing is sent before `spill.insert_interval_ms`
+/// (here a minute, longer than the test waits), and once that many rows are pending
+/// they are sent at once.
+#[test]
+fn journal_first_sends_a_backlog_of_insert_rows_at_once_and_nothing_less_before_the_interval() {
+    let (db, mut conn) = tables("jfrows");
+    let nats = Nats::new("jfrows");
+    feed(&db, &nats, &["--count", "5000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend([
+        "--set",
+        "spill.insert_interval_ms=60000",
+        "--set",
+        "spill.insert_rows=10000",
+    ]);
+    let run = start_run(&db, &nats, &settings);
+    // Journaled and acknowledged, so the inserter has seen them pending.
+    wait_acked(&nats, 5_000, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        stored(&mut conn).0,
+        0,
+        "5,000 rows pending, under insert_rows and inside the interval: no INSERT yet"
+    );
+    feed(&db, &nats, &["--count", "10000", "--format", "kite"]);
+    wait_stored(&mut conn, 10_000, Duration::from_secs(30));
+    // What came in after that INSERT waits for the interval; the drain sends it.
+    wait_acked(&nats, 15_000, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (15_000, 15_000, 1, 15_000), "{summary}");
+    consumer_settled(&nats, 15_000);
+}
+
 #[test]
 fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is_back() {
     const TICKS: u64 = 40_000;
@@ -95,13 +129,21 @@ fn journal_first_an_insert_cut_mid_way_is_checked_and_nothing_is_stored_twice() 
     let nats = Nats::new("jfcut");
     feed(&db, &nats, &["--count", "40000", "--format", "kite"]);
     let proxy = Proxy::start(clickhouse_port());
-    // Past the start-up queries, inside the inserter's first INSERT: the preloaded
-    // feed is journaled in well under a second, so one INSERT carries most of it
-    // (2,048-tick kite blocks are ~200-400 KB).
+    // Past the start-up queries, inside the inserter's first INSERT (2,048-tick kite
+    // blocks are ~200-400 KB). That INSERT is the one `spill.insert_rows` makes due
+    // (8,192 of the preloaded rows pending, long before the 1 s interval), so the cut
+    // and its check run on the backlog rule's path too.
     proxy.cut_after(600_000);
     let port = format!("clickhouse.port={}", proxy.port);
     let mut settings = JOURNAL_FIRST.to_vec();
-    settings.extend(["--set", &port, "--set", "spill.insert_interval_ms=1000"]);
+    settings.extend([
+        "--set",
+        &port,
+        "--set",
+        "spill.insert_interval_ms=1000",
+        "--set",
+        "spill.insert_rows=8192",
+    ]);
     let run = start_run_env(&db, &nats, &settings, &[("RUST_LOG", "info")]);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);

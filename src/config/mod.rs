@@ -877,6 +877,12 @@ pub struct SpillConfig {
     /// journal's blocks go to ClickHouse in one INSERT per table, in ms. ClickHouse pays
     /// per part (one per INSERT and view), so about one INSERT a second per table.
     pub insert_interval_ms: u64,
+    /// Journal-first only: pending rows of one table that make its INSERT due at once,
+    /// before `insert_interval_ms`. Under a steady feed below this many rows a second
+    /// the interval decides (one INSERT a second); above it, each INSERT starts as soon
+    /// as the last has committed and this many rows wait, so ClickHouse is not left
+    /// idle for the first second of a burst nor handed it all at the end.
+    pub insert_rows: u64,
 }
 
 /// When a block enters the spill journal.
@@ -903,6 +909,7 @@ impl Default for SpillConfig {
             segment_bytes: 64 << 20,
             mode: SpillMode::Always,
             insert_interval_ms: 1000,
+            insert_rows: 131_072,
         }
     }
 }

@@ -736,11 +736,17 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
     let config = load(
         "",
         &[],
-        &["spill.mode=always", "spill.insert_interval_ms=250"],
+        &[
+            "spill.mode=always",
+            "spill.insert_interval_ms=250",
+            "spill.insert_rows=500000",
+        ],
     )
     .unwrap();
     assert_eq!(config.spill.mode, SpillMode::Always);
     assert_eq!(config.spill.insert_interval_ms, 250);
+    assert_eq!(config.spill.insert_rows, 500_000);
+    assert_eq!(load("", &[], &[]).unwrap().spill.insert_rows, 131_072);
     assert_eq!(load("", &[], &[]).unwrap().spill.mode, SpillMode::Always);
     let overflow = load("", &[], &["spill.mode=overflow"]).unwrap();
     assert_eq!(overflow.spill.mode, SpillMode::Overflow);
@@ -750,12 +756,18 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
         text.contains("spill.mode") && text.contains("`always`"),
         "names the key and what it takes: {text}"
     );
-    for bad in [
-        "spill.insert_interval_ms=0",
-        "spill.insert_interval_ms=600000",
+    for (bad, key) in [
+        ("spill.insert_interval_ms=0", "spill.insert_interval_ms"),
+        (
+            "spill.insert_interval_ms=600000",
+            "spill.insert_interval_ms",
+        ),
+        ("spill.insert_rows=0", "spill.insert_rows"),
+        ("spill.insert_rows=100000000", "spill.insert_rows"),
+        ("spill.insert_rows=-1", "spill.insert_rows"),
     ] {
         let text = refused("", &[], &[bad]).to_string();
-        assert!(text.contains("spill.insert_interval_ms"), "{bad}: {text}");
+        assert!(text.contains(key), "{bad}: {text}");
     }
 }
 

@@ -52,6 +52,9 @@ pub const WAIT_STEPS_MAX: u32 = 1_000_000;
 /// Longest journal-first insert interval: a minute of blocks waits in the journal at
 /// most (the spill must hold them: `spill_bytes_max`).
 pub const INSERT_INTERVAL_MS_MAX: u64 = 60_000;
+/// Largest `spill.insert_rows`: an INSERT carries at most 1,024 records anyway
+/// (`write::inserter::RECORDS_PER_INSERT_MAX`), 67 M rows at the largest block.
+pub const INSERT_ROWS_MAX: u64 = 64 << 20;
 
 /// Checks one section's `tls*` keys: the files are read now (`built`), so a bad one
 /// stops the start with its name, and files named with TLS off are a contradiction.
@@ -811,6 +814,7 @@ impl Config {
             INSERT_INTERVAL_MS_MAX,
             "ms",
         )?;
+        bounded("spill.insert_rows", s.insert_rows, INSERT_ROWS_MAX, "rows")?;
         // Journal-first journals every block before its ack: a block no segment can
         // hold would stop intake for good, so the worst-case block must fit one.
         if s.mode == super::SpillMode::Always {
