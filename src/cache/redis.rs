@@ -40,6 +40,7 @@ use hdrhistogram::Histogram;
 use redis::{ConnectionLike, Value};
 
 use crate::config::Config;
+use crate::model::json::{write_i64, write_price_f64_text, write_score, write_u64};
 use crate::model::{Price, Tick};
 use crate::runtime::clock::now_ms;
 use crate::runtime::Backoff;
@@ -48,7 +49,7 @@ use super::cluster::Cluster;
 use super::keys::Keys;
 use super::resp::Pipeline;
 use super::signal;
-use super::tick::{TickSlot, BAR_LABELS, BAR_MS};
+use super::tick::{HistoryEntry, TickSlot, BAR_LABELS, BAR_MS};
 use super::CacheFeed;
 
 /// Bytes of one pipelined request before it is sent and the next one started.
@@ -773,7 +774,7 @@ impl CacheWriter {
                 .command(3)
                 .arg(b"EXPIRE")
                 .arg(&self.key)
-                .arg_fmt(format_args!("{ttl}"));
+                .arg_u64(ttl);
         }
     }
 
@@ -833,17 +834,8 @@ impl CacheWriter {
             for n in from..head {
                 if let Some(e) = self.slot.history(n) {
                     self.pipeline
-                        .arg_fmt(format_args!("{}", e.timestamp_ms))
-                        .arg_fmt(format_args!(
-                            "{{\"timestamp_ms\":{},\"last_price\":{},\"last_quantity\":{},\"volume_traded\":{},\"data_quality_score\":{},\"validation_flags\":{},\"stream_seq\":{}}}",
-                            e.timestamp_ms,
-                            e.last_price.to_f64(),
-                            e.last_quantity,
-                            e.volume_traded,
-                            e.data_quality_score,
-                            e.validation_flags,
-                            e.stream_seq
-                        ));
+                        .arg_i64(e.timestamp_ms)
+                        .arg_with(|out| write_history_json(out, &e));
                 }
             }
             let keep = self.config.history_len;
@@ -852,7 +844,7 @@ impl CacheWriter {
                 .arg(b"ZREMRANGEBYRANK")
                 .arg(&self.key)
                 .arg(b"0")
-                .arg_fmt(format_args!("-{}", u64::from(keep) + 1));
+                .arg_i64(-(i64::from(keep) + 1));
             self.keys_in_request += 1;
             self.ttl(0, expire || restart);
         }
@@ -864,19 +856,18 @@ impl CacheWriter {
             self.config.keys.ohlc_into(&mut self.key, token, label);
             let p = &mut self.pipeline;
             p.command(2 + 2 * 12).arg(b"HSET").arg(&self.key);
-            p.arg(b"instrument_token").arg_fmt(format_args!("{token}"));
+            p.arg(b"instrument_token").arg_u64(u64::from(token));
             p.arg(b"timeframe").arg(label.as_bytes());
             p.arg(b"start").arg_iso(bar.start_ms);
-            p.arg(b"start_ms").arg_fmt(format_args!("{}", bar.start_ms));
-            p.arg(b"end_ms")
-                .arg_fmt(format_args!("{}", bar.start_ms + BAR_MS[b]));
+            p.arg(b"start_ms").arg_i64(bar.start_ms);
+            p.arg(b"end_ms").arg_i64(bar.start_ms + BAR_MS[b]);
             price(p, b"open", bar.open);
             price(p, b"high", bar.high);
             price(p, b"low", bar.low);
             price(p, b"close", bar.close);
-            p.arg(b"volume").arg_fmt(format_args!("{}", bar.volume));
+            p.arg(b"volume").arg_u64(bar.volume);
             p.arg(b"turnover").arg_fmt(format_args!("{}", bar.turnover));
-            p.arg(b"ticks").arg_fmt(format_args!("{}", bar.ticks));
+            p.arg(b"ticks").arg_u64(bar.ticks);
             self.keys_in_request += 1;
             self.ttl(1, expire);
         }
@@ -908,22 +899,19 @@ impl CacheWriter {
         p.arg(b"strategy_type")
             .arg(s.strategy_type.as_str().as_bytes());
         p.arg(b"instrument_token")
-            .arg_fmt(format_args!("{}", s.instrument_token));
+            .arg_u64(u64::from(s.instrument_token));
         p.arg(b"tradingsymbol").arg(s.tradingsymbol.as_bytes());
         p.arg(b"signal_type").arg(s.signal_type.as_bytes());
         p.arg(b"strength").arg_fmt(format_args!("{}", s.strength));
         p.arg(b"confidence")
             .arg_fmt(format_args!("{}", s.confidence));
         price(p, b"price", s.price);
-        p.arg(b"quantity").arg_fmt(format_args!("{}", s.quantity));
+        p.arg(b"quantity").arg_u64(u64::from(s.quantity));
         p.arg(b"timestamp").arg_iso(s.timestamp_ms);
-        p.arg(b"timestamp_ms")
-            .arg_fmt(format_args!("{}", s.timestamp_ms));
+        p.arg(b"timestamp_ms").arg_i64(s.timestamp_ms);
         p.arg(b"received_at").arg_iso(s.received_at_ms);
-        p.arg(b"received_at_ms")
-            .arg_fmt(format_args!("{}", s.received_at_ms));
-        p.arg(b"stream_seq")
-            .arg_fmt(format_args!("{}", s.stream_seq));
+        p.arg(b"received_at_ms").arg_i64(s.received_at_ms);
+        p.arg(b"stream_seq").arg_u64(s.stream_seq);
         self.keys_in_request += 1;
         self.ttl(2, expire);
     }
@@ -942,12 +930,12 @@ impl CacheWriter {
             self.config.keys.instrument_into(&mut self.key, token);
             let p = &mut self.pipeline;
             p.command(2 + 2 * 8).arg(b"HSET").arg(&self.key);
-            p.arg(b"instrument_token").arg_fmt(format_args!("{token}"));
+            p.arg(b"instrument_token").arg_u64(u64::from(token));
             p.arg(b"tradingsymbol").arg(row.tradingsymbol.as_bytes());
             p.arg(b"exchange").arg(row.exchange.as_bytes());
             p.arg(b"segment").arg(row.segment.as_bytes());
             p.arg(b"tick_size").arg(row.tick_size.as_bytes());
-            p.arg(b"lot_size").arg_fmt(format_args!("{}", row.lot_size));
+            p.arg(b"lot_size").arg_i64(i64::from(row.lot_size));
             p.arg(b"upper_circuit_limit")
                 .arg(row.upper_circuit_limit.as_bytes());
             p.arg(b"lower_circuit_limit")
@@ -1099,63 +1087,142 @@ fn server_wide(code: &str) -> bool {
 }
 
 fn price(p: &mut Pipeline, field: &[u8], value: Price) {
-    p.arg(field).arg_fmt(format_args!("{}", value.to_f64()));
+    p.arg(field).arg_price(value);
 }
 
 /// `HSET tick:{token}` with every stored column plus both times.
 fn encode_tick_hash(p: &mut Pipeline, key: &[u8], t: &Tick) {
     p.command(2 + 2 * 21).arg(b"HSET").arg(key);
     p.arg(b"instrument_token")
-        .arg_fmt(format_args!("{}", t.instrument_token));
+        .arg_u64(u64::from(t.instrument_token));
     p.arg(b"exchange").arg(t.exchange.as_bytes());
     p.arg(b"tradingsymbol").arg(t.tradingsymbol.as_bytes());
     price(p, b"last_price", t.last_price);
-    p.arg(b"last_quantity")
-        .arg_fmt(format_args!("{}", t.last_quantity));
+    p.arg(b"last_quantity").arg_u64(u64::from(t.last_quantity));
     price(p, b"average_price", t.average_price);
-    p.arg(b"volume_traded")
-        .arg_fmt(format_args!("{}", t.volume_traded));
+    p.arg(b"volume_traded").arg_u64(t.volume_traded);
     price(p, b"open", t.ohlc.open);
     price(p, b"high", t.ohlc.high);
     price(p, b"low", t.ohlc.low);
     price(p, b"close", t.ohlc.close);
-    p.arg(b"oi").arg_fmt(format_args!("{}", t.oi));
+    p.arg(b"oi").arg_u64(t.oi);
     p.arg(b"depth_buy")
-        .arg_fmt(format_args!("{}", DepthJson(&t.depth_buy)));
+        .arg_with(|out| write_depth_json(out, &t.depth_buy));
     p.arg(b"depth_sell")
-        .arg_fmt(format_args!("{}", DepthJson(&t.depth_sell)));
-    p.arg(b"data_quality_score")
-        .arg_fmt(format_args!("{}", t.data_quality_score));
+        .arg_with(|out| write_depth_json(out, &t.depth_sell));
+    p.arg(b"data_quality_score").arg_score(t.data_quality_score);
     p.arg(b"validation_flags")
-        .arg_fmt(format_args!("{}", t.validation_flags));
-    p.arg(b"stream_seq")
-        .arg_fmt(format_args!("{}", t.stream_seq));
+        .arg_u64(u64::from(t.validation_flags));
+    p.arg(b"stream_seq").arg_u64(t.stream_seq);
     p.arg(b"timestamp").arg_iso(t.timestamp_ms);
-    p.arg(b"timestamp_ms")
-        .arg_fmt(format_args!("{}", t.timestamp_ms));
+    p.arg(b"timestamp_ms").arg_i64(t.timestamp_ms);
     p.arg(b"received_at").arg_iso(t.received_at_ms);
-    p.arg(b"received_at_ms")
-        .arg_fmt(format_args!("{}", t.received_at_ms));
+    p.arg(b"received_at_ms").arg_i64(t.received_at_ms);
+}
+
+/// One `tick:{token}:history` member: the entry as a JSON object.
+fn write_history_json(out: &mut Vec<u8>, e: &HistoryEntry) {
+    out.extend_from_slice(b"{\"timestamp_ms\":");
+    write_i64(out, e.timestamp_ms);
+    out.extend_from_slice(b",\"last_price\":");
+    write_price_f64_text(out, e.last_price);
+    out.extend_from_slice(b",\"last_quantity\":");
+    write_u64(out, u64::from(e.last_quantity));
+    out.extend_from_slice(b",\"volume_traded\":");
+    write_u64(out, e.volume_traded);
+    out.extend_from_slice(b",\"data_quality_score\":");
+    write_score(out, e.data_quality_score);
+    out.extend_from_slice(b",\"validation_flags\":");
+    write_u64(out, u64::from(e.validation_flags));
+    out.extend_from_slice(b",\"stream_seq\":");
+    write_u64(out, e.stream_seq);
+    out.push(b'}');
 }
 
 /// A depth side as a JSON array of `[price, quantity, orders]`.
-struct DepthJson<'a>(&'a crate::model::Depth);
-
-impl std::fmt::Display for DepthJson<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[")?;
-        for (i, level) in self.0.as_slice().iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(
-                f,
-                "[{},{},{}]",
-                level.price.to_f64(),
-                level.quantity,
-                level.orders
-            )?;
+fn write_depth_json(out: &mut Vec<u8>, side: &crate::model::Depth) {
+    out.push(b'[');
+    for (i, level) in side.as_slice().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        f.write_str("]")
+        out.push(b'[');
+        write_price_f64_text(out, level.price);
+        out.push(b',');
+        write_u64(out, u64::from(level.quantity));
+        out.push(b',');
+        write_u64(out, u64::from(level.orders));
+        out.push(b']');
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hand-written encodings give the text the formatter gave before them:
+    //! readers of the cache (and `query`) parse exactly that.
+    use super::*;
+    use crate::model::{Depth, DepthLevel};
+
+    #[test]
+    fn history_and_depth_json_are_the_formatter_s_text() {
+        let entries = [
+            HistoryEntry {
+                timestamp_ms: 1_764_000_000_123,
+                stream_seq: 42,
+                last_price: Price(177_964_000_000),
+                volume_traded: 10_101,
+                last_quantity: 434,
+                validation_flags: 0,
+                data_quality_score: 1.0,
+            },
+            HistoryEntry {
+                timestamp_ms: -5,
+                stream_seq: u64::MAX,
+                last_price: Price(-5_000_000),
+                volume_traded: 0,
+                last_quantity: u32::MAX,
+                validation_flags: 1086,
+                data_quality_score: 0.85,
+            },
+        ];
+        for e in entries {
+            let mut out = Vec::new();
+            write_history_json(&mut out, &e);
+            let old = format!(
+                "{{\"timestamp_ms\":{},\"last_price\":{},\"last_quantity\":{},\"volume_traded\":{},\"data_quality_score\":{},\"validation_flags\":{},\"stream_seq\":{}}}",
+                e.timestamp_ms,
+                e.last_price.to_f64(),
+                e.last_quantity,
+                e.volume_traded,
+                e.data_quality_score,
+                e.validation_flags,
+                e.stream_seq
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), old);
+        }
+        let mut side = Depth::default();
+        for (i, price) in [177_964_000_000, 101_100_000_000, 1]
+            .into_iter()
+            .enumerate()
+        {
+            let mut out = Vec::new();
+            write_depth_json(&mut out, &side);
+            let old: Vec<String> = side
+                .as_slice()
+                .iter()
+                .map(|l| format!("[{},{},{}]", l.price.to_f64(), l.quantity, l.orders))
+                .collect();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("[{}]", old.join(","))
+            );
+            side.levels[i] = DepthLevel {
+                price: Price(price),
+                quantity: 517 * i as u32,
+                orders: u16::MAX,
+            };
+            side.len += 1;
+        }
     }
 }
