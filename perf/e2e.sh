@@ -12,7 +12,8 @@
 #      views included (what the server itself sustains for this schema).
 #
 # Prints both and their ratio, and appends a dated line to perf/records/e2e.tsv.
-# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1); unset, these
+# Env: N (1000000), FORMAT (json|kite), COMPRESSION (lz4|none), SHARDS (1), INSTRUMENTS
+#      (500: distinct instrument tokens in the feed); unset, these
 #      keep the appliance's defaults: BLOCK_ROWS, FETCH (nats.fetch_batch_max), LINGER_MS
 #      (ingest.insert_linger_ms), RING_SLOTS, FLUSH_MS; RATE (0: publish everything first, then consume flat out;
 #      > 0: the appliance runs while feed publishes open loop at RATE ticks/s, so the
@@ -29,6 +30,7 @@ FORMAT=${FORMAT:-json}
 COMPRESSION=${COMPRESSION:-lz4}
 SHARDS=${SHARDS:-1}
 RATE=${RATE:-0}
+INSTRUMENTS=${INSTRUMENTS:-500}
 eval "$(bash .ci/services.sh env)"
 # shellcheck source=perf/build.sh
 . perf/build.sh
@@ -70,7 +72,7 @@ SOURCE=${SOURCE:-nats}
 if [ "$SOURCE" = synthetic ]; then
     echo "== appliance: built-in synthetic source -> ClickHouse, $N ticks flat out (compression $COMPRESSION, $SHARDS shard(s))"
     start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
-    RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --synthetic 0 --synthetic-instruments 500 --count "$N" > .run/perf/run.txt 2>&1 &
+    RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --synthetic 0 --synthetic-instruments "$INSTRUMENTS" --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
 elif [ "$RATE" -gt 0 ]; then
     echo "== steady load: appliance running while feed publishes $N $FORMAT ticks at $RATE/s"
@@ -80,10 +82,10 @@ elif [ "$RATE" -gt 0 ]; then
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
     sleep 1
-    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$((N - 1))" --rate "$RATE" --format "$FORMAT" --instruments 500 | tee .run/perf/feed.txt
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$((N - 1))" --rate "$RATE" --format "$FORMAT" --instruments "$INSTRUMENTS" | tee .run/perf/feed.txt
 else
     echo "== feed: $N $FORMAT ticks into JetStream"
-    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments 500 --fresh-stream | tee .run/perf/feed.txt
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments "$INSTRUMENTS" --fresh-stream | tee .run/perf/feed.txt
     echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
     start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
