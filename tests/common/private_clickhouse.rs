@@ -252,10 +252,20 @@ impl PrivateClickHouse {
 
     /// Starts again on the same port, dir and config; waits until it answers. First
     /// removes the temporary part directories a killed server left behind (see
-    /// [`PrivateClickHouse::remove_temporary_parts`]).
+    /// [`PrivateClickHouse::remove_temporary_parts`]) and sets the `force_restore_data`
+    /// flag, as an operator restarting a killed replica does: a replica killed between
+    /// writing a part and registering it in ZooKeeper otherwise refuses to start ("The
+    /// local set of parts of table ... doesn't look like the set of parts in
+    /// ZooKeeper", 18.16 once the unregistered share passes
+    /// `replicated_max_ratio_of_wrong_parts`, e.g. a view's table holding one small
+    /// part). With the flag it moves such parts aside and fetches what ZooKeeper lists;
+    /// the server removes the flag once started. Unreplicated tables ignore it.
     pub fn spawn(&mut self) {
         self.kill();
         self.remove_temporary_parts();
+        let flags = self.dir.join("data/flags");
+        std::fs::create_dir_all(&flags).unwrap();
+        std::fs::write(flags.join("force_restore_data"), b"").unwrap();
         self.launch();
         self.wait_ready();
     }
