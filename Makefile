@@ -28,8 +28,14 @@ install: package ## build and install the .deb on this host (dpkg -i)
 	deb=$$(ls -t target/debian/alphapt-storage_*.deb | head -n 1); \
 	$$([ "$$(id -u)" = 0 ] || echo sudo) dpkg -i "$$deb"
 
+# The crash and outage suites run under the default ack policy (AckNone), then again
+# under AckAll: the other policy operators may choose (tests/common/e2e.rs).
+ACK_ALL_SUITES := --test exactly_once --test crash_points --test journal_first \
+	--test spill_full --test clickhouse_outage --test e2e_nats
+
 test: services ## unit + integration tests against the local services
 	$(WITH_ENV) cargo test --all-targets --no-fail-fast
+	$(WITH_ENV) TEST_ACK_POLICY=all cargo test --no-fail-fast $(ACK_ALL_SUITES)
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings

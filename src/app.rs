@@ -375,7 +375,7 @@ pub struct Snapshot {
     pub replayed_rows: u64,
     /// Bytes of records waiting in the spill.
     pub spill_pending_bytes: u64,
-    /// Highest stream sequence acknowledged upstream.
+    /// Highest stream sequence durable with all below it (acknowledged under AckAll).
     pub watermark: u64,
     /// Rows stored by the signals path.
     pub signal_rows: u64,

@@ -34,6 +34,7 @@ fn twenty_seconds_without_clickhouse_at_50k_ticks_per_s_are_carried_by_the_spill
         "spill.mode=overflow",
     ];
     let run = start_run(&db, &nats, &settings);
+    let addr = control_addr(&run);
     let feed = feeder(&db, &nats, TICKS - 1, RATE, "kite");
     wait_stored(&mut conn, 20_000, Duration::from_secs(60));
     proxy.down();
@@ -41,11 +42,12 @@ fn twenty_seconds_without_clickhouse_at_50k_ticks_per_s_are_carried_by_the_spill
     // The server may still be writing what it took before the cut.
     std::thread::sleep(Duration::from_millis(1000));
     let in_clickhouse = stored(&mut conn).0;
-    // Acks go on past what ClickHouse holds: the spill is the durable point now.
+    // The durable point (AckAll: the ack floor) goes on past what ClickHouse holds: the
+    // spill carries the stream now.
     let mut acked = Vec::new();
     while cut.elapsed() < OUTAGE {
         std::thread::sleep(Duration::from_secs(4));
-        acked.push(ack_floor(&nats));
+        acked.push(durable_point(&nats, addr));
     }
     assert_eq!(stored(&mut conn).0, in_clickhouse, "ClickHouse was away");
     let last = *acked.last().unwrap();

@@ -23,6 +23,9 @@
 //! "ClickHouse down" and "cut mid-INSERT" are a TCP proxy in front of the shared
 //! server (tests/common/proxy.rs), so the other tests' server is never touched.
 //!
+//! Under the default ack policy (AckNone) but for the last, which is AckAll's; `make
+//! test` runs them again under AckAll (`TEST_ACK_POLICY=all`).
+//!
 //! Each test has its own database, streams and durable, removed afterwards.
 
 mod common;
@@ -186,6 +189,7 @@ fn a_durable_too_long_for_ack_subjects_is_refused_at_start() {
 
 /// CI saw the consumer left 44,000 messages behind the store: a drain right after a
 /// reconnect waited for acks that only redeliveries could carry, and pulled none.
+/// AckAll's own path (AckNone acknowledges nothing, and its drain pulls nothing more).
 #[test]
 fn a_drain_right_after_a_nats_restart_acks_what_was_routed_before_it() {
     const TICKS: u64 = 20_000;
@@ -208,6 +212,8 @@ fn a_drain_right_after_a_nats_restart_acks_what_was_routed_before_it() {
         &db,
         &nats,
         &[
+            ACK_ALL[0],
+            ACK_ALL[1],
             "--set",
             &url,
             "--set",

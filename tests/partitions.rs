@@ -291,6 +291,8 @@ fn a_partition_fills_its_own_window_not_a_share_of_the_stream() {
     let proxy = Proxy::start(clickhouse_port());
     let mut flags = partition_flags(&db, &server, 0);
     for set in [
+        // The window counted here is AckAll's (nats-server's pending set).
+        "nats.ack_policy=all".to_owned(),
         format!("clickhouse.port={}", proxy.port),
         format!("nats.max_ack_pending={WINDOW}"),
         // Overflow with a spill too small for a block: with ClickHouse away nothing

@@ -240,14 +240,6 @@ fn latest_good(conn: &mut Connection) -> HashMap<u32, u64> {
         .collect()
 }
 
-fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let (_, text) = get(addr, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}")) as u64
-}
-
 #[test]
 fn the_cache_follows_a_reshard_mid_feed_and_query_and_health_read_the_cluster() {
     const COUNT: u64 = 30_000;

@@ -75,18 +75,20 @@ fn full_spill(full: &Full) {
         &mode,
     ];
     let run = start_run(&db, &nats, &settings);
+    let addr = control_addr(&run);
     let feed = feeder(&db, &nats, ticks - 1, full.rate, "kite");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
     feeder_done(feed);
-    // Intake stops once the spill is full: the ack floor settles below the end.
-    let mut floor = ack_floor(&nats);
+    // Intake stops once the spill is full: the durable point (AckAll: the ack floor)
+    // settles below the end.
+    let mut floor = durable_point(&nats, addr);
     let mut still_since = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     while still_since.elapsed() < Duration::from_secs(3) {
         assert!(Instant::now() < deadline, "acks never settled (at {floor})");
         std::thread::sleep(Duration::from_millis(200));
-        let now = ack_floor(&nats);
+        let now = durable_point(&nats, addr);
         if now != floor {
             floor = now;
             still_since = Instant::now();
@@ -103,7 +105,6 @@ fn full_spill(full: &Full) {
     );
     assert!(said.contains("Spill refuses blocks"), "{said}");
     // Nothing can be stored now: the control endpoint says down, and why.
-    let addr = control_addr(&run);
     let health: serde_json::Value = serde_json::from_str(&get(addr, "/health").1).unwrap();
     assert_eq!(health["overall_status"], "down", "{health}");
     assert_eq!(health["components"]["spill"]["healthy"], false, "{health}");

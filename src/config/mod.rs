@@ -291,8 +291,9 @@ pub struct NatsConfig {
     pub ack_wait_ms: u64,
     /// Most unacknowledged messages in flight; 0 means derived from ring and block sizes at start.
     pub max_ack_pending: u32,
-    /// The JetStream consumer's ack policy: `all` (acknowledged at the durable watermark)
-    /// or `none` (never acknowledged; the store alone decides where delivery resumes).
+    /// The JetStream consumer's ack policy: `none` (the default: never acknowledged; the
+    /// store alone decides where delivery resumes) or `all` (acknowledged at the durable
+    /// watermark).
     pub ack_policy: AckPolicy,
     /// Most bytes a stream the appliance (or `feed`) creates may hold, oldest messages
     /// discarded past it; 0 = unlimited. Applies at creation only: an existing stream
@@ -376,14 +377,18 @@ impl NatsConfig {
 #[serde(rename_all = "lowercase")]
 pub enum AckPolicy {
     /// AckAll at the durable watermark: the ack floor is a fast lower bound for the
-    /// resume point, and JetStream redelivers what was never acknowledged.
-    #[default]
+    /// resume point, and JetStream redelivers what was never acknowledged. The one to
+    /// use on a work-queue or interest stream, or where operators follow progress in
+    /// `nats consumer info`.
     All,
-    /// AckNone: nats-server keeps no pending set (measured at 0.78x of its CPU per
-    /// message under AckAll, `perf/ack_policy.rs`); the resume point is read from the
-    /// store above a local durable mark in `spill.dir` (`durable::mark`), or the whole
-    /// store without one. Needs a stream with limits retention (a work-queue or
-    /// interest stream would drop each message at delivery).
+    /// AckNone, the default: nats-server keeps no pending set (0.82-0.86x of its CPU
+    /// per message under AckAll, `perf/ack_policy.rs`; on this box its CPU is the
+    /// largest share of a run), and nothing is lost because the store, not the
+    /// server, decides where delivery resumes: the resume point is read from the
+    /// store above a local durable mark in `spill.dir` (`durable::mark`), or the
+    /// whole store without one. Needs a stream with limits retention (a work-queue or
+    /// interest stream would drop each message at delivery: refused at start).
+    #[default]
     None,
 }
 
@@ -400,7 +405,7 @@ impl Default for NatsConfig {
             fetch_batch_max: 1_000,
             ack_wait_ms: 30_000,
             max_ack_pending: 0,
-            ack_policy: AckPolicy::All,
+            ack_policy: AckPolicy::None,
             stream_max_bytes: 0,
             tls: false,
             tls_ca_file: String::new(),

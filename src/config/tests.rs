@@ -828,9 +828,9 @@ fn a_spill_maximum_under_two_segments_is_refused() {
 
 #[test]
 fn ack_policy_loads_and_a_bad_one_is_refused() {
-    let config = load("", &[], &["nats.ack_policy=none"]).unwrap();
-    assert_eq!(config.nats.ack_policy, AckPolicy::None);
-    assert_eq!(load("", &[], &[]).unwrap().nats.ack_policy, AckPolicy::All);
+    let config = load("", &[], &["nats.ack_policy=all"]).unwrap();
+    assert_eq!(config.nats.ack_policy, AckPolicy::All);
+    assert_eq!(load("", &[], &[]).unwrap().nats.ack_policy, AckPolicy::None);
     let text = refused("[nats]\nack_policy = \"explicit\"\n", &[], &[]).to_string();
     assert!(
         text.contains("nats.ack_policy") && text.contains("`none`"),

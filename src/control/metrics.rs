@@ -309,7 +309,7 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
     metric(
         "alphapt_storage_durable_watermark",
         "gauge",
-        "Highest stream sequence acknowledged upstream.",
+        "Highest stream sequence durable (in ClickHouse or the spill) with all below it: acknowledged up to it under AckAll, the resume floor under AckNone.",
         &[("", f(s.watermark))],
     );
     let cache = s.cache.unwrap_or_default();

@@ -104,9 +104,28 @@ pub fn sets(db: &TestDb, nats: &Nats) -> Vec<String> {
         "http.addr=127.0.0.1:0".into(),
     ]
     .into_iter()
+    .chain(ack_policy_setting())
     .flat_map(|s| ["--set".to_string(), s])
     .collect()
 }
+
+/// `TEST_ACK_POLICY=all|none` runs every appliance of a test under that
+/// `nats.ack_policy` (`make test` runs the crash suites a second time under AckAll;
+/// the default is AckNone). A test's own `--set nats.ack_policy=...`, which comes
+/// later, still wins: those test one policy's own behaviour.
+fn ack_policy_setting() -> Option<String> {
+    let policy = std::env::var("TEST_ACK_POLICY").ok()?;
+    assert!(
+        policy == "all" || policy == "none",
+        "TEST_ACK_POLICY={policy:?}: set it to all or none, or leave it unset"
+    );
+    Some(format!("nats.ack_policy={policy}"))
+}
+
+/// Pins a test's appliances to AckAll: the test reads the consumer's ack floor as the
+/// durable point, which only AckAll's acks make it (an AckNone consumer's floor is
+/// what was delivered).
+pub const ACK_ALL: [&str; 2] = ["--set", "nats.ack_policy=all"];
 
 pub fn binary(args: &[String]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"));
@@ -394,7 +413,11 @@ pub fn consumer_settled_at(url: &str, nats: &Nats, last: u64) {
     // be pending.
     if info.ack_policy != "all" {
         assert_eq!(info.num_ack_pending, 0, "{info:?}");
-    } else if info.num_ack_pending > 0 {
+        // AckNone has no ack window on the server: the receiver bounds what it pulls.
+        assert_eq!(info.ack_policy, "none", "{info:?}");
+        return;
+    }
+    if info.num_ack_pending > 0 {
         eprintln!(
             "consumer settled at {last}; nats-server still lists {} deliveries below the ack floor as pending",
             info.num_ack_pending
@@ -561,6 +584,36 @@ pub fn clickhouse_port() -> u16 {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(9000)
+}
+
+/// A metric without labels from the control endpoint at `addr`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = get(addr, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}")) as u64
+}
+
+/// The consumer's ack policy as nats-server reports it (`all`, `none`).
+pub fn consumer_ack_policy(nats: &Nats) -> String {
+    let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+    JetStream::new(Duration::from_secs(2))
+        .consumer_info(&mut nc, &nats.stream, &nats.durable)
+        .unwrap()
+        .expect("the durable exists")
+        .ack_policy
+}
+
+/// What the appliance serving `addr` has made durable, as its consumer shows it: the ack
+/// floor under AckAll; under AckNone (whose floor is only what was delivered) the
+/// durable watermark it reports, the mark it would resume above.
+pub fn durable_point(nats: &Nats, addr: SocketAddr) -> u64 {
+    if consumer_ack_policy(nats) == "all" {
+        ack_floor(nats)
+    } else {
+        metric(addr, "alphapt_storage_durable_watermark")
+    }
 }
 
 /// The consumer's ack floor now.
