@@ -444,7 +444,7 @@ fn clickhouse_away_mid_feed_the_spill_carries_the_stream_and_drains_after() {
     std::thread::sleep(Duration::from_millis(1000));
     let in_clickhouse = stored(&mut conn).0;
     // Ingestion goes on into the spill: acks pass what ClickHouse holds.
-    wait_acked(&nats, in_clickhouse + 10_000, Duration::from_secs(60));
+    wait_durable(&nats, &run, in_clickhouse + 10_000, Duration::from_secs(60));
     assert_eq!(stored(&mut conn).0, in_clickhouse, "ClickHouse is away");
     assert!(feeder.wait_with_output().unwrap().status.success());
     proxy.up();
@@ -474,7 +474,7 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
     proxy.down();
     feeder_done(feed);
     // Every block from here on goes to the spill and is acked.
-    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     let in_clickhouse = stored(&mut conn).0;
     assert!(in_clickhouse < TICKS, "the rest is only in the spill");
     kill(run);
@@ -555,7 +555,7 @@ fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetc
     proxy.down();
     feeder_done(feed);
     // Everything acknowledged; what ClickHouse lacks is only in the spill.
-    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     kill(run);
     let (first, last) = damage_spill(&db.spill_dir());
     proxy.up();

@@ -80,7 +80,7 @@ fn journal_first_sends_a_backlog_of_insert_rows_at_once_and_nothing_less_before_
     ]);
     let run = start_run(&db, &nats, &settings);
     // Journaled and acknowledged, so the inserter has seen them pending.
-    wait_acked(&nats, 5_000, Duration::from_secs(60));
+    wait_durable(&nats, &run, 5_000, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         stored(&mut conn).0,
@@ -90,7 +90,7 @@ fn journal_first_sends_a_backlog_of_insert_rows_at_once_and_nothing_less_before_
     feed(&db, &nats, &["--count", "10000", "--format", "kite"]);
     wait_stored(&mut conn, 10_000, Duration::from_secs(30));
     // What came in after that INSERT waits for the interval; the drain sends it.
-    wait_acked(&nats, 15_000, Duration::from_secs(60));
+    wait_durable(&nats, &run, 15_000, Duration::from_secs(60));
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (15_000, 15_000, 1, 15_000), "{summary}");
     consumer_settled(&nats, 15_000);
@@ -112,7 +112,7 @@ fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is
     let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
     feeder_done(feed);
     // ClickHouse is unreachable, yet every tick is acknowledged: the journal holds them.
-    wait_acked(&nats, TICKS, Duration::from_secs(60));
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     let (count, ..) = stored(&mut conn);
     assert!(
         count < TICKS,
@@ -175,7 +175,7 @@ fn journal_first_blocks_clickhouse_refuses_stay_journaled_and_are_stored_after_a
     feed(&db, &nats, &["--count", "3000", "--format", "kite"]);
     // Journal-first: the refused blocks are durable in the journal, so they are
     // acknowledged all the same.
-    wait_acked(&nats, 8_000, Duration::from_secs(60));
+    wait_durable(&nats, &run, 8_000, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         stored(&mut conn).0,

@@ -1,7 +1,9 @@
 //! A full spill with ClickHouse down, in both spill modes: the writer holds its batch,
-//! the shard and then the receiver stop (intake stops, acks stop where the spill
-//! ended), JetStream keeps the rest; once ClickHouse is back the held batch, the
-//! spilled records and the rest of the stream are all stored, each message once.
+//! the shard and then the receiver stop (intake stops once the pull window above the
+//! durable point is full; the durable point, under AckAll the ack floor, stops where
+//! the spill ended), JetStream keeps the rest; once ClickHouse is back the held batch,
+//! the spilled records and the rest of the stream are all stored, each message once.
+//! Under the default ack policy (AckNone); `make test` runs them again under AckAll.
 
 mod common;
 

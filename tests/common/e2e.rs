@@ -597,22 +597,25 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
 
 /// The consumer's ack policy as nats-server reports it (`all`, `none`).
 pub fn consumer_ack_policy(nats: &Nats) -> String {
+    consumer_info(nats).expect("the durable exists").ack_policy
+}
+
+fn consumer_info(nats: &Nats) -> Option<alphapt_storage::receive::nats::ConsumerInfo> {
     let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
     JetStream::new(Duration::from_secs(2))
         .consumer_info(&mut nc, &nats.stream, &nats.durable)
         .unwrap()
-        .expect("the durable exists")
-        .ack_policy
 }
 
 /// What the appliance serving `addr` has made durable, as its consumer shows it: the ack
 /// floor under AckAll; under AckNone (whose floor is only what was delivered) the
-/// durable watermark it reports, the mark it would resume above.
+/// durable watermark it reports, the mark it would resume above. 0 before the
+/// appliance has set its consumer up.
 pub fn durable_point(nats: &Nats, addr: SocketAddr) -> u64 {
-    if consumer_ack_policy(nats) == "all" {
-        ack_floor(nats)
-    } else {
-        metric(addr, "alphapt_storage_durable_watermark")
+    match consumer_info(nats) {
+        None => 0,
+        Some(info) if info.ack_policy == "all" => info.ack_floor.stream_seq,
+        Some(_) => metric(addr, "alphapt_storage_durable_watermark"),
     }
 }
 
@@ -630,13 +633,19 @@ pub fn ack_floor_at(url: &str, nats: &Nats) -> u64 {
         .map_or(0, |info| info.ack_floor.stream_seq)
 }
 
-pub fn wait_acked(nats: &Nats, seq: u64, limit: Duration) {
+/// Waits until `run` has made `seq` and all below it durable, as [`durable_point`]
+/// reads it (AckAll: acknowledged).
+pub fn wait_durable(nats: &Nats, run: &Running, seq: u64, limit: Duration) {
+    let addr = control_addr(run);
     let deadline = Instant::now() + limit;
-    while ack_floor(nats) < seq {
+    loop {
+        let at = durable_point(nats, addr);
+        if at >= seq {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "acked only through {} of {seq}",
-            ack_floor(nats)
+            "durable only through {at} of {seq}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
