@@ -6,16 +6,19 @@
 //!   that switch the ack policy either way (the consumer is recreated each time);
 //! - run on a stream that drops messages once delivered (work-queue or interest
 //!   retention): refused at start with the reason and the fix;
-//! - trust a local durable mark that is damaged: the whole store is read instead.
+//! - trust a local durable mark that is damaged: the whole store is read instead;
+//! - pull past its window: nats-server keeps no pending set under AckNone, so the
+//!   receiver's own count is the only bound on what is delivered and not durable.
 //!
 //! "Stored once" is checked as a set: count = distinct = highest = published, lowest 1.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alphapt_storage::receive::nats::{JetStream, NatsConn};
 use common::e2e::*;
+use common::proxy::Proxy;
 
 const ACK_NONE: [&str; 4] = [
     "--set",
@@ -154,4 +157,79 @@ fn ack_none_resumes_above_its_local_mark_and_ignores_a_damaged_one() {
             "round {round}: the drain leaves the mark at the end: {text}"
         );
     }
+}
+
+/// With ClickHouse away and a spill too small for a block nothing becomes durable, so
+/// delivery must stop at `nats.max_ack_pending` above the durable point (AckAll's
+/// server-side window, kept by the receiver alone under AckNone); once ClickHouse is
+/// back every tick is stored once.
+#[test]
+fn ack_none_delivery_stops_at_its_window_above_the_durable_point() {
+    const WINDOW: u64 = 2_000;
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("acknwin");
+    let nats = Nats::new("acknwin");
+    feed(&db, &nats, &["--count", "2000", "--format", "kite"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let window = format!("nats.max_ack_pending={WINDOW}");
+    let mut settings = ACK_NONE.to_vec();
+    settings.extend([
+        "--set",
+        &port,
+        "--set",
+        &window,
+        "--set",
+        "spill.mode=overflow",
+        "--set",
+        "spill.segment_bytes=65536",
+        "--set",
+        "spill.spill_bytes_max=131072",
+    ]);
+    let run = start_run(&db, &nats, &settings);
+    let addr = control_addr(&run);
+    wait_stored(&mut conn, 2_000, Duration::from_secs(60));
+    proxy.down();
+    feed(&db, &nats, &["--count", "18000", "--format", "kite"]);
+    let delivered = || {
+        let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();
+        JetStream::new(Duration::from_secs(2))
+            .consumer_info(&mut nc, &nats.stream, &nats.durable)
+            .unwrap()
+            .expect("the durable exists")
+            .delivered
+            .stream_seq
+    };
+    // Delivery settles: unchanged for two seconds.
+    let mut last = delivered();
+    let mut still_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while still_since.elapsed() < Duration::from_secs(2) {
+        assert!(
+            Instant::now() < deadline,
+            "delivery never settled (at {last})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = delivered();
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+    }
+    let durable = metric(addr, "alphapt_storage_durable_watermark");
+    assert_eq!(
+        durable, 2_000,
+        "nothing became durable with ClickHouse away"
+    );
+    assert!(
+        last <= durable + WINDOW,
+        "delivered through {last}, past the {WINDOW} window above {durable}"
+    );
+    assert!(
+        last >= durable + WINDOW * 9 / 10,
+        "delivered only through {last}: the window above {durable} never filled"
+    );
+    proxy.up();
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
 }
