@@ -619,20 +619,29 @@ fn start_session(
                 existing = ensure_alone(js, conn, config)?;
             }
             // A consumer dies with its stream, so an existing one's ack floor belongs
-            // to this stream, and what we acked is durable. AckNone acknowledges
-            // nothing (its "floor" is only what was delivered): the local mark stands
-            // in, and without one the whole store is read.
-            let (floor, floor_from) = if config.ack_none {
-                let mark = config.store.as_ref().and_then(|s| s.mark.as_ref());
-                match mark.map_or(0, |m| m.read(stream.created_ms)) {
-                    0 => (0, "none"),
-                    through => (through, "local mark"),
-                }
+            // to this stream, and what an AckAll consumer acked is durable. An AckNone
+            // consumer's "floor" is only what was delivered: never a bound, whichever
+            // policy this run has (trusting it after a switch to AckAll lost what was
+            // delivered and not stored). Under AckNone the local mark stands in; a
+            // consumer still AckAll (the policy switched since the last run, e.g. on
+            // upgrade to the AckNone default) gives its floor when that is higher;
+            // with neither the whole store is read.
+            let acked = existing
+                .as_ref()
+                .filter(|info| info.ack_policy == "all")
+                .map_or(0, settled_floor);
+            let mark = config
+                .store
+                .as_ref()
+                .and_then(|s| s.mark.as_ref())
+                .filter(|_| config.ack_none)
+                .map_or(0, |m| m.read(stream.created_ms));
+            let (floor, floor_from) = if acked > 0 && acked >= mark {
+                (acked, "consumer ack floor")
+            } else if mark > 0 {
+                (mark, "local mark")
             } else {
-                (
-                    existing.as_ref().map_or(0, settled_floor),
-                    "consumer ack floor",
-                )
+                (0, "none")
             };
             let resume = read_resume(js, conn, config, &stream, floor, floor_from)?;
             state.stream_created_ms = stream.created_ms;
