@@ -14,11 +14,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alphapt_storage::receive::nats::{JetStream, NatsConn};
 use common::e2e::*;
 use common::proxy::Proxy;
+use common::wait_settled;
 
 const ACK_NONE: [&str; 4] = [
     "--set",
@@ -53,8 +54,14 @@ fn ack_none_stores_every_tick_once_across_kills_and_policy_switches() {
     }
     feeder_done(feed);
     // The last run switches from AckAll back to AckNone: the AckAll consumer's floor is
-    // durable, so it bounds the read of the store (rather than the whole store).
-    let acked_before = ack_floor(&nats);
+    // durable, so it bounds the read of the store (rather than the whole store). Unless
+    // the AckAll run was killed before it set up its consumer: then the consumer is
+    // still AckNone, and its floor (what was delivered) must not count.
+    let acked_before = if consumer_ack_policy(&nats) == "all" {
+        ack_floor(&nats)
+    } else {
+        0
+    };
     let run = start_run(&db, &nats, &ACK_NONE);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);
@@ -209,21 +216,12 @@ fn ack_none_delivery_stops_at_its_window_above_the_durable_point() {
             .delivered
             .stream_seq
     };
-    // Delivery settles: unchanged for two seconds.
-    let mut last = delivered();
-    let mut still_since = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while still_since.elapsed() < Duration::from_secs(2) {
-        assert!(
-            Instant::now() < deadline,
-            "delivery never settled (at {last})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        let now = delivered();
-        if now != last {
-            (last, still_since) = (now, Instant::now());
-        }
-    }
+    let last = wait_settled(
+        "delivery",
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        delivered,
+    );
     let durable = metric(addr, "alphapt_storage_durable_watermark");
     assert_eq!(
         durable, 2_000,

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::e2e::*;
 use common::proxy::Proxy;
-use common::wait_until;
+use common::{wait_settled, wait_until};
 
 #[test]
 fn a_full_spill_stops_intake_and_nothing_is_lost_when_clickhouse_returns() {
@@ -84,18 +84,12 @@ fn full_spill(full: &Full) {
     feeder_done(feed);
     // Intake stops once the spill is full: the durable point (AckAll: the ack floor)
     // settles below the end.
-    let mut floor = durable_point(&nats, addr);
-    let mut still_since = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while still_since.elapsed() < Duration::from_secs(3) {
-        assert!(Instant::now() < deadline, "acks never settled (at {floor})");
-        std::thread::sleep(Duration::from_millis(200));
-        let now = durable_point(&nats, addr);
-        if now != floor {
-            floor = now;
-            still_since = Instant::now();
-        }
-    }
+    let floor = wait_settled(
+        "the durable point",
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+        || durable_point(&nats, addr),
+    );
     // The spill took blocks (two segments a journal: at least one segment's worth),
     // then filled and refused. Acks go on while the receiver holds a delivery for
     // ring room, so the floor shows what the spill took.

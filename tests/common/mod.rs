@@ -168,6 +168,31 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Reads `value` every 200 ms until it has not changed for `quiet`, and returns it;
+/// panics naming `what` if that takes longer than `limit`.
+pub fn wait_settled(
+    what: &str,
+    quiet: Duration,
+    limit: Duration,
+    mut value: impl FnMut() -> u64,
+) -> u64 {
+    let deadline = Instant::now() + limit;
+    let mut last = value();
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < quiet {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never settled (at {last})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = value();
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 /// Runs promtool (Debian's prometheus package, installed by `.ci/services.sh`) with
 /// `stdin`; whether it succeeded, and what it printed.
 pub fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
