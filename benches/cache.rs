@@ -7,9 +7,11 @@
 //! DRAM streaming of the 21 MB input more than the hand-off.)
 //!
 //! - `update_unread`: nobody reads the table, so every dirty bit stays set (the
-//!   conflating case).
-//! - `update_with_reader`: a second thread reads every slot every 5 ms, as the Redis
-//!   thread does, so slot lines move between cores.
+//!   conflating case); the history queue is emptied after each pass of 65,536 (its
+//!   capacity), unread.
+//! - `update_with_reader`: a second thread drains the history queue without pause
+//!   and reads every slot every 5 ms, as the Redis thread does, so slot and queue
+//!   lines move between cores.
 //! - baseline `copy_tick`: the same scratch updates, then a plain copy of the `Tick`
 //!   into a per-instrument array: the least any hand-off of the whole tick costs.
 //!
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use alphapt_storage::cache::tick::TickSlot;
+use alphapt_storage::cache::tick::{history_queue, TickSlot};
 use alphapt_storage::cache::TickCache;
 use alphapt_storage::model::synthetic::SyntheticTicks;
 use alphapt_storage::model::{Price, Tick};
@@ -46,7 +48,8 @@ fn ticks() -> Vec<Tick> {
 
 fn verify(ticks: &[Tick]) {
     let table = Arc::new(TickCache::table(8192));
-    let mut cache = TickCache::new(table.clone());
+    let (history, _reader) = history_queue();
+    let mut cache = TickCache::new(table.clone(), history);
     let mut last = std::collections::HashMap::new();
     for t in ticks {
         cache.update(t);
@@ -86,28 +89,40 @@ fn bench(c: &mut Criterion) {
 
     group.bench_function("update_unread", |b| {
         let table = Arc::new(TickCache::table(8192));
-        let mut cache = TickCache::new(table);
+        let (history, mut reader) = history_queue();
+        let mut cache = TickCache::new(table, history);
         b.iter(|| {
             for _ in 0..ROWS {
                 next(&mut scratch);
                 cache.update(black_box(&scratch));
             }
+            let all = reader.slots();
+            reader.read_chunk(all).unwrap().commit_all();
         });
     });
 
     group.bench_function("update_with_reader", |b| {
         let table = Arc::new(TickCache::table(8192));
-        let mut cache = TickCache::new(table.clone());
+        let (history, mut queue) = history_queue();
+        let mut cache = TickCache::new(table.clone(), history);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut slot = TickSlot::new();
+                let mut read_at = std::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    for s in 0..table.used() {
-                        black_box(slot.read(&table, s));
+                    let all = queue.slots();
+                    for record in queue.read_chunk(all).unwrap() {
+                        black_box(record);
                     }
-                    std::thread::sleep(Duration::from_millis(5));
+                    if read_at.elapsed() >= Duration::from_millis(5) {
+                        for s in 0..table.used() {
+                            black_box(slot.read(&table, s));
+                        }
+                        read_at = std::time::Instant::now();
+                    }
+                    std::hint::spin_loop();
                 }
             })
         };

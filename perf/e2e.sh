@@ -65,20 +65,22 @@ RUST_LOG=warn $BIN "${SETS[@]}" migrate up >/dev/null
 mkdir -p .run/perf
 rm -f .run/perf/cpu.txt
 nats_pid=$(server_pid 4222); ch_pid=$(server_pid "$CLICKHOUSE_PORT")
+# The cache server shares the cores too (the appliance writes every tick's history there).
+redis_port=${REDIS_URL##*:}; redis_port=${redis_port%%/*}; redis_pid=$(server_pid "$redis_port")
 
 SOURCE=${SOURCE:-nats}
 # The record's format column says which source ran.
 [ "$SOURCE" = synthetic ] && FORMAT="json-synthetic"
 if [ "$SOURCE" = synthetic ]; then
     echo "== appliance: built-in synthetic source -> ClickHouse, $N ticks flat out (compression $COMPRESSION, $SHARDS shard(s))"
-    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); redis_cpu0=$(cpu_of "$redis_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --synthetic 0 --synthetic-instruments "$INSTRUMENTS" --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
 elif [ "$RATE" -gt 0 ]; then
     echo "== steady load: appliance running while feed publishes $N $FORMAT ticks at $RATE/s"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count 1 --format "$FORMAT" --fresh-stream >/dev/null
     N=$((N + 1))
-    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); redis_cpu0=$(cpu_of "$redis_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
     sleep 1
@@ -87,7 +89,7 @@ else
     echo "== feed: $N $FORMAT ticks into JetStream"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments "$INSTRUMENTS" --fresh-stream | tee .run/perf/feed.txt
     echo "== appliance: JetStream -> ClickHouse (compression $COMPRESSION, $SHARDS shard(s))"
-    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); read -r busy0 total0 < <(cpu_jiffies)
+    start=$(now); nats_cpu0=$(cpu_of "$nats_pid"); ch_cpu0=$(cpu_of "$ch_pid"); redis_cpu0=$(cpu_of "$redis_pid"); read -r busy0 total0 < <(cpu_jiffies)
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
 fi
@@ -98,9 +100,10 @@ busy=$(busy_share "$busy0" "$total0")
 cat .run/perf/run.txt
 # Where the two cores went while the appliance ran: the servers' share matters as much
 # as ours on a box where all three compete.
-printf 'cpu seconds over %.2f s wall: nats-server %.2f, clickhouse-server %.2f, %s\n' \
+printf 'cpu seconds over %.2f s wall: nats-server %.2f, clickhouse-server %.2f, redis-server %.2f, %s\n' \
     "$(echo "$end - $start" | bc -l)" \
     "$(echo "$(cpu_of "$nats_pid") - $nats_cpu0" | bc -l)" "$(echo "$(cpu_of "$ch_pid") - $ch_cpu0" | bc -l)" \
+    "$(echo "$(cpu_of "$redis_pid") - $redis_cpu0" | bc -l)" \
     "$(cat .run/perf/cpu.txt 2>/dev/null || echo 'appliance cpu unknown (no /usr/bin/time)')"
 printf 'cores busy %.1f%% of the run (all %s cores, /proc/stat)\n' "$busy" "$(nproc)"
 stored=$(ch --query "SELECT count() FROM $DB.market_ticks")

@@ -434,7 +434,7 @@ pub struct CacheSnapshot {
     pub refused: u64,
     /// MOVED/ASK redirections followed (Redis Cluster).
     pub redirects: u64,
-    /// History entries overwritten before the Redis thread read them.
+    /// History entries a shard dropped (its queue full) before the Redis thread read them.
     pub history_missed: u64,
     /// Good ticks for a bar older than the cached one (left to ClickHouse).
     pub bars_late: u64,

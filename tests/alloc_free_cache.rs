@@ -1,8 +1,8 @@
 //! The Redis hand-off allocates nothing per tick or signal: after the first sight of
 //! each instrument (and each strategy-instrument pair), `TickCache::update` and
-//! `SignalCache::update` only store into the slot tables sized at start, new
-//! instruments up to the table's size included. Its own binary, for the counting
-//! allocator.
+//! `SignalCache::update` only store into the slot tables and the history queue sized
+//! at start, new instruments up to the table's size included. Its own binary, for the
+//! counting allocator.
 
 use std::sync::Arc;
 
@@ -31,7 +31,8 @@ fn the_cache_hand_off_allocates_nothing() {
             ..Signal::default()
         })
         .collect();
-    let mut cache = TickCache::new(Arc::new(TickCache::table(1024)));
+    let (history, mut queue) = alphapt_storage::cache::tick::history_queue();
+    let mut cache = TickCache::new(Arc::new(TickCache::table(1024)), history);
     let mut signal_cache = SignalCache::new(Arc::new(SignalCache::table(256)));
 
     let before = counting_alloc::allocations();
@@ -50,4 +51,10 @@ fn the_cache_hand_off_allocates_nothing() {
         signals.len()
     );
     assert_eq!((cache.untracked, signal_cache.untracked), (0, 0));
+    assert_eq!(
+        queue.slots(),
+        ticks.len(),
+        "every tick's history entry queued"
+    );
+    assert_eq!(queue.pop().unwrap().n, 0);
 }

@@ -172,6 +172,56 @@ fn cache_whole(
     (wrong, started.elapsed())
 }
 
+/// Each instrument's `tick:{token}:history` holds exactly the times of its newest `len`
+/// stored ticks, ascending, each member's time equal to its score.
+fn assert_histories(
+    conn: &mut Connection,
+    r: &mut redis::Connection,
+    prefix: &str,
+    tokens: &[u32],
+    len: usize,
+) {
+    let rows = alphapt_storage::query::ticks(
+        conn,
+        tokens,
+        30 * 24 * 60,
+        len as u64,
+        alphapt_storage::runtime::clock::now_ms() + 86_400_000,
+        false,
+    )
+    .unwrap();
+    let mut newest: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+    for row in &rows {
+        newest
+            .entry(row.instrument_token)
+            .or_default()
+            .push((row.timestamp_ms, row.stream_seq));
+    }
+    assert_eq!(newest.len(), tokens.len(), "instruments stored");
+    for (token, mut stored) in newest {
+        let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{prefix}tick:{token}:history"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(r)
+            .unwrap();
+        assert_eq!(entries.len(), len.min(stored.len()), "{token}");
+        let cached: Vec<(i64, u64)> = entries
+            .iter()
+            .map(|(member, score)| {
+                let j: serde_json::Value = serde_json::from_str(member).unwrap();
+                assert_eq!(j["timestamp_ms"].as_i64(), Some(*score as i64));
+                (*score as i64, j["stream_seq"].as_u64().unwrap())
+            })
+            .collect();
+        assert!(cached.windows(2).all(|w| w[0].0 <= w[1].0), "{token} order");
+        stored.sort_unstable();
+        let times = |v: &[(i64, u64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(times(&cached), times(&stored), "{token} history times");
+    }
+}
+
 fn publish_signals(nats: &Nats) -> u64 {
     const SIGNALS: u64 = 300;
     nats.publish_signals((0..SIGNALS).map(|i| {
@@ -290,44 +340,7 @@ fn the_cache_holds_what_clickhouse_stored() {
 
     // History: the newest HISTORY_LEN ticks, ascending exchange time.
     let tokens: Vec<u32> = expected.keys().copied().collect();
-    let rows = alphapt_storage::query::ticks(
-        &mut conn,
-        &tokens,
-        30 * 24 * 60,
-        HISTORY_LEN as u64,
-        alphapt_storage::runtime::clock::now_ms() + 86_400_000,
-        false,
-    )
-    .unwrap();
-    let mut newest: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
-    for row in &rows {
-        newest
-            .entry(row.instrument_token)
-            .or_default()
-            .push((row.timestamp_ms, row.stream_seq));
-    }
-    for (token, mut stored) in newest {
-        let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(format!("{prefix}tick:{token}:history"))
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .query(&mut r)
-            .unwrap();
-        assert_eq!(entries.len(), HISTORY_LEN.min(stored.len()), "{token}");
-        let cached: Vec<(i64, u64)> = entries
-            .iter()
-            .map(|(member, score)| {
-                let j: serde_json::Value = serde_json::from_str(member).unwrap();
-                assert_eq!(j["timestamp_ms"].as_i64(), Some(*score as i64));
-                (*score as i64, j["stream_seq"].as_u64().unwrap())
-            })
-            .collect();
-        assert!(cached.windows(2).all(|w| w[0].0 <= w[1].0), "{token} order");
-        stored.sort_unstable();
-        let times = |v: &[(i64, u64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
-        assert_eq!(times(&cached), times(&stored), "{token} history times");
-    }
+    assert_histories(&mut conn, &mut r, &prefix, &tokens, HISTORY_LEN);
 
     // Bars: 1m against ohlc_1m, 5m and 15m against the raw ticks.
     let ms = ms(&conn);
@@ -401,6 +414,39 @@ fn the_cache_holds_what_clickhouse_stored() {
         );
         assert_eq!(h["strategy_type"], "ml");
     }
+}
+
+/// A backlog consumed flat out with a flush every 200 ms: each instrument gets a
+/// hundred or more ticks between two flushes, more than the 8-entry ring per slot the
+/// history once was (which restarted nearly every history at each flush and lost
+/// most entries). Every history is still exactly its instrument's newest
+/// `history_len` stored ticks, and none was reported missing.
+#[test]
+fn histories_stay_whole_when_ticks_come_faster_than_flushes() {
+    let _serial = one_at_a_time();
+    const COUNT: u64 = 60_000;
+    const LEN: usize = 300;
+    let (db, mut conn) = tables("rhist");
+    let prefix = db.redis_prefix();
+    let nats = Nats::new("rhist");
+    feeder_done(feeder(&db, &nats, COUNT, 0, "json"));
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            "redis.flush_interval_ms=200",
+            "--set",
+            &format!("redis.history_len={LEN}"),
+        ],
+    );
+    wait_stored(&mut conn, COUNT, Duration::from_secs(120));
+    let summary = drain(run);
+    assert!(!summary.contains("missing from histories"), "{summary}");
+    let tokens = cached_tokens(&mut redis(&common::redis_url()), &prefix);
+    assert_eq!(tokens.len(), 100, "{tokens:?}");
+    let mut r = redis(&common::redis_url());
+    assert_histories(&mut conn, &mut r, &prefix, &tokens, LEN);
 }
 
 /// Anonymous resident memory: the heap, not the spill's mapped file pages.

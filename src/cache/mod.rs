@@ -4,18 +4,24 @@
 //!
 //! ```text
 //!   shard[i] ── TickCache::update (seqlock slot + dirty bit, never waits) ──┐
+//!            └─ history entry of every tick (SPSC queue, dropped when full) ─┤
 //!   signals shard ── SignalCache::update ────────────────────────────────────┤ SlotTables (sized once)
 //!   refdata thread ── instrument rows (bounded channel, latest wins) ───────┤
 //!                                                                           ▼
-//!   redis thread: every flush_interval_ms take the dirty slots ─► RESP pipeline ─► Redis
+//!   redis thread: drain the history queues into per-instrument pending entries;
+//!                 every flush_interval_ms take the dirty slots and pending
+//!                 histories ─► RESP pipeline ─► Redis
 //!       tick:{token}  tick:{token}:history  ohlc:{token}:{1m,5m,15m}  signal:{strategy}:{token}  instrument:{token}
 //!       failure: slots marked dirty again, reconnect with capped full-jitter backoff;
 //!       on return the latest state is written (not a replay of what was conflated away)
 //! ```
 //!
 //! Memory is fixed at start: per shard `redis.instruments_max` tick slots of
-//! [`tick::SLOT_WORDS`] words (~1 KiB) and `redis.signals_max` signal slots. A Redis
-//! outage costs no memory: changes overwrite their slot. Figures: lag (age of the
+//! [`tick::SLOT_WORDS`] words (640 B), `redis.signals_max` signal slots and a history
+//! queue of [`tick::HISTORY_QUEUE`] records (4 MiB). The Redis thread's pending
+//! history entries are bounded (see `cache::redis`). A Redis outage costs no more
+//! memory: changes overwrite their slot, history entries beyond `redis.history_len`
+//! an instrument are discarded. Figures: lag (age of the
 //! oldest change not yet written), changes conflated away, write latency (HDR), keys
 //! written; see [`redis::CacheStats`].
 
@@ -46,10 +52,12 @@ pub struct ShardCache {
 }
 
 /// The Redis thread's reading ends: one tick and one signal table per shard.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct CacheFeed {
     /// Tick tables, one per shard.
     pub ticks: Vec<Arc<SlotTable>>,
+    /// History queues, one per shard, in the order of `ticks`.
+    pub histories: Vec<rtrb::Consumer<tick::HistoryRecord>>,
     /// Signal tables, one per shard.
     pub signals: Vec<Arc<SlotTable>>,
 }
@@ -61,10 +69,12 @@ impl CacheFeed {
     pub fn add_shard(&mut self, config: &Config) -> ShardCache {
         let ticks = Arc::new(TickCache::table(config.redis.instruments_max as usize));
         let signals = Arc::new(SignalCache::table(config.redis.signals_max as usize));
+        let (history, history_reader) = tick::history_queue();
         self.ticks.push(ticks.clone());
+        self.histories.push(history_reader);
         self.signals.push(signals.clone());
         ShardCache {
-            ticks: TickCache::new(ticks),
+            ticks: TickCache::new(ticks, history),
             signals: SignalCache::new(signals),
         }
     }
@@ -72,6 +82,7 @@ impl CacheFeed {
     /// Adds another pipeline's tables.
     pub fn merge(&mut self, other: CacheFeed) {
         self.ticks.extend(other.ticks);
+        self.histories.extend(other.histories);
         self.signals.extend(other.signals);
     }
 }

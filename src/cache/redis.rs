@@ -3,7 +3,7 @@
 //! thread go out the same way.
 //!
 //! ```text
-//!   loop ─► drain instrument channel (always, Redis up or not)
+//!   loop ─► drain instrument channel and history queues (always, Redis up or not)
 //!        ─► lag = now − oldest unwritten change (from the tables' dirty marks)
 //!        ─► connected? no: wait out the backoff (stop flag watched every 10 ms), connect;
 //!                          on success mark every slot and instrument for a rewrite
@@ -21,15 +21,22 @@
 //! latest state to a dropped connection (the batch is marked again, and a reconnect
 //! rewrites everything, so a Redis that restarted empty is refilled at once).
 //!
-//! History: a slot's ring holds its last 8 ticks; the thread keeps, per slot, the
-//! index of the next entry to write. Entries it never saw (more than 8 between two
-//! reads, or an outage) would leave a hole in the sorted set, so then it deletes the
-//! set and starts it again from what the ring holds (`history_restarts_total`); the
-//! same happens on the first write of each instrument after start, as the set may end
-//! with ticks of an earlier run that this run never saw. A reader can thus trust that
-//! the set is every tick from its oldest entry on.
+//! History: each shard queues every tick's entry (`cache::tick`); the thread moves them
+//! into per-instrument pending lists before each flush and writes each list with one
+//! ZADD, then trims the set to `redis.history_len`. A list keeps at most
+//! `history_len` entries: older ones would be trimmed at once anyway, and when one is
+//! discarded the set is deleted and written anew (`history_restarts_total`), so what
+//! it held before cannot sit beside the newer entries with a hole between. The same
+//! happens when the queue dropped entries (a gap in the instrument's count,
+//! `history_missed_total`) and on the first write of each instrument after start, as
+//! the set may end with ticks of an earlier run that this run never saw. A reader can
+//! thus trust that the set is every tick from its oldest entry on.
+//!
+//! Pending entries are bounded twice: `history_len` per instrument, and
+//! [`PENDING_MAX`] in all; at that bound the thread leaves records in the queues,
+//! which then drop and count (a Redis outage longer than the queues hold).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -70,8 +77,16 @@ const IDLE_PING: Duration = Duration::from_secs(1);
 /// half the commands sent.
 const EXPIRE_REFRESH_MS: i64 = 60_000;
 
-/// Longest sleep between two looks at the stop flag.
+/// Longest sleep between two looks at the stop flag (and at the history queues).
 const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// History entries pending in all (48 B each: 12 MiB), beyond one queue's worth
+/// ([`super::tick::HISTORY_QUEUE`]) of each shard.
+pub const PENDING_MAX: usize = 1 << 18;
+
+/// A pending list whose buffer grew past this many entries (a burst, an outage) gives
+/// it back once written.
+const PENDING_SHRINK_ABOVE: usize = 256;
 
 /// Settings of the Redis thread.
 #[derive(Clone)]
@@ -154,9 +169,10 @@ pub struct CacheStats {
     pub redirects_total: AtomicU64,
     /// Changes overwritten before the thread wrote them (only the latest is written).
     pub conflated_total: AtomicU64,
-    /// Histories deleted and started again (first write of a run, or a gap).
+    /// Histories deleted and started again (first write of a run, a gap, or more
+    /// entries than `history_len` since the last write).
     pub history_restarts_total: AtomicU64,
-    /// History entries overwritten in a ring before the thread read them.
+    /// History entries a shard's queue dropped (full) before the thread read them.
     pub history_missed_total: AtomicU64,
     /// Share of instruments `query` answered from Redis, parts per million, read each
     /// second from `{prefix}query:stats` (which `query` keeps).
@@ -228,16 +244,21 @@ pub fn send_instrument(
     }
 }
 
-/// A slot in a batch: where, the sequence read, and the history cursor to restore if
-/// the write fails.
+/// A slot in a batch: where, and what to record once the write went through.
 #[derive(Clone, Copy)]
 enum Item {
     Tick {
         table: usize,
         slot: usize,
         seq: u64,
-        cursor: u64,
-        fresh: bool,
+        expire: bool,
+    },
+    /// The first `count` pending entries of a tick slot's history.
+    History {
+        table: usize,
+        slot: usize,
+        count: usize,
+        restart: bool,
         expire: bool,
     },
     Signal {
@@ -259,6 +280,36 @@ struct Watch {
     since_ms: Vec<i64>,
     /// Per slot: when the slot's keys last got their EXPIRE (Unix ms; 0: never).
     expired_ms: Vec<i64>,
+}
+
+/// One instrument's history entries not yet in Redis.
+#[derive(Default)]
+struct Pending {
+    token: u32,
+    /// The `n` the next record should carry.
+    next: u32,
+    /// A record was seen this run (`next` means something).
+    seen: bool,
+    /// Oldest first, at most `history_len`.
+    entries: VecDeque<HistoryEntry>,
+    /// Delete the set before writing `entries`.
+    restart: bool,
+    /// In the thread's list of pending histories.
+    queued: bool,
+    /// When it was queued (Unix ms), for the lag.
+    since_ms: i64,
+    /// When the set last got its EXPIRE (Unix ms; 0: never).
+    expired_ms: i64,
+}
+
+impl Pending {
+    fn fresh() -> Pending {
+        // The first write of a run starts the set again.
+        Pending {
+            restart: true,
+            ..Pending::default()
+        }
+    }
 }
 
 impl Watch {
@@ -460,9 +511,12 @@ pub struct CacheWriter {
     /// A cluster's nodes as last seen: where to read the slot map when the seed URL
     /// does not answer.
     seeds: Vec<String>,
-    /// Per tick table and slot: next history index to write; `u64::MAX` = not yet
-    /// written this run (the set is started again).
-    cursors: Vec<Vec<u64>>,
+    /// Per tick table and slot: history entries not yet written.
+    pending: Vec<Vec<Pending>>,
+    /// Entries in `pending`.
+    pending_total: usize,
+    /// (tick table, slot) of every history with pending entries.
+    history_dirty: Vec<(usize, usize)>,
     instruments: HashMap<u32, InstrumentMeta>,
     instruments_pending: HashSet<u32>,
     instruments_deleted: HashSet<u32>,
@@ -498,10 +552,10 @@ impl CacheWriter {
     ) -> CacheWriter {
         let watch_ticks = feed.ticks.iter().map(|t| Watch::new(t.slots())).collect();
         let watch_signals = feed.signals.iter().map(|t| Watch::new(t.slots())).collect();
-        let cursors = feed
+        let pending = feed
             .ticks
             .iter()
-            .map(|t| vec![u64::MAX; t.slots()])
+            .map(|t| (0..t.slots()).map(|_| Pending::fresh()).collect())
             .collect();
         CacheWriter {
             config,
@@ -511,7 +565,9 @@ impl CacheWriter {
             stop,
             link: None,
             seeds: Vec::new(),
-            cursors,
+            pending,
+            pending_total: 0,
+            history_dirty: Vec::new(),
             instruments: HashMap::new(),
             instruments_pending: HashSet::new(),
             instruments_deleted: HashSet::new(),
@@ -543,6 +599,7 @@ impl CacheWriter {
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             self.drain_instruments();
+            self.drain_histories();
             self.publish_lag();
             if self.link.is_none() && Instant::now() >= retry_at {
                 match Link::connect(
@@ -604,6 +661,7 @@ impl CacheWriter {
             let next = Instant::now() + self.config.flush_interval;
             while Instant::now() < next && !self.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(STOP_POLL.min(next.saturating_duration_since(Instant::now())));
+                self.drain_histories();
             }
         }
     }
@@ -647,11 +705,58 @@ impl CacheWriter {
         }
     }
 
+    /// Moves the shards' history records into the per-instrument pending lists.
+    fn drain_histories(&mut self) {
+        let keep = (self.config.history_len as usize).max(1);
+        let now = now_ms();
+        let mut missed = 0;
+        for (t, queue) in self.feed.histories.iter_mut().enumerate() {
+            let take = queue.slots().min(PENDING_MAX - self.pending_total);
+            let Ok(chunk) = queue.read_chunk(take) else {
+                continue;
+            };
+            for record in chunk {
+                let slot = record.slot as usize;
+                let p = &mut self.pending[t][slot];
+                if p.seen && record.n != p.next {
+                    // The queue was full: entries are missing, the set starts again.
+                    missed += u64::from(record.n.wrapping_sub(p.next));
+                    self.pending_total -= p.entries.len();
+                    p.entries.clear();
+                    p.restart = true;
+                }
+                p.seen = true;
+                p.next = record.n.wrapping_add(1);
+                p.token = record.token;
+                if p.entries.len() >= keep {
+                    p.entries.pop_front();
+                    p.restart = true;
+                } else {
+                    self.pending_total += 1;
+                }
+                p.entries.push_back(record.entry);
+                if !p.queued {
+                    p.queued = true;
+                    p.since_ms = now;
+                    self.history_dirty.push((t, slot));
+                }
+            }
+        }
+        if missed > 0 {
+            self.stats
+                .history_missed_total
+                .fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+
     /// Notes when each waiting change was first seen, and publishes the lag: the age
     /// of the oldest change not yet in Redis.
     fn publish_lag(&mut self) {
         let now = now_ms();
         let mut oldest = now;
+        for (t, slot) in &self.history_dirty {
+            oldest = oldest.min(self.pending[*t][*slot].since_ms);
+        }
         let tables = self.feed.ticks.iter().zip(&mut self.watch_ticks);
         for (table, watch) in tables.chain(self.feed.signals.iter().zip(&mut self.watch_signals)) {
             for slot in 0..table.used() {
@@ -746,6 +851,16 @@ impl CacheWriter {
                 result = self.send();
             }
         }
+        for i in 0..self.history_dirty.len() {
+            if result.is_err() {
+                break;
+            }
+            let (t, slot) = self.history_dirty[i];
+            self.encode_history(t, slot);
+            if self.pipeline.bytes().len() >= REQUEST_BYTES {
+                result = self.send();
+            }
+        }
         if result.is_ok() {
             self.encode_instruments();
             if self.pipeline.commands() == 0 && self.last_request.elapsed() >= IDLE_PING {
@@ -755,6 +870,13 @@ impl CacheWriter {
         } else {
             self.pipeline.clear();
         }
+        // Written histories leave the list; the rest wait for the next flush.
+        let pending = &mut self.pending;
+        self.history_dirty.retain(|(t, slot)| {
+            let p = &mut pending[*t][*slot];
+            p.queued = !p.entries.is_empty();
+            p.queued
+        });
         result
     }
 
@@ -788,15 +910,11 @@ impl CacheWriter {
             return;
         }
         let token = self.slot.token;
-        let cursor = self.cursors[table][slot];
-        let fresh = cursor == u64::MAX;
         let expire = self.expire_due(self.watch_ticks[table].expired_ms[slot], now_ms());
         self.batch.push(Item::Tick {
             table,
             slot,
             seq,
-            cursor,
-            fresh,
             expire,
         });
         if let Some(tick) = self.slot.latest {
@@ -805,50 +923,6 @@ impl CacheWriter {
             self.keys_in_request += 1;
             self.ttl(0, expire);
         }
-        // History: what is new since the cursor; a gap (or a first write) restarts it.
-        let head = self.slot.history_head;
-        let oldest_held = head.saturating_sub(super::tick::HISTORY_RING as u64);
-        let restart = fresh || cursor < oldest_held;
-        if !fresh && cursor < oldest_held {
-            self.stats
-                .history_missed_total
-                .fetch_add(oldest_held - cursor, Ordering::Relaxed);
-        }
-        let from = if restart { oldest_held } else { cursor };
-        self.config.keys.history_into(&mut self.key, token);
-        if restart {
-            self.pipeline.command(2).arg(b"DEL").arg(&self.key);
-            self.stats
-                .history_restarts_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        if head > from {
-            // Counted the way they are written, so the command's length is always right.
-            let entries = (from..head)
-                .filter(|n| self.slot.history(*n).is_some())
-                .count();
-            self.pipeline
-                .command(2 + 2 * entries)
-                .arg(b"ZADD")
-                .arg(&self.key);
-            for n in from..head {
-                if let Some(e) = self.slot.history(n) {
-                    self.pipeline
-                        .arg_i64(e.timestamp_ms)
-                        .arg_with(|out| write_history_json(out, &e));
-                }
-            }
-            let keep = self.config.history_len;
-            self.pipeline
-                .command(4)
-                .arg(b"ZREMRANGEBYRANK")
-                .arg(&self.key)
-                .arg(b"0")
-                .arg_i64(-(i64::from(keep) + 1));
-            self.keys_in_request += 1;
-            self.ttl(0, expire || restart);
-        }
-        self.cursors[table][slot] = head;
         for (b, label) in BAR_LABELS.iter().enumerate() {
             let Some(bar) = self.slot.bars[b] else {
                 continue;
@@ -871,6 +945,46 @@ impl CacheWriter {
             self.keys_in_request += 1;
             self.ttl(1, expire);
         }
+    }
+
+    /// `tick:{token}:history`: the pending entries, the set deleted first when it
+    /// must start again, then trimmed to `history_len`.
+    fn encode_history(&mut self, table: usize, slot: usize) {
+        let p = &self.pending[table][slot];
+        if p.entries.is_empty() {
+            return;
+        }
+        let (restart, count) = (p.restart, p.entries.len());
+        let expire = restart || self.expire_due(p.expired_ms, now_ms());
+        self.config.keys.history_into(&mut self.key, p.token);
+        if restart {
+            self.pipeline.command(2).arg(b"DEL").arg(&self.key);
+        }
+        self.pipeline
+            .command(2 + 2 * count)
+            .arg(b"ZADD")
+            .arg(&self.key);
+        for e in &p.entries {
+            self.pipeline
+                .arg_i64(e.timestamp_ms)
+                .arg_with(|out| write_history_json(out, e));
+        }
+        let keep = self.config.history_len;
+        self.pipeline
+            .command(4)
+            .arg(b"ZREMRANGEBYRANK")
+            .arg(&self.key)
+            .arg(b"0")
+            .arg_i64(-(i64::from(keep) + 1));
+        self.keys_in_request += 1;
+        self.ttl(0, expire);
+        self.batch.push(Item::History {
+            table,
+            slot,
+            count,
+            restart,
+            expire,
+        });
     }
 
     fn encode_signal(&mut self, table: usize, slot: usize) {
@@ -1015,9 +1129,32 @@ impl CacheWriter {
     /// (each change adds 2 to a slot's sequence; all but the last were never written).
     fn commit(&mut self) {
         let mut conflated = 0;
+        let mut restarts = 0;
         let now = now_ms();
         for item in self.batch.drain(..) {
             let (watch, slot, seq, expire) = match item {
+                Item::History {
+                    table,
+                    slot,
+                    count,
+                    restart,
+                    expire,
+                } => {
+                    let p = &mut self.pending[table][slot];
+                    p.entries.drain(..count);
+                    self.pending_total -= count;
+                    if p.entries.is_empty() && p.entries.capacity() > PENDING_SHRINK_ABOVE {
+                        p.entries = VecDeque::new();
+                    }
+                    if restart {
+                        p.restart = false;
+                        restarts += 1;
+                    }
+                    if expire {
+                        p.expired_ms = now;
+                    }
+                    continue;
+                }
                 Item::Tick {
                     table,
                     slot,
@@ -1045,22 +1182,15 @@ impl CacheWriter {
         self.stats
             .conflated_total
             .fetch_add(conflated, Ordering::Relaxed);
+        self.stats
+            .history_restarts_total
+            .fetch_add(restarts, Ordering::Relaxed);
     }
 
-    /// Puts the batch back: slots marked dirty, history cursors as they were.
+    /// Forgets the batch: its slots stay unwritten (their sequences were not
+    /// recorded) and its history entries pending, found again next flush.
     fn undo(&mut self) {
-        for item in self.batch.drain(..) {
-            if let Item::Tick {
-                table,
-                slot,
-                cursor,
-                fresh,
-                ..
-            } = item
-            {
-                self.cursors[table][slot] = if fresh { u64::MAX } else { cursor };
-            }
-        }
+        self.batch.clear();
         // Instruments of the failed request are sent again after the reconnect, which
         // marks every instrument.
         self.pipeline.clear();

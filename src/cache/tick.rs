@@ -1,12 +1,15 @@
-//! What a shard hands the Redis thread per instrument: the latest good tick, the
-//! current 1m/5m/15m bars, and the last few ticks for the history, in one slot of a
-//! [`SlotTable`].
+//! What a shard hands the Redis thread per instrument: the latest good tick and the
+//! current 1m/5m/15m bars in one slot of a [`SlotTable`] (conflating: only the latest
+//! state matters), and every tick's history entry through a queue (not conflating:
+//! the history is every tick).
 //!
 //! ```text
 //!   shard: append_tick ─► TickCache::update(tick)
 //!            token ──open addressing (shard-private, sized once)──► slot
-//!            slot words: header │ latest good tick │ bars 1m 5m 15m │ history ring (8)
-//!   Redis thread: TickSlot::read(table, slot) ─► keys tick:, tick:…:history, ohlc:
+//!            slot words: header │ latest good tick │ bars 1m 5m 15m      (good ticks)
+//!            history queue (rtrb, HISTORY_QUEUE records): slot, n, entry  (every tick)
+//!   Redis thread: TickSlot::read(table, slot) ─► keys tick:, ohlc:
+//!                 history queue ─► per-instrument pending entries ─► tick:…:history
 //! ```
 //!
 //! Rules, the same as the ClickHouse side (migrations 005 and 009):
@@ -19,13 +22,20 @@
 //!   `last_quantity`, turnover the sum of price × quantity. A tick for a bar older than
 //!   the slot's current one is counted (`bars_late`) and left to ClickHouse.
 //!
-//! The history ring holds the last [`HISTORY_RING`] ticks; the Redis thread takes what
-//! is new since its last read. When more arrived in between, the oldest were
-//! overwritten: the reader sees the gap and restarts the instrument's history, so the
-//! sorted set never has holes (see `cache::redis`).
+//! The history used to be a ring of 8 entries in each slot. Under a flat-out load the
+//! Redis thread's flush takes tens of milliseconds, an instrument ticking a few hundred
+//! times a second overran its ring between two reads, and the history was restarted
+//! at nearly every flush: 61% of a million ticks never reached it in `perf/e2e.sh`,
+//! and Redis spent a fifth of its time deleting sets. The queue holds
+//! [`HISTORY_QUEUE`] entries of the whole shard (~0.3 s at 200k ticks/s), whatever
+//! the instruments' shares; each record carries its instrument's running count `n`,
+//! so when the queue was full and an entry was dropped, the reader sees the gap and
+//! restarts that instrument's history: the sorted set never has holes (see
+//! `cache::redis`).
 //!
-//! Cost per tick on the shard: one probe of the token table and ~70 plain stores
-//! (benches/cache.rs). No allocation after `new`.
+//! Cost per tick on the shard: one probe of the token table, one 64-byte record
+//! pushed (a store of the queue's tail, no atomic read-modify-write), and for a good
+//! tick ~60 plain stores in the slot (benches/cache.rs). No allocation after `new`.
 
 use crate::model::quality::FLAGS_HARD;
 use crate::model::{Depth, DepthLevel, Ohlc, Price, Tick, DEPTH_LEVELS};
@@ -33,10 +43,12 @@ use crate::model::{Depth, DepthLevel, Ohlc, Price, Tick, DEPTH_LEVELS};
 use super::slots::{SlotTable, SlotWords};
 use super::symbol_at;
 
-/// Ticks each slot's history ring holds between two reads (5 ms apart by default: an
-/// instrument ticking faster than ~1,600 times a second loses history entries,
-/// counted, never the latest state).
-pub const HISTORY_RING: usize = 8;
+/// History records one shard's queue holds between two drains by the Redis thread:
+/// 4 MiB, about 0.3 s of a shard at 200,000 ticks/s. The thread drains it before
+/// each flush and each pipelined request, so only a stall longer than that (a Redis
+/// round trip of that length) drops entries; they are counted and the histories
+/// concerned restart.
+pub const HISTORY_QUEUE: usize = 1 << 16;
 
 /// Bar lengths kept in the cache, in ms: 1m, 5m, 15m.
 pub const BAR_MS: [i64; 3] = [60_000, 300_000, 900_000];
@@ -44,16 +56,14 @@ pub const BAR_MS: [i64; 3] = [60_000, 300_000, 900_000];
 /// Labels of [`BAR_MS`], as in the `ohlc:{token}:{tf}` keys.
 pub const BAR_LABELS: [&str; 3] = ["1m", "5m", "15m"];
 
-// Slot layout, in words, by cache line (8 words) and by how often a tick writes them:
-//   0      header, history head, the tick's hot scalars         every tick
+// Slot layout, in words, by cache line (8 words); a good tick writes them:
+//   0      header, (spare), the tick's hot scalars              every good tick
 //   1..4   more scalars, both depth sides                       every good tick
 //   4      exchange, tradingsymbol                              compared, written on change
 //   5      day OHLC, 1m bar's open                               every good tick / new bar
 //   6..9   each bar's hot words (bucket|count, close, high, low, volume, turnover)
 //   9      5m and 15m bars' open
-//   10..18 history ring, one entry a line
 const HEADER: usize = 0;
-const HISTORY_HEAD: usize = 1;
 const T_TS: usize = 2;
 const T_RECEIVED: usize = 3;
 const T_SEQ: usize = 4;
@@ -72,13 +82,12 @@ const T_DAY_OHLC: usize = 40;
 /// Each bar: its hot line, then its three open words.
 const BAR_HOT: [usize; 3] = [48, 56, 64];
 const BAR_OPEN: [usize; 3] = [44, 72, 75];
-const HISTORY: usize = 80;
-const ENTRY_WORDS: usize = 8;
 
 /// Words of one instrument's slot (a whole number of cache lines).
-pub const SLOT_WORDS: usize = HISTORY + ENTRY_WORDS * HISTORY_RING;
+pub const SLOT_WORDS: usize = 80;
 
 const _: () = assert!(T_SELL + 2 * DEPTH_LEVELS <= T_EXCHANGE && SLOT_WORDS % 8 == 0);
+const _: () = assert!(BAR_OPEN[2] + 3 <= SLOT_WORDS);
 
 /// Header bit: the slot holds a good tick.
 const HAS_LATEST: u64 = 1 << 32;
@@ -100,9 +109,31 @@ const B_OPEN_TS: usize = 0;
 const B_OPEN_SEQ: usize = 1;
 const B_OPEN: usize = 2;
 
+/// One tick's history entry on its way to the Redis thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HistoryRecord {
+    /// The instrument's slot in the shard's table.
+    pub slot: u32,
+    /// The instrument.
+    pub token: u32,
+    /// The instrument's history entries before this one (wrapping): consecutive per
+    /// slot, so a gap says the queue was full and entries were dropped.
+    pub n: u32,
+    /// The entry.
+    pub entry: HistoryEntry,
+}
+
+/// The queue from a shard to the Redis thread, [`HISTORY_QUEUE`] records.
+pub fn history_queue() -> (rtrb::Producer<HistoryRecord>, rtrb::Consumer<HistoryRecord>) {
+    rtrb::RingBuffer::new(HISTORY_QUEUE)
+}
+
 /// The shard's side: its table and the token → slot index, both sized once.
 pub struct TickCache {
     table: std::sync::Arc<SlotTable>,
+    history: rtrb::Producer<HistoryRecord>,
+    /// Per slot: history entries so far (the next record's `n`).
+    history_counts: Box<[u32]>,
     /// Open addressing, power-of-two length, twice the slots; each entry is the
     /// token (high half) and slot + 1 (low half), 0 = empty: one load per probe.
     index: Box<[u64]>,
@@ -114,11 +145,16 @@ pub struct TickCache {
 }
 
 impl TickCache {
-    /// A cache of `slots` instruments over a table shared with the Redis thread.
-    pub fn new(table: std::sync::Arc<SlotTable>) -> TickCache {
+    /// A cache over a table and a history queue shared with the Redis thread.
+    pub fn new(
+        table: std::sync::Arc<SlotTable>,
+        history: rtrb::Producer<HistoryRecord>,
+    ) -> TickCache {
         assert_eq!(table.words_per_slot(), SLOT_WORDS, "a tick slot table");
         let len = (table.slots() * 2).next_power_of_two();
         TickCache {
+            history_counts: vec![0; table.slots()].into_boxed_slice(),
+            history,
             table,
             index: vec![0; len].into_boxed_slice(),
             used: 0,
@@ -162,22 +198,23 @@ impl TickCache {
             self.untracked += 1;
             return;
         };
-        let good = tick.validation_flags & FLAGS_HARD == 0;
+        // The history takes every stored tick. A full queue drops the entry: the
+        // count still moves on, so the reader sees the gap.
+        let n = self.history_counts[slot];
+        self.history_counts[slot] = n.wrapping_add(1);
+        let _ = self.history.push(HistoryRecord {
+            slot: slot as u32,
+            token: tick.instrument_token,
+            n,
+            entry: HistoryEntry::of(tick),
+        });
+        // A hard-flagged tick changes neither the latest tick nor a bar.
+        if tick.validation_flags & FLAGS_HARD != 0 {
+            return;
+        }
         let mut late = 0;
         self.table.publish(slot, |w| {
-            let header = w.get(HEADER);
-            let has_latest = header & HAS_LATEST != 0;
-            // The history takes every stored tick.
-            let head = w.get(HISTORY_HEAD);
-            let entry = HISTORY + (head as usize % HISTORY_RING) * ENTRY_WORDS;
-            write_history_entry(w, entry, tick);
-            w.set(HISTORY_HEAD, head + 1);
-            if !good {
-                if !has_latest {
-                    w.set(HEADER, u64::from(tick.instrument_token) | IN_USE);
-                }
-                return;
-            }
+            let has_latest = w.get(HEADER) & HAS_LATEST != 0;
             let newer = !has_latest
                 || (tick.timestamp_ms, tick.stream_seq) >= (w.get(T_TS) as i64, w.get(T_SEQ));
             if newer {
@@ -255,21 +292,6 @@ fn update_bar(
     w.set(hot + B_TURNOVER, sum.to_bits());
     w.set(hot + B_START_COUNT, start_count + 1);
     true
-}
-
-#[inline]
-fn write_history_entry(w: &SlotWords<'_, SLOT_WORDS>, at: usize, tick: &Tick) {
-    w.set_all(
-        at,
-        &[
-            tick.timestamp_ms as u64,
-            tick.stream_seq,
-            tick.last_price.0 as u64,
-            tick.volume_traded,
-            u64::from(tick.last_quantity) | u64::from(tick.validation_flags) << 32,
-            u64::from(tick.data_quality_score.to_bits()),
-        ],
-    );
 }
 
 /// Writes the tick's words in place; the symbols only when they changed.
@@ -382,7 +404,7 @@ pub struct CachedBar {
 }
 
 /// A history entry: the fields `query ticks` prints.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HistoryEntry {
     /// Exchange time, Unix ms.
     pub timestamp_ms: i64,
@@ -400,6 +422,22 @@ pub struct HistoryEntry {
     pub data_quality_score: f32,
 }
 
+impl HistoryEntry {
+    /// The entry of `tick`.
+    #[inline]
+    pub fn of(tick: &Tick) -> HistoryEntry {
+        HistoryEntry {
+            timestamp_ms: tick.timestamp_ms,
+            stream_seq: tick.stream_seq,
+            last_price: tick.last_price,
+            volume_traded: tick.volume_traded,
+            last_quantity: tick.last_quantity,
+            validation_flags: tick.validation_flags,
+            data_quality_score: tick.data_quality_score,
+        }
+    }
+}
+
 /// One slot, read by the Redis thread.
 #[derive(Clone, Debug)]
 pub struct TickSlot {
@@ -411,8 +449,6 @@ pub struct TickSlot {
     pub latest: Option<Tick>,
     /// Current 1m, 5m and 15m bars ([`BAR_MS`] order), if any.
     pub bars: [Option<CachedBar>; 3],
-    /// Ticks ever put in the history ring.
-    pub history_head: u64,
     words: Vec<u64>,
 }
 
@@ -424,7 +460,6 @@ impl TickSlot {
             token: 0,
             latest: None,
             bars: [None; 3],
-            history_head: 0,
             words: vec![0; SLOT_WORDS],
         }
     }
@@ -451,26 +486,7 @@ impl TickSlot {
                 ticks: start_count & 0xffff_ffff,
             });
         }
-        self.history_head = w[HISTORY_HEAD];
         Some(seq)
-    }
-
-    /// The history entry with index `n` (0 = first ever), if still in the ring.
-    pub fn history(&self, n: u64) -> Option<HistoryEntry> {
-        if n >= self.history_head || self.history_head - n > HISTORY_RING as u64 {
-            return None;
-        }
-        let at = HISTORY + (n as usize % HISTORY_RING) * ENTRY_WORDS;
-        let e = &self.words[at..at + ENTRY_WORDS];
-        Some(HistoryEntry {
-            timestamp_ms: e[0] as i64,
-            stream_seq: e[1],
-            last_price: Price(e[2] as i64),
-            volume_traded: e[3],
-            last_quantity: e[4] as u32,
-            validation_flags: (e[4] >> 32) as u32,
-            data_quality_score: f32::from_bits(e[5] as u32),
-        })
     }
 }
 
@@ -524,19 +540,24 @@ mod tests {
     #[test]
     fn the_slot_round_trips_the_whole_tick() {
         let table = Arc::new(TickCache::table(4));
-        let mut cache = TickCache::new(table.clone());
+        let (tx, mut history) = history_queue();
+        let mut cache = TickCache::new(table.clone(), tx);
         let t = tick(256_265, 1_700_000_000_123, 9, 1234.05, 10);
         cache.update(&t);
         let s = read(&table, 0);
         assert_eq!(s.token, 256_265);
         assert_eq!(s.latest, Some(t));
-        assert_eq!(s.history(0).unwrap().last_price, t.last_price);
+        let record = history.pop().unwrap();
+        assert_eq!((record.slot, record.token, record.n), (0, 256_265, 0));
+        assert_eq!(record.entry, HistoryEntry::of(&t));
+        assert_eq!(record.entry.last_price, t.last_price);
     }
 
     #[test]
     fn bars_follow_the_clickhouse_rules() {
         let table = Arc::new(TickCache::table(4));
-        let mut cache = TickCache::new(table.clone());
+        let (tx, mut history) = history_queue();
+        let mut cache = TickCache::new(table.clone(), tx);
         let m = 1_700_000_100_000; // a 15-minute boundary
         cache.update(&tick(1, m + 30_000, 2, 101.0, 5));
         cache.update(&tick(1, m + 10_000, 3, 100.0, 1)); // earlier time, later seq: the open
@@ -559,11 +580,10 @@ mod tests {
             4,
             "(time, seq) greatest good tick"
         );
-        assert_eq!(s.history_head, 5);
-        assert_eq!(
-            s.history(4).unwrap().validation_flags,
-            FLAG_NONPOSITIVE_PRICE
-        );
+        let entries: Vec<HistoryRecord> = std::iter::from_fn(|| history.pop().ok()).collect();
+        assert_eq!(entries.len(), 5, "every tick, the hard-flagged one too");
+        assert_eq!(entries[4].n, 4);
+        assert_eq!(entries[4].entry.validation_flags, FLAG_NONPOSITIVE_PRICE);
         // The next minute starts a new 1m bar; a tick for the old one is late.
         cache.update(&tick(1, m + 61_000, 6, 98.0, 1));
         cache.update(&tick(1, m + 20_000, 7, 50.0, 1));
@@ -574,22 +594,26 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_keeps_the_last_entries_and_a_full_table_counts() {
+    fn a_full_queue_leaves_a_gap_in_n_and_a_full_table_counts() {
         let table = Arc::new(TickCache::table(2));
-        let mut cache = TickCache::new(table.clone());
-        for seq in 1..=20 {
+        let (tx, mut history) = rtrb::RingBuffer::new(4);
+        let mut cache = TickCache::new(table.clone(), tx);
+        for seq in 1..=6 {
             cache.update(&tick(5, 1_000 * seq as i64, seq, 10.0, 1));
         }
+        let first: Vec<u32> = std::iter::from_fn(|| history.pop().ok().map(|r| r.n)).collect();
+        assert_eq!(first, [0, 1, 2, 3], "the queue took four, dropped two");
+        cache.update(&tick(5, 7_000, 7, 10.0, 1));
+        let next = history.pop().unwrap();
+        assert_eq!((next.n, next.entry.stream_seq), (6, 7), "n 4 and 5 missing");
         cache.update(&tick(6, 1, 1, 10.0, 1));
         cache.update(&tick(7, 1, 1, 10.0, 1));
         assert_eq!(cache.untracked, 1);
-        assert_eq!(table.seq(0), 40, "20 changes");
-        let s = read(&table, 0);
-        assert_eq!(s.history_head, 20);
-        assert!(s.history(11).is_none(), "overwritten");
-        for n in 12..20 {
-            assert_eq!(s.history(n).unwrap().stream_seq, n + 1);
-        }
-        assert!(s.history(20).is_none());
+        assert_eq!(table.seq(0), 14, "7 changes");
+        assert_eq!(history.pop().unwrap().slot, 1);
+        assert!(
+            history.pop().is_err(),
+            "an untracked instrument has no history"
+        );
     }
 }

@@ -111,6 +111,12 @@ fn redis_summary(now: &Snapshot) -> String {
         "redis cache: {} keys written (write ms p50 {p50:.2} p99 {p99:.2} max {max:.2}), {} updates conflated",
         c.keys_written, c.conflated
     );
+    if c.history_missed > 0 {
+        text.push_str(&format!(
+            ", {} ticks missing from histories (the Redis thread fell behind; histories restarted)",
+            c.history_missed
+        ));
+    }
     if c.untracked > 0 {
         text.push_str(&format!(
             ", {} not cached (raise redis.instruments_max or redis.signals_max)",

@@ -352,7 +352,7 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
     metric(
         "alphapt_redis_history_missed_total",
         "counter",
-        "History entries overwritten in a shard's ring before the Redis thread read them.",
+        "History entries a shard dropped, its history queue full, before the Redis thread read them.",
         &[("", f(cache.history_missed))],
     );
     metric(
