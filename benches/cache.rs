@@ -7,8 +7,8 @@
 //! DRAM streaming of the 21 MB input more than the hand-off.)
 //!
 //! - `update_unread`: nobody reads the table, so every dirty bit stays set (the
-//!   conflating case); the history queue is emptied after each pass of 65,536 (its
-//!   capacity), unread.
+//!   conflating case); the history queue is emptied, unread, after each pass of 65,536
+//!   (half its capacity).
 //! - `update_with_reader`: a second thread drains the history queue every
 //!   millisecond (the Redis thread: every 5–10 ms, at a rate 150 times lower than
 //!   this loop's, so it never finds the queue full) and reads every slot every 5 ms,

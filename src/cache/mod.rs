@@ -18,7 +18,7 @@
 //!
 //! Memory is fixed at start: per shard `redis.instruments_max` tick slots of
 //! [`tick::SLOT_WORDS`] words (640 B), `redis.signals_max` signal slots and a history
-//! queue of [`tick::HISTORY_QUEUE`] records (4 MiB). The Redis thread's pending
+//! queue of [`tick::HISTORY_QUEUE`] records (8 MiB). The Redis thread's pending
 //! history entries are bounded (see `cache::redis`). A Redis outage costs no more
 //! memory: changes overwrite their slot, history entries beyond `redis.history_len`
 //! an instrument are discarded. Figures: lag (age of the

@@ -22,8 +22,8 @@
 //! rewrites everything, so a Redis that restarted empty is refilled at once).
 //!
 //! History: each shard queues every tick's entry (`cache::tick`); the thread moves them
-//! into per-instrument pending lists before each flush and writes each list with one
-//! ZADD, then trims the set to `redis.history_len`. A list keeps at most
+//! into per-instrument pending lists before each flush and between its requests, and
+//! writes each list with one ZADD, then trims the set to `redis.history_len`. A list keeps at most
 //! `history_len` entries: older ones would be trimmed at once anyway, and when one is
 //! discarded the set is deleted and written anew (`history_restarts_total`), so what
 //! it held before cannot sit beside the newer entries with a hole between. The same
@@ -253,11 +253,12 @@ enum Item {
         seq: u64,
         expire: bool,
     },
-    /// The first `count` pending entries of a tick slot's history.
+    /// The first `count` pending entries of a tick slot's history, as of `epoch`.
     History {
         table: usize,
         slot: usize,
         count: usize,
+        epoch: u32,
         restart: bool,
         expire: bool,
     },
@@ -294,6 +295,9 @@ struct Pending {
     entries: VecDeque<HistoryEntry>,
     /// Delete the set before writing `entries`.
     restart: bool,
+    /// Moves on whenever entries leave other than by being written (a gap, a list
+    /// over `history_len`): a batch encoded before that must not take them off.
+    epoch: u32,
     /// In the thread's list of pending histories.
     queued: bool,
     /// When it was queued (Unix ms), for the lag.
@@ -724,6 +728,7 @@ impl CacheWriter {
                     self.pending_total -= p.entries.len();
                     p.entries.clear();
                     p.restart = true;
+                    p.epoch = p.epoch.wrapping_add(1);
                 }
                 p.seen = true;
                 p.next = record.n.wrapping_add(1);
@@ -731,6 +736,7 @@ impl CacheWriter {
                 if p.entries.len() >= keep {
                     p.entries.pop_front();
                     p.restart = true;
+                    p.epoch = p.epoch.wrapping_add(1);
                 } else {
                     self.pending_total += 1;
                 }
@@ -849,8 +855,10 @@ impl CacheWriter {
             }
             if self.pipeline.bytes().len() >= REQUEST_BYTES {
                 result = self.send();
+                self.drain_histories();
             }
         }
+        // Slots queued while this loop runs wait for the next flush.
         for i in 0..self.history_dirty.len() {
             if result.is_err() {
                 break;
@@ -859,6 +867,9 @@ impl CacheWriter {
             self.encode_history(t, slot);
             if self.pipeline.bytes().len() >= REQUEST_BYTES {
                 result = self.send();
+                // A flush of long histories takes several round trips: the queues
+                // are emptied between them, or they fill and drop.
+                self.drain_histories();
             }
         }
         if result.is_ok() {
@@ -954,7 +965,7 @@ impl CacheWriter {
         if p.entries.is_empty() {
             return;
         }
-        let (restart, count) = (p.restart, p.entries.len());
+        let (restart, count, epoch) = (p.restart, p.entries.len(), p.epoch);
         let expire = restart || self.expire_due(p.expired_ms, now_ms());
         self.config.keys.history_into(&mut self.key, p.token);
         if restart {
@@ -982,6 +993,7 @@ impl CacheWriter {
             table,
             slot,
             count,
+            epoch,
             restart,
             expire,
         });
@@ -1137,22 +1149,28 @@ impl CacheWriter {
                     table,
                     slot,
                     count,
+                    epoch,
                     restart,
                     expire,
                 } => {
                     let p = &mut self.pending[table][slot];
+                    if expire {
+                        p.expired_ms = now;
+                    }
+                    if restart {
+                        restarts += 1;
+                    }
+                    if p.epoch != epoch {
+                        // Entries left meanwhile and the set starts again next
+                        // flush (`restart` was set with them): the pending ones stay.
+                        continue;
+                    }
                     p.entries.drain(..count);
                     self.pending_total -= count;
                     if p.entries.is_empty() && p.entries.capacity() > PENDING_SHRINK_ABOVE {
                         p.entries = VecDeque::new();
                     }
-                    if restart {
-                        p.restart = false;
-                        restarts += 1;
-                    }
-                    if expire {
-                        p.expired_ms = now;
-                    }
+                    p.restart = false;
                     continue;
                 }
                 Item::Tick {

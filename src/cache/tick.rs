@@ -27,7 +27,7 @@
 //! times a second overran its ring between two reads, and the history was restarted
 //! at nearly every flush: 61% of a million ticks never reached it in `perf/e2e.sh`,
 //! and Redis spent a fifth of its time deleting sets. The queue holds
-//! [`HISTORY_QUEUE`] entries of the whole shard (~0.3 s at 200k ticks/s), whatever
+//! [`HISTORY_QUEUE`] entries of the whole shard (~0.6 s at 200k ticks/s), whatever
 //! the instruments' shares; each record carries its instrument's running count `n`,
 //! so when the queue was full and an entry was dropped, the reader sees the gap and
 //! restarts that instrument's history: the sorted set never has holes (see
@@ -44,11 +44,13 @@ use super::slots::{SlotTable, SlotWords};
 use super::symbol_at;
 
 /// History records one shard's queue holds between two drains by the Redis thread:
-/// 4 MiB, about 0.3 s of a shard at 200,000 ticks/s. The thread drains it before
-/// each flush and each pipelined request, so only a stall longer than that (a Redis
-/// round trip of that length) drops entries; they are counted and the histories
-/// concerned restart.
-pub const HISTORY_QUEUE: usize = 1 << 16;
+/// 8 MiB, about 0.6 s of a shard at 200,000 ticks/s, and 0.3 s of one catching up at
+/// twice that. The thread drains it before each flush and between its pipelined
+/// requests, so only a round trip longer than that drops entries; they are counted
+/// and the histories concerned restart. Half this size dropped 1,296 of a million
+/// Kite ticks in one of three flat-out `perf/e2e.sh` runs (Redis round trips up to
+/// 140 ms on the shared 2-core box).
+pub const HISTORY_QUEUE: usize = 1 << 17;
 
 /// Bar lengths kept in the cache, in ms: 1m, 5m, 15m.
 pub const BAR_MS: [i64; 3] = [60_000, 300_000, 900_000];
