@@ -26,7 +26,7 @@
 //! Redis thread's flush takes tens of milliseconds, an instrument ticking a few hundred
 //! times a second overran its ring between two reads, and the history was restarted
 //! at nearly every flush: 61% of a million ticks never reached it in `perf/e2e.sh`,
-//! and Redis spent a fifth of its time deleting sets. The queue holds
+//! and DELs took ~15% of Redis's command time. The queue holds
 //! [`HISTORY_QUEUE`] entries of the whole shard (~0.6 s at 200k ticks/s), whatever
 //! the instruments' shares; each record carries its instrument's running count `n`,
 //! so when the queue was full and an entry was dropped, the reader sees the gap and
