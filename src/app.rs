@@ -927,16 +927,26 @@ impl App {
         };
         let drain_started = Instant::now();
         let joined = self.ticks.join();
+        let pipeline_ms = drain_started.elapsed().as_millis() as u64;
         // Every block is recorded now: the audit writes them, then stops; the Redis
         // thread writes the shards' last state.
         self.audit.stop();
+        let audit_ms = drain_started.elapsed().as_millis() as u64;
         if let Some(cache) = &mut self.cache {
             cache.stop();
         }
+        let cache_ms = drain_started.elapsed().as_millis() as u64;
         let end = self.stats.snapshot();
         if let Some(control) = &mut self.control {
             control.stop();
         }
+        tracing::debug!(
+            pipeline_ms,
+            audit_ms,
+            cache_ms,
+            control_ms = drain_started.elapsed().as_millis() as u64,
+            "Drain: each stage done, ms since the receiver ended"
+        );
         let latency = self.stats.merged_latency();
         Ok(Finished {
             routed,
