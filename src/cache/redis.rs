@@ -1308,9 +1308,140 @@ fn write_depth_json(out: &mut Vec<u8>, side: &crate::model::Depth) {
 #[cfg(test)]
 mod tests {
     //! The hand-written encodings give the text the formatter gave before them:
-    //! readers of the cache (and `query`) parse exactly that.
+    //! readers of the cache (and `query`) parse exactly that. The history's pending
+    //! lists keep every entry a write has not taken, and no more than `history_len`.
     use super::*;
-    use crate::model::{Depth, DepthLevel};
+    use crate::cache::tick::{HistoryRecord, TickCache};
+    use crate::model::{Depth, DepthLevel, Symbol};
+
+    /// A writer over one tick table of 4 slots whose history queue holds `queue`
+    /// records, keeping `history_len` entries; never connected.
+    fn writer(queue: usize, history_len: u32) -> (CacheWriter, TickCache) {
+        let mut config = CacheConfig::from_config(&Config::default());
+        config.history_len = history_len;
+        let table = Arc::new(TickCache::table(4));
+        let (tx, rx) = rtrb::RingBuffer::<HistoryRecord>::new(queue);
+        let feed = CacheFeed {
+            ticks: vec![table.clone()],
+            histories: vec![rx],
+            signals: Vec::new(),
+        };
+        let stats = Arc::new(CacheStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = CacheWriter::new(config, feed, None, stats, stop);
+        (writer, TickCache::new(table, tx))
+    }
+
+    fn tick(token: u32, seq: u64) -> Tick {
+        Tick {
+            timestamp_ms: 1_764_000_000_000 + seq as i64,
+            stream_seq: seq,
+            instrument_token: token,
+            exchange: Symbol::new(b"NSE").unwrap(),
+            last_price: Price::from_f64(100.0).unwrap(),
+            ..Tick::default()
+        }
+    }
+
+    fn seqs(w: &CacheWriter, slot: usize) -> Vec<u64> {
+        w.pending[0][slot]
+            .entries
+            .iter()
+            .map(|e| e.stream_seq)
+            .collect()
+    }
+
+    #[test]
+    fn pending_lists_keep_the_newest_history_len_and_restart_past_it() {
+        let (mut w, mut shard) = writer(64, 3);
+        for seq in 1..=5 {
+            shard.update(&tick(7, seq));
+        }
+        shard.update(&tick(8, 6));
+        w.drain_histories();
+        assert_eq!(seqs(&w, 0), [3, 4, 5]);
+        assert_eq!(seqs(&w, 1), [6]);
+        assert_eq!(w.pending_total, 4);
+        assert_eq!(w.history_dirty, [(0, 0), (0, 1)]);
+        assert!(
+            w.pending[0][0].restart && w.pending[0][1].restart,
+            "first write"
+        );
+        // Written: the lists empty, the restarts done.
+        w.encode_history(0, 0);
+        w.encode_history(0, 1);
+        w.commit();
+        assert_eq!((w.pending_total, seqs(&w, 0).len()), (0, 0));
+        assert!(!w.pending[0][0].restart);
+        assert_eq!(w.stats.history_restarts_total.load(Ordering::Relaxed), 2);
+        // Two more: appended, no restart.
+        shard.update(&tick(7, 9));
+        shard.update(&tick(7, 10));
+        w.drain_histories();
+        assert_eq!(seqs(&w, 0), [9, 10]);
+        assert!(!w.pending[0][0].restart);
+        assert_eq!(w.stats.history_missed_total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_queue_shows_as_a_gap_and_restarts_that_history() {
+        let (mut w, mut shard) = writer(4, 100);
+        shard.update(&tick(7, 1));
+        w.drain_histories();
+        w.encode_history(0, 0);
+        w.commit();
+        for seq in 2..=7 {
+            shard.update(&tick(7, seq)); // 6 into a queue of 4: 6 and 7 dropped
+        }
+        w.drain_histories();
+        assert_eq!(seqs(&w, 0), [2, 3, 4, 5]);
+        assert!(!w.pending[0][0].restart, "no gap seen yet");
+        shard.update(&tick(7, 8));
+        w.drain_histories();
+        assert_eq!(seqs(&w, 0), [8], "what came before the gap is dropped");
+        assert!(w.pending[0][0].restart);
+        assert_eq!(w.pending_total, 1);
+        assert_eq!(w.stats.history_missed_total.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_write_overtaken_by_the_bound_leaves_the_list_to_the_next_one() {
+        let (mut w, mut shard) = writer(64, 3);
+        for seq in 1..=3 {
+            shard.update(&tick(7, seq));
+        }
+        w.drain_histories();
+        w.encode_history(0, 0); // entries 1, 2, 3 sent
+                                // Between two requests of the flush, 2 more: 1 and 2 leave by the bound.
+        shard.update(&tick(7, 4));
+        shard.update(&tick(7, 5));
+        w.drain_histories();
+        w.commit();
+        assert_eq!(seqs(&w, 0), [3, 4, 5], "3 was sent, but 4 and 5 were not");
+        assert!(
+            w.pending[0][0].restart,
+            "the next write starts the set again"
+        );
+        assert_eq!(w.pending_total, 3);
+        // An undone batch leaves everything pending too.
+        w.encode_history(0, 0);
+        w.undo();
+        assert_eq!(seqs(&w, 0), [3, 4, 5]);
+        assert!(w.pending[0][0].restart);
+    }
+
+    #[test]
+    fn draining_stops_at_pending_max_and_leaves_the_rest_queued() {
+        let (mut w, mut shard) = writer(64, 100);
+        w.pending_total = PENDING_MAX - 2;
+        for seq in 1..=5 {
+            shard.update(&tick(7, seq));
+        }
+        w.drain_histories();
+        assert_eq!(seqs(&w, 0), [1, 2]);
+        assert_eq!(w.pending_total, PENDING_MAX);
+        assert_eq!(w.feed.histories[0].slots(), 3, "left in the queue");
+    }
 
     #[test]
     fn history_and_depth_json_are_the_formatter_s_text() {
