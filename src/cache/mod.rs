@@ -16,12 +16,13 @@
 //!       on return the latest state is written (not a replay of what was conflated away)
 //! ```
 //!
-//! Memory is fixed at start: per shard `redis.instruments_max` tick slots of
+//! Memory is bounded. Fixed at start, per shard: `redis.instruments_max` tick slots of
 //! [`tick::SLOT_WORDS`] words (640 B), `redis.signals_max` signal slots and a history
-//! queue of [`tick::HISTORY_QUEUE`] records (8 MiB). The Redis thread's pending
-//! history entries are bounded (see `cache::redis`). A Redis outage costs no more
-//! memory: changes overwrite their slot, history entries beyond `redis.history_len`
-//! an instrument are discarded. Figures: lag (age of the
+//! queue of [`tick::HISTORY_QUEUE`] records (8 MiB). Grown by the Redis thread as
+//! instruments tick: their pending history entries, at most `redis.history_len` an
+//! instrument and [`redis::PENDING_MAX`] in all (12 MiB). A Redis outage costs no
+//! more: changes overwrite their slot, history entries beyond those bounds are
+//! discarded (the histories restart). Figures: lag (age of the
 //! oldest change not yet written), changes conflated away, write latency (HDR), keys
 //! written; see [`redis::CacheStats`].
 
