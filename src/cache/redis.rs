@@ -17,8 +17,10 @@
 //!           (at most half the time writing), draining the history queues meanwhile
 //! ```
 //!
-//! Must never: stall a shard (it only reads their tables), grow without bound (the
-//! tables are fixed; the instrument map holds one row per instrument), or lose the
+//! Must never: stall a shard (it only reads their tables and queues), grow without
+//! bound (the tables and queues are fixed, the pending histories bounded, the
+//! instrument map holds one row per instrument), take more than half of a core's
+//! time on a loaded host (see the pause after a long flush), or lose the
 //! latest state to a dropped connection (the batch is marked again, and a reconnect
 //! rewrites everything, so a Redis that restarted empty is refilled at once).
 //!
