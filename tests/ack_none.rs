@@ -190,18 +190,8 @@ fn ack_none_delivery_stops_at_its_window_above_the_durable_point() {
     let port = format!("clickhouse.port={}", proxy.port);
     let window = format!("nats.max_ack_pending={WINDOW}");
     let mut settings = ACK_NONE.to_vec();
-    settings.extend([
-        "--set",
-        &port,
-        "--set",
-        &window,
-        "--set",
-        "spill.mode=overflow",
-        "--set",
-        "spill.segment_bytes=65536",
-        "--set",
-        "spill.spill_bytes_max=131072",
-    ]);
+    settings.extend(["--set", &port, "--set", &window]);
+    settings.extend(SPILL_HOLDS_NO_BLOCK);
     let run = start_run(&db, &nats, &settings);
     let addr = control_addr(&run);
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));

@@ -208,12 +208,11 @@ fn a_drain_right_after_a_nats_restart_acks_what_was_routed_before_it() {
     publish("2000");
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
-    let run = start_run(
-        &db,
-        &nats,
+    // While ClickHouse is away nothing routed becomes durable, so nothing above the
+    // floor is acked.
+    let settings = [
+        &ACK_ALL[..],
         &[
-            ACK_ALL[0],
-            ACK_ALL[1],
             "--set",
             &url,
             "--set",
@@ -222,16 +221,11 @@ fn a_drain_right_after_a_nats_restart_acks_what_was_routed_before_it() {
             "ingest.drain_timeout_ms=20000",
             "--set",
             "ingest.block_rows_max=2048",
-            // Overflow with a spill too small for a block: while ClickHouse is away
-            // nothing routed becomes durable, so nothing above the floor is acked.
-            "--set",
-            "spill.mode=overflow",
-            "--set",
-            "spill.segment_bytes=65536",
-            "--set",
-            "spill.spill_bytes_max=131072",
         ],
-    );
+        &SPILL_HOLDS_NO_BLOCK,
+    ]
+    .concat();
+    let run = start_run(&db, &nats, &settings);
     let addr = control_addr(&run);
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
@@ -286,10 +280,10 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
     let drain_ms = format!("ingest.drain_timeout_ms={DRAIN_MS}");
-    // A spill too small for one block (~150-250 KB): it refuses, the writer holds.
-    let run = start_run(
-        &db,
-        &nats,
+    // A spill too small for one block: it refuses, the writer holds (overflow: a
+    // journal-first writer could not journal a block this spill cannot hold, so
+    // nothing would be stored before the signal).
+    let settings = [
         &[
             "--set",
             &port,
@@ -297,16 +291,11 @@ fn sigterm_with_clickhouse_down_exits_within_the_drain_timeout_and_loses_nothing
             &drain_ms,
             "--set",
             "ingest.block_rows_max=2048",
-            "--set",
-            "spill.segment_bytes=65536",
-            "--set",
-            "spill.spill_bytes_max=131072",
-            // Overflow: a journal-first writer cannot journal a block this spill cannot
-            // hold, so nothing would be stored before the signal.
-            "--set",
-            "spill.mode=overflow",
-        ],
-    );
+        ][..],
+        &SPILL_HOLDS_NO_BLOCK,
+    ]
+    .concat();
+    let run = start_run(&db, &nats, &settings);
     let feeder = feeder(&db, &nats, 19999, 5000, "json");
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();

@@ -295,14 +295,12 @@ fn a_partition_fills_its_own_window_not_a_share_of_the_stream() {
         "nats.ack_policy=all".to_owned(),
         format!("clickhouse.port={}", proxy.port),
         format!("nats.max_ack_pending={WINDOW}"),
-        // Overflow with a spill too small for a block: with ClickHouse away nothing
-        // routed becomes durable, so nothing is acknowledged and the window fills.
-        "spill.mode=overflow".into(),
-        "spill.segment_bytes=65536".into(),
-        "spill.spill_bytes_max=131072".into(),
     ] {
         flags.extend(["--set".to_owned(), set]);
     }
+    // With ClickHouse away nothing routed becomes durable, so nothing is acknowledged
+    // and the window fills.
+    flags.extend(SPILL_HOLDS_NO_BLOCK.map(str::to_owned));
     let run = start_run(&db, &nats, &strs(&flags));
     wait_stored(&mut conn, 500, Duration::from_secs(60));
     proxy.down();

@@ -5,7 +5,8 @@
 //! latest signal, and `instrument:{token}` follows PostgreSQL's `instruments` through
 //! an update and a delete. Then a private Redis is killed mid-feed and started again
 //! empty: every tick still reaches ClickHouse, the appliance's memory stays flat, and
-//! the cache is whole again within a second of Redis's return.
+//! the cache is whole again within a second of Redis's return; at the end each history
+//! is its instrument's newest stored ticks, no hole where Redis was away.
 
 mod common;
 mod ohlc_fixture;
@@ -500,6 +501,11 @@ fn redis_killed_mid_feed_costs_no_tick_and_the_cache_refills_on_return() {
     let summary = drain(run);
     eprintln!("stored {at_kill} of {COUNT} at the kill; cache whole {caught_up:?} after Redis returned; anonymous RSS {before} -> {during} KiB\n{summary}");
     assert!(wrong.is_empty(), "{wrong:#?}\n{summary}");
+    // The histories came back whole too: each is its instrument's newest stored
+    // ticks, with no hole where Redis was away.
+    let tokens = cached_tokens(&mut r, &prefix);
+    let len = alphapt_storage::config::Config::default().redis.history_len as usize;
+    assert_histories(&mut conn, &mut r, &prefix, &tokens, len);
     assert!(
         caught_up < Duration::from_secs(2),
         "cache whole again {caught_up:?} after Redis returned"

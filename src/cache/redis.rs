@@ -256,21 +256,25 @@ enum Item {
         seq: u64,
         expire: bool,
     },
-    /// The first `count` pending entries of a tick slot's history, as of `epoch`.
-    History {
-        table: usize,
-        slot: usize,
-        count: usize,
-        epoch: u32,
-        restart: bool,
-        expire: bool,
-    },
+    History(HistoryWrite),
     Signal {
         table: usize,
         slot: usize,
         seq: u64,
         expire: bool,
     },
+}
+
+/// A history in a batch: the first `count` pending entries of a tick slot's list, as
+/// of `epoch`.
+#[derive(Clone, Copy)]
+struct HistoryWrite {
+    table: usize,
+    slot: usize,
+    count: usize,
+    epoch: u32,
+    restart: bool,
+    expire: bool,
 }
 
 /// Never a slot's sequence (those are even when readable): forces a rewrite.
@@ -999,14 +1003,14 @@ impl CacheWriter {
             .arg_i64(-(i64::from(keep) + 1));
         self.keys_in_request += 1;
         self.ttl(0, expire);
-        self.batch.push(Item::History {
+        self.batch.push(Item::History(HistoryWrite {
             table,
             slot,
             count,
             epoch,
             restart,
             expire,
-        });
+        }));
     }
 
     fn encode_signal(&mut self, table: usize, slot: usize) {
@@ -1153,34 +1157,12 @@ impl CacheWriter {
         let mut conflated = 0;
         let mut restarts = 0;
         let now = now_ms();
-        for item in self.batch.drain(..) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for item in batch.drain(..) {
             let (watch, slot, seq, expire) = match item {
-                Item::History {
-                    table,
-                    slot,
-                    count,
-                    epoch,
-                    restart,
-                    expire,
-                } => {
-                    let p = &mut self.pending[table][slot];
-                    if expire {
-                        p.expired_ms = now;
-                    }
-                    if restart {
-                        restarts += 1;
-                    }
-                    if p.epoch != epoch {
-                        // Entries left meanwhile and the set starts again next
-                        // flush (`restart` was set with them): the pending ones stay.
-                        continue;
-                    }
-                    p.entries.drain(..count);
-                    self.pending_total -= count;
-                    if p.entries.is_empty() && p.entries.capacity() > PENDING_SHRINK_ABOVE {
-                        p.entries = VecDeque::new();
-                    }
-                    p.restart = false;
+                Item::History(h) => {
+                    restarts += u64::from(h.restart);
+                    self.commit_history(h, now);
                     continue;
                 }
                 Item::Tick {
@@ -1188,7 +1170,6 @@ impl CacheWriter {
                     slot,
                     seq,
                     expire,
-                    ..
                 } => (&mut self.watch_ticks[table], slot, seq, expire),
                 Item::Signal {
                     table,
@@ -1207,12 +1188,33 @@ impl CacheWriter {
             watch.written[slot] = seq;
             watch.since_ms[slot] = 0;
         }
+        // Its buffer, for the next batch.
+        self.batch = batch;
         self.stats
             .conflated_total
             .fetch_add(conflated, Ordering::Relaxed);
         self.stats
             .history_restarts_total
             .fetch_add(restarts, Ordering::Relaxed);
+    }
+
+    /// A history went through: its entries leave the list, unless entries left it
+    /// meanwhile (a gap, the `history_len` bound), which set `restart` again for the
+    /// next flush; then the list stays as it is.
+    fn commit_history(&mut self, h: HistoryWrite, now: i64) {
+        let p = &mut self.pending[h.table][h.slot];
+        if h.expire {
+            p.expired_ms = now;
+        }
+        if p.epoch != h.epoch {
+            return;
+        }
+        p.entries.drain(..h.count);
+        self.pending_total -= h.count;
+        if p.entries.is_empty() && p.entries.capacity() > PENDING_SHRINK_ABOVE {
+            p.entries = VecDeque::new();
+        }
+        p.restart = false;
     }
 
     /// Forgets the batch: its slots stay unwritten (their sequences were not

@@ -127,6 +127,18 @@ fn ack_policy_setting() -> Option<String> {
 /// what was delivered).
 pub const ACK_ALL: [&str; 2] = ["--set", "nats.ack_policy=all"];
 
+/// Overflow mode with a spill too small for one sealed block (~150-250 KB): while
+/// ClickHouse is away the writer holds its block, so nothing routed becomes durable
+/// and the window above the durable point fills.
+pub const SPILL_HOLDS_NO_BLOCK: [&str; 6] = [
+    "--set",
+    "spill.mode=overflow",
+    "--set",
+    "spill.segment_bytes=65536",
+    "--set",
+    "spill.spill_bytes_max=131072",
+];
+
 pub fn binary(args: &[String]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_alphapt-storage"));
     command.args(args).env("RUST_LOG", "warn");
