@@ -703,40 +703,45 @@ pub fn start_path(
         let writer_done = Arc::new(AtomicBool::new(false));
         if journal_first {
             let journal = journal.clone().expect("every writer has a journal");
-            let options = inserter_options(destination, path, index);
             let flush_bytes = crate::spill::lock(&journal).bytes_max() / 4;
-            let inserter = Inserter::new(
-                InserterConfig {
-                    index,
-                    interval: Duration::from_millis(config.spill.insert_interval_ms),
-                    flush_bytes,
-                    flush_rows: config.spill.insert_rows,
-                    replicas: destination
-                        .replicas_of_writer(index)
-                        .iter()
-                        .map(|replica| Options {
-                            query_id_prefix: options.query_id_prefix.clone(),
-                            ..replica.clone()
-                        })
-                        .collect(),
-                    options,
-                    backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
-                    backoff_max: Duration::from_millis(ch.backoff_max_ms),
-                    ping_after: Duration::from_millis(ch.ping_interval_ms),
-                },
-                journal,
-                &destination.tables(),
-                stats.clone(),
-                alert.clone(),
-                writer_done.clone(),
-                audit.producer(),
-            );
-            let core = if pin { config.threads.slow_core } else { None };
-            inserter_handles.push(runtime::spawn(
-                &thread_name(path, "inserter", index),
-                core,
-                move || inserter.run(),
-            )?);
+            let inserters = usize::from(config.spill.inserters.max(1));
+            for slot in 0..inserters {
+                let options = inserter_options(destination, path, index, slot);
+                let inserter = Inserter::new(
+                    InserterConfig {
+                        index,
+                        slot,
+                        inserters,
+                        interval: Duration::from_millis(config.spill.insert_interval_ms),
+                        flush_bytes,
+                        flush_rows: config.spill.insert_rows,
+                        replicas: destination
+                            .replicas_of_writer(index)
+                            .iter()
+                            .map(|replica| Options {
+                                query_id_prefix: options.query_id_prefix.clone(),
+                                ..replica.clone()
+                            })
+                            .collect(),
+                        options,
+                        backoff_initial: Duration::from_millis(ch.backoff_initial_ms),
+                        backoff_max: Duration::from_millis(ch.backoff_max_ms),
+                        ping_after: Duration::from_millis(ch.ping_interval_ms),
+                    },
+                    journal.clone(),
+                    &destination.tables(),
+                    stats.clone(),
+                    alert.clone(),
+                    writer_done.clone(),
+                    audit.producer(),
+                );
+                let core = if pin { config.threads.slow_core } else { None };
+                inserter_handles.push(runtime::spawn(
+                    &inserter_thread_name(path, index, slot),
+                    core,
+                    move || inserter.run(),
+                )?);
+            }
         }
         let writer_prefix =
             own_insert_query_prefix(&destination.options.database, &format!("{path}w{index}"));
@@ -993,12 +998,23 @@ fn thread_name(path: &str, role: &str, index: usize) -> String {
     }
 }
 
-fn inserter_options(destination: &Destination, path: &str, index: usize) -> Options {
+/// `inserter-<writer>` for a writer's first inserter, `inserter-<writer>.<slot>` for
+/// the others (`sig-ins-…` on the signals path: a thread name keeps 15 bytes).
+fn inserter_thread_name(path: &str, index: usize, slot: usize) -> String {
+    match (path.is_empty(), slot) {
+        (_, 0) => thread_name(path, "inserter", index),
+        (true, _) => format!("inserter-{index}.{slot}"),
+        (false, _) => format!("sig-ins-{index}.{slot}"),
+    }
+}
+
+fn inserter_options(destination: &Destination, path: &str, index: usize, slot: usize) -> Options {
+    let role = match slot {
+        0 => format!("{path}i{index}"),
+        _ => format!("{path}i{index}.{slot}"),
+    };
     Options {
-        query_id_prefix: own_insert_query_prefix(
-            &destination.options.database,
-            &format!("{path}i{index}"),
-        ),
+        query_id_prefix: own_insert_query_prefix(&destination.options.database, &role),
         ..destination.target_of_writer(index).clone()
     }
 }

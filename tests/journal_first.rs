@@ -96,6 +96,50 @@ fn journal_first_sends_a_backlog_of_insert_rows_at_once_and_nothing_less_before_
     consumer_settled(&nats, 15_000);
 }
 
+/// A backlog of several `spill.insert_rows` is shared out between the writer's two
+/// inserters (`spill.inserters = 2`), each INSERTing its own records at the same time:
+/// every tick is stored once, and both inserters sent part of it. Tried on the
+/// preloaded stream (the whole backlog pending at once) with blocks small enough that
+/// each inserter's share is several records.
+#[test]
+fn journal_first_two_inserters_share_a_backlog_and_store_every_tick_once() {
+    const TICKS: u64 = 60_000;
+    let (db, mut conn) = tables("jftwo");
+    let nats = Nats::new("jftwo");
+    feed(&db, &nats, &["--count", "60000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend([
+        "--set",
+        "spill.inserters=2",
+        "--set",
+        "spill.insert_rows=8192",
+        "--set",
+        "spill.insert_interval_ms=1000",
+    ]);
+    let run = start_run_env(
+        &db,
+        &nats,
+        &settings,
+        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
+    );
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("0 bytes still in the journal"),
+        "{summary}"
+    );
+    let by_second = summary
+        .lines()
+        .filter(|line| line.contains("Journaled block inserted") && line.contains("inserter=1"))
+        .count();
+    assert!(
+        by_second > 0,
+        "the second inserter sent none of the backlog: {summary}"
+    );
+    consumer_settled(&nats, TICKS);
+}
+
 #[test]
 fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is_back() {
     const TICKS: u64 = 40_000;

@@ -888,6 +888,11 @@ pub struct SpillConfig {
     /// as the last has committed and this many rows wait, so ClickHouse is not left
     /// idle for the first second of a burst nor handed it all at the end.
     pub insert_rows: u64,
+    /// Journal-first only: inserter threads per writer, each with its own ClickHouse
+    /// connection. ClickHouse runs one INSERT (views included) on one thread, so a
+    /// backlog shared out between two INSERTs at once is stored in about half the
+    /// time; at a rate one INSERT keeps up with, the second finds nothing to send.
+    pub inserters: u16,
 }
 
 /// When a block enters the spill journal.
@@ -915,6 +920,7 @@ impl Default for SpillConfig {
             mode: SpillMode::Always,
             insert_interval_ms: 1000,
             insert_rows: 131_072,
+            inserters: 2,
         }
     }
 }

@@ -740,9 +740,12 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
             "spill.mode=always",
             "spill.insert_interval_ms=250",
             "spill.insert_rows=500000",
+            "spill.inserters=3",
         ],
     )
     .unwrap();
+    assert_eq!(config.spill.inserters, 3);
+    assert_eq!(load("", &[], &[]).unwrap().spill.inserters, 2);
     assert_eq!(config.spill.mode, SpillMode::Always);
     assert_eq!(config.spill.insert_interval_ms, 250);
     assert_eq!(config.spill.insert_rows, 500_000);
@@ -765,6 +768,9 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
         ("spill.insert_rows=0", "spill.insert_rows"),
         ("spill.insert_rows=100000000", "spill.insert_rows"),
         ("spill.insert_rows=-1", "spill.insert_rows"),
+        ("spill.inserters=0", "spill.inserters"),
+        ("spill.inserters=9", "spill.inserters"),
+        ("spill.inserters=two", "spill.inserters"),
     ] {
         let text = refused("", &[], &[bad]).to_string();
         assert!(text.contains(key), "{bad}: {text}");

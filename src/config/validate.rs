@@ -55,6 +55,9 @@ pub const INSERT_INTERVAL_MS_MAX: u64 = 60_000;
 /// Largest `spill.insert_rows`: an INSERT carries at most 1,024 records anyway
 /// (`write::inserter::RECORDS_PER_INSERT_MAX`), 67 M rows at the largest block.
 pub const INSERT_ROWS_MAX: u64 = 64 << 20;
+/// Most journal-first inserters per writer: each is a thread and a ClickHouse
+/// connection, and more INSERTs at once than the server has cores only adds parts.
+pub const INSERTERS_MAX: u64 = 8;
 
 /// Checks one section's `tls*` keys: the files are read now (`built`), so a bad one
 /// stops the start with its name, and files named with TLS off are a contradiction.
@@ -815,6 +818,12 @@ impl Config {
             "ms",
         )?;
         bounded("spill.insert_rows", s.insert_rows, INSERT_ROWS_MAX, "rows")?;
+        bounded(
+            "spill.inserters",
+            u64::from(s.inserters),
+            INSERTERS_MAX,
+            "threads",
+        )?;
         // Journal-first journals every block before its ack: a block no segment can
         // hold would stop intake for good, so the worst-case block must fit one.
         if s.mode == super::SpillMode::Always {

@@ -398,6 +398,10 @@ struct Segment {
     records: Vec<ScannedRecord>,
     /// Records whose state is not replayed.
     pending: u64,
+    /// Per record (same index as `records`): taken by one of the journal-first
+    /// inserters for an INSERT in flight, so the others pass it over. Memory only: a
+    /// restart finds every pending record free.
+    claimed: Vec<bool>,
     /// Damaged spans skipped at open; a segment with any is never trimmed.
     corrupt: u64,
     /// Where the next record goes; grows with `append`.
@@ -564,6 +568,7 @@ impl Journal {
             map,
             file,
             pending: pending.len() as u64,
+            claimed: vec![false; scan.records.len()],
             records: scan.records,
             corrupt: scan.corrupt.len() as u64,
             append_offset: scan.append_offset,
@@ -735,6 +740,7 @@ impl Journal {
             header: *header,
             state: format::STATE_PENDING,
         });
+        segment.claimed.push(false);
         segment.append_offset += bytes;
         segment.pending += 1;
         self.records_pending += 1;
@@ -787,6 +793,7 @@ impl Journal {
             map,
             file,
             records: Vec::new(),
+            claimed: Vec::new(),
             pending: 0,
             corrupt: 0,
             append_offset: SEGMENT_HEADER_BYTES,
@@ -846,6 +853,40 @@ impl Journal {
                     )
                 })
         })
+    }
+
+    /// Pending records no inserter has claimed, with their headers and the bytes they
+    /// occupy, oldest first: what a journal-first inserter chooses its next INSERT from.
+    pub fn unclaimed_headers(&self) -> impl Iterator<Item = (RecordPos, &RecordHeader, u64)> + '_ {
+        self.segments.iter().flat_map(|segment| {
+            segment
+                .records
+                .iter()
+                .zip(&segment.claimed)
+                .filter(|(r, claimed)| r.state != STATE_REPLAYED && !**claimed)
+                .map(move |(r, _)| {
+                    (
+                        RecordPos {
+                            segment_seq: segment.seq,
+                            offset: r.offset as u64,
+                        },
+                        &r.header,
+                        r.bytes as u64,
+                    )
+                })
+        })
+    }
+
+    /// Sets (or, `claimed` false, clears) the claim of every record in `positions`:
+    /// an inserter claims the records of the INSERT it is about to send, so the
+    /// journal's other inserters send other records meanwhile. A claim only steers
+    /// who sends what; marks and replay ignore it.
+    pub fn claim_all(&mut self, positions: &[RecordPos], claimed: bool) -> Result<(), SpillError> {
+        for &pos in positions {
+            let (segment_index, record_index) = self.locate(pos)?;
+            self.segments[segment_index].claimed[record_index] = claimed;
+        }
+        Ok(())
     }
 
     /// The record at `pos`, its CRCs checked again and its header compared with the one

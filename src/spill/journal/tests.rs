@@ -250,6 +250,78 @@ fn marking_many_at_once_survives_reopen_trims_and_pending_headers_follow() {
     ));
 }
 
+/// Claims steer which inserter sends a record and nothing else: a claimed record is
+/// still pending (counted, replayed after a restart), only hidden from the other
+/// inserters' choice; a record appended later is free; a restart forgets every claim.
+#[test]
+fn claimed_records_stay_pending_but_are_passed_over_until_released_or_reopened() {
+    let tmp = TempDir::new("claims");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    let positions = fill(&mut journal, 6, 1500);
+    let free = |j: &Journal| -> Vec<RecordPos> { j.unclaimed_headers().map(|(p, ..)| p).collect() };
+    assert_eq!(free(&journal), positions, "nothing claimed yet");
+    let sizes: Vec<u64> = journal.unclaimed_headers().map(|(.., b)| b).collect();
+    assert!(
+        sizes.iter().all(|&b| b >= 1500),
+        "each record's size, its payload included: {sizes:?}"
+    );
+    // One inserter takes records 1 and 3 (in two segments), another 4.
+    journal
+        .claim_all(&[positions[1], positions[3]], true)
+        .unwrap();
+    journal.claim_all(&[positions[4]], true).unwrap();
+    assert_eq!(
+        free(&journal),
+        vec![positions[0], positions[2], positions[5]]
+    );
+    assert_eq!(journal.records_pending(), 6, "claimed is still pending");
+    assert_eq!(journal.pending_headers().count(), 6);
+    let later = journal.append(&header(6), &payload(6, 1500)).unwrap();
+    journal.sync().unwrap();
+    assert!(free(&journal).contains(&later), "a new record is free");
+    // The first inserter's INSERT committed: marked, gone from both lists; the
+    // second one's claim is cleared, and its record is free again.
+    journal
+        .mark_replayed_all(&[positions[1], positions[3]])
+        .unwrap();
+    journal.claim_all(&[positions[4]], false).unwrap();
+    assert_eq!(
+        free(&journal),
+        vec![
+            positions[0],
+            positions[2],
+            positions[4],
+            positions[5],
+            later
+        ]
+    );
+    assert_eq!(journal.records_pending(), 5);
+    // A restart: what was claimed and not marked is pending and free.
+    journal.claim_all(&[positions[0]], true).unwrap();
+    drop(journal);
+    let (mut journal, report) = Journal::open(&config).unwrap();
+    assert_eq!(report.pending, 5);
+    assert_eq!(
+        free(&journal),
+        vec![
+            positions[0],
+            positions[2],
+            positions[4],
+            positions[5],
+            later
+        ]
+    );
+    let unknown = RecordPos {
+        segment_seq: 99,
+        offset: 64,
+    };
+    assert!(matches!(
+        journal.claim_all(&[unknown], true),
+        Err(SpillError::UnknownRecord { .. })
+    ));
+}
+
 #[test]
 fn append_refuses_past_bytes_max_and_writes_nothing() {
     let tmp = TempDir::new("full");
