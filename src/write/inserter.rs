@@ -35,6 +35,7 @@
 //! of several `insert_rows` is shared out: each INSERT takes its share (at least
 //! `insert_rows`) and leaves the rest to the others. Below that, one INSERT takes all
 //! and the others find nothing, so a steady feed still makes one INSERT per interval.
+//! At the drain any backlog is shared out: the exit waits for the last INSERT.
 //!
 //! Exactly once: only the inserter that claimed a record sends and marks it, and only
 //! after its INSERT committed; a restart forgets the claims and replays what is
@@ -301,17 +302,32 @@ impl Inserter {
             return false;
         }
         // A backlog is shared out: this INSERT takes its share of the waiting rows (at
-        // least `flush_rows`), so the journal's other inserters start on the rest now
-        // instead of after this one commits. ClickHouse runs each INSERT, views
-        // included, on one thread; two at once keep two cores busy.
-        let share = match self.config.inserters {
-            0 | 1 => u64::MAX,
-            n => rows.div_ceil(n as u64).max(self.config.flush_rows),
-        };
+        // least `flush_rows`, so parts stay large; any share at the drain, which only
+        // waits for the last of them), and the journal's other inserters start on the
+        // rest now instead of after this one commits. ClickHouse runs each INSERT,
+        // views included, on one thread; two at once keep two cores busy.
         let (table, hash) = (
             self.targets[target].0.table,
             self.targets[target].0.schema_hash,
         );
+        // The share is of everything pending, claimed records included, so the last
+        // inserter to start takes all that is left rather than halving it again.
+        let share = match self.config.inserters {
+            0 | 1 => u64::MAX,
+            n => {
+                let pending: u64 = journal
+                    .pending_headers()
+                    .filter(|(_, h)| h.table == table && h.schema_hash == hash && h.lz4 == lz4)
+                    .map(|(_, h)| u64::from(h.rows))
+                    .sum();
+                let even = pending.div_ceil(n as u64);
+                if force {
+                    even
+                } else {
+                    even.max(self.config.flush_rows)
+                }
+            }
+        };
         let batch = &mut self.batch;
         batch.clear();
         let (mut bytes, mut taken_rows) = (0usize, 0u64);
