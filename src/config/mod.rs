@@ -891,7 +891,8 @@ pub struct SpillConfig {
     /// Journal-first only: inserter threads per writer, each with its own ClickHouse
     /// connection. ClickHouse runs one INSERT (views included) on one thread, so a
     /// backlog shared out between two INSERTs at once is stored in about half the
-    /// time; at a rate one INSERT keeps up with, the second finds nothing to send.
+    /// time (a million journaled ticks: 1.4 s against 2.6-3.0 s); at a rate one
+    /// INSERT keeps up with, the second finds nothing to send.
     pub inserters: u16,
 }
 
