@@ -29,8 +29,8 @@
 //!
 //! Several at once (`spill.inserters`): ClickHouse runs an INSERT, its views
 //! included, on one thread, so one inserter leaves a backlog going in at one core's
-//! pace (a million rows with the views: 3.0-3.8 s as one INSERT, 2.2-2.3 s as two at
-//! once, the same server CPU). An inserter claims the records it takes (in memory,
+//! pace (a journal of a million ticks went in in 2.6-3.0 s with one inserter, 1.4 s
+//! with two; perf/README.md). An inserter claims the records it takes (in memory,
 //! under the journal lock), the others choose among the unclaimed ones, and a backlog
 //! of several `insert_rows` is shared out: each INSERT takes its share (at least
 //! `insert_rows`) and leaves the rest to the others. Below that, one INSERT takes all
@@ -301,17 +301,17 @@ impl Inserter {
         if !due {
             return false;
         }
-        // A backlog is shared out: this INSERT takes its share of the waiting rows (at
-        // least `flush_rows`, so parts stay large; any share at the drain, which only
-        // waits for the last of them), and the journal's other inserters start on the
-        // rest now instead of after this one commits. ClickHouse runs each INSERT,
-        // views included, on one thread; two at once keep two cores busy.
         let (table, hash) = (
             self.targets[target].0.table,
             self.targets[target].0.schema_hash,
         );
-        // The share is of everything pending, claimed records included, so the last
-        // inserter to start takes all that is left rather than halving it again.
+        // A backlog is shared out: this INSERT takes its share of the table's pending
+        // rows (at least `flush_rows`, so parts stay large; any share at the drain,
+        // which only waits for the last of them), and the journal's other inserters
+        // start on the rest now instead of after this one commits. ClickHouse runs
+        // each INSERT, views included, on one thread; two at once keep two cores
+        // busy. The share is of everything pending, claimed records included, so the
+        // last inserter to start takes all that is left rather than halving it again.
         let share = match self.config.inserters {
             0 | 1 => u64::MAX,
             n => {
