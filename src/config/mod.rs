@@ -890,9 +890,9 @@ pub struct SpillConfig {
     pub insert_rows: u64,
     /// Journal-first only: inserter threads per writer, each with its own ClickHouse
     /// connection. ClickHouse runs one INSERT (views included) on one thread, so a
-    /// backlog shared out between two INSERTs at once is stored in about half the
-    /// time (a million journaled ticks: 1.4 s against 2.6-3.0 s); at a rate one
-    /// INSERT keeps up with, the second finds nothing to send.
+    /// backlog (twice `insert_rows` beside an INSERT under way) shared out between
+    /// two INSERTs at once goes in on two cores; while one INSERT keeps up, the
+    /// others wait for it.
     pub inserters: u16,
 }
 

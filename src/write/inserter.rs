@@ -29,13 +29,14 @@
 //!
 //! Several at once (`spill.inserters`): ClickHouse runs an INSERT, its views
 //! included, on one thread, so one inserter leaves a backlog going in at one core's
-//! pace (a journal of a million ticks went in in 2.6-3.0 s with one inserter, 1.4 s
-//! with two; perf/README.md). An inserter claims the records it takes (in memory,
-//! under the journal lock), the others choose among the unclaimed ones, and a backlog
-//! of several `insert_rows` is shared out: each INSERT takes its share (at least
-//! `insert_rows`) and leaves the rest to the others. Below that, one INSERT takes all
-//! and the others find nothing, so a steady feed still makes one INSERT per interval.
-//! At the drain any backlog is shared out: the exit waits for the last INSERT.
+//! pace (a million ticks flat out with ClickHouse stalled 2.5 s mid-run: 6.7-7.0 s
+//! with one inserter, 5.6-6.0 s with two; perf/README.md). An inserter claims the
+//! records it takes (in memory, under the journal lock) and the others choose among
+//! the unclaimed ones. Beside an INSERT under way another starts only on a backlog,
+//! twice `insert_rows` unclaimed; each takes its share of the table's pending rows
+//! (at least `insert_rows`) and leaves the rest to the others. Short of that, the
+//! next INSERT waits for the one under way and takes all that came meanwhile, as
+//! with one inserter: a steady feed makes one INSERT per interval.
 //!
 //! Exactly once: only the inserter that claimed a record sends and marks it, and only
 //! after its INSERT committed; a restart forgets the claims and replays what is
@@ -293,40 +294,43 @@ impl Inserter {
         let Some((target, received_min_ms)) = first else {
             return false;
         };
-        let waited = now_ms() - received_min_ms >= self.config.interval.as_millis() as i64;
-        let due = force
-            || waited
-            || rows >= self.config.flush_rows
-            || bytes_free >= self.config.flush_bytes;
-        if !due {
-            return false;
-        }
         let (table, hash) = (
             self.targets[target].0.table,
             self.targets[target].0.schema_hash,
         );
+        // The table's rows pending, claimed ones included: more than the unclaimed
+        // means another inserter's INSERT of this table is in flight.
+        let pending: u64 = journal
+            .pending_headers()
+            .filter(|(_, h)| h.table == table && h.schema_hash == hash && h.lz4 == lz4)
+            .map(|(_, h)| u64::from(h.rows))
+            .sum();
+        let waited = now_ms() - received_min_ms >= self.config.interval.as_millis() as i64;
+        let due = if pending > rows {
+            // Beside an INSERT in flight only a backlog goes: starting at `flush_rows`
+            // would halve every INSERT of a flat-out run (twice the parts, and ~40%
+            // more ClickHouse CPU here, for no more rows a second) where waiting for
+            // the one in flight lets the next take all that came meanwhile.
+            rows >= 2 * self.config.flush_rows || bytes_free >= self.config.flush_bytes
+        } else {
+            force
+                || waited
+                || rows >= self.config.flush_rows
+                || bytes_free >= self.config.flush_bytes
+        };
+        if !due {
+            return false;
+        }
         // A backlog is shared out: this INSERT takes its share of the table's pending
-        // rows (at least `flush_rows`, so parts stay large; any share at the drain,
-        // which only waits for the last of them), and the journal's other inserters
-        // start on the rest now instead of after this one commits. ClickHouse runs
-        // each INSERT, views included, on one thread; two at once keep two cores
-        // busy. The share is of everything pending, claimed records included, so the
-        // last inserter to start takes all that is left rather than halving it again.
+        // rows (at least `flush_rows`, so parts stay large) and the journal's other
+        // inserters start on the rest now instead of after this one commits.
+        // ClickHouse runs each INSERT, views included, on one thread; two at once
+        // keep two cores busy. The share is of everything pending, claimed records
+        // included, so the last inserter to start takes all that is left rather than
+        // halving it again.
         let share = match self.config.inserters {
             0 | 1 => u64::MAX,
-            n => {
-                let pending: u64 = journal
-                    .pending_headers()
-                    .filter(|(_, h)| h.table == table && h.schema_hash == hash && h.lz4 == lz4)
-                    .map(|(_, h)| u64::from(h.rows))
-                    .sum();
-                let even = pending.div_ceil(n as u64);
-                if force {
-                    even
-                } else {
-                    even.max(self.config.flush_rows)
-                }
-            }
+            n => pending.div_ceil(n as u64).max(self.config.flush_rows),
         };
         let batch = &mut self.batch;
         batch.clear();
