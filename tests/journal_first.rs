@@ -310,9 +310,9 @@ fn logged(text: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Crash at `point` in journal-first mode, then restart: every tick stored once.
-/// Returns the restart's output.
-fn crash_then_restart(tag: &str, point: &str) -> String {
+/// Crash at `point` in journal-first mode (two inserters, the default), then restart
+/// with `restart` settings added: every tick stored once. Returns the restart's output.
+fn crash_then_restart(tag: &str, point: &str, restart: &[&str]) -> String {
     const TICKS: u64 = 40_000;
     let (db, mut conn) = tables(tag);
     let nats = Nats::new(tag);
@@ -328,15 +328,22 @@ fn crash_then_restart(tag: &str, point: &str) -> String {
     assert_eq!(after_crash.0, after_crash.1, "nothing doubled by the crash");
     assert!(after_crash.0 < TICKS, "the crash landed mid-stream: {text}");
     // At info, the start's replay report is in the output.
-    let run = start_run_env(&db, &nats, &JOURNAL_FIRST, &[("RUST_LOG", "info")]);
+    let settings = [JOURNAL_FIRST.as_slice(), restart].concat();
+    let run = start_run_env(&db, &nats, &settings, &[("RUST_LOG", "info")]);
     drain_stored_once(&mut conn, run, &nats, TICKS)
 }
 
 #[test]
 fn journal_first_crash_after_an_insert_commits_and_before_its_mark_stores_nothing_twice() {
     // The inserter's third INSERT commits, then the process dies before marking its
-    // records: the restart's replay must find them stored, not send them again.
-    let restart = crash_then_restart("jfcommit", "insert_committed:3");
+    // records: the restart's replay must find them stored, not send them again. The
+    // restart has one inserter where the crashed run had two: claims were never
+    // written down, so nothing of the old run's division carries over.
+    let restart = crash_then_restart(
+        "jfcommit",
+        "insert_committed:3",
+        &["--set", "spill.inserters=1"],
+    );
     assert!(
         logged(&restart, "already_stored") > 0,
         "the restart found the committed, unmarked records stored: {restart}"
@@ -348,10 +355,10 @@ fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothin
     // The inserter's third INSERT has its first block on the wire and no end marker
     // when the process dies; the server may still be writing that block while the
     // restart replays the journal, so the replay first waits for it.
-    crash_then_restart("jfmid", "mid_insert:3");
+    crash_then_restart("jfmid", "mid_insert:3", &[]);
 }
 
 #[test]
 fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
-    crash_then_restart("jfsync", "spill_synced:3");
+    crash_then_restart("jfsync", "spill_synced:3", &[]);
 }

@@ -820,71 +820,49 @@ impl Journal {
 
     /// Records not marked replayed, oldest first (segment order, then file order).
     pub fn pending(&self) -> Vec<RecordPos> {
-        self.segments
-            .iter()
-            .flat_map(|segment| {
-                segment
-                    .records
-                    .iter()
-                    .filter(|r| r.state != STATE_REPLAYED)
-                    .map(|r| RecordPos {
-                        segment_seq: segment.seq,
-                        offset: r.offset as u64,
-                    })
-            })
-            .collect()
+        self.pending_records().map(|(pos, ..)| pos).collect()
     }
 
     /// Records not marked replayed with their headers, oldest first, without
-    /// allocating: what the journal-first inserter looks through every few ms.
+    /// allocating: what the journal-first inserters look through every few ms.
     pub fn pending_headers(&self) -> impl Iterator<Item = (RecordPos, &RecordHeader)> + '_ {
-        self.segments.iter().flat_map(|segment| {
-            segment
-                .records
-                .iter()
-                .filter(|r| r.state != STATE_REPLAYED)
-                .map(move |r| {
-                    (
-                        RecordPos {
-                            segment_seq: segment.seq,
-                            offset: r.offset as u64,
-                        },
-                        &r.header,
-                    )
-                })
-        })
+        self.pending_records().map(|(pos, r, _)| (pos, &r.header))
     }
 
     /// Pending records no inserter has claimed, with their headers and the bytes they
     /// occupy, oldest first: what a journal-first inserter chooses its next INSERT from.
     pub fn unclaimed_headers(&self) -> impl Iterator<Item = (RecordPos, &RecordHeader, u64)> + '_ {
+        self.pending_records()
+            .filter(|&(.., claimed)| !claimed)
+            .map(|(pos, r, _)| (pos, &r.header, r.bytes as u64))
+    }
+
+    /// Every record not marked replayed, oldest first, with whether it is claimed.
+    fn pending_records(&self) -> impl Iterator<Item = (RecordPos, &ScannedRecord, bool)> + '_ {
         self.segments.iter().flat_map(|segment| {
             segment
                 .records
                 .iter()
                 .zip(&segment.claimed)
-                .filter(|(r, claimed)| r.state != STATE_REPLAYED && !**claimed)
-                .map(move |(r, _)| {
-                    (
-                        RecordPos {
-                            segment_seq: segment.seq,
-                            offset: r.offset as u64,
-                        },
-                        &r.header,
-                        r.bytes as u64,
-                    )
+                .filter(|(r, _)| r.state != STATE_REPLAYED)
+                .map(move |(r, &claimed)| {
+                    let pos = RecordPos {
+                        segment_seq: segment.seq,
+                        offset: r.offset as u64,
+                    };
+                    (pos, r, claimed)
                 })
         })
     }
 
-    /// Sets (or, `claimed` false, clears) the claim of every record in `positions`:
-    /// an inserter claims the records of the INSERT it is about to send, so the
-    /// journal's other inserters send other records meanwhile. A claim only steers
-    /// who sends what; marks and replay ignore it.
-    pub fn claim_all(&mut self, positions: &[RecordPos], claimed: bool) -> Result<(), SpillError> {
+    /// Claims every record in `positions` for the INSERT an inserter is about to
+    /// send, so the journal's other inserters send other records meanwhile. A claim
+    /// only steers who sends what: marks and replay ignore it, the mark after the
+    /// INSERT ends it, and a restart forgets it.
+    pub fn claim_all(&mut self, positions: &[RecordPos]) -> Result<(), SpillError> {
         for &pos in positions {
             let (segment_index, record_index) = self.locate(pos)?;
-            self.segments[segment_index].claimed[record_index] = claimed;
+            self.segments[segment_index].claimed[record_index] = true;
         }
         Ok(())
     }

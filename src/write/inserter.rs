@@ -370,7 +370,7 @@ impl Inserter {
         if batch.len() == 0 {
             return false;
         }
-        if let Err(error) = journal.claim_all(&batch.positions, true) {
+        if let Err(error) = journal.claim_all(&batch.positions) {
             // The positions were just listed under this lock, so this cannot happen;
             // were it to, another inserter could send the same records: send nothing.
             tracing::error!(writer = self.config.index, %error, "Cannot claim journaled blocks");

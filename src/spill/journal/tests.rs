@@ -252,9 +252,10 @@ fn marking_many_at_once_survives_reopen_trims_and_pending_headers_follow() {
 
 /// Claims steer which inserter sends a record and nothing else: a claimed record is
 /// still pending (counted, replayed after a restart), only hidden from the other
-/// inserters' choice; a record appended later is free; a restart forgets every claim.
+/// inserters' choice; a record appended later is free; the mark ends a claim, and a
+/// restart forgets every claim.
 #[test]
-fn claimed_records_stay_pending_but_are_passed_over_until_released_or_reopened() {
+fn claimed_records_stay_pending_but_are_passed_over_until_marked_or_reopened() {
     let tmp = TempDir::new("claims");
     let config = config(&tmp.0, 1 << 20);
     let (mut journal, _) = Journal::open(&config).unwrap();
@@ -267,41 +268,46 @@ fn claimed_records_stay_pending_but_are_passed_over_until_released_or_reopened()
         "each record's size, its payload included: {sizes:?}"
     );
     // One inserter takes records 1 and 3 (in two segments), another 4.
-    journal
-        .claim_all(&[positions[1], positions[3]], true)
-        .unwrap();
-    journal.claim_all(&[positions[4]], true).unwrap();
+    journal.claim_all(&[positions[1], positions[3]]).unwrap();
+    journal.claim_all(&[positions[4]]).unwrap();
     assert_eq!(
         free(&journal),
         vec![positions[0], positions[2], positions[5]]
     );
     assert_eq!(journal.records_pending(), 6, "claimed is still pending");
     assert_eq!(journal.pending_headers().count(), 6);
+    assert_eq!(
+        journal.pending(),
+        positions,
+        "pending lists claimed records"
+    );
     let later = journal.append(&header(6), &payload(6, 1500)).unwrap();
     journal.sync().unwrap();
     assert!(free(&journal).contains(&later), "a new record is free");
     // The first inserter's INSERT committed: marked, gone from both lists; the
-    // second one's claim is cleared, and its record is free again.
+    // second one's record stays claimed.
     journal
         .mark_replayed_all(&[positions[1], positions[3]])
         .unwrap();
-    journal.claim_all(&[positions[4]], false).unwrap();
-    let unmarked = [0, 2, 4, 5].map(|i| positions[i]);
-    let unmarked = [unmarked.as_slice(), &[later]].concat();
-    assert_eq!(free(&journal), unmarked);
+    assert_eq!(
+        free(&journal),
+        vec![positions[0], positions[2], positions[5], later]
+    );
     assert_eq!(journal.records_pending(), 5);
     // A restart: what was claimed and not marked is pending and free.
-    journal.claim_all(&[positions[0]], true).unwrap();
+    journal.claim_all(&[positions[0]]).unwrap();
     drop(journal);
     let (mut journal, report) = Journal::open(&config).unwrap();
     assert_eq!(report.pending, 5);
+    let unmarked = [0, 2, 4, 5].map(|i| positions[i]);
+    let unmarked = [unmarked.as_slice(), &[later]].concat();
     assert_eq!(free(&journal), unmarked);
     let unknown = RecordPos {
         segment_seq: 99,
         offset: 64,
     };
     assert!(matches!(
-        journal.claim_all(&[unknown], true),
+        journal.claim_all(&[unknown]),
         Err(SpillError::UnknownRecord { .. })
     ));
 }
