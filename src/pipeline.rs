@@ -57,9 +57,9 @@ pub fn block_bytes_max(rows_max: usize) -> usize {
 /// Counters the source publishes.
 #[derive(Debug, Default)]
 pub struct SourceStats {
-    /// Messages routed to shards.
+    /// Messages routed to shards. Written by the source's one [`Router`] alone.
     pub messages_total: AtomicU64,
-    /// Payload bytes routed.
+    /// Payload bytes routed. Written by the source's one [`Router`] alone.
     pub bytes_total: AtomicU64,
     /// Times a full ring made the source wait.
     pub ring_full_total: AtomicU64,
@@ -92,6 +92,15 @@ pub const NATS_NONE: u8 = 0;
 pub const NATS_UP: u8 = 1;
 /// [`SourceStats::nats_state`]: the connection was lost; reconnecting.
 pub const NATS_DOWN: u8 = 2;
+
+/// Adds `n` to a counter only the calling thread writes (readers may load it any time).
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
 
 /// The source's handle on the shards: routes messages, tracks what is durable.
 pub struct Router {
@@ -248,10 +257,14 @@ impl Router {
     fn routed(&mut self, shard: usize, seq: u64, payload_bytes: usize) {
         self.routed_last[shard] = self.routed_last[shard].max(seq);
         self.received_last = self.received_last.max(seq);
-        self.stats.messages_total.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .bytes_total
-            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+        // This router is the counters' only writer, so a plain load and store do. A
+        // `fetch_add` is a locked instruction, which waits for the frame just copied
+        // into the ring to leave the store buffer: `perf record` charged 4% of a
+        // JetStream run's appliance CPU to it. Most of that stall moved to the next
+        // message's first reads rather than going away (the receiver's share stayed
+        // ~22%), but nothing needs the lock.
+        bump(&self.stats.messages_total, 1);
+        bump(&self.stats.bytes_total, payload_bytes as u64);
     }
 
     /// A sequence handled without routing it (stored before this run, or a redelivery of
