@@ -594,7 +594,12 @@ fn header_crc(head: &[u8]) -> u32 {
 }
 
 fn is_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b == 0)
+    // A start scans a segment's unused rest (hundreds of MiB): OR-folding a page at a
+    // time vectorises, where a byte-wise `all` ran at ~1 B/cycle (3% of a million-tick
+    // run's CPU, `perf record`). The early exit stays, per page.
+    let mut pages = bytes.chunks_exact(4096);
+    pages.all(|page| page.iter().fold(0u8, |acc, &b| acc | b) == 0)
+        && pages.remainder().iter().all(|&b| b == 0)
 }
 
 fn u32_at(buf: &[u8], at: usize) -> u32 {
@@ -644,6 +649,24 @@ mod tests {
         let mut out = vec![0u8; record_bytes(payload.len())];
         assert_eq!(encode_record(header, payload, &mut out), out.len());
         out
+    }
+
+    /// The page-wise zero test sees one set bit wherever it is: first page, a later
+    /// page, the remainder after the last whole page, and a slice shorter than a page.
+    #[test]
+    fn is_zero_finds_a_single_set_bit_anywhere() {
+        assert!(is_zero(&[]));
+        for len in [1, 100, 4096, 4097, 3 * 4096 + 17] {
+            let mut bytes = vec![0u8; len];
+            assert!(is_zero(&bytes), "{len} zero bytes");
+            for at in [0, len / 2, len - 1] {
+                for bit in [0, 7] {
+                    bytes[at] = 1 << bit;
+                    assert!(!is_zero(&bytes), "bit {bit} of byte {at} of {len}");
+                    bytes[at] = 0;
+                }
+            }
+        }
     }
 
     /// The fuzzer's find (fuzz/artifacts, spill_record): nonzero reserved bytes under a
