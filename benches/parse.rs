@@ -4,6 +4,8 @@
 //!
 //! - `json/parse_validate`: `parse_json_tick` + `Validator::validate` (budget
 //!   ≤ 300 ns/tick, DESIGN §7).
+//! - `json/write`: the reverse, `write_tick_json` into a reused buffer, what the
+//!   synthetic source and `feed` spend per tick.
 //! - `json/serde_json_value`: baseline, `serde_json::from_slice::<Value>` on the same
 //!   bytes (a tree, no conversion to a tick, no validation).
 //! - `kite/parse_validate`: `parse_kite_packet` + `validate` on 184-byte full packets
@@ -15,7 +17,8 @@
 //!
 //! On a shared machine the repeatable figure is an instruction count:
 //! `PARSE_JSON_COUNT=N` runs N JSON parse+validate iterations without criterion, so
-//! `valgrind --tool=callgrind` at two N gives instructions per tick by difference.
+//! `valgrind --tool=callgrind` at two N gives instructions per tick by difference;
+//! `WRITE_JSON_COUNT=N` does the same for `json/write`.
 
 use std::hint::black_box;
 
@@ -107,6 +110,17 @@ fn bench(c: &mut Criterion) {
             black_box(tick.validation_flags)
         })
     });
+    // The other side: what the synthetic source and `feed` spend rendering a tick,
+    // into a buffer reused as they reuse theirs.
+    let mut out = Vec::with_capacity(2048);
+    group.bench_function("write", |b| {
+        b.iter(|| {
+            i = (i + 1) % MESSAGES;
+            out.clear();
+            write_tick_json(&mut out, black_box(&ticks[i]));
+            black_box(out.len())
+        })
+    });
     group.bench_function("serde_json_value", |b| {
         b.iter(|| {
             i = (i + 1) % MESSAGES;
@@ -143,6 +157,13 @@ fn main() {
         count_json(count);
         return;
     }
+    if let Some(count) = std::env::var("WRITE_JSON_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        count_write(count);
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
@@ -158,4 +179,16 @@ fn count_json(count: usize) {
         flags = flags.wrapping_add(u64::from(black_box(tick.validation_flags)));
     }
     println!("{count} ticks, flags sum {flags}");
+}
+
+fn count_write(count: usize) {
+    let ticks = ticks();
+    let mut out = Vec::with_capacity(2048);
+    let mut bytes = 0usize;
+    for i in 0..count {
+        out.clear();
+        write_tick_json(&mut out, black_box(&ticks[i % MESSAGES]));
+        bytes += black_box(out.len());
+    }
+    println!("{count} ticks written, {bytes} B");
 }

@@ -29,41 +29,74 @@ pub enum Spoil {
     NonUtf8,
 }
 
-/// Appends `value` in decimal, two digits per division (a 200-byte pair table): the
-/// synthetic source and the Redis cache write ~40 numbers a tick; ~13% faster than
-/// one digit per division in a micro-benchmark of mixed lengths (7.5 → 6.5 ns).
-#[inline]
-pub fn write_u64(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    while value >= 100 {
-        let pair = (value % 100) as usize * 2;
-        value /= 100;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if value >= 10 {
-        let pair = value as usize * 2;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+/// Appends `value` in decimal. Up to eight digits at a time, all converted at once
+/// ([`eight_digit_values`]) and stored as one word, the leading zeros cut off by
+/// shortening the vector afterwards: no division loop and no variable-length copy.
+/// The synthetic source writes ~75 numbers a tick, the Redis cache ~40.
+///
+/// Inlined for the common case (below 10^8: every quantity, count and price unit a
+/// feed sends); out of line, the call cost as much as the conversion.
+#[inline(always)]
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    if value < E8 {
+        put_trimmed(out, value as u32);
     } else {
-        at -= 1;
-        digits[at] = b'0' + value as u8;
+        write_u64_long(out, value);
     }
-    out.extend_from_slice(&digits[at..]);
 }
 
-/// `"00" "01" .. "99"`.
-const DIGIT_PAIRS: [u8; 200] = {
-    let mut table = [0; 200];
-    let mut n = 0;
-    while n < 100 {
-        table[2 * n] = b'0' + (n / 10) as u8;
-        table[2 * n + 1] = b'0' + (n % 10) as u8;
-        n += 1;
+const E8: u64 = 100_000_000;
+
+/// [`write_u64`] from 10^8 up: two or three words of digits.
+#[inline(never)]
+fn write_u64_long(out: &mut Vec<u8>, value: u64) {
+    if value < E8 * E8 {
+        put_trimmed(out, (value / E8) as u32);
+        put_eight(out, (value % E8) as u32);
+    } else {
+        // At most 1844 above the two words.
+        put_trimmed(out, (value / (E8 * E8)) as u32);
+        put_eight(out, (value / E8 % E8) as u32);
+        put_eight(out, (value % E8) as u32);
     }
-    table
-};
+}
+
+/// `'0'` in every byte.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// The eight decimal digits of `n` (below 10^8, leading zeros included) as the values
+/// 0..=9, most significant in the lowest byte, which is the order they are written
+/// in. The divisions run in parallel lanes: 10^4 splits `n` into two 32-bit lanes,
+/// then `q * 5243 >> 19` (= q / 100 for q < 43,699) splits each into 16-bit pairs,
+/// then `p * 103 >> 10` (= p / 10 for p < 179) each pair into its two digits. No lane
+/// carries into the next: every product stays below its lane's width.
+#[inline(always)]
+fn eight_digit_values(n: u32) -> u64 {
+    debug_assert!(n < 100_000_000);
+    let n = u64::from(n);
+    let high = n / 10_000;
+    let quads = high | ((n - high * 10_000) << 32);
+    let hundreds = ((quads * 5243) >> 19) & 0x0000_007f_0000_007f;
+    let pairs = hundreds | ((quads - hundreds * 100) << 16);
+    let tens = ((pairs * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((pairs - tens * 10) << 8)
+}
+
+/// Appends `n` (below 10^8) as exactly eight digits, leading zeros included.
+#[inline(always)]
+fn put_eight(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&(eight_digit_values(n) + ASCII_ZEROS).to_le_bytes());
+}
+
+/// Appends `n` (below 10^8) without leading zeros (`0` for zero).
+#[inline(always)]
+fn put_trimmed(out: &mut Vec<u8>, n: u32) {
+    let values = eight_digit_values(n);
+    // The leading zeros are the low zero bytes; the last digit always stays.
+    let skip = ((values | 1 << 56).trailing_zeros() / 8) as usize;
+    out.extend_from_slice(&((values + ASCII_ZEROS) >> (8 * skip)).to_le_bytes());
+    out.truncate(out.len() - skip);
+}
 
 /// Appends `value` in decimal, `-` first when negative.
 #[inline]
@@ -102,7 +135,7 @@ pub fn write_score(out: &mut Vec<u8>, score: f32) {
         write_u64(out, n / 100);
         if n % 100 != 0 {
             out.push(b'.');
-            write_fraction(out, n % 100, 2);
+            write_fraction8(out, n % 100 * 1_000_000);
         }
         return;
     }
@@ -110,19 +143,16 @@ pub fn write_score(out: &mut Vec<u8>, score: f32) {
     let _ = write!(out, "{score}");
 }
 
-/// Appends `fraction` (non-zero, below 10^`digits`) as `digits` decimals with the
-/// trailing zeros dropped.
-fn write_fraction(out: &mut Vec<u8>, mut fraction: u64, mut digits: usize) {
-    while fraction % 10 == 0 {
-        fraction /= 10;
-        digits -= 1;
-    }
-    let mut text = [b'0'; 20];
-    for slot in text[..digits].iter_mut().rev() {
-        *slot = b'0' + (fraction % 10) as u8;
-        fraction /= 10;
-    }
-    out.extend_from_slice(&text[..digits]);
+/// Appends `fraction` (non-zero, below 10^8) as eight decimals with the trailing
+/// zeros dropped: `5_000_000` is `05`.
+#[inline(always)]
+fn write_fraction8(out: &mut Vec<u8>, fraction: u64) {
+    debug_assert!(fraction != 0 && fraction < 100_000_000);
+    let values = eight_digit_values(fraction as u32);
+    // The trailing zeros are the high zero bytes; a non-zero fraction keeps one digit.
+    let drop = (values.leading_zeros() / 8) as usize;
+    out.extend_from_slice(&(values + ASCII_ZEROS).to_le_bytes());
+    out.truncate(out.len() - drop);
 }
 
 /// The civil date `(year, month, day)` of a day count from 1970-01-01: Howard
@@ -141,23 +171,29 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Appends a price in decimal from its fixed-point integer: shortest form with at least
 /// one fraction digit (`1012.35`, `1011.0`, `-0.05`).
+#[inline]
 pub fn write_price(out: &mut Vec<u8>, price: Price) {
     write_fixed(out, price, true);
 }
 
 /// A price's fixed-point digits: sign, units, then the fraction with its trailing
 /// zeros dropped; a whole price ends in `.0` when `point_zero`, else in its units.
+#[inline(always)]
 fn write_fixed(out: &mut Vec<u8>, price: Price, point_zero: bool) {
     if price.0 < 0 {
         out.push(b'-');
     }
+    const _: () = assert!(
+        PRICE_SCALE == 100_000_000,
+        "write_fraction8 writes 8 decimals"
+    );
     let raw = price.0.unsigned_abs();
     let scale = PRICE_SCALE as u64;
     write_u64(out, raw / scale);
     let fraction = raw % scale;
     if fraction != 0 {
         out.push(b'.');
-        write_fraction(out, fraction, 8);
+        write_fraction8(out, fraction);
     } else if point_zero {
         out.extend_from_slice(b".0");
     }
@@ -394,6 +430,28 @@ mod tests {
         }
         for v in unsigned {
             assert_eq!(text(&|out| write_u64(out, v)), format!("{v}"));
+        }
+    }
+
+    /// The lane arithmetic against the formatter: every value below 10^5 (every
+    /// carry pattern of the low lanes), a stride through the rest, and both ends.
+    #[test]
+    fn eight_digit_words_are_the_formatters_digits() {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let values = (0..100_000u32)
+            .chain((100_000..100_000_000).step_by(9_973))
+            .chain([99_999_999, 10_000_000, 9_999_999, 50_000_000]);
+        for n in values {
+            assert_eq!(text(&|out| put_eight(out, n)), format!("{n:08}"));
+            assert_eq!(text(&|out| put_trimmed(out, n)), format!("{n}"));
+            if n != 0 {
+                let trimmed = format!("{n:08}").trim_end_matches('0').to_string();
+                assert_eq!(text(&|out| write_fraction8(out, u64::from(n))), trimmed);
+            }
         }
     }
 
