@@ -3,10 +3,9 @@
 //! validate, build and write all run for real. Open loop: message `i` is due at
 //! `start + i / rate`, so a stall downstream shows as lag, never as a slower schedule.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::model::json::write_tick_json;
+use crate::model::json::{write_tick_json, write_u64};
 use crate::model::synthetic::SyntheticTicks;
 use crate::pipeline::Router;
 use crate::ring::Kind;
@@ -57,7 +56,8 @@ pub fn run(router: &mut Router, config: SyntheticConfig) -> u64 {
         payload.clear();
         write_tick_json(&mut payload, &tick);
         subject.clear();
-        let _ = write!(subject, "market.ticks.NSE.{}", tick.instrument_token);
+        subject.extend_from_slice(b"market.ticks.NSE.");
+        write_u64(&mut subject, u64::from(tick.instrument_token));
         let shard = router.shard_of(tick.instrument_token);
         if !router.route(shard, Kind::TickJson, seq, received_ns, &subject, &payload) {
             seq -= 1;
