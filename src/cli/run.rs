@@ -261,7 +261,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut last = Instant::now();
     let mut last_log = Instant::now();
     while app.running() {
-        std::thread::sleep(Duration::from_millis(200));
+        app.wait(Duration::from_millis(200));
         // Starts the drain clock at the first look after a signal.
         alert.deadline();
         if last.elapsed() < Duration::from_secs(1) {
