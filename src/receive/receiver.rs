@@ -821,6 +821,9 @@ fn run_jetstream(
     let mut catch_up_pulled_at: Option<u64> = None;
     let mut catch_up_dry = false;
     let mut pull_expires_at = Instant::now();
+    // The last pull is over on the server too: it delivered its whole batch, or the
+    // server ended it with a status. Not when only our clock says it expired.
+    let mut pull_done = true;
     let mut last_ack = Instant::now();
     let mut failure: Option<NatsError> = None;
     let mut refused = false;
@@ -866,6 +869,7 @@ fn run_jetstream(
                     .min(room.max(1));
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
+                pull_done = false;
                 catch_up_pulled_at = Some(delivered_top);
             }
         }
@@ -877,6 +881,7 @@ fn run_jetstream(
             if batch > 0 {
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
+                pull_done = false;
             }
         } else if outstanding > 0 && Instant::now() >= pull_expires_at {
             // The server has expired the request by now (its clock started later than
@@ -895,12 +900,14 @@ fn run_jetstream(
                 // A route was refused (draining, or the drain deadline passed): nothing
                 // after it may be routed or passed, or the watermark could step over it.
                 outstanding = outstanding.saturating_sub(1);
+                pull_done |= outstanding == 0;
                 return true;
             }
             if let Some(status) = msg.status() {
                 // 404 no messages, 408 request expired, 409 consumer limits: the pull is over.
                 if status != 100 {
                     outstanding = 0;
+                    pull_done = true;
                 }
                 return true;
             }
@@ -913,6 +920,7 @@ fn run_jetstream(
                 return false;
             }
             outstanding = outstanding.saturating_sub(1);
+            pull_done |= outstanding == 0;
             if config.count.is_some_and(|count| report.routed >= count) {
                 // Past `count` (a late delivery of an expired pull): not routed, so not
                 // acked; the next start restarts delivery at the ack floor.
@@ -1038,8 +1046,10 @@ fn run_jetstream(
             // The last pull must be over on the server too (its clock starts when the
             // request arrives): a delivery still on its way would stay ack-pending
             // there after we leave. Redeliveries of stored messages that come in this
-            // window are passed over and acknowledged like any other.
-            let pull_over = Instant::now() >= pull_expires_at + PULL_GRACE;
+            // window are passed over and acknowledged like any other. A pull that
+            // delivered its whole batch is over already: a `--count` run stops as soon
+            // as its last message is durable, not ~120 ms later.
+            let pull_over = pull_done || Instant::now() >= pull_expires_at + PULL_GRACE;
             // Everything routed, or, once a catch-up ran dry, everything delivered:
             // only deliveries carry ack subjects.
             let ack_target = if catch_up_dry {
