@@ -19,6 +19,7 @@
 #       N=100000 BATCHES="100 10000" perf/python_stack.sh
 # Env: N (200000; a multiple of every batch: python_stack.py inserts only full batches),
 #      BATCHES ("100 10000"), COMPRESSION (lz4|none, the appliance's),
+#      BIN (another build of the appliance, for an A/B; the record names its file),
 #      PYTHON_STACK (../shared/bench/python_stack.py beside the repo),
 #      QUIET_IDLE (70): before each timed pass wait, at most QUIET_WAIT_S (300) s, until
 #      the CPUs are at least this % idle over a second (0: don't wait). On a shared box
@@ -42,7 +43,6 @@ PINS=(nats-py==2.16.0 clickhouse-driver==0.2.11 pytz==2026.6 tzlocal==5.4.5)
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/alphapt-storage"
 VENV="$CACHE/pystack-venv"
 PY="$VENV/bin/python"
-BIN=target/release/alphapt-storage
 DB=alphapt_pystack
 PYDB=pystack
 STREAM=PYSTACK_TICKS
@@ -96,7 +96,8 @@ if [ "$(cat "$VENV/.pins" 2>/dev/null || true)" != "${PINS[*]}" ] \
 fi
 exec 7>&-
 
-cargo build --release -q
+# shellcheck source=perf/build.sh
+. perf/build.sh
 
 # Deletes JetStream streams by name (absent ones are fine).
 delete_streams() {
@@ -156,8 +157,8 @@ wait_quiet() {
 }
 
 machine="$(nproc) cores $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-commit=$(git rev-parse --short HEAD)
-echo "== $machine, commit $commit, N=$N, batches: ${batches[*]}, appliance compression $COMPRESSION"
+commit=$BUILD
+echo "== $machine, build $commit, N=$N, batches: ${batches[*]}, appliance compression $COMPRESSION"
 echo "== publish: $N JSON ticks into $STREAM with $PYTHON_STACK"
 "$PY" "$PYTHON_STACK" publish "$N"
 
