@@ -163,6 +163,50 @@ fn journal_first_two_inserters_share_a_backlog_and_store_every_tick_once() {
     consumer_settled(&nats, TICKS);
 }
 
+/// At the drain the journal's inserters split what is left and send it at once: with
+/// `spill.insert_rows` and the interval out of reach nothing is INSERTed while the run
+/// goes on, so the whole backlog waits for the drain, where one inserter used to take
+/// it all (its share has a floor of `insert_rows`) and the other to wait. Both send
+/// part of it, and every tick is stored once.
+#[test]
+fn journal_first_inserters_split_what_is_left_at_the_drain() {
+    const TICKS: u64 = 30_000;
+    let (db, mut conn) = tables("jfsplit");
+    let nats = Nats::new("jfsplit");
+    feed(&db, &nats, &["--count", "30000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend([
+        "--set",
+        "spill.inserters=2",
+        "--set",
+        "spill.insert_rows=1000000",
+        "--set",
+        "spill.insert_interval_ms=60000",
+    ]);
+    let run = start_run_env(
+        &db,
+        &nats,
+        &settings,
+        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
+    );
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    assert_eq!(stored(&mut conn).0, 0, "nothing was due before the drain");
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("0 bytes still in the journal"),
+        "{summary}"
+    );
+    for slot in ["inserter=0", "inserter=1"] {
+        let inserted = summary
+            .lines()
+            .filter(|line| line.contains("Journaled block inserted") && line.contains(slot))
+            .count();
+        assert!(inserted > 0, "{slot} sent none of what was left: {summary}");
+    }
+    consumer_settled(&nats, TICKS);
+}
+
 #[test]
 fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is_back() {
     const TICKS: u64 = 40_000;

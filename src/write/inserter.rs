@@ -36,7 +36,8 @@
 //! twice `insert_rows` unclaimed; each takes its share of the table's pending rows
 //! (at least `insert_rows`) and leaves the rest to the others. Short of that, the
 //! next INSERT waits for the one under way and takes all that came meanwhile, as
-//! with one inserter: a steady feed makes one INSERT per interval.
+//! with one inserter: a steady feed makes one INSERT per interval. At the drain the
+//! inserters split what is left evenly and send it at once.
 //!
 //! Exactly once: only the inserter that claimed a record sends and marks it, and only
 //! after its INSERT committed; a restart forgets the claims and replays what is
@@ -310,8 +311,9 @@ impl Inserter {
             // Beside an INSERT in flight only a backlog goes: starting at `flush_rows`
             // would halve every INSERT of a flat-out run (twice the parts, and ~40%
             // more ClickHouse CPU here, for no more rows a second) where waiting for
-            // the one in flight lets the next take all that came meanwhile.
-            rows >= 2 * self.config.flush_rows || bytes_free >= self.config.flush_bytes
+            // the one in flight lets the next take all that came meanwhile. At the
+            // drain nothing comes after: what is left goes now.
+            force || rows >= 2 * self.config.flush_rows || bytes_free >= self.config.flush_bytes
         } else {
             force
                 || waited
@@ -328,8 +330,12 @@ impl Inserter {
         // keep two cores busy. The share is of everything pending, claimed records
         // included, so the last inserter to start takes all that is left rather than
         // halving it again.
+        // At the drain the rest is split evenly, floor or not: one part more per
+        // inserter at shutdown, and the last rows go in on as many of ClickHouse's
+        // cores instead of one INSERT after the other.
         let share = match self.config.inserters {
             0 | 1 => u64::MAX,
+            n if force => pending.div_ceil(n as u64),
             n => pending.div_ceil(n as u64).max(self.config.flush_rows),
         };
         let batch = &mut self.batch;
