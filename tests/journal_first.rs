@@ -145,22 +145,24 @@ fn journal_first_two_inserters_share_a_backlog_and_store_every_tick_once() {
     // Both had an INSERT under way while ClickHouse was away (each failed and kept
     // its records), not one after the other; and both committed some.
     for slot in ["inserter=0", "inserter=1"] {
-        let lines = |what: &str| {
-            summary
-                .lines()
-                .filter(|line| line.contains(what) && line.contains(slot))
-                .count()
-        };
         assert!(
-            lines("INSERT from the journal failed") > 0,
+            inserter_lines(&summary, slot, "INSERT from the journal failed") > 0,
             "{slot} had no INSERT under way during the outage: {summary}"
         );
         assert!(
-            lines("Journaled block inserted") > 0,
+            inserter_lines(&summary, slot, "Journaled block inserted") > 0,
             "{slot} stored none of the backlog: {summary}"
         );
     }
     consumer_settled(&nats, TICKS);
+}
+
+/// Lines of a run's log that say `what` about inserter `slot` (`inserter=<k>`).
+fn inserter_lines(summary: &str, slot: &str, what: &str) -> usize {
+    summary
+        .lines()
+        .filter(|line| line.contains(what) && line.contains(slot))
+        .count()
 }
 
 /// At the drain the journal's inserters split what is left and send it at once: with
@@ -198,11 +200,10 @@ fn journal_first_inserters_split_what_is_left_at_the_drain() {
         "{summary}"
     );
     for slot in ["inserter=0", "inserter=1"] {
-        let inserted = summary
-            .lines()
-            .filter(|line| line.contains("Journaled block inserted") && line.contains(slot))
-            .count();
-        assert!(inserted > 0, "{slot} sent none of what was left: {summary}");
+        assert!(
+            inserter_lines(&summary, slot, "Journaled block inserted") > 0,
+            "{slot} sent none of what was left: {summary}"
+        );
     }
     consumer_settled(&nats, TICKS);
 }

@@ -343,6 +343,13 @@ mod tests {
     use super::*;
     use crate::model::synthetic::SyntheticTicks;
 
+    /// What a writer puts into an empty buffer, as text.
+    fn text(f: &dyn Fn(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     fn sample() -> Tick {
         SyntheticTicks::new(3, 9).next_tick(1_764_000_000_123, 0, 0)
     }
@@ -370,11 +377,6 @@ mod tests {
     /// value: readers of Redis saw that text before, and must see it still.
     #[test]
     fn cache_number_text_is_what_the_formatter_prints() {
-        let text = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut out = Vec::new();
-            f(&mut out);
-            String::from_utf8(out).unwrap()
-        };
         let mut raws = vec![
             0,
             1,
@@ -437,11 +439,6 @@ mod tests {
     /// carry pattern of the low lanes), a stride through the rest, and both ends.
     #[test]
     fn eight_digit_words_are_the_formatters_digits() {
-        let text = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut out = Vec::new();
-            f(&mut out);
-            String::from_utf8(out).unwrap()
-        };
         let values = (0..100_000u32)
             .chain((100_000..100_000_000).step_by(9_973))
             .chain([99_999_999, 10_000_000, 9_999_999, 50_000_000]);
