@@ -208,6 +208,78 @@ fn journal_first_inserters_split_what_is_left_at_the_drain() {
     consumer_settled(&nats, TICKS);
 }
 
+/// The drain's split with ClickHouse away: both inserters claim their halves of what
+/// is left and fail on them until the drain deadline; the run exits with the rows
+/// still journaled (a clean exit: journaled is durable; nothing stored), and a restart with
+/// ClickHouse back, other settings (one inserter, the default interval), stores every
+/// tick once and empties the journal.
+#[test]
+fn journal_first_a_drain_split_with_clickhouse_away_is_kept_for_the_next_start() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("jfsplitdown");
+    let nats = Nats::new("jfsplitdown");
+    feed(&db, &nats, &["--count", "20000", "--format", "kite"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend([
+        "--set",
+        &port,
+        "--set",
+        "ingest.drain_timeout_ms=3000",
+        "--set",
+        "spill.inserters=2",
+        "--set",
+        "spill.insert_rows=1000000",
+        "--set",
+        "spill.insert_interval_ms=60000",
+    ]);
+    let run = start_run_env(
+        &db,
+        &nats,
+        &settings,
+        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
+    );
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    proxy.down();
+    run.terminate();
+    let (status, text) = run.exit_within(Duration::from_secs(60), "exit after SIGTERM");
+    // Journaled is durable: the drain is clean, the records wait in the journal.
+    assert!(status.success(), "run exited {status}: {text}");
+    assert!(
+        text.contains("journaled blocks not yet in ClickHouse stay in the spill"),
+        "{text}"
+    );
+    assert_eq!(stored(&mut conn).0, 0, "ClickHouse was away: {text}");
+    for slot in ["inserter=0", "inserter=1"] {
+        assert!(
+            inserter_lines(&text, slot, "INSERT from the journal failed") > 0,
+            "{slot} did not try its part of what was left: {text}"
+        );
+    }
+    proxy.up();
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            "spill.mode=always",
+            "--set",
+            &port,
+            "--set",
+            "spill.inserters=1",
+        ],
+    );
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        summary.contains("0 bytes still in the journal"),
+        "{summary}"
+    );
+    consumer_settled(&nats, TICKS);
+}
+
 #[test]
 fn journal_first_acknowledges_while_clickhouse_is_away_and_stores_all_once_it_is_back() {
     const TICKS: u64 = 40_000;

@@ -821,9 +821,10 @@ fn run_jetstream(
     let mut catch_up_pulled_at: Option<u64> = None;
     let mut catch_up_dry = false;
     let mut pull_expires_at = Instant::now();
-    // The last pull is over on the server too: it delivered its whole batch, or the
-    // server ended it with a status. Not when only our clock says it expired.
-    let mut pull_done = true;
+    // The last pull was given up on our clock (its `outstanding` zeroed without the
+    // server saying so): it may still deliver until the server's clock ends it. Any
+    // other pull with nothing outstanding delivered its batch or was ended by a status.
+    let mut pull_expired_here = false;
     let mut last_ack = Instant::now();
     let mut failure: Option<NatsError> = None;
     let mut refused = false;
@@ -869,7 +870,7 @@ fn run_jetstream(
                     .min(room.max(1));
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
-                pull_done = false;
+                pull_expired_here = false;
                 catch_up_pulled_at = Some(delivered_top);
             }
         }
@@ -881,7 +882,7 @@ fn run_jetstream(
             if batch > 0 {
                 pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
                 outstanding = batch;
-                pull_done = false;
+                pull_expired_here = false;
             }
         } else if outstanding > 0 && Instant::now() >= pull_expires_at {
             // The server has expired the request by now (its clock started later than
@@ -890,6 +891,7 @@ fn run_jetstream(
             // back-pressure would stall delivery forever. Deliveries still in the socket
             // are routed as usual: the inbox is the same.
             outstanding = 0;
+            pull_expired_here = true;
         }
         conn.poll_held(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return true };
@@ -900,14 +902,12 @@ fn run_jetstream(
                 // A route was refused (draining, or the drain deadline passed): nothing
                 // after it may be routed or passed, or the watermark could step over it.
                 outstanding = outstanding.saturating_sub(1);
-                pull_done |= outstanding == 0;
                 return true;
             }
             if let Some(status) = msg.status() {
                 // 404 no messages, 408 request expired, 409 consumer limits: the pull is over.
                 if status != 100 {
                     outstanding = 0;
-                    pull_done = true;
                 }
                 return true;
             }
@@ -920,7 +920,6 @@ fn run_jetstream(
                 return false;
             }
             outstanding = outstanding.saturating_sub(1);
-            pull_done |= outstanding == 0;
             if config.count.is_some_and(|count| report.routed >= count) {
                 // Past `count` (a late delivery of an expired pull): not routed, so not
                 // acked; the next start restarts delivery at the ack floor.
@@ -1049,7 +1048,8 @@ fn run_jetstream(
             // window are passed over and acknowledged like any other. A pull that
             // delivered its whole batch is over already: a `--count` run stops as soon
             // as its last message is durable, not ~120 ms later.
-            let pull_over = pull_done || Instant::now() >= pull_expires_at + PULL_GRACE;
+            let pull_over = (outstanding == 0 && !pull_expired_here)
+                || Instant::now() >= pull_expires_at + PULL_GRACE;
             // Everything routed, or, once a catch-up ran dry, everything delivered:
             // only deliveries carry ack subjects.
             let ack_target = if catch_up_dry {

@@ -324,15 +324,12 @@ impl Inserter {
             return false;
         }
         // A backlog is shared out: this INSERT takes its share of the table's pending
-        // rows (at least `flush_rows`, so parts stay large) and the journal's other
-        // inserters start on the rest now instead of after this one commits.
-        // ClickHouse runs each INSERT, views included, on one thread; two at once
-        // keep two cores busy. The share is of everything pending, claimed records
-        // included, so the last inserter to start takes all that is left rather than
-        // halving it again.
-        // At the drain the rest is split evenly, floor or not: one part more per
-        // inserter at shutdown, and the last rows go in on as many of ClickHouse's
-        // cores instead of one INSERT after the other.
+        // rows (at least `flush_rows`, so parts stay large; at the drain no floor, one
+        // part more per inserter at shutdown) and the journal's other inserters start
+        // on the rest now instead of after this one commits. ClickHouse runs each
+        // INSERT, views included, on one thread; two at once keep two cores busy. The
+        // share is of everything pending, claimed records included, so the last
+        // inserter to start takes all that is left rather than halving it again.
         let share = match self.config.inserters {
             0 | 1 => u64::MAX,
             n if force => pending.div_ceil(n as u64),
