@@ -143,6 +143,28 @@ impl Symbol {
         })
     }
 
+    /// The symbol made of the first `len` bytes of `words` (32 bytes of text in order),
+    /// or `None` when `len` is above [`SYMBOL_BYTES_MAX`]. For a parser that has read
+    /// the bytes after the text too: four masked words, where [`Symbol::new`] copies a
+    /// variable length.
+    #[inline(always)]
+    pub fn from_text_words(words: [u64; 4], len: usize) -> Option<Symbol> {
+        if len > SYMBOL_BYTES_MAX {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, (chunk, word)) in out.chunks_exact_mut(8).zip(words).enumerate() {
+            // Bytes of this word inside the symbol, 0..=8; a shift by 64 keeps none.
+            let keep = len.saturating_sub(8 * i).min(8) as u32;
+            let mask = u64::MAX.checked_shr(64 - 8 * keep).unwrap_or(0);
+            chunk.copy_from_slice(&(word & mask).to_le_bytes());
+        }
+        Some(Symbol {
+            len: len as u8,
+            bytes: *out.first_chunk().expect("31 of 32 bytes"),
+        })
+    }
+
     /// The used bytes.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
@@ -359,5 +381,21 @@ mod tests {
         assert_eq!(Symbol::new(b"NIFTY").unwrap().as_bytes(), b"NIFTY");
         assert!(Symbol::new(&[b'x'; SYMBOL_BYTES_MAX + 1]).is_none());
         assert_eq!(Symbol::default().as_bytes(), b"");
+    }
+
+    #[test]
+    fn symbols_from_text_words_equal_symbols_from_text() {
+        // Text of every length followed by bytes that must not leak into the symbol.
+        let window: Vec<u8> = (0..32u8).map(|i| b'A' + i).collect();
+        let word = |i: usize| u64::from_le_bytes(window[8 * i..8 * i + 8].try_into().unwrap());
+        let words = [word(0), word(1), word(2), word(3)];
+        for len in 0..=SYMBOL_BYTES_MAX {
+            assert_eq!(
+                Symbol::from_text_words(words, len),
+                Symbol::new(&window[..len]),
+                "{len}"
+            );
+        }
+        assert!(Symbol::from_text_words(words, SYMBOL_BYTES_MAX + 1).is_none());
     }
 }

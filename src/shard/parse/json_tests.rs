@@ -714,7 +714,7 @@ fn plain_numbers_agree_with_the_full_reader() {
     // zero), each followed by every kind of byte or by the end of the payload: where
     // the one-word paths take a number they read what the full reader reads, and
     // they take every plain price and count of up to 7 + 7 digits.
-    let followers: [&[u8]; 9] = [
+    let followers: [&[u8]; 14] = [
         b"",
         b",",
         b"}",
@@ -724,6 +724,11 @@ fn plain_numbers_agree_with_the_full_reader() {
         b".5",
         b"5",
         b", \"quantity\": 1",
+        b".5, \"quantity\": 1",
+        b"/5, \"quantity\": 1",
+        b"e5, \"quantity\": 1",
+        b"./, \"quantity\": 1",
+        b"}, {\"price\": 1",
     ];
     for int_digits in 1..=9usize {
         for decimals in 0..=9usize {
@@ -769,6 +774,35 @@ fn plain_numbers_agree_with_the_full_reader() {
                         && matches!(follower.first(), Some(b',' | b'}' | b' '))
                     {
                         assert!(plain.is_some(), "plain price {number:?} {follower:?}");
+                    }
+                    // The canonical readers' variants leave the end of the number to
+                    // their next literal: what they take must be the full reader's
+                    // number whenever that literal (`,` or `}`) follows.
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    if let Some(price) = scan.price_run::<false>() {
+                        if matches!(text.get(scan.pos), Some(b',' | b'}')) {
+                            assert_eq!(
+                                Some((price, scan.pos)),
+                                full_read(&text, Number::to_price),
+                                "{number:?} {follower:?}"
+                            );
+                        }
+                    }
+                    let mut scan = Scanner {
+                        bytes: &text,
+                        pos: 0,
+                    };
+                    if let Some(count) = scan.count_run::<false>() {
+                        if matches!(text.get(scan.pos), Some(b',' | b'}')) {
+                            assert_eq!(
+                                Some((count, scan.pos)),
+                                full_read(&text, Number::to_u64),
+                                "{number:?} {follower:?}"
+                            );
+                        }
                     }
                     let mut scan = Scanner {
                         bytes: &text,
@@ -1045,6 +1079,54 @@ fn plain_levels(scan: &mut Scanner<'_>) {
 }
 
 #[test]
+fn bytes_after_a_canonical_tick_are_read_as_by_the_full_readers() {
+    // The straight-through reader takes a tick only when its closing brace ends the
+    // payload; whitespace after it is fine, anything else is malformed, either way as
+    // the full readers say.
+    let mut feed = SyntheticTicks::new(10, 3);
+    let mut json = Vec::new();
+    write_tick_json(&mut json, &feed.next_tick(1_764_000_000_123, 0, 0));
+    for (after, ok) in [
+        (&b""[..], true),
+        (b" \n", true),
+        (b"x", false),
+        (b"}", false),
+        (b",", false),
+        (b"{}", false),
+    ] {
+        let mut text = json.clone();
+        text.extend_from_slice(after);
+        let got = parse(&text);
+        assert_eq!(got, parse_full(&text), "{after:?}");
+        assert_eq!(got.is_ok(), ok, "{after:?}");
+        if !ok {
+            assert_eq!(got.map(|_| ()), Err(MalformedJson), "{after:?}");
+        }
+    }
+}
+
+#[test]
+fn a_symbol_must_end_at_its_quote() {
+    // A symbol's closing quote replaced by a byte that ends a plain string early (a
+    // control byte, a backslash, a UTF-8 lead byte): the straight-through reader must
+    // not take that byte for the quote, though the literal after it matches.
+    let mut feed = SyntheticTicks::new(10, 3);
+    let mut json = Vec::new();
+    write_tick_json(&mut json, &feed.next_tick(1_764_000_000_123, 0, 0));
+    let at = json
+        .windows(5)
+        .position(|w| w == b"NSE\",")
+        .expect("exchange")
+        + 3;
+    for byte in [0x01, b'\\', 0xc3, 0x7f] {
+        let mut text = json.clone();
+        text[at] = byte;
+        assert_eq!(parse(&text), parse_full(&text), "{byte:#x}");
+        assert!(parse(&text).is_err(), "{byte:#x}");
+    }
+}
+
+#[test]
 fn canonical_ticks_take_the_fast_paths() {
     // The differential tests above mean something only if the fast paths run: the
     // writer's ticks and python_stack.py's are read here end to end by nothing but
@@ -1055,6 +1137,12 @@ fn canonical_ticks_take_the_fast_paths() {
     let mut ours = Vec::new();
     write_tick_json(&mut ours, &feed.next_tick(1_764_000_000_123, 0, 0));
     for json in [&python[..], &ours] {
+        // The whole tick straight through, to what the full readers read.
+        let mut tick = Tick::default();
+        let text = String::from_utf8_lossy(json);
+        assert!(plain_tick(json, &mut tick).is_some(), "{text}");
+        assert_eq!(Ok(tick), parse_full(json).map(|(tick, _)| tick), "{text}");
+        // And member by member, as a tick not quite canonical is read.
         let mut scan = Scanner {
             bytes: json,
             pos: 0,
