@@ -1136,12 +1136,29 @@ fn canonical_ticks_take_the_fast_paths() {
     let mut feed = SyntheticTicks::new(10, 3);
     let mut ours = Vec::new();
     write_tick_json(&mut ours, &feed.next_tick(1_764_000_000_123, 0, 0));
+    // Ticks left over from another message, with flags and a score, and with five
+    // levels a side or none: nothing of them may survive.
+    let full = Tick {
+        validation_flags: u32::MAX,
+        data_quality_score: 0.5,
+        ..feed.next_tick(1_764_000_000_000, 0, 0)
+    };
+    let bare = Tick {
+        depth_buy: Depth::default(),
+        depth_sell: Depth::default(),
+        ..full
+    };
     for json in [&python[..], &ours] {
         // The whole tick straight through, to what the full readers read.
-        let mut tick = Tick::default();
         let text = String::from_utf8_lossy(json);
-        assert!(plain_tick(json, &mut tick).is_some(), "{text}");
-        assert_eq!(Ok(tick), parse_full(json).map(|(tick, _)| tick), "{text}");
+        assert!(plain_tick(json, &mut Tick::default()).is_some(), "{text}");
+        for stale in [full, bare] {
+            let mut tick = stale;
+            let info = parse_json_tick(json, &mut tick);
+            tick.received_at_ms = 0;
+            tick.stream_seq = 0;
+            assert_eq!(info.map(|info| (tick, info)), parse_full(json), "{text}");
+        }
         // And member by member, as a tick not quite canonical is read.
         let mut scan = Scanner {
             bytes: json,
