@@ -342,7 +342,8 @@ impl Auditor {
                     return;
                 }
             }
-            std::thread::sleep(POLL);
+            // Parked, not asleep: a stop unparks the thread at once.
+            std::thread::park_timeout(POLL);
         }
     }
 

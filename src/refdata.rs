@@ -687,7 +687,8 @@ impl Refdata {
             if left.is_zero() {
                 return Ok(());
             }
-            std::thread::sleep(left.min(self.config.poll));
+            // Parked, not asleep: a stop unparks the thread at once.
+            std::thread::park_timeout(left.min(self.config.poll));
         }
     }
 

@@ -678,7 +678,10 @@ impl CacheWriter {
             // queue, latest states conflate).
             let next = Instant::now() + self.config.flush_interval.max(flush_started.elapsed());
             while Instant::now() < next && !self.stop.load(Ordering::Relaxed) {
-                std::thread::sleep(STOP_POLL.min(next.saturating_duration_since(Instant::now())));
+                // Parked, not asleep: a stop unparks the thread at once.
+                std::thread::park_timeout(
+                    STOP_POLL.min(next.saturating_duration_since(Instant::now())),
+                );
                 self.drain_histories();
             }
         }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Open connections at most; a 1,000-connection burst gets 503s past this.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -37,6 +37,9 @@ pub const CONN_DEADLINE: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 const LISTENER: Token = Token(usize::MAX);
+
+/// The token of [`Server::waker`]'s wake-ups.
+const WAKER: Token = Token(usize::MAX - 1);
 
 /// A response: status, content type, body.
 pub struct Response {
@@ -146,6 +149,8 @@ struct Conn {
 pub struct Server {
     listener: TcpListener,
     poll: Poll,
+    /// Wakes the poll, so a stop is seen at once rather than at the next interval.
+    waker: Arc<Waker>,
 }
 
 impl Server {
@@ -155,7 +160,17 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Server { listener, poll })
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            listener,
+            poll,
+            waker,
+        })
+    }
+
+    /// What a stop wakes the serving thread with (after setting its flag).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// The address bound.
@@ -180,6 +195,9 @@ impl Server {
                 }
             }
             for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
                 if event.token() == LISTENER {
                     self.accept_all(&mut conns, stats);
                     continue;

@@ -133,7 +133,8 @@ impl Snapshotter {
                 if self.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
+                // Parked, not asleep: a stop unparks the thread at once.
+                std::thread::park_timeout(POLL.min(next.saturating_duration_since(Instant::now())));
             }
             // A slow snapshot can leave `next` behind: the loop above then never looks.
             if self.stop.load(Ordering::Relaxed) {
