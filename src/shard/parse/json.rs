@@ -26,29 +26,42 @@
 //! makes predictable (which key comes next, where whitespace is, how long a number
 //! is), so the parser tries the predictable reading first, a word at a time:
 //!
-//! - the next key is guessed with its separators (`Keys`): after `last_price`'s
-//!   value, `, "last_quantity": ` is one 17-byte compare;
+//! - a tick in exactly that spelling is read straight through (`plain_tick`): every
+//!   field in order, each key with its separators one compare, no member loop and no
+//!   dispatch on keys, the read position in a register;
+//! - otherwise the next key is guessed with its separators (`Keys`): after
+//!   `last_price`'s value, `, "last_quantity": ` is one 17-byte compare;
 //! - a price `I.F` or a count of up to 7 digits is read from one or two 8-byte words
 //!   (a SWAR digit test, then Lemire's multiply-shift conversion), no `Number`;
 //! - a depth side, a depth level and `ohlc` in that spelling are read straight
 //!   through, without the member loop's per-key dispatch (between two levels,
 //!   `}, {"price": ` is one compare);
 //! - `"YYYY-MM-DDTHH:MM:SS.mmmZ"` (or `±HH:MM`) is checked against a template and
-//!   converted three words at a time.
+//!   converted three words at a time; a symbol is cut from four words by a mask.
 //!
 //! Each fast path takes its input whole or gives it back (position unchanged, or
 //! rewound by the caller) to the full readers, which alone decide anything they do
 //! not take: a fast path can change the speed, never the outcome. Tests hold the
 //! parser against itself with the fast paths switched off, reject reasons included.
-//! On the bench's ticks (837 B, five levels a side) parse + validate went from ~15,800
-//! to ~4,630 instructions (callgrind), ~950 to ~300–350 ns, depending on the day's
-//! machine. What is left is latency more than work: each number's length decides
-//! where the next read starts, so the reads form one chain of load → digit test →
-//! length → position. Cutting 8% of the instructions (the whole-side path) saved only
-//! ~1% of the time, and with the payloads in cache a tick takes ~320 ns against ~345 ns
-//! streamed. The next step is a structural pass that finds every separator first
-//! (independent of the values, as simdjson's stage 1 does) so numbers convert in
-//! parallel.
+//!
+//! Where the time goes. The reads form one chain: each number's length decides where
+//! the next read starts (load → digit test → length → position, ~13 cycles a number,
+//! ~40 numbers a tick). Shortening that chain pays; cutting instructions off it
+//! hardly does. On the bench's ticks (837 B, five levels a side; `benches/parse.rs`,
+//! old and new builds alternating on one 2-core Xeon):
+//!
+//! - the straight-through tick took 15% of the instructions away (4,662 → 3,974 a
+//!   tick, callgrind) and 2.6% of the time;
+//! - a price moves the position on by its run of digits and dot (one digit test),
+//!   its checks and conversion off the chain: 334 → 303 ns, for more instructions;
+//! - one load per cache line of the payload up front, so that the chain's misses
+//!   overlap: 364 → 334 ns streamed from memory (in cache it changes nothing);
+//! - together: 366-369 → 302-303 ns (criterion `json/parse_validate`).
+//!
+//! Measured and not kept: each level's start found first (the next `{`), so the
+//! levels' reads overlap (+2%: the added work outweighs the shorter chain); two-step
+//! 32-bit conversion of short counts (+3%); the depth out of line, one copy for both
+//! sides (+3%); touching every other cache line (no change).
 //!
 //! Must never: panic, allocate, or read past the input; every loop advances the read
 //! position, so time is linear in the payload, which is capped at
