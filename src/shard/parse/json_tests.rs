@@ -708,6 +708,25 @@ fn full_read<T>(
     Some((value, scan.pos))
 }
 
+/// What `read` (a canonical reader's number) takes from `text` is what the full reader
+/// reads, whenever a `,` or `}` follows it.
+fn canonical_read_agrees<T: PartialEq + std::fmt::Debug>(
+    text: &[u8],
+    read: impl Fn(&mut Scanner<'_>) -> Option<T>,
+    convert: impl Fn(Number) -> Result<T, RejectReason>,
+    what: &str,
+) {
+    let mut scan = Scanner {
+        bytes: text,
+        pos: 0,
+    };
+    if let Some(value) = read(&mut scan) {
+        if matches!(text.get(scan.pos), Some(b',' | b'}')) {
+            assert_eq!(Some((value, scan.pos)), full_read(text, convert), "{what}");
+        }
+    }
+}
+
 #[test]
 fn plain_numbers_agree_with_the_full_reader() {
     // Every split of up to 9 integer and 9 fraction digits (with and without a leading
@@ -778,32 +797,14 @@ fn plain_numbers_agree_with_the_full_reader() {
                     // The canonical readers' variants leave the end of the number to
                     // their next literal: what they take must be the full reader's
                     // number whenever that literal (`,` or `}`) follows.
-                    let mut scan = Scanner {
-                        bytes: &text,
-                        pos: 0,
-                    };
-                    if let Some(price) = scan.price_run::<false>() {
-                        if matches!(text.get(scan.pos), Some(b',' | b'}')) {
-                            assert_eq!(
-                                Some((price, scan.pos)),
-                                full_read(&text, Number::to_price),
-                                "{number:?} {follower:?}"
-                            );
-                        }
-                    }
-                    let mut scan = Scanner {
-                        bytes: &text,
-                        pos: 0,
-                    };
-                    if let Some(count) = scan.count_run::<false>() {
-                        if matches!(text.get(scan.pos), Some(b',' | b'}')) {
-                            assert_eq!(
-                                Some((count, scan.pos)),
-                                full_read(&text, Number::to_u64),
-                                "{number:?} {follower:?}"
-                            );
-                        }
-                    }
+                    let what = format!("{number:?} {follower:?}");
+                    canonical_read_agrees(
+                        &text,
+                        |s| s.price_run::<false>(),
+                        Number::to_price,
+                        &what,
+                    );
+                    canonical_read_agrees(&text, |s| s.count_run::<false>(), Number::to_u64, &what);
                     let mut scan = Scanner {
                         bytes: &text,
                         pos: 0,
