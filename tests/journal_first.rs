@@ -18,8 +18,10 @@ mod common;
 
 use std::time::Duration;
 
+use alphapt_storage::native::Connection;
 use common::e2e::*;
 use common::proxy::Proxy;
+use common::TestDb;
 
 /// Journal-first, small blocks, INSERTs from the journal every 200 ms (several per run).
 const JOURNAL_FIRST: [&str; 6] = [
@@ -110,23 +112,12 @@ fn journal_first_two_inserters_share_a_backlog_and_store_every_tick_once() {
     feed(&db, &nats, &["--count", "1", "--format", "kite"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
-    let mut settings = JOURNAL_FIRST.to_vec();
-    settings.extend([
-        "--set",
-        &port,
-        "--set",
-        "spill.inserters=2",
-        "--set",
+    let settings = two_inserters(
+        &["--set", &port],
         "spill.insert_rows=8192",
-        "--set",
         "spill.insert_interval_ms=1000",
-    ]);
-    let run = start_run_env(
-        &db,
-        &nats,
-        &settings,
-        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
     );
+    let run = start_logging_inserters(&db, &nats, &settings);
     wait_stored(&mut conn, 1, Duration::from_secs(60));
     proxy.down();
     feed(&db, &nats, &["--count", "59999", "--format", "kite"]);
@@ -137,32 +128,71 @@ fn journal_first_two_inserters_share_a_backlog_and_store_every_tick_once() {
     proxy.up();
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert_stored_once_and_journal_empty(&mut conn, TICKS, &summary);
+    // Both had an INSERT under way while ClickHouse was away (each failed and kept
+    // its records), not one after the other; and both committed some.
+    assert_both_inserters(
+        &summary,
+        "INSERT from the journal failed",
+        "had no INSERT under way during the outage",
+    );
+    assert_both_inserters(
+        &summary,
+        "Journaled block inserted",
+        "stored none of the backlog",
+    );
+    consumer_settled(&nats, TICKS);
+}
+
+/// Asserts that ticks 1..=`ticks` are each stored once and that the run's summary says
+/// the journal was left empty.
+fn assert_stored_once_and_journal_empty(conn: &mut Connection, ticks: u64, summary: &str) {
+    assert_eq!(stored(conn), (ticks, ticks, 1, ticks), "{summary}");
     assert!(
         summary.contains("0 bytes still in the journal"),
         "{summary}"
     );
-    // Both had an INSERT under way while ClickHouse was away (each failed and kept
-    // its records), not one after the other; and both committed some.
-    for slot in ["inserter=0", "inserter=1"] {
-        assert!(
-            inserter_lines(&summary, slot, "INSERT from the journal failed") > 0,
-            "{slot} had no INSERT under way during the outage: {summary}"
-        );
-        assert!(
-            inserter_lines(&summary, slot, "Journaled block inserted") > 0,
-            "{slot} stored none of the backlog: {summary}"
-        );
-    }
-    consumer_settled(&nats, TICKS);
 }
 
-/// Lines of a run's log that say `what` about inserter `slot` (`inserter=<k>`).
-fn inserter_lines(summary: &str, slot: &str, what: &str) -> usize {
-    summary
-        .lines()
-        .filter(|line| line.contains(what) && line.contains(slot))
-        .count()
+/// Asserts that the log has a line saying `what` about each of the two inserters
+/// (`inserter=<k>`); `why` names what it means when one has none.
+fn assert_both_inserters(log: &str, what: &str, why: &str) {
+    for slot in ["inserter=0", "inserter=1"] {
+        let said = log
+            .lines()
+            .any(|line| line.contains(what) && line.contains(slot));
+        assert!(said, "{slot} {why}: {log}");
+    }
+}
+
+/// Journal-first settings with `extra`, two inserters, and `insert_rows` and
+/// `insert_interval` (`spill.insert_rows=<n>`, `spill.insert_interval_ms=<ms>`).
+fn two_inserters<'a>(
+    extra: &[&'a str],
+    insert_rows: &'a str,
+    insert_interval: &'a str,
+) -> Vec<&'a str> {
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend_from_slice(extra);
+    settings.extend([
+        "--set",
+        "spill.inserters=2",
+        "--set",
+        insert_rows,
+        "--set",
+        insert_interval,
+    ]);
+    settings
+}
+
+/// A run whose log has the inserters' debug lines (what each sent or failed on).
+fn start_logging_inserters(db: &TestDb, nats: &Nats, settings: &[&str]) -> Running {
+    start_run_env(
+        db,
+        nats,
+        settings,
+        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
+    )
 }
 
 /// At the drain the journal's inserters split what is left and send it at once: with
@@ -176,35 +206,21 @@ fn journal_first_inserters_split_what_is_left_at_the_drain() {
     let (db, mut conn) = tables("jfsplit");
     let nats = Nats::new("jfsplit");
     feed(&db, &nats, &["--count", "30000", "--format", "kite"]);
-    let mut settings = JOURNAL_FIRST.to_vec();
-    settings.extend([
-        "--set",
-        "spill.inserters=2",
-        "--set",
+    let settings = two_inserters(
+        &[],
         "spill.insert_rows=1000000",
-        "--set",
         "spill.insert_interval_ms=60000",
-    ]);
-    let run = start_run_env(
-        &db,
-        &nats,
-        &settings,
-        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
     );
+    let run = start_logging_inserters(&db, &nats, &settings);
     wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     assert_eq!(stored(&mut conn).0, 0, "nothing was due before the drain");
     let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    assert!(
-        summary.contains("0 bytes still in the journal"),
-        "{summary}"
+    assert_stored_once_and_journal_empty(&mut conn, TICKS, &summary);
+    assert_both_inserters(
+        &summary,
+        "Journaled block inserted",
+        "sent none of what was left",
     );
-    for slot in ["inserter=0", "inserter=1"] {
-        assert!(
-            inserter_lines(&summary, slot, "Journaled block inserted") > 0,
-            "{slot} sent none of what was left: {summary}"
-        );
-    }
     consumer_settled(&nats, TICKS);
 }
 
@@ -221,25 +237,12 @@ fn journal_first_a_drain_split_with_clickhouse_away_is_kept_for_the_next_start()
     feed(&db, &nats, &["--count", "20000", "--format", "kite"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
-    let mut settings = JOURNAL_FIRST.to_vec();
-    settings.extend([
-        "--set",
-        &port,
-        "--set",
-        "ingest.drain_timeout_ms=3000",
-        "--set",
-        "spill.inserters=2",
-        "--set",
+    let settings = two_inserters(
+        &["--set", &port, "--set", "ingest.drain_timeout_ms=3000"],
         "spill.insert_rows=1000000",
-        "--set",
         "spill.insert_interval_ms=60000",
-    ]);
-    let run = start_run_env(
-        &db,
-        &nats,
-        &settings,
-        &[("RUST_LOG", "info,alphapt_storage::write::inserter=debug")],
     );
+    let run = start_logging_inserters(&db, &nats, &settings);
     wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     proxy.down();
     run.terminate();
@@ -251,12 +254,11 @@ fn journal_first_a_drain_split_with_clickhouse_away_is_kept_for_the_next_start()
         "{text}"
     );
     assert_eq!(stored(&mut conn).0, 0, "ClickHouse was away: {text}");
-    for slot in ["inserter=0", "inserter=1"] {
-        assert!(
-            inserter_lines(&text, slot, "INSERT from the journal failed") > 0,
-            "{slot} did not try its part of what was left: {text}"
-        );
-    }
+    assert_both_inserters(
+        &text,
+        "INSERT from the journal failed",
+        "did not try its part of what was left",
+    );
     proxy.up();
     let run = start_run(
         &db,
@@ -272,11 +274,7 @@ fn journal_first_a_drain_split_with_clickhouse_away_is_kept_for_the_next_start()
     );
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    assert!(
-        summary.contains("0 bytes still in the journal"),
-        "{summary}"
-    );
+    assert_stored_once_and_journal_empty(&mut conn, TICKS, &summary);
     consumer_settled(&nats, TICKS);
 }
 
@@ -336,11 +334,7 @@ fn journal_first_an_insert_cut_mid_way_is_checked_and_nothing_is_stored_twice() 
         summary.contains("INSERT from the journal failed"),
         "the cut met the inserter: {summary}"
     );
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    assert!(
-        summary.contains("0 bytes still in the journal"),
-        "{summary}"
-    );
+    assert_stored_once_and_journal_empty(&mut conn, TICKS, &summary);
     consumer_settled(&nats, TICKS);
 }
 
