@@ -20,6 +20,7 @@
 #      receive-to-durable percentiles are those of a steady load), EXTRA (more
 #      `key=value` settings, space-separated, e.g. "nats.ack_policy=none spill.mode=always"),
 #      BIN (another build, for an A/B against an earlier commit),
+#      FEED_ARGS (more `feed` flags under RATE, e.g. "--core": publish without PubAcks),
 #      SOURCE (nats; synthetic: no feed and no NATS, the built-in synthetic source
 #      generates N JSON ticks flat out on the receiver thread: the pipeline and
 #      ClickHouse alone against the same reference; DESIGN §7 asks >= 1.0 there).
@@ -84,7 +85,7 @@ elif [ "$RATE" -gt 0 ]; then
     RUST_LOG=warn "${TIMED[@]}" $BIN "${SETS[@]}" run --quiet --count "$N" > .run/perf/run.txt 2>&1 &
     pid=$!
     sleep 1
-    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$((N - 1))" --rate "$RATE" --format "$FORMAT" --instruments "$INSTRUMENTS" | tee .run/perf/feed.txt
+    RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$((N - 1))" --rate "$RATE" --format "$FORMAT" --instruments "$INSTRUMENTS" ${FEED_ARGS:-} | tee .run/perf/feed.txt
 else
     echo "== feed: $N $FORMAT ticks into JetStream"
     RUST_LOG=warn $BIN "${SETS[@]}" feed --count "$N" --format "$FORMAT" --instruments "$INSTRUMENTS" --fresh-stream | tee .run/perf/feed.txt
@@ -135,6 +136,9 @@ ratio=$(echo "$app_rate / $ref_rate" | bc -l)
 # Under a steady load the appliance runs at the feed's rate; the ratio means nothing.
 [ "$RATE" -gt 0 ] && ratio=0
 latency=$(grep -o 'receive-to-durable ms.*;' .run/perf/run.txt | head -1 | tr -d ';')
+# Journal-first: the group commits' own time, to tell a slow disk from a slow pipeline.
+sync=$(grep -o 'journal sync ms [^)]*' .run/perf/run.txt | head -1 || true)
+[ -n "$sync" ] && latency="$latency | $sync"
 
 printf 'appliance %.0f ticks/s | clickhouse-client %.0f rows/s | ratio %.2f | %s\n' "$app_rate" "$ref_rate" "$ratio" "$latency"
 printf '%s\t%s\t%s cores %s\tN=%s\t%s\t%s\tshards=%s flush=%sms rate=%s\t%.0f\t%.0f\t%.2f\t%s\n' \

@@ -371,6 +371,8 @@ pub struct Snapshot {
     pub spilled_rows: u64,
     /// Receive-to-spill-durable latency, µs: p50, p99, max.
     pub spill_latency_us: [u64; 3],
+    /// Journal sync (group commit) time, µs: p50, p99, max (the worst writer's).
+    pub spill_sync_us: [u64; 3],
     /// Spilled rows replayed into ClickHouse.
     pub replayed_rows: u64,
     /// Bytes of records waiting in the spill.
@@ -861,6 +863,16 @@ impl StatsSource {
         }
         totals
     }
+
+    /// Journal syncs merged over every writer of both paths.
+    pub fn spill_sync(&self) -> LatencyTotals {
+        let mut totals = LatencyTotals::default();
+        let signals = self.signals.iter().flat_map(|s| s.writers.iter());
+        for w in self.ticks.writers.iter().chain(signals) {
+            w.spill_sync.add_to(&mut totals);
+        }
+        totals
+    }
 }
 
 /// The Redis thread's figures and the shards' cache counters.
@@ -1093,6 +1105,11 @@ fn snapshot(
             max(|w| &w.spill_latency_us_p50),
             max(|w| &w.spill_latency_us_p99),
             max(|w| &w.spill_latency_us_max),
+        ],
+        spill_sync_us: [
+            max(|w| &w.spill_sync_us[0]),
+            max(|w| &w.spill_sync_us[1]),
+            max(|w| &w.spill_sync_us[2]),
         ],
         replayed_rows: sum(|w| &w.replayed_rows_total),
         spill_pending_bytes: sum(|w| &w.spill_pending_bytes),

@@ -41,12 +41,20 @@ fn journal_first_stores_every_tick_once_and_empties_the_journal() {
     feed(&db, &nats, &["--count", "50000", "--format", "kite"]);
     let run = start_run(&db, &nats, &JOURNAL_FIRST);
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    // Every group commit is timed: the operator's view of the spill disk.
+    let syncs = metric(control_addr(&run), "alphapt_spill_sync_seconds_count");
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
     assert!(
         summary.contains("journal-first: 50000 rows journaled")
             && summary.contains("0 bytes still in the journal"),
         "every row went through the journal, and the journal was emptied: {summary}"
+    );
+    assert!(syncs >= 1, "no journal sync counted: {summary}");
+    let [p50, p99, max] = journal_sync_ms(&summary);
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= max,
+        "journal sync p50 {p50} p99 {p99} max {max}: {summary}"
     );
     consumer_settled(&nats, TICKS);
     // Few large INSERTs, not one per block: 50,000 rows in 2,048-row blocks are 25
@@ -472,4 +480,20 @@ fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothin
 #[test]
 fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
     crash_then_restart("jfsync", "spill_synced:3", &[]);
+}
+
+/// The summary's journal sync p50, p99 and max, ms.
+fn journal_sync_ms(summary: &str) -> [f64; 3] {
+    let rest = summary
+        .split_once("journal sync ms ")
+        .unwrap_or_else(|| panic!("no journal sync figures: {summary}"))
+        .1;
+    let words: Vec<&str> = rest.split([' ', ')']).collect();
+    let value = |label: &str| -> f64 {
+        let at = words.iter().position(|w| *w == label);
+        at.and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no journal sync {label}: {summary}"))
+    };
+    [value("p50"), value("p99"), value("max")]
 }

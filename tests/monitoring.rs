@@ -29,6 +29,7 @@ fn exposition() -> String {
             ring_fill: vec![0.25],
             http: [1, 0, 0],
             latency: [[LatencyTotals::default(); 3]; 2],
+            spill_sync: LatencyTotals::default(),
             threads: vec![("shard-0".into(), 1.0)],
             // A cluster's series too, so promtool checks them.
             clickhouse_shards: vec![alphapt_storage::control::metrics::ShardSeries {

@@ -200,8 +200,9 @@ fn refdata_summary(now: &Snapshot) -> String {
 fn spill_note(now: &Snapshot) -> String {
     if now.journal_first {
         let [p50, p99, max] = now.spill_latency_us.map(|us| us as f64 / 1000.0);
+        let [s50, s99, smax] = now.spill_sync_us.map(|us| us as f64 / 1000.0);
         return format!(
-            "; journal-first: {} rows journaled (receive-to-journal-durable ms p50 {p50:.1} p99 {p99:.1} max {max:.1}), {} bytes still in the journal for the next start",
+            "; journal-first: {} rows journaled (receive-to-journal-durable ms p50 {p50:.1} p99 {p99:.1} max {max:.1}; journal sync ms p50 {s50:.3} p99 {s99:.3} max {smax:.3}), {} bytes still in the journal for the next start",
             now.spilled_rows, now.spill_pending_bytes
         );
     }

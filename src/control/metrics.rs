@@ -19,6 +19,8 @@ pub struct Extra {
     pub http: [u64; 3],
     /// Merged latency histograms, `[durable, committed]` × table.
     pub latency: [[LatencyTotals; 3]; 2],
+    /// Journal syncs (group commits), merged over writers.
+    pub spill_sync: LatencyTotals,
     /// CPU seconds per thread name ([`thread_cpu_seconds`]).
     pub threads: Vec<(String, f64)>,
     /// A ClickHouse cluster (`clickhouse.shards`), per shard in order; empty for one
@@ -88,6 +90,32 @@ fn label_value(text: &str) -> String {
 const TABLES: [&str; 3] = ["market_ticks", "strategy_signals", "rejected_messages"];
 const STAGES: [&str; 2] = ["durable", "committed"];
 
+/// One histogram series: cumulative buckets (seconds), then sum and count.
+fn histogram_series(out: &mut String, name: &str, labels: &str, totals: &LatencyTotals) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, count) in BOUNDS_US.iter().zip(&totals.counts) {
+        cumulative += count;
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        totals.count
+    );
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {}", totals.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{braced} {}", totals.count);
+}
+
 /// The latency histogram: cumulative buckets per (stage, table), then sum and count.
 fn latency_histogram(out: &mut String, latency: &[[LatencyTotals; 3]; 2]) {
     let name = "alphapt_storage_latency_seconds";
@@ -99,21 +127,20 @@ fn latency_histogram(out: &mut String, latency: &[[LatencyTotals; 3]; 2]) {
     for (stage, per_table) in STAGES.iter().zip(latency) {
         for (table, totals) in TABLES.iter().zip(per_table) {
             let labels = format!("stage=\"{stage}\",table=\"{table}\"");
-            let mut cumulative = 0;
-            for (bound, count) in BOUNDS_US.iter().zip(&totals.counts) {
-                cumulative += count;
-                let le = *bound as f64 / 1e6;
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
-                totals.count
-            );
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", totals.sum_us as f64 / 1e6);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", totals.count);
+            histogram_series(out, name, &labels, totals);
         }
     }
+}
+
+/// The journal's group commits: how long each `fdatasync` kept its writer waiting.
+fn spill_sync_histogram(out: &mut String, totals: &LatencyTotals) {
+    let name = "alphapt_spill_sync_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Each journal sync (fdatasync of a group of blocks), merged over writers: a long tail here and in receive-to-durable means the spill disk is shared or slow."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    histogram_series(out, name, "", totals);
 }
 
 /// Renders the exposition.
@@ -497,6 +524,7 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         &[(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), 1.0)],
     );
     latency_histogram(&mut out, &extra.latency);
+    spill_sync_histogram(&mut out, &extra.spill_sync);
     out
 }
 
@@ -519,6 +547,7 @@ mod tests {
                 ring_fill: vec![0.5, 0.0],
                 http: [3, 1, 0],
                 latency: [[LatencyTotals::default(); 3]; 2],
+                spill_sync: LatencyTotals::default(),
                 threads: vec![("shard-0".into(), 1.5), ("we\"ird".into(), 0.0)],
                 clickhouse_shards: Vec::new(),
             },
@@ -535,6 +564,39 @@ mod tests {
     }
 
     #[test]
+    fn journal_syncs_render_as_a_histogram_without_labels() {
+        let buckets = crate::runtime::latency::LatencyBuckets::default();
+        buckets.observe(300, 1);
+        buckets.observe(300, 1);
+        buckets.observe(80_000, 1);
+        let mut spill_sync = LatencyTotals::default();
+        buckets.add_to(&mut spill_sync);
+        let extra = Extra {
+            writers_up: 1,
+            writers: 1,
+            ring_fill: vec![0.0],
+            http: [0; 3],
+            latency: [[LatencyTotals::default(); 3]; 2],
+            spill_sync,
+            threads: Vec::new(),
+            clickhouse_shards: Vec::new(),
+        };
+        let text = render(&Snapshot::default(), &extra);
+        for line in [
+            "# TYPE alphapt_spill_sync_seconds histogram\n",
+            "alphapt_spill_sync_seconds_bucket{le=\"0.00025\"} 0\n",
+            "alphapt_spill_sync_seconds_bucket{le=\"0.0005\"} 2\n",
+            "alphapt_spill_sync_seconds_bucket{le=\"0.05\"} 2\n",
+            "alphapt_spill_sync_seconds_bucket{le=\"0.1\"} 3\n",
+            "alphapt_spill_sync_seconds_bucket{le=\"+Inf\"} 3\n",
+            "alphapt_spill_sync_seconds_sum 0.0806\n",
+            "alphapt_spill_sync_seconds_count 3\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+    }
+
+    #[test]
     fn a_cluster_has_series_per_shard_and_replica() {
         let extra = Extra {
             writers_up: 1,
@@ -542,6 +604,7 @@ mod tests {
             ring_fill: vec![0.0],
             http: [0; 3],
             latency: [[LatencyTotals::default(); 3]; 2],
+            spill_sync: LatencyTotals::default(),
             threads: Vec::new(),
             clickhouse_shards: vec![
                 ShardSeries {
@@ -582,6 +645,7 @@ mod tests {
             ring_fill: vec![0.0],
             http: [0; 3],
             latency: [[LatencyTotals::default(); 3]; 2],
+            spill_sync: LatencyTotals::default(),
             threads: Vec::new(),
             clickhouse_shards: Vec::new(),
         };

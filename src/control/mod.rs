@@ -140,6 +140,7 @@ fn route(
                     http.busy_total.load(r),
                 ],
                 latency: source.latency(),
+                spill_sync: source.spill_sync(),
                 threads: metrics::thread_cpu_seconds(),
                 clickhouse_shards: source.clickhouse_shards(),
             };

@@ -196,6 +196,13 @@ pub struct WriterStats {
     pub replayed_blocks_total: AtomicU64,
     /// Bytes of spilled records not yet replayed.
     pub spill_pending_bytes: AtomicU64,
+    /// Each journal sync (`fdatasync`, one per group of blocks): how long the writer
+    /// waited for the disk. When receive-to-durable's tail is long and this one too,
+    /// the disk is the cause (other writers on it: `spill.dir` wants a disk of its own).
+    pub spill_sync: LatencyBuckets,
+    /// Journal sync p50, p99 and maximum, µs (the writer's HDR histogram, published
+    /// after each sync).
+    pub spill_sync_us: [AtomicU64; 3],
     /// Receive-to-durable p50 of the blocks the spill took, µs.
     pub spill_latency_us_p50: AtomicU64,
     /// Receive-to-durable p99 of the blocks the spill took, µs.
@@ -268,6 +275,8 @@ pub struct Writer {
     messages: Histogram<u64>,
     /// Receive-to-durable of the blocks the spill took, µs (a subset of `histogram`).
     spill_histogram: Histogram<u64>,
+    /// Journal sync times, µs.
+    sync_histogram: Histogram<u64>,
     /// Blocks of the INSERT being assembled; capacity reserved once.
     batch: Vec<SealedBlock>,
     /// This writer's spill journal (`<spill.dir>/writer-<index>`), if any; shared with
@@ -322,6 +331,8 @@ impl Writer {
             messages: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             spill_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
+            sync_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             batch: Vec::with_capacity(BLOCKS_PER_INSERT_MAX),
             spill,

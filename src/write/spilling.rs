@@ -11,13 +11,16 @@
 //! ```
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use crate::model::{SealedBlock, Table};
 use crate::native::Connection;
 use crate::spill::replay::{replay_record, Replayed, Target};
 use crate::spill::{schema_hash, RecordHeader, RecordTable, SpillError};
 
-use super::{Tables, Writer};
+use super::{Tables, Writer, WriterStats};
 
 /// The spill's name for a table.
 pub fn record_table(table: Table) -> RecordTable {
@@ -62,6 +65,20 @@ fn record_header(block: &SealedBlock, schema_hash: u64) -> RecordHeader {
     }
 }
 
+/// Counts one journal sync of `took` (the group commit's wait for the disk).
+fn note_sync(histogram: &mut Histogram<u64>, stats: &WriterStats, took: Duration) {
+    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    stats.spill_sync.observe(us, 1);
+    histogram.saturating_record(us);
+    for (slot, value) in stats.spill_sync_us.iter().zip([
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.max(),
+    ]) {
+        slot.store(value, Ordering::Relaxed);
+    }
+}
+
 impl Writer {
     /// True while a failed INSERT's backoff runs: ClickHouse counts as away.
     pub(super) fn clickhouse_away(&self) -> bool {
@@ -86,6 +103,7 @@ impl Writer {
         let mut journal = crate::spill::lock(shared);
         let hash = |table: Table| schema_hash(&self.tables.get(table).header);
         let mut outcome: Result<(), SpillError> = Ok(());
+        let mut appended = false;
         for (block, done) in self.batch.iter().zip(skip.iter_mut()) {
             if *done {
                 continue;
@@ -96,8 +114,13 @@ impl Writer {
                 break;
             }
             *done = true;
+            appended = true;
         }
+        let synced_at = Instant::now();
         let outcome = outcome.and_then(|()| journal.sync());
+        if outcome.is_ok() && appended {
+            note_sync(&mut self.sync_histogram, &self.stats, synced_at.elapsed());
+        }
         let pending = journal.bytes_pending();
         self.stats
             .spill_pending_bytes
