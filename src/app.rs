@@ -458,6 +458,9 @@ pub struct Finished {
     /// Receive-to-durable per message, µs, merged over every writer of both paths
     /// (empty when nothing was stored).
     pub latency: hdrhistogram::Histogram<u64>,
+    /// The same messages each counted with its block's oldest wait (the upper bound
+    /// reported before per-message stamps).
+    pub latency_oldest: hdrhistogram::Histogram<u64>,
 }
 
 /// What the ticks receiver thread ends with.
@@ -832,16 +835,20 @@ impl StatsSource {
         shards
     }
 
-    /// Every exited writer's per-message receive-to-durable histogram, merged (after
-    /// the pipelines joined: a writer hands its histogram over as it exits).
-    pub fn merged_latency(&self) -> hdrhistogram::Histogram<u64> {
-        let mut merged = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .expect("valid histogram bounds");
+    /// Every exited writer's per-message receive-to-durable histograms, merged (after
+    /// the pipelines joined: a writer hands them over as it exits): each message from
+    /// its own receive stamp, and from its block's oldest.
+    pub fn merged_latency(&self) -> [hdrhistogram::Histogram<u64>; 2] {
+        let new = || {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds")
+        };
+        let mut merged = [new(), new()];
         let signals = self.signals.iter().flat_map(|s| s.writers.iter());
         for w in self.ticks.writers.iter().chain(signals) {
             if let Ok(slot) = w.messages_latency.lock() {
-                if let Some(h) = slot.as_ref() {
-                    let _ = merged.add(h);
+                for (m, h) in merged.iter_mut().zip(slot.iter().flatten()) {
+                    let _ = m.add(h);
                 }
             }
         }
@@ -978,8 +985,9 @@ impl App {
             control_ms = drain_started.elapsed().as_millis() as u64,
             "Drain: each stage done, ms since the receiver ended"
         );
-        let latency = self.stats.merged_latency();
+        let [latency, latency_oldest] = self.stats.merged_latency();
         Ok(Finished {
+            latency_oldest,
             routed,
             stopped_by_signal,
             joined,

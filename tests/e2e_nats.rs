@@ -384,6 +384,58 @@ fn insert_linger_gathers_blocks_into_fewer_inserts() {
     assert!((2..=4).contains(&parts), "{parts} parts: {text}");
 }
 
+/// Each message's receive-to-durable is its own: at a steady 5,000 ticks/s with blocks
+/// sealed every 400 ms, the messages of a block were received over those 400 ms, so the
+/// median message waits about half of what its block's oldest does. The summary shows
+/// both; the per-message figure must be the lower, by about 200 ms, and the oldest's
+/// at least the flush interval.
+#[test]
+fn each_message_waits_from_its_own_receive_stamp() {
+    let (db, mut conn) = tables("ownwait");
+    let nats = Nats::new("ownwait");
+    let mut args = sets(&db, &nats);
+    args.extend(
+        [
+            "--set",
+            "ingest.flush_interval_ms=400",
+            "run",
+            "--quiet",
+            "--synthetic",
+            "5000",
+            "--count",
+            "10000",
+        ]
+        .map(String::from),
+    );
+    let output = binary(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{text}");
+    assert_eq!(stored(&mut conn), (10_000, 10_000, 1, 10_000), "{text}");
+    let figure = |after: &str, label: &str| -> f64 {
+        let rest = text
+            .split_once(after)
+            .unwrap_or_else(|| panic!("no '{after}': {text}"))
+            .1;
+        let mut words = rest.split([' ', ')', ';']).filter(|w| !w.is_empty());
+        words.position(|w| w == label);
+        words
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {label} after '{after}': {text}"))
+    };
+    let own = figure("receive-to-durable ms", "p50");
+    let oldest = figure("from its block's oldest:", "p50");
+    assert!(oldest >= 400.0, "block-oldest p50 {oldest} ms: {text}");
+    assert!(
+        own + 100.0 <= oldest,
+        "own p50 {own} ms, block-oldest {oldest} ms: {text}"
+    );
+    assert!(
+        figure("receive-to-durable ms", "p99") <= figure("from its block's oldest:", "p99"),
+        "{text}"
+    );
+}
+
 /// Pinned, with the spin wait: the ticks path's threads go to their cores and the
 /// signals path's (named `sig-…`) to none, so no two spinning threads share a core;
 /// the feed is stored all the same.

@@ -289,13 +289,15 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let h = &finished.latency;
     let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q) as f64 / 1000.0);
     let max = h.max() as f64 / 1000.0;
+    let oldest = &finished.latency_oldest;
+    let [oldest_p50, oldest_p99] = [0.5, 0.99].map(|q| oldest.value_at_quantile(q) as f64 / 1000.0);
     let joined = &finished.joined;
     // A closed stdout (a pipe whose reader was interrupted with us) must not turn a
     // clean drain into a panic: the summary is best-effort.
     let _ = writeln!(
         std::io::stdout(),
         "{} {} messages: {} rows stored in {} INSERTs, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
-         p99.9 {p999:.1} max {max:.1}; drained in {:.2} s; {}; {}; {}{}{}",
+         p99.9 {p999:.1} max {max:.1} (from its block's oldest: p50 {oldest_p50:.1} p99 {oldest_p99:.1}); drained in {:.2} s; {}; {}; {}{}{}",
         if finished.stopped_by_signal { "Drained after" } else { "Done:" },
         finished.routed,
         end.stored,

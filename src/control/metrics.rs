@@ -121,7 +121,7 @@ fn latency_histogram(out: &mut String, latency: &[[LatencyTotals; 3]; 2]) {
     let name = "alphapt_storage_latency_seconds";
     let _ = writeln!(
         out,
-        "# HELP {name} Receive to durable (ClickHouse or the journal) and to committed in ClickHouse, per message (its block's oldest message's wait), merged over writers."
+        "# HELP {name} Receive to durable (ClickHouse or the journal) and to committed in ClickHouse, per message (durable: from its own receive stamp; committed from the journal: from its block's oldest), merged over writers."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
     for (stage, per_table) in STAGES.iter().zip(latency) {

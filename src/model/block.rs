@@ -85,8 +85,11 @@ pub struct SealedBlock {
     pub timestamp_min_ms: i64,
     /// Latest exchange time, Unix ms.
     pub timestamp_max_ms: i64,
-    /// Oldest receive stamp, Unix ms: receive-to-durable is measured from it.
+    /// Oldest receive stamp, Unix ms: the linger and the inserters wait from it.
     pub received_min_ms: i64,
+    /// The rows' receive stamps, by ms after `received_min_ms`: each message's
+    /// receive-to-durable is measured from its own.
+    pub received_spread: ReceivedSpread,
     /// Size of the Native block before compression.
     pub raw_bytes: usize,
     /// How `bytes` is framed: a Data packet (compressed or not) or a Native file.
@@ -97,7 +100,59 @@ pub struct SealedBlock {
     pub bytes: Vec<u8>,
 }
 
+/// Milliseconds of receive-time spread a sealed block keeps row by row.
+pub const RECEIVED_SPREAD_MS: usize = 128;
+
+/// How a block's rows spread over receive time: `rows_at[k]` rows were received `k` ms
+/// after the block's oldest, the last slot counting every row received that late or
+/// later. A writer then counts each message's own wait, to the millisecond, where
+/// counting the oldest row's for all overstates most by up to the flush interval. A
+/// row of the last slot counts as received at its start, which can only overstate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedSpread {
+    rows_at: [u32; RECEIVED_SPREAD_MS],
+}
+
+impl Default for ReceivedSpread {
+    fn default() -> Self {
+        ReceivedSpread {
+            rows_at: [0; RECEIVED_SPREAD_MS],
+        }
+    }
+}
+
+impl ReceivedSpread {
+    /// Counts each receive stamp (Unix ms) of `received` by its ms after `oldest`.
+    pub fn fill(&mut self, oldest: i64, received: impl IntoIterator<Item = i64>) {
+        self.rows_at = [0; RECEIVED_SPREAD_MS];
+        let last = RECEIVED_SPREAD_MS as i64 - 1;
+        for ms in received {
+            self.rows_at[ms.saturating_sub(oldest).clamp(0, last) as usize] += 1;
+        }
+    }
+
+    /// `(ms after the oldest, rows)` of every slot holding rows, earliest first.
+    pub fn slots(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
+        (0..).zip(self.rows_at).filter(|&(_, rows)| rows > 0)
+    }
+
+    /// Rows counted.
+    pub fn rows(&self) -> u64 {
+        self.rows_at.iter().map(|&r| u64::from(r)).sum()
+    }
+}
+
 impl SealedBlock {
+    /// `(ms after received_min_ms, rows)` for the block's rows: its spread, or every row
+    /// at the oldest stamp when the spread does not account for them all (a block
+    /// built without one): the old upper bound, never an understatement.
+    pub fn waits(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
+        let whole = self.received_spread.rows() == u64::from(self.rows);
+        let spread = whole.then(|| self.received_spread.slots());
+        let oldest = (!whole && self.rows > 0).then_some((0, self.rows));
+        spread.into_iter().flatten().chain(oldest)
+    }
+
     /// The block's id in logs and the audit.
     pub fn id(&self) -> BlockId {
         BlockId {
@@ -105,5 +160,63 @@ impl SealedBlock {
             first: self.seq_min,
             last: self.seq_max,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(rows: u32, received_min_ms: i64) -> SealedBlock {
+        SealedBlock {
+            table: Table::Ticks,
+            shard: 0,
+            durable_through: None,
+            rows,
+            seq_min: 1,
+            seq_max: u64::from(rows),
+            timestamp_min_ms: 0,
+            timestamp_max_ms: 0,
+            received_min_ms,
+            received_spread: ReceivedSpread::default(),
+            raw_bytes: 0,
+            format: BlockFormat::Protocol,
+            compression: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_row_waits_from_its_own_receive_stamp_and_the_late_ones_from_the_last_slot() {
+        let mut sealed = block(5, 1_000);
+        sealed
+            .received_spread
+            .fill(1_000, [1_000, 1_003, 1_003, 1_127, 5_000]);
+        let last = RECEIVED_SPREAD_MS as i64 - 1;
+        assert_eq!(
+            sealed.waits().collect::<Vec<_>>(),
+            [(0, 1), (3, 2), (last, 2)],
+            "127 ms and 4 s after the oldest both count as {last}: an overstatement, never less"
+        );
+        // Filled again (the block reused from the pool): nothing left of the first.
+        sealed.rows = 2;
+        sealed.received_spread.fill(2_000, [2_010, 2_000]);
+        assert_eq!(sealed.waits().collect::<Vec<_>>(), [(0, 1), (10, 1)]);
+    }
+
+    #[test]
+    fn a_spread_that_misses_rows_counts_every_row_at_the_oldest() {
+        // Never filled: the block-oldest upper bound for all.
+        let sealed = block(7, 1_000);
+        assert_eq!(sealed.waits().collect::<Vec<_>>(), [(0, 7)]);
+        // Filled with fewer rows than the block has: the same.
+        let mut short = block(7, 1_000);
+        short.received_spread.fill(1_000, [1_001, 1_002]);
+        assert_eq!(short.waits().collect::<Vec<_>>(), [(0, 7)]);
+        assert_eq!(
+            block(0, 0).waits().count(),
+            0,
+            "an empty block has no waits"
+        );
     }
 }

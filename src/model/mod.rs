@@ -8,7 +8,7 @@ pub mod quality;
 pub mod reference;
 pub mod synthetic;
 
-pub use block::{BlockId, SealedBlock, Table};
+pub use block::{BlockId, ReceivedSpread, SealedBlock, Table};
 
 /// Fixed-point scale of [`Price`]: 10^-8 of the quote currency.
 ///

@@ -7,8 +7,10 @@
 //!   control thread: sum every thread's buckets ── alphapt_storage_latency_seconds_bucket{le=…}
 //! ```
 //!
-//! Each message counts once, with its block's latency (receive time of the block's
-//! oldest message to the commit): an upper bound for every message in the block.
+//! Each message counts once. Receive to durable: from its own receive stamp, to the
+//! millisecond (the block's `received_spread`). Receive to committed from the
+//! journal (journal-first's inserters, whose records keep only the oldest stamp): with
+//! its block's oldest message's wait, an upper bound for every message in the block.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::{
-    Depth, Price, SealedBlock, Symbol, Table, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX,
+    Depth, Price, ReceivedSpread, SealedBlock, Symbol, Table, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX,
 };
 use crate::native::block::{BlockFormat, BLOCK_INFO};
 use crate::native::compress::{
@@ -511,6 +511,7 @@ impl SealedBlock {
             timestamp_min_ms: 0,
             timestamp_max_ms: 0,
             received_min_ms: 0,
+            received_spread: ReceivedSpread::default(),
             raw_bytes: 0,
             format: BlockFormat::Protocol,
             compression: None,
@@ -847,6 +848,9 @@ impl TickColumns {
         sealed.timestamp_min_ms = self.timestamp_min_ms;
         sealed.timestamp_max_ms = self.timestamp_max_ms;
         sealed.received_min_ms = self.received_min_ms;
+        sealed
+            .received_spread
+            .fill(self.received_min_ms, self.received_at_ms.iter().copied());
         sealed.format = format;
         sealed.compression = compression;
     }

@@ -2,6 +2,7 @@
 //! sealed block, decoded generically, equals the ticks that went in; for both the
 //! modern and the 18.16 layouts, compressed and not.
 use super::*;
+use crate::model::block::RECEIVED_SPREAD_MS;
 use crate::model::synthetic::SyntheticTicks;
 use crate::native::block::Block;
 use crate::native::column::Value;
@@ -140,6 +141,19 @@ fn sealed_blocks_decode_to_the_ticks_that_went_in() {
             assert!(columns.is_empty());
             assert_eq!(sealed.rows, 1_000);
             assert_eq!((sealed.seq_min, sealed.seq_max), (1000, 1999));
+            // Received a ms apart: one row in each ms slot, the rest in the last.
+            assert_eq!(sealed.received_min_ms, 1_764_000_000_500);
+            let waits: Vec<(i64, u32)> = sealed.waits().collect();
+            assert_eq!(waits.len(), RECEIVED_SPREAD_MS);
+            assert_eq!(waits[0], (0, 1));
+            assert_eq!(waits[100], (100, 1));
+            assert_eq!(
+                waits[RECEIVED_SPREAD_MS - 1],
+                (
+                    RECEIVED_SPREAD_MS as i64 - 1,
+                    1_000 - (RECEIVED_SPREAD_MS as u32 - 1)
+                )
+            );
             let block = decode_packet(&sealed.bytes, compression.is_some());
             assert_eq!(block.header(), schema.header());
             check(&block, &input, modern);

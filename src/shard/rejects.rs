@@ -232,6 +232,9 @@ impl RejectColumns {
         sealed.timestamp_min_ms = self.received_min_ms().unwrap_or(0);
         sealed.timestamp_max_ms = self.received_at_ms.iter().copied().max().unwrap_or(0);
         sealed.received_min_ms = sealed.timestamp_min_ms;
+        sealed
+            .received_spread
+            .fill(sealed.received_min_ms, self.received_at_ms.iter().copied());
         self.clear();
     }
 }

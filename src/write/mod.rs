@@ -147,9 +147,10 @@ pub struct WriterStats {
     pub durable_latency: [LatencyBuckets; 3],
     /// Receive to committed in ClickHouse, per message, per table.
     pub committed_latency: [LatencyBuckets; 3],
-    /// Receive-to-durable per message, µs: the writer's whole HDR histogram, handed
-    /// over when it exits (read once, after the join; never on the hot path).
-    pub messages_latency: std::sync::Mutex<Option<Histogram<u64>>>,
+    /// Receive-to-durable per message, µs: the writer's whole HDR histograms, each
+    /// message from its own receive stamp and from its block's oldest, handed over
+    /// when it exits (read once, after the join; never on the hot path).
+    pub messages_latency: std::sync::Mutex<Option<[Histogram<u64>; 2]>>,
     /// Blocks committed.
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
@@ -271,8 +272,12 @@ pub struct Writer {
     alert: Arc<Alert>,
     /// Receive-to-durable per block, µs.
     histogram: Histogram<u64>,
-    /// Receive-to-durable per message (its block's wait), µs: the exit report's.
+    /// Receive-to-durable per message (each from its own receive stamp, to the ms),
+    /// µs: the exit report's.
     messages: Histogram<u64>,
+    /// The same messages each counted with its block's oldest wait, µs: the upper
+    /// bound the exit report shows beside.
+    messages_oldest: Histogram<u64>,
     /// Receive-to-durable of the blocks the spill took, µs (a subset of `histogram`).
     spill_histogram: Histogram<u64>,
     /// Journal sync times, µs.
@@ -330,6 +335,8 @@ impl Writer {
                 .expect("valid histogram bounds"),
             messages: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
+            messages_oldest: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds"),
             spill_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             sync_histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -350,10 +357,10 @@ impl Writer {
         let left = self.serve();
         // Handed over once, at exit: `run --latency-report` merges every writer's.
         if let Ok(mut slot) = self.stats.messages_latency.lock() {
-            *slot = Some(std::mem::replace(
-                &mut self.messages,
-                Histogram::new(1).expect("valid histogram"),
-            ));
+            let take = |h: &mut Histogram<u64>| {
+                std::mem::replace(h, Histogram::new(1).expect("valid histogram"))
+            };
+            *slot = Some([take(&mut self.messages), take(&mut self.messages_oldest)]);
         }
         left
     }
@@ -639,9 +646,15 @@ impl Writer {
             sent += block.bytes.len() as u64;
             let latency_us = (now - block.received_min_ms).max(0) as u64 * 1000;
             let table = block.table as usize;
-            self.stats.durable_latency[table].observe(latency_us, u64::from(block.rows));
-            if durable == Durable::ClickHouse {
-                self.stats.committed_latency[table].observe(latency_us, u64::from(block.rows));
+            for (after_ms, rows) in block.waits() {
+                let wait_us = (now - block.received_min_ms - after_ms).max(0) as u64 * 1000;
+                self.stats.durable_latency[table].observe(wait_us, u64::from(rows));
+                if durable == Durable::ClickHouse {
+                    self.stats.committed_latency[table].observe(wait_us, u64::from(rows));
+                }
+                let _ = self
+                    .messages
+                    .record_n(wait_us.clamp(1, 3_600_000_000), u64::from(rows));
             }
             self.audit.record(AuditRecord {
                 table: spilling::record_table(block.table).name(),
@@ -663,7 +676,7 @@ impl Writer {
                 latency_ms = latency_us / 1000, "Block durable");
             self.histogram.saturating_record(latency_us.max(1));
             let _ = self
-                .messages
+                .messages_oldest
                 .record_n(latency_us.clamp(1, 3_600_000_000), u64::from(block.rows));
             if durable == Durable::Spill {
                 self.spill_histogram.saturating_record(latency_us.max(1));
