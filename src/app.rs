@@ -379,6 +379,10 @@ pub struct Snapshot {
     pub spill_pending_bytes: u64,
     /// Highest stream sequence durable with all below it (acknowledged under AckAll).
     pub watermark: u64,
+    /// Receive stamp of the ticks path's first message, Unix ms (0: none yet).
+    pub first_routed_ms: u64,
+    /// When the ticks path's last INSERT committed, Unix ms (0: none yet).
+    pub last_stored_ms: u64,
     /// Rows stored by the signals path.
     pub signal_rows: u64,
     /// Instruments with reference data.
@@ -1097,6 +1101,13 @@ fn snapshot(
             .sum(),
         ring_bytes,
         inserts: sum(|w| &w.inserts_total),
+        // The ticks path: from its first message in to its last INSERT done.
+        first_routed_ms: sources(stats)
+            .map(|s| s.first_routed_ms.load(r))
+            .filter(|&ms| ms > 0)
+            .min()
+            .unwrap_or(0),
+        last_stored_ms: max(|w| &w.last_stored_ms),
         errors: sum(|w| &w.errors_total),
         latency_us: [
             max(|w| &w.latency_us_p50),

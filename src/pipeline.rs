@@ -70,6 +70,8 @@ pub struct SourceStats {
     pub acked_seq: AtomicU64,
     /// Current durable watermark.
     pub watermark: AtomicU64,
+    /// Receive stamp of the first message routed, Unix ms (0: none yet).
+    pub first_routed_ms: AtomicU64,
     /// Highest sequence routed.
     pub received_seq: AtomicU64,
     /// JetStream: messages in the stream not yet delivered to the consumer, as the
@@ -125,6 +127,8 @@ pub struct Router {
     input_done: Arc<AtomicBool>,
     /// Which shard owns which instrument.
     sharding: Sharding,
+    /// A message was routed (its stamp is in `stats.first_routed_ms`).
+    routed_any: bool,
 }
 
 impl Router {
@@ -189,7 +193,7 @@ impl Router {
             self.waiter.idle();
         }
         self.waiter.reset();
-        self.routed(shard, seq, payload.len());
+        self.routed(shard, seq, payload.len(), received_ns);
         true
     }
 
@@ -250,11 +254,16 @@ impl Router {
             self.stats.dropped_total.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.routed(shard, seq, payload.len());
+        self.routed(shard, seq, payload.len(), received_ns);
         true
     }
 
-    fn routed(&mut self, shard: usize, seq: u64, payload_bytes: usize) {
+    fn routed(&mut self, shard: usize, seq: u64, payload_bytes: usize, received_ns: i64) {
+        if !self.routed_any {
+            self.routed_any = true;
+            let ms = received_ns.div_euclid(1_000_000).max(1) as u64;
+            self.stats.first_routed_ms.store(ms, Ordering::Relaxed);
+        }
         self.routed_last[shard] = self.routed_last[shard].max(seq);
         self.received_last = self.received_last.max(seq);
         // This router is the counters' only writer, so a plain load and store do. A
@@ -824,6 +833,7 @@ pub fn start_path(
             stats: sources[group].clone(),
             input_done: input_done[group].clone(),
             sharding,
+            routed_any: false,
         })
         .collect();
     let pipeline = Pipeline {
@@ -983,6 +993,7 @@ pub fn discarding(
         stats: Arc::new(SourceStats::default()),
         input_done,
         sharding: Sharding::new(shards, 1),
+        routed_any: false,
     };
     (router, handles)
 }
@@ -1163,6 +1174,7 @@ mod tests {
             stats: Arc::new(SourceStats::default()),
             input_done: Arc::new(AtomicBool::new(false)),
             sharding: Sharding::new(1, 1),
+            routed_any: false,
         };
         let payload = [b'x'; 1000];
         let mut seq = 0;

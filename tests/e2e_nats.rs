@@ -388,7 +388,8 @@ fn insert_linger_gathers_blocks_into_fewer_inserts() {
 /// sealed every 400 ms, the messages of a block were received over those 400 ms, so the
 /// median message waits about half of what its block's oldest does. The summary shows
 /// both; the per-message figure must be the lower, by about 200 ms, and the oldest's
-/// at least the flush interval.
+/// at least the flush interval. The span from the first tick in to the last INSERT
+/// done is the feed's two seconds and the last block's wait.
 #[test]
 fn each_message_waits_from_its_own_receive_stamp() {
     let (db, mut conn) = tables("ownwait");
@@ -434,6 +435,15 @@ fn each_message_waits_from_its_own_receive_stamp() {
         figure("receive-to-durable ms", "p99") <= figure("from its block's oldest:", "p99"),
         "{text}"
     );
+    // The consumer-loop span: 10,000 ticks at 5,000/s arrive over ~2 s, and the last
+    // INSERT comes after the last tick's block seals (400 ms later at most, plus the
+    // INSERT); start-up and exit are not in it.
+    let span: f64 = text
+        .split_once("first tick in to last INSERT done in ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no first-tick-to-last-INSERT span: {text}"));
+    assert!((1.9..10.0).contains(&span), "span {span} s: {text}");
 }
 
 /// Pinned, with the spin wait: the ticks path's threads go to their cores and the

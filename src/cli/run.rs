@@ -196,6 +196,16 @@ fn refdata_summary(now: &Snapshot) -> String {
     "reference data: not loaded before exit".to_owned()
 }
 
+/// From the first tick in to the last INSERT done, the span a consumer loop times
+/// (start-up and exit left out), in words; empty when either end is missing.
+fn in_to_stored(now: &Snapshot) -> String {
+    if now.first_routed_ms == 0 || now.last_stored_ms < now.first_routed_ms {
+        return String::new();
+    }
+    let seconds = (now.last_stored_ms - now.first_routed_ms) as f64 / 1000.0;
+    format!("; first tick in to last INSERT done in {seconds:.3} s")
+}
+
 /// What went through the spill, in words (empty when nothing did).
 fn spill_note(now: &Snapshot) -> String {
     if now.journal_first {
@@ -297,7 +307,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         std::io::stdout(),
         "{} {} messages: {} rows stored in {} INSERTs, {} rejected, {} flagged{}; {} signal rows; receive-to-durable ms p50 {p50:.1} p99 {p99:.1} \
-         p99.9 {p999:.1} max {max:.1} (from its block's oldest: p50 {oldest_p50:.1} p99 {oldest_p99:.1}); drained in {:.2} s; {}; {}; {}{}{}",
+         p99.9 {p999:.1} max {max:.1} (from its block's oldest: p50 {oldest_p50:.1} p99 {oldest_p99:.1}); drained in {:.2} s{}; {}; {}; {}{}{}",
         if finished.stopped_by_signal { "Drained after" } else { "Done:" },
         finished.routed,
         end.stored,
@@ -311,6 +321,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         },
         end.signal_rows,
         finished.drain_seconds,
+        in_to_stored(end),
         refdata_summary(end),
         audit_summary(end),
         redis_summary(end),

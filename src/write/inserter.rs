@@ -485,6 +485,8 @@ impl Inserter {
         s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
         if blocks > 0 {
             s.inserts_total.fetch_add(1, Ordering::Relaxed);
+            s.last_stored_ms
+                .fetch_max(now_ms().max(0) as u64, Ordering::Relaxed);
         }
         s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
         let mut journal = spill::lock(&self.journal);

@@ -155,6 +155,9 @@ pub struct WriterStats {
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
     pub inserts_total: AtomicU64,
+    /// When the last INSERT committed, Unix ms (0: none yet); the writer's inserters
+    /// write it too.
+    pub last_stored_ms: AtomicU64,
     /// Raw (uncompressed) block bytes committed.
     pub raw_bytes_total: AtomicU64,
     /// Bytes sent (compressed when compression is on).
@@ -715,6 +718,8 @@ impl Writer {
             }
             s.blocks_total.fetch_add(blocks, Ordering::Relaxed);
             s.inserts_total.fetch_add(1, Ordering::Relaxed);
+            s.last_stored_ms
+                .fetch_max(now.max(0) as u64, Ordering::Relaxed);
             s.raw_bytes_total.fetch_add(raw, Ordering::Relaxed);
             s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
         }
