@@ -572,14 +572,8 @@ mod tests {
         let mut spill_sync = LatencyTotals::default();
         buckets.add_to(&mut spill_sync);
         let extra = Extra {
-            writers_up: 1,
-            writers: 1,
-            ring_fill: vec![0.0],
-            http: [0; 3],
-            latency: [[LatencyTotals::default(); 3]; 2],
             spill_sync,
-            threads: Vec::new(),
-            clickhouse_shards: Vec::new(),
+            ..one_writer()
         };
         let text = render(&Snapshot::default(), &extra);
         for line in [
@@ -596,16 +590,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_cluster_has_series_per_shard_and_replica() {
-        let extra = Extra {
+    /// One writer, up; every histogram empty; one ClickHouse server.
+    fn one_writer() -> Extra {
+        Extra {
             writers_up: 1,
-            writers: 2,
+            writers: 1,
             ring_fill: vec![0.0],
             http: [0; 3],
             latency: [[LatencyTotals::default(); 3]; 2],
             spill_sync: LatencyTotals::default(),
             threads: Vec::new(),
+            clickhouse_shards: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_has_series_per_shard_and_replica() {
+        let extra = Extra {
+            writers: 2,
             clickhouse_shards: vec![
                 ShardSeries {
                     up: true,
@@ -618,6 +620,7 @@ mod tests {
                     replicas: vec![("ch-2:9000".into(), true)],
                 },
             ],
+            ..one_writer()
         };
         let text = render(&Snapshot::default(), &extra);
         for line in [
@@ -639,16 +642,7 @@ mod tests {
 
     #[test]
     fn nats_series_name_the_partition_served() {
-        let extra = Extra {
-            writers_up: 1,
-            writers: 1,
-            ring_fill: vec![0.0],
-            http: [0; 3],
-            latency: [[LatencyTotals::default(); 3]; 2],
-            spill_sync: LatencyTotals::default(),
-            threads: Vec::new(),
-            clickhouse_shards: Vec::new(),
-        };
+        let extra = one_writer();
         let served = Snapshot {
             nats_state: crate::pipeline::NATS_UP,
             nats_partition: Some(7),
