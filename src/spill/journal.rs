@@ -42,7 +42,9 @@
 //! reported as a damaged segment and left alone); never shrinks a file it has mapped
 //! (segments are created at full length and only ever deleted whole, after unmapping);
 //! reserves the blocks with `posix_fallocate` at creation, so a full disk fails there
-//! with an error instead of as SIGBUS on a page fault in the middle of an append. What
+//! with an error instead of as SIGBUS on a page fault in the middle of an append.
+//! Journal-first, the new segment is usually a spare an inserter zero-filled ahead
+//! (`journal::spare`), so appends never write into unwritten extents. What
 //! it cannot defend against is another process truncating a segment while the journal
 //! has it mapped: the spill directory belongs to the appliance; stop it before moving
 //! files out of it. Deleting (unlinking) a mapped file is harmless.
@@ -443,6 +445,8 @@ pub struct Journal {
     bytes_pending: u64,
     /// What the scan at open found.
     findings: Vec<Finding>,
+    /// The next segment's file made ahead ([`spare`]).
+    spare: spare::SpareState,
     /// The directory's `LOCK` file, held (flock) for the journal's life: one owner.
     _lock: fs::File,
 }
@@ -463,6 +467,7 @@ impl Journal {
         fs::create_dir_all(&config.dir)
             .map_err(|e| io_error("cannot create directory", &config.dir, e))?;
         let lock = lock_dir(&config.dir)?;
+        let spare = spare::state_at_open(&config.dir, config.segment_bytes);
         let mut journal = Journal {
             config: config.clone(),
             segments: Vec::new(),
@@ -473,6 +478,7 @@ impl Journal {
             records_pending: 0,
             bytes_pending: 0,
             findings: Vec::new(),
+            spare,
             _lock: lock,
         };
         let mut report = ScanReport::default();
@@ -758,6 +764,34 @@ impl Journal {
         }
     }
 
+    /// A spare segment file to make now (outside the lock: [`SpareJob::run`]), when
+    /// none is ready or being made; report the outcome with [`Journal::spare_prepared`].
+    pub fn spare_job(&mut self) -> Option<SpareJob> {
+        if self.spare != spare::SpareState::Missing {
+            return None;
+        }
+        self.spare = spare::SpareState::Preparing;
+        Some(SpareJob {
+            dir: self.config.dir.clone(),
+            bytes: self.config.segment_bytes,
+        })
+    }
+
+    /// The outcome of a [`SpareJob`]: made (the next roll takes it), stopped by a
+    /// drain (none), or failed (logged here; segments are then created as before for
+    /// the rest of the journal's life).
+    pub fn spare_prepared(&mut self, outcome: std::io::Result<bool>) {
+        self.spare = match outcome {
+            Ok(true) => spare::SpareState::Ready,
+            Ok(false) => spare::SpareState::Missing,
+            Err(error) => {
+                tracing::warn!(dir = %self.config.dir.display(), %error,
+                    "Cannot make a zero-filled spare segment; new segments are allocated as they are needed");
+                spare::SpareState::Off
+            }
+        };
+    }
+
     /// Creates the next segment and makes it the active one. The segment it replaces
     /// goes first when all of it is replayed, making room; otherwise it stays active
     /// until the new one exists, so a [`SpillError::Full`] changes nothing.
@@ -779,11 +813,22 @@ impl Journal {
         }
         let seq = self.next_segment_seq;
         let path = self.config.dir.join(segment_file_name(seq));
-        let (file, map) =
-            create_segment(&self.config.dir, &path, seq, segment_bytes).inspect_err(|_| {
-                // Best effort: a half-made file would be reported as damaged at the next open.
-                let _ = fs::remove_file(&path);
-            })?;
+        let dir = &self.config.dir;
+        let from_spare = match self.spare {
+            spare::SpareState::Ready => {
+                self.spare = spare::SpareState::Missing;
+                spare::take(dir, &path, segment_bytes)
+            }
+            _ => None,
+        };
+        let made = match from_spare {
+            Some(file) => init_segment(dir, &path, file, seq, segment_bytes),
+            None => create_segment(dir, &path, seq, segment_bytes),
+        };
+        let (file, map) = made.inspect_err(|_| {
+            // Best effort: a half-made file would be reported as damaged at the next open.
+            let _ = fs::remove_file(&path);
+        })?;
         tracing::debug!(path = %path.display(), segment_bytes, "Spill segment created");
         self.next_segment_seq += 1;
         self.bytes_used += segment_bytes;
@@ -1069,6 +1114,18 @@ fn create_segment(
         .map_err(|e| io_error("cannot size segment", path, e))?;
     preallocate(&file, segment_bytes)
         .map_err(|e| io_error("cannot reserve disk space for segment", path, e))?;
+    init_segment(dir, path, file, seq, segment_bytes)
+}
+
+/// Maps `file` (already `segment_bytes` long and allocated: just created, or a spare
+/// renamed to `path`), writes its header and makes it and its directory entry durable.
+fn init_segment(
+    dir: &Path,
+    path: &Path,
+    file: fs::File,
+    seq: u64,
+    segment_bytes: u64,
+) -> Result<(fs::File, MmapMut), SpillError> {
     // SAFETY: the file was created just above by this journal (create_new), sized to
     // `segment_bytes` and never shrunk afterwards; see the module doc on truncation.
     let mut map =
@@ -1278,3 +1335,6 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> SpillE
 
 #[cfg(test)]
 mod tests;
+
+mod spare;
+pub use spare::SpareJob;

@@ -204,6 +204,9 @@ impl Inserter {
             let done = self.writer_done.load(Ordering::Acquire);
             let force = done || self.alert.stopping();
             if !self.take_due(force) {
+                if !force {
+                    self.prepare_spare();
+                }
                 let pending = self.usable_pending();
                 if done && pending == 0 {
                     return 0;
@@ -226,6 +229,18 @@ impl Inserter {
                 }
                 Err(error) => return self.hold_refused(&error),
             }
+        }
+    }
+
+    /// Between INSERTs: the journal's next segment file, zero-filled ahead (once per
+    /// segment; `spill::journal::spare`), so the writer's syncs never write into
+    /// unwritten extents. A drain stops it.
+    fn prepare_spare(&self) {
+        let job = spill::lock(&self.journal).spare_job();
+        if let Some(job) = job {
+            let outcome =
+                job.run(|| !self.alert.stopping() && !self.writer_done.load(Ordering::Acquire));
+            spill::lock(&self.journal).spare_prepared(outcome);
         }
     }
 

@@ -591,3 +591,103 @@ fn segment_file_names_round_trip_and_sort_numerically() {
     );
     assert!(segment_file_name(9) < segment_file_name(10));
 }
+
+/// The inode of `path` (which file a name points at).
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_prepared_spare_becomes_the_next_segment_and_its_records_survive_reopen() {
+    let tmp = TempDir::new("spare");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    let first = fill(&mut journal, 1, 100);
+    let job = journal.spare_job().expect("no spare yet: a job");
+    assert!(journal.spare_job().is_none(), "one job at a time");
+    assert!(job.run(|| true).unwrap(), "made");
+    let spare = config.dir.join(spare::SPARE_NAME);
+    let spare_inode = inode(&spare);
+    assert_eq!(fs::read(&spare).unwrap(), vec![0u8; SEGMENT_BYTES as usize]);
+    journal.spare_prepared(Ok(true));
+    assert!(journal.spare_job().is_none(), "one ready: no job");
+    // Fill the active segment: the roll takes the spare's file.
+    let same = journal.append(&header(1), &payload(1, 3000)).unwrap();
+    let next = journal.append(&header(2), &payload(2, 3000)).unwrap();
+    journal.sync().unwrap();
+    assert_eq!(same.segment_seq, first[0].segment_seq);
+    assert!(next.segment_seq > first[0].segment_seq);
+    let rolled = path_of(&journal, next);
+    assert_eq!(
+        inode(&rolled),
+        spare_inode,
+        "the new segment is the spare's file"
+    );
+    assert!(!spare.exists(), "the spare is used up");
+    assert!(
+        journal.spare_job().is_some(),
+        "used: the next one is wanted"
+    );
+    drop(journal);
+    let (journal, report) = Journal::open(&config).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(journal.pending(), vec![first[0], same, next]);
+    assert_eq!(journal.read(next).unwrap().payload, &payload(2, 3000)[..]);
+}
+
+#[test]
+fn at_open_a_half_made_spare_goes_and_a_whole_one_is_used() {
+    let tmp = TempDir::new("spareopen");
+    let config = config(&tmp.0, 1 << 20);
+    drop(Journal::open(&config).unwrap());
+    let temp = config.dir.join(spare::SPARE_TEMP_NAME);
+    let spare = config.dir.join(spare::SPARE_NAME);
+    // A crash mid-way left a .tmp; another run left a whole spare.
+    fs::write(&temp, [0u8; 100]).unwrap();
+    fs::write(&spare, vec![0u8; SEGMENT_BYTES as usize]).unwrap();
+    let spare_inode = inode(&spare);
+    let (mut journal, report) = Journal::open(&config).unwrap();
+    assert!(
+        report.is_clean(),
+        "spare files are not segments: {report:?}"
+    );
+    assert!(!temp.exists());
+    assert!(
+        journal.spare_job().is_none(),
+        "the whole spare counts as ready"
+    );
+    let pos = fill(&mut journal, 1, 100)[0];
+    assert_eq!(inode(&path_of(&journal, pos)), spare_inode);
+    drop(journal);
+    // A spare of another length (spill.segment_bytes changed) is removed, not used.
+    fs::write(&spare, [0u8; 100]).unwrap();
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    assert!(!spare.exists());
+    assert!(journal.spare_job().is_some());
+}
+
+#[test]
+fn a_spare_stopped_by_a_drain_leaves_nothing_and_a_failed_one_turns_spares_off() {
+    let tmp = TempDir::new("sparestop");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    let job = journal.spare_job().unwrap();
+    assert!(!job.run(|| false).unwrap(), "stopped before the first step");
+    assert!(!config.dir.join(spare::SPARE_TEMP_NAME).exists());
+    assert!(!config.dir.join(spare::SPARE_NAME).exists());
+    journal.spare_prepared(Ok(false));
+    let job = journal.spare_job().expect("stopped: asked for again");
+    // The directory is gone from under the job: it fails, and no more are asked for.
+    let gone = SpareJob {
+        dir: tmp.0.join("missing"),
+        ..job
+    };
+    let failed = gone.run(|| true);
+    assert!(failed.is_err());
+    journal.spare_prepared(failed.map(|_| true));
+    assert!(journal.spare_job().is_none(), "spares off after a failure");
+    // Segments are still made as before.
+    let positions = fill(&mut journal, 3, 3000);
+    assert_eq!(segment_files(&config.dir).len(), 3, "{positions:?}");
+}
