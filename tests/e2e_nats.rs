@@ -412,18 +412,7 @@ fn each_message_waits_from_its_own_receive_stamp() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{text}");
     assert_eq!(stored(&mut conn), (10_000, 10_000, 1, 10_000), "{text}");
-    let figure = |after: &str, label: &str| -> f64 {
-        let rest = text
-            .split_once(after)
-            .unwrap_or_else(|| panic!("no '{after}': {text}"))
-            .1;
-        let mut words = rest.split([' ', ')', ';']).filter(|w| !w.is_empty());
-        words.position(|w| w == label);
-        words
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {label} after '{after}': {text}"))
-    };
+    let figure = |after: &str, label: &str| summary_figure(&text, after, label);
     let own = figure("receive-to-durable ms", "p50");
     let oldest = figure("from its block's oldest:", "p50");
     assert!(oldest >= 400.0, "block-oldest p50 {oldest} ms: {text}");
@@ -438,11 +427,7 @@ fn each_message_waits_from_its_own_receive_stamp() {
     // The consumer-loop span: 10,000 ticks at 5,000/s arrive over ~2 s, and the last
     // INSERT comes after the last tick's block seals (400 ms later at most, plus the
     // INSERT); start-up and exit are not in it.
-    let span: f64 = text
-        .split_once("first tick in to last INSERT done in ")
-        .and_then(|(_, rest)| rest.split(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no first-tick-to-last-INSERT span: {text}"));
+    let span = figure("first tick in to last INSERT done", "in");
     assert!((1.9..10.0).contains(&span), "span {span} s: {text}");
 }
 

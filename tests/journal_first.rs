@@ -51,7 +51,8 @@ fn journal_first_stores_every_tick_once_and_empties_the_journal() {
         "every row went through the journal, and the journal was emptied: {summary}"
     );
     assert!(syncs >= 1, "no journal sync counted: {summary}");
-    let [p50, p99, max] = journal_sync_ms(&summary);
+    let [p50, p99, max] =
+        ["p50", "p99", "max"].map(|q| summary_figure(&summary, "journal sync ms", q));
     assert!(
         0.0 < p50 && p50 <= p99 && p99 <= max,
         "journal sync p50 {p50} p99 {p99} max {max}: {summary}"
@@ -480,20 +481,4 @@ fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothin
 #[test]
 fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
     crash_then_restart("jfsync", "spill_synced:3", &[]);
-}
-
-/// The summary's journal sync p50, p99 and max, ms.
-fn journal_sync_ms(summary: &str) -> [f64; 3] {
-    let rest = summary
-        .split_once("journal sync ms ")
-        .unwrap_or_else(|| panic!("no journal sync figures: {summary}"))
-        .1;
-    let words: Vec<&str> = rest.split([' ', ')']).collect();
-    let value = |label: &str| -> f64 {
-        let at = words.iter().position(|w| *w == label);
-        at.and_then(|i| words.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no journal sync {label}: {summary}"))
-    };
-    [value("p50"), value("p99"), value("max")]
 }

@@ -598,6 +598,21 @@ pub fn clickhouse_port() -> u16 {
         .unwrap_or(9000)
 }
 
+/// The number that follows the word `label` in `summary` after the first `after`
+/// (words split at spaces, `)` and `;`): `summary_figure(s, "journal sync ms", "p99")`.
+pub fn summary_figure(summary: &str, after: &str, label: &str) -> f64 {
+    let rest = summary
+        .split_once(after)
+        .unwrap_or_else(|| panic!("no '{after}' in the summary: {summary}"))
+        .1;
+    let mut words = rest.split([' ', ')', ';']).filter(|w| !w.is_empty());
+    words.position(|w| w == label);
+    words
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {label} after '{after}' in the summary: {summary}"))
+}
+
 /// A metric without labels from the control endpoint at `addr`.
 pub fn metric(addr: SocketAddr, name: &str) -> u64 {
     let (_, text) = get(addr, "/metrics");
