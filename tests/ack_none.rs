@@ -188,14 +188,27 @@ fn ack_none_delivery_stops_at_its_window_above_the_durable_point() {
     feed(&db, &nats, &["--count", "2000", "--format", "kite"]);
     let proxy = Proxy::start(clickhouse_port());
     let port = format!("clickhouse.port={}", proxy.port);
+    // NATS through a proxy that can make each pull reach the server late.
+    let nats_proxy = Proxy::start(Nats::port());
+    let nats_url = format!("nats.url=nats://127.0.0.1:{}", nats_proxy.port);
     let window = format!("nats.max_ack_pending={WINDOW}");
+    // A pull may ask for the whole window: then any second pull the server still
+    // serves overshoots it.
+    let fetch = format!("nats.fetch_batch_max={WINDOW}");
     let mut settings = ACK_NONE.to_vec();
-    settings.extend(["--set", &port, "--set", &window]);
+    settings.extend(["--set", &port, "--set", &window, "--set", &fetch]);
+    settings.extend(["--set", &nats_url]);
     settings.extend(SPILL_HOLDS_NO_BLOCK);
     let run = start_run(&db, &nats, &settings);
     let addr = control_addr(&run);
     wait_stored(&mut conn, 2_000, Duration::from_secs(60));
     proxy.down();
+    // An idle second first, each pull reaching the server 30 ms late (a starved
+    // server): every pull expires empty on our clock first, and the server's 408 for
+    // it comes after the next pull went out. Those must not open more pulls than the
+    // window holds when the burst comes.
+    nats_proxy.delay_client(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
     feed(&db, &nats, &["--count", "18000", "--format", "kite"]);
     let delivered = || {
         let mut nc = NatsConn::connect(&Nats::url(), Duration::from_secs(2)).unwrap();

@@ -11,6 +11,8 @@
 //!   spreads instruments over partitions (DESIGN §8).
 //! - [`position`]: which deliveries to route, pass over (stored, routed) or step over
 //!   (gaps in the stream), from JetStream's delivery metadata.
+//! - [`pulls`]: what open pull requests may still deliver, so overlapping pulls keep
+//!   the window.
 //! - [`receiver`]: the receiver loop over JetStream (acks at the watermark) or core NATS.
 //! - [`synthetic`]: the built-in feed: realistic JSON ticks generated in-process at a
 //!   fixed open-loop rate (for `make run`, demos and isolating the appliance in perf).
@@ -18,5 +20,6 @@
 pub mod nats;
 pub mod partition;
 pub mod position;
+pub mod pulls;
 pub mod receiver;
 pub mod synthetic;

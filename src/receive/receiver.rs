@@ -7,9 +7,11 @@
 //!             ◄──+ACK on the reply of the last remembered seq ≤ watermark (AckAll)
 //! ```
 //!
-//! Flow control: one pull request is outstanding at a time, for at most
-//! `fetch_batch_max` messages, and only while the unacknowledged window leaves room
-//! (the server enforces `max_ack_pending` too). A delivery whose ring is full stays in
+//! Flow control: one pull request is live at a time, for at most `fetch_batch_max`
+//! messages, and only while the unacknowledged window leaves room (the server enforces
+//! `max_ack_pending` too); a pull given up on our clock keeps what it may still bring
+//! out of the window until the server is done with it ([`super::pulls`]). A delivery
+//! whose ring is full stays in
 //! the read buffer (`NatsConn::poll_held`): the receiver stops reading its socket and
 //! pulls no more, so JetStream holds the rest, but its loop goes on acknowledging what
 //! becomes durable while it waits for room, so a long back-pressure (ClickHouse away,
@@ -67,9 +69,10 @@ use crate::durable::stored::{
 use super::nats::jetstream::{
     ack, parse_ack_subject, ConsumerInfo, ConsumerSpec, JetStream, StreamInfo,
 };
-use super::nats::wire::ServerOp;
+use super::nats::wire::{Msg, ServerOp};
 use super::nats::{NatsConn, NatsError};
 use super::position::{Gap, Position, Verdict};
+use super::pulls::Pulls;
 
 /// One message in this many leaves its ack subject behind as an ack point.
 pub const ACK_MARK_EVERY: u64 = 256;
@@ -805,7 +808,6 @@ fn run_jetstream(
     let position = position.as_mut().expect("set by start_session");
     // A router whose watermark starts where delivery does: what is below is durable.
     router.pass(position.contiguous());
-    let mut outstanding: u64 = 0;
     // The highest stream sequence this session's consumer has delivered (or started
     // past). After a reconnect it trails what was routed: the deliveries in between
     // are passed over, and only they carry ack subjects for it.
@@ -820,11 +822,8 @@ fn run_jetstream(
     // (a pull that brings nothing new ends the catch-up).
     let mut catch_up_pulled_at: Option<u64> = None;
     let mut catch_up_dry = false;
-    let mut pull_expires_at = Instant::now();
-    // The last pull was given up on our clock (its `outstanding` zeroed without the
-    // server saying so): it may still deliver until the server's clock ends it. Any
-    // other pull with nothing outstanding delivered its batch or was ended by a status.
-    let mut pull_expired_here = false;
+    // What the open pulls may still bring, given up on our clock or not.
+    let mut pulls = Pulls::new(Instant::now());
     let mut last_ack = Instant::now();
     let mut failure: Option<NatsError> = None;
     let mut refused = false;
@@ -854,12 +853,14 @@ fn run_jetstream(
         } else {
             delivered_new.saturating_sub(acked_new)
         };
-        let room = u64::from(config.max_ack_pending).saturating_sub(unacked);
+        let room = u64::from(config.max_ack_pending)
+            .saturating_sub(unacked)
+            .saturating_sub(pulls.late());
         let catching_up = drain_started.is_some()
             && !config.ack_none
             && !catch_up_dry
             && delivered_top < router.received_last();
-        if catching_up && outstanding == 0 && !holding {
+        if catching_up && !pulls.live() && !holding {
             if catch_up_pulled_at.is_some_and(|at| at == delivered_top) {
                 catch_up_dry = true;
                 tracing::info!(delivered = delivered_top, routed = router.received_last(),
@@ -868,32 +869,27 @@ fn run_jetstream(
                 let batch = (router.received_last() - delivered_top)
                     .min(u64::from(config.fetch_batch_max))
                     .min(room.max(1));
-                pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
-                outstanding = batch;
-                pull_expired_here = false;
+                let expires_at = pull(&mut js, conn, config, &inbox, batch)?;
+                pulls.sent(batch, expires_at);
                 catch_up_pulled_at = Some(delivered_top);
             }
         }
         // No pull while a delivery is held: what is buffered must go first.
-        if drain_started.is_none() && outstanding == 0 && !holding {
+        if drain_started.is_none() && !pulls.live() && !holding {
             // Never pull past `count`: what is delivered but not routed would wait
             // out ack_wait on the server.
             let batch = room.min(u64::from(config.fetch_batch_max)).min(remaining);
             if batch > 0 {
-                pull_expires_at = pull(&mut js, conn, config, &inbox, batch)?;
-                outstanding = batch;
-                pull_expired_here = false;
+                let expires_at = pull(&mut js, conn, config, &inbox, batch)?;
+                pulls.sent(batch, expires_at);
             }
-        } else if outstanding > 0 && Instant::now() >= pull_expires_at {
-            // The server has expired the request by now (its clock started later than
-            // ours). 2.9 drops an expired request without a 408 when it finds it while
-            // looking for a waiting pull, so without this a pull cut short by
-            // back-pressure would stall delivery forever. Deliveries still in the socket
-            // are routed as usual: the inbox is the same.
-            outstanding = 0;
-            pull_expired_here = true;
+        } else if pulls.live() {
+            // Given up on our clock: 2.9 drops an expired request without a 408 when it
+            // meets it while delivering, so waiting for the server could stall delivery
+            // forever. Its remainder stays out of the window until the server is done.
+            pulls.expire(Instant::now());
         }
-        conn.poll_held(POLL_TIMEOUT, |op| {
+        let seen = conn.poll_held(POLL_TIMEOUT, |op| {
             let ServerOp::Msg(msg) = op else { return true };
             if msg.sid != sid || failure.is_some() {
                 return true;
@@ -901,13 +897,14 @@ fn run_jetstream(
             if refused {
                 // A route was refused (draining, or the drain deadline passed): nothing
                 // after it may be routed or passed, or the watermark could step over it.
-                outstanding = outstanding.saturating_sub(1);
+                pulls.delivered();
                 return true;
             }
             if let Some(status) = msg.status() {
-                // 404 no messages, 408 request expired, 409 consumer limits: the pull is over.
+                // 404 no messages, 408 request expired, 409 consumer limits: a pull is
+                // over, with what it had left when the server says.
                 if status != 100 {
-                    outstanding = 0;
+                    pulls.ended(pending_messages(&msg));
                 }
                 return true;
             }
@@ -919,7 +916,7 @@ fn run_jetstream(
                 held = Some((shard, msg.subject.len(), msg.payload.len()));
                 return false;
             }
-            outstanding = outstanding.saturating_sub(1);
+            pulls.delivered();
             if config.count.is_some_and(|count| report.routed >= count) {
                 // Past `count` (a late delivery of an expired pull): not routed, so not
                 // acked; the next start restarts delivery at the ack floor.
@@ -993,6 +990,7 @@ fn run_jetstream(
         if let Some(error) = failure.take() {
             return Err(error);
         }
+        pulls.polled(Instant::now(), seen > 0 || held.is_some());
         // A held delivery: wait a little for its ring (acks go on below between waits);
         // past the drain deadline it is refused like a route, and never routed.
         match held.take() {
@@ -1013,11 +1011,7 @@ fn run_jetstream(
         // Draining: every delivery of the last pull is routed (it ends within
         // PULL_EXPIRES; a held one is routed or refused first), then the shards may
         // seal for good.
-        if drain_started.is_some()
-            && outstanding == 0
-            && !holding
-            && !*input_finished
-            && !catching_up
+        if drain_started.is_some() && !pulls.live() && !holding && !*input_finished && !catching_up
         {
             router.finish_input();
             *input_finished = true;
@@ -1048,8 +1042,7 @@ fn run_jetstream(
             // window are passed over and acknowledged like any other. A pull that
             // delivered its whole batch is over already: a `--count` run stops as soon
             // as its last message is durable, not ~120 ms later.
-            let pull_over = (outstanding == 0 && !pull_expired_here)
-                || Instant::now() >= pull_expires_at + PULL_GRACE;
+            let pull_over = pulls.none_open() || Instant::now() >= pulls.expires_at() + PULL_GRACE;
             // Everything routed, or, once a catch-up ran dry, everything delivered:
             // only deliveries carry ack subjects.
             let ack_target = if catch_up_dry {
@@ -1072,6 +1065,12 @@ fn run_jetstream(
             }
         }
     }
+}
+
+/// How many messages a status says its pull request had left undelivered
+/// (`Nats-Pending-Messages` on 408 and 409); `None` when it does not say.
+fn pending_messages(msg: &Msg<'_>) -> Option<u64> {
+    super::nats::wire::parse_u64(msg.header(b"Nats-Pending-Messages")?)
 }
 
 /// Asks for up to `batch` messages, delivered to `inbox`; returns when the request
@@ -1251,5 +1250,23 @@ mod tests {
         assert_eq!(marks.marks.len(), ACK_MARKS_MAX);
         assert!(marks.take_through(5 * ACK_MARK_EVERY).is_none());
         assert_eq!(marks.take_through(total).unwrap().seq, total);
+    }
+
+    #[test]
+    fn a_408_names_what_its_pull_had_left() {
+        use super::super::nats::wire::parse;
+        let with = b"HMSG _INBOX.p 3 83 83\r\nNATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 640\r\nNats-Pending-Bytes: 0\r\n\r\n\r\n";
+        let without = b"HMSG _INBOX.p 3 28 28\r\nNATS/1.0 404 No Messages\r\n\r\n\r\n";
+        let garbled = b"HMSG _INBOX.p 3 58 58\r\nNATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: x\r\n\r\n\r\n";
+        for (bytes, want) in [
+            (&with[..], Some(640)),
+            (&without[..], None),
+            (&garbled[..], None),
+        ] {
+            let Some((ServerOp::Msg(msg), _)) = parse(bytes, 1024).unwrap() else {
+                panic!("not a message: {}", String::from_utf8_lossy(bytes))
+            };
+            assert_eq!(pending_messages(&msg), want);
+        }
     }
 }

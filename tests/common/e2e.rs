@@ -36,6 +36,15 @@ impl Nats {
     pub fn url() -> String {
         std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
     }
+
+    /// The port of [`Nats::url`] (a proxy in front of it forwards there).
+    pub fn port() -> u16 {
+        let url = Nats::url();
+        let port = url.rsplit(':').next().unwrap_or_default();
+        port.trim_end_matches('/')
+            .parse()
+            .expect("NATS_URL ends in a port")
+    }
 }
 
 impl Nats {

@@ -1,8 +1,9 @@
 //! A TCP proxy in front of ClickHouse that a test can take down (every connection cut,
 //! new ones refused) and bring back, or arm to cut the next connection after a number
 //! of client bytes (an INSERT cut mid-way), or to stall one (the client's side cut,
-//! the server's left open as a half-open peer would). Lets a test "stop ClickHouse" without
-//! touching the server the other tests use.
+//! the server's left open as a half-open peer would), or to hold what clients send for
+//! a while (a slow way to the server). Lets a test "stop ClickHouse" (or slow NATS)
+//! without touching the server the other tests use.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -22,6 +23,8 @@ struct State {
     cuts: AtomicU64,
     /// Whether the next `cut_after_bytes` cut leaves the server's side open.
     stall: AtomicBool,
+    /// Each read from a client waits this many ms before it goes on (0: none).
+    client_delay_ms: AtomicU64,
     /// Server sides a stall left open, until `release`.
     stalled: Mutex<Vec<TcpStream>>,
     /// Live sockets, to cut on `down`.
@@ -100,6 +103,13 @@ impl Proxy {
         }
     }
 
+    /// Holds what clients send for `delay` before passing it on: the server sees each
+    /// request that much later than the client sent it.
+    pub fn delay_client(&self, delay: Duration) {
+        let ms = delay.as_millis().try_into().unwrap_or(u64::MAX);
+        self.state.client_delay_ms.store(ms, Ordering::Release);
+    }
+
     /// Connections cut by `cut_after`.
     pub fn cuts(&self) -> u64 {
         self.state.cuts.load(Ordering::Acquire)
@@ -134,6 +144,10 @@ fn pump(state: &Arc<State>, client: TcpStream, server: TcpStream) {
                 Ok(n) => n,
             };
             sent += n as u64;
+            let delay = up.client_delay_ms.load(Ordering::Acquire);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
             let cut = up.cut_after_bytes.load(Ordering::Acquire);
             if cut > 0 && sent >= cut {
                 // Forward only part of this read, then cut both sides mid-stream.
