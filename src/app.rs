@@ -582,6 +582,7 @@ impl App {
         } else {
             None
         };
+        let hot_nice = config.threads.hot_nice;
         let mut signals = None;
         let (ended, source_ended) = std::sync::mpsc::sync_channel::<()>(0);
         let receiver = match source {
@@ -594,7 +595,7 @@ impl App {
                 };
                 tracing::info!(rate, instruments, "Source: built-in synthetic feed");
                 let mut router = routers.remove(0);
-                runtime::spawn("receiver", receiver_core, move || {
+                runtime::spawn_hot("receiver", receiver_core, hot_nice, move || {
                     let _ended = ended;
                     Ok(Outcome::Synthetic(synthetic::run(
                         &mut router,
@@ -651,7 +652,7 @@ impl App {
                     alert.clone(),
                 )?);
                 let configs = per_partition(config, &receiver_config, &config.nats.subject_ticks);
-                runtime::spawn("receiver", receiver_core, move || {
+                runtime::spawn_hot("receiver", receiver_core, hot_nice, move || {
                     let _ended = ended;
                     receive_all(routers, configs).map(Outcome::Nats)
                 })
@@ -1444,9 +1445,12 @@ fn start_signals(
         ..ticks.clone()
     };
     let configs = per_partition(config, &receiver_config, &config.nats.subject_signals);
-    let receiver = runtime::spawn("receiver-signals", None, move || {
-        receive_all(routers, configs)
-    })
+    let receiver = runtime::spawn_hot(
+        "receiver-signals",
+        None,
+        config.threads.hot_nice,
+        move || receive_all(routers, configs),
+    )
     .map_err(|source| AppError::Start {
         what: "the signals receiver thread",
         source,

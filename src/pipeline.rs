@@ -705,9 +705,10 @@ pub fn start_path(
         } else {
             None
         };
-        shard_handles.push(runtime::spawn(
+        shard_handles.push(runtime::spawn_hot(
             &thread_name(path, "shard", index),
             core,
+            config.threads.hot_nice,
             move || shard.run(),
         )?);
     }
@@ -809,9 +810,10 @@ pub fn start_path(
         } else {
             None
         };
-        writer_handles.push(runtime::spawn(
+        writer_handles.push(runtime::spawn_hot(
             &thread_name(path, "writer", index),
             core,
+            config.threads.hot_nice,
             move || {
                 let not_stored = writer.run();
                 writer_done.store(true, Ordering::Release);

@@ -471,3 +471,44 @@ fn pinning_places_the_ticks_path_and_leaves_the_signals_path_unpinned() {
     );
     assert!(log.contains("Reading the resume point"), "{log}");
 }
+
+#[test]
+fn hot_path_threads_run_at_their_own_nice_value() {
+    // threads.hot_nice applies to the receivers, shards and writers only: the slow paths
+    // keep the process's value. 5 rather than the shipped -10: raising a nice value
+    // needs no privilege, so the test means the same as root or not.
+    let (db, _conn) = tables("hotnice");
+    let nats = Nats::new("hotnice");
+    let run = start_run(&db, &nats, &["--set", "threads.hot_nice=5"]);
+    // The control endpoint serves once every thread has started.
+    control_addr(&run);
+    let mut nice_of = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", run.pid())).unwrap() {
+        let path = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        // Field 19 of stat; the name in parentheses may hold spaces, so count after it.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        nice_of.insert(comm.trim().to_string(), nice);
+    }
+    let summary = format!("{nice_of:?}");
+    for hot in [
+        "receiver",
+        "shard-0",
+        "writer-0",
+        "receiver-signal",
+        "sig-shard-0",
+        "sig-writer-0",
+    ] {
+        assert_eq!(nice_of.get(hot), Some(&5), "{hot}: {summary}");
+    }
+    for slow in ["redis", "control", "audit"] {
+        assert_eq!(nice_of.get(slow), Some(&0), "{slow}: {summary}");
+    }
+    drain(run);
+}

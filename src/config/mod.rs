@@ -698,10 +698,15 @@ pub struct ThreadsConfig {
     pub yield_count: u32,
     /// Longest single park of a park or hybrid wait, in microseconds.
     pub park_timeout_us: u64,
+    /// Nice value of the hot-path threads (receivers, shards, writers), -20 to 19; the
+    /// slow-path threads keep the process's. Below 0 needs RLIMIT_NICE or CAP_SYS_NICE;
+    /// without it the threads run at the process's value, with one warning.
+    pub hot_nice: i32,
 }
 
 impl Default for ThreadsConfig {
-    /// No pinning; hybrid wait of 100 spins, 10 yields, then 1 ms parks.
+    /// No pinning; hybrid wait of 100 spins, 10 yields, then 1 ms parks; hot threads
+    /// at nice -10.
     fn default() -> Self {
         Self {
             pin: false,
@@ -713,6 +718,7 @@ impl Default for ThreadsConfig {
             spin_count: 100,
             yield_count: 10,
             park_timeout_us: 1_000,
+            hot_nice: -10,
         }
     }
 }

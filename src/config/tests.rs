@@ -259,6 +259,23 @@ fn malformed_set_is_refused() {
 }
 
 #[test]
+fn hot_nice_takes_linux_nice_values_only() {
+    assert_eq!(Config::default().threads.hot_nice, -10);
+    for good in ["-20", "0", "19"] {
+        let set = format!("threads.hot_nice={good}");
+        let config = load("", &[], &[&set]).expect("a nice value");
+        assert_eq!(config.threads.hot_nice.to_string(), good);
+    }
+    for bad in ["-21", "20", "100"] {
+        let set = format!("threads.hot_nice={bad}");
+        let error = refused("", &[], &[&set]);
+        let text = error.to_string();
+        assert!(text.contains("threads.hot_nice"), "{text}");
+        assert!(text.contains("-20 to 19"), "{text}");
+    }
+}
+
+#[test]
 fn set_converts_to_the_key_type() {
     // --set values take the type of their key: integers, strings, core lists, options.
     let config = load(

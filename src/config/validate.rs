@@ -879,6 +879,15 @@ impl Config {
             PARK_TIMEOUT_US_MAX,
             "µs",
         )?;
+        if !(-20..=19).contains(&t.hot_nice) {
+            return Err(invalid(
+                "threads.hot_nice",
+                format!(
+                    "is {}, outside Linux's nice range -20 to 19; use e.g. -10 (hot threads first) or 0 (no preference)",
+                    t.hot_nice
+                ),
+            ));
+        }
         if !t.pin {
             return Ok(());
         }
