@@ -25,15 +25,14 @@
 //! the back of its queue), so a delivery cannot be told apart by request. What is kept
 //! exact is the sum over all open requests: a delivery takes one from `late` first,
 //! then from `outstanding`; a request the server ends with n left takes n off the
-//! same way. Only two steps guess, both toward counting too many in flight (a later
-//! pull, never an overshoot):
-//! - dropping `late` on a quiet socket past the grace (a starved server can pause a
-//!   request's deliveries, hence a long [`QUIET`], not one empty poll; under a 30 ms
-//!   late way to the server, one 2 ms empty poll let 56-178 messages past a 2,000
-//!   window): the server may still send the
+//! same way. Two steps guess:
+//! - dropping `late` once the grace has passed and nothing came for [`QUIET`]. It errs
+//!   toward too few in flight when the server was only slow (one 2 ms empty poll as the
+//!   rule, with each pull reaching the server 30 ms late, let 56-178 messages past a
+//!   2,000 window; 100 ms of quiet, none in eight runs). The server may still send the
 //!   408 of a request so dropped (2.9 sends one when the next request arrives), and
-//!   its count must not come off a later pull; so the next such statuses are taken as
-//!   theirs and their counts ignored;
+//!   its count must not come off a later pull: the next such statuses are taken as
+//!   theirs and their counts ignored, which errs toward too many;
 //! - a status without a count (2.9's 408s all carry one) ends a whole request: the
 //!   late count when it was the last late one, else the live pull.
 //!

@@ -84,7 +84,7 @@ fn set_nice(thread_name: &str, nice: i32) {
 
 /// `setpriority(PRIO_PROCESS, tid, nice)` for the calling thread.
 #[cfg(target_os = "linux")]
-pub fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
+fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
     #[allow(unsafe_code)]
     let code = unsafe {
@@ -100,7 +100,7 @@ pub fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
 
 /// Elsewhere the value is not applied.
 #[cfg(not(target_os = "linux"))]
-pub fn set_current_thread_nice(_nice: i32) -> std::io::Result<()> {
+fn set_current_thread_nice(_nice: i32) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "per-thread nice values are Linux-only",
