@@ -30,9 +30,9 @@ pub fn spawn<T: Send + 'static>(
 
 /// [`spawn`] for a hot-path thread (receiver, shard, writer): it runs at nice value
 /// `nice` (`threads.hot_nice`), so on cores it shares with ClickHouse, nats-server or
-/// the slow paths the scheduler lets it run first. On the 2-core test box, eight pairs
+/// the slow paths the scheduler lets it run first. On the 2-core test box, twelve pairs
 /// at 100k ticks/s through JetStream gave a receive-to-durable p99 median of 46.5 ms at
-/// -10 against 83 ms at 0, lower in 5 of 8 (perf/README). A value it may not take (no
+/// -10 against 83 ms at 0, lower in 8 of 12 (perf/README). A value it may not take (no
 /// RLIMIT_NICE or CAP_SYS_NICE) is logged once; the thread runs as it is.
 pub fn spawn_hot<T: Send + 'static>(
     name: &str,
