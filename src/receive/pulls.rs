@@ -28,7 +28,7 @@
 //! same way. Two steps guess:
 //! - dropping `late` once the grace has passed and nothing came for [`QUIET`]. It errs
 //!   toward too few in flight when the server was only slow (one 2 ms empty poll as the
-//!   rule, with each pull reaching the server 30 ms late, let 56-178 messages past a
+//!   rule, with each pull reaching the server 30 ms late, let 11-178 messages past a
 //!   2,000 window; 100 ms of quiet, none in eight runs). The server may still send the
 //!   408 of a request so dropped (2.9 sends one when the next request arrives), and
 //!   its count must not come off a later pull: the next such statuses are taken as
