@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alphapt_storage::native::Value;
@@ -511,4 +511,39 @@ fn hot_path_threads_run_at_their_own_nice_value() {
         assert_eq!(nice_of.get(slow), Some(&0), "{slow}: {summary}");
     }
     drain(run);
+}
+
+#[test]
+fn a_hot_nice_value_the_system_refuses_warns_once_and_stores_everything() {
+    // CAP_SYS_NICE out of the bounding set: even root may not lower a nice value, as
+    // for a service started without LimitNICE. The shipped -10 is refused by each hot
+    // thread; the run must say so once and store every tick as usual.
+    let (db, mut conn) = tables("nicedenied");
+    let nats = Nats::new("nicedenied");
+    let mut args = sets(&db, &nats);
+    args.extend(["run", "--quiet", "--synthetic", "5000", "--count", "4000"].map(String::from));
+    let output = Command::new("setpriv")
+        .arg("--bounding-set=-sys_nice")
+        .arg(env!("CARGO_BIN_EXE_alphapt-storage"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert_eq!(
+        text.matches("Could not set the hot threads' nice value")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("LimitNICE=-10"),
+        "the warning names the fix: {text}"
+    );
+    assert_eq!(stored(&mut conn), (4_000, 4_000, 1, 4_000), "{text}");
 }

@@ -11,8 +11,8 @@
 //! messages, and only while the unacknowledged window leaves room (the server enforces
 //! `max_ack_pending` too); a pull given up on our clock keeps what it may still bring
 //! out of the window until the server is done with it ([`super::pulls`]). A delivery
-//! whose ring is full stays in
-//! the read buffer (`NatsConn::poll_held`): the receiver stops reading its socket and
+//! whose ring is full stays in the read buffer (`NatsConn::poll_held`): the receiver
+//! stops reading its socket and
 //! pulls no more, so JetStream holds the rest, but its loop goes on acknowledging what
 //! becomes durable while it waits for room, so a long back-pressure (ClickHouse away,
 //! spill full) neither stalls the ack floor nor has JetStream redeliver what is already
