@@ -518,6 +518,17 @@ impl App {
             what: "the control endpoint: `http.addr` is in use or not this host's (another appliance? set `--set http.addr=127.0.0.1:0` for any free port)",
             source,
         })?;
+        // Rings the host cannot hold: refused before any server is touched (they are
+        // written whole when the paths start).
+        crate::ring::check_ring_memory(
+            usize::from(config.ingest.shards),
+            config.ingest.ring_slots as usize * RING_SLOT_BYTES,
+            crate::ring::mem_available_bytes(),
+        )
+        .map_err(|message| AppError::Start {
+            what: "the receiver rings",
+            source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, message),
+        })?;
         // The schema is read from one server; in a cluster, the first of them that
         // answers (every shard's is compared with it next), so a restart while a
         // replica is down starts. Quality snapshots and `/quality` read through it too.

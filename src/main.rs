@@ -41,12 +41,56 @@ fn main() -> ExitCode {
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(error) => {
-            let text = format!("{error:#}");
+            let text = error_text(&error);
             eprintln!(
                 "alphapt-storage: error: {}",
                 alphapt_storage::config::scrub(&text)
             );
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes, joined by `: `, each once: many of the crate's errors
+/// already print their cause in their own message, and `{:#}` would repeat it.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start {what}: {source}")]
+    struct Start {
+        what: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_error_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::OutOfMemory, "rings too large");
+        let error = anyhow::Error::new(Start {
+            what: "the rings",
+            source: io,
+        });
+        assert_eq!(
+            error_text(&error),
+            "cannot start the rings: rings too large"
+        );
+        let wrapped = anyhow::anyhow!("disk full").context("cannot write the journal");
+        assert_eq!(error_text(&wrapped), "cannot write the journal: disk full");
     }
 }

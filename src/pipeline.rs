@@ -641,7 +641,10 @@ pub fn start_path(
     let sources: Vec<Arc<SourceStats>> = (0..groups)
         .map(|_| Arc::new(SourceStats::default()))
         .collect();
-    // Before any thread starts: a spill directory in use is an error with nothing to undo.
+    // Before any thread starts: rings the host cannot hold, and a spill directory in
+    // use, are errors with nothing to undo.
+    crate::ring::check_ring_memory(shards, ring_bytes, crate::ring::mem_available_bytes())
+        .map_err(|message| std::io::Error::new(std::io::ErrorKind::OutOfMemory, message))?;
     let mut journals = open_journals(config, writers)?;
 
     let mut rings = Vec::with_capacity(shards);

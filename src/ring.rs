@@ -195,6 +195,50 @@ impl FrameProducer {
     }
 }
 
+/// Refuses rings that would not fit in the memory the host has available now: they are
+/// written whole at start ([`prefault`]), so a `ring_slots` too large for the host
+/// would otherwise end in the kernel's OOM killer instead of an error. `available` is
+/// `MemAvailable` in bytes ([`mem_available_bytes`]); `None` (no `/proc/meminfo`)
+/// skips the check.
+pub fn check_ring_memory(
+    rings: usize,
+    ring_bytes: usize,
+    available: Option<u64>,
+) -> Result<(), String> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let total = rings as u64 * ring_bytes as u64;
+    if total <= available {
+        return Ok(());
+    }
+    const MIB: u64 = 1 << 20;
+    Err(format!(
+        "{rings} receiver ring(s) of {} MiB (`ingest.ring_slots` x 1 KiB, one per shard) need {} MiB, \
+         written at start, but the host has {} MiB available (MemAvailable in /proc/meminfo); \
+         lower `ingest.ring_slots` or `ingest.shards`",
+        ring_bytes as u64 / MIB,
+        total / MIB,
+        available / MIB
+    ))
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes; `None` where there is no such line.
+pub fn mem_available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&meminfo)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut fields = line["MemAvailable:".len()..].split_whitespace();
+    let kib: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => kib.checked_mul(1024),
+        _ => None,
+    }
+}
+
 /// Touches every byte of an empty ring once, in huge pages where the kernel has them,
 /// so the receiver's first pass through it takes no page faults.
 ///
@@ -378,6 +422,42 @@ mod tests {
         }
         assert!(pushed >= 1);
         assert!(producer.free_bytes() < frame_bytes(1, 8000));
+    }
+
+    #[test]
+    fn rings_larger_than_the_available_memory_are_refused_by_name() {
+        const GIB: u64 = 1 << 30;
+        assert!(check_ring_memory(2, 64 << 20, Some(GIB)).is_ok());
+        assert!(
+            check_ring_memory(2, 512 << 20, Some(GIB)).is_ok(),
+            "exactly what is available"
+        );
+        let error = check_ring_memory(4, 16 << 30, Some(24 * GIB)).unwrap_err();
+        assert!(error.contains("need 65536 MiB"), "{error}");
+        assert!(error.contains("24576 MiB available"), "{error}");
+        assert!(error.contains("ingest.ring_slots"), "{error}");
+        assert!(
+            check_ring_memory(64, 16 << 30, None).is_ok(),
+            "no /proc/meminfo: no check"
+        );
+    }
+
+    #[test]
+    fn mem_available_is_read_in_bytes_and_odd_lines_give_none() {
+        let meminfo =
+            "MemTotal:       24597176 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: lots kB\n"), None);
+        assert_eq!(parse_mem_available("MemAvailable: 5 MB\n"), None);
+        assert_eq!(
+            parse_mem_available("MemAvailable: 18446744073709551615 kB\n"),
+            None
+        );
+        assert!(
+            mem_available_bytes().is_some(),
+            "this host has /proc/meminfo"
+        );
     }
 
     /// Minor page faults of the calling thread so far.

@@ -352,6 +352,60 @@ fn a_control_port_in_use_stops_the_start_naming_the_key() {
     );
 }
 
+/// Receiver rings larger than the host's available memory (they are written whole at
+/// start) stop the start with one line naming the keys, before any server is touched,
+/// instead of ending in the OOM killer.
+#[test]
+fn rings_the_host_cannot_hold_stop_the_start_naming_the_keys() {
+    const RING: u64 = 16 << 30; // ring_slots at its limit, 2^24 x 1 KiB
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let available_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("MemAvailable in /proc/meminfo");
+    let shards = (available_kib * 1024 / RING + 1).to_string();
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "run",
+            "--synthetic",
+            "1",
+            "--count",
+            "1",
+            "--quiet",
+            "--set",
+            "http.addr=127.0.0.1:0",
+            "--set",
+            "ingest.ring_slots=16777216",
+            "--set",
+            &format!("ingest.shards={shards}"),
+            "--set",
+            &format!("ingest.writers={shards}"),
+            // No server may be touched: nothing listens here.
+            "--set",
+            "clickhouse.port=1",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ingest.ring_slots") && stderr.contains("MiB available"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ClickHouse") && !stderr.contains("clickhouse"),
+        "stopped before the servers: {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// A password from a file reaches ClickHouse (the test server's `alphapt` user takes
 /// `secret-pw`), and neither the output nor `--print-config` shows it; a file others
 /// can read is warned about; a wrong password in the file fails as a wrong password.
