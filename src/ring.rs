@@ -208,7 +208,7 @@ pub fn check_ring_memory(
     let Some(available) = available else {
         return Ok(());
     };
-    let total = rings as u64 * ring_bytes as u64;
+    let total = (rings as u64).saturating_mul(ring_bytes as u64);
     if total <= available {
         return Ok(());
     }
@@ -283,7 +283,7 @@ fn advise_huge_pages(memory: &mut [MaybeUninit<u8>]) {
 }
 
 /// Publishes a chunk whose `written` bytes were all written by [`SplitWriter`].
-#[allow(unsafe_code)] // rtrb's uninitialised commit; the one unsafe call of the ring.
+#[allow(unsafe_code)] // rtrb's uninitialised commit, the ring's one unsafe call per frame.
 fn commit_written(chunk: rtrb::chunks::WriteChunkUninit<'_, u8>, written: usize) {
     // SAFETY: the chunk holds exactly `written` slots (asked for `total`, asserted equal
     // above), and SplitWriter wrote each of them in order, first half then second, so
