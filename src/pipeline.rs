@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use crate::audit::AuditFeed;
 use crate::cache::CacheFeed;
-use crate::config::{Config, SpillMode};
+use crate::config::{Config, SpillMode, WriterIoClass};
 use crate::durable::stored::own_insert_query_prefix;
 use crate::durable::{watermark_of_group, DurableMarks};
 use crate::model::SealedBlock;
@@ -813,11 +813,18 @@ pub fn start_path(
         } else {
             None
         };
+        let name = thread_name(path, "writer", index);
+        // The thread sets its own class (ioprio_set applies to the calling thread).
+        let io_realtime =
+            (config.threads.writer_io_class == WriterIoClass::Realtime).then(|| name.clone());
         writer_handles.push(runtime::spawn_hot(
-            &thread_name(path, "writer", index),
+            &name,
             core,
             config.threads.hot_nice,
             move || {
+                if let Some(name) = io_realtime {
+                    runtime::set_writer_io_realtime(&name);
+                }
                 let not_stored = writer.run();
                 writer_done.store(true, Ordering::Release);
                 not_stored

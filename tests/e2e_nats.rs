@@ -483,8 +483,10 @@ fn hot_path_threads_run_at_their_own_nice_value() {
     // The control endpoint serves once every thread has started.
     control_addr(&run);
     let mut nice_of = std::collections::BTreeMap::new();
+    let mut io_of = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{}/task", run.pid())).unwrap() {
         let path = task.unwrap().path();
+        let tid: i32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
         let (Ok(comm), Ok(stat)) = (
             std::fs::read_to_string(path.join("comm")),
             std::fs::read_to_string(path.join("stat")),
@@ -495,8 +497,21 @@ fn hot_path_threads_run_at_their_own_nice_value() {
         let after_name = &stat[stat.rfind(')').unwrap() + 2..];
         let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
         nice_of.insert(comm.trim().to_string(), nice);
+        if let Ok(io) = alphapt_storage::runtime::thread_io_priority(tid) {
+            io_of.insert(comm.trim().to_string(), io);
+        }
     }
     let summary = format!("{nice_of:?}");
+    // threads.writer_io_class = "realtime" (the default): the writers, and only they,
+    // in the realtime class (1), level 4. The tests run as root, which may set it.
+    let io_summary = format!("{io_of:?}");
+    for writer in ["writer-0", "sig-writer-0"] {
+        assert_eq!(io_of.get(writer), Some(&(1, 4)), "{writer}: {io_summary}");
+    }
+    for other in ["receiver", "shard-0", "inserter-0", "redis", "control"] {
+        let class = io_of.get(other).map(|io| io.0);
+        assert!(class.is_some_and(|c| c != 1), "{other}: {io_summary}");
+    }
     for hot in [
         "receiver",
         "shard-0",
@@ -514,16 +529,18 @@ fn hot_path_threads_run_at_their_own_nice_value() {
 }
 
 #[test]
-fn a_hot_nice_value_the_system_refuses_warns_once_and_stores_everything() {
-    // CAP_SYS_NICE out of the bounding set: even root may not lower a nice value, as
-    // for a service started without LimitNICE. The shipped -10 is refused by each hot
-    // thread; the run must say so once and store every tick as usual.
+fn a_nice_value_and_io_class_the_system_refuses_warn_once_each_and_store_everything() {
+    // CAP_SYS_NICE and CAP_SYS_ADMIN out of the bounding set: even root may not lower a
+    // nice value or take the realtime I/O class, as for a service started without
+    // LimitNICE or the capability. The shipped -10 is refused by each hot thread and
+    // the realtime class by each writer; the run must say so once each and store every
+    // tick as usual.
     let (db, mut conn) = tables("nicedenied");
     let nats = Nats::new("nicedenied");
     let mut args = sets(&db, &nats);
     args.extend(["run", "--quiet", "--synthetic", "5000", "--count", "4000"].map(String::from));
     let output = Command::new("setpriv")
-        .arg("--bounding-set=-sys_nice")
+        .arg("--bounding-set=-sys_nice,-sys_admin")
         .arg(env!("CARGO_BIN_EXE_alphapt-storage"))
         .args(&args)
         .env("RUST_LOG", "warn")
@@ -543,6 +560,16 @@ fn a_hot_nice_value_the_system_refuses_warns_once_and_stores_everything() {
     );
     assert!(
         text.contains("LimitNICE=-10"),
+        "the warning names the fix: {text}"
+    );
+    assert_eq!(
+        text.matches("Could not put the writers in the realtime I/O class")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("AmbientCapabilities=CAP_SYS_NICE") && text.contains("writer_io_class"),
         "the warning names the fix: {text}"
     );
     assert_eq!(stored(&mut conn), (4_000, 4_000, 1, 4_000), "{text}");

@@ -185,6 +185,22 @@ pub enum WaitStrategy {
     Hybrid,
 }
 
+/// The I/O priority class of the writer threads, whose journal appends and `fdatasync`
+/// are what acknowledgement waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterIoClass {
+    /// The realtime class (level 4): the block layer serves the writers' writes and
+    /// flushes before every best-effort request queued, so the kernel's writeback of
+    /// other processes' files does not hold a group commit. Needs CAP_SYS_NICE (or
+    /// CAP_SYS_ADMIN); without it the writers keep the process's class, with one warning.
+    #[default]
+    Realtime,
+    /// The process's class, whatever it was started with (`ionice`, systemd
+    /// `IOSchedulingClass`).
+    Inherit,
+}
+
 /// The ClickHouse server that sealed blocks are INSERTed into (native TCP protocol).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -702,11 +718,13 @@ pub struct ThreadsConfig {
     /// slow-path threads keep the process's. Below 0 needs RLIMIT_NICE or CAP_SYS_NICE;
     /// without it the threads run at the process's value, with one warning.
     pub hot_nice: i32,
+    /// I/O priority class of the writer threads (journal appends and syncs).
+    pub writer_io_class: WriterIoClass,
 }
 
 impl Default for ThreadsConfig {
     /// No pinning; hybrid wait of 100 spins, 10 yields, then 1 ms parks; hot threads
-    /// at nice -10.
+    /// at nice -10; writers in the realtime I/O class.
     fn default() -> Self {
         Self {
             pin: false,
@@ -719,6 +737,7 @@ impl Default for ThreadsConfig {
             yield_count: 10,
             park_timeout_us: 1_000,
             hot_nice: -10,
+            writer_io_class: WriterIoClass::Realtime,
         }
     }
 }

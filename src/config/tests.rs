@@ -259,6 +259,23 @@ fn malformed_set_is_refused() {
 }
 
 #[test]
+fn writer_io_class_is_realtime_or_inherit() {
+    assert_eq!(
+        Config::default().threads.writer_io_class,
+        WriterIoClass::Realtime
+    );
+    let config = load("", &[], &["threads.writer_io_class=inherit"]).expect("inherit");
+    assert_eq!(config.threads.writer_io_class, WriterIoClass::Inherit);
+    let config = load("[threads]\nwriter_io_class = \"realtime\"\n", &[], &[]).expect("realtime");
+    assert_eq!(config.threads.writer_io_class, WriterIoClass::Realtime);
+    for bad in ["rt", "idle", "best-effort", "4"] {
+        let set = format!("threads.writer_io_class={bad}");
+        let text = refused("", &[], &[&set]).to_string();
+        assert!(text.contains("writer_io_class"), "{bad}: {text}");
+    }
+}
+
+#[test]
 fn hot_nice_takes_linux_nice_values_only() {
     assert_eq!(Config::default().threads.hot_nice, -10);
     for good in ["-20", "0", "19"] {

@@ -107,9 +107,114 @@ fn set_current_thread_nice(_nice: i32) -> std::io::Result<()> {
     ))
 }
 
+/// One warning per process for a realtime I/O class refused.
+static IO_CLASS_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Puts the calling thread (a writer: `threads.writer_io_class = "realtime"`) in the
+/// realtime I/O class, so the block layer serves its journal writes and flushes before
+/// best-effort requests: the kernel's writeback of other processes' files (nats-server's
+/// stream, ClickHouse's parts) no longer queues ahead of a group commit. On the 2-core
+/// test box, six pairs at 100k ticks/s through JetStream with the journal on the disk
+/// nats-server writes: receive-to-durable p99 21-40 ms (median 26.5) against 24-190 ms
+/// (median 60) (perf/README). Refused (no CAP_SYS_NICE or CAP_SYS_ADMIN): one warning,
+/// and the thread keeps the process's class.
+pub fn set_writer_io_realtime(thread_name: &str) {
+    if let Err(error) = set_current_thread_io_realtime() {
+        if !IO_CLASS_REFUSED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(thread = %thread_name, %error,
+                "Could not put the writers in the realtime I/O class; their journal syncs may wait behind other processes' writeback. Grant CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE, as the packaged unit has) or set threads.writer_io_class = \"inherit\"");
+        }
+    }
+}
+
+/// `ioprio_set` values (linux/ioprio.h): the class in the top bits, then the level.
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_RT: libc::c_int = 1;
+#[cfg(target_os = "linux")]
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+/// The middle of the realtime levels (0 highest, 7 lowest): ahead of every best-effort
+/// request, with room above for something the host holds more urgent.
+#[cfg(target_os = "linux")]
+const WRITER_IO_LEVEL: libc::c_int = 4;
+
+/// The calling thread's I/O priority (class and level), as `ioprio_get` gives it.
+#[cfg(target_os = "linux")]
+pub fn thread_io_priority(tid: i32) -> std::io::Result<(i32, i32)> {
+    // SAFETY: ioprio_get takes plain integers and touches no memory of ours.
+    #[allow(unsafe_code)]
+    let value = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if value < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let value = value as libc::c_int;
+    Ok((
+        value >> IOPRIO_CLASS_SHIFT,
+        value & ((1 << IOPRIO_CLASS_SHIFT) - 1),
+    ))
+}
+
+#[cfg(target_os = "linux")]
+fn set_current_thread_io_realtime() -> std::io::Result<()> {
+    let value = (IOPRIO_CLASS_RT << IOPRIO_CLASS_SHIFT) | WRITER_IO_LEVEL;
+    // SAFETY: gettid and ioprio_set take plain integers and touch no memory of ours.
+    #[allow(unsafe_code)]
+    let code = unsafe {
+        let tid = libc::gettid();
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, value)
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the class is not applied.
+#[cfg(not(target_os = "linux"))]
+fn set_current_thread_io_realtime() -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "per-thread I/O classes are Linux-only",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_takes_the_realtime_io_class_and_the_spawner_keeps_its_own() {
+        // SAFETY: gettid takes nothing and touches no memory.
+        #[allow(unsafe_code)]
+        let own = unsafe { libc::gettid() };
+        let before = thread_io_priority(own).unwrap();
+        let writer = spawn("io-test", None, || {
+            set_writer_io_realtime("io-test");
+            #[allow(unsafe_code)]
+            // SAFETY: as above.
+            let tid = unsafe { libc::gettid() };
+            thread_io_priority(tid).unwrap()
+        })
+        .unwrap();
+        let got = writer.join().unwrap();
+        // SAFETY: geteuid takes nothing and touches no memory.
+        #[allow(unsafe_code)]
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            // CI runs as root, which holds CAP_SYS_ADMIN and CAP_SYS_NICE.
+            assert_eq!(got, (IOPRIO_CLASS_RT, WRITER_IO_LEVEL), "realtime, level 4");
+        } else {
+            // Refused without the capability: the thread keeps the class it had.
+            assert_eq!(got, before, "a refused class changes nothing");
+        }
+        assert_eq!(
+            thread_io_priority(own).unwrap(),
+            before,
+            "per thread, not per process"
+        );
+    }
 
     /// The calling thread's nice value, from /proc (field 19 of its stat line).
     fn own_nice() -> i32 {
