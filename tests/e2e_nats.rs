@@ -479,7 +479,16 @@ fn hot_path_threads_run_at_their_own_nice_value() {
     // needs no privilege, so the test means the same as root or not.
     let (db, _conn) = tables("hotnice");
     let nats = Nats::new("hotnice");
-    let run = start_run(&db, &nats, &["--set", "threads.hot_nice=5"]);
+    let run = start_run(
+        &db,
+        &nats,
+        &[
+            "--set",
+            "threads.hot_nice=5",
+            "--set",
+            "threads.writer_io_class=realtime",
+        ],
+    );
     // The control endpoint serves once every thread has started.
     control_addr(&run);
     let mut nice_of = std::collections::BTreeMap::new();
@@ -502,8 +511,8 @@ fn hot_path_threads_run_at_their_own_nice_value() {
         }
     }
     let summary = format!("{nice_of:?}");
-    // threads.writer_io_class = "realtime" (the default): the writers, and only they,
-    // in the realtime class (1), level 4. The tests run as root, which may set it.
+    // threads.writer_io_class = "realtime": the writers, and only they, in the realtime
+    // class (1), level 4. The tests run as root, which may set it.
     let io_summary = format!("{io_of:?}");
     for writer in ["writer-0", "sig-writer-0"] {
         assert_eq!(io_of.get(writer), Some(&(1, 4)), "{writer}: {io_summary}");
@@ -533,11 +542,12 @@ fn a_nice_value_and_io_class_the_system_refuses_warn_once_each_and_store_everyth
     // CAP_SYS_NICE and CAP_SYS_ADMIN out of the bounding set: even root may not lower a
     // nice value or take the realtime I/O class, as for a service started without
     // LimitNICE or the capability. The shipped -10 is refused by each hot thread and
-    // the realtime class by each writer; the run must say so once each and store every
-    // tick as usual.
+    // the realtime class (asked for here) by each writer; the run must say so once each
+    // and store every tick as usual.
     let (db, mut conn) = tables("nicedenied");
     let nats = Nats::new("nicedenied");
     let mut args = sets(&db, &nats);
+    args.extend(["--set", "threads.writer_io_class=realtime"].map(String::from));
     args.extend(["run", "--quiet", "--synthetic", "5000", "--count", "4000"].map(String::from));
     let output = Command::new("setpriv")
         .arg("--bounding-set=-sys_nice,-sys_admin")

@@ -262,8 +262,10 @@ fn malformed_set_is_refused() {
 fn writer_io_class_is_realtime_or_inherit() {
     assert_eq!(
         Config::default().threads.writer_io_class,
-        WriterIoClass::Realtime
+        WriterIoClass::Inherit
     );
+    let config = load("", &[], &["threads.writer_io_class=realtime"]).expect("realtime");
+    assert_eq!(config.threads.writer_io_class, WriterIoClass::Realtime);
     let config = load("", &[], &["threads.writer_io_class=inherit"]).expect("inherit");
     assert_eq!(config.threads.writer_io_class, WriterIoClass::Inherit);
     let config = load("[threads]\nwriter_io_class = \"realtime\"\n", &[], &[]).expect("realtime");

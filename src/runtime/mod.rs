@@ -110,19 +110,21 @@ fn set_current_thread_nice(_nice: i32) -> std::io::Result<()> {
 /// One warning per process for a realtime I/O class refused.
 static IO_CLASS_REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Puts the calling thread (a writer: `threads.writer_io_class = "realtime"`) in the
+/// Puts the calling thread (a writer, with `threads.writer_io_class = "realtime"`) in the
 /// realtime I/O class, so the block layer serves its journal writes and flushes before
 /// best-effort requests: the kernel's writeback of other processes' files (nats-server's
 /// stream, ClickHouse's parts) no longer queues ahead of a group commit. On the 2-core
-/// test box, six pairs at 100k ticks/s through JetStream with the journal on the disk
-/// nats-server writes: receive-to-durable p99 21-40 ms (median 26.5) against 24-190 ms
-/// (median 60) (perf/README). Refused (no CAP_SYS_NICE or CAP_SYS_ADMIN): one warning,
-/// and the thread keeps the process's class.
+/// test VM at 100k ticks/s through JetStream, with the journal on the disk nats-server
+/// writes, receive-to-durable p99 was 21-157 ms (median 44) over eleven runs against
+/// 21-190 ms (median 44) over twenty-seven without it: no gain there, where the tail is
+/// CPU as often as the disk (perf/README), so it is off by default. Refused (no
+/// CAP_SYS_NICE or CAP_SYS_ADMIN): one warning, and the thread keeps the process's
+/// class.
 pub fn set_writer_io_realtime(thread_name: &str) {
     if let Err(error) = set_current_thread_io_realtime() {
         if !IO_CLASS_REFUSED.swap(true, Ordering::Relaxed) {
             tracing::warn!(thread = %thread_name, %error,
-                "Could not put the writers in the realtime I/O class; their journal syncs may wait behind other processes' writeback. Grant CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE, as the packaged unit has) or set threads.writer_io_class = \"inherit\"");
+                "Could not put the writers in the realtime I/O class; their journal syncs may wait behind other processes' writeback. Grant CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE) or set threads.writer_io_class = \"inherit\"");
         }
     }
 }
