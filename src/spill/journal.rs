@@ -912,6 +912,14 @@ impl Journal {
         Ok(())
     }
 
+    /// Ends the claim on the record at `pos` without marking it: an inserter that claimed
+    /// it found it unreadable, and leaves it as it found it.
+    pub fn unclaim(&mut self, pos: RecordPos) -> Result<(), SpillError> {
+        let (segment_index, record_index) = self.locate(pos)?;
+        self.segments[segment_index].claimed[record_index] = false;
+        Ok(())
+    }
+
     /// The record at `pos`, its CRCs checked again and its header compared with the one
     /// seen at open or append.
     pub fn read(&self, pos: RecordPos) -> Result<Record<'_>, SpillError> {

@@ -7,7 +7,8 @@
 //! ```text
 //!   writer w ──append, fdatasync (group commit)──► journal writer-<w> ──► marks (acks)
 //!                                                       │ lock: oldest unclaimed records
-//!                                                       ▼ of one table, copied, claimed
+//!                                                       │ of one table claimed; then copied
+//!                                                       ▼ out, 1 MiB per hold of the lock
 //!   inserter w.k ── one INSERT (no lock held) ──► ClickHouse ──► mark_replayed_all (lock)
 //!   (k < spill.inserters, each its own connection)
 //! ```
@@ -72,6 +73,11 @@ pub const RECORDS_PER_INSERT_MAX: usize = 1024;
 /// Most payload bytes one INSERT carries (ClickHouse squashes the blocks into parts of
 /// up to a million rows; 256 MiB is ~900k ticks uncompressed).
 pub const INSERT_BYTES_MAX: usize = 256 << 20;
+/// Record bytes an inserter copies out of the journal per hold of its lock: ~0.1-0.3 ms
+/// of copying and CRC, so a writer that needs the lock to append never waits longer.
+/// Copying a whole INSERT under one hold took 13-28 ms at 100k ticks/s, and the writer
+/// waited up to 32 ms behind it with every block of its next group commit (perf/README).
+const COPY_BYTES_PER_HOLD: u64 = 1 << 20;
 /// How often an idle inserter looks at the journal.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -146,6 +152,10 @@ pub struct Inserter {
     alert: Arc<Alert>,
     writer_done: Arc<AtomicBool>,
     batch: Batch,
+    /// The records the next INSERT claimed, and the bytes each occupies, before they
+    /// are copied into `batch` (kept across INSERTs: no allocation per INSERT).
+    claimed: Vec<RecordPos>,
+    claimed_bytes: Vec<u64>,
     /// Set after an INSERT failed: its outcome is unknown until ClickHouse is asked.
     uncertain: bool,
     /// One `ingest_audit` record per journal record committed to ClickHouse.
@@ -187,6 +197,8 @@ impl Inserter {
             alert,
             writer_done,
             batch: Batch::default(),
+            claimed: Vec::new(),
+            claimed_bytes: Vec::new(),
             uncertain: false,
             audit,
         }
@@ -350,52 +362,74 @@ impl Inserter {
             n if force => pending.div_ceil(n as u64),
             n => pending.div_ceil(n as u64).max(self.config.flush_rows),
         };
-        let batch = &mut self.batch;
-        batch.clear();
-        let (mut bytes, mut taken_rows) = (0usize, 0u64);
-        for (pos, header, _) in journal.unclaimed_headers() {
+        // Choose and claim under this hold, from the headers alone; copy after it, a
+        // megabyte per hold (`COPY_BYTES_PER_HOLD`), so the writer's appends and group
+        // commits never wait for a whole INSERT's copy. Claimed records stay where they
+        // are meanwhile: only a mark after a commit lets a segment go.
+        self.claimed.clear();
+        self.claimed_bytes.clear();
+        let (mut bytes, mut taken_rows) = (0u64, 0u64);
+        for (pos, header, occupied) in journal.unclaimed_headers() {
             if header.table != table || header.schema_hash != hash || header.lz4 != lz4 {
                 continue;
             }
-            let Ok(record) = journal.read(pos) else {
-                // Damaged since it was written: the next start's scan counts it and the
-                // records around it are replayed; here it is only skipped.
-                continue;
-            };
-            if batch.len() > 0
-                && (batch.len() >= RECORDS_PER_INSERT_MAX
-                    || bytes + record.payload.len() > INSERT_BYTES_MAX
+            if !self.claimed.is_empty()
+                && (self.claimed.len() >= RECORDS_PER_INSERT_MAX
+                    || bytes + occupied > INSERT_BYTES_MAX as u64
                     || taken_rows >= share)
             {
                 break;
             }
-            let slot = batch.len();
-            if batch.payloads.len() == slot {
-                batch.payloads.push(Vec::new());
-            }
-            let buffer = &mut batch.payloads[slot];
-            buffer.clear();
-            buffer.extend_from_slice(record.payload);
-            bytes += record.payload.len();
+            bytes += occupied;
             taken_rows += u64::from(header.rows);
-            batch.positions.push(pos);
-            batch.seq_first.push(header.seq_first);
-            batch.seq_last.push(header.seq_last);
-            batch.rows.push(header.rows);
-            batch.received_min_ms.push(header.received_min_ms);
-            batch.stored.push(false);
+            self.claimed.push(pos);
+            self.claimed_bytes.push(occupied);
         }
-        if batch.len() == 0 {
-            return false;
-        }
-        if let Err(error) = journal.claim_all(&batch.positions) {
+        if let Err(error) = journal.claim_all(&self.claimed) {
             // The positions were just listed under this lock, so this cannot happen;
             // were it to, another inserter could send the same records: send nothing.
             tracing::error!(writer = self.config.index, %error, "Cannot claim journaled blocks");
-            batch.clear();
             return false;
         }
-        batch.target = Some(target);
+        drop(journal);
+        self.batch.clear();
+        let mut next = 0;
+        while next < self.claimed.len() {
+            let mut journal = spill::lock(&self.journal);
+            let mut held = 0u64;
+            // At least one record per hold: `held` starts below the bound.
+            while next < self.claimed.len() && held < COPY_BYTES_PER_HOLD {
+                let pos = self.claimed[next];
+                held += self.claimed_bytes[next];
+                next += 1;
+                let Ok(record) = journal.read(pos) else {
+                    // Damaged since it was written: the next start's scan counts it and
+                    // the records around it are replayed; here it is only skipped, left
+                    // unclaimed as it was found.
+                    let _ = journal.unclaim(pos);
+                    continue;
+                };
+                let batch = &mut self.batch;
+                let slot = batch.len();
+                if batch.payloads.len() == slot {
+                    batch.payloads.push(Vec::new());
+                }
+                let buffer = &mut batch.payloads[slot];
+                buffer.clear();
+                buffer.extend_from_slice(record.payload);
+                let header = record.header;
+                batch.positions.push(pos);
+                batch.seq_first.push(header.seq_first);
+                batch.seq_last.push(header.seq_last);
+                batch.rows.push(header.rows);
+                batch.received_min_ms.push(header.received_min_ms);
+                batch.stored.push(false);
+            }
+        }
+        if self.batch.len() == 0 {
+            return false;
+        }
+        self.batch.target = Some(target);
         true
     }
 

@@ -274,6 +274,13 @@ fn claimed_records_stay_pending_but_are_passed_over_until_marked_or_reopened() {
         free(&journal),
         vec![positions[0], positions[2], positions[5]]
     );
+    // An inserter that claimed a record and found it unreadable leaves it as it was.
+    journal.claim_all(&[positions[5]]).unwrap();
+    journal.unclaim(positions[5]).unwrap();
+    assert_eq!(
+        free(&journal),
+        vec![positions[0], positions[2], positions[5]]
+    );
     assert_eq!(journal.records_pending(), 6, "claimed is still pending");
     assert_eq!(journal.pending_headers().count(), 6);
     assert_eq!(
@@ -308,6 +315,10 @@ fn claimed_records_stay_pending_but_are_passed_over_until_marked_or_reopened() {
     };
     assert!(matches!(
         journal.claim_all(&[unknown]),
+        Err(SpillError::UnknownRecord { .. })
+    ));
+    assert!(matches!(
+        journal.unclaim(unknown),
         Err(SpillError::UnknownRecord { .. })
     ));
 }
