@@ -394,8 +394,9 @@ struct Segment {
     path: PathBuf,
     /// The whole file, mapped shared and writable; its length never changes.
     map: MmapMut,
-    /// The file itself: appends are written through it (see `append`).
-    file: fs::File,
+    /// The file itself: appends are written through it (see `append`); shared with
+    /// [`MarksToSync`], which syncs replayed marks after the lock is released.
+    file: std::sync::Arc<fs::File>,
     /// Every valid record, in file order; `state` follows `mark_replayed`.
     records: Vec<ScannedRecord>,
     /// Records whose state is not replayed.
@@ -572,7 +573,7 @@ impl Journal {
             seq,
             path,
             map,
-            file,
+            file: std::sync::Arc::new(file),
             pending: pending.len() as u64,
             claimed: vec![false; scan.records.len()],
             records: scan.records,
@@ -836,7 +837,7 @@ impl Journal {
             seq,
             path,
             map,
-            file,
+            file: std::sync::Arc::new(file),
             records: Vec::new(),
             claimed: Vec::new(),
             pending: 0,
@@ -971,6 +972,22 @@ impl Journal {
     /// The marks are advisory (see the module doc), so an error after some were set
     /// leaves nothing wrong: the next start finds those blocks stored.
     pub fn mark_replayed_all(&mut self, positions: &[RecordPos]) -> Result<(), SpillError> {
+        let (outcome, undeleted) = self.mark_replayed_deferred(positions)?.sync();
+        self.count_undeleted(undeleted);
+        outcome
+    }
+
+    /// [`Journal::mark_replayed_all`] without the syncs: the marks are written into the
+    /// mapping and counted, and emptied segments leave the list; the returned
+    /// [`MarksToSync`] writes the marks back and deletes those files once the caller has
+    /// released the journal's lock. Each is a wait for the disk (20-35 ms seen on a
+    /// disk shared with nats-server), and a writer that needs the lock to append would
+    /// wait through it with its whole group commit. Marks are advisory, so a crash before
+    /// the sync only means a replay that finds the blocks stored.
+    pub fn mark_replayed_deferred(
+        &mut self,
+        positions: &[RecordPos],
+    ) -> Result<MarksToSync, SpillError> {
         let mut touched: Vec<(usize, usize, usize)> = Vec::new();
         for &pos in positions {
             let (segment_index, record_index) = self.locate(pos)?;
@@ -993,19 +1010,47 @@ impl Journal {
                 None => touched.push((segment_index, at, at)),
             }
         }
-        for &(segment_index, low, high) in &touched {
-            let segment = &self.segments[segment_index];
-            segment
-                .map
-                .flush_range(low, high - low + 1)
-                .map_err(|e| io_error("cannot sync the replayed marks in", &segment.path, e))?;
-        }
+        let mut deferred = MarksToSync {
+            dir: self.config.dir.clone(),
+            files: Vec::new(),
+            removed: Vec::new(),
+        };
         // Highest index first: trimming removes the segment from the list.
         touched.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
         for (segment_index, _, _) in touched {
-            self.trim_if_replayed(segment_index);
+            match self.take_if_replayed(segment_index) {
+                Some(gone) => deferred.removed.push(gone),
+                None => {
+                    let segment = &self.segments[segment_index];
+                    deferred
+                        .files
+                        .push((segment.file.clone(), segment.path.clone()));
+                }
+            }
         }
-        Ok(())
+        Ok(deferred)
+    }
+
+    /// Counts again a segment file [`MarksToSync::sync`] could not delete: it is still
+    /// on disk, and the next open trims it.
+    pub fn count_undeleted(&mut self, bytes: u64) {
+        self.bytes_used += bytes;
+    }
+
+    /// Takes segment `index` out of the list when [`Journal::trim_if_replayed`] would
+    /// delete it, and uncounts it; the caller deletes the file.
+    fn take_if_replayed(&mut self, index: usize) -> Option<(PathBuf, u64)> {
+        let segment = &self.segments[index];
+        let active = self.appendable && index + 1 == self.segments.len();
+        if active || segment.pending > 0 || segment.corrupt > 0 {
+            return None;
+        }
+        let path = segment.path.clone();
+        let bytes = segment.map.len() as u64;
+        // Unmap first: the file is only ever deleted whole, never shrunk while mapped.
+        drop(self.segments.remove(index));
+        self.bytes_used -= bytes;
+        Some((path, bytes))
     }
 
     /// Deletes segment `index` when it is not the active one, every record in it is
@@ -1277,6 +1322,52 @@ fn read_prefix(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// What [`Journal::mark_replayed_deferred`] leaves for after the lock: the replayed
+/// marks to write back, segment by segment, and the emptied segment files to delete.
+#[must_use = "the marks are not durable and emptied segments not deleted until `sync`"]
+pub struct MarksToSync {
+    dir: PathBuf,
+    files: Vec<(std::sync::Arc<fs::File>, PathBuf)>,
+    removed: Vec<(PathBuf, u64)>,
+}
+
+impl MarksToSync {
+    /// Writes the marks back (`fdatasync` of each touched segment: the marks are stores
+    /// into its shared mapping) and deletes the emptied segments, with the directory
+    /// synced after. Returns the first failed sync, and the bytes of segment files that
+    /// could not be deleted (each logged): they stay on disk, so the journal must count
+    /// them again ([`Journal::count_undeleted`]); the next open trims them.
+    pub fn sync(self) -> (Result<(), SpillError>, u64) {
+        let mut outcome = Ok(());
+        for (file, path) in &self.files {
+            if let Err(e) = file.sync_data() {
+                outcome = Err(io_error("cannot sync the replayed marks in", path, e));
+                break;
+            }
+        }
+        let mut undeleted = 0;
+        let mut deleted = false;
+        for (path, bytes) in &self.removed {
+            match fs::remove_file(path) {
+                Ok(()) => {
+                    deleted = true;
+                    tracing::debug!(path = %path.display(), "Spill segment trimmed");
+                }
+                Err(error) => {
+                    undeleted += bytes;
+                    tracing::warn!(path = %path.display(), error = %error, "Cannot trim spill segment");
+                }
+            }
+        }
+        if deleted {
+            if let Err(error) = sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %error, "Cannot sync the spill directory after a trim");
+            }
+        }
+        (outcome, undeleted)
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

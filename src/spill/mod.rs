@@ -34,7 +34,8 @@ pub use format::{
 };
 pub use journal::{
     all_journal_dirs, journal_dirs, writer_dir, Finding, FindingKind, Journal, JournalConfig,
-    JournalScan, RecordPos, RecordSummary, ScanReport, SegmentSummary, SpillError, SIGNALS_SUBDIR,
+    JournalScan, MarksToSync, RecordPos, RecordSummary, ScanReport, SegmentSummary, SpillError,
+    SIGNALS_SUBDIR,
 };
 
 /// Fewest segments one journal's share of `spill.spill_bytes_max` holds. The active

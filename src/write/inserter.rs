@@ -539,16 +539,26 @@ impl Inserter {
         }
         s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
         let mut journal = spill::lock(&self.journal);
-        if let Err(error) = journal.mark_replayed_all(&self.batch.positions) {
+        let marked = journal.mark_replayed_deferred(&self.batch.positions);
+        s.spill_pending_bytes
+            .store(journal.bytes_pending(), Ordering::Relaxed);
+        drop(journal);
+        // The marks' sync and the trims' deletes wait for the disk: outside the lock,
+        // so the writer's appends never wait for them.
+        let synced = marked.and_then(|marks| {
+            let (outcome, undeleted) = marks.sync();
+            if undeleted > 0 {
+                spill::lock(&self.journal).count_undeleted(undeleted);
+            }
+            outcome
+        });
+        if let Err(error) = synced {
             // Advisory marks: the records stay pending, and the look before the next
             // INSERT of them finds them stored.
             tracing::error!(writer = self.config.index, %error,
                 "Cannot mark journaled blocks as inserted; they are checked against ClickHouse before any resend");
             self.uncertain = true;
         }
-        s.spill_pending_bytes
-            .store(journal.bytes_pending(), Ordering::Relaxed);
-        drop(journal);
         if !self.uncertain {
             self.audit_batch();
             self.batch.clear();

@@ -323,6 +323,39 @@ fn claimed_records_stay_pending_but_are_passed_over_until_marked_or_reopened() {
     ));
 }
 
+/// The deferred marks: counted and listed at once, under the lock; the emptied
+/// segments leave the journal then, their files go, and the marks reach the files, only
+/// at `sync`, after the lock.
+#[test]
+fn deferred_marks_count_at_once_and_reach_the_disk_at_sync() {
+    let tmp = TempDir::new("deferred");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    // Two records a segment: 6 records in 3 segments.
+    let positions = fill(&mut journal, 6, 1500);
+    let files = segment_files(&config.dir);
+    let used = journal.bytes_used();
+    let marks = journal
+        .mark_replayed_deferred(&[positions[0], positions[1], positions[2]])
+        .unwrap();
+    assert_eq!(journal.records_pending(), 3);
+    assert_eq!(journal.pending(), positions[3..].to_vec());
+    assert!(
+        journal.bytes_used() < used,
+        "the emptied segment is uncounted"
+    );
+    assert!(files[0].exists(), "deleted at sync, not under the lock");
+    let (outcome, undeleted) = marks.sync();
+    outcome.unwrap();
+    assert_eq!(undeleted, 0);
+    assert!(!files[0].exists(), "deleted at sync");
+    assert!(files[1].exists() && files[2].exists());
+    drop(journal);
+    let (journal, report) = Journal::open(&config).unwrap();
+    assert_eq!(report.pending, 3, "the marks reached the files");
+    assert_eq!(journal.pending(), positions[3..].to_vec());
+}
+
 #[test]
 fn append_refuses_past_bytes_max_and_writes_nothing() {
     let tmp = TempDir::new("full");
