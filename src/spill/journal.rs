@@ -28,8 +28,10 @@
 //! still holds their messages and redelivers them.
 //!
 //! **The state byte is advisory.** [`Journal::mark_replayed`] sets it (outside both
-//! CRCs) and syncs its page once the block is in ClickHouse. A crash before that
-//! replays the block again at the next start; the replayer therefore checks ClickHouse
+//! CRCs) and syncs its page once the block is in ClickHouse
+//! ([`Journal::mark_replayed_deferred`] leaves that sync, and the deletion of emptied
+//! segments, to after the caller's lock). A crash before the sync replays the block
+//! again at the next start; the replayer therefore checks ClickHouse
 //! for the block's stream sequences before inserting (DESIGN §2, nothing doubled). A
 //! damaged state byte other than 1 reads as pending, erring toward replay; the one flip
 //! it cannot catch is 0 → 1 (bit 0 of a pending record's state), which reads as

@@ -9,8 +9,8 @@
 //!                                                       │ lock: oldest unclaimed records
 //!                                                       │ of one table claimed; then copied
 //!                                                       ▼ out, 1 MiB per hold of the lock
-//!   inserter w.k ── one INSERT (no lock held) ──► ClickHouse ──► mark_replayed_all (lock)
-//!   (k < spill.inserters, each its own connection)
+//!   inserter w.k ── one INSERT (no lock held) ──► ClickHouse ──► marks (lock), then
+//!   (k < spill.inserters, each its own connection)        their sync and trims (no lock)
 //! ```
 //!
 //! When: the oldest pending record has waited `spill.insert_interval_ms`, or its table
