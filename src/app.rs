@@ -364,6 +364,8 @@ pub struct Snapshot {
     pub refused: Option<String>,
     /// A spill refuses blocks (full or failing): intake stopped.
     pub spill_refusing: bool,
+    /// Journal faults after the append (marks not synced, damaged records set aside).
+    pub spill_faults: u64,
     /// Journal-first (`spill.mode = "always"`): every row goes through the spill.
     pub journal_first: bool,
     /// Rows made durable in the spill rather than ClickHouse (journal-first: every row
@@ -1130,6 +1132,7 @@ fn snapshot(
         degraded: stats.writers.iter().any(|w| w.degraded.load(r) != 0),
         refused,
         spill_refusing: stats.writers.iter().any(|w| w.spill_refusing.load(r) != 0),
+        spill_faults: sum(|w| &w.spill_faults_total),
         journal_first,
         spilled_rows: sum(|w| &w.spilled_rows_total),
         spill_latency_us: [

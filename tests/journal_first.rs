@@ -4,7 +4,10 @@
 //!
 //! - store a tick twice or lose one when killed after an INSERT from the journal
 //!   committed and before its records were marked, in the middle of such an INSERT,
-//!   or after a journal sync and before the ack;
+//!   after the marks and before their sync, or after a journal sync and before the ack;
+//! - ask ClickHouse again or resend when the sync of the marks fails (an injected EIO);
+//! - lose a record damaged on disk while it waits: it is set aside, the drain does not
+//!   wait on it, and the restart has JetStream deliver what it held again;
 //! - send a record twice when an INSERT from the journal is cut mid-way;
 //! - retry, or exit 0, when ClickHouse refuses journaled blocks (schema): they stay in
 //!   the journal and are stored after a restart with the schema fixed;
@@ -481,4 +484,132 @@ fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothin
 #[test]
 fn journal_first_crash_after_a_journal_sync_and_before_its_ack_stores_nothing_twice() {
     crash_then_restart("jfsync", "spill_synced:3", &[]);
+}
+
+#[test]
+fn journal_first_crash_after_the_marks_and_before_their_sync_stores_nothing_twice() {
+    // The third INSERT's records are marked in the journal's mapping, the lock is let
+    // go, and the process dies before the marks' fdatasync and before the segments they
+    // emptied are deleted: the restart's open and replay must neither resend those
+    // records nor miss the ones still pending.
+    crash_then_restart("jfmarks", "marks_unsynced:3", &[]);
+}
+
+#[test]
+fn journal_first_a_failed_sync_of_the_marks_is_reported_and_nothing_is_sent_again() {
+    // The second sync of replayed marks fails as a disk would (EIO). The batch it
+    // belonged to is in ClickHouse and marked in memory: the run says so once, counts
+    // it, and goes on without asking ClickHouse again or resending; the drain empties
+    // the journal.
+    const TICKS: u64 = 40_000;
+    let (db, mut conn) = tables("jfmsync");
+    let nats = Nats::new("jfmsync");
+    feed(&db, &nats, &["--count", "1", "--format", "kite"]);
+    let run = start_run_env(
+        &db,
+        &nats,
+        &JOURNAL_FIRST,
+        &[("ALPHAPT_CRASH_AT", "marks_sync_error:2")],
+    );
+    let feed = feeder(&db, &nats, TICKS - 1, 20_000, "kite");
+    feeder_done(feed);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let control = control_addr(&run);
+    let faults = metric(control, "alphapt_spill_faults_total");
+    let summary = drain(run);
+    assert_stored_once_and_journal_empty(&mut conn, TICKS, &summary);
+    assert_eq!(
+        summary.matches("Cannot sync the marks").count(),
+        1,
+        "said once: {summary}"
+    );
+    assert!(summary.contains("Input/output error"), "{summary}");
+    assert!(
+        !summary.contains("already stored; sending only the rest"),
+        "the batch was done: nothing asked of ClickHouse again: {summary}"
+    );
+    assert_eq!(faults, 1, "the failed sync is counted");
+    consumer_settled(&nats, TICKS);
+}
+
+/// The first record of the oldest segment under `spill`, damaged in place: one byte of
+/// its payload flipped (the running appliance's mapping sees the page cache). Returns
+/// the rows it held (its header, `src/spill/format.rs`).
+fn damage_oldest_record(spill: &std::path::Path) -> u64 {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(spill.join("writer-0"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "spill"))
+        .collect();
+    segments.sort();
+    let path = segments.first().expect("a journal segment");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // Segment header 64 bytes, then the record: rows at 16, payload from 72.
+    let mut header = [0u8; 72];
+    file.seek(SeekFrom::Start(64)).unwrap();
+    file.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..4], b"APSR", "a record at offset 64 of {path:?}");
+    let rows = u32::from_le_bytes(header[16..20].try_into().unwrap());
+    let at = 64 + 72 + 40;
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&[byte[0] ^ 0x20]).unwrap();
+    u64::from(rows)
+}
+
+#[test]
+fn journal_first_a_record_damaged_in_the_journal_is_set_aside_and_delivered_again_after_a_restart()
+{
+    // Acknowledged records wait in the journal (no INSERT is due before a minute or a
+    // million rows); one is damaged on disk. The drain sends the rest at once, sets the
+    // damaged one aside with an error naming it, and does not wait on it to its
+    // deadline. The restart finds the damaged record, reads the whole store, and
+    // JetStream delivers what it held again: every tick stored once in the end.
+    const TICKS: u64 = 10_000;
+    let (db, mut conn) = tables("jfdamage");
+    let nats = Nats::new("jfdamage");
+    feed(&db, &nats, &["--count", "10000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend([
+        "--set",
+        "spill.insert_interval_ms=60000",
+        "--set",
+        "spill.insert_rows=1000000",
+    ]);
+    let run = start_run(&db, &nats, &settings);
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    assert_eq!(stored(&mut conn).0, 0, "nothing inserted before the drain");
+    let rows = damage_oldest_record(&db.spill_dir());
+    assert!(
+        rows > 0 && rows < TICKS,
+        "{rows} rows in the damaged record"
+    );
+    let started = std::time::Instant::now();
+    let summary = drain(run);
+    let took = started.elapsed();
+    let (count, distinct, _, _) = stored(&mut conn);
+    assert_eq!((count, distinct), (TICKS - rows, TICKS - rows), "{summary}");
+    assert!(
+        summary.contains("A journaled block is damaged") && summary.contains("set aside"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("Drain deadline passed") && took < Duration::from_secs(15),
+        "the drain did not wait on the damaged record ({took:?}): {summary}"
+    );
+    // The restart with the default due rules: what JetStream delivers again goes in
+    // within the 200 ms interval.
+    let run = start_run(&db, &nats, &JOURNAL_FIRST);
+    let restart = drain_stored_once(&mut conn, run, &nats, TICKS);
+    assert!(
+        restart.contains("reading the whole store"),
+        "the damaged record made the restart read the whole store: {restart}"
+    );
 }

@@ -229,10 +229,15 @@ fn spill_note(now: &Snapshot) -> String {
 /// Runs the appliance until the source ends or a signal asks it to drain.
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some((point, pass)) = crash::arm_from_env().map_err(anyhow::Error::msg)? {
+        let effect = if point == crash::Point::MarksSyncError {
+            "fails a sync there as a disk would"
+        } else {
+            "kills itself there"
+        };
         tracing::warn!(
             point = crash::name(point),
             pass,
-            "{} is set: this run kills itself there (fault tests only)",
+            "{} is set: this run {effect} (fault tests only)",
             crash::CRASH_AT_VAR
         );
     }

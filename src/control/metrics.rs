@@ -334,6 +334,12 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         &[("", f(u64::from(s.spill_refusing)))],
     );
     metric(
+        "alphapt_spill_faults_total",
+        "counter",
+        "Journal faults after the append, each logged: marks whose sync failed, records found damaged when read back (set aside; the next start has them delivered again).",
+        &[("", f(s.spill_faults))],
+    );
+    metric(
         "alphapt_storage_durable_watermark",
         "gauge",
         "Highest stream sequence durable (in ClickHouse or the spill) with all below it: acknowledged up to it under AckAll, the resume floor under AckNone.",

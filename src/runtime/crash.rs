@@ -1,12 +1,16 @@
 //! Deterministic crash points for the fault tests: the process kills itself with
 //! SIGKILL at a named moment, exactly as `kill -9` would, but at a moment a test can
-//! choose instead of hitting it by chance.
+//! choose instead of hitting it by chance. One point is a failure instead of a crash:
+//! a disk that refuses a sync cannot be had on demand, so `marks_sync_error` makes the
+//! n-th sync of replayed marks report EIO, and the run goes on.
 //!
 //! ```text
 //!   ALPHAPT_CRASH_AT=<point>:<n>  ──arm (once, at start)──► ARMED = point, n
 //!   writer: INSERT sent part-way ──► reached(MidInsert)       ─┐  the n-th pass of the
 //!   writer: INSERT committed     ──► reached(InsertCommitted) ─┼─ armed point: SIGKILL
-//!   writer: spill synced         ──► reached(SpillSynced)     ─┘  to itself
+//!   writer: spill synced         ──► reached(SpillSynced)     ─┤  to itself
+//!   inserter: marks in the map   ──► reached(MarksUnsynced)   ─┘
+//!   journal: marks' fdatasync    ──► fails(MarksSyncError) ──► the n-th pass: EIO
 //!   run: start                   ──► armed(Panic) ──► panic! with clear-text secrets
 //! ```
 //!
@@ -32,13 +36,20 @@ pub enum Point {
     /// At the start of `run`: a panic whose message holds the connection settings in
     /// clear text, the worst a bug could print; the test checks they come out as `***`.
     Panic = 4,
+    /// A journal-first INSERT's records are marked replayed in the journal's mapping;
+    /// the marks are not yet synced and emptied segments not yet deleted.
+    MarksUnsynced = 5,
+    /// Not a crash: the n-th sync of replayed marks fails as a disk would (EIO).
+    MarksSyncError = 6,
 }
 
-const POINTS: [(Point, &str); 4] = [
+const POINTS: [(Point, &str); 6] = [
     (Point::MidInsert, "mid_insert"),
     (Point::InsertCommitted, "insert_committed"),
     (Point::SpillSynced, "spill_synced"),
     (Point::Panic, "panic"),
+    (Point::MarksUnsynced, "marks_unsynced"),
+    (Point::MarksSyncError, "marks_sync_error"),
 ];
 
 /// Armed point in the high 32 bits, passes left before the crash in the low 32; 0 when
@@ -101,25 +112,37 @@ pub fn armed(point: Point) -> bool {
 /// Passes `point`: kills the process when it is the armed point's n-th pass.
 #[inline]
 pub fn reached(point: Point) {
-    let armed = ARMED.load(Ordering::Relaxed);
-    if armed >> 32 == point as u64 {
-        count_down(armed);
+    if passes_nth(point) {
+        crash();
     }
 }
 
+/// Passes `point`: true on the armed point's n-th pass only, where the caller fails as
+/// the real operation could (for [`Point::MarksSyncError`]).
+#[inline]
+pub fn fails(point: Point) -> bool {
+    passes_nth(point)
+}
+
+/// Counts a pass of `point`; true when it is the armed point's n-th.
+#[inline]
+fn passes_nth(point: Point) -> bool {
+    let armed = ARMED.load(Ordering::Relaxed);
+    armed >> 32 == point as u64 && count_down(armed)
+}
+
 #[cold]
-fn count_down(mut armed: u64) {
+fn count_down(mut armed: u64) -> bool {
     loop {
         let left = armed & u64::from(u32::MAX);
         if left == 0 {
-            return; // Another thread is crashing the process right now.
+            return false; // The n-th pass was another's (a crash under way, or done).
         }
         let next = armed - 1;
         match ARMED.compare_exchange(armed, next, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) if left == 1 => crash(),
-            Ok(_) => return,
+            Ok(_) => return left == 1,
             Err(now) if now >> 32 == armed >> 32 => armed = now,
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }
@@ -144,6 +167,8 @@ mod tests {
         assert_eq!(parse("mid_insert:1"), Ok((Point::MidInsert, 1)));
         assert_eq!(parse("spill_synced:40"), Ok((Point::SpillSynced, 40)));
         assert_eq!(parse("insert_committed:7"), Ok((Point::InsertCommitted, 7)));
+        assert_eq!(parse("marks_unsynced:2"), Ok((Point::MarksUnsynced, 2)));
+        assert_eq!(parse("marks_sync_error:1"), Ok((Point::MarksSyncError, 1)));
         for (bad, says) in [
             ("mid_insert", "expected <point>:<n>"),
             ("nowhere:1", "unknown point \"nowhere\""),
@@ -167,5 +192,7 @@ mod tests {
         reached(Point::MidInsert);
         reached(Point::InsertCommitted);
         reached(Point::SpillSynced);
+        reached(Point::MarksUnsynced);
+        assert!(!fails(Point::MarksSyncError));
     }
 }

@@ -74,6 +74,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memmap2::MmapMut;
 use thiserror::Error;
 
+use crate::runtime::crash;
+
 use super::format::{
     self, decode_record, encode_segment_header, record_bytes, scan_segment, Record, RecordHeader,
     ScannedRecord, SegmentHeader, PAYLOAD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
@@ -923,6 +925,32 @@ impl Journal {
         Ok(())
     }
 
+    /// Takes the record at `pos`, found damaged by [`Journal::read`] after it was
+    /// written, out of the pending ones, as the scan at open would have: it is counted
+    /// as corrupt (so its segment is never trimmed: its bytes may be the only copy of a
+    /// block), listed in [`Journal::findings`] with `reason`, and never offered again.
+    /// Memory only, like a claim: the next open's scan finds it damaged again.
+    pub fn set_aside(&mut self, pos: RecordPos, reason: &str) -> Result<(), SpillError> {
+        let (segment_index, record_index) = self.locate(pos)?;
+        let segment = &mut self.segments[segment_index];
+        let record = segment.records.remove(record_index);
+        segment.claimed.remove(record_index);
+        segment.corrupt += 1;
+        if record.state != STATE_REPLAYED {
+            segment.pending -= 1;
+            self.records_pending -= 1;
+            self.bytes_pending -= record.bytes as u64;
+        }
+        self.findings.push(Finding {
+            kind: FindingKind::CorruptRecord,
+            file: segment.path.clone(),
+            offset: pos.offset,
+            bytes: record.bytes as u64,
+            reason: format!("{reason} (found after it was written)"),
+        });
+        Ok(())
+    }
+
     /// The record at `pos`, its CRCs checked again and its header compared with the one
     /// seen at open or append.
     pub fn read(&self, pos: RecordPos) -> Result<Record<'_>, SpillError> {
@@ -1344,7 +1372,12 @@ impl MarksToSync {
     pub fn sync(self) -> (Result<(), SpillError>, u64) {
         let mut outcome = Ok(());
         for (file, path) in &self.files {
-            if let Err(e) = file.sync_data() {
+            let synced = if crash::fails(crash::Point::MarksSyncError) {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                file.sync_data()
+            };
+            if let Err(e) = synced {
                 outcome = Err(io_error("cannot sync the replayed marks in", path, e));
                 break;
             }

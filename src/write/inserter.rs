@@ -46,7 +46,12 @@
 //! is followed by a look at which records' last sequences ClickHouse holds (as the
 //! writer does, `spill::replay::stored_last_seqs`); those are marked, the rest sent.
 //! A crash between commit and mark leaves the records pending; the replay at the next
-//! start finds them stored. A permanent error (schema) stops this thread's INSERTs:
+//! start finds them stored. So does a mark whose sync fails: the batch is done, its
+//! records marked in memory, and the failure logged and counted
+//! (`alphapt_spill_faults_total`). A record found damaged when copied out (a disk, or
+//! a hand on the file) is set aside as the scan at open would: logged, counted, never
+//! offered again nor waited for at the drain; its segment is kept, and the next start
+//! reads the whole store so that JetStream delivers its messages again. A permanent error (schema) stops this thread's INSERTs:
 //! the blocks are safe in the journal, health shows the server's message, and the
 //! journal fills until back-pressure stops intake; a restart with the schema fixed
 //! replays them.
@@ -64,7 +69,7 @@ use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
 use crate::runtime::{crash, Alert, Backoff};
 use crate::spill::replay::{stored_last_seqs, Target};
-use crate::spill::{self, RecordPos, RecordTable, SharedJournal};
+use crate::spill::{self, RecordPos, RecordTable, SharedJournal, SpillError};
 
 use super::{dedup_token, Tables, WriterStats};
 
@@ -393,6 +398,7 @@ impl Inserter {
         }
         drop(journal);
         self.batch.clear();
+        let mut damaged = Vec::new();
         let mut next = 0;
         while next < self.claimed.len() {
             let mut journal = spill::lock(&self.journal);
@@ -402,12 +408,20 @@ impl Inserter {
                 let pos = self.claimed[next];
                 held += self.claimed_bytes[next];
                 next += 1;
-                let Ok(record) = journal.read(pos) else {
-                    // Damaged since it was written: the next start's scan counts it and
-                    // the records around it are replayed; here it is only skipped, left
-                    // unclaimed as it was found.
-                    let _ = journal.unclaim(pos);
-                    continue;
+                let record = match journal.read(pos) {
+                    Ok(record) => record,
+                    Err(error) => {
+                        // Damaged since it was written (the disk, or a hand on the file):
+                        // set aside as the scan at open would, so it is neither sent nor
+                        // offered again, nor waited for at the drain; the records around
+                        // it go on. Its segment stays on disk for `spill verify`.
+                        let set_aside = match &error {
+                            SpillError::Corrupt { reason, .. } => journal.set_aside(pos, reason),
+                            _ => journal.unclaim(pos),
+                        };
+                        damaged.push((error, set_aside.err()));
+                        continue;
+                    }
                 };
                 let batch = &mut self.batch;
                 let slot = batch.len();
@@ -425,6 +439,11 @@ impl Inserter {
                 batch.received_min_ms.push(header.received_min_ms);
                 batch.stored.push(false);
             }
+        }
+        for (error, not_set_aside) in damaged {
+            self.stats.spill_fault(&error);
+            tracing::error!(writer = self.config.index, %error, not_set_aside = ?not_set_aside,
+                "A journaled block is damaged and cannot be sent; it is set aside and its segment kept (`alphapt-storage spill verify`); the next start reads the whole store so that JetStream delivers its messages again");
         }
         if self.batch.len() == 0 {
             return false;
@@ -543,6 +562,7 @@ impl Inserter {
         s.spill_pending_bytes
             .store(journal.bytes_pending(), Ordering::Relaxed);
         drop(journal);
+        crash::reached(crash::Point::MarksUnsynced);
         // The marks' sync and the trims' deletes wait for the disk: outside the lock,
         // so the writer's appends never wait for them.
         let synced = marked.and_then(|marks| {
@@ -553,16 +573,17 @@ impl Inserter {
             outcome
         });
         if let Err(error) = synced {
-            // Advisory marks: the records stay pending, and the look before the next
-            // INSERT of them finds them stored.
+            // The batch is done all the same: its records are marked in memory, so no
+            // inserter of this run offers them again. Their marks are advisory: where one
+            // did not reach the disk, the next start's replay finds the block stored
+            // (`spill::replay`). Keeping the batch to retry would resend nothing but
+            // loop on records whose segment the marks already emptied and let go.
+            s.spill_fault(&error);
             tracing::error!(writer = self.config.index, %error,
-                "Cannot mark journaled blocks as inserted; they are checked against ClickHouse before any resend");
-            self.uncertain = true;
+                "Cannot sync the marks of inserted journaled blocks; a restart checks them against ClickHouse before any resend");
         }
-        if !self.uncertain {
-            self.audit_batch();
-            self.batch.clear();
-        }
+        self.audit_batch();
+        self.batch.clear();
     }
 
     /// An audit record per record of the committed batch, those found already stored

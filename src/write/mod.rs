@@ -216,9 +216,21 @@ pub struct WriterStats {
     /// 1 while the spill refuses blocks (full, or failing): then the writer holds them
     /// and back-pressure stops the receiver.
     pub spill_refusing: AtomicU64,
+    /// Journal faults after the append, each also logged: marks whose sync failed, and
+    /// records found damaged when an inserter read them back (set aside).
+    pub spill_faults_total: AtomicU64,
 }
 
 impl WriterStats {
+    /// Counts a journal fault past the append and keeps its text for health.
+    pub fn spill_fault(&self, error: &crate::spill::SpillError) {
+        self.spill_faults_total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut text) = self.last_error.lock() {
+            text.clear();
+            text.push_str(&error.to_string());
+        }
+    }
+
     /// Keeps `error`'s text for health and the status line (on failure only).
     pub fn note_error(&self, error: &Error) {
         if let Ok(mut text) = self.last_error.lock() {

@@ -530,6 +530,84 @@ fn read_checks_the_crcs_again() {
     assert!(journal.read(positions[1]).is_ok());
 }
 
+/// What an inserter does with a record `read` finds damaged: set aside, it leaves the
+/// pending ones, is listed as a finding, keeps its segment from being trimmed, and the
+/// next open finds it damaged again.
+#[test]
+fn a_record_damaged_after_it_was_written_is_set_aside_and_its_segment_kept() {
+    let tmp = TempDir::new("aside");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    // Two records a segment: the damaged one's segment is not the active one.
+    let positions = fill(&mut journal, 4, 1500);
+    let path = path_of(&journal, positions[0]);
+    flip_byte(&path, positions[0].offset + 100);
+    let pending_bytes = journal.bytes_pending();
+    let SpillError::Corrupt { reason, .. } = journal.read(positions[0]).unwrap_err() else {
+        panic!("not a corrupt record");
+    };
+    journal.set_aside(positions[0], reason).unwrap();
+    assert_eq!(journal.records_pending(), 3);
+    assert!(journal.bytes_pending() < pending_bytes);
+    assert_eq!(journal.pending(), positions[1..].to_vec());
+    assert!(journal
+        .unclaimed_headers()
+        .all(|(pos, ..)| pos != positions[0]));
+    assert!(journal.read(positions[0]).is_err(), "no longer a record");
+    let finding = journal.findings().last().unwrap();
+    assert_eq!(finding.kind, FindingKind::CorruptRecord);
+    assert_eq!(
+        (finding.file.as_path(), finding.offset),
+        (path.as_path(), positions[0].offset)
+    );
+    assert!(finding.reason.contains("after it was written"), "{finding}");
+    // Its neighbour replayed, the segment holds nothing pending, and is still kept.
+    journal.mark_replayed_all(&[positions[1]]).unwrap();
+    assert!(
+        path.exists(),
+        "a segment with a damaged record is never trimmed"
+    );
+    drop(journal);
+    let (journal, report) = Journal::open(&config).unwrap();
+    assert_eq!(report.corrupt_records, 1);
+    assert_eq!(journal.pending(), positions[2..].to_vec());
+}
+
+/// A trimmed segment whose file cannot be deleted (here a directory took its name, so
+/// the unlink fails as a real one can) is counted again, not forgotten: `bytes_used`
+/// must still hold it, or the journal would overfill the disk.
+#[test]
+fn a_segment_the_sync_cannot_delete_is_counted_again() {
+    let tmp = TempDir::new("undeleted");
+    let config = config(&tmp.0, 1 << 20);
+    let (mut journal, _) = Journal::open(&config).unwrap();
+    let positions = fill(&mut journal, 6, 1500);
+    let files = segment_files(&config.dir);
+    let used = journal.bytes_used();
+    let marks = journal
+        .mark_replayed_deferred(&[positions[0], positions[1]])
+        .unwrap();
+    assert_eq!(journal.bytes_used(), used - SEGMENT_BYTES);
+    let moved = tmp.0.join("moved-aside");
+    fs::rename(&files[0], &moved).unwrap();
+    fs::create_dir(&files[0]).unwrap();
+    fs::write(files[0].join("keep"), b"x").unwrap();
+    let (outcome, undeleted) = marks.sync();
+    outcome.unwrap();
+    assert_eq!(undeleted, SEGMENT_BYTES);
+    journal.count_undeleted(undeleted);
+    assert_eq!(journal.bytes_used(), used, "counted again");
+    assert_eq!(journal.pending(), positions[2..].to_vec());
+    // Put back as it was, the next open trims the replayed segment.
+    drop(journal);
+    fs::remove_dir_all(&files[0]).unwrap();
+    fs::rename(&moved, &files[0]).unwrap();
+    let (journal, report) = Journal::open(&config).unwrap();
+    assert_eq!(report.pending, 4);
+    assert_eq!(journal.pending(), positions[2..].to_vec());
+    assert!(!files[0].exists(), "trimmed at open");
+}
+
 #[test]
 fn garbage_files_in_the_directory_are_reported_not_a_panic() {
     let tmp = TempDir::new("garbage");
