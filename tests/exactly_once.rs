@@ -12,6 +12,9 @@
 //! - ClickHouse away mid-feed: the spill carries the stream (acks go on), and drains
 //!   into ClickHouse when it is back;
 //! - kill -9 with blocks only in the spill: the next start replays them, once;
+//! - a spilled record damaged on disk, at rest (kill -9) or while the run waits for
+//!   ClickHouse: counted and set aside, the rest replayed, and what it held delivered
+//!   again by JetStream after a restart;
 //! - an INSERT cut mid-way and retried stores no block twice;
 //! - a schema ClickHouse refuses mid-run: the blocks are held, not retried, and a
 //!   restart with the schema fixed stores them once;
@@ -482,51 +485,21 @@ fn blocks_only_in_the_spill_survive_kill_9_and_are_replayed_once_at_start() {
 /// Flips one payload byte of a pending record in the middle of a journal and leaves a
 /// torn record after the last one; returns the damaged record's sequence range.
 fn damage_spill(root: &std::path::Path) -> (u64, u64) {
-    use alphapt_storage::spill::{all_journal_dirs, Journal};
+    use alphapt_storage::spill::Journal;
     use std::io::{Seek, SeekFrom, Write};
-    for dir in all_journal_dirs(root).unwrap() {
-        let scan = Journal::scan_read_only(&dir).unwrap();
-        let pending: Vec<_> = scan.records.iter().filter(|r| r.pending).collect();
-        if pending.len() < 3 {
-            continue;
-        }
-        let victim = pending[pending.len() / 2];
-        let segment = scan
-            .segments
-            .iter()
-            .find(|s| s.segment_seq == victim.pos.segment_seq)
-            .unwrap();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segment.file)
-            .unwrap();
-        let flip_at = victim.pos.offset + 72 + victim.payload_bytes / 2;
-        let mut byte = [0u8];
-        {
-            use std::io::Read;
-            let mut reader = std::fs::File::open(&segment.file).unwrap();
-            reader.seek(SeekFrom::Start(flip_at)).unwrap();
-            reader.read_exact(&mut byte).unwrap();
-        }
-        file.seek(SeekFrom::Start(flip_at)).unwrap();
-        file.write_all(&[byte[0] ^ 0x5a]).unwrap();
-        // A record cut short after the newest one: its magic and a few header bytes.
-        let last = scan.segments.last().unwrap();
-        let mut tail = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&last.file)
-            .unwrap();
-        tail.seek(SeekFrom::Start(last.bytes_written)).unwrap();
-        tail.write_all(b"APSR\x01\x00\x01\x00\x00\x00\x00\x00\x10\x00")
-            .unwrap();
-        tail.sync_all().unwrap();
-        file.sync_all().unwrap();
-        return (victim.header.seq_first, victim.header.seq_last);
-    }
-    panic!(
-        "no journal under {} holds three pending records",
-        root.display()
-    );
+    let (victim, dir) = flip_pending_record(root, 3);
+    // A record cut short after the newest one: its magic and a few header bytes.
+    let scan = Journal::scan_read_only(&dir).unwrap();
+    let last = scan.segments.last().unwrap();
+    let mut tail = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last.file)
+        .unwrap();
+    tail.seek(SeekFrom::Start(last.bytes_written)).unwrap();
+    tail.write_all(b"APSR\x01\x00\x01\x00\x00\x00\x00\x00\x10\x00")
+        .unwrap();
+    tail.sync_all().unwrap();
+    (victim.header.seq_first, victim.header.seq_last)
 }
 
 #[test]
@@ -558,6 +531,60 @@ fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetc
     );
     assert!(summary.contains("corrupt record"), "{summary}");
     assert!(summary.contains("torn"), "{summary}");
+    assert!(summary.contains("reading the whole store"), "{summary}");
+    consumer_settled(&nats, TICKS);
+}
+
+#[test]
+fn a_spilled_record_damaged_while_clickhouse_is_away_is_set_aside_then_refetched_after_a_restart() {
+    // The spill carries the stream through an outage; one of its records is damaged on
+    // disk meanwhile. Once ClickHouse is back the writer's replay stores the rest, sets
+    // the damaged one aside with an error naming it, and the drain does not wait on it.
+    // The restart reads the whole store and JetStream delivers what it held again.
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("damagelive");
+    let nats = Nats::new("damagelive");
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let port = format!("clickhouse.port={}", proxy.port);
+    let settings = [
+        "--set",
+        &port,
+        "--set",
+        "ingest.block_rows_max=1024",
+        "--set",
+        "spill.mode=overflow",
+    ];
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, 1, Duration::from_secs(60));
+    proxy.down();
+    feed(&db, &nats, &["--count", "19999", "--format", "kite"]);
+    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    let (victim, _) = flip_pending_record(&db.spill_dir(), 3);
+    let rows = u64::from(victim.header.rows);
+    proxy.up();
+    wait_stored(&mut conn, TICKS - rows, Duration::from_secs(60));
+    let started = Instant::now();
+    let summary = drain(run);
+    let took = started.elapsed();
+    let (count, distinct, _, _) = stored(&mut conn);
+    assert_eq!(
+        (count, distinct),
+        (TICKS - rows, TICKS - rows),
+        "all but the damaged record's {rows} rows: {summary}"
+    );
+    assert!(
+        summary.contains("A journaled block is damaged") && summary.contains("set aside"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("Drain deadline passed") && took < Duration::from_secs(15),
+        "the drain did not wait on the damaged record ({took:?}): {summary}"
+    );
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(60));
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
     assert!(summary.contains("reading the whole store"), "{summary}");
     consumer_settled(&nats, TICKS);
 }

@@ -532,38 +532,6 @@ fn journal_first_a_failed_sync_of_the_marks_is_reported_and_nothing_is_sent_agai
     consumer_settled(&nats, TICKS);
 }
 
-/// The first record of the oldest segment under `spill`, damaged in place: one byte of
-/// its payload flipped (the running appliance's mapping sees the page cache). Returns
-/// the rows it held (its header, `src/spill/format.rs`).
-fn damage_oldest_record(spill: &std::path::Path) -> u64 {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(spill.join("writer-0"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "spill"))
-        .collect();
-    segments.sort();
-    let path = segments.first().expect("a journal segment");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    // Segment header 64 bytes, then the record: rows at 16, payload from 72.
-    let mut header = [0u8; 72];
-    file.seek(SeekFrom::Start(64)).unwrap();
-    file.read_exact(&mut header).unwrap();
-    assert_eq!(&header[..4], b"APSR", "a record at offset 64 of {path:?}");
-    let rows = u32::from_le_bytes(header[16..20].try_into().unwrap());
-    let at = 64 + 72 + 40;
-    let mut byte = [0u8; 1];
-    file.seek(SeekFrom::Start(at)).unwrap();
-    file.read_exact(&mut byte).unwrap();
-    file.seek(SeekFrom::Start(at)).unwrap();
-    file.write_all(&[byte[0] ^ 0x20]).unwrap();
-    u64::from(rows)
-}
-
 #[test]
 fn journal_first_a_record_damaged_in_the_journal_is_set_aside_and_delivered_again_after_a_restart()
 {
@@ -586,7 +554,7 @@ fn journal_first_a_record_damaged_in_the_journal_is_set_aside_and_delivered_agai
     let run = start_run(&db, &nats, &settings);
     wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
     assert_eq!(stored(&mut conn).0, 0, "nothing inserted before the drain");
-    let rows = damage_oldest_record(&db.spill_dir());
+    let rows = u64::from(flip_pending_record(&db.spill_dir(), 1).0.header.rows);
     assert!(
         rows > 0 && rows < TICKS,
         "{rows} rows in the damaged record"

@@ -69,9 +69,9 @@ use crate::native::{Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
 use crate::runtime::{crash, Alert, Backoff};
 use crate::spill::replay::{stored_last_seqs, Target};
-use crate::spill::{self, RecordPos, RecordTable, SharedJournal, SpillError};
+use crate::spill::{self, RecordPos, RecordTable, SharedJournal};
 
-use super::{dedup_token, Tables, WriterStats};
+use super::{dedup_token, set_aside_damaged, Tables, WriterStats};
 
 /// Most records one INSERT carries.
 pub const RECORDS_PER_INSERT_MAX: usize = 1024;
@@ -398,7 +398,6 @@ impl Inserter {
         }
         drop(journal);
         self.batch.clear();
-        let mut damaged = Vec::new();
         let mut next = 0;
         while next < self.claimed.len() {
             let mut journal = spill::lock(&self.journal);
@@ -411,15 +410,14 @@ impl Inserter {
                 let record = match journal.read(pos) {
                     Ok(record) => record,
                     Err(error) => {
-                        // Damaged since it was written (the disk, or a hand on the file):
-                        // set aside as the scan at open would, so it is neither sent nor
-                        // offered again, nor waited for at the drain; the records around
-                        // it go on. Its segment stays on disk for `spill verify`.
-                        let set_aside = match &error {
-                            SpillError::Corrupt { reason, .. } => journal.set_aside(pos, reason),
-                            _ => journal.unclaim(pos),
-                        };
-                        damaged.push((error, set_aside.err()));
+                        // Rare enough to log under the lock.
+                        set_aside_damaged(
+                            &mut journal,
+                            pos,
+                            &error,
+                            &self.stats,
+                            self.config.index,
+                        );
                         continue;
                     }
                 };
@@ -439,11 +437,6 @@ impl Inserter {
                 batch.received_min_ms.push(header.received_min_ms);
                 batch.stored.push(false);
             }
-        }
-        for (error, not_set_aside) in damaged {
-            self.stats.spill_fault(&error);
-            tracing::error!(writer = self.config.index, %error, not_set_aside = ?not_set_aside,
-                "A journaled block is damaged and cannot be sent; it is set aside and its segment kept (`alphapt-storage spill verify`); the next start reads the whole store so that JetStream delivers its messages again");
         }
         if self.batch.len() == 0 {
             return false;

@@ -221,6 +221,28 @@ pub struct WriterStats {
     pub spill_faults_total: AtomicU64,
 }
 
+/// A journaled record that [`crate::spill::Journal::read`] found damaged after it was
+/// written (the disk, or a hand on the file): set aside as the scan at open would, so
+/// it is neither sent nor offered again nor waited for at the drain, while the records
+/// around it go on; logged and counted. Its segment is kept for `spill verify`, and
+/// the next start reads the whole store so that JetStream delivers its messages again.
+/// Any other read error (none is known to happen) only ends the claim.
+pub(crate) fn set_aside_damaged(
+    journal: &mut crate::spill::Journal,
+    pos: crate::spill::RecordPos,
+    error: &crate::spill::SpillError,
+    stats: &WriterStats,
+    writer: usize,
+) {
+    let outcome = match error {
+        crate::spill::SpillError::Corrupt { reason, .. } => journal.set_aside(pos, reason),
+        _ => journal.unclaim(pos),
+    };
+    stats.spill_fault(error);
+    tracing::error!(writer, %error, not_set_aside = ?outcome.err(),
+        "A journaled block is damaged and cannot be sent; it is set aside and its segment kept (`alphapt-storage spill verify`); the next start reads the whole store so that JetStream delivers its messages again");
+}
+
 impl WriterStats {
     /// Counts a journal fault past the append and keeps its text for health.
     pub fn spill_fault(&self, error: &crate::spill::SpillError) {

@@ -20,7 +20,7 @@ use crate::native::Connection;
 use crate::spill::replay::{replay_record, Replayed, Target};
 use crate::spill::{schema_hash, RecordHeader, RecordTable, SpillError};
 
-use super::{Tables, Writer, WriterStats};
+use super::{set_aside_damaged, Tables, Writer, WriterStats};
 
 /// The spill's name for a table.
 pub fn record_table(table: Table) -> RecordTable {
@@ -164,8 +164,12 @@ impl Writer {
         let lz4 = self.config.options.compression.is_some();
         let mut chosen = None;
         for pos in journal.pending() {
-            let Ok(record) = journal.read(pos) else {
-                continue;
+            let record = match journal.read(pos) {
+                Ok(record) => record,
+                Err(error) => {
+                    set_aside_damaged(&mut journal, pos, &error, &self.stats, self.config.index);
+                    continue;
+                }
             };
             let header = record.header;
             if header.lz4 != lz4 {

@@ -801,3 +801,46 @@ pub fn partitions_flags(
 pub fn strs(flags: &[String]) -> Vec<&str> {
     flags.iter().map(String::as_str).collect()
 }
+
+/// Flips one payload byte of the middle pending record of the first journal under the
+/// spill `root` that holds at least `min_pending` pending ones, in place (never
+/// truncating: a running appliance maps the file and sees the change). Returns that
+/// record as the scan saw it, and its journal directory.
+pub fn flip_pending_record(
+    root: &std::path::Path,
+    min_pending: usize,
+) -> (alphapt_storage::spill::RecordSummary, std::path::PathBuf) {
+    use alphapt_storage::spill::{all_journal_dirs, Journal};
+    use std::io::{Seek, SeekFrom};
+    for dir in all_journal_dirs(root).unwrap() {
+        let scan = Journal::scan_read_only(&dir).unwrap();
+        let pending: Vec<_> = scan.records.iter().filter(|r| r.pending).collect();
+        if pending.len() < min_pending.max(1) {
+            continue;
+        }
+        let victim = *pending[pending.len() / 2];
+        let segment = scan
+            .segments
+            .iter()
+            .find(|s| s.segment_seq == victim.pos.segment_seq)
+            .unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment.file)
+            .unwrap();
+        // The payload starts after the 72-byte record header (src/spill/format.rs).
+        let flip_at = victim.pos.offset + 72 + victim.payload_bytes / 2;
+        let mut byte = [0u8];
+        file.seek(SeekFrom::Start(flip_at)).unwrap();
+        file.read_exact(&mut byte).unwrap();
+        file.seek(SeekFrom::Start(flip_at)).unwrap();
+        file.write_all(&[byte[0] ^ 0x5a]).unwrap();
+        file.sync_all().unwrap();
+        return (victim, dir);
+    }
+    panic!(
+        "no journal under {} holds {min_pending} pending records",
+        root.display()
+    );
+}
