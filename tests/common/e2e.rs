@@ -844,3 +844,32 @@ pub fn flip_pending_record(
         root.display()
     );
 }
+
+/// Drains `run` after one record of `rows` rows was damaged in its journal: every other
+/// of the `ticks` stored once, the damaged record set aside with an error that says so,
+/// and the drain not held to its deadline by it. Returns the run's output.
+pub fn drain_with_one_set_aside(
+    conn: &mut alphapt_storage::native::Connection,
+    run: Running,
+    ticks: u64,
+    rows: u64,
+) -> String {
+    let started = Instant::now();
+    let summary = drain(run);
+    let took = started.elapsed();
+    let (count, distinct, _, _) = stored(conn);
+    assert_eq!(
+        (count, distinct),
+        (ticks - rows, ticks - rows),
+        "all but the damaged record's {rows} rows: {summary}"
+    );
+    assert!(
+        summary.contains("A journaled block is damaged") && summary.contains("set aside"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("Drain deadline passed") && took < Duration::from_secs(15),
+        "the drain did not wait on the damaged record ({took:?}): {summary}"
+    );
+    summary
+}
