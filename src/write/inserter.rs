@@ -51,10 +51,11 @@
 //! (`alphapt_spill_faults_total`). A record found damaged when copied out (a disk, or
 //! a hand on the file) is set aside as the scan at open would: logged, counted, never
 //! offered again nor waited for at the drain; its segment is kept, and the next start
-//! reads the whole store so that JetStream delivers its messages again. A permanent error (schema) stops this thread's INSERTs:
-//! the blocks are safe in the journal, health shows the server's message, and the
-//! journal fills until back-pressure stops intake; a restart with the schema fixed
-//! replays them.
+//! reads the whole store so that JetStream delivers its messages again.
+//!
+//! A permanent error (schema) stops this thread's INSERTs: the blocks are safe in the
+//! journal, health shows the server's message, and the journal fills until
+//! back-pressure stops intake; a restart with the schema fixed replays them.
 //!
 //! Shutdown: when the writer has finished (or a drain is asked for) the inserter sends
 //! what is pending until the journal is empty or the drain deadline passes; what is
