@@ -10,7 +10,8 @@
 //!   writer: INSERT committed     ──► reached(InsertCommitted) ─┼─ armed point: SIGKILL
 //!   writer: spill synced         ──► reached(SpillSynced)     ─┤  to itself
 //!   inserter: marks in the map   ──► reached(MarksUnsynced)   ─┘
-//!   journal: marks' fdatasync    ──► fails(MarksSyncError) ──► the n-th pass: EIO
+//!   journal: a replayed mark's   ──► fails(MarksSyncError) ──► the n-th pass: EIO
+//!   sync (inserter or replay)
 //!   run: start                   ──► armed(Panic) ──► panic! with clear-text secrets
 //! ```
 //!

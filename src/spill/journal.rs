@@ -984,10 +984,12 @@ impl Journal {
         }
         let at = record.offset + STATE_OFFSET;
         segment.map[at] = STATE_REPLAYED;
-        segment
-            .map
-            .flush_range(at, 1)
-            .map_err(|e| io_error("cannot sync the replayed mark in", &segment.path, e))?;
+        let synced = if crash::fails(crash::Point::MarksSyncError) {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            segment.map.flush_range(at, 1)
+        };
+        synced.map_err(|e| io_error("cannot sync the replayed mark in", &segment.path, e))?;
         record.state = STATE_REPLAYED;
         segment.pending -= 1;
         self.records_pending -= 1;
