@@ -537,6 +537,48 @@ fn a_damaged_spill_is_counted_its_intact_records_replayed_and_the_damaged_refetc
     consumer_settled(&nats, TICKS);
 }
 
+/// What [`spilled_through_an_outage`] leaves for the test to go on with.
+struct Outage {
+    db: common::TestDb,
+    conn: alphapt_storage::native::Connection,
+    nats: Nats,
+    proxy: Proxy,
+    settings: Vec<String>,
+    run: Running,
+}
+
+/// An overflow-spill run (1,024-row blocks) with `env`: one tick stored, then ClickHouse
+/// cut off (a proxy) and 19,999 more published; returns once all 20,000 are durable,
+/// all but the first only in the spill.
+fn spilled_through_an_outage(tag: &str, env: &[(&str, &str)]) -> Outage {
+    let (db, mut conn) = tables(tag);
+    let nats = Nats::new(tag);
+    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
+    let proxy = Proxy::start(clickhouse_port());
+    let settings: Vec<String> = [
+        "--set".into(),
+        format!("clickhouse.port={}", proxy.port),
+        "--set".into(),
+        "ingest.block_rows_max=1024".into(),
+        "--set".into(),
+        "spill.mode=overflow".into(),
+    ]
+    .into();
+    let run = start_run_env(&db, &nats, &strs(&settings), env);
+    wait_stored(&mut conn, 1, Duration::from_secs(60));
+    proxy.down();
+    feed(&db, &nats, &["--count", "19999", "--format", "kite"]);
+    wait_durable(&nats, &run, 20_000, Duration::from_secs(60));
+    Outage {
+        db,
+        conn,
+        nats,
+        proxy,
+        settings,
+        run,
+    }
+}
+
 #[test]
 fn a_spilled_record_damaged_while_clickhouse_is_away_is_set_aside_then_refetched_after_a_restart() {
     // The spill carries the stream through an outage; one of its records is damaged on
@@ -544,35 +586,22 @@ fn a_spilled_record_damaged_while_clickhouse_is_away_is_set_aside_then_refetched
     // the damaged one aside with an error naming it, and the drain does not wait on it.
     // The restart reads the whole store and JetStream delivers what it held again.
     const TICKS: u64 = 20_000;
-    let (db, mut conn) = tables("damagelive");
-    let nats = Nats::new("damagelive");
-    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
-    let proxy = Proxy::start(clickhouse_port());
-    let port = format!("clickhouse.port={}", proxy.port);
-    let settings = [
-        "--set",
-        &port,
-        "--set",
-        "ingest.block_rows_max=1024",
-        "--set",
-        "spill.mode=overflow",
-    ];
-    let run = start_run(&db, &nats, &settings);
-    wait_stored(&mut conn, 1, Duration::from_secs(60));
-    proxy.down();
-    feed(&db, &nats, &["--count", "19999", "--format", "kite"]);
-    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    let Outage {
+        db,
+        mut conn,
+        nats,
+        proxy,
+        settings,
+        run,
+    } = spilled_through_an_outage("damagelive", &[]);
     let (victim, _) = flip_pending_record(&db.spill_dir(), 3);
     let rows = u64::from(victim.header.rows);
     proxy.up();
     wait_stored(&mut conn, TICKS - rows, Duration::from_secs(60));
     drain_with_one_set_aside(&mut conn, run, TICKS, rows);
-    let run = start_run(&db, &nats, &settings);
-    wait_stored(&mut conn, TICKS, Duration::from_secs(60));
-    let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    let run = start_run(&db, &nats, &strs(&settings));
+    let summary = drain_stored_once(&mut conn, run, &nats, TICKS);
     assert!(summary.contains("reading the whole store"), "{summary}");
-    consumer_settled(&nats, TICKS);
 }
 
 #[test]
@@ -583,29 +612,14 @@ fn a_replayed_record_whose_mark_cannot_be_synced_stops_the_replay_and_the_restar
     // ingestion goes on, the rest stays in the spill, and the restart's replay finds the
     // first record stored and the others not: every tick once.
     const TICKS: u64 = 20_000;
-    let (db, mut conn) = tables("marksync");
-    let nats = Nats::new("marksync");
-    feed(&db, &nats, &["--count", "1", "--instruments", "100"]);
-    let proxy = Proxy::start(clickhouse_port());
-    let port = format!("clickhouse.port={}", proxy.port);
-    let settings = [
-        "--set",
-        &port,
-        "--set",
-        "ingest.block_rows_max=1024",
-        "--set",
-        "spill.mode=overflow",
-    ];
-    let run = start_run_env(
-        &db,
-        &nats,
-        &settings,
-        &[("ALPHAPT_CRASH_AT", "marks_sync_error:1")],
-    );
-    wait_stored(&mut conn, 1, Duration::from_secs(60));
-    proxy.down();
-    feed(&db, &nats, &["--count", "19999", "--format", "kite"]);
-    wait_durable(&nats, &run, TICKS, Duration::from_secs(60));
+    let Outage {
+        db,
+        mut conn,
+        nats,
+        proxy,
+        settings,
+        run,
+    } = spilled_through_an_outage("marksync", &[("ALPHAPT_CRASH_AT", "marks_sync_error:1")]);
     proxy.up();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !run.output().contains("replay stops") {
@@ -631,11 +645,8 @@ fn a_replayed_record_whose_mark_cannot_be_synced_stops_the_replay_and_the_restar
         summary.contains("bytes in the spill for the next start"),
         "the rest kept for the next start: {summary}"
     );
-    let run = start_run(&db, &nats, &settings);
-    wait_stored(&mut conn, TICKS, Duration::from_secs(60));
-    let summary = drain(run);
-    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
-    consumer_settled(&nats, TICKS);
+    let run = start_run(&db, &nats, &strs(&settings));
+    drain_stored_once(&mut conn, run, &nats, TICKS);
 }
 
 #[test]
