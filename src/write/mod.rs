@@ -226,7 +226,8 @@ pub struct WriterStats {
 /// it is neither sent nor offered again nor waited for at the drain, while the records
 /// around it go on; logged and counted. Its segment is kept for `spill verify`, and
 /// the next start reads the whole store so that JetStream delivers its messages again.
-/// Any other read error (none is known to happen) only ends the claim.
+/// Any other read error (none is known to happen: only listed records are read) only
+/// ends the claim, and says so.
 pub(crate) fn set_aside_damaged(
     journal: &mut crate::spill::Journal,
     pos: crate::spill::RecordPos,
@@ -234,11 +235,13 @@ pub(crate) fn set_aside_damaged(
     stats: &WriterStats,
     writer: usize,
 ) {
-    let outcome = match error {
-        crate::spill::SpillError::Corrupt { reason, .. } => journal.set_aside(pos, reason),
-        _ => journal.unclaim(pos),
-    };
     stats.spill_fault(error);
+    let crate::spill::SpillError::Corrupt { reason, .. } = error else {
+        let _ = journal.unclaim(pos);
+        tracing::error!(writer, %error, "A journaled block cannot be read; it stays in the journal for the next start");
+        return;
+    };
+    let outcome = journal.set_aside(pos, reason);
     tracing::error!(writer, %error, not_set_aside = ?outcome.err(),
         "A journaled block is damaged and cannot be sent; it is set aside and its segment kept (`alphapt-storage spill verify`); the next start reads the whole store so that JetStream delivers its messages again");
 }
