@@ -1088,23 +1088,14 @@ impl Journal {
     /// Deletes segment `index` when it is not the active one, every record in it is
     /// replayed and none is corrupt. A failure to delete is logged and the segment kept.
     fn trim_if_replayed(&mut self, index: usize) {
-        let segment = &self.segments[index];
-        let active = self.appendable && index + 1 == self.segments.len();
-        if active || segment.pending > 0 || segment.corrupt > 0 {
+        let Some((path, bytes)) = self.take_if_replayed(index) else {
             return;
-        }
-        let path = segment.path.clone();
-        let bytes = segment.map.len() as u64;
-        // Unmap first: the file is only ever deleted whole, never shrunk while mapped.
-        drop(self.segments.remove(index));
-        let removed = fs::remove_file(&path).and_then(|()| sync_dir(&self.config.dir));
-        match removed {
-            Ok(()) => {
-                self.bytes_used -= bytes;
-                tracing::debug!(path = %path.display(), "Spill segment trimmed");
-            }
+        };
+        match fs::remove_file(&path).and_then(|()| sync_dir(&self.config.dir)) {
+            Ok(()) => tracing::debug!(path = %path.display(), "Spill segment trimmed"),
             Err(error) => {
-                // Still on disk: count it; the next open trims it again.
+                // Still on disk: count it again; the next open trims it.
+                self.count_undeleted(bytes);
                 tracing::warn!(path = %path.display(), error = %error, "Cannot trim spill segment");
             }
         }
