@@ -10,6 +10,12 @@
 //!
 //! Both count what they found once outside the timed loop (10,000 messages; 20,000
 //! lines), so a fast wrong answer cannot pass as a win. Throughput is messages.
+//!
+//! - `ack_subject`: `parse_ack_subject` over the 10,000 deliveries' reply subjects
+//!   (the receiver reads stream and consumer sequence, delivery count and pending from
+//!   each); baseline `split_then_parse`, the plain way: cut into tokens, then each
+//!   number. Both sums of the stream sequences are checked once
+//!   outside the timed loop.
 
 use std::hint::black_box;
 
@@ -17,6 +23,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use alphapt_storage::model::json::write_tick_json;
 use alphapt_storage::model::synthetic::SyntheticTicks;
+use alphapt_storage::receive::nats::parse_ack_subject;
 use alphapt_storage::receive::nats::wire::{self, ServerOp};
 
 const MESSAGES: usize = 10_000;
@@ -62,6 +69,52 @@ fn parse_all(buf: &[u8]) -> (usize, usize) {
     (messages, bytes)
 }
 
+/// The reply subject of every delivery in `buf`.
+fn reply_subjects(buf: &[u8]) -> Vec<Vec<u8>> {
+    let mut head = 0;
+    let mut out = Vec::with_capacity(MESSAGES);
+    while let Some((op, used)) = wire::parse(&buf[head..], 1 << 20).expect("valid") {
+        if let ServerOp::Msg(msg) = op {
+            out.push(msg.reply.expect("a reply subject").to_vec());
+        }
+        head += used;
+    }
+    out
+}
+
+/// Parses every ack subject; returns the sum of their stream sequences.
+fn parse_acks(subjects: &[Vec<u8>]) -> u64 {
+    subjects
+        .iter()
+        .map(|s| parse_ack_subject(s).map_or(0, |info| info.stream_seq))
+        .sum()
+}
+
+/// The plain way: cut every subject into its tokens, then parse the five numbers;
+/// returns the sum of the stream sequences.
+fn split_then_parse(subjects: &[Vec<u8>]) -> u64 {
+    let mut sum = 0;
+    for subject in subjects {
+        let mut tokens: [&[u8]; 12] = [b""; 12];
+        let mut count = 0;
+        for token in subject.split(|&b| b == b'.') {
+            tokens[count.min(11)] = token;
+            count += 1;
+        }
+        let first = match count {
+            9 => 4,
+            11 | 12 => 6,
+            _ => continue,
+        };
+        let mut numbers = [0u64; 5];
+        for (i, number) in numbers.iter_mut().enumerate() {
+            *number = wire::parse_u64(tokens[first + i]).unwrap_or(0);
+        }
+        sum += numbers[1];
+    }
+    sum
+}
+
 /// Splits at every CRLF with a byte loop; returns the number of lines.
 fn naive_split(buf: &[u8]) -> usize {
     let mut lines = 0;
@@ -88,6 +141,20 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(MESSAGES as u64));
     group.bench_function("wire_parse", |b| b.iter(|| parse_all(black_box(&buf))));
     group.bench_function("naive_split", |b| b.iter(|| naive_split(black_box(&buf))));
+    group.finish();
+
+    let subjects = reply_subjects(&buf);
+    let n = MESSAGES as u64;
+    assert_eq!(parse_acks(&subjects), n * (n + 1) / 2);
+    assert_eq!(split_then_parse(&subjects), n * (n + 1) / 2);
+    let mut group = c.benchmark_group("ack_subject");
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    group.bench_function("parse_ack_subject", |b| {
+        b.iter(|| parse_acks(black_box(&subjects)))
+    });
+    group.bench_function("split_then_parse", |b| {
+        b.iter(|| split_then_parse(black_box(&subjects)))
+    });
     group.finish();
 }
 

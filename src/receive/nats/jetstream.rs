@@ -178,28 +178,35 @@ pub struct AckInfo {
 }
 
 /// Parses `$JS.ACK...` in its 9-, 11- or 12-token forms; `None` for anything else.
+///
+/// The five numbers are the last five tokens (9 and 11 tokens) or the five before a
+/// random last token (12). The receiver reads them for every delivery, so the subject
+/// is not split into tokens: its dots are counted (a loop the compiler vectorises), and
+/// only the numbers are walked, from the end (`benches/nats.rs` `ack_subject`).
 pub fn parse_ack_subject(reply: &[u8]) -> Option<AckInfo> {
-    let mut tokens: [&[u8]; 12] = [b""; 12];
-    let mut count = 0;
-    for token in reply.split(|&b| b == b'.') {
-        *tokens.get_mut(count)? = token;
-        count += 1;
-    }
-    if tokens[0] != b"$JS" || tokens[1] != b"ACK" {
-        return None;
-    }
-    let first = match count {
-        9 => 4,
-        11 | 12 => 6,
+    let rest = reply.strip_prefix(b"$JS.ACK.")?;
+    // Dots after the prefix: stream.consumer.5 numbers (6); domain.account.stream.
+    // consumer.5 numbers (8); the same and a random token (9).
+    let mut numbers = match rest.iter().filter(|&&b| b == b'.').count() {
+        6 | 8 => rest,
+        9 => &rest[..rest.iter().rposition(|&b| b == b'.')?],
         _ => return None,
     };
-    let number = |index: usize| wire::parse_u64(tokens[first + index]);
+    // delivered, stream seq, consumer seq, timestamp, pending; filled from the end.
+    let mut values = [0u64; 5];
+    for value in values.iter_mut().rev() {
+        // At least two tokens (stream, consumer) precede the numbers, so a dot is there.
+        let dot = numbers.iter().rposition(|&b| b == b'.')?;
+        *value = wire::parse_u64(&numbers[dot + 1..])?;
+        numbers = &numbers[..dot];
+    }
+    let [delivered, stream_seq, consumer_seq, timestamp_ns, pending] = values;
     Some(AckInfo {
-        delivered: number(0)?,
-        stream_seq: number(1)?,
-        consumer_seq: number(2)?,
-        timestamp_ns: i64::try_from(number(3)?).ok()?,
-        pending: number(4)?,
+        delivered,
+        stream_seq,
+        consumer_seq,
+        timestamp_ns: i64::try_from(timestamp_ns).ok()?,
+        pending,
     })
 }
 
@@ -890,12 +897,25 @@ mod tests {
         let v2r =
             parse_ack_subject(b"$JS.ACK._.ACCHASH.S.c.1.5.4.1764000000000000000.0.xyz").unwrap();
         assert_eq!(v2r, v2);
+        // The largest sequence a u64 holds, and a numeric random token.
+        let max = parse_ack_subject(b"$JS.ACK.S.c.1.18446744073709551615.4.1.0").unwrap();
+        assert_eq!(max.stream_seq, u64::MAX);
+        let numeric_random =
+            parse_ack_subject(b"$JS.ACK._.ACCHASH.S.c.1.5.4.1764000000000000000.0.42").unwrap();
+        assert_eq!(numeric_random, v2);
         for bad in [
             &b"$JS.ACK.S.c.1.5.4.17"[..],
             b"$JS.NAK.S.c.1.5.4.1.0",
             b"$JS.ACK.S.c.x.5.4.1.0",
             b"",
             b"a.b.c.d.e.f.g.h.i.j.k.l.m",
+            // An empty number, a number past u64, a timestamp past i64, one token too
+            // many, and the prefix without its dot.
+            b"$JS.ACK.S.c..5.4.1.0",
+            b"$JS.ACK.S.c.1.18446744073709551616.4.1.0",
+            b"$JS.ACK.S.c.1.5.4.9223372036854775808.0",
+            b"$JS.ACK.d.a.S.c.1.5.4.1.0.r.x",
+            b"$JS.ACKS.c.1.5.4.1.0",
         ] {
             assert_eq!(
                 parse_ack_subject(bad),

@@ -351,6 +351,19 @@ pub fn parse_u64(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 20 {
         return None;
     }
+    if text.len() < 20 {
+        // Up to 19 digits cannot overflow a u64, so no checked arithmetic: this runs
+        // for every size in a `MSG` line and every number of an ack subject.
+        let mut value = 0u64;
+        for &digit in text {
+            let digit = digit.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+        }
+        return Some(value);
+    }
     let mut value = 0u64;
     for &digit in text {
         if !digit.is_ascii_digit() {

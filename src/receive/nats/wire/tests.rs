@@ -234,7 +234,16 @@ UNSUB 12 5\r\nUNSUB 13\r\nPING\r\nPONG\r\n"
 
 #[test]
 fn numbers_and_subjects() {
-    for value in [0, 7, 10, 999, u64::MAX] {
+    // Both sides of the unchecked path (up to 19 digits) and the checked one (20).
+    for value in [
+        0,
+        7,
+        10,
+        999,
+        9_999_999_999_999_999_999,
+        10_000_000_000_000_000_000,
+        u64::MAX,
+    ] {
         let mut out = Vec::new();
         push_u64(&mut out, value);
         assert_eq!(out, value.to_string().as_bytes());
@@ -242,6 +251,17 @@ fn numbers_and_subjects() {
     }
     assert_eq!(parse_u64(b"18446744073709551616"), None);
     assert_eq!(parse_u64(b""), None);
+    for bad in [
+        &b"99999999999999999999"[..],
+        b"123456789012345678901",
+        b"12a",
+        b"/",
+        b":",
+        b"-1",
+        b"+1",
+    ] {
+        assert_eq!(parse_u64(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
     assert!(is_valid_subject(b"market.ticks.>"));
     assert!(!is_valid_subject(b"a b"));
     assert!(!is_valid_subject(b"a..b"));
