@@ -37,6 +37,10 @@ use alphapt_storage::feed::{self, FeedOptions};
 use alphapt_storage::receive::nats::jetstream::ack;
 use alphapt_storage::receive::nats::{ConsumerSpec, JetStream, NatsConn, ServerOp};
 
+#[path = "proc_cpu.rs"]
+mod proc_cpu;
+use proc_cpu::{clock_ticks_per_s, nats_server_pid, process_cpu_s};
+
 const STREAM: &str = "PERF_ACK";
 const SUBJECTS: &str = "perfack.ticks.>";
 /// Messages asked for per pull.
@@ -87,44 +91,6 @@ fn url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// The nats-server process: `NATS_SERVER_PID`, else the one `/proc/*/comm` names.
-fn nats_server_pid() -> u32 {
-    if let Some(pid) = std::env::var("NATS_SERVER_PID")
-        .ok()
-        .and_then(|p| p.parse().ok())
-    {
-        return pid;
-    }
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            (comm.trim_end() == "nats-server").then_some(pid)
-        })
-        .collect();
-    pids.sort_unstable();
-    match pids.as_slice() {
-        [] => panic!("no nats-server process in /proc (bash .ci/services.sh all)"),
-        [pid] => *pid,
-        [pid, ..] => {
-            eprintln!("several nats-server processes {pids:?}; measuring {pid} (set NATS_SERVER_PID to choose)");
-            *pid
-        }
-    }
-}
-
-/// utime + stime of `pid` in seconds, from `/proc/<pid>/stat` (all its threads).
-fn process_cpu_s(pid: u32, ticks_per_s: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("nats-server stat");
-    // Fields after `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').expect("stat has (comm)") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields[i - 3].parse::<u64>().expect("stat tick count");
-    (ticks(14) + ticks(15)) as f64 / ticks_per_s
-}
-
 /// This process's user + system CPU seconds.
 fn self_cpu_s() -> f64 {
     // SAFETY: getrusage only writes the zeroed struct we own.
@@ -135,13 +101,6 @@ fn self_cpu_s() -> f64 {
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // SAFETY: sysconf reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(ticks > 0, "sysconf(_SC_CLK_TCK)");
-    ticks as f64
 }
 
 /// Creates the durable for `variant`: AckAll through the library (the appliance's own

@@ -10,7 +10,17 @@
 //!
 //! 2 and 3 alternate, three passes each, and the means are compared.
 //!
+//! Each pass also charges nats-server's CPU (utime + stime from `/proc`, read before
+//! the pass and after its last ack) to the messages it drained: DESIGN §7 asks that
+//! the appliance cost the server at most 1.1x a bare consumer per message. Both
+//! consumers use one ack policy (AckAll unless `ACK_POLICY=none`: the bare one acks
+//! per pull, the receiver at its watermark), so the comparison is the consumer
+//! pattern alone, with nothing else on the cores. The figure includes the server's
+//! idle background, the same for both.
+//!
 //! Run: `cargo run --release --example receiver_budget -- [N]` (after `make services`).
+//! `ACK_POLICY=none` runs both consumers AckNone (the appliance's default): the bare
+//! one then never acks, the receiver takes no acks either.
 //! Prints both rates and the ratio, and appends a line to perf/records/receiver.tsv.
 
 use std::io::Write;
@@ -27,11 +37,48 @@ use alphapt_storage::receive::nats::{
 use alphapt_storage::receive::receiver::{self, ReceiverConfig};
 use alphapt_storage::runtime::Alert;
 
+#[path = "proc_cpu.rs"]
+mod proc_cpu;
+use proc_cpu::{clock_ticks_per_s, nats_server_pid, process_cpu_s};
+
 const STREAM: &str = "PERF_RX";
 const SUBJECTS: &str = "perfrx.ticks.>";
 
 fn url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// What one pass measured.
+#[derive(Clone, Copy)]
+struct Pass {
+    /// Messages per second.
+    rate: f64,
+    /// nats-server CPU seconds per million messages drained.
+    server_cpu_per_m: f64,
+}
+
+/// nats-server's pid and /proc's clock ticks per second.
+type Server = (u32, f64);
+
+/// Runs `drain` (which returns messages per second over `n` messages) and charges
+/// nats-server's CPU meanwhile to those messages.
+fn charged(server: Server, n: u64, drain: impl FnOnce() -> f64) -> Pass {
+    let before = process_cpu_s(server.0, server.1);
+    let rate = drain();
+    let cpu = process_cpu_s(server.0, server.1) - before;
+    Pass {
+        rate,
+        server_cpu_per_m: cpu * 1e6 / n as f64,
+    }
+}
+
+/// `ACK_POLICY=none`: both consumers AckNone; anything else (or unset) AckAll.
+fn ack_none() -> bool {
+    match std::env::var("ACK_POLICY").as_deref() {
+        Ok("none") => true,
+        Ok("all") | Err(_) => false,
+        Ok(other) => panic!("ACK_POLICY is 'all' or 'none', not '{other}'"),
+    }
 }
 
 /// Drains the stream through a bare pull consumer; returns messages per second.
@@ -45,7 +92,7 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
         filter_subject: "",
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
-        ack_none: false,
+        ack_none: ack_none(),
     };
     js.ensure_consumer(&mut conn, &spec).expect("consumer");
     let inbox = conn.new_inbox("bare");
@@ -58,7 +105,7 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
         if outstanding == 0 {
             // AckAll once per pull (DESIGN §7's reference: AckAll per 1000), so the
             // server's pending set stays small, as it would for any real consumer.
-            if !last_reply.is_empty() {
+            if !spec.ack_none && !last_reply.is_empty() {
                 ack(&mut conn, &last_reply).expect("ack");
             }
             js.pull(
@@ -93,8 +140,11 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
         .expect("poll");
     }
     let rate = received as f64 / started.elapsed().as_secs_f64();
-    ack(&mut conn, &last_reply).expect("ack");
-    conn.flush().expect("flush");
+    if !spec.ack_none {
+        ack(&mut conn, &last_reply).expect("ack");
+    }
+    // A round trip, so the server has taken the last ack before its CPU is read.
+    conn.round_trip(timeout).expect("flush");
     assert_eq!(received, n, "bare subscriber got every message");
     rate
 }
@@ -115,7 +165,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         fetch_batch_max: 1000,
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
-        ack_none: false,
+        ack_none: ack_none(),
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         stream_max_bytes: 0,
@@ -183,39 +233,56 @@ fn main() {
     println!("{}", published.summary_line());
     // Alternate bare and receiver passes, each on a fresh durable from the stream start,
     // so none gets all the warm server caches: the first pass over a stream reads colder.
+    let server = (nats_server_pid(), clock_ticks_per_s());
     let mut bares = Vec::new();
-    let mut ours: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut ours: [Vec<Pass>; 2] = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        bares.push(bare_subscriber(n, &format!("bare{round}")));
-        for (size, rates) in RING_BYTES.iter().zip(ours.iter_mut()) {
-            rates.push(appliance_receiver(
-                n,
-                &format!("receiver{round}r{}", size >> 20),
-                *size,
-            ));
+        bares.push(charged(server, n, || {
+            bare_subscriber(n, &format!("bare{round}"))
+        }));
+        for (size, passes) in RING_BYTES.iter().zip(ours.iter_mut()) {
+            let durable = format!("receiver{round}r{}", size >> 20);
+            passes.push(charged(server, n, || {
+                appliance_receiver(n, &durable, *size)
+            }));
         }
     }
-    let show = |rates: &[f64]| {
-        rates
+    let show = |values: &[f64], digits: usize| {
+        values
             .iter()
-            .map(|r| format!("{r:.0}"))
+            .map(|v| format!("{v:.digits$}"))
             .collect::<Vec<_>>()
             .join("/")
     };
-    let bare = mean(&bares);
-    println!("bare subscriber {bare:.0} msgs/s ({})", show(&bares));
-    let mut line = format!("N={n}\tbare={bare:.0}");
-    for (size, rates) in RING_BYTES.iter().zip(&ours) {
-        let rate = mean(rates);
-        let ratio = rate / bare;
+    let rates = |passes: &[Pass]| passes.iter().map(|p| p.rate).collect::<Vec<_>>();
+    let cpus = |passes: &[Pass]| {
+        passes
+            .iter()
+            .map(|p| p.server_cpu_per_m)
+            .collect::<Vec<_>>()
+    };
+    let (bare, bare_cpu) = (mean(&rates(&bares)), mean(&cpus(&bares)));
+    let policy = if ack_none() { "none" } else { "all" };
+    println!("both consumers ack_policy={policy}");
+    println!(
+        "bare subscriber {bare:.0} msgs/s ({}) | nats-server {bare_cpu:.2} CPU-s per million ({})",
+        show(&rates(&bares), 0),
+        show(&cpus(&bares), 2)
+    );
+    let mut line =
+        format!("N={n}\tack={policy}\tbare={bare:.0}\tbare_server_cpu_per_m={bare_cpu:.2}");
+    for (size, passes) in RING_BYTES.iter().zip(&ours) {
+        let (rate, cpu) = (mean(&rates(passes)), mean(&cpus(passes)));
+        let (ratio, cpu_ratio) = (rate / bare, cpu / bare_cpu);
         println!(
-            "receiver (shards discarding, {} MiB ring) {rate:.0} msgs/s ({}) | ratio {ratio:.2} (budget >= 0.90)",
+            "receiver (shards discarding, {} MiB ring) {rate:.0} msgs/s ({}) | ratio {ratio:.2} (budget >= 0.90) | nats-server {cpu:.2} CPU-s per million ({}), {cpu_ratio:.2}x the bare subscriber's (budget <= 1.1)",
             size >> 20,
-            show(rates)
+            show(&rates(passes), 0),
+            show(&cpus(passes), 2)
         );
         line.push_str(&format!(
-            "\treceiver_{}MiB={rate:.0}\tratio={ratio:.2}",
-            size >> 20
+            "\treceiver_{mib}MiB={rate:.0}\tratio={ratio:.2}\tserver_cpu_per_m_{mib}MiB={cpu:.2}\tserver_cpu_ratio_{mib}MiB={cpu_ratio:.2}",
+            mib = size >> 20
         ));
     }
     let _ = js.delete_stream(&mut conn, STREAM);
