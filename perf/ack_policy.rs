@@ -20,7 +20,10 @@
 //!
 //! Run: `cargo run --release --example ack_policy -- [N] [ROUNDS]` (defaults 500,000 and
 //! 5; NATS up: `bash .ci/services.sh all`, `NATS_URL` or nats://127.0.0.1:4222;
-//! `NATS_SERVER_PID` picks the server when several run).
+//! `NATS_SERVER_PID` picks the server when several run). `PACE=<msgs/s>` holds every
+//! pass to at most that rate (each pull waits until the pass is due for it): the
+//! server's cost per message at the pace the appliance drains at when ClickHouse and
+//! Redis share the cores, against the same consumer flat out.
 //!
 //! Reading it: `server CPU-s/M` is the server's CPU per million messages drained. It
 //! includes the server's idle background (printed first, as CPU-s per second; multiply
@@ -157,6 +160,15 @@ fn create_consumer(js: &JetStream, control: &mut NatsConn, variant: Variant, dur
     assert_eq!(info.ack_policy, wanted, "consumer {durable}'s ack policy");
 }
 
+/// `PACE`: the most messages a second a pass may drain; unset, flat out.
+fn pace() -> Option<f64> {
+    let text = std::env::var("PACE").ok()?;
+    match text.parse::<f64>() {
+        Ok(pace) if pace > 0.0 => Some(pace),
+        _ => panic!("PACE is a positive number of messages a second, not '{text}'"),
+    }
+}
+
 /// Drains the stream's `n` messages on `durable` as `variant` says, measuring the pass.
 fn drain(
     js_control: &JetStream,
@@ -184,6 +196,12 @@ fn drain(
     // Bounded by n and by the deadline.
     while received < n && started.elapsed() < DRAIN_DEADLINE {
         if outstanding == 0 {
+            if let Some(pace) = pace() {
+                let due = Duration::from_secs_f64(received as f64 / pace);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             if let Some(every) = variant.ack_every {
                 if since_ack >= every && !last_reply.is_empty() {
                     ack(&mut conn, &last_reply).expect("ack");
@@ -350,6 +368,9 @@ fn main() {
     };
     let published = feed::run(&mut control, &options).expect("feed");
     println!("{}", published.summary_line());
+    if let Some(pace) = pace() {
+        println!("every pass held to {pace:.0} msgs/s (PACE)");
+    }
 
     // The server's background: CPU while nobody here uses it.
     let idle_before = process_cpu_s(server.0, server.1);
@@ -424,10 +445,14 @@ fn main() {
             s.client_range.1,
         );
         if let Some(file) = record.as_mut() {
+            // A paced pass is recorded under its variant and pace: `none@250000/s`.
+            let label = match pace() {
+                Some(pace) => format!("{}@{pace:.0}/s", variant.name),
+                None => variant.name.to_string(),
+            };
             let _ = writeln!(
                 file,
-                "{date}\t{commit}\tN={n}\t{}\t{rounds}\t{:.0}\t{:.0}-{:.0}\t{:.3}\t{:.3}-{:.3}\t{:.3}\t{:.3}-{:.3}\t{idle:.4}",
-                variant.name,
+                "{date}\t{commit}\tN={n}\t{label}\t{rounds}\t{:.0}\t{:.0}-{:.0}\t{:.3}\t{:.3}-{:.3}\t{:.3}\t{:.3}-{:.3}\t{idle:.4}",
                 s.rate,
                 s.rate_range.0,
                 s.rate_range.1,
