@@ -20,7 +20,7 @@
 //!
 //! Run: `cargo run --release --example receiver_budget -- [N]` (after `make services`).
 //! `ACK_POLICY=none` runs both consumers AckNone (the appliance's default): the bare
-//! one then never acks, the receiver takes no acks either.
+//! one then never acks, and neither does the receiver.
 //! Prints both rates and the ratio, and appends a line to perf/records/receiver.tsv.
 
 use std::io::Write;

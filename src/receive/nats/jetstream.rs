@@ -181,8 +181,8 @@ pub struct AckInfo {
 ///
 /// The five numbers are the last five tokens (9 and 11 tokens) or the five before a
 /// random last token (12). The receiver reads them for every delivery, so the subject
-/// is not split into tokens: its dots are counted (a loop the compiler vectorises), and
-/// only the numbers are walked, from the end (`benches/nats.rs` `ack_subject`).
+/// is not split into tokens: its dots are counted, and only the numbers are walked,
+/// from the end (`benches/nats.rs` `ack_subject`: 61 ns against 66-68 ns split first).
 pub fn parse_ack_subject(reply: &[u8]) -> Option<AckInfo> {
     let rest = reply.strip_prefix(b"$JS.ACK.")?;
     // Dots after the prefix: stream.consumer.5 numbers (6); domain.account.stream.
