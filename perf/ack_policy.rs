@@ -160,7 +160,7 @@ fn create_consumer(js: &JetStream, control: &mut NatsConn, variant: Variant, dur
     assert_eq!(info.ack_policy, wanted, "consumer {durable}'s ack policy");
 }
 
-/// `PACE`: the most messages a second a pass may drain; unset, flat out.
+/// `PACE`: the most messages a second a pass may drain; unset, flat out. Read once.
 fn pace() -> Option<f64> {
     let text = std::env::var("PACE").ok()?;
     match text.parse::<f64>() {
@@ -177,6 +177,7 @@ fn drain(
     variant: Variant,
     durable: &str,
     server: (u32, f64),
+    pace: Option<f64>,
 ) -> Pass {
     let (server_pid, ticks_per_s) = server;
     create_consumer(js_control, control, variant, durable);
@@ -196,7 +197,7 @@ fn drain(
     // Bounded by n and by the deadline.
     while received < n && started.elapsed() < DRAIN_DEADLINE {
         if outstanding == 0 {
-            if let Some(pace) = pace() {
+            if let Some(pace) = pace {
                 let due = Duration::from_secs_f64(received as f64 / pace);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
@@ -353,6 +354,8 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(ROUNDS)
         .max(1);
+    // Before publishing: a wrong PACE fails at once.
+    let pace = pace();
     let server = (nats_server_pid(), clock_ticks_per_s());
     let timeout = Duration::from_secs(5);
     let mut control = NatsConn::connect(&url(), timeout).expect("NATS is up (services.sh)");
@@ -368,7 +371,7 @@ fn main() {
     };
     let published = feed::run(&mut control, &options).expect("feed");
     println!("{}", published.summary_line());
-    if let Some(pace) = pace() {
+    if let Some(pace) = pace {
         println!("every pass held to {pace:.0} msgs/s (PACE)");
     }
 
@@ -381,7 +384,7 @@ fn main() {
         server.0
     );
 
-    let warm = drain(&js, &mut control, n, VARIANTS[2], "ackwarm", server);
+    let warm = drain(&js, &mut control, n, VARIANTS[2], "ackwarm", server, pace);
     println!(
         "warm-up (unrecorded, {}): {:.0} msgs/s",
         VARIANTS[2].name, warm.rate
@@ -392,7 +395,7 @@ fn main() {
             let index = (round + k) % VARIANTS.len();
             let variant = VARIANTS[index];
             let durable = format!("ack_{}_{round}", variant.name.replace('/', "_"));
-            let pass = drain(&js, &mut control, n, variant, &durable, server);
+            let pass = drain(&js, &mut control, n, variant, &durable, server, pace);
             println!(
                 "round {round} {:<8} {:>9.0} msgs/s  server {:>6.3} CPU-s/M  client {:>6.3} CPU-s/M  acks {}",
                 variant.name, pass.rate, pass.server_cpu_per_m, pass.client_cpu_per_m, pass.acks
@@ -446,7 +449,7 @@ fn main() {
         );
         if let Some(file) = record.as_mut() {
             // A paced pass is recorded under its variant and pace: `none@250000/s`.
-            let label = match pace() {
+            let label = match pace {
                 Some(pace) => format!("{}@{pace:.0}/s", variant.name),
                 None => variant.name.to_string(),
             };

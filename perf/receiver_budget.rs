@@ -72,7 +72,7 @@ fn charged(server: Server, n: u64, drain: impl FnOnce() -> f64) -> Pass {
     }
 }
 
-/// `ACK_POLICY=none`: both consumers AckNone; anything else (or unset) AckAll.
+/// `ACK_POLICY=none`: both consumers AckNone; `all` or unset: AckAll. Read once.
 fn ack_none() -> bool {
     match std::env::var("ACK_POLICY").as_deref() {
         Ok("none") => true,
@@ -82,7 +82,7 @@ fn ack_none() -> bool {
 }
 
 /// Drains the stream through a bare pull consumer; returns messages per second.
-fn bare_subscriber(n: u64, durable: &str) -> f64 {
+fn bare_subscriber(n: u64, durable: &str, ack_none: bool) -> f64 {
     let timeout = Duration::from_secs(5);
     let mut conn = NatsConn::connect(&url(), timeout).expect("NATS is up (make services)");
     let mut js = JetStream::new(timeout);
@@ -92,7 +92,7 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
         filter_subject: "",
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
-        ack_none: ack_none(),
+        ack_none,
     };
     js.ensure_consumer(&mut conn, &spec).expect("consumer");
     let inbox = conn.new_inbox("bare");
@@ -150,7 +150,7 @@ fn bare_subscriber(n: u64, durable: &str) -> f64 {
 }
 
 /// The appliance's receiver with discarding shards; returns messages per second.
-fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
+fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize, ack_none: bool) -> f64 {
     let alert = Arc::new(Alert::new(Duration::from_secs(10)));
     let (mut router, drains) = pipeline::discarding(1, ring_bytes, alert.clone());
     let config = ReceiverConfig {
@@ -165,7 +165,7 @@ fn appliance_receiver(n: u64, durable: &str, ring_bytes: usize) -> f64 {
         fetch_batch_max: 1000,
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 1_000_000,
-        ack_none: ack_none(),
+        ack_none,
         connect_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         stream_max_bytes: 0,
@@ -217,6 +217,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(500_000);
+    // Before publishing: a wrong ACK_POLICY fails at once.
+    let ack_none = ack_none();
     let timeout = Duration::from_secs(5);
     let mut conn = NatsConn::connect(&url(), timeout).expect("NATS is up (make services)");
     let js = JetStream::new(timeout);
@@ -238,12 +240,12 @@ fn main() {
     let mut ours: [Vec<Pass>; 2] = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         bares.push(charged(server, n, || {
-            bare_subscriber(n, &format!("bare{round}"))
+            bare_subscriber(n, &format!("bare{round}"), ack_none)
         }));
         for (size, passes) in RING_BYTES.iter().zip(ours.iter_mut()) {
             let durable = format!("receiver{round}r{}", size >> 20);
             passes.push(charged(server, n, || {
-                appliance_receiver(n, &durable, *size)
+                appliance_receiver(n, &durable, *size, ack_none)
             }));
         }
     }
@@ -262,7 +264,7 @@ fn main() {
             .collect::<Vec<_>>()
     };
     let (bare, bare_cpu) = (mean(&rates(&bares)), mean(&cpus(&bares)));
-    let policy = if ack_none() { "none" } else { "all" };
+    let policy = if ack_none { "none" } else { "all" };
     println!("both consumers ack_policy={policy}");
     println!(
         "bare subscriber {bare:.0} msgs/s ({}) | nats-server {bare_cpu:.2} CPU-s per million ({})",
