@@ -353,6 +353,8 @@ pub struct Snapshot {
     pub ring_bytes: u64,
     /// INSERT statements committed (ticks path).
     pub inserts: u64,
+    /// Of those, the ones sent as one block in table-key order (journal-first).
+    pub sorted_inserts: u64,
     /// Failed INSERTs.
     pub errors: u64,
     /// Receive-to-durable latency, µs: p50, p99, p99.9, max.
@@ -1115,6 +1117,7 @@ fn snapshot(
             .sum(),
         ring_bytes,
         inserts: sum(|w| &w.inserts_total),
+        sorted_inserts: sum(|w| &w.sorted_inserts_total),
         // The ticks path: from its first message in to its last INSERT done.
         first_routed_ms: sources(stats)
             .map(|s| s.first_routed_ms.load(r))

@@ -741,6 +741,7 @@ pub fn start_path(
                         interval: Duration::from_millis(config.spill.insert_interval_ms),
                         flush_bytes,
                         flush_rows: config.spill.insert_rows,
+                        sort_inserts: config.spill.sort_inserts,
                         replicas: destination
                             .replicas_of_writer(index)
                             .iter()

@@ -48,3 +48,49 @@ fn append_and_seal_allocate_nothing_after_warm_up() {
         assert_eq!(after - before, 0, "allocations during {} ticks", 2 * ROWS);
     }
 }
+
+/// The journal-first inserter's merge into one sorted block: once its buffers have
+/// grown to an INSERT's size, merging another of that size allocates nothing.
+#[test]
+fn a_sorted_merge_allocates_nothing_after_warm_up() {
+    use alphapt_storage::native::merge::SortedMerge;
+    use alphapt_storage::native::BlockFormat;
+    use alphapt_storage::write::inserter::TICKS_KEY;
+
+    const ROWS: usize = 2_048;
+    let mut feed = SyntheticTicks::new(500, 5);
+    for (schema, compression) in [
+        (TickSchema::modern(), Some(Method::Lz4)),
+        (TickSchema::legacy(), None),
+    ] {
+        let mut columns = TickColumns::new(ROWS);
+        let mut sealed = SealedBlock::with_capacity(ROWS);
+        let packets: Vec<Vec<u8>> = (0..8u64)
+            .map(|block| {
+                for i in 0..ROWS as u64 {
+                    let at = 1_764_000_000_000 + (i % 97) as i64;
+                    assert!(columns.append(&feed.next_tick(at, at, block * ROWS as u64 + i)));
+                }
+                columns.seal(&schema, compression, &mut sealed);
+                sealed.bytes.clone()
+            })
+            .collect();
+        let mut merge = SortedMerge::new(&schema.header(), &TICKS_KEY).unwrap();
+        let mut out = Vec::new();
+        let run = |merge: &mut SortedMerge, out: &mut Vec<u8>| {
+            merge.clear();
+            out.clear();
+            for packet in &packets {
+                merge.push_packet(packet, compression.is_some()).unwrap();
+            }
+            merge.write(BlockFormat::Protocol, out);
+        };
+        run(&mut merge, &mut out);
+        let before = counting_alloc::allocations();
+        run(&mut merge, &mut out);
+        run(&mut merge, &mut out);
+        let after = counting_alloc::allocations();
+        assert_eq!(after - before, 0, "allocations merging {} rows", 8 * ROWS);
+        assert_eq!(merge.rows(), 8 * ROWS);
+    }
+}

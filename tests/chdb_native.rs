@@ -15,8 +15,10 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use alphapt_storage::model::SealedBlock;
 use alphapt_storage::model::{Depth, DepthLevel, Ohlc, Price, Symbol, Tick, DEPTH_LEVELS};
-use alphapt_storage::native::{Block, BlockFormat, Column, Values};
+use alphapt_storage::native::merge::SortedMerge;
+use alphapt_storage::native::{Block, BlockFormat, Column, Method, Values};
 use alphapt_storage::shard::{TickColumns, TickSchema};
+use alphapt_storage::write::inserter::TICKS_KEY;
 use serde_json::Value as Json;
 
 const CASES: usize = 300;
@@ -239,6 +241,65 @@ fn chdb_decodes_random_tick_blocks_to_the_values_we_encoded() {
     }
     let decoded = decode(&dir, "ticks");
     assert_eq!(decoded.len(), CASES, "every file decoded");
+    for (name, ticks) in &cases {
+        let rows = &decoded[name];
+        assert_eq!(rows.len(), ticks.len(), "{name} row count");
+        for (i, (got, t)) in rows.iter().zip(ticks).enumerate() {
+            check_row(name, i, got, t);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The journal-first inserter's sorted INSERT: LZ4 Data packets as shards seal them,
+/// merged into one block in key order. chdb must read back every tick, in
+/// `(instrument_token, timestamp)` order and arrival order among equal keys.
+#[test]
+fn chdb_decodes_merged_blocks_to_the_ticks_in_key_order() {
+    const MERGES: usize = 60;
+    let dir = scratch_dir("merged");
+    let schema = TickSchema::modern();
+    let strategy = prop::collection::vec(prop::collection::vec(tick(), 0..40), 1..4);
+    let mut runner = TestRunner::new(ProptestConfig {
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        ..ProptestConfig::default()
+    });
+    let mut merge = SortedMerge::new(&schema.header(), &TICKS_KEY).unwrap();
+    let mut columns = TickColumns::new(64);
+    let mut sealed = SealedBlock::with_capacity(64);
+    let mut cases = Vec::with_capacity(MERGES);
+    for case in 0..MERGES {
+        let blocks = strategy.new_tree(&mut runner).unwrap().current();
+        merge.clear();
+        for block in &blocks {
+            for t in block {
+                // Few tokens and times, so that keys repeat across blocks.
+                let mut t = *t;
+                t.instrument_token %= 5;
+                t.timestamp_ms %= 3;
+                assert!(columns.append(&t));
+            }
+            columns.seal(&schema, Some(Method::Lz4), &mut sealed);
+            merge.push_packet(&sealed.bytes, true).unwrap();
+        }
+        let mut ticks: Vec<Tick> = blocks.concat();
+        for t in &mut ticks {
+            t.instrument_token %= 5;
+            t.timestamp_ms %= 3;
+        }
+        ticks.sort_by_key(|t| (t.instrument_token, t.timestamp_ms));
+        let mut bytes = Vec::new();
+        merge.write(BlockFormat::File, &mut bytes);
+        if ticks.is_empty() {
+            assert!(bytes.is_empty(), "no rows, nothing written");
+            continue;
+        }
+        let name = format!("merged{case:04}.native");
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        cases.push((name, ticks));
+    }
+    let decoded = decode(&dir, "ticks");
+    assert_eq!(decoded.len(), cases.len(), "every file decoded");
     for (name, ticks) in &cases {
         let rows = &decoded[name];
         assert_eq!(rows.len(), ticks.len(), "{name} row count");

@@ -46,8 +46,14 @@ fn journal_first_stores_every_tick_once_and_empties_the_journal() {
     wait_stored(&mut conn, TICKS, Duration::from_secs(120));
     // Every group commit is timed: the operator's view of the spill disk.
     let syncs = metric(control_addr(&run), "alphapt_spill_sync_seconds_count");
+    // `spill.sort_inserts` is on by default: the ticks went as sorted blocks.
+    let sorted = metric(
+        control_addr(&run),
+        "alphapt_clickhouse_sorted_inserts_total",
+    );
     let summary = drain(run);
     assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(sorted >= 1, "no sorted INSERT counted: {summary}");
     assert!(
         summary.contains("journal-first: 50000 rows journaled")
             && summary.contains("0 bytes still in the journal"),
@@ -74,6 +80,32 @@ fn journal_first_stores_every_tick_once_and_empties_the_journal() {
         .and_then(|v| v.as_u64())
         .unwrap_or(u64::MAX);
     assert!(parts < 25, "{parts} level-0 parts for 25 blocks: {summary}");
+}
+
+/// With `spill.sort_inserts = false` the journaled blocks go as they are, LZ4 and in
+/// arrival order, and every tick is stored once all the same.
+#[test]
+fn journal_first_with_sorted_inserts_off_sends_the_blocks_as_journaled() {
+    const TICKS: u64 = 20_000;
+    let (db, mut conn) = tables("jfunsorted");
+    let nats = Nats::new("jfunsorted");
+    feed(&db, &nats, &["--count", "20000", "--format", "kite"]);
+    let mut settings = JOURNAL_FIRST.to_vec();
+    settings.extend(["--set", "spill.sort_inserts=false"]);
+    let run = start_run(&db, &nats, &settings);
+    wait_stored(&mut conn, TICKS, Duration::from_secs(120));
+    let inserts = metric(control_addr(&run), "alphapt_clickhouse_inserts_total");
+    let sorted = metric(
+        control_addr(&run),
+        "alphapt_clickhouse_sorted_inserts_total",
+    );
+    let summary = drain(run);
+    assert_eq!(stored(&mut conn), (TICKS, TICKS, 1, TICKS), "{summary}");
+    assert!(
+        inserts >= 1 && sorted == 0,
+        "{inserts} INSERTs, {sorted} sorted: {summary}"
+    );
+    consumer_settled(&nats, TICKS);
 }
 
 /// The two rules that make an INSERT from the journal due, each tried against the

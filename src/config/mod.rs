@@ -920,6 +920,13 @@ pub struct SpillConfig {
     /// two INSERTs at once goes in on two cores; while one INSERT keeps up, the
     /// others wait for it.
     pub inserters: u16,
+    /// Journal-first only: send each `market_ticks` INSERT as one block sorted by the
+    /// table key (`instrument_token, timestamp`), raw. ClickHouse skips its own sort of
+    /// a sorted block: ~30% less server CPU per INSERT, views included. Costs the
+    /// inserter a decode, sort and copy (~0.2 CPU-s per million ticks), memory for one
+    /// INSERT twice over (up to ~600 MiB at the 1 Mi-row cap), and on the link the
+    /// uncompressed bytes: turn it off for a ClickHouse across a slow network.
+    pub sort_inserts: bool,
 }
 
 /// When a block enters the spill journal.
@@ -948,6 +955,7 @@ impl Default for SpillConfig {
             insert_interval_ms: 1000,
             insert_rows: 131_072,
             inserters: 2,
+            sort_inserts: true,
         }
     }
 }

@@ -777,9 +777,12 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
             "spill.insert_interval_ms=250",
             "spill.insert_rows=500000",
             "spill.inserters=3",
+            "spill.sort_inserts=false",
         ],
     )
     .unwrap();
+    assert!(!config.spill.sort_inserts);
+    assert!(load("", &[], &[]).unwrap().spill.sort_inserts);
     assert_eq!(config.spill.inserters, 3);
     assert_eq!(load("", &[], &[]).unwrap().spill.inserters, 2);
     assert_eq!(config.spill.mode, SpillMode::Always);
@@ -807,6 +810,7 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
         ("spill.inserters=0", "spill.inserters"),
         ("spill.inserters=9", "spill.inserters"),
         ("spill.inserters=two", "spill.inserters"),
+        ("spill.sort_inserts=maybe", "spill.sort_inserts"),
     ] {
         let text = refused("", &[], &[bad]).to_string();
         assert!(text.contains(key), "{bad}: {text}");

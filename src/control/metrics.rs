@@ -262,6 +262,12 @@ pub fn render(s: &Snapshot, extra: &Extra) -> String {
         &[("", f(s.inserts))],
     );
     metric(
+        "alphapt_clickhouse_sorted_inserts_total",
+        "counter",
+        "Of those, journal-first INSERTs sent as one block in table-key order (spill.sort_inserts), which ClickHouse need not sort.",
+        &[("", f(s.sorted_inserts))],
+    );
+    metric(
         "alphapt_clickhouse_insert_errors_total",
         "counter",
         "Failed INSERTs (retried with backoff, or refused).",

@@ -299,6 +299,13 @@ impl Connection {
         self.compression
     }
 
+    /// Sets the compression of the queries that follow. The protocol carries it in each
+    /// Query packet, so one connection can send one INSERT raw and the next LZ4 (the
+    /// journal-first inserter's sorted INSERTs go raw on a connection opened for LZ4).
+    pub fn set_compression(&mut self, compression: Option<Method>) {
+        self.compression = compression;
+    }
+
     /// Marks the connection broken when the error leaves the stream out of sync, and
     /// fills in the timeout value.
     fn fail(&mut self, error: Error) -> Error {

@@ -8,7 +8,8 @@
 //!  │ column    generic column codec (oracle, SELECTs)   │   │   SELECT, INSERT with    │
 //!  │ block     BlockInfo + columns; protocol/file form  │   │   header check, timeouts │
 //!  │ compress  checksummed LZ4/NONE frames              │   │ client   reconnect with  │
-//!  │ protocol  Hello, Query, server packets             │   │   backoff + jitter       │
+//!  │ merge     blocks of one header → one in key order  │   │   backoff + jitter       │
+//!  │ protocol  Hello, Query, server packets             │   │                          │
 //!  └────────────────────────────────────────────────────┘   └──────────────────────────┘
 //! ```
 //!
@@ -22,6 +23,7 @@ pub mod client;
 pub mod column;
 pub mod compress;
 pub mod connection;
+pub mod merge;
 pub mod protocol;
 pub mod types;
 pub mod wire;

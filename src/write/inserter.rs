@@ -28,6 +28,14 @@
 //! the oldest one's table (and compression and schema), in order, up to
 //! [`RECORDS_PER_INSERT_MAX`] records or [`INSERT_BYTES_MAX`] bytes.
 //!
+//! Sorted (`spill.sort_inserts`, on by default): a `market_ticks` INSERT goes as one
+//! block in table-key order, raw, made by [`SortedMerge`] from the batch's records (at
+//! most [`SORTED_ROWS_MAX`] rows). ClickHouse skips its sort of a sorted block; sorted
+//! runs end to end are not sorted, so the shards sorting their own blocks would not
+//! do. The records' LZ4 is undone, not redone: compressing the merged block again
+//! would cost about what the server saves. A record that does not merge sends its
+//! batch as journaled (logged once a run); signals and rejects always go so.
+//!
 //! Several at once (`spill.inserters`): ClickHouse runs an INSERT, its views
 //! included, on one thread, so one inserter leaves a backlog going in at one core's
 //! pace (a million ticks flat out with ClickHouse stalled 2.5 s mid-run: 6.7-7.0 s
@@ -45,6 +53,8 @@
 //! pending. An INSERT whose outcome is unknown (a cut connection, a timeout)
 //! is followed by a look at which records' last sequences ClickHouse holds (as the
 //! writer does, `spill::replay::stored_last_seqs`); those are marked, the rest sent.
+//! The look is by rows' sequences, not blocks, so it holds for a sorted INSERT too,
+//! which carries the same records under the same deduplication token.
 //! A crash between commit and mark leaves the records pending; the replay at the next
 //! start finds them stored. So does a mark whose sync fails: the batch is done, its
 //! records marked in memory, and the failure logged and counted
@@ -66,7 +76,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{AuditProducer, AuditRecord, Destination as AuditDestination};
-use crate::native::{Client, Connection, Error, Options};
+use crate::native::merge::SortedMerge;
+use crate::native::protocol::write_data_prefix;
+use crate::native::{BlockFormat, Client, Connection, Error, Options};
 use crate::runtime::clock::now_ms;
 use crate::runtime::{crash, Alert, Backoff};
 use crate::spill::replay::{stored_last_seqs, Target};
@@ -84,6 +96,12 @@ pub const INSERT_BYTES_MAX: usize = 256 << 20;
 /// Copying a whole INSERT under one hold took 13-28 ms at 100k ticks/s, and the writer
 /// waited up to 32 ms behind it with every block of its next group commit (perf/README).
 const COPY_BYTES_PER_HOLD: u64 = 1 << 20;
+/// Most rows of a sorted INSERT (`spill.sort_inserts`): ClickHouse's own
+/// `max_insert_block_size`, one part per INSERT. Bounds the merge's memory: ~300 B a
+/// row held twice (the rows pushed, the block written), ~600 MiB.
+pub const SORTED_ROWS_MAX: u64 = 1 << 20;
+/// The `market_ticks` key (both migrations' ORDER BY; 18.16 adds `timestamp_ms`).
+pub const TICKS_KEY: [&str; 3] = ["instrument_token", "timestamp", "timestamp_ms"];
 /// How often an idle inserter looks at the journal.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -113,6 +131,8 @@ pub struct InserterConfig {
     pub backoff_max: Duration,
     /// Ping an idle connection after this long.
     pub ping_after: Duration,
+    /// Send each `market_ticks` INSERT as one block in key order, raw.
+    pub sort_inserts: bool,
 }
 
 /// One INSERT being assembled: records of one table, copied out of the journal.
@@ -166,6 +186,20 @@ pub struct Inserter {
     uncertain: bool,
     /// One `ingest_audit` record per journal record committed to ClickHouse.
     audit: AuditProducer,
+    /// The ticks table's merge into one sorted block, when `sort_inserts` is on.
+    sorting: Option<Sorting>,
+    /// The last INSERT sent was the merged block.
+    sent_sorted: bool,
+}
+
+/// The sorted INSERT of one target: its records merged into one block in key order.
+struct Sorting {
+    target: usize,
+    merge: SortedMerge,
+    /// The merged Data packet, raw; kept across INSERTs.
+    packet: Vec<u8>,
+    /// A record did not merge once already (said once a run, not once an INSERT).
+    warned: bool,
 }
 
 impl Inserter {
@@ -180,11 +214,16 @@ impl Inserter {
         writer_done: Arc<AtomicBool>,
         audit: AuditProducer,
     ) -> Inserter {
-        let targets = [&tables.ticks, &tables.signals, &tables.rejects]
+        let targets: Vec<(Target, bool)> = [&tables.ticks, &tables.signals, &tables.rejects]
             .into_iter()
             .zip(tables.targets())
             .map(|(insert, target)| (target, insert.dedup_token))
             .collect();
+        let sorting = if config.sort_inserts {
+            sorting_of(&targets, config.index)
+        } else {
+            None
+        };
         let (client, backoff) = super::paced_client(
             &config.options,
             &config.replicas,
@@ -207,6 +246,8 @@ impl Inserter {
             claimed_bytes: Vec::new(),
             uncertain: false,
             audit,
+            sorting,
+            sent_sorted: false,
         }
     }
 
@@ -375,6 +416,10 @@ impl Inserter {
         self.claimed.clear();
         self.claimed_bytes.clear();
         let (mut bytes, mut taken_rows) = (0u64, 0u64);
+        let rows_max = match &self.sorting {
+            Some(sorting) if sorting.target == target => SORTED_ROWS_MAX,
+            _ => u64::MAX,
+        };
         for (pos, header, occupied) in journal.unclaimed_headers() {
             if header.table != table || header.schema_hash != hash || header.lz4 != lz4 {
                 continue;
@@ -382,7 +427,8 @@ impl Inserter {
             if !self.claimed.is_empty()
                 && (self.claimed.len() >= RECORDS_PER_INSERT_MAX
                     || bytes + occupied > INSERT_BYTES_MAX as u64
-                    || taken_rows >= share)
+                    || taken_rows >= share
+                    || taken_rows + u64::from(header.rows) > rows_max)
             {
                 break;
             }
@@ -455,28 +501,76 @@ impl Inserter {
         if self.uncertain {
             self.find_stored(index)?;
         }
+        let merged = self.merge_batch(index);
+        self.sent_sorted = merged;
         let (target, dedup) = (&self.targets[index].0, self.targets[index].1);
         let batch = &self.batch;
-        let packets: Vec<&[u8]> = (0..batch.len())
-            .filter(|&i| !batch.stored[i])
-            .map(|i| batch.payloads[i].as_slice())
-            .collect();
-        if packets.is_empty() {
+        let sent: Vec<usize> = (0..batch.len()).filter(|&i| !batch.stored[i]).collect();
+        if sent.is_empty() {
             return Ok(());
         }
-        if !dedup {
-            return self.client.run(|conn: &mut Connection| {
-                conn.insert_encoded(&target.sql, &target.header, &packets)
-            });
-        }
-        let sent: Vec<usize> = (0..batch.len()).filter(|&i| !batch.stored[i]).collect();
-        let first = sent.first().map_or(0, |&i| batch.seq_first[i]);
-        let last = sent.last().map_or(0, |&i| batch.seq_last[i]);
-        let token = dedup_token(target.table.name(), first, last, packets.len());
-        let settings = [("insert_deduplication_token", token.as_str())];
+        // Sorted, the records go as one raw block: re-compressing it would cost about
+        // what ClickHouse saves by not sorting it.
+        let (packets, compression): (Vec<&[u8]>, _) = match &self.sorting {
+            Some(sorting) if merged => (vec![sorting.packet.as_slice()], None),
+            _ => (
+                sent.iter().map(|&i| batch.payloads[i].as_slice()).collect(),
+                self.config.options.compression,
+            ),
+        };
+        // The token names the records (first and last sequence, how many), not the
+        // blocks they travel in: a retry merged or not is the same INSERT.
+        let token = dedup.then(|| {
+            let first = batch.seq_first[sent[0]];
+            let last = batch.seq_last[sent[sent.len() - 1]];
+            dedup_token(target.table.name(), first, last, sent.len())
+        });
+        let settings: Vec<(&str, &str)> = token
+            .iter()
+            .map(|t| ("insert_deduplication_token", t.as_str()))
+            .collect();
+        let connection_compression = self.config.options.compression;
         self.client.run(|conn: &mut Connection| {
-            conn.insert_encoded_with(&target.sql, &target.header, &packets, &settings)
+            conn.set_compression(compression);
+            let result = conn.insert_encoded_with(&target.sql, &target.header, &packets, &settings);
+            conn.set_compression(connection_compression);
+            result
         })
+    }
+
+    /// Merges the batch's records not known stored into one block in key order, when
+    /// the batch is of the sorted target. `false`: send the records as they are (not
+    /// that target, or a record did not merge: ClickHouse then judges it as before).
+    fn merge_batch(&mut self, index: usize) -> bool {
+        let Some(sorting) = self.sorting.as_mut().filter(|s| s.target == index) else {
+            return false;
+        };
+        let compressed = self.config.options.compression.is_some();
+        let batch = &self.batch;
+        sorting.merge.clear();
+        for i in (0..batch.len()).filter(|&i| !batch.stored[i]) {
+            if let Err(error) = sorting.merge.push_packet(&batch.payloads[i], compressed) {
+                if !sorting.warned {
+                    sorting.warned = true;
+                    tracing::warn!(
+                        writer = self.config.index,
+                        seq_last = batch.seq_last[i],
+                        %error,
+                        "A journaled block does not merge; its INSERT goes unsorted, as journaled"
+                    );
+                }
+                return false;
+            }
+        }
+        if sorting.merge.rows() == 0 {
+            return false;
+        }
+        sorting.packet.clear();
+        write_data_prefix(&mut sorting.packet);
+        sorting
+            .merge
+            .write(BlockFormat::Protocol, &mut sorting.packet);
+        true
     }
 
     /// Marks the batch's records whose last sequence ClickHouse already holds.
@@ -549,6 +643,10 @@ impl Inserter {
             s.inserts_total.fetch_add(1, Ordering::Relaxed);
             s.last_stored_ms
                 .fetch_max(now_ms().max(0) as u64, Ordering::Relaxed);
+        }
+        if let Some(sorting) = self.sorting.as_ref().filter(|_| self.sent_sorted) {
+            sent = sorting.packet.len() as u64;
+            s.sorted_inserts_total.fetch_add(1, Ordering::Relaxed);
         }
         s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
         let mut journal = spill::lock(&self.journal);
@@ -637,5 +735,25 @@ impl Inserter {
         // Bound: a drain request (nothing will change the answer before it).
         while self.alert.sleep(Duration::from_millis(200), true) {}
         self.usable_pending()
+    }
+}
+
+/// The sorted INSERT of `market_ticks`, or `None` (logged) when its header has a column
+/// the merge cannot move or no key column: the INSERTs then go unsorted, as before.
+fn sorting_of(targets: &[(Target, bool)], writer: usize) -> Option<Sorting> {
+    let target = targets
+        .iter()
+        .position(|(t, _)| t.table == RecordTable::MarketTicks)?;
+    match SortedMerge::new(&targets[target].0.header, &TICKS_KEY) {
+        Ok(merge) => Some(Sorting {
+            target,
+            merge,
+            packet: Vec::new(),
+            warned: false,
+        }),
+        Err(error) => {
+            tracing::warn!(writer, %error, "market_ticks INSERTs go unsorted");
+            None
+        }
     }
 }

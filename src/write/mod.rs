@@ -155,6 +155,9 @@ pub struct WriterStats {
     pub blocks_total: AtomicU64,
     /// INSERT statements committed.
     pub inserts_total: AtomicU64,
+    /// Journal-first INSERTs committed as one block in table-key order
+    /// (`spill.sort_inserts`).
+    pub sorted_inserts_total: AtomicU64,
     /// When the last INSERT committed, Unix ms (0: none yet); the writer's inserters
     /// write it too.
     pub last_stored_ms: AtomicU64,
