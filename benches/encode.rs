@@ -185,7 +185,7 @@ fn bench_merge(c: &mut Criterion, schema: &TickSchema, ticks: &[Tick]) {
     let raw = packets(None);
     let mut merge = SortedMerge::new(&schema.header(), &TICKS_KEY).expect("ticks merge");
     let mut out = Vec::new();
-    let mut run = |merge: &mut SortedMerge, out: &mut Vec<u8>, input: &[Vec<u8>], lz4: bool| {
+    let run = |merge: &mut SortedMerge, out: &mut Vec<u8>, input: &[Vec<u8>], lz4: bool| {
         merge.clear();
         out.clear();
         for packet in input {
