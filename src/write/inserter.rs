@@ -757,3 +757,32 @@ fn sorting_of(targets: &[(Target, bool)], writer: usize) -> Option<Sorting> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TICKS_KEY;
+
+    /// The merge sorts by the table's own key, or ClickHouse would sort again: both
+    /// migrations' `ORDER BY` of `market_ticks` are prefixes of [`TICKS_KEY`] (the
+    /// merge takes the longest prefix a header has).
+    #[test]
+    fn the_ticks_key_is_the_order_by_of_both_migrations() {
+        for (sql, columns) in [
+            (
+                include_str!("../../migrations/clickhouse/001_market_ticks.sql"),
+                2,
+            ),
+            (
+                include_str!("../../migrations/clickhouse/001_market_ticks.legacy.sql"),
+                3,
+            ),
+        ] {
+            let order_by = sql
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("ORDER BY "))
+                .expect("an ORDER BY")
+                .trim_end_matches(';');
+            assert_eq!(order_by, format!("({})", TICKS_KEY[..columns].join(", ")));
+        }
+    }
+}
