@@ -217,6 +217,20 @@ fn check_row(file: &str, row: usize, got: &Json, t: &Tick) {
     assert_eq!(got["exchange_type"], "LowCardinality(String)", "{ctx}");
 }
 
+/// chdb decodes every file of `dir` to its ticks, row for row; then `dir` goes.
+fn check_files(dir: &Path, cases: &[(String, Vec<Tick>)]) {
+    let decoded = decode(dir, "ticks");
+    assert_eq!(decoded.len(), cases.len(), "every file decoded");
+    for (name, ticks) in cases {
+        let rows = &decoded[name];
+        assert_eq!(rows.len(), ticks.len(), "{name} row count");
+        for (i, (got, t)) in rows.iter().zip(ticks).enumerate() {
+            check_row(name, i, got, t);
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn chdb_decodes_random_tick_blocks_to_the_values_we_encoded() {
     let dir = scratch_dir("ticks");
@@ -239,16 +253,7 @@ fn chdb_decodes_random_tick_blocks_to_the_values_we_encoded() {
         std::fs::write(dir.join(&name), &sealed.bytes).unwrap();
         cases.push((name, ticks));
     }
-    let decoded = decode(&dir, "ticks");
-    assert_eq!(decoded.len(), CASES, "every file decoded");
-    for (name, ticks) in &cases {
-        let rows = &decoded[name];
-        assert_eq!(rows.len(), ticks.len(), "{name} row count");
-        for (i, (got, t)) in rows.iter().zip(ticks).enumerate() {
-            check_row(name, i, got, t);
-        }
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    check_files(&dir, &cases);
 }
 
 /// The journal-first inserter's sorted INSERT: LZ4 Data packets as shards seal them,
@@ -298,16 +303,7 @@ fn chdb_decodes_merged_blocks_to_the_ticks_in_key_order() {
         std::fs::write(dir.join(&name), &bytes).unwrap();
         cases.push((name, ticks));
     }
-    let decoded = decode(&dir, "ticks");
-    assert_eq!(decoded.len(), cases.len(), "every file decoded");
-    for (name, ticks) in &cases {
-        let rows = &decoded[name];
-        assert_eq!(rows.len(), ticks.len(), "{name} row count");
-        for (i, (got, t)) in rows.iter().zip(ticks).enumerate() {
-            check_row(name, i, got, t);
-        }
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    check_files(&dir, &cases);
 }
 
 #[test]
