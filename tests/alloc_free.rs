@@ -80,10 +80,18 @@ fn a_sorted_merge_allocates_nothing_after_warm_up() {
         let run = |merge: &mut SortedMerge, out: &mut Vec<u8>| {
             merge.clear();
             out.clear();
+            merge.expect_rows(packets.len() * ROWS);
             for packet in &packets {
                 merge.push_packet(packet, compression.is_some()).unwrap();
             }
-            merge.write(BlockFormat::Protocol, out);
+            // As the inserter sends it: a column at a time through one kept buffer.
+            let mut sent = 0;
+            let done: Result<(), ()> = merge.write_pieces(BlockFormat::Protocol, out, &mut |p| {
+                sent += p.len();
+                Ok(())
+            });
+            done.unwrap();
+            assert!(sent > 8 * ROWS * 100, "{sent} bytes for {} rows", 8 * ROWS);
         };
         run(&mut merge, &mut out);
         let before = counting_alloc::allocations();

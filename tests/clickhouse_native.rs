@@ -388,6 +388,80 @@ fn uncompressed_inserts_store_the_same_rows() {
     );
 }
 
+/// The journal-first inserter's sorted INSERT: LZ4 blocks merged into one in key order
+/// and streamed raw a column at a time on a connection opened for LZ4. Refused while
+/// the connection's queries are compressed; a piece that fails aborts the INSERT with
+/// nothing stored.
+#[test]
+fn a_merged_block_streams_raw_on_an_lz4_connection() {
+    use alphapt_storage::native::merge::SortedMerge;
+    use alphapt_storage::native::protocol::write_data_prefix;
+    use alphapt_storage::native::BlockFormat;
+    use alphapt_storage::write::inserter::TICKS_KEY;
+
+    const ROWS: u64 = 3_000;
+    let db = TestDb::new("streamed");
+    let mut conn = db.connect(Some(Method::Lz4));
+    db.create_market_ticks(&mut conn);
+    let schema = TickSchema::from_header(&conn.insert_header("market_ticks").unwrap()).unwrap();
+    let mut feed = SyntheticTicks::new(10, 4);
+    let mut columns = TickColumns::new(1_000);
+    let mut sealed = SealedBlock::with_capacity(1_000);
+    let mut merge = SortedMerge::new(&schema.header(), &TICKS_KEY).unwrap();
+    let mut prices = 0.0;
+    for seq in 1..=ROWS {
+        let tick = feed.next_tick(1_764_000_000_000 + seq as i64, 1_764_000_000_001, seq);
+        prices += tick.last_price.to_f64();
+        columns.append(&tick);
+        if seq % 1_000 == 0 {
+            columns.seal(&schema, Some(Method::Lz4), &mut sealed);
+            merge.push_packet(&sealed.bytes, true).unwrap();
+        }
+    }
+    let sql = schema.insert_sql("market_ticks");
+    let header = schema.header();
+    let mut piece = Vec::new();
+    let mut send = |conn: &mut Connection, fail: bool| {
+        conn.insert_streamed_with(&sql, &header, &[], |sink| {
+            let mut prefix = Vec::new();
+            write_data_prefix(&mut prefix);
+            sink(&prefix)?;
+            merge.write_pieces(BlockFormat::Protocol, &mut piece, &mut |bytes| {
+                if fail {
+                    return Err(Error::Protocol("a piece failed".into()));
+                }
+                sink(bytes)
+            })
+        })
+    };
+    let refused = send(&mut conn, false).unwrap_err();
+    assert!(refused.to_string().contains("uncompressed"), "{refused}");
+    conn.set_compression(None);
+    assert!(send(&mut conn, true).is_err());
+    let mut conn = db.connect(None);
+    send(&mut conn, false).unwrap();
+    let mut conn = db.connect(Some(Method::Lz4));
+    let q = conn
+        .query("SELECT count(), sum(stream_seq), sum(last_price) FROM market_ticks")
+        .unwrap();
+    let row: Vec<Value> = (0..3)
+        .map(|c| q.blocks[0].columns[c].values.get(0))
+        .collect();
+    assert_eq!(
+        row[0],
+        Value::UInt(ROWS),
+        "stored once, the failed attempt not at all"
+    );
+    assert_eq!(row[1], Value::UInt(ROWS * (ROWS + 1) / 2));
+    let Value::Float(sum) = row[2] else {
+        panic!("{:?}", row[2])
+    };
+    assert!(
+        (sum - prices).abs() < 1e-6 * prices,
+        "{sum} against {prices}"
+    );
+}
+
 #[test]
 fn a_silent_peer_times_out_instead_of_hanging() {
     // A socket that accepts and never speaks stands for a hung or half-open server.

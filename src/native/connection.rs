@@ -620,6 +620,47 @@ impl Connection {
         self.finish_insert()
     }
 
+    /// [`Self::insert_encoded_with`] for one uncompressed Data packet handed over in
+    /// pieces: `produce` gives each to its sink in order, and each goes to the socket
+    /// at once, so the packet never sits whole in memory (the journal-first inserter's
+    /// sorted block, a column at a time). Only on an uncompressed query
+    /// ([`Self::set_compression`] `None`): LZ4 frames would need the whole packet.
+    pub fn insert_streamed_with(
+        &mut self,
+        sql: &str,
+        expected: &[(String, String)],
+        settings: &[(&str, &str)],
+        produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if self.compression.is_some() {
+            return Err(Error::Protocol(
+                "a streamed INSERT needs an uncompressed query".into(),
+            ));
+        }
+        let header = self.start_insert(sql, settings)?;
+        if let Err(error) = compare_headers(&header, expected) {
+            self.broken = true;
+            return Err(error);
+        }
+        let mut first = true;
+        produce(&mut |piece: &[u8]| {
+            self.write_raw(piece)?;
+            if std::mem::take(&mut first) && crash::armed(crash::Point::MidInsert) {
+                // The crash must leave part of the block on the wire and no end marker.
+                self.flush()?;
+                crash::reached(crash::Point::MidInsert);
+            }
+            Ok(())
+        })
+        .inspect_err(|_| {
+            // A piece that could not be produced leaves the server mid-block: only
+            // closing the connection aborts the INSERT.
+            self.broken = true;
+        })?;
+        self.flush()?;
+        self.finish_insert()
+    }
+
     /// INSERTs one block built in memory (tests, small tables, the health probe).
     pub fn insert_block(&mut self, table: &str, block: &Block) -> Result<(), Error> {
         let names: Vec<&str> = block.columns.iter().map(|c| c.name.as_str()).collect();

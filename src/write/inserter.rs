@@ -196,8 +196,10 @@ pub struct Inserter {
 struct Sorting {
     target: usize,
     merge: SortedMerge,
-    /// The merged Data packet, raw; kept across INSERTs.
-    packet: Vec<u8>,
+    /// One piece of the merged block (a column) on its way out; kept across INSERTs.
+    piece: Vec<u8>,
+    /// Bytes the last sorted INSERT streamed.
+    sent_bytes: u64,
     /// A record did not merge once already (said once a run, not once an INSERT).
     warned: bool,
 }
@@ -509,15 +511,6 @@ impl Inserter {
         if sent.is_empty() {
             return Ok(());
         }
-        // Sorted, the records go as one raw block: re-compressing it would cost about
-        // what ClickHouse saves by not sorting it.
-        let (packets, compression): (Vec<&[u8]>, _) = match &self.sorting {
-            Some(sorting) if merged => (vec![sorting.packet.as_slice()], None),
-            _ => (
-                sent.iter().map(|&i| batch.payloads[i].as_slice()).collect(),
-                self.config.options.compression,
-            ),
-        };
         // The token names the records (first and last sequence, how many), not the
         // blocks they travel in: a retry merged or not is the same INSERT.
         let token = dedup.then(|| {
@@ -529,12 +522,35 @@ impl Inserter {
             .iter()
             .map(|t| ("insert_deduplication_token", t.as_str()))
             .collect();
-        let connection_compression = self.config.options.compression;
+        if let Some(sorting) = self.sorting.as_mut().filter(|_| merged) {
+            // Sorted, the records go as one raw block, streamed a column at a time:
+            // compressing it again would cost about what ClickHouse saves by not
+            // sorting it.
+            let compression = self.config.options.compression;
+            let (merge, piece) = (&mut sorting.merge, &mut sorting.piece);
+            let mut streamed = 0u64;
+            let result = self.client.run(|conn: &mut Connection| {
+                streamed = 0;
+                conn.set_compression(None);
+                let result =
+                    conn.insert_streamed_with(&target.sql, &target.header, &settings, |sink| {
+                        let mut prefix = Vec::with_capacity(4);
+                        write_data_prefix(&mut prefix);
+                        sink(&prefix)?;
+                        merge.write_pieces(BlockFormat::Protocol, piece, &mut |bytes| {
+                            streamed += bytes.len() as u64;
+                            sink(bytes)
+                        })
+                    });
+                conn.set_compression(compression);
+                result
+            });
+            sorting.sent_bytes = streamed;
+            return result;
+        }
+        let packets: Vec<&[u8]> = sent.iter().map(|&i| batch.payloads[i].as_slice()).collect();
         self.client.run(|conn: &mut Connection| {
-            conn.set_compression(compression);
-            let result = conn.insert_encoded_with(&target.sql, &target.header, &packets, &settings);
-            conn.set_compression(connection_compression);
-            result
+            conn.insert_encoded_with(&target.sql, &target.header, &packets, &settings)
         })
     }
 
@@ -548,6 +564,11 @@ impl Inserter {
         let compressed = self.config.options.compression.is_some();
         let batch = &self.batch;
         sorting.merge.clear();
+        let rows = (0..batch.len())
+            .filter(|&i| !batch.stored[i])
+            .map(|i| batch.rows[i] as usize)
+            .sum();
+        sorting.merge.expect_rows(rows);
         for i in (0..batch.len()).filter(|&i| !batch.stored[i]) {
             if let Err(error) = sorting.merge.push_packet(&batch.payloads[i], compressed) {
                 if !sorting.warned {
@@ -562,15 +583,7 @@ impl Inserter {
                 return false;
             }
         }
-        if sorting.merge.rows() == 0 {
-            return false;
-        }
-        sorting.packet.clear();
-        write_data_prefix(&mut sorting.packet);
-        sorting
-            .merge
-            .write(BlockFormat::Protocol, &mut sorting.packet);
-        true
+        sorting.merge.rows() > 0
     }
 
     /// Marks the batch's records whose last sequence ClickHouse already holds.
@@ -645,7 +658,7 @@ impl Inserter {
                 .fetch_max(now_ms().max(0) as u64, Ordering::Relaxed);
         }
         if let Some(sorting) = self.sorting.as_ref().filter(|_| self.sent_sorted) {
-            sent = sorting.packet.len() as u64;
+            sent = sorting.sent_bytes;
             s.sorted_inserts_total.fetch_add(1, Ordering::Relaxed);
         }
         s.sent_bytes_total.fetch_add(sent, Ordering::Relaxed);
@@ -748,7 +761,8 @@ fn sorting_of(targets: &[(Target, bool)], writer: usize) -> Option<Sorting> {
         Ok(merge) => Some(Sorting {
             target,
             merge,
-            packet: Vec::new(),
+            piece: Vec::new(),
+            sent_bytes: 0,
             warned: false,
         }),
         Err(error) => {
