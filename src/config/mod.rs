@@ -923,9 +923,10 @@ pub struct SpillConfig {
     /// Journal-first only: send each `market_ticks` INSERT as one block sorted by the
     /// table key (`instrument_token, timestamp`), raw. ClickHouse skips its own sort of
     /// a sorted block: ~30% less server CPU per INSERT, views included. Costs the
-    /// inserter a decode, sort and copy (~0.2 CPU-s per million ticks), memory for one
-    /// INSERT twice over (up to ~600 MiB at the 1 Mi-row cap), and on the link the
-    /// uncompressed bytes: turn it off for a ClickHouse across a slow network.
+    /// inserter a decode, sort and copy (~0.2-0.3 CPU-s per million ticks once warm),
+    /// memory for one INSERT's rows (up to ~300 MiB at the 1 Mi-row cap; the block goes
+    /// out a column at a time), and on the link the uncompressed bytes: turn it off for
+    /// a ClickHouse across a slow network.
     pub sort_inserts: bool,
 }
 

@@ -16,12 +16,14 @@
 //!        │ sort: per row the key columns packed into the high 96 bits of a u128,
 //!        │ the row number in the low 32 (so entries are unique and the unstable
 //!        ▼ sort keeps arrival order among equal keys)
-//!   one raw block ◄── every column gathered through the order
+//!   one raw block ◄── every column gathered through the order, a column at a time
+//!                     (`write_pieces`: the inserter streams each to the socket)
 //! ```
 //!
 //! Values keep their wire bytes, nothing is converted, so each row leaves byte for byte
 //! as it came. Every buffer is kept between merges: once warmed up to the largest
-//! merge, a merge allocates nothing. Input is the journal's, whose records carry a CRC
+//! merge, a merge through `write_pieces` with a kept piece buffer allocates nothing
+//! (`write`, for tests and tools, makes a piece buffer per call). Input is the journal's, whose records carry a CRC
 //! of their own, so frame checksums are not checked again here; anything that does not
 //! parse as a block of the header is an error naming what, and the caller sends the
 //! records as they are.

@@ -98,7 +98,7 @@ pub const INSERT_BYTES_MAX: usize = 256 << 20;
 const COPY_BYTES_PER_HOLD: u64 = 1 << 20;
 /// Most rows of a sorted INSERT (`spill.sort_inserts`): ClickHouse's own
 /// `max_insert_block_size`, one part per INSERT. Bounds the merge's memory: ~300 B a
-/// row held twice (the rows pushed, the block written), ~600 MiB.
+/// row pushed, ~300 MiB, and one column on its way out (the block is streamed).
 pub const SORTED_ROWS_MAX: u64 = 1 << 20;
 /// The `market_ticks` key (both migrations' ORDER BY; 18.16 adds `timestamp_ms`).
 pub const TICKS_KEY: [&str; 3] = ["instrument_token", "timestamp", "timestamp_ms"];
