@@ -506,8 +506,25 @@ fn journal_first_crash_after_an_insert_commits_and_before_its_mark_stores_nothin
 }
 
 #[test]
+fn journal_first_crash_after_a_sorted_insert_commits_then_an_unsorted_restart_stores_nothing_twice()
+{
+    // The crashed run sent its INSERTs as sorted blocks (the default); the restart
+    // sends the journal as journaled blocks. Which records are stored is read from
+    // their rows' sequences, not from the blocks they went in.
+    let restart = crash_then_restart(
+        "jfsortcfg",
+        "insert_committed:2",
+        &["--set", "spill.sort_inserts=false"],
+    );
+    assert!(
+        logged(&restart, "already_stored") > 0,
+        "the restart found the sorted INSERT's records stored: {restart}"
+    );
+}
+
+#[test]
 fn journal_first_crash_in_the_middle_of_an_insert_from_the_journal_stores_nothing_twice() {
-    // The inserter's third INSERT has its first block on the wire and no end marker
+    // The inserter's third INSERT has its first piece on the wire and no end marker
     // when the process dies; the server may still be writing that block while the
     // restart replays the journal, so the replay first waits for it.
     crash_then_restart("jfmid", "mid_insert:3", &[]);

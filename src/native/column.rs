@@ -31,13 +31,13 @@ use super::Error;
 pub const COLUMN_ROWS_MAX: u64 = 64 << 20;
 
 /// LowCardinality key-serialization version "shared dictionaries with additional keys".
-const LC_VERSION: u64 = 1;
+pub const LC_VERSION: u64 = 1;
 /// LowCardinality flag: the block carries its own ("additional") keys.
-const LC_HAS_ADDITIONAL_KEYS: u64 = 0x200;
+pub const LC_HAS_ADDITIONAL_KEYS: u64 = 0x200;
 /// LowCardinality flag: the dictionary is updated by this block.
 const LC_NEED_UPDATE_DICTIONARY: u64 = 0x400;
 /// LowCardinality flag: a global dictionary was sent (no client does this).
-const LC_NEED_GLOBAL_DICTIONARY: u64 = 0x100;
+pub const LC_NEED_GLOBAL_DICTIONARY: u64 = 0x100;
 
 /// Column values in their physical form. Logical meaning comes from the paired
 /// [`ColumnType`]: `U32` holds `UInt32` and `DateTime`, `I64` holds `Int64`,
@@ -545,24 +545,34 @@ fn write_low_cardinality(
             })
         })
         .collect();
-    let width_code: u64 = match dict.len() {
-        0..=0x100 => 0,
-        0x101..=0x1_0000 => 1,
-        _ => 2,
+    write_low_cardinality_keys(out, dict.iter().copied(), indexes.iter().map(|&i| i as u32));
+    Ok(())
+}
+
+/// Writes a `LowCardinality(String)` body after its version prefix, as every writer of
+/// ours sends it: flags (index width by dictionary size, the block's own keys), the
+/// keys, then one index per row. Shared by the generic codec, the tick builder and the
+/// merge.
+pub fn write_low_cardinality_keys<'a>(
+    out: &mut Vec<u8>,
+    keys: impl ExactSizeIterator<Item = &'a [u8]>,
+    indexes: impl ExactSizeIterator<Item = u32>,
+) {
+    let (width_code, width) = match keys.len() {
+        0..=0x100 => (0u64, 1usize),
+        0x101..=0x1_0000 => (1, 2),
+        _ => (2, 4),
     };
     let flags = width_code | LC_HAS_ADDITIONAL_KEYS | LC_NEED_UPDATE_DICTIONARY;
-    out.extend(flags.to_le_bytes());
-    out.extend((dict.len() as u64).to_le_bytes());
-    dict.iter().for_each(|d| put_str(out, d));
-    out.extend((indexes.len() as u64).to_le_bytes());
-    for i in indexes {
-        match width_code {
-            0 => out.push(i as u8),
-            1 => out.extend((i as u16).to_le_bytes()),
-            _ => out.extend((i as u32).to_le_bytes()),
-        }
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    keys.for_each(|key| put_str(out, key));
+    out.extend_from_slice(&(indexes.len() as u64).to_le_bytes());
+    let start = out.len();
+    out.resize(start + indexes.len() * width, 0);
+    for (dst, index) in out[start..].chunks_exact_mut(width).zip(indexes) {
+        dst.copy_from_slice(&index.to_le_bytes()[..width]);
     }
-    Ok(())
 }
 
 /// Reads a single byte flag (used by the block reader for the custom-serialization byte).

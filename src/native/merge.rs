@@ -32,11 +32,14 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
 
 use super::block::BLOCK_INFO;
+use super::column::{
+    write_low_cardinality_keys, LC_HAS_ADDITIONAL_KEYS, LC_NEED_GLOBAL_DICTIONARY, LC_VERSION,
+};
 use super::compress::{
     CHECKSUM_BYTES, FRAME_BYTES_MAX, FRAME_OVERHEAD_BYTES, HEADER_BYTES, METHOD_LZ4, METHOD_NONE,
 };
 use super::types::ColumnType;
-use super::wire::{put_str, put_varuint};
+use super::wire::{get_varuint, put_str, put_varuint};
 use super::{BlockFormat, Error};
 
 /// Most rows one merge holds: the entries' low 32 bits number them.
@@ -44,13 +47,6 @@ pub const MERGE_ROWS_MAX: usize = 1 << 30;
 
 /// Bits of key a u128 entry has room for beside the row number.
 const KEY_BITS_MAX: u32 = 96;
-
-/// LowCardinality flags (ClickHouse `SerializationLowCardinality`).
-const LC_NEED_GLOBAL_DICTIONARY: u64 = 0x100;
-const LC_HAS_ADDITIONAL_KEYS: u64 = 0x200;
-const LC_NEED_UPDATE_DICTIONARY: u64 = 0x400;
-/// The LowCardinality serialization version written as the column's prefix.
-const LC_VERSION: u64 = 1;
 
 /// How a column's rows sit on the wire, so that they can be moved without decoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -356,25 +352,10 @@ impl Column {
                 }
             }
             Layout::LowCardinality => {
-                let entries = self.dict_ends.len();
-                let (code, width) = match entries {
-                    0..=0x100 => (0u64, 1usize),
-                    0x101..=0x1_0000 => (1, 2),
-                    _ => (2, 4),
-                };
                 out.extend_from_slice(&LC_VERSION.to_le_bytes());
-                let flags = code | LC_HAS_ADDITIONAL_KEYS | LC_NEED_UPDATE_DICTIONARY;
-                out.extend_from_slice(&flags.to_le_bytes());
-                out.extend_from_slice(&(entries as u64).to_le_bytes());
-                for id in 0..entries {
-                    put_str(out, self.dict_entry(id as u32));
-                }
-                out.extend_from_slice(&(order.len() as u64).to_le_bytes());
-                let start = out.len();
-                out.resize(start + order.len() * width, 0);
-                for (dst, &row) in out[start..].chunks_exact_mut(width).zip(order) {
-                    dst.copy_from_slice(&self.ids[row as usize].to_le_bytes()[..width]);
-                }
+                let keys = (0..self.dict_ends.len()).map(|id| self.dict_entry(id as u32));
+                let indexes = order.iter().map(|&row| self.ids[row as usize]);
+                write_low_cardinality_keys(out, keys, indexes);
             }
             Layout::Array(widths) => {
                 let range = |row: u32| {
@@ -515,15 +496,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn varuint(&mut self, what: &str) -> Result<u64, Error> {
-        let mut value = 0u64;
-        for index in 0..10 {
-            let byte = self.take(1, what)?[0];
-            value |= u64::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(bad(what, "a VarUInt longer than 10 bytes"))
+        let mut rest = &self.bytes[self.pos..];
+        let value = get_varuint(&mut rest)
+            .map_err(|_| bad(what, "a VarUInt cut short or longer than 10 bytes"))?;
+        self.pos = self.bytes.len() - rest.len();
+        Ok(value)
     }
 
     fn string(&mut self, what: &str) -> Result<&'a [u8], Error> {

@@ -24,6 +24,7 @@ use crate::model::{
     Depth, Price, ReceivedSpread, SealedBlock, Symbol, Table, Tick, DEPTH_LEVELS, SYMBOL_BYTES_MAX,
 };
 use crate::native::block::{BlockFormat, BLOCK_INFO};
+use crate::native::column::{write_low_cardinality_keys, LC_VERSION};
 use crate::native::compress::{
     compress_frames, compress_table, frames_bytes_max, CompressTable, Method,
 };
@@ -938,28 +939,13 @@ fn put_symbols(out: &mut Vec<u8>, indexes: &[u32], entries: &[Symbol], encoding:
             }
         }
         StrEncoding::LowCardinality => {
-            // Layout: version (the prefix), flags, dictionary, index count, indexes.
-            const HAS_ADDITIONAL_KEYS: u64 = 0x200;
-            const NEED_UPDATE_DICTIONARY: u64 = 0x400;
-            let (width_code, width) = match entries.len() {
-                0..=0x100 => (0u64, 1usize),
-                0x101..=0x1_0000 => (1, 2),
-                _ => (2, 4),
-            };
-            out.extend_from_slice(&1u64.to_le_bytes());
-            out.extend_from_slice(
-                &(width_code | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
+            // Layout: version (the prefix), then the body.
+            out.extend_from_slice(&LC_VERSION.to_le_bytes());
+            write_low_cardinality_keys(
+                out,
+                entries.iter().map(Symbol::as_bytes),
+                indexes.iter().copied(),
             );
-            out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-            for entry in entries {
-                put_str(out, entry.as_bytes());
-            }
-            out.extend_from_slice(&(indexes.len() as u64).to_le_bytes());
-            let start = out.len();
-            out.resize(start + indexes.len() * width, 0);
-            for (dst, &index) in out[start..].chunks_exact_mut(width).zip(indexes) {
-                dst.copy_from_slice(&index.to_le_bytes()[..width]);
-            }
         }
     }
 }

@@ -188,8 +188,6 @@ pub struct Inserter {
     audit: AuditProducer,
     /// The ticks table's merge into one sorted block, when `sort_inserts` is on.
     sorting: Option<Sorting>,
-    /// The last INSERT sent was the merged block.
-    sent_sorted: bool,
 }
 
 /// The sorted INSERT of one target: its records merged into one block in key order.
@@ -198,7 +196,7 @@ struct Sorting {
     merge: SortedMerge,
     /// One piece of the merged block (a column) on its way out; kept across INSERTs.
     piece: Vec<u8>,
-    /// Bytes the last sorted INSERT streamed.
+    /// Bytes the last INSERT streamed sorted; 0 when it went as journaled.
     sent_bytes: u64,
     /// A record did not merge once already (said once a run, not once an INSERT).
     warned: bool,
@@ -249,7 +247,6 @@ impl Inserter {
             uncertain: false,
             audit,
             sorting,
-            sent_sorted: false,
         }
     }
 
@@ -504,7 +501,6 @@ impl Inserter {
             self.find_stored(index)?;
         }
         let merged = self.merge_batch(index);
-        self.sent_sorted = merged;
         let (target, dedup) = (&self.targets[index].0, self.targets[index].1);
         let batch = &self.batch;
         let sent: Vec<usize> = (0..batch.len()).filter(|&i| !batch.stored[i]).collect();
@@ -534,9 +530,9 @@ impl Inserter {
                 conn.set_compression(None);
                 let result =
                     conn.insert_streamed_with(&target.sql, &target.header, &settings, |sink| {
-                        let mut prefix = Vec::with_capacity(4);
-                        write_data_prefix(&mut prefix);
-                        sink(&prefix)?;
+                        piece.clear();
+                        write_data_prefix(piece);
+                        sink(piece)?;
                         merge.write_pieces(BlockFormat::Protocol, piece, &mut |bytes| {
                             streamed += bytes.len() as u64;
                             sink(bytes)
@@ -558,9 +554,13 @@ impl Inserter {
     /// the batch is of the sorted target. `false`: send the records as they are (not
     /// that target, or a record did not merge: ClickHouse then judges it as before).
     fn merge_batch(&mut self, index: usize) -> bool {
-        let Some(sorting) = self.sorting.as_mut().filter(|s| s.target == index) else {
+        let Some(sorting) = self.sorting.as_mut() else {
             return false;
         };
+        sorting.sent_bytes = 0;
+        if sorting.target != index {
+            return false;
+        }
         let compressed = self.config.options.compression.is_some();
         let batch = &self.batch;
         sorting.merge.clear();
@@ -657,7 +657,7 @@ impl Inserter {
             s.last_stored_ms
                 .fetch_max(now_ms().max(0) as u64, Ordering::Relaxed);
         }
-        if let Some(sorting) = self.sorting.as_ref().filter(|_| self.sent_sorted) {
+        if let Some(sorting) = self.sorting.as_ref().filter(|s| s.sent_bytes > 0) {
             sent = sorting.sent_bytes;
             s.sorted_inserts_total.fetch_add(1, Ordering::Relaxed);
         }
