@@ -489,27 +489,21 @@ fn hot_path_threads_run_at_their_own_nice_value() {
             "threads.writer_io_class=realtime",
         ],
     );
-    // The control endpoint serves once every thread has started.
     control_addr(&run);
-    let mut nice_of = std::collections::BTreeMap::new();
-    let mut io_of = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{}/task", run.pid())).unwrap() {
-        let path = task.unwrap().path();
-        let tid: i32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
-        let (Ok(comm), Ok(stat)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("stat")),
-        ) else {
-            continue; // a thread that ended meanwhile
-        };
-        // Field 19 of stat; the name in parentheses may hold spaces, so count after it.
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-        nice_of.insert(comm.trim().to_string(), nice);
-        if let Ok(io) = alphapt_storage::runtime::thread_io_priority(tid) {
-            io_of.insert(comm.trim().to_string(), io);
+    // The signals path's threads start once its consumer is ready, which may be after
+    // the control endpoint serves: read the threads until both writers are there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (nice_of, io_of) = loop {
+        let read = thread_priorities(run.pid());
+        if ["writer-0", "sig-writer-0"]
+            .iter()
+            .all(|w| read.1.contains_key(*w))
+            || std::time::Instant::now() > deadline
+        {
+            break read;
         }
-    }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let summary = format!("{nice_of:?}");
     // threads.writer_io_class = "realtime": the writers, and only they, in the realtime
     // class (1), level 4. The tests run as root, which may set it.
@@ -583,4 +577,34 @@ fn a_nice_value_and_io_class_the_system_refuses_warn_once_each_and_store_everyth
         "the warning names the fix: {text}"
     );
     assert_eq!(stored(&mut conn), (4_000, 4_000, 1, 4_000), "{text}");
+}
+
+/// Each thread's nice value and I/O priority, by name.
+#[allow(clippy::type_complexity)]
+fn thread_priorities(
+    pid: u32,
+) -> (
+    std::collections::BTreeMap<String, i32>,
+    std::collections::BTreeMap<String, (i32, i32)>,
+) {
+    let mut nice_of = std::collections::BTreeMap::new();
+    let mut io_of = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let tid: i32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        // Field 19 of stat; the name in parentheses may hold spaces, so count after it.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        nice_of.insert(comm.trim().to_string(), nice);
+        if let Ok(io) = alphapt_storage::runtime::thread_io_priority(tid) {
+            io_of.insert(comm.trim().to_string(), io);
+        }
+    }
+    (nice_of, io_of)
 }
