@@ -83,7 +83,13 @@ fn a_config_change_after_an_unclean_stop_stores_nothing_twice() {
             "spill.mode=overflow",
         ],
     );
-    wait_stored(&mut conn, 8_000, Duration::from_secs(120));
+    // Polled tightly: at full speed the 60,000 go in well under a second, and a
+    // coarser poll once let the whole stream in before the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while stored(&mut conn).0 < 8_000 {
+        assert!(std::time::Instant::now() < deadline, "8,000 never stored");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     kill(run);
     let before = stored(&mut conn);
     assert!(
