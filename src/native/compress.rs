@@ -111,58 +111,107 @@ fn write_frame(method: Method, chunk: &[u8], out: &mut Vec<u8>, table: &mut Comp
     frame[..CHECKSUM_BYTES].copy_from_slice(&sum);
 }
 
-/// Reads one frame from `input` and appends its decompressed bytes to `out`.
+/// A frame's method and sizes, read from its head and checked against the limits
+/// before anything is allocated for it.
+struct FrameHead {
+    method: u8,
+    payload_bytes: usize,
+    raw_bytes: usize,
+}
+
+impl FrameHead {
+    fn parse(head: &[u8; FRAME_OVERHEAD_BYTES]) -> Result<FrameHead, Error> {
+        let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+        let (size_with_header, raw_bytes) = (word(17) as usize, word(21) as usize);
+        if !(HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size_with_header)
+            || raw_bytes > FRAME_BYTES_MAX
+        {
+            return Err(Error::Frame(format!(
+                "frame sizes out of range (compressed {size_with_header} B, raw {raw_bytes} B, limit {FRAME_BYTES_MAX} B)"
+            )));
+        }
+        Ok(FrameHead {
+            method: head[CHECKSUM_BYTES],
+            payload_bytes: size_with_header - HEADER_BYTES,
+            raw_bytes,
+        })
+    }
+
+    /// Appends `payload`, this frame's, decompressed to `out`.
+    fn decode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let raw_bytes = self.raw_bytes;
+        match self.method {
+            METHOD_LZ4 => {
+                let start = out.len();
+                out.resize(start + raw_bytes, 0);
+                let written = lz4_flex::block::decompress_into(payload, &mut out[start..])
+                    .map_err(|e| Error::Frame(format!("LZ4 payload does not decode: {e}")))?;
+                if written != raw_bytes {
+                    return Err(Error::Frame(format!(
+                        "LZ4 payload decoded to {written} bytes, header says {raw_bytes}"
+                    )));
+                }
+            }
+            METHOD_NONE => {
+                if payload.len() != raw_bytes {
+                    return Err(Error::Frame("uncompressed frame sizes disagree".into()));
+                }
+                out.extend_from_slice(payload);
+            }
+            METHOD_ZSTD => {
+                return Err(Error::Frame(
+                    "a ZSTD frame; only LZ4 and NONE are read (from a server: set \
+                     network_compression_method = 'lz4' for this user)"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(Error::Frame(format!(
+                    "unknown compression method 0x{other:02x}"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads one frame from `input`, checks its checksum and appends its decompressed
+/// bytes to `out`.
 pub fn read_frame<R: Read + ?Sized>(input: &mut R, out: &mut Vec<u8>) -> Result<(), Error> {
     let mut head = [0u8; FRAME_OVERHEAD_BYTES];
     read_exact(input, &mut head)?;
-    let method = head[CHECKSUM_BYTES];
-    let size_with_header = u32::from_le_bytes(head[17..21].try_into().expect("4 bytes")) as usize;
-    let raw_bytes = u32::from_le_bytes(head[21..25].try_into().expect("4 bytes")) as usize;
-    if !(HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size_with_header) || raw_bytes > FRAME_BYTES_MAX
-    {
-        return Err(Error::Frame(format!(
-            "frame sizes out of range (compressed {size_with_header} B, raw {raw_bytes} B, limit {FRAME_BYTES_MAX} B)"
-        )));
-    }
-    let mut body = vec![0u8; size_with_header - HEADER_BYTES];
+    let frame = FrameHead::parse(&head)?;
+    let mut body = vec![0u8; frame.payload_bytes];
     read_exact(input, &mut body)?;
-    let mut hashed = Vec::with_capacity(size_with_header);
+    let mut hashed = Vec::with_capacity(HEADER_BYTES + body.len());
     hashed.extend_from_slice(&head[CHECKSUM_BYTES..]);
     hashed.extend_from_slice(&body);
     if checksum(&hashed) != head[..CHECKSUM_BYTES] {
         return Err(Error::Frame(format!(
-            "checksum mismatch in a {size_with_header}-byte frame; the data was corrupted in transit"
+            "checksum mismatch in a {}-byte frame; the data was corrupted in transit",
+            hashed.len()
         )));
     }
-    let start = out.len();
-    match method {
-        METHOD_LZ4 => {
-            out.resize(start + raw_bytes, 0);
-            let written = lz4_flex::block::decompress_into(&body, &mut out[start..])
-                .map_err(|e| Error::Frame(format!("LZ4 payload does not decode: {e}")))?;
-            if written != raw_bytes {
-                return Err(Error::Frame(format!(
-                    "LZ4 payload decoded to {written} bytes, header says {raw_bytes}"
-                )));
-            }
-        }
-        METHOD_NONE => {
-            if body.len() != raw_bytes {
-                return Err(Error::Frame("uncompressed frame sizes disagree".into()));
-            }
-            out.extend_from_slice(&body);
-        }
-        METHOD_ZSTD => {
-            return Err(Error::Frame(
-                "server sent ZSTD frames; set network_compression_method = 'lz4' for this user"
-                    .into(),
-            ))
-        }
-        other => {
-            return Err(Error::Frame(format!(
-                "unknown compression method 0x{other:02x}"
-            )))
-        }
+    frame.decode(&body, out)
+}
+
+/// Appends the decompressed bytes of the consecutive frames that make up `bytes` to
+/// `out`, allocating nothing once `out` has grown. The frames' checksums are not
+/// verified: this is for bytes a check of the caller's own covers (a journal record's
+/// CRC), where a second hash would only cost time.
+pub fn decompress_frames_unchecked(mut bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        let head: &[u8; FRAME_OVERHEAD_BYTES] = bytes
+            .get(..FRAME_OVERHEAD_BYTES)
+            .and_then(|head| head.try_into().ok())
+            .ok_or_else(|| Error::Frame("a frame cut short in its header".into()))?;
+        let frame = FrameHead::parse(head)?;
+        let end = FRAME_OVERHEAD_BYTES + frame.payload_bytes;
+        let payload = bytes
+            .get(FRAME_OVERHEAD_BYTES..end)
+            .ok_or_else(|| Error::Frame("a frame cut short in its payload".into()))?;
+        frame.decode(payload, out)?;
+        bytes = &bytes[end..];
     }
     Ok(())
 }
@@ -284,5 +333,45 @@ mod tests {
         huge[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = read_frame(&mut &huge[..], &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn frames_in_a_slice_decompress_and_bad_ones_are_named() {
+        let raw: Vec<u8> = (0..(FRAME_RAW_BYTES_MAX + 999))
+            .map(|i| (i % 13) as u8)
+            .collect();
+        let mut frames = Vec::new();
+        compress_frames(Method::Lz4, &raw, &mut frames, &mut compress_table());
+        compress_frames(
+            Method::None,
+            &END_MARKER,
+            &mut frames,
+            &mut compress_table(),
+        );
+        let mut back = vec![0xee; 5];
+        decompress_frames_unchecked(&frames, &mut back).unwrap();
+        assert_eq!(back[..5], [0xee; 5], "appends, never clears");
+        assert_eq!(back[5..raw.len() + 5], raw[..]);
+        assert_eq!(back[raw.len() + 5..], END_MARKER);
+
+        let error = |bytes: &[u8]| {
+            decompress_frames_unchecked(bytes, &mut Vec::new())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(&frames[..10]).contains("cut short in its header"));
+        assert!(error(&frames[..frames.len() - 1]).contains("cut short in its payload"));
+        let mut zstd = frames.clone();
+        zstd[CHECKSUM_BYTES] = METHOD_ZSTD;
+        assert!(error(&zstd).contains("ZSTD"));
+        let mut unknown = frames.clone();
+        unknown[CHECKSUM_BYTES] = 0x77;
+        assert!(error(&unknown).contains("0x77"));
+        let mut lying = frames.clone();
+        lying[21..25].copy_from_slice(&(FRAME_RAW_BYTES_MAX as u32 - 1).to_le_bytes());
+        assert!(error(&lying).contains("LZ4 payload"));
+        let mut huge = frames;
+        huge[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(error(&huge).contains("out of range"));
     }
 }

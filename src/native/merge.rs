@@ -35,9 +35,7 @@ use super::block::BLOCK_INFO;
 use super::column::{
     write_low_cardinality_keys, LC_HAS_ADDITIONAL_KEYS, LC_NEED_GLOBAL_DICTIONARY, LC_VERSION,
 };
-use super::compress::{
-    CHECKSUM_BYTES, FRAME_BYTES_MAX, FRAME_OVERHEAD_BYTES, HEADER_BYTES, METHOD_LZ4, METHOD_NONE,
-};
+use super::compress::decompress_frames_unchecked;
 use super::types::ColumnType;
 use super::wire::{get_varuint, put_str, put_varuint};
 use super::{BlockFormat, Error};
@@ -635,8 +633,12 @@ impl SortedMerge {
         if !compressed {
             return self.push_block(body);
         }
+        // The frames' checksums are not verified: the journal record's CRC covers them.
         let mut raw = std::mem::take(&mut self.raw);
-        let result = decompress(body, &mut raw).and_then(|()| self.push_block(&raw));
+        raw.clear();
+        let result = decompress_frames_unchecked(body, &mut raw)
+            .map_err(|e| bad("frame", &e.to_string()))
+            .and_then(|()| self.push_block(&raw));
         self.raw = raw;
         result
     }
@@ -773,47 +775,6 @@ impl SortedMerge {
         self.order
             .extend(self.entries.iter().map(|&entry| entry as u32));
     }
-}
-
-/// Decompresses consecutive LZ4/NONE frames that make up `body` into `out` (cleared
-/// first). The frames' checksums are not verified: the journal's record CRC covers
-/// these bytes.
-fn decompress(body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-    out.clear();
-    let mut input = Cursor {
-        bytes: body,
-        pos: 0,
-    };
-    while input.left() > 0 {
-        // Checksum, method, compressed size with the header, raw size.
-        let head = input.take(FRAME_OVERHEAD_BYTES, "frame")?;
-        let method = head[CHECKSUM_BYTES];
-        let word = |at: usize| {
-            let at = CHECKSUM_BYTES + at;
-            u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes")) as usize
-        };
-        let (size_with_header, raw_bytes) = (word(1), word(5));
-        if !(HEADER_BYTES..=FRAME_BYTES_MAX).contains(&size_with_header)
-            || raw_bytes > FRAME_BYTES_MAX
-        {
-            return Err(bad("frame", "frame sizes out of range"));
-        }
-        let payload = input.take(size_with_header - HEADER_BYTES, "frame")?;
-        let start = out.len();
-        match method {
-            METHOD_LZ4 => {
-                out.resize(start + raw_bytes, 0);
-                let written = lz4_flex::block::decompress_into(payload, &mut out[start..])
-                    .map_err(|e| bad("frame", &format!("LZ4 payload does not decode: {e}")))?;
-                if written != raw_bytes {
-                    return Err(bad("frame", "LZ4 payload shorter than its header says"));
-                }
-            }
-            METHOD_NONE if payload.len() == raw_bytes => out.extend_from_slice(payload),
-            _ => return Err(bad("frame", "neither an LZ4 nor a NONE frame")),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

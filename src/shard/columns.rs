@@ -1012,9 +1012,8 @@ pub(crate) fn put_data_packet(
 
 /// Writes a string column, plain or as LowCardinality with a per-block dictionary of
 /// distinct values (duplicate dictionary entries are untested on servers, so none are
-/// written). Meant for small, rare blocks (rejects, signals): the scan below costs
-/// rows × distinct compares, about a millisecond for a 1,024-row block of distinct
-/// values, and the one allocation is per block.
+/// written). For the small, rare blocks (rejects, signals: at most 1,024 rows); the
+/// dictionary's allocations are per block.
 pub(crate) fn put_strings<'a>(
     out: &mut Vec<u8>,
     encoding: StrEncoding,
@@ -1025,36 +1024,19 @@ pub(crate) fn put_strings<'a>(
         (0..rows).for_each(|row| put_str(out, value(row)));
         return;
     }
-    // Deduplicate against earlier rows by a linear scan: reject blocks hold at most a
-    // few thousand rows and a handful of distinct reasons and subjects.
-    const HAS_ADDITIONAL_KEYS: u64 = 0x200;
-    const NEED_UPDATE_DICTIONARY: u64 = 0x400;
-    out.extend_from_slice(&1u64.to_le_bytes());
-    let width_code: u64 = if rows <= 0x100 {
-        0
-    } else if rows <= 0x1_0000 {
-        1
-    } else {
-        2
-    };
-    out.extend_from_slice(
-        &(width_code | HAS_ADDITIONAL_KEYS | NEED_UPDATE_DICTIONARY).to_le_bytes(),
-    );
-    let first_of = |row: usize| (0..row).find(|&earlier| value(earlier) == value(row));
-    let distinct: Vec<usize> = (0..rows).filter(|&row| first_of(row).is_none()).collect();
-    out.extend_from_slice(&(distinct.len() as u64).to_le_bytes());
-    distinct.iter().for_each(|&row| put_str(out, value(row)));
-    out.extend_from_slice(&(rows as u64).to_le_bytes());
-    for row in 0..rows {
-        let first = first_of(row).unwrap_or(row);
-        let index = distinct
-            .iter()
-            .position(|&d| d == first)
-            .expect("every first occurrence is distinct") as u32;
-        let bytes = index.to_le_bytes();
-        let width = 1usize << width_code;
-        out.extend_from_slice(&bytes[..width]);
-    }
+    out.extend_from_slice(&LC_VERSION.to_le_bytes());
+    let mut positions: HashMap<&[u8], u32> = HashMap::new();
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let indexes: Vec<u32> = (0..rows)
+        .map(|row| {
+            let text = value(row);
+            *positions.entry(text).or_insert_with(|| {
+                keys.push(text);
+                keys.len() as u32 - 1
+            })
+        })
+        .collect();
+    write_low_cardinality_keys(out, keys.into_iter(), indexes.into_iter());
 }
 
 #[cfg(test)]
