@@ -318,6 +318,52 @@ mod tests {
     }
 
     #[test]
+    fn a_full_block_of_distinct_subjects_takes_wider_indexes() {
+        // 1,024 rows, 300 distinct subjects: the LowCardinality dictionary outgrows
+        // one-byte indexes, and every row must still decode to its own subject.
+        let header = header(&[
+            ("received_at", "DateTime64(3, 'UTC')"),
+            ("subject", "LowCardinality(String)"),
+            ("stream_seq", "UInt64"),
+            ("reason", "LowCardinality(String)"),
+            ("detail", "String"),
+            ("payload", "String"),
+            ("payload_size", "UInt32"),
+        ]);
+        let schema = RejectSchema::from_header(&header).unwrap();
+        let rows = 1024;
+        let mut columns = RejectColumns::new(rows);
+        let subject = |i: usize| format!("market.ticks.NSE.{}", i * 7 % 300);
+        for i in 0..rows {
+            assert!(columns.append(&Rejected {
+                received_at_ms: 1_764_000_000_000 + i as i64,
+                subject: subject(i).as_bytes(),
+                stream_seq: 1 + i as u64,
+                reason: "malformed_json",
+                detail: "",
+                payload: b"{",
+                payload_size: 1,
+            }));
+        }
+        let mut sealed = SealedBlock::with_capacity(rows);
+        columns.seal(&schema, Some(Method::Lz4), &mut sealed);
+        let mut input = &sealed.bytes[2..];
+        let mut frames = FrameReader::new(&mut input);
+        let block = Block::decode(BlockFormat::Protocol, &mut frames).unwrap();
+        frames.finish().unwrap();
+        let subjects = &block.column("subject").unwrap().values;
+        for i in [0, 1, 255, 256, 299, 300, 1023] {
+            assert_eq!(
+                subjects.get(i),
+                Value::Bytes(subject(i).into_bytes()),
+                "row {i}"
+            );
+        }
+        let reasons = &block.column("reason").unwrap().values;
+        assert_eq!(reasons.get(1023), Value::Bytes(b"malformed_json".to_vec()));
+    }
+
+    #[test]
     fn unknown_reject_columns_are_refused() {
         let bad = header(&[("received_at", "DateTime"), ("mystery", "UInt8")]);
         assert!(RejectSchema::from_header(&bad)
