@@ -164,14 +164,15 @@ echo "== $machine, build $commit, N=$N, batches: ${batches[*]}, appliance compre
 echo "== publish: $N JSON ticks into $STREAM with $PYTHON_STACK"
 "$PY" "$PYTHON_STACK" publish "$N"
 
-# The appliance over the same stream into a fresh database with a new durable; sets
-# app_rate, and prints what it rejected or flagged.
+# The appliance over the same stream into a fresh database with a new durable, at its
+# own defaults otherwise (as perf/e2e.sh runs it); sets app_rate, and prints what it
+# rejected or flagged.
 run_appliance() {
     local durable=$1 count start end flags q i
     local sets=(--set "clickhouse.database=$DB" --set "nats.stream_ticks=$STREAM"
         --set 'nats.subject_ticks=pystack.ticks.>' --set "nats.stream_signals=$SIGNALS"
         --set 'nats.subject_signals=pystack.signals.>' --set "nats.durable=$durable"
-        --set "clickhouse.compression=$COMPRESSION" --set ingest.flush_interval_ms=1000)
+        --set "clickhouse.compression=$COMPRESSION")
     ch --query "DROP DATABASE IF EXISTS $DB"
     RUST_LOG=warn "$BIN" "${sets[@]}" migrate up >/dev/null
     start=$(now)
