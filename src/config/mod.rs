@@ -954,7 +954,7 @@ impl Default for SpillConfig {
             segment_bytes: 64 << 20,
             mode: SpillMode::Always,
             insert_interval_ms: 1000,
-            insert_rows: 131_072,
+            insert_rows: 262_144,
             inserters: 2,
             sort_inserts: true,
         }

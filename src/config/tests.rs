@@ -788,7 +788,7 @@ fn spill_mode_and_insert_interval_load_and_bad_ones_are_refused() {
     assert_eq!(config.spill.mode, SpillMode::Always);
     assert_eq!(config.spill.insert_interval_ms, 250);
     assert_eq!(config.spill.insert_rows, 500_000);
-    assert_eq!(load("", &[], &[]).unwrap().spill.insert_rows, 131_072);
+    assert_eq!(load("", &[], &[]).unwrap().spill.insert_rows, 262_144);
     assert_eq!(load("", &[], &[]).unwrap().spill.mode, SpillMode::Always);
     let overflow = load("", &[], &["spill.mode=overflow"]).unwrap();
     assert_eq!(overflow.spill.mode, SpillMode::Overflow);
