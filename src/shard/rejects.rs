@@ -255,9 +255,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn reject_blocks_decode_to_their_rows() {
-        let modern = header(&[
+    /// The modern table's columns: LowCardinality subject and reason.
+    fn modern_header() -> Vec<(String, String)> {
+        header(&[
             ("received_at", "DateTime64(3, 'UTC')"),
             ("subject", "LowCardinality(String)"),
             ("stream_seq", "UInt64"),
@@ -265,7 +265,12 @@ mod tests {
             ("detail", "String"),
             ("payload", "String"),
             ("payload_size", "UInt32"),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn reject_blocks_decode_to_their_rows() {
+        let modern = modern_header();
         let legacy = header(&[
             ("received_at", "DateTime('UTC')"),
             ("received_at_ms", "UInt16"),
@@ -321,16 +326,7 @@ mod tests {
     fn a_full_block_of_distinct_subjects_takes_wider_indexes() {
         // 1,024 rows, 300 distinct subjects: the LowCardinality dictionary outgrows
         // one-byte indexes, and every row must still decode to its own subject.
-        let header = header(&[
-            ("received_at", "DateTime64(3, 'UTC')"),
-            ("subject", "LowCardinality(String)"),
-            ("stream_seq", "UInt64"),
-            ("reason", "LowCardinality(String)"),
-            ("detail", "String"),
-            ("payload", "String"),
-            ("payload_size", "UInt32"),
-        ]);
-        let schema = RejectSchema::from_header(&header).unwrap();
+        let schema = RejectSchema::from_header(&modern_header()).unwrap();
         let rows = 1024;
         let mut columns = RejectColumns::new(rows);
         let subject = |i: usize| format!("market.ticks.NSE.{}", i * 7 % 300);
